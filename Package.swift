@@ -1,0 +1,45 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+let package = Package(
+    name: "Tandem",
+    platforms: [.macOS(.v15)],
+    products: [
+        .library(name: "Tandem", targets: ["Tandem"]),
+        .library(name: "TandemLoop", targets: ["TandemLoop"]),
+        .library(name: "TandemCache", targets: ["TandemCache"]),
+        .executable(name: "tandem", targets: ["tandem"]),
+        .executable(name: "tandem-bench", targets: ["tandem-bench"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        .target(
+            name: "TandemLoop",
+            dependencies: [.product(name: "Logging", package: "swift-log")]
+        ),
+        .target(
+            name: "TandemCache",
+            dependencies: [
+                "TandemLoop",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Metrics", package: "swift-metrics"),
+            ]
+        ),
+        .target(name: "Tandem", dependencies: ["TandemLoop", "TandemCache"]),
+        .executableTarget(
+            name: "tandem",
+            dependencies: ["Tandem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
+        .executableTarget(name: "tandem-bench", dependencies: ["Tandem"]),
+        // Shared test code (the semantic suite, fixtures, server helpers): used by the test targets only.
+        .target(name: "TandemTestSupport", dependencies: ["Tandem"], path: "Tests/Support"),
+        .testTarget(name: "TandemLoopTests", dependencies: ["TandemLoop", "TandemTestSupport"]),
+        .testTarget(name: "TandemCacheTests", dependencies: ["TandemCache", "Tandem", "TandemTestSupport"]),
+        .testTarget(name: "TandemTests", dependencies: ["Tandem", "TandemTestSupport"]),
+    ],
+    swiftLanguageModes: [.v6]
+)

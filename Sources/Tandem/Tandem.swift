@@ -1,0 +1,30 @@
+@_exported import TandemCache
+@_exported import TandemLoop
+
+import Foundation
+
+extension BackendRegistry {
+    /// Every backend Tandem ships, by short name and Django's dotted names.
+    public static var standard: BackendRegistry {
+        BackendRegistry.builtin
+    }
+}
+
+extension Caches {
+    /// Builds every cache in `settings` with Tandem's standard backends. No settings: `default` is LocMem.
+    public convenience init(settings: [String: CacheSettings] = [:], loop: (any EventLoop)? = nil) throws {
+        try self.init(settings: settings, loop: loop, registry: .standard)
+    }
+
+    /// Builds the registry from JSON in Django's `CACHES` shape with the standard backends.
+    public convenience init(json: Data, loop: (any EventLoop)? = nil) throws {
+        try self.init(json: json, loop: loop, registry: .standard)
+    }
+
+    /// Builds the registry from `TANDEM_CACHES` or `TANDEM_CACHE_URL` with the standard backends.
+    public static func fromEnvironment(
+        _ environment: [String: String] = ProcessInfo.processInfo.environment, loop: (any EventLoop)? = nil
+    ) throws -> Caches {
+        try fromEnvironment(environment, loop: loop, registry: .standard)
+    }
+}

@@ -1,0 +1,155 @@
+/// The async face of a ``Cache``: the same operations and semantics, as `async` functions that never
+/// block a thread. Get it from ``Cache/async``.
+public struct AsyncCache: Sendable {
+    let core: CacheCore
+
+    /// The alias of the cache.
+    public var alias: String { core.alias }
+
+    /// Returns the value of `key`, or nil when it is missing; see ``Cache/get(_:version:)``.
+    public func get<V: CacheValue>(_ key: String, version: Int? = nil) async throws -> V? {
+        let k = try core.key(key, version)
+        return try await core.runAsync(.get) { try core.decode(try await core.backend.asyncGet(k), key: k) }
+    }
+
+    /// Returns the value of `key`, or `default` when it is missing.
+    public func get<V: CacheValue>(_ key: String, default defaultValue: V, version: Int? = nil) async throws -> V {
+        try await get(key, version: version) ?? defaultValue
+    }
+
+    /// Stores `value`; see ``Cache/set(_:_:timeout:version:)``.
+    public func set<V: CacheValue>(_ key: String, _ value: V, timeout: CacheTimeout = .default, version: Int? = nil) async throws {
+        let k = try core.key(key, version)
+        let v = try core.encode(value, key: k)
+        try await core.runAsync(.set) {
+            switch core.resolve(timeout) {
+            case .expired: _ = try await core.backend.asyncDelete(k)
+            case .expiry(let e): _ = try await core.backend.asyncSet(k, v, expiry: e, mode: .set)
+            }
+            core.metrics.sets.increment()
+        }
+    }
+
+    /// Stores `value` only if `key` does not exist; see ``Cache/add(_:_:timeout:version:)``.
+    @discardableResult
+    public func add<V: CacheValue>(_ key: String, _ value: V, timeout: CacheTimeout = .default, version: Int? = nil) async throws -> Bool {
+        let k = try core.key(key, version)
+        let v = try core.encode(value, key: k)
+        return try await core.runAsync(.add) {
+            switch core.resolve(timeout) {
+            case .expired: return try await !core.backend.asyncHasKey(k)
+            case .expiry(let e): return try await core.backend.asyncSet(k, v, expiry: e, mode: .add)
+            }
+        }
+    }
+
+    /// Returns the value of `key`, or adds `makeDefault()` and re-reads; see ``Cache/getOrSet(_:timeout:version:_:)``.
+    public func getOrSet<V: CacheValue>(
+        _ key: String, timeout: CacheTimeout = .default, version: Int? = nil, _ makeDefault: () async throws -> V
+    ) async throws -> V {
+        if let v: V = try await get(key, version: version) { return v }
+        let fresh = try await makeDefault()
+        try await add(key, fresh, timeout: timeout, version: version)
+        return try await get(key, version: version) ?? fresh
+    }
+
+    /// Returns the values of the keys that exist; see ``Cache/getMany(_:version:)``.
+    public func getMany<V: CacheValue>(_ keys: [String], version: Int? = nil) async throws -> [String: V] {
+        let ks = try core.keys(keys, version)
+        return try await core.runAsync(.getMany) { try core.decodeMany(try await core.backend.asyncGetMany(ks.map(\.made)), ks) }
+    }
+
+    /// Stores every item; returns the keys that failed; see ``Cache/setMany(_:timeout:version:)``.
+    @discardableResult
+    public func setMany<V: CacheValue>(_ items: [String: V], timeout: CacheTimeout = .default, version: Int? = nil) async throws -> [String] {
+        let (ks, encoded) = try core.encodeMany(items, version)
+        return try await core.runAsync(.setMany) {
+            core.metrics.sets.increment(by: Int64(encoded.count))
+            switch core.resolve(timeout) {
+            case .expired:
+                try await core.backend.asyncDeleteMany(encoded.map(\.key))
+                return []
+            case .expiry(let e):
+                let failed = Set(try await core.backend.asyncSetMany(encoded, expiry: e))
+                return ks.filter { failed.contains($0.made) }.map(\.user)
+            }
+        }
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    @discardableResult
+    public func delete(_ key: String, version: Int? = nil) async throws -> Bool {
+        let k = try core.key(key, version)
+        return try await core.runAsync(.delete) {
+            core.metrics.deletes.increment()
+            return try await core.backend.asyncDelete(k)
+        }
+    }
+
+    /// Deletes every key.
+    public func deleteMany(_ keys: [String], version: Int? = nil) async throws {
+        let ks = try core.keys(keys, version)
+        try await core.runAsync(.deleteMany) {
+            core.metrics.deletes.increment(by: Int64(ks.count))
+            try await core.backend.asyncDeleteMany(ks.map(\.made))
+        }
+    }
+
+    /// Adds `delta` atomically; see ``Cache/incr(_:by:version:)``.
+    @discardableResult
+    public func incr(_ key: String, by delta: Int = 1, version: Int? = nil) async throws -> Int {
+        let k = try core.key(key, version)
+        return Int(try await core.runAsync(.incr) { try await core.backend.asyncIncr(k, by: Int64(delta)) })
+    }
+
+    /// Subtracts `delta`; see ``Cache/incr(_:by:version:)``.
+    @discardableResult
+    public func decr(_ key: String, by delta: Int = 1, version: Int? = nil) async throws -> Int {
+        try await incr(key, by: -delta, version: version)
+    }
+
+    /// Sets a new timeout on `key`; see ``Cache/touch(_:timeout:version:)``.
+    @discardableResult
+    public func touch(_ key: String, timeout: CacheTimeout = .default, version: Int? = nil) async throws -> Bool {
+        let k = try core.key(key, version)
+        return try await core.runAsync(.touch) {
+            switch core.resolve(timeout) {
+            case .expired: return try await core.backend.asyncDelete(k)
+            case .expiry(let e): return try await core.backend.asyncTouch(k, expiry: e)
+            }
+        }
+    }
+
+    /// Returns whether `key` exists (a stored nil counts).
+    public func hasKey(_ key: String, version: Int? = nil) async throws -> Bool {
+        let k = try core.key(key, version)
+        return try await core.runAsync(.hasKey) { try await core.backend.asyncHasKey(k) }
+    }
+
+    /// Moves `key` to `version + delta`; see ``Cache/incrVersion(_:by:version:)``.
+    @discardableResult
+    public func incrVersion(_ key: String, by delta: Int = 1, version: Int? = nil) async throws -> Int {
+        let from = version ?? core.keys.defaultVersion
+        let old = try core.key(key, from)
+        let new = try core.key(key, from + delta)
+        guard let value = try await core.runAsync(.get, { try await core.backend.asyncGet(old) }) else {
+            throw CacheError.missingKey(key)
+        }
+        try await core.runAsync(.set) {
+            if case .expiry(let e) = core.resolve(.default) { _ = try await core.backend.asyncSet(new, value, expiry: e, mode: .set) }
+            _ = try await core.backend.asyncDelete(old)
+        }
+        return from + delta
+    }
+
+    /// Moves `key` to `version - delta`; see ``Cache/incrVersion(_:by:version:)``.
+    @discardableResult
+    public func decrVersion(_ key: String, by delta: Int = 1, version: Int? = nil) async throws -> Int {
+        try await incrVersion(key, by: -delta, version: version)
+    }
+
+    /// Removes everything from the backend; see ``Cache/clear()``.
+    public func clear() async throws {
+        try await core.runAsync(.clear) { try await core.backend.asyncClear() }
+    }
+}

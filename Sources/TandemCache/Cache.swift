@@ -1,0 +1,198 @@
+import TandemLoop
+
+/// A cache with Django's semantics. Its methods block the calling thread (for LocMem and Dummy they
+/// never wait); ``async`` gives the same methods as `async` functions that never block a thread.
+///
+/// Every key-taking method also takes `version:` (the cache's VERSION when nil). Keys are made as
+/// `"\(KEY_PREFIX):\(version):\(key)"` unless a key function is configured.
+///
+/// Blocking calls on backends that wait on I/O are checked by the async-safety guard: on an event-loop
+/// thread they throw ``TandemLoop/TandemError/blockingCallOnEventLoop(operation:)``; inside a Swift task they follow the
+/// cache's policy (`.error` by default: use ``async`` there).
+public final class Cache: Sendable {
+    let core: CacheCore
+
+    /// The alias this cache is registered under.
+    public var alias: String { core.alias }
+    /// The async face: the same operations, `async`, never blocking a thread.
+    public let async: AsyncCache
+    /// The backend behind this cache.
+    public var backend: any CacheBackend { core.backend }
+
+    /// Creates a cache over a backend. Usually you get caches from `Caches` instead.
+    /// - Parameters:
+    ///   - alias: the name used in logs, metrics and errors.
+    ///   - backend: where values are stored.
+    ///   - timeout: the default timeout (Django's TIMEOUT, 300 s unless set).
+    ///   - keyPrefix: Django's KEY_PREFIX.
+    ///   - version: Django's VERSION.
+    ///   - keyFunction: replaces the default key making.
+    ///   - codec: encodes values that are not stored natively (JSON by default).
+    ///   - asyncUnsafePolicy: the guard's policy for this cache (nil: the process-wide one).
+    public init(
+        alias: String = "default", backend: any CacheBackend, timeout: CacheTimeout = .seconds(300),
+        keyPrefix: String = "", version: Int = 1, keyFunction: KeyFunction? = nil,
+        codec: any CacheCodec = JSONCacheCodec(), asyncUnsafePolicy: AsyncUnsafePolicy? = nil
+    ) {
+        core = CacheCore(alias: alias, backend: backend, keyPrefix: keyPrefix, version: version,
+                         keyFunction: keyFunction, defaultTimeout: timeout, codec: codec,
+                         asyncUnsafePolicy: asyncUnsafePolicy)
+        self.async = AsyncCache(core: core)
+    }
+
+    /// The final key that `key` is stored under at `version` (made, not validated).
+    public func makeKey(_ key: String, version: Int? = nil) -> String { core.keys.make(key, version: version) }
+
+    /// Returns the value of `key`, or nil when it is missing. Ask for `V?` to tell a stored nil
+    /// (`.some(nil)`) from a miss (`nil`).
+    public func get<V: CacheValue>(_ key: String, version: Int? = nil) throws -> V? {
+        let k = try core.key(key, version)
+        return try core.run(.get) { try core.decode(try core.backend.get(k), key: k) }
+    }
+
+    /// Returns the value of `key`, or `default` when it is missing.
+    public func get<V: CacheValue>(_ key: String, default defaultValue: V, version: Int? = nil) throws -> V {
+        try get(key, version: version) ?? defaultValue
+    }
+
+    /// Stores `value` under `key`. A timeout of 0 or less stores nothing (and removes an old value).
+    public func set<V: CacheValue>(_ key: String, _ value: V, timeout: CacheTimeout = .default, version: Int? = nil) throws {
+        let k = try core.key(key, version)
+        let v = try core.encode(value, key: k)
+        try core.run(.set) {
+            switch core.resolve(timeout) {
+            case .expired: _ = try core.backend.delete(k)
+            case .expiry(let e): _ = try core.backend.set(k, v, expiry: e, mode: .set)
+            }
+            core.metrics.sets.increment()
+        }
+    }
+
+    /// Stores `value` only if `key` does not exist. Returns whether it stored (with a timeout of 0 or
+    /// less: whether the key was free; nothing is stored).
+    @discardableResult
+    public func add<V: CacheValue>(_ key: String, _ value: V, timeout: CacheTimeout = .default, version: Int? = nil) throws -> Bool {
+        let k = try core.key(key, version)
+        let v = try core.encode(value, key: k)
+        return try core.run(.add) {
+            switch core.resolve(timeout) {
+            case .expired: return try !core.backend.hasKey(k)
+            case .expiry(let e): return try core.backend.set(k, v, expiry: e, mode: .add)
+            }
+        }
+    }
+
+    /// Returns the value of `key`; when missing, computes `makeDefault()`, adds it and re-reads, so that
+    /// when another caller stored a value first, that value wins (Django's race-safe `get_or_set`).
+    public func getOrSet<V: CacheValue>(
+        _ key: String, timeout: CacheTimeout = .default, version: Int? = nil, _ makeDefault: () throws -> V
+    ) throws -> V {
+        if let v: V = try get(key, version: version) { return v }
+        let fresh = try makeDefault()
+        try add(key, fresh, timeout: timeout, version: version)
+        return try get(key, version: version) ?? fresh
+    }
+
+    /// Returns the values of the keys that exist (a stored nil included when `V` is optional).
+    public func getMany<V: CacheValue>(_ keys: [String], version: Int? = nil) throws -> [String: V] {
+        let ks = try core.keys(keys, version)
+        return try core.run(.getMany) { try core.decodeMany(try core.backend.getMany(ks.map(\.made)), ks) }
+    }
+
+    /// Stores every item; returns the keys that could not be stored (only memcached can fail).
+    @discardableResult
+    public func setMany<V: CacheValue>(_ items: [String: V], timeout: CacheTimeout = .default, version: Int? = nil) throws -> [String] {
+        let (ks, encoded) = try core.encodeMany(items, version)
+        return try core.run(.setMany) {
+            core.metrics.sets.increment(by: Int64(encoded.count))
+            switch core.resolve(timeout) {
+            case .expired:
+                try core.backend.deleteMany(encoded.map(\.key))
+                return []
+            case .expiry(let e):
+                let failed = Set(try core.backend.setMany(encoded, expiry: e))
+                return ks.filter { failed.contains($0.made) }.map(\.user)
+            }
+        }
+    }
+
+    /// Deletes `key`; returns whether it existed.
+    @discardableResult
+    public func delete(_ key: String, version: Int? = nil) throws -> Bool {
+        let k = try core.key(key, version)
+        return try core.run(.delete) {
+            core.metrics.deletes.increment()
+            return try core.backend.delete(k)
+        }
+    }
+
+    /// Deletes every key.
+    public func deleteMany(_ keys: [String], version: Int? = nil) throws {
+        let ks = try core.keys(keys, version)
+        try core.run(.deleteMany) {
+            core.metrics.deletes.increment(by: Int64(ks.count))
+            try core.backend.deleteMany(ks.map(\.made))
+        }
+    }
+
+    /// Adds `delta` to the integer stored under `key`, atomically where the backend is, and returns
+    /// the new value. Missing key: ``CacheError/missingKey(_:)``; not an integer: ``CacheError/notAnInteger(key:)``.
+    @discardableResult
+    public func incr(_ key: String, by delta: Int = 1, version: Int? = nil) throws -> Int {
+        let k = try core.key(key, version)
+        return Int(try core.run(.incr) { try core.backend.incr(k, by: Int64(delta)) })
+    }
+
+    /// Subtracts `delta`; see ``incr(_:by:version:)``.
+    @discardableResult
+    public func decr(_ key: String, by delta: Int = 1, version: Int? = nil) throws -> Int {
+        try incr(key, by: -delta, version: version)
+    }
+
+    /// Sets a new timeout on `key`; returns whether it existed. A timeout of 0 or less expires it now.
+    @discardableResult
+    public func touch(_ key: String, timeout: CacheTimeout = .default, version: Int? = nil) throws -> Bool {
+        let k = try core.key(key, version)
+        return try core.run(.touch) {
+            switch core.resolve(timeout) {
+            case .expired: return try core.backend.delete(k)
+            case .expiry(let e): return try core.backend.touch(k, expiry: e)
+            }
+        }
+    }
+
+    /// Returns whether `key` exists (a stored nil counts).
+    public func hasKey(_ key: String, version: Int? = nil) throws -> Bool {
+        let k = try core.key(key, version)
+        return try core.run(.hasKey) { try core.backend.hasKey(k) }
+    }
+
+    /// Moves `key` from `version` to `version + delta` and returns the new version.
+    /// Missing key: ``CacheError/missingKey(_:)``.
+    @discardableResult
+    public func incrVersion(_ key: String, by delta: Int = 1, version: Int? = nil) throws -> Int {
+        let from = version ?? core.keys.defaultVersion
+        let old = try core.key(key, from)
+        let new = try core.key(key, from + delta)
+        guard let value = try core.run(.get, { try core.backend.get(old) }) else { throw CacheError.missingKey(key) }
+        try core.run(.set) {
+            if case .expiry(let e) = core.resolve(.default) { _ = try core.backend.set(new, value, expiry: e, mode: .set) }
+            _ = try core.backend.delete(old)
+        }
+        return from + delta
+    }
+
+    /// Moves `key` from `version` to `version - delta`; see ``incrVersion(_:by:version:)``.
+    @discardableResult
+    public func decrVersion(_ key: String, by delta: Int = 1, version: Int? = nil) throws -> Int {
+        try incrVersion(key, by: -delta, version: version)
+    }
+
+    /// Removes everything from the backend (for Redis: FLUSHDB of its database, as Django does).
+    public func clear() throws {
+        try core.run(.clear) { try core.backend.clear() }
+    }
+
+    /// Releases the backend's connections. The cache can still be used; it reconnects.
+    public func close() { core.backend.close() }
+}

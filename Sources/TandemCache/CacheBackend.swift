@@ -1,0 +1,180 @@
+/// The type tag stored with a value (memcached keeps it in the item flags). `untagged` is what a
+/// backend reports when it cannot store tags (Redis) or when another client wrote the value: the front
+/// then decodes by the type the caller asks for.
+public struct ValueKind: RawRepresentable, Sendable, Hashable {
+    public let rawValue: UInt32
+    /// Wraps a raw tag.
+    public init(rawValue: UInt32) { self.rawValue = rawValue }
+    /// No tag: decode by the requested type.
+    public static let untagged = ValueKind(rawValue: 0)
+    /// UTF-8 text.
+    public static let string = ValueKind(rawValue: 1)
+    /// An integer as decimal text.
+    public static let integer = ValueKind(rawValue: 2)
+    /// A floating-point number as text.
+    public static let double = ValueKind(rawValue: 3)
+    /// `true` or `false`.
+    public static let bool = ValueKind(rawValue: 4)
+    /// Raw bytes (`[UInt8]`).
+    public static let bytes = ValueKind(rawValue: 5)
+    /// Raw bytes (`Data`).
+    public static let data = ValueKind(rawValue: 6)
+    /// A `Codable` value encoded by the cache's codec.
+    public static let codable = ValueKind(rawValue: 7)
+    /// A stored null (`nil`): a value, not a miss.
+    public static let null = ValueKind(rawValue: 8)
+}
+
+/// A value as a backend stores it: bytes and a type tag.
+public struct StoredValue: Sendable, Hashable {
+    /// The payload.
+    public var bytes: [UInt8]
+    /// The type tag (see ``ValueKind``).
+    public var kind: ValueKind
+
+    /// Creates a stored value.
+    public init(bytes: [UInt8], kind: ValueKind) {
+        self.bytes = bytes
+        self.kind = kind
+    }
+
+    /// The bytes that stand for a stored null on backends without type tags. `0xC1` never occurs in
+    /// valid UTF-8, so no string can collide with it.
+    public static let nullBytes: [UInt8] = [0xC1, 0x00, 0x4E]
+
+    /// The stored form of `nil`.
+    public static let null = StoredValue(bytes: nullBytes, kind: .null)
+
+    /// True when this is a stored null (tagged, or untagged with the null bytes).
+    public var isNull: Bool {
+        kind == .null || (kind == .untagged && bytes == StoredValue.nullBytes)
+    }
+}
+
+/// Whether a set overwrites.
+public enum SetMode: Sendable, Hashable {
+    /// Store unconditionally.
+    case set
+    /// Store only if the key does not exist (or has expired); report whether it stored.
+    case add
+}
+
+/// How a backend treats keys that memcached could not store (over 250 bytes, control characters, spaces).
+public enum KeyStrictness: Sendable, Hashable {
+    /// Reject with ``CacheError/invalidKey(key:reason:)`` before any I/O (memcached).
+    case strict
+    /// Accept, and log a warning once per key (other backends), as Django does.
+    case lenient
+}
+
+/// The backend SPI: bytes in, bytes out, one blocking and one async entry per operation.
+///
+/// The cache front (``Cache`` and ``AsyncCache``) has already made and validated the keys, encoded the
+/// values and applied the timeout rules (`.default` resolved, expire-now handled), so backends stay thin:
+/// they receive final keys and an expiry that is always in the future or `.never`.
+///
+/// Blocking entries run on the caller's thread; async entries must never block a thread. Backends that
+/// never wait (in-memory ones) adopt ``NonBlockingCacheBackend`` and get the async entries for free.
+public protocol CacheBackend: AnyObject, Sendable {
+    /// Whether invalid keys are rejected or only warned about.
+    var keyStrictness: KeyStrictness { get }
+    /// True when the blocking entries can wait on I/O: the front then applies the async-safety guard.
+    var waitsOnIO: Bool { get }
+    /// A short description for logs and errors (never containing passwords).
+    var backendDescription: String { get }
+
+    /// Returns the value of `key`, or nil when it is missing or expired.
+    func get(_ key: String) throws -> StoredValue?
+    /// Returns the values of the keys that exist.
+    func getMany(_ keys: [String]) throws -> [String: StoredValue]
+    /// Stores `value`; with `.add` only if the key does not exist. Returns whether it stored.
+    func set(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) throws -> Bool
+    /// Stores every item; returns the keys that could not be stored.
+    func setMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) throws -> [String]
+    /// Deletes `key`; returns whether it existed.
+    func delete(_ key: String) throws -> Bool
+    /// Deletes every key.
+    func deleteMany(_ keys: [String]) throws
+    /// Adds `delta` atomically and returns the new value. Missing key: ``CacheError/missingKey(_:)``;
+    /// non-integer value: ``CacheError/notAnInteger(key:)``. The expiry is kept.
+    func incr(_ key: String, by delta: Int64) throws -> Int64
+    /// Sets a new expiry on an existing key; returns whether it existed.
+    func touch(_ key: String, expiry: CacheExpiry) throws -> Bool
+    /// Returns whether `key` exists and has not expired.
+    func hasKey(_ key: String) throws -> Bool
+    /// Removes everything this backend stores (see each backend for the scope).
+    func clear() throws
+    /// Releases connections; the backend may be used again afterwards (it reconnects).
+    func close()
+
+    /// Async ``get(_:)``.
+    func asyncGet(_ key: String) async throws -> StoredValue?
+    /// Async ``getMany(_:)``.
+    func asyncGetMany(_ keys: [String]) async throws -> [String: StoredValue]
+    /// Async ``set(_:_:expiry:mode:)``.
+    func asyncSet(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) async throws -> Bool
+    /// Async ``setMany(_:expiry:)``.
+    func asyncSetMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) async throws -> [String]
+    /// Async ``delete(_:)``.
+    func asyncDelete(_ key: String) async throws -> Bool
+    /// Async ``deleteMany(_:)``.
+    func asyncDeleteMany(_ keys: [String]) async throws
+    /// Async ``incr(_:by:)``.
+    func asyncIncr(_ key: String, by delta: Int64) async throws -> Int64
+    /// Async ``touch(_:expiry:)``.
+    func asyncTouch(_ key: String, expiry: CacheExpiry) async throws -> Bool
+    /// Async ``hasKey(_:)``.
+    func asyncHasKey(_ key: String) async throws -> Bool
+    /// Async ``clear()``.
+    func asyncClear() async throws
+}
+
+/// A backend whose operations never wait (in-process memory): its async entries simply call the
+/// blocking ones, and the async-safety guard does not apply.
+public protocol NonBlockingCacheBackend: CacheBackend {}
+
+extension NonBlockingCacheBackend {
+    public var waitsOnIO: Bool { false }
+    public func asyncGet(_ key: String) async throws -> StoredValue? { try get(key) }
+    public func asyncGetMany(_ keys: [String]) async throws -> [String: StoredValue] { try getMany(keys) }
+    public func asyncSet(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) async throws -> Bool {
+        try set(key, value, expiry: expiry, mode: mode)
+    }
+    public func asyncSetMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) async throws -> [String] {
+        try setMany(items, expiry: expiry)
+    }
+    public func asyncDelete(_ key: String) async throws -> Bool { try delete(key) }
+    public func asyncDeleteMany(_ keys: [String]) async throws { try deleteMany(keys) }
+    public func asyncIncr(_ key: String, by delta: Int64) async throws -> Int64 { try incr(key, by: delta) }
+    public func asyncTouch(_ key: String, expiry: CacheExpiry) async throws -> Bool { try touch(key, expiry: expiry) }
+    public func asyncHasKey(_ key: String) async throws -> Bool { try hasKey(key) }
+    public func asyncClear() async throws { try clear() }
+}
+
+/// Parses an integer stored as decimal ASCII text (optional sign), as `incr` needs it. Nil if the bytes
+/// are not a canonical integer in range.
+public func parseStoredInteger(_ bytes: [UInt8]) -> Int64? {
+    guard !bytes.isEmpty, bytes.count <= 20 else { return nil }
+    var i = 0
+    var negative = false
+    if bytes[0] == UInt8(ascii: "-") || bytes[0] == UInt8(ascii: "+") {
+        negative = bytes[0] == UInt8(ascii: "-")
+        i = 1
+        guard bytes.count > 1 else { return nil }
+    }
+    var value: Int64 = 0
+    while i < bytes.count {
+        let d = bytes[i] &- UInt8(ascii: "0")
+        guard d <= 9 else { return nil }
+        let (m, o1) = value.multipliedReportingOverflow(by: 10)
+        let (s, o2) = negative ? m.subtractingReportingOverflow(Int64(d)) : m.addingReportingOverflow(Int64(d))
+        guard !o1, !o2 else { return nil }
+        value = s
+        i += 1
+    }
+    return value
+}
+
+/// The decimal text of an integer, as stored so that `incr` and other clients can read it.
+@inlinable
+public func storedIntegerBytes(_ value: Int64) -> [UInt8] { Array(String(value).utf8) }

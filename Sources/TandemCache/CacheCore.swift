@@ -1,0 +1,194 @@
+import Logging
+import Metrics
+import TandemLoop
+
+/// The operations the front records metrics for.
+enum CacheOp: Int, CaseIterable, Sendable {
+    case get, getMany, set, add, setMany, delete, deleteMany, incr, touch, hasKey, clear
+
+    var name: String {
+        switch self {
+        case .get: "get"
+        case .getMany: "get_many"
+        case .set: "set"
+        case .add: "add"
+        case .setMany: "set_many"
+        case .delete: "delete"
+        case .deleteMany: "delete_many"
+        case .incr: "incr"
+        case .touch: "touch"
+        case .hasKey: "has_key"
+        case .clear: "clear"
+        }
+    }
+}
+
+/// Counters and a latency timer per cache alias, created once and recorded once in the front.
+struct CacheMetrics: Sendable {
+    let hits: Counter
+    let misses: Counter
+    let sets: Counter
+    let deletes: Counter
+    let errors: Counter
+    let latency: [Metrics.Timer]
+    /// Clock reads cost; without a metrics backend there is nobody to report latency to.
+    let timing: Bool
+
+    init(alias: String) {
+        let dims = [("alias", alias)]
+        hits = Counter(label: "tandem_cache_hits_total", dimensions: dims)
+        misses = Counter(label: "tandem_cache_misses_total", dimensions: dims)
+        sets = Counter(label: "tandem_cache_sets_total", dimensions: dims)
+        deletes = Counter(label: "tandem_cache_deletes_total", dimensions: dims)
+        errors = Counter(label: "tandem_cache_errors_total", dimensions: dims)
+        latency = CacheOp.allCases.map {
+            Metrics.Timer(label: "tandem_cache_duration", dimensions: dims + [("op", $0.name)])
+        }
+        timing = !(MetricsSystem.factory is NOOPMetricsHandler)
+    }
+}
+
+/// How the front resolved a ``CacheTimeout``.
+enum ResolvedTimeout: Sendable {
+    case expiry(CacheExpiry)
+    /// 0 or negative: the key expires at once.
+    case expired
+}
+
+/// The one implementation of the cache semantics that both faces share: key making and validation,
+/// value coding, timeout rules, the async-safety guard and metrics. Each face method is a few lines
+/// around one backend call.
+final class CacheCore: Sendable {
+    let alias: String
+    let backend: any CacheBackend
+    let keys: KeyMaker
+    let defaultTimeout: CacheTimeout
+    let codec: any CacheCodec
+    let asyncUnsafePolicy: AsyncUnsafePolicy?
+    let metrics: CacheMetrics
+    let logger: Logger
+    private let guarded: Bool
+
+    init(
+        alias: String, backend: any CacheBackend, keyPrefix: String, version: Int, keyFunction: KeyFunction?,
+        defaultTimeout: CacheTimeout, codec: any CacheCodec, asyncUnsafePolicy: AsyncUnsafePolicy?
+    ) {
+        var logger = Logger(label: "tandem.cache")
+        logger[metadataKey: "cache"] = "\(alias)"
+        self.alias = alias
+        self.backend = backend
+        self.keys = KeyMaker(prefix: keyPrefix, defaultVersion: version, function: keyFunction,
+                             strictness: backend.keyStrictness, logger: logger)
+        self.defaultTimeout = defaultTimeout == .default ? .seconds(300) : defaultTimeout
+        self.codec = codec
+        self.asyncUnsafePolicy = asyncUnsafePolicy
+        self.metrics = CacheMetrics(alias: alias)
+        self.logger = logger
+        self.guarded = backend.waitsOnIO
+    }
+
+    // MARK: preparation shared by both faces
+
+    @inline(__always)
+    func key(_ key: String, _ version: Int?) throws -> String {
+        try keys.validated(key, version: version)
+    }
+
+    func keys(_ keys: [String], _ version: Int?) throws -> [(user: String, made: String)] {
+        try keys.map { ($0, try self.keys.validated($0, version: version)) }
+    }
+
+    /// Makes, validates and encodes the items of a set-many.
+    func encodeMany<V: CacheValue>(_ items: [String: V], _ version: Int?) throws
+        -> ([(user: String, made: String)], [(key: String, value: StoredValue)]) {
+        var ks: [(user: String, made: String)] = []
+        var encoded: [(key: String, value: StoredValue)] = []
+        ks.reserveCapacity(items.count)
+        encoded.reserveCapacity(items.count)
+        for (user, value) in items {
+            let made = try keys.validated(user, version: version)
+            ks.append((user, made))
+            encoded.append((made, try encode(value, key: made)))
+        }
+        return (ks, encoded)
+    }
+
+    @inline(__always)
+    func encode<V: CacheValue>(_ value: V, key: String) throws -> StoredValue {
+        try ValueCoding.encode(value, codec: codec, key: key)
+    }
+
+    /// Decodes a backend answer and counts the hit or miss.
+    @inline(__always)
+    func decode<V: CacheValue>(_ stored: StoredValue?, key: String) throws -> V? {
+        guard let stored else {
+            metrics.misses.increment()
+            return nil
+        }
+        metrics.hits.increment()
+        return try ValueCoding.decode(V.self, from: stored, codec: codec, key: key)
+    }
+
+    /// Decodes the answer of a get-many into the caller's keys, keeping only what exists.
+    func decodeMany<V: CacheValue>(_ found: [String: StoredValue], _ keys: [(user: String, made: String)]) throws -> [String: V] {
+        var out: [String: V] = [:]
+        out.reserveCapacity(found.count)
+        for (user, made) in keys {
+            guard let stored = found[made] else { continue }
+            if let v: V = try ValueCoding.decode(V.self, from: stored, codec: codec, key: made) { out[user] = v }
+        }
+        metrics.hits.increment(by: Int64(found.count))
+        metrics.misses.increment(by: Int64(keys.count - found.count))
+        return out
+    }
+
+    func resolve(_ timeout: CacheTimeout) -> ResolvedTimeout {
+        switch timeout == .default ? defaultTimeout : timeout {
+        case .never: return .expiry(.never)
+        case .seconds(let s): return s > 0 ? .expiry(.after(seconds: s)) : .expired
+        case .default: return .expiry(.after(seconds: 300))
+        }
+    }
+
+    /// Applies the async-safety guard to blocking calls on backends that wait on I/O.
+    @inline(__always)
+    func checkBlocking(_ op: CacheOp) throws {
+        if guarded {
+            try AsyncSafety.checkBlockingCall("cache '\(alias)' \(op.name)", policy: asyncUnsafePolicy)
+        }
+    }
+
+    // MARK: recording
+
+    @inline(__always)
+    func run<R>(_ op: CacheOp, _ body: () throws -> R) throws -> R {
+        try checkBlocking(op)
+        if !metrics.timing {
+            do { return try body() } catch { throw failed(op, error) }
+        }
+        let start = ContinuousClock.now
+        defer { metrics.latency[op.rawValue].recordNanoseconds(elapsedNanos(since: start)) }
+        do { return try body() } catch { throw failed(op, error) }
+    }
+
+    @inline(__always)
+    func runAsync<R>(_ op: CacheOp, _ body: () async throws -> R) async throws -> R {
+        if !metrics.timing {
+            do { return try await body() } catch { throw failed(op, error) }
+        }
+        let start = ContinuousClock.now
+        defer { metrics.latency[op.rawValue].recordNanoseconds(elapsedNanos(since: start)) }
+        do { return try await body() } catch { throw failed(op, error) }
+    }
+
+    private func failed(_ op: CacheOp, _ error: any Error) -> any Error {
+        metrics.errors.increment()
+        logger.debug("cache operation failed", metadata: ["op": "\(op.name)", "error": "\(error)"])
+        return error
+    }
+
+    private func elapsedNanos(since start: ContinuousClock.Instant) -> Int64 {
+        let d = ContinuousClock.now - start
+        return d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000
+    }
+}

@@ -1,0 +1,149 @@
+import TandemLoop
+
+import Foundation
+
+/// The named-cache registry, configured like Django's `CACHES`. Switching LocMem to Redis is a
+/// settings change: code asks for `caches["default"]` either way.
+///
+/// Every cache is built (and its settings validated) when the registry is created, so bad settings fail
+/// at start-up with an error naming the alias and the field, never later and never silently.
+/// `import Tandem` adds initialisers that use the standard backends (LocMem, Dummy, Redis, memcached).
+public final class Caches: Sendable {
+    private let caches: [String: Cache]
+
+    /// The settings each alias was built from (secrets are redacted in their descriptions).
+    public let settings: [String: CacheSettings]
+
+    /// Builds every cache in `settings` with the backends of `registry`. With no settings at all,
+    /// `default` is a LocMem cache. Settings that lack `default` are an error, as in Django.
+    public init(settings: [String: CacheSettings], loop: (any EventLoop)? = nil, registry: BackendRegistry) throws {
+        let effective = settings.isEmpty ? ["default": CacheSettings()] : settings
+        guard effective["default"] != nil else {
+            throw CacheError.invalidSetting(alias: "default", field: "(entry)", reason: "a 'default' cache must be configured")
+        }
+        var built: [String: Cache] = [:]
+        for (alias, s) in effective {
+            built[alias] = try registry.makeCache(alias: alias, settings: s, loop: loop)
+        }
+        self.caches = built
+        self.settings = effective
+    }
+
+    /// Builds the registry from JSON in Django's `CACHES` shape:
+    /// `{"default": {"BACKEND": "redis", "LOCATION": [...], "TIMEOUT": 300, "KEY_PREFIX": "", "VERSION": 1, "OPTIONS": {...}}}`.
+    public convenience init(json: Data, loop: (any EventLoop)? = nil, registry: BackendRegistry) throws {
+        try self.init(settings: try Caches.parseJSON(json), loop: loop, registry: registry)
+    }
+
+    /// Parses Django-shaped JSON into settings (without building anything).
+    public static func parseJSON(_ json: Data) throws -> [String: CacheSettings] {
+        let root: SettingValue
+        do {
+            root = try JSONDecoder().decode(SettingValue.self, from: json)
+        } catch {
+            throw CacheError.invalidSetting(alias: "(all)", field: "(json)", reason: "not valid JSON: \(error)")
+        }
+        guard case .dict(let entries) = root else {
+            throw CacheError.invalidSetting(alias: "(all)", field: "(json)", reason: "expected an object of aliases, got \(root.typeName)")
+        }
+        var out: [String: CacheSettings] = [:]
+        for (alias, value) in entries { out[alias] = try CacheSettings.parse(alias: alias, value) }
+        return out
+    }
+
+    /// Builds the registry from the environment: `TANDEM_CACHES` (the JSON form), else `TANDEM_CACHE_URL`
+    /// (`locmem://name`, `dummy://`, `redis://...`, `memcached://host:port,host:port`, with optional
+    /// `?timeout=&key_prefix=&version=` and backend options in the query), else LocMem.
+    public static func fromEnvironment(_ environment: [String: String], loop: (any EventLoop)? = nil, registry: BackendRegistry) throws -> Caches {
+        try Caches(settings: try settingsFromEnvironment(environment), loop: loop, registry: registry)
+    }
+
+    /// The settings `fromEnvironment` would build.
+    public static func settingsFromEnvironment(_ environment: [String: String]) throws -> [String: CacheSettings] {
+        if let json = environment["TANDEM_CACHES"], !json.isEmpty {
+            return try parseJSON(Data(json.utf8))
+        }
+        if let url = environment["TANDEM_CACHE_URL"], !url.isEmpty {
+            return ["default": try CacheSettings(url: url, alias: "default")]
+        }
+        return [:]
+    }
+
+    /// The cache registered as `alias`; ``CacheError/unknownAlias(_:known:)`` when there is none.
+    public subscript(alias: String) -> Cache {
+        get throws {
+            guard let c = caches[alias] else { throw CacheError.unknownAlias(alias, known: aliases) }
+            return c
+        }
+    }
+
+    /// The `default` cache (always configured).
+    public var `default`: Cache {
+        // The initialiser refuses settings without "default", so this lookup cannot fail.
+        caches["default"]!
+    }
+
+    /// Every configured alias, sorted.
+    public var aliases: [String] { caches.keys.sorted() }
+
+    /// Closes every cache's connections.
+    public func closeAll() {
+        for c in caches.values { c.close() }
+    }
+}
+
+extension CacheSettings {
+    /// Settings from a cache URL: `locmem://name`, `dummy://`, `redis://[user:pass@]host:port[/db]`,
+    /// `rediss://...`, `memcached://host:port[,host:port...]`. Query items `timeout`, `key_prefix` and
+    /// `version` set those fields; for non-Redis URLs other query items become OPTIONS (upper-cased).
+    public init(url: String, alias: String = "default") throws {
+        guard let schemeEnd = url.range(of: "://") else {
+            throw CacheError.invalidSetting(alias: alias, field: "TANDEM_CACHE_URL", reason: "expected scheme://..., got \"\(Redaction.location(url))\"")
+        }
+        let scheme = url[..<schemeEnd.lowerBound].lowercased()
+        var rest = String(url[schemeEnd.upperBound...])
+        var query: [(String, String)] = []
+        if let q = rest.firstIndex(of: "?") {
+            query = rest[rest.index(after: q)...].split(separator: "&").map {
+                let parts = $0.split(separator: "=", maxSplits: 1)
+                return (String(parts[0]), parts.count > 1 ? String(parts[1]) : "")
+            }
+            rest = String(rest[..<q])
+        }
+        self.init()
+        var passthrough: [(String, String)] = []
+        for (name, value) in query {
+            switch name.lowercased() {
+            case "timeout":
+                self.timeout = value.lowercased() == "none" || value.lowercased() == "never"
+                    ? .never : try CacheSettings.parseTimeout(alias: alias, SettingValue.inferred(from: value))
+            case "key_prefix": self.keyPrefix = value
+            case "version":
+                guard let v = Int(value) else {
+                    throw CacheError.invalidSetting(alias: alias, field: "VERSION", reason: "expected an integer, got \"\(value)\"")
+                }
+                self.version = v
+            default: passthrough.append((name, value))
+            }
+        }
+        switch scheme {
+        case "locmem":
+            backend = "locmem"
+            location = rest.isEmpty ? [] : [rest]
+        case "dummy":
+            backend = "dummy"
+        case "redis", "rediss", "unix":
+            backend = "redis"
+            let q = passthrough.map { "\($0.0)=\($0.1)" }.joined(separator: "&")
+            location = [scheme + "://" + rest + (q.isEmpty ? "" : "?" + q)]
+            passthrough = []
+        case "memcached", "memcache", "pymemcache":
+            backend = "memcached"
+            location = rest.split(separator: ",").map(String.init).filter { !$0.isEmpty }
+        default:
+            throw CacheError.invalidSetting(alias: alias, field: "TANDEM_CACHE_URL",
+                                            reason: "unknown scheme '\(scheme)'; use locmem://, dummy://, redis://, rediss://, unix:// or memcached://")
+        }
+        for (name, value) in passthrough { options[name.uppercased()] = SettingValue.inferred(from: value) }
+    }
+}

@@ -1,0 +1,85 @@
+import Logging
+import Synchronization
+
+/// Makes the final key from a user key, the cache's KEY_PREFIX and a version. The default makes
+/// `"\(prefix):\(version):\(key)"`, as Django does.
+public typealias KeyFunction = @Sendable (_ key: String, _ prefix: String, _ version: Int) -> String
+
+/// Key making and validation, done once in the front for both faces and every backend.
+struct KeyMaker: Sendable {
+    let prefix: String
+    let defaultVersion: Int
+    let function: KeyFunction?
+    let strictness: KeyStrictness
+    /// `"prefix:version:"` for the default version, precomputed for the hot path.
+    private let defaultHead: String
+    private let warned: WarnedKeys
+
+    /// The longest key memcached accepts.
+    static let maxKeyLength = 250
+
+    init(prefix: String, defaultVersion: Int, function: KeyFunction?, strictness: KeyStrictness, logger: Logger) {
+        self.prefix = prefix
+        self.defaultVersion = defaultVersion
+        self.function = function
+        self.strictness = strictness
+        self.defaultHead = "\(prefix):\(defaultVersion):"
+        self.warned = WarnedKeys(logger: logger)
+    }
+
+    /// The final key for `key` at `version` (the cache's VERSION when nil).
+    @inline(__always)
+    func make(_ key: String, version: Int?) -> String {
+        if let function { return function(key, prefix, version ?? defaultVersion) }
+        if let v = version, v != defaultVersion { return "\(prefix):\(v):\(key)" }
+        return defaultHead + key
+    }
+
+    /// Makes and validates a key: strict backends throw, lenient ones warn once per key.
+    @inline(__always)
+    func validated(_ key: String, version: Int?) throws -> String {
+        let made = make(key, version: version)
+        if let reason = KeyMaker.problem(made) {
+            switch strictness {
+            case .strict: throw CacheError.invalidKey(key: made, reason: reason)
+            case .lenient: warned.warn(made, reason: reason)
+            }
+        }
+        return made
+    }
+
+    /// Why memcached could not store `key`, or nil when it could.
+    static func problem(_ key: String) -> String? {
+        var length = 0
+        for byte in key.utf8 {
+            if byte <= 0x20 || byte == 0x7f {
+                return byte == 0x20 ? "it contains a space" : "it contains the control character 0x\(String(byte, radix: 16))"
+            }
+            length += 1
+        }
+        if length > maxKeyLength { return "it is \(length) bytes long; the limit is \(maxKeyLength)" }
+        if length == 0 { return "it is empty" }
+        return nil
+    }
+}
+
+/// Remembers which invalid keys were already warned about (bounded, so a flood of bad keys cannot grow it forever).
+final class WarnedKeys: Sendable {
+    private let seen = Mutex<Set<String>>([])
+    private let logger: Logger
+    private static let limit = 4096
+
+    init(logger: Logger) { self.logger = logger }
+
+    func warn(_ key: String, reason: String) {
+        let first = seen.withLock { set -> Bool in
+            if set.count >= WarnedKeys.limit { set.removeAll() }
+            return set.insert(key).inserted
+        }
+        if first {
+            logger.warning(
+                "cache key would be rejected by memcached",
+                metadata: ["key": "\(CacheError.quote(key))", "reason": "\(reason)"])
+        }
+    }
+}

@@ -1,0 +1,242 @@
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A clock the LocMem backend reads expiry times from: the system's monotonic clock, or a manual
+/// clock that tests move forward without sleeping.
+public enum LocMemClock: Sendable {
+    /// The monotonic coarse clock (millisecond resolution, a few nanoseconds to read).
+    case system
+    /// A clock that only moves when told to.
+    case manual(ManualClock)
+
+    /// Seconds since an arbitrary fixed point.
+    @inline(__always)
+    public func now() -> Double {
+        switch self {
+        case .system:
+            var ts = timespec()
+            clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
+            return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
+        case .manual(let clock):
+            return clock.now
+        }
+    }
+}
+
+/// A clock for tests: starts at 1000 s and moves only through ``advance(by:)``.
+public final class ManualClock: Sendable {
+    private let value = Mutex<Double>(1000)
+    /// Creates a manual clock.
+    public init() {}
+    /// The current reading in seconds.
+    public var now: Double { value.withLock { $0 } }
+    /// Moves the clock forward.
+    public func advance(by seconds: Double) { value.withLock { $0 += seconds } }
+}
+
+/// The storage behind LocMem caches. Caches with the same LOCATION share one store, as in Django.
+final class LocMemStore: Sendable {
+    struct Entry {
+        var value: StoredValue
+        /// Clock reading after which the entry is gone; `.infinity` for never.
+        var expiresAt: Double
+        /// Recency stamp: larger is more recently used.
+        var stamp: UInt64
+    }
+
+    struct State {
+        var entries: [String: Entry] = [:]
+        var counter: UInt64 = 0
+    }
+
+    let state = Mutex<State>(State())
+
+    private static let shared = Mutex<[String: LocMemStore]>([:])
+
+    /// The store for `location`, created on first use and kept for the life of the process.
+    static func named(_ location: String) -> LocMemStore {
+        shared.withLock { stores in
+            if let s = stores[location] { return s }
+            let s = LocMemStore()
+            stores[location] = s
+            return s
+        }
+    }
+}
+
+/// The embedded in-process cache, Django's LocMemCache: thread-safe, least-recently-used culling at
+/// `MAX_ENTRIES` (300) by removing 1/`CULL_FREQUENCY` (3) of the entries (0 clears everything), and
+/// atomic `incr` that keeps the expiry. Caches with the same LOCATION share storage; different
+/// LOCATIONs are isolated. Its operations never wait, so its async face calls straight through.
+public final class LocMemBackend: NonBlockingCacheBackend {
+    /// The shared-storage name.
+    public let location: String
+    /// Culling starts when a set finds this many entries.
+    public let maxEntries: Int
+    /// A cull removes `count / cullFrequency` entries; 0 removes all.
+    public let cullFrequency: Int
+    private let store: LocMemStore
+    private let clock: LocMemClock
+
+    /// Creates a LocMem backend on the store named `location`.
+    public init(location: String = "", maxEntries: Int = 300, cullFrequency: Int = 3, clock: LocMemClock = .system) {
+        self.location = location
+        self.maxEntries = max(1, maxEntries)
+        self.cullFrequency = max(0, cullFrequency)
+        self.store = LocMemStore.named(location)
+        self.clock = clock
+    }
+
+    /// LocMem accepts any key and warns about ones memcached would refuse.
+    public var keyStrictness: KeyStrictness { .lenient }
+    /// `locmem://location`.
+    public var backendDescription: String { "locmem://\(location)" }
+
+    /// The number of entries in the store, live or expired but not yet removed.
+    public var count: Int { store.state.withLock { $0.entries.count } }
+
+    private func deadline(_ expiry: CacheExpiry, now: Double) -> Double {
+        switch expiry {
+        case .never: return .infinity
+        case .after(let s): return now + s
+        }
+    }
+
+    public func get(_ key: String) throws -> StoredValue? {
+        let now = clock.now()
+        return store.state.withLock { s in
+            guard let i = s.entries.index(forKey: key) else { return nil }
+            if s.entries.values[i].expiresAt <= now {
+                s.entries.remove(at: i)
+                return nil
+            }
+            s.counter &+= 1
+            s.entries.values[i].stamp = s.counter
+            return s.entries.values[i].value
+        }
+    }
+
+    public func getMany(_ keys: [String]) throws -> [String: StoredValue] {
+        var out: [String: StoredValue] = [:]
+        for k in keys { if let v = try get(k) { out[k] = v } }
+        return out
+    }
+
+    public func set(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) throws -> Bool {
+        let now = clock.now()
+        let expiresAt = deadline(expiry, now: now)
+        return store.state.withLock { s in
+            store(&s, key, value, expiresAt: expiresAt, mode: mode, now: now)
+        }
+    }
+
+    private func store(_ s: inout LocMemStore.State, _ key: String, _ value: StoredValue, expiresAt: Double, mode: SetMode, now: Double) -> Bool {
+        if mode == .add, let e = s.entries[key], e.expiresAt > now { return false }
+        if s.entries.count >= maxEntries { cull(&s) }
+        s.counter &+= 1
+        s.entries[key] = LocMemStore.Entry(value: value, expiresAt: expiresAt, stamp: s.counter)
+        return true
+    }
+
+    /// Removes the least recently used third (by default) of the entries, or all with CULL_FREQUENCY 0.
+    private func cull(_ s: inout LocMemStore.State) {
+        if cullFrequency == 0 {
+            s.entries.removeAll(keepingCapacity: true)
+            return
+        }
+        let count = s.entries.count / cullFrequency
+        guard count > 0 else { return }
+        let oldest = s.entries.sorted { $0.value.stamp < $1.value.stamp }.prefix(count)
+        for (k, _) in oldest { s.entries.removeValue(forKey: k) }
+    }
+
+    public func setMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) throws -> [String] {
+        let now = clock.now()
+        let expiresAt = deadline(expiry, now: now)
+        store.state.withLock { s in
+            for (k, v) in items { _ = store(&s, k, v, expiresAt: expiresAt, mode: .set, now: now) }
+        }
+        return []
+    }
+
+    public func delete(_ key: String) throws -> Bool {
+        let now = clock.now()
+        return store.state.withLock { s in
+            guard let e = s.entries.removeValue(forKey: key) else { return false }
+            return e.expiresAt > now
+        }
+    }
+
+    public func deleteMany(_ keys: [String]) throws {
+        store.state.withLock { s in
+            for k in keys { s.entries.removeValue(forKey: k) }
+        }
+    }
+
+    public func incr(_ key: String, by delta: Int64) throws -> Int64 {
+        let now = clock.now()
+        return try store.state.withLock { s throws(CacheError) -> Int64 in
+            guard let i = s.entries.index(forKey: key), s.entries.values[i].expiresAt > now else {
+                throw CacheError.missingKey(key)
+            }
+            guard let current = parseStoredInteger(s.entries.values[i].value.bytes),
+                  case (let next, false) = current.addingReportingOverflow(delta)
+            else { throw CacheError.notAnInteger(key: key) }
+            s.counter &+= 1
+            s.entries.values[i].value = StoredValue(bytes: storedIntegerBytes(next), kind: .integer)
+            s.entries.values[i].stamp = s.counter
+            return next
+        }
+    }
+
+    public func touch(_ key: String, expiry: CacheExpiry) throws -> Bool {
+        let now = clock.now()
+        let expiresAt = deadline(expiry, now: now)
+        return store.state.withLock { s in
+            guard let i = s.entries.index(forKey: key), s.entries.values[i].expiresAt > now else { return false }
+            s.entries.values[i].expiresAt = expiresAt
+            return true
+        }
+    }
+
+    public func hasKey(_ key: String) throws -> Bool {
+        let now = clock.now()
+        return store.state.withLock { s in
+            guard let e = s.entries[key] else { return false }
+            return e.expiresAt > now
+        }
+    }
+
+    /// Empties the store (every cache sharing this LOCATION sees it empty).
+    public func clear() throws {
+        store.state.withLock { $0.entries.removeAll() }
+    }
+
+    /// Nothing to release.
+    public func close() {}
+}
+
+/// Django's DummyCache: implements the interface and stores nothing. `add` returns true, `get` misses,
+/// `incr` reports a missing key.
+public final class DummyBackend: NonBlockingCacheBackend {
+    /// Creates a dummy backend.
+    public init() {}
+    /// The dummy accepts any key, warning about ones memcached would refuse.
+    public var keyStrictness: KeyStrictness { .lenient }
+    /// `dummy://`.
+    public var backendDescription: String { "dummy://" }
+    public func get(_ key: String) throws -> StoredValue? { nil }
+    public func getMany(_ keys: [String]) throws -> [String: StoredValue] { [:] }
+    public func set(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) throws -> Bool { true }
+    public func setMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) throws -> [String] { [] }
+    public func delete(_ key: String) throws -> Bool { false }
+    public func deleteMany(_ keys: [String]) throws {}
+    public func incr(_ key: String, by delta: Int64) throws -> Int64 { throw CacheError.missingKey(key) }
+    public func touch(_ key: String, expiry: CacheExpiry) throws -> Bool { false }
+    public func hasKey(_ key: String) throws -> Bool { false }
+    public func clear() throws {}
+    public func close() {}
+}

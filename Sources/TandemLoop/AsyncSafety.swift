@@ -1,0 +1,107 @@
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a blocking call does when it is made from inside a Swift task.
+public enum AsyncUnsafePolicy: String, Sendable, CaseIterable {
+    /// Throw ``TandemError/blockingCallInAsyncContext(operation:)`` (the default).
+    case error
+    /// Log one warning per call site, then proceed.
+    case warn
+    /// Proceed silently.
+    case allow
+
+    /// Parses a policy from a setting string (`error`, `warn`, `allow`; `1`/`true` mean `allow`).
+    public init?(settingValue: String) {
+        switch settingValue.lowercased() {
+        case "error", "0", "false", "": self = .error
+        case "warn", "warning": self = .warn
+        case "allow", "1", "true", "yes": self = .allow
+        default: return nil
+        }
+    }
+}
+
+/// The async-safety guard: every blocking entry point that can wait on I/O calls
+/// ``AsyncSafety/checkBlockingCall(_:policy:file:line:)`` first.
+///
+/// - On an event-loop thread the call always throws ``TandemError/blockingCallOnEventLoop(operation:)``:
+///   waiting there for I/O that the same loop must drive is a deadlock.
+/// - Inside a Swift task it applies the policy: the process-wide ``AsyncSafety/policy`` (initialised from
+///   `TANDEM_ALLOW_ASYNC_UNSAFE`) unless the caller passes one (for example from a cache's settings).
+public enum AsyncSafety {
+    private static let state = Mutex<(policy: AsyncUnsafePolicy, warnedSites: Set<String>)>(
+        (AsyncSafety.environmentPolicy(), [])
+    )
+    private static let logger = Logger(label: "tandem.async-safety")
+
+    /// Reads `TANDEM_ALLOW_ASYNC_UNSAFE`: unset means `.error`, `warn` means `.warn`, `1`/`true`/`allow` mean `.allow`.
+    public static func environmentPolicy() -> AsyncUnsafePolicy {
+        guard let raw = getenv("TANDEM_ALLOW_ASYNC_UNSAFE") else { return .error }
+        return AsyncUnsafePolicy(settingValue: String(cString: raw)) ?? .error
+    }
+
+    /// The process-wide policy for blocking calls made inside Swift tasks.
+    public static var policy: AsyncUnsafePolicy {
+        get { state.withLock { $0.policy } }
+        set { state.withLock { $0.policy = newValue } }
+    }
+
+    /// True when the current thread is the thread of some Tandem event loop.
+    public static var onEventLoopThread: Bool { LoopThread.current != nil }
+
+    /// True when the caller runs inside a Swift task.
+    public static var inSwiftTask: Bool { withUnsafeCurrentTask { $0 != nil } }
+
+    /// Refuses or reports a blocking call made where it would stall the loop or a cooperative thread.
+    /// - Parameters:
+    ///   - operation: what is about to block, for the message (e.g. `"redis GET"`).
+    ///   - policy: a policy overriding the process-wide one (from settings), or nil.
+    public static func checkBlockingCall(
+        _ operation: @autoclosure () -> String,
+        policy override: AsyncUnsafePolicy? = nil,
+        file: String = #fileID, line: Int = #line
+    ) throws {
+        if LoopThread.current != nil {
+            throw TandemError.blockingCallOnEventLoop(operation: operation())
+        }
+        guard inSwiftTask else { return }
+        let effective = override ?? policy
+        switch effective {
+        case .allow:
+            return
+        case .error:
+            throw TandemError.blockingCallInAsyncContext(operation: operation())
+        case .warn:
+            let site = "\(file):\(line)"
+            let first = state.withLock { $0.warnedSites.insert(site).inserted }
+            if first {
+                logger.warning(
+                    "blocking call made from inside a Swift task; use the async face instead",
+                    metadata: ["operation": "\(operation())", "site": "\(site)"])
+            }
+        }
+    }
+}
+
+/// Marks the threads that run an event loop, so that the guard can recognise them.
+/// A pthread key holds an unretained pointer to the loop object running on the thread.
+public enum LoopThread {
+    private static let key: pthread_key_t = {
+        var k = pthread_key_t()
+        let rc = pthread_key_create(&k, nil)
+        precondition(rc == 0, "pthread_key_create failed: \(rc)")
+        return k
+    }()
+
+    /// The loop running on the current thread (as an opaque identity), or nil.
+    public static var current: UnsafeMutableRawPointer? { pthread_getspecific(key) }
+
+    /// Marks (or, with nil, unmarks) the current thread as running `loop`.
+    public static func set(_ loop: UnsafeMutableRawPointer?) {
+        pthread_setspecific(key, loop)
+    }
+}

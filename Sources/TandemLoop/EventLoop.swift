@@ -1,0 +1,98 @@
+import Synchronization
+
+/// Readiness interest for a watched file descriptor.
+public struct IOEvents: OptionSet, Sendable, Hashable {
+    public let rawValue: UInt8
+    /// Creates a set of events from its raw bits.
+    public init(rawValue: UInt8) { self.rawValue = rawValue }
+    /// The descriptor has data to read (or the peer closed it).
+    public static let read = IOEvents(rawValue: 1)
+    /// The descriptor can accept more data.
+    public static let write = IOEvents(rawValue: 2)
+    /// An error or hang-up was reported on the descriptor.
+    public static let error = IOEvents(rawValue: 4)
+}
+
+/// Identifies a registered descriptor watch, returned by ``EventLoop/watch(_:events:callback:)``.
+public struct WatchID: Hashable, Sendable {
+    /// The loop-unique number of the watch.
+    public let raw: UInt64
+    /// Wraps a raw watch number (loops create these; users only pass them back).
+    public init(raw: UInt64) { self.raw = raw }
+}
+
+/// Identifies a scheduled timer, returned by ``EventLoop/schedule(after:_:)``.
+public struct TimerID: Hashable, Sendable {
+    /// The loop-unique number of the timer.
+    public let raw: UInt64
+    /// Wraps a raw timer number (loops create these; users only pass them back).
+    public init(raw: UInt64) { self.raw = raw }
+}
+
+/// A single-threaded event loop: it waits on descriptors and timers and runs submitted work, all on
+/// one thread, so that libraries whose handles are not thread-safe (hiredis async contexts, the curl
+/// multi handle) are only ever touched from that thread.
+///
+/// Rules of the contract:
+/// - ``execute(_:)`` may be called from any thread; work runs on the loop thread, in submission order
+///   per submitting thread, each closure exactly once. Everything submitted while the loop was busy is
+///   drained in one batch.
+/// - ``watch(_:events:callback:)``, ``unwatch(_:)``, ``updateWatch(_:events:)``, ``schedule(after:_:)`` and
+///   ``cancel(_:)`` are called on the loop thread (use ``execute(_:)`` to get there). Callbacks run on the loop thread.
+/// - ``shutdown()`` cancels pending timers and watches, joins the loop thread, and makes later
+///   submissions fail with ``TandemError/loopShutDown``.
+public protocol EventLoop: AnyObject, Sendable {
+    /// Runs `work` on the loop thread. Throws ``TandemError/loopShutDown`` after ``shutdown()``.
+    func execute(_ work: @escaping @Sendable () -> Void) throws
+
+    /// True when the caller is running on this loop's thread.
+    var inEventLoop: Bool { get }
+
+    /// Watches `fd` for `events`; `callback` runs on the loop thread with the events that are ready,
+    /// for as long as they stay ready (level-triggered). Loop thread only.
+    func watch(_ fd: Int32, events: IOEvents, callback: @escaping @Sendable (IOEvents) -> Void) throws -> WatchID
+
+    /// Changes the events a watch is interested in. Loop thread only.
+    func updateWatch(_ id: WatchID, events: IOEvents)
+
+    /// Stops watching. Safe to call from inside the watch's own callback and for an unknown id.
+    /// Loop thread only.
+    func unwatch(_ id: WatchID)
+
+    /// Runs `callback` once on the loop thread after `delay`. Loop thread only.
+    @discardableResult
+    func schedule(after delay: Duration, _ callback: @escaping @Sendable () -> Void) -> TimerID
+
+    /// Cancels a timer; a cancelled timer never fires. Unknown or fired ids are ignored. Loop thread only.
+    func cancel(_ id: TimerID)
+
+    /// Stops the loop: pending timers and watches are dropped, the loop thread is joined, and later
+    /// submissions throw ``TandemError/loopShutDown``. Must not be called on the loop thread.
+    func shutdown()
+}
+
+/// Errors raised by the loop, the bridges and the async-safety guard.
+public enum TandemError: Error, Equatable, CustomStringConvertible, Sendable {
+    /// A blocking call was made on an event-loop thread, where it would deadlock the loop.
+    case blockingCallOnEventLoop(operation: String)
+    /// A blocking call was made from inside a Swift task while the policy is `.error`.
+    case blockingCallInAsyncContext(operation: String)
+    /// Work was submitted to a loop that has been shut down.
+    case loopShutDown(loop: String)
+    /// The operating system refused a loop operation.
+    case system(operation: String, errno: Int32)
+
+    /// A human-readable explanation naming the operation at fault.
+    public var description: String {
+        switch self {
+        case .blockingCallOnEventLoop(let op):
+            return "blocking call '\(op)' made on an event-loop thread: it would deadlock the loop; use the async face (`.async`) instead"
+        case .blockingCallInAsyncContext(let op):
+            return "blocking call '\(op)' made from inside a Swift task: it would stall a cooperative thread; use the async face (`try await x.async...`), or set the async-unsafe policy to .warn/.allow (TANDEM_ALLOW_ASYNC_UNSAFE=1)"
+        case .loopShutDown(let loop):
+            return "event loop '\(loop)' has been shut down; no more work can be submitted"
+        case .system(let op, let e):
+            return "\(op) failed with errno \(e)"
+        }
+    }
+}
