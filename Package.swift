@@ -39,7 +39,10 @@ let package = Package(
         .target(name: "TandemTestSupport", dependencies: ["Tandem"], path: "Tests/Support"),
         .testTarget(name: "TandemLoopTests", dependencies: ["TandemLoop", "TandemTestSupport"]),
         .testTarget(name: "TandemCacheTests", dependencies: ["TandemCache", "Tandem", "TandemTestSupport"]),
-        .testTarget(name: "TandemTests", dependencies: ["Tandem", "TandemTestSupport"]),
+        .testTarget(
+            name: "TandemTests",
+            dependencies: ["Tandem", "TandemTestSupport", .product(name: "MetricsTestKit", package: "swift-metrics")]
+        ),
     ],
     swiftLanguageModes: [.v6]
 )

@@ -1,3 +1,4 @@
+import CoreMetrics
 import TandemLoop
 
 /// A cache with Django's semantics. Its methods block the calling thread (for LocMem and Dummy they
@@ -29,14 +30,16 @@ public final class Cache: Sendable {
     ///   - keyFunction: replaces the default key making.
     ///   - codec: encodes values that are not stored natively (JSON by default).
     ///   - asyncUnsafePolicy: the guard's policy for this cache (nil: the process-wide one).
+    ///   - metricsFactory: where counters and timers go (nil: `MetricsSystem.factory`).
     public init(
         alias: String = "default", backend: any CacheBackend, timeout: CacheTimeout = .seconds(300),
         keyPrefix: String = "", version: Int = 1, keyFunction: KeyFunction? = nil,
-        codec: any CacheCodec = JSONCacheCodec(), asyncUnsafePolicy: AsyncUnsafePolicy? = nil
+        codec: any CacheCodec = JSONCacheCodec(), asyncUnsafePolicy: AsyncUnsafePolicy? = nil,
+        metricsFactory: (any MetricsFactory)? = nil
     ) {
         core = CacheCore(alias: alias, backend: backend, keyPrefix: keyPrefix, version: version,
                          keyFunction: keyFunction, defaultTimeout: timeout, codec: codec,
-                         asyncUnsafePolicy: asyncUnsafePolicy)
+                         asyncUnsafePolicy: asyncUnsafePolicy, metricsFactory: metricsFactory)
         self.async = AsyncCache(core: core)
     }
 

@@ -34,17 +34,18 @@ struct CacheMetrics: Sendable {
     /// Clock reads cost; without a metrics backend there is nobody to report latency to.
     let timing: Bool
 
-    init(alias: String) {
+    init(alias: String, factory: (any MetricsFactory)?) {
+        let f = factory ?? MetricsSystem.factory
         let dims = [("alias", alias)]
-        hits = Counter(label: "tandem_cache_hits_total", dimensions: dims)
-        misses = Counter(label: "tandem_cache_misses_total", dimensions: dims)
-        sets = Counter(label: "tandem_cache_sets_total", dimensions: dims)
-        deletes = Counter(label: "tandem_cache_deletes_total", dimensions: dims)
-        errors = Counter(label: "tandem_cache_errors_total", dimensions: dims)
+        hits = Counter(label: "tandem_cache_hits_total", dimensions: dims, factory: f)
+        misses = Counter(label: "tandem_cache_misses_total", dimensions: dims, factory: f)
+        sets = Counter(label: "tandem_cache_sets_total", dimensions: dims, factory: f)
+        deletes = Counter(label: "tandem_cache_deletes_total", dimensions: dims, factory: f)
+        errors = Counter(label: "tandem_cache_errors_total", dimensions: dims, factory: f)
         latency = CacheOp.allCases.map {
-            Metrics.Timer(label: "tandem_cache_duration", dimensions: dims + [("op", $0.name)])
+            Metrics.Timer(label: "tandem_cache_duration", dimensions: dims + [("op", $0.name)], factory: f)
         }
-        timing = !(MetricsSystem.factory is NOOPMetricsHandler)
+        timing = !(f is NOOPMetricsHandler)
     }
 }
 
@@ -71,7 +72,8 @@ final class CacheCore: Sendable {
 
     init(
         alias: String, backend: any CacheBackend, keyPrefix: String, version: Int, keyFunction: KeyFunction?,
-        defaultTimeout: CacheTimeout, codec: any CacheCodec, asyncUnsafePolicy: AsyncUnsafePolicy?
+        defaultTimeout: CacheTimeout, codec: any CacheCodec, asyncUnsafePolicy: AsyncUnsafePolicy?,
+        metricsFactory: (any MetricsFactory)?
     ) {
         var logger = Logger(label: "tandem.cache")
         logger[metadataKey: "cache"] = "\(alias)"
@@ -82,7 +84,7 @@ final class CacheCore: Sendable {
         self.defaultTimeout = defaultTimeout == .default ? .seconds(300) : defaultTimeout
         self.codec = codec
         self.asyncUnsafePolicy = asyncUnsafePolicy
-        self.metrics = CacheMetrics(alias: alias)
+        self.metrics = CacheMetrics(alias: alias, factory: metricsFactory)
         self.logger = logger
         self.guarded = backend.waitsOnIO
     }

@@ -1,3 +1,4 @@
+import CoreMetrics
 import TandemLoop
 
 import Foundation
@@ -21,13 +22,17 @@ public struct CacheSettings: Sendable, CustomStringConvertible {
     public var keyFunction: KeyFunction?
     /// Encodes values that are not stored natively.
     public var codec: any CacheCodec
+    /// Where the cache's counters and latency timer go (nil: `MetricsSystem.factory`).
+    public var metricsFactory: (any MetricsFactory)?
 
     /// Creates settings; every argument has Django's default.
     public init(
         backend: String = "locmem", location: [String] = [], timeout: CacheTimeout = .seconds(300),
         keyPrefix: String = "", version: Int = 1, options: [String: SettingValue] = [:],
-        keyFunction: KeyFunction? = nil, codec: any CacheCodec = JSONCacheCodec()
+        keyFunction: KeyFunction? = nil, codec: any CacheCodec = JSONCacheCodec(),
+        metricsFactory: (any MetricsFactory)? = nil
     ) {
+        self.metricsFactory = metricsFactory
         self.backend = backend
         self.location = location
         self.timeout = timeout
@@ -292,7 +297,7 @@ public struct BackendRegistry: Sendable {
         let backend = try entry.make(BackendConfiguration(alias: alias, location: settings.location, options: options, loop: loop))
         return Cache(alias: alias, backend: backend, timeout: settings.timeout, keyPrefix: settings.keyPrefix,
                      version: settings.version, keyFunction: settings.keyFunction, codec: settings.codec,
-                     asyncUnsafePolicy: policy)
+                     asyncUnsafePolicy: policy, metricsFactory: settings.metricsFactory)
     }
 }
 
