@@ -34,7 +34,10 @@ let package = Package(
             name: "tandem",
             dependencies: ["Tandem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
-        .executableTarget(name: "tandem-bench", dependencies: ["Tandem"]),
+        .executableTarget(
+            name: "tandem-bench",
+            dependencies: ["Tandem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         // Shared test code (the semantic suite, fixtures, server helpers): used by the test targets only.
         .target(name: "TandemTestSupport", dependencies: ["Tandem"], path: "Tests/Support"),
         .testTarget(name: "TandemLoopTests", dependencies: ["TandemLoop", "TandemTestSupport"]),

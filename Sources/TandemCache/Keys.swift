@@ -14,6 +14,9 @@ struct KeyMaker: Sendable {
     /// `"prefix:version:"` for the default version, precomputed for the hot path.
     private let defaultHead: String
     private let warned: WarnedKeys
+    /// The bytes of `defaultHead`, and whether they contain nothing memcached would refuse.
+    private let headBytes: [UInt8]
+    private let headIsClean: Bool
 
     /// The longest key memcached accepts.
     static let maxKeyLength = 250
@@ -24,6 +27,8 @@ struct KeyMaker: Sendable {
         self.function = function
         self.strictness = strictness
         self.defaultHead = "\(prefix):\(defaultVersion):"
+        self.headBytes = Array(defaultHead.utf8)
+        self.headIsClean = !headBytes.contains { $0 <= 0x20 || $0 == 0x7f }
         self.warned = WarnedKeys(logger: logger)
     }
 
@@ -38,8 +43,15 @@ struct KeyMaker: Sendable {
     /// Makes and validates a key: strict backends throw, lenient ones warn once per key.
     @inline(__always)
     func validated(_ key: String, version: Int?) throws -> String {
-        let made = make(key, version: version)
-        if let reason = KeyMaker.problem(made) {
+        let made: String
+        let clean: Bool
+        if function == nil, version == nil || version == defaultVersion {
+            (made, clean) = joinDefault(key)
+        } else {
+            made = make(key, version: version)
+            clean = KeyMaker.problem(made) == nil
+        }
+        if !clean, let reason = KeyMaker.problem(made) {
             switch strictness {
             case .strict: throw CacheError.invalidKey(key: made, reason: reason)
             case .lenient: warned.warn(made, reason: reason)
@@ -48,6 +60,27 @@ struct KeyMaker: Sendable {
         return made
     }
 
+    /// `defaultHead + key` in one allocation, checking the key's bytes while they are copied.
+    /// Returns whether the result is a key memcached could store.
+    private func joinDefault(_ key: String) -> (String, Bool) {
+        var key = key
+        let headClean = headIsClean
+        return key.withUTF8 { keyBytes -> (String, Bool) in
+            let total = headBytes.count + keyBytes.count
+            var bad = !headClean || total > KeyMaker.maxKeyLength || total == 0
+            let s = String(unsafeUninitializedCapacity: total) { out in
+                var i = 0
+                for b in headBytes { out[i] = b; i += 1 }
+                for b in keyBytes {
+                    bad = bad || b <= 0x20 || b == 0x7f
+                    out[i] = b
+                    i += 1
+                }
+                return total
+            }
+            return (s, !bad)
+        }
+    }
     /// Why memcached could not store `key`, or nil when it could.
     static func problem(_ key: String) -> String? {
         var length = 0

@@ -57,13 +57,14 @@ extension Optional: CacheOptional where Wrapped: Codable {
 /// The one place where values become bytes and bytes become values.
 enum ValueCoding {
     static func encode<V: Encodable>(_ value: V, codec: any CacheCodec, key: String) throws -> StoredValue {
-        // Exact-type checks first: a metatype comparison costs a pointer compare.
-        if V.self == String.self, let s = value as? String { return StoredValue(bytes: Array(s.utf8), kind: .string) }
-        if V.self == [UInt8].self, let b = value as? [UInt8] { return StoredValue(bytes: b, kind: .bytes) }
-        if V.self == Int.self, let i = value as? Int { return StoredValue(bytes: storedIntegerBytes(Int64(i)), kind: .integer) }
+        // Exact-type checks first: a metatype comparison costs a pointer compare, and once the types are
+        // known to be identical `unsafeBitCast` is an exact reinterpretation (same type, same layout).
+        if V.self == String.self { return StoredValue(bytes: Array(unsafeBitCast(value, to: String.self).utf8), kind: .string) }
+        if V.self == [UInt8].self { return StoredValue(bytes: unsafeBitCast(value, to: [UInt8].self), kind: .bytes) }
+        if V.self == Int.self { return StoredValue(bytes: storedIntegerBytes(Int64(unsafeBitCast(value, to: Int.self))), kind: .integer) }
         if V.self == Data.self, let d = value as? Data { return StoredValue(bytes: Array(d), kind: .data) }
-        if V.self == Double.self, let d = value as? Double { return StoredValue(bytes: Array(d.description.utf8), kind: .double) }
-        if V.self == Bool.self, let b = value as? Bool { return StoredValue(bytes: Array((b ? "true" : "false").utf8), kind: .bool) }
+        if V.self == Double.self { return StoredValue(bytes: Array(unsafeBitCast(value, to: Double.self).description.utf8), kind: .double) }
+        if V.self == Bool.self { return StoredValue(bytes: Array((unsafeBitCast(value, to: Bool.self) ? "true" : "false").utf8), kind: .bool) }
         if let o = value as? any CacheOptional { return try o.encodeWrapped(codec: codec, key: key) }
         if let i = value as? any FixedWidthInteger { return StoredValue(bytes: Array(String(describing: i).utf8), kind: .integer) }
         if let f = value as? Float { return StoredValue(bytes: Array(f.description.utf8), kind: .double) }
@@ -77,6 +78,17 @@ enum ValueCoding {
     /// Decodes `value` as `V`. Returns nil for a stored null when `V` is not optional (the caller
     /// asked for a type that cannot hold null; ask for `V?` to see it).
     static func decode<V: Decodable>(_ type: V.Type, from value: StoredValue, codec: any CacheCodec, key: String) throws -> V? {
+        // The common exact types first (see `encode` for why the bit casts are exact).
+        if V.self == [UInt8].self {
+            return value.isNull ? nil : unsafeBitCast(value.bytes, to: V.self)
+        }
+        if V.self == String.self {
+            if value.isNull { return nil }
+            guard let s = String(validating: value.bytes, as: UTF8.self) else {
+                throw CacheError.decodingFailed(key: key, type: "String", reason: "the stored bytes are not valid UTF-8")
+            }
+            return unsafeBitCast(s, to: V.self)
+        }
         if let opt = V.self as? any CacheOptional.Type {
             return try opt.decodeWrapped(value, codec: codec, key: key) as? V
         }
@@ -84,11 +96,6 @@ enum ValueCoding {
         func fail(_ reason: String) -> CacheError {
             CacheError.decodingFailed(key: key, type: String(describing: V.self), reason: reason)
         }
-        if V.self == String.self {
-            guard let s = String(validating: value.bytes, as: UTF8.self) else { throw fail("the stored bytes are not valid UTF-8") }
-            return s as? V
-        }
-        if V.self == [UInt8].self { return value.bytes as? V }
         if V.self == Data.self { return Data(value.bytes) as? V }
         if V.self == Int.self {
             guard let i = parseStoredInteger(value.bytes) else { throw fail("the stored value is not an integer") }

@@ -1,1 +1,149 @@
-print("bench")
+import ArgumentParser
+import Foundation
+import Synchronization
+import Tandem
+
+/// One benchmark line: the reference and Tandem measured in the same run.
+struct BenchResult: Encodable {
+    let scenario: String
+    let reference: Double
+    let tandem: Double
+    let unit: String
+    let ratio: Double
+    let better: String
+
+    /// Prints the JSON line that `Integration/bench.sh` collects.
+    func emit() {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys, .withoutEscapingSlashes]
+        if let data = try? encoder.encode(self), let line = String(data: data, encoding: .utf8) {
+            print(line)
+            fflush(nil)
+        }
+    }
+}
+
+/// Runs `body` on `threads` threads for about `seconds`; returns operations per second in total.
+/// `body(thread, iteration)` does one operation.
+func throughput(threads: Int, seconds: Double, _ body: @escaping @Sendable (Int, Int) -> Void) -> Double {
+    let stop = Atomic<Bool>(false)
+    let total = Atomic<Int>(0)
+    let ready = DispatchGroup()
+    let done = DispatchGroup()
+    let start = DispatchSemaphore(value: 0)
+    for t in 0..<threads {
+        ready.enter()
+        done.enter()
+        let thread = Thread {
+            ready.leave()
+            start.wait()
+            var n = 0
+            while !stop.load(ordering: .relaxed) {
+                for _ in 0..<256 { body(t, n); n &+= 1 }
+            }
+            total.add(n, ordering: .relaxed)
+            done.leave()
+        }
+        thread.start()
+    }
+    ready.wait()
+    let begin = DispatchTime.now().uptimeNanoseconds
+    for _ in 0..<threads { start.signal() }
+    Thread.sleep(forTimeInterval: seconds)
+    stop.store(true, ordering: .relaxed)
+    done.wait()
+    let elapsed = Double(DispatchTime.now().uptimeNanoseconds - begin) / 1e9
+    return Double(total.load(ordering: .relaxed)) / elapsed
+}
+
+/// Measures reference and Tandem alternately `rounds` times and keeps the best of each, so that both
+/// see the same machine state.
+func compare(_ name: String, rounds: Int, unit: String = "ops/s", better: String = "higher",
+             reference: () throws -> Double, tandem: () throws -> Double) rethrows -> BenchResult {
+    var ref: [Double] = []
+    var tan: [Double] = []
+    for _ in 0..<rounds {
+        ref.append(try reference())
+        tan.append(try tandem())
+    }
+    let pick: ([Double]) -> Double = { better == "higher" ? ($0.max() ?? 0) : ($0.min() ?? 0) }
+    let r = pick(ref)
+    let t = pick(tan)
+    return BenchResult(scenario: name, reference: r, tandem: t, unit: unit, ratio: r == 0 ? 0 : t / r, better: better)
+}
+
+/// The floor for LocMem: a mutex-protected dictionary, the least a thread-safe in-process cache does.
+final class DictionaryFloor: Sendable {
+    let dict = Mutex<[String: [UInt8]]>([:])
+    func get(_ k: String) -> [UInt8]? { dict.withLock { $0[k] } }
+    func set(_ k: String, _ v: [UInt8]) { dict.withLock { $0[k] = v } }
+}
+
+struct LocMemScenario {
+    let seconds: Double
+    let rounds: Int
+
+    func run() throws -> [BenchResult] {
+        let keys = (0..<1024).map { "bench-key-\($0)" }
+        let value = [UInt8](repeating: 7, count: 16)
+        let floor = DictionaryFloor()
+        let caches = try Caches(settings: [
+            "default": CacheSettings(backend: "locmem", location: ["bench-\(UUID())"], options: ["MAX_ENTRIES": 100_000])
+        ])
+        let cache = caches.default
+        for k in keys {
+            floor.set(":1:" + k, value)
+            try cache.set(k, value)
+        }
+        let sink = Atomic<Int>(0)
+        var results: [BenchResult] = []
+        for threads in [1, 2] {
+            results.append(compare("locmem-get-\(threads)t", rounds: rounds, reference: {
+                throughput(threads: threads, seconds: seconds) { t, i in
+                    if let v = floor.get(":1:" + keys[(i &+ t &* 512) & 1023]) { sink.add(v.count, ordering: .relaxed) }
+                }
+            }, tandem: {
+                throughput(threads: threads, seconds: seconds) { t, i in
+                    if let v: [UInt8] = try? cache.get(keys[(i &+ t &* 512) & 1023]) { sink.add(v.count, ordering: .relaxed) }
+                }
+            }))
+            results.append(compare("locmem-set-\(threads)t", rounds: rounds, reference: {
+                throughput(threads: threads, seconds: seconds) { t, i in
+                    floor.set(":1:" + keys[(i &+ t &* 512) & 1023], value)
+                }
+            }, tandem: {
+                throughput(threads: threads, seconds: seconds) { t, i in
+                    try? cache.set(keys[(i &+ t &* 512) & 1023], value)
+                }
+            }))
+        }
+        return results
+    }
+}
+
+@main
+struct TandemBench: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tandem-bench",
+        abstract: "Side-by-side benchmarks: a reference and Tandem in the same run, one JSON line per scenario.")
+
+    @Argument(help: "Scenarios to run: locmem.")
+    var scenarios: [String] = ["locmem"]
+
+    @Option(help: "Seconds per measurement.")
+    var seconds: Double = 1.0
+
+    @Option(help: "Alternating rounds per scenario (best of each side is kept).")
+    var rounds: Int = 3
+
+    func run() throws {
+        for scenario in scenarios {
+            switch scenario {
+            case "locmem":
+                for r in try LocMemScenario(seconds: seconds, rounds: rounds).run() { r.emit() }
+            default:
+                throw ValidationError("unknown scenario '\(scenario)'; known: locmem")
+            }
+        }
+    }
+}
