@@ -1,0 +1,112 @@
+#!/usr/bin/env bash
+# Shared helpers for Tandem's scripts: install what is missing, start servers on free loopback
+# ports, and stop exactly what was started (by PID), also on failure.
+set -euo pipefail
+
+TANDEM_ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+RUN_DIR="${TANDEM_RUN_DIR:-$(mktemp -d /tmp/tandem-run.XXXXXX)}"
+mkdir -p "$RUN_DIR"
+STARTED_PIDS=()
+
+# The Debian packages Tandem builds against and tests with.
+TANDEM_PACKAGES=(libhiredis-dev libmemcached-dev libmemcached-tools libcurl4-openssl-dev
+                 redis-server redis-tools memcached python3 procps)
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# ensure_packages [extra...]: installs whatever is missing (apt-get update first).
+ensure_packages() {
+  local missing=()
+  for p in "${TANDEM_PACKAGES[@]}" "$@"; do
+    dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+  done
+  if [ ${#missing[@]} -gt 0 ]; then
+    echo "installing: ${missing[*]}" >&2
+    as_root apt-get update -qq
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+  fi
+  # apt starts no daemons we rely on; if the packaging did start system instances, we ignore them.
+}
+
+free_port() {
+  python3 - <<'PY'
+import socket
+s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1]); s.close()
+PY
+}
+
+wait_port() {  # wait_port PORT [seconds]
+  local port=$1 limit=${2:-10} i=0
+  while ! (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; do
+    i=$((i + 1)); [ $i -gt $((limit * 20)) ] && { echo "port $port did not open" >&2; return 1; }
+    sleep 0.05
+  done
+}
+
+remember_pidfile() {  # remember_pidfile FILE: waits for it and records the PID to stop later
+  local f=$1 i=0
+  while [ ! -s "$f" ]; do i=$((i + 1)); [ $i -gt 200 ] && { echo "no pid file $f" >&2; return 1; }; sleep 0.05; done
+  STARTED_PIDS+=("$(cat "$f")")
+}
+
+# start_redis NAME PORT [extra redis-server args...]
+start_redis() {
+  local name=$1 port=$2; shift 2
+  redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --pidfile "$RUN_DIR/redis-$name.pid" --logfile "$RUN_DIR/redis-$name.log" --dir "$RUN_DIR" \
+    --dbfilename "redis-$name.rdb" --enable-debug-command local "$@" >/dev/null
+  remember_pidfile "$RUN_DIR/redis-$name.pid"
+  wait_port "$port"
+}
+
+# start_memcached NAME PORT [extra args...]
+start_memcached() {
+  local name=$1 port=$2; shift 2
+  memcached -l 127.0.0.1 -p "$port" -U 0 -d -u "$(id -un)" -P "$RUN_DIR/memcached-$name.pid" "$@"
+  remember_pidfile "$RUN_DIR/memcached-$name.pid"
+  wait_port "$port"
+}
+
+# start_background NAME PORT command...: a foreground server put in the background.
+start_background() {
+  local name=$1 port=$2; shift 2
+  "$@" >"$RUN_DIR/$name.log" 2>&1 &
+  STARTED_PIDS+=("$!")
+  wait_port "$port" 20
+}
+
+stop_all() {
+  local pid
+  for pid in "${STARTED_PIDS[@]:-}"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  done
+  for pid in "${STARTED_PIDS[@]:-}"; do
+    [ -n "$pid" ] || continue
+    for _ in $(seq 1 40); do kill -0 "$pid" 2>/dev/null || break; sleep 0.05; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
+  STARTED_PIDS=()
+}
+
+# start_test_servers: every server the tests use; exports their addresses.
+start_test_servers() {
+  local rp rr ra m1 m2 m3
+  rp=$(free_port); start_redis primary "$rp"
+  rr=$(free_port); start_redis replica "$rr" --replicaof 127.0.0.1 "$rp"
+  ra=$(free_port); start_redis auth "$ra" --requirepass "tandem-secret" \
+    --user tandemuser on '>tandem-user-pw' '~*' '&*' '+@all'
+  m1=$(free_port); start_memcached m1 "$m1"
+  m2=$(free_port); start_memcached m2 "$m2"
+  m3=$(free_port); start_memcached m3 "$m3"
+  export TANDEM_REDIS_URL="redis://127.0.0.1:$rp"
+  export TANDEM_REDIS_REPLICA_URL="redis://127.0.0.1:$rr"
+  export TANDEM_REDIS_AUTH_PORT="$ra"
+  export TANDEM_MEMCACHED_SERVERS="127.0.0.1:$m1,127.0.0.1:$m2,127.0.0.1:$m3"
+  export TANDEM_RUN_DIR="$RUN_DIR"
+  if [ -f "$TANDEM_ROOT/Integration/upstream.py" ]; then
+    local hp; hp=$(free_port)
+    start_background upstream "$hp" python3 "$TANDEM_ROOT/Integration/upstream.py" --port "$hp"
+    export TANDEM_HTTP_UPSTREAM="http://127.0.0.1:$hp"
+  fi
+  echo "servers: redis $rp (replica $rr, auth $ra), memcached $m1 $m2 $m3${TANDEM_HTTP_UPSTREAM:+, upstream $TANDEM_HTTP_UPSTREAM}" >&2
+}

@@ -1,0 +1,13 @@
+#!/usr/bin/env bash
+# The test command: installs what is missing, starts real servers on free loopback ports, runs the
+# whole Swift test suite with TANDEM_REQUIRE_SERVERS=1 (a missing server is a failure, never a skip),
+# and stops every server it started, also on failure.
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
+trap stop_all EXIT INT TERM
+cd "$TANDEM_ROOT"
+
+ensure_packages
+start_test_servers
+export TANDEM_REQUIRE_SERVERS=1
+swift build --build-tests
+swift test --skip-build "$@"

@@ -1,0 +1,104 @@
+import ArgumentParser
+import Foundation
+import Tandem
+
+@main
+struct TandemCLI: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "tandem",
+        abstract: "Tandem: Django-style caches and upstream calls for Swift servers, blocking and async.",
+        subcommands: [Demo.self, Get.self, SetValue.self, Delete.self, Incr.self])
+}
+
+/// Which cache a command talks to.
+struct CacheChoice: ParsableArguments {
+    @Option(help: "A cache URL: locmem://name, dummy://, redis://host:port/db, memcached://host:port,...")
+    var url: String?
+
+    @Option(help: "A JSON file in Django's CACHES shape.")
+    var settings: String?
+
+    @Option(help: "The alias to use from --settings.")
+    var alias: String = "default"
+
+    func cache() throws -> Cache {
+        if let url {
+            return try Caches(settings: ["default": try CacheSettings(url: url)]).default
+        }
+        if let settings {
+            let data = try Data(contentsOf: URL(fileURLWithPath: settings))
+            return try Caches(json: data)[alias]
+        }
+        return try Caches.fromEnvironment()[alias]
+    }
+}
+
+struct Get: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Print the value of KEY (exit 1 when missing).")
+    @Argument var key: String
+    @OptionGroup var choice: CacheChoice
+
+    func run() async throws {
+        let cache = try choice.cache()
+        guard let bytes: [UInt8] = try await cache.async.get(key) else {
+            FileHandle.standardError.write(Data("(missing)\n".utf8))
+            throw ExitCode(1)
+        }
+        if let text = String(validating: bytes, as: UTF8.self) {
+            print(text)
+        } else {
+            print(bytes.map { String(format: "%02x", $0) }.joined())
+        }
+    }
+}
+
+struct SetValue: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(commandName: "set", abstract: "Store VALUE (text; integers as integers) under KEY.")
+    @Argument var key: String
+    @Argument var value: String
+    @Option(help: "Timeout in seconds (default: the cache's TIMEOUT; 'never' for no expiry).")
+    var timeout: String?
+    @OptionGroup var choice: CacheChoice
+
+    func run() async throws {
+        let cache = try choice.cache()
+        let t: CacheTimeout
+        switch timeout {
+        case nil: t = .default
+        case "never"?: t = .never
+        case let s?:
+            guard let d = Double(s) else { throw ValidationError("--timeout must be seconds or 'never', got '\(s)'") }
+            t = .seconds(d)
+        }
+        if let i = Int(value) {
+            try await cache.async.set(key, i, timeout: t)
+        } else {
+            try await cache.async.set(key, value, timeout: t)
+        }
+        print("stored \(key)")
+    }
+}
+
+struct Delete: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Delete KEY (exit 1 when it did not exist).")
+    @Argument var key: String
+    @OptionGroup var choice: CacheChoice
+
+    func run() async throws {
+        let existed = try await choice.cache().async.delete(key)
+        print(existed ? "deleted \(key)" : "\(key) did not exist")
+        if !existed { throw ExitCode(1) }
+    }
+}
+
+struct Incr: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(abstract: "Add to the integer under KEY and print the result.")
+    @Argument var key: String
+    @Option(help: "The amount to add (negative to subtract).")
+    var by: Int = 1
+    @OptionGroup var choice: CacheChoice
+
+    func run() async throws {
+        print(try await choice.cache().async.incr(key, by: by))
+    }
+}

@@ -1,0 +1,119 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The real servers that `Integration/test.sh` starts on loopback and exports to the tests.
+///
+/// A bare `swift test` without them skips the server tests (the trait says why); with
+/// `TANDEM_REQUIRE_SERVERS=1` a missing server is a failure, never a silent skip.
+public enum TestServers {
+    static var env: [String: String] { ProcessInfo.processInfo.environment }
+
+    /// True when the test command demands every server.
+    public static var required: Bool { env["TANDEM_REQUIRE_SERVERS"] == "1" }
+
+    /// `redis://127.0.0.1:PORT` of the primary.
+    public static var redisURL: String? { env["TANDEM_REDIS_URL"] }
+    /// `redis://127.0.0.1:PORT` of the replica of the primary.
+    public static var redisReplicaURL: String? { env["TANDEM_REDIS_REPLICA_URL"] }
+    /// Port of the Redis instance with `requirepass` and an ACL user.
+    public static var redisAuthPort: Int? { env["TANDEM_REDIS_AUTH_PORT"].flatMap(Int.init) }
+    /// `host:port` of each memcached.
+    public static var memcachedServers: [String] {
+        (env["TANDEM_MEMCACHED_SERVERS"] ?? "").split(separator: ",").map(String.init)
+    }
+    /// Base URL of the HTTP upstream test server.
+    public static var httpUpstream: String? { env["TANDEM_HTTP_UPSTREAM"] }
+
+    /// Whether tests needing `what` should run: the servers are there, or they are required (and a
+    /// missing one then fails the test).
+    public static func shouldRun(_ available: Bool) -> Bool { available || required }
+
+    /// The message a skipped server test shows.
+    public static let skipMessage = "servers not started: run Integration/test.sh (it starts redis-server, memcached and the HTTP upstream)"
+
+    /// Returns `value`, or throws a failure naming the missing server.
+    public static func need<T>(_ value: T?, _ what: String) throws -> T {
+        guard let value else {
+            throw CheckFailure(message: "\(what) is not configured (TANDEM_REQUIRE_SERVERS=1): \(skipMessage)", location: "TestServers")
+        }
+        return value
+    }
+
+    /// Splits `host:port` or `scheme://host:port[/...]`.
+    public static func hostPort(_ address: String) -> (String, Int)? {
+        var a = Substring(address)
+        if let r = a.range(of: "://") { a = a[r.upperBound...] }
+        if let slash = a.firstIndex(of: "/") { a = a[..<slash] }
+        if let at = a.lastIndex(of: "@") { a = a[a.index(after: at)...] }
+        guard let colon = a.lastIndex(of: ":"), let port = Int(a[a.index(after: colon)...]) else { return nil }
+        return (String(a[..<colon]), port)
+    }
+}
+
+/// Sends `request` to a TCP server and reads until `until` is satisfied or `timeout` passes: for
+/// talking to servers directly in tests (checking what a client stored, or sending admin commands).
+public func rawExchange(host: String = "127.0.0.1", port: Int, _ request: [UInt8], timeout: Double = 3,
+                        until done: ([UInt8]) -> Bool) throws -> [UInt8] {
+    let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    guard fd >= 0 else { throw CheckFailure(message: "socket() failed", location: "rawExchange") }
+    defer { close(fd) }
+    var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1e6))
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
+    inet_pton(AF_INET, host, &addr.sin_addr)
+    let rc = withUnsafePointer(to: &addr) {
+        $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+    }
+    guard rc == 0 else { throw CheckFailure(message: "connect to \(host):\(port) failed (errno \(errno))", location: "rawExchange") }
+    var sent = 0
+    while sent < request.count {
+        let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        guard n > 0 else { throw CheckFailure(message: "send failed", location: "rawExchange") }
+        sent += n
+    }
+    var reply: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while !done(reply) {
+        let n = buf.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n <= 0 { break }
+        reply += buf[0..<n]
+    }
+    return reply
+}
+
+/// Sends one Redis command (RESP, binary-safe) and returns the raw reply.
+public func redisCommand(port: Int, _ args: [String], password: String? = nil) throws -> String {
+    func resp(_ a: [String]) -> [UInt8] {
+        var out = Array("*\(a.count)\r\n".utf8)
+        for s in a { out += Array("$\(s.utf8.count)\r\n".utf8) + Array(s.utf8) + Array("\r\n".utf8) }
+        return out
+    }
+    var req: [UInt8] = []
+    var replies = 1
+    if let password {
+        req += resp(["AUTH", password])
+        replies += 1
+    }
+    req += resp(args)
+    let reply = try rawExchange(port: port, req) { bytes in
+        // Good enough for tests: count CRLF-terminated top-level lines of simple replies, or wait for a bulk body.
+        guard let s = String(validating: bytes, as: UTF8.self) else { return false }
+        let lines = s.components(separatedBy: "\r\n").dropLast()
+        var need = replies
+        var i = lines.startIndex
+        while i < lines.endIndex && need > 0 {
+            let line = lines[i]
+            if line.hasPrefix("$"), let n = Int(line.dropFirst()), n >= 0 { i += 2 } else { i += 1 }
+            need -= 1
+        }
+        return need == 0 && i <= lines.endIndex
+    }
+    let text = String(decoding: reply, as: UTF8.self)
+    if password != nil, let r = text.range(of: "\r\n") { return String(text[r.upperBound...]) }
+    return text
+}
