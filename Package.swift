@@ -17,9 +17,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
     ],
     targets: [
+        // epoll and eventfd, which Swift's Glibc module does not export.
+        .target(name: "CTandemSys"),
         .target(
             name: "TandemLoop",
-            dependencies: [.product(name: "Logging", package: "swift-log")]
+            dependencies: ["CTandemSys", .product(name: "Logging", package: "swift-log")]
         ),
         .target(
             name: "TandemCache",

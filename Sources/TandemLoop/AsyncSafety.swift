@@ -53,8 +53,9 @@ public enum AsyncSafety {
     /// True when the current thread is the thread of some Tandem event loop.
     public static var onEventLoopThread: Bool { LoopThread.current != nil }
 
-    /// True when the caller runs inside a Swift task.
-    public static var inSwiftTask: Bool { withUnsafeCurrentTask { $0 != nil } }
+    /// True when the caller runs inside a Swift task, and not in blocking code that a bridge runs
+    /// inline on its own thread (`Bridge.offload` inside `Bridge.blocking`).
+    public static var inSwiftTask: Bool { withUnsafeCurrentTask { $0 != nil } && !Bridge.inOffloadedCode }
 
     /// Refuses or reports a blocking call made where it would stall the loop or a cooperative thread.
     /// - Parameters:

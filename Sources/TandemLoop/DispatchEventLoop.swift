@@ -1,0 +1,176 @@
+import Dispatch
+import Foundation
+import Synchronization
+
+/// The event-loop contract on a serial `DispatchQueue`, with `DispatchSource` read/write sources and
+/// timers. It proves the loop is pluggable: the contract tests, and the backend and HTTP tests, run
+/// against both loops.
+public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
+    // Why @unchecked Sendable is safe: `watchers`, `timers` and `nextID` are only touched by blocks
+    // running on `queue` (a serial queue): every method that touches them is loop-thread-only and checks
+    // `inEventLoop`. `state` is a Mutex; `queue` and `name` are immutable.
+
+    /// The loop's name (queue label, errors).
+    public let name: String
+    /// The serial queue the loop runs on.
+    public let queue: DispatchQueue
+    private let key = DispatchSpecificKey<UInt8>()
+    private let state = Mutex(false)  // shut down?
+
+    private struct Watcher {
+        var fd: Int32
+        var events: IOEvents
+        var callback: @Sendable (IOEvents) -> Void
+        var read: (any DispatchSourceRead)?
+        var write: (any DispatchSourceWrite)?
+    }
+    private var watchers: [UInt64: Watcher] = [:]
+    private var timers: [UInt64: DispatchWorkItem] = [:]
+    private var nextID: UInt64 = 1
+
+    /// Creates a loop on a new serial queue (or on `queue`, which must be serial).
+    public init(name: String = "tandem-dispatch-loop", queue: DispatchQueue? = nil) {
+        self.name = name
+        self.queue = queue ?? DispatchQueue(label: name)
+        self.queue.setSpecific(key: key, value: 1)
+    }
+
+    private var identity: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
+
+    /// True while running a block of this loop's queue.
+    public var inEventLoop: Bool { DispatchQueue.getSpecific(key: key) == 1 }
+
+    /// Runs `body` as loop work: marks the thread so that the async-safety guard recognises it.
+    @inline(__always)
+    private func onLoop(_ body: () -> Void) {
+        let previous = LoopThread.current
+        LoopThread.set(identity)
+        body()
+        LoopThread.set(previous)
+    }
+
+    /// Runs `work` on the queue; throws ``TandemError/loopShutDown(loop:)`` after ``shutdown()``.
+    public func execute(_ work: @escaping @Sendable () -> Void) throws {
+        if state.withLock({ $0 }) { throw TandemError.loopShutDown(loop: name) }
+        queue.async { [self] in onLoop(work) }
+    }
+
+    /// Watches `fd` with dispatch sources (level-triggered: they fire while data is pending).
+    public func watch(_ fd: Int32, events: IOEvents, callback: @escaping @Sendable (IOEvents) -> Void) throws -> WatchID {
+        precondition(inEventLoop, "watch must be called on the loop")
+        if watchers.values.contains(where: { $0.fd == fd }) {
+            throw TandemError.system(operation: "watch fd \(fd): already watched", errno: EEXIST)
+        }
+        let id = nextID
+        nextID += 1
+        watchers[id] = Watcher(fd: fd, events: [], callback: callback)
+        updateWatch(WatchID(raw: id), events: events)
+        return WatchID(raw: id)
+    }
+
+    /// Changes a watch's interest by creating or cancelling its sources.
+    public func updateWatch(_ id: WatchID, events: IOEvents) {
+        precondition(inEventLoop, "updateWatch must be called on the loop")
+        guard var w = watchers[id.raw] else { return }
+        if events.contains(.read), w.read == nil {
+            let s = DispatchSource.makeReadSource(fileDescriptor: w.fd, queue: queue)
+            s.setEventHandler { [self] in fire(id.raw, .read) }
+            s.resume()
+            w.read = s
+        } else if !events.contains(.read), let s = w.read {
+            s.cancel()
+            w.read = nil
+        }
+        if events.contains(.write), w.write == nil {
+            let s = DispatchSource.makeWriteSource(fileDescriptor: w.fd, queue: queue)
+            s.setEventHandler { [self] in fire(id.raw, .write) }
+            s.resume()
+            w.write = s
+        } else if !events.contains(.write), let s = w.write {
+            s.cancel()
+            w.write = nil
+        }
+        w.events = events
+        watchers[id.raw] = w
+    }
+
+    private func fire(_ id: UInt64, _ event: IOEvents) {
+        guard let w = watchers[id], w.events.contains(event) else { return }
+        onLoop { w.callback(event) }
+    }
+
+    /// Stops watching: cancels the sources. Safe inside the watch's own callback.
+    public func unwatch(_ id: WatchID) {
+        precondition(inEventLoop, "unwatch must be called on the loop")
+        guard let w = watchers.removeValue(forKey: id.raw) else { return }
+        w.read?.cancel()
+        w.write?.cancel()
+    }
+
+    /// Schedules a one-shot timer on the queue.
+    @discardableResult
+    public func schedule(after delay: Duration, _ callback: @escaping @Sendable () -> Void) -> TimerID {
+        precondition(inEventLoop, "schedule must be called on the loop")
+        let id = nextID
+        nextID += 1
+        let item = DispatchWorkItem { [self] in
+            guard timers.removeValue(forKey: id) != nil else { return }
+            onLoop(callback)
+        }
+        timers[id] = item
+        queue.asyncAfter(deadline: .now() + .nanoseconds(Int(min(delay.clampedNanoseconds, UInt64(Int.max)))), execute: item)
+        return TimerID(raw: id)
+    }
+
+    /// Cancels a timer: it never fires.
+    public func cancel(_ id: TimerID) {
+        precondition(inEventLoop, "cancel must be called on the loop")
+        timers.removeValue(forKey: id.raw)?.cancel()
+    }
+
+    /// Refuses new work, cancels timers and sources, and waits for the queue to finish what it has.
+    public func shutdown() {
+        precondition(!inEventLoop, "shutdown must not be called on the loop")
+        let first = state.withLock { s -> Bool in
+            defer { s = true }
+            return !s
+        }
+        guard first else { return }
+        queue.sync { [self] in
+            for (_, t) in timers { t.cancel() }
+            timers.removeAll()
+            for (_, w) in watchers {
+                w.read?.cancel()
+                w.write?.cancel()
+            }
+            watchers.removeAll()
+        }
+    }
+}
+
+extension DispatchEventLoop: SerialExecutor, TaskExecutor {
+    /// Runs a Swift job on the queue.
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let unowned = UnownedJob(job)
+        queue.async { [self] in
+            onLoop { unowned.runSynchronously(isolatedTo: asUnownedSerialExecutor(), taskExecutor: asUnownedTaskExecutor()) }
+        }
+    }
+
+    /// This loop as an unowned serial executor.
+    public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+        UnownedSerialExecutor(ordinary: self)
+    }
+
+    /// Traps unless called on the loop.
+    public func checkIsolated() {
+        precondition(inEventLoop, "not on event loop '\(name)'")
+    }
+}
+
+/// The process-wide loops.
+public enum EventLoops {
+    /// The shared default loop (an ``EpollEventLoop``), started on first use and kept for the life of
+    /// the process. Everything that waits on sockets uses it unless given another loop.
+    public static let shared: EpollEventLoop = EpollEventLoop(name: "tandem-shared-loop")
+}

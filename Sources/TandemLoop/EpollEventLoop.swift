@@ -1,0 +1,288 @@
+import CTandemSys
+import Dispatch
+import Foundation
+import Logging
+import Synchronization
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// A unit of work submitted to a loop: a closure, or a Swift job when the loop acts as an executor.
+enum LoopJob: Sendable {
+    case closure(@Sendable () -> Void)
+    case job(UnownedJob)
+}
+
+/// The default event loop: its own thread, level-triggered epoll, an eventfd for wake-ups, a timer
+/// heap, and a submission queue drained once per turn, so everything submitted while the loop was busy
+/// runs in one batch (which is what gives Redis commands free pipelining).
+///
+/// It is also a `SerialExecutor` and a `TaskExecutor`: an actor can pin itself to the loop
+/// (`nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }`).
+public final class EpollEventLoop: EventLoop, @unchecked Sendable {
+    // Why @unchecked Sendable is safe: the mutable loop state (`watchers`, `fdWatches`, `timers`,
+    // `heap`, `nextID`) is only touched on the loop thread. Every method that touches it is documented
+    // as loop-thread-only and checks `inEventLoop` with a precondition, and `run()` runs on that one
+    // thread. What other threads touch is `inbox` (a Mutex), `finished` (a semaphore) and immutable
+    // descriptors and names.
+
+    /// The loop's name (thread name, errors).
+    public let name: String
+    private let epfd: Int32
+    private let wakeFD: Int32
+    private let finished = DispatchSemaphore(value: 0)
+    private let logger = Logger(label: "tandem.loop")
+
+    private enum RunState { case running, stopping, stopped }
+    private struct Inbox {
+        var jobs: [LoopJob] = []
+        var wakePending = false
+        var state = RunState.running
+    }
+    private let inbox = Mutex(Inbox())
+
+    private struct Watcher {
+        var fd: Int32
+        var events: IOEvents
+        var callback: @Sendable (IOEvents) -> Void
+    }
+    private var watchers: [UInt64: Watcher] = [:]
+    private var fdWatches: [Int32: UInt64] = [:]
+    private var timers: [UInt64: @Sendable () -> Void] = [:]
+    private var heap = TimerHeap()
+    private var nextID: UInt64 = 1
+
+    /// Starts a loop on a new thread.
+    /// - Parameter name: the thread name, also used in errors.
+    public init(name: String = "tandem-loop") {
+        self.name = name
+        epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
+        wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
+        precondition(epfd >= 0 && wakeFD >= 0, "epoll_create1/eventfd failed: errno \(errno)")
+        var ev = ctandemsys_epoll_event(EPOLLIN.rawValue, 0)
+        precondition(epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, &ev) == 0, "epoll_ctl(eventfd) failed: errno \(errno)")
+        let thread = Thread { [self] in self.run() }
+        thread.name = name
+        thread.stackSize = 1 << 21
+        thread.start()
+    }
+
+    deinit {
+        close(wakeFD)
+        close(epfd)
+    }
+
+    private var identity: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
+
+    /// True on this loop's thread.
+    public var inEventLoop: Bool { LoopThread.current == identity }
+
+    // MARK: submission (any thread)
+
+    /// Runs `work` on the loop thread; see ``EventLoop/execute(_:)``.
+    public func execute(_ work: @escaping @Sendable () -> Void) throws {
+        try submit(.closure(work))
+    }
+
+    func submit(_ job: LoopJob) throws {
+        let onLoop = inEventLoop
+        let wake = try inbox.withLock { s throws(TandemError) -> Bool in
+            guard s.state == .running || (s.state == .stopping && onLoop) else { throw TandemError.loopShutDown(loop: name) }
+            s.jobs.append(job)
+            if s.wakePending || onLoop { return false }
+            s.wakePending = true
+            return true
+        }
+        if wake { signalWake() }
+    }
+
+    private func signalWake() {
+        var one: UInt64 = 1
+        _ = withUnsafeBytes(of: &one) { write(wakeFD, $0.baseAddress, 8) }
+    }
+
+    // MARK: loop-thread API
+
+    /// Watches `fd`; see ``EventLoop/watch(_:events:callback:)``. One watch per descriptor.
+    public func watch(_ fd: Int32, events: IOEvents, callback: @escaping @Sendable (IOEvents) -> Void) throws -> WatchID {
+        precondition(inEventLoop, "watch must be called on the loop thread")
+        if fdWatches[fd] != nil { throw TandemError.system(operation: "watch fd \(fd): already watched", errno: EEXIST) }
+        let id = nextID
+        nextID += 1
+        var ev = ctandemsys_epoll_event(EpollEventLoop.mask(events), id)
+        if epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0 {
+            throw TandemError.system(operation: "epoll_ctl(ADD, fd \(fd))", errno: errno)
+        }
+        watchers[id] = Watcher(fd: fd, events: events, callback: callback)
+        fdWatches[fd] = id
+        return WatchID(raw: id)
+    }
+
+    /// Changes a watch's interest; see ``EventLoop/updateWatch(_:events:)``.
+    public func updateWatch(_ id: WatchID, events: IOEvents) {
+        precondition(inEventLoop, "updateWatch must be called on the loop thread")
+        guard var w = watchers[id.raw], w.events != events else { return }
+        w.events = events
+        watchers[id.raw] = w
+        var ev = ctandemsys_epoll_event(EpollEventLoop.mask(events), id.raw)
+        if epoll_ctl(epfd, EPOLL_CTL_MOD, w.fd, &ev) != 0 {
+            logger.debug("epoll_ctl(MOD) failed", metadata: ["fd": "\(w.fd)", "errno": "\(errno)"])
+        }
+    }
+
+    /// Stops watching; see ``EventLoop/unwatch(_:)``.
+    public func unwatch(_ id: WatchID) {
+        precondition(inEventLoop, "unwatch must be called on the loop thread")
+        guard let w = watchers.removeValue(forKey: id.raw) else { return }
+        if fdWatches[w.fd] == id.raw { fdWatches.removeValue(forKey: w.fd) }
+        var ev = epoll_event()
+        // EBADF/ENOENT: the descriptor was already closed (and so removed by the kernel); harmless.
+        _ = epoll_ctl(epfd, EPOLL_CTL_DEL, w.fd, &ev)
+    }
+
+    /// Schedules a one-shot timer; see ``EventLoop/schedule(after:_:)``.
+    @discardableResult
+    public func schedule(after delay: Duration, _ callback: @escaping @Sendable () -> Void) -> TimerID {
+        precondition(inEventLoop, "schedule must be called on the loop thread")
+        let id = nextID
+        nextID += 1
+        let deadline = monotonicNanos() &+ delay.clampedNanoseconds
+        heap.push(.init(deadline: deadline, id: id))
+        timers[id] = callback
+        return TimerID(raw: id)
+    }
+
+    /// Cancels a timer; see ``EventLoop/cancel(_:)``.
+    public func cancel(_ id: TimerID) {
+        precondition(inEventLoop, "cancel must be called on the loop thread")
+        timers.removeValue(forKey: id.raw)
+    }
+
+    /// Stops the loop and joins its thread; see ``EventLoop/shutdown()``. Work already submitted runs first.
+    public func shutdown() {
+        precondition(!inEventLoop, "shutdown must not be called on the loop thread (it joins it)")
+        let first = inbox.withLock { s -> Bool in
+            guard s.state == .running else { return false }
+            s.state = .stopping
+            return true
+        }
+        if first { signalWake() }
+        finished.wait()
+        finished.signal()  // later shutdown() calls return at once
+    }
+
+    // MARK: the loop
+
+    private static func mask(_ events: IOEvents) -> UInt32 {
+        var m: UInt32 = 0
+        if events.contains(.read) { m |= EPOLLIN.rawValue | EPOLLRDHUP.rawValue }
+        if events.contains(.write) { m |= EPOLLOUT.rawValue }
+        return m
+    }
+
+    private func run() {
+        LoopThread.set(identity)
+        var events = [epoll_event](repeating: epoll_event(), count: 256)
+        var batch: [LoopJob] = []
+        var counter: UInt64 = 0
+        while true {
+            var timeout: Int32 = -1
+            let pending = inbox.withLock { !$0.jobs.isEmpty || $0.state != .running }
+            if pending {
+                timeout = 0
+            } else if let first = heap.first {
+                let now = monotonicNanos()
+                timeout = first.deadline <= now ? 0 : Int32(min(Int64(Int32.max), Int64((first.deadline - now + 999_999) / 1_000_000)))
+            }
+            let n = events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, Int32($0.count), timeout) }
+            if n < 0 && errno != EINTR {
+                logger.error("epoll_wait failed", metadata: ["errno": "\(errno)"])
+            }
+            for i in 0..<max(0, Int(n)) {
+                let (id, flags) = events.withUnsafeBufferPointer {
+                    (ctandemsys_epoll_event_data($0.baseAddress! + i), ctandemsys_epoll_event_events($0.baseAddress! + i))
+                }
+                if id == 0 {
+                    _ = read(wakeFD, &counter, 8)
+                    continue
+                }
+                guard let w = watchers[id] else { continue }  // removed earlier in this batch
+                var ready: IOEvents = []
+                let hangup = flags & (EPOLLHUP.rawValue | EPOLLERR.rawValue | EPOLLRDHUP.rawValue) != 0
+                if flags & EPOLLIN.rawValue != 0 || (hangup && w.events.contains(.read)) { ready.insert(.read) }
+                if flags & EPOLLOUT.rawValue != 0 || (hangup && w.events.contains(.write)) { ready.insert(.write) }
+                if flags & (EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 { ready.insert(.error) }
+                w.callback(ready)
+            }
+            runTimers()
+            let state = inbox.withLock { s -> RunState in
+                swap(&batch, &s.jobs)
+                s.wakePending = false
+                return s.state
+            }
+            for job in batch { runJob(job) }
+            batch.removeAll(keepingCapacity: true)
+            if state == .stopping {
+                let done = inbox.withLock { s -> Bool in
+                    guard s.jobs.isEmpty else { return false }
+                    s.state = .stopped
+                    return true
+                }
+                if done { break }
+            }
+        }
+        // Pending timers and watches are dropped without being called.
+        for (_, w) in watchers {
+            var ev = epoll_event()
+            _ = epoll_ctl(epfd, EPOLL_CTL_DEL, w.fd, &ev)
+        }
+        watchers.removeAll()
+        fdWatches.removeAll()
+        timers.removeAll()
+        heap.removeAll()
+        LoopThread.set(nil)
+        finished.signal()
+    }
+
+    private func runTimers() {
+        guard !heap.isEmpty else { return }
+        let now = monotonicNanos()
+        while let top = heap.first, top.deadline <= now {
+            _ = heap.pop()
+            if let cb = timers.removeValue(forKey: top.id) { cb() }
+        }
+    }
+
+    @inline(__always)
+    private func runJob(_ job: LoopJob) {
+        switch job {
+        case .closure(let c): c()
+        case .job(let j): j.runSynchronously(isolatedTo: asUnownedSerialExecutor(), taskExecutor: asUnownedTaskExecutor())
+        }
+    }
+}
+
+extension EpollEventLoop: SerialExecutor, TaskExecutor {
+    /// Runs a Swift job on the loop thread. After shutdown the job runs on the global executor
+    /// instead, so no task is ever left hanging.
+    public func enqueue(_ job: consuming ExecutorJob) {
+        let unowned = UnownedJob(job)
+        do {
+            try submit(.job(unowned))
+        } catch {
+            logger.warning("job enqueued on a shut-down loop; running it on the global executor", metadata: ["loop": "\(name)"])
+            Task.detached { unowned.runSynchronously(on: globalConcurrentExecutor.asUnownedTaskExecutor()) }
+        }
+    }
+
+    /// This loop as an unowned serial executor.
+    public func asUnownedSerialExecutor() -> UnownedSerialExecutor {
+        UnownedSerialExecutor(ordinary: self)
+    }
+
+    /// Traps unless called on the loop thread (lets `assumeIsolated` work for actors on the loop).
+    public func checkIsolated() {
+        precondition(inEventLoop, "not on event loop '\(name)'")
+    }
+}

@@ -1,0 +1,131 @@
+import Synchronization
+
+/// Counts loop promises created and resumed, so that tests (and leak checks) can prove every
+/// continuation is resumed exactly once.
+public enum LoopPromiseStats {
+    static let createdCount = Atomic<Int>(0)
+    static let resumedCount = Atomic<Int>(0)
+    /// Promises created so far in this process.
+    public static var created: Int { createdCount.load(ordering: .relaxed) }
+    /// Promises whose continuation was resumed so far.
+    public static var resumed: Int { resumedCount.load(ordering: .relaxed) }
+}
+
+/// The result slot of one async operation driven by a loop: completed exactly once, from any thread,
+/// by the loop-side code (``succeed(_:)``/``fail(_:)``) or by cancellation of the waiting task.
+///
+/// When the waiting task is cancelled, the task resumes at once with `CancellationError`, and the
+/// cleanup registered with ``onCancel(_:)`` runs on the loop thread (for example, to remove a curl
+/// handle or to mark a Redis reply as abandoned). Later completions are ignored.
+public final class LoopPromise<T: Sendable>: Sendable {
+    private struct State {
+        var continuation: UnsafeContinuation<T, any Error>?
+        var result: Result<T, any Error>?
+        var cancelled = false
+        var cleanup: (@Sendable () -> Void)?
+    }
+    private let state = Mutex(State())
+    /// The loop whose thread runs the loop-side code and the cancellation cleanup.
+    public let loop: any EventLoop
+
+    init(loop: any EventLoop) {
+        self.loop = loop
+        LoopPromiseStats.createdCount.add(1, ordering: .relaxed)
+    }
+
+    /// True once a result (or cancellation) was recorded.
+    public var isCompleted: Bool { state.withLock { $0.result != nil } }
+
+    /// True when the waiting task was cancelled first.
+    public var isCancelled: Bool { state.withLock { $0.cancelled } }
+
+    /// Completes with a value (ignored if already completed).
+    public func succeed(_ value: T) { complete(.success(value)) }
+
+    /// Completes with an error (ignored if already completed).
+    public func fail(_ error: any Error) { complete(.failure(error)) }
+
+    /// Completes with `result` (ignored if already completed). Returns whether this call completed it.
+    @discardableResult
+    public func complete(_ result: Result<T, any Error>) -> Bool {
+        let cont = state.withLock { s -> UnsafeContinuation<T, any Error>?? in
+            guard s.result == nil else { return .none }
+            s.result = result
+            s.cleanup = nil
+            defer { s.continuation = nil }
+            return .some(s.continuation)
+        }
+        guard case .some(let c) = cont else { return false }
+        if let c { resume(c, result) }
+        return true
+    }
+
+    /// Registers loop-side cleanup to run on the loop thread if the task is cancelled before the
+    /// promise completes. If it was already cancelled, `cleanup` runs now (call this on the loop thread).
+    public func onCancel(_ cleanup: @escaping @Sendable () -> Void) {
+        let runNow = state.withLock { s -> Bool in
+            if s.cancelled { return true }
+            if s.result == nil { s.cleanup = cleanup }
+            return false
+        }
+        if runNow { cleanup() }
+    }
+
+    fileprivate func install(_ c: UnsafeContinuation<T, any Error>) {
+        let ready = state.withLock { s -> Result<T, any Error>? in
+            if let r = s.result { return r }
+            s.continuation = c
+            return nil
+        }
+        if let ready { resume(c, ready) }
+    }
+
+    fileprivate func cancel() {
+        let (cont, cleanup, first) = state.withLock { s -> (UnsafeContinuation<T, any Error>?, (@Sendable () -> Void)?, Bool) in
+            guard s.result == nil else { return (nil, nil, false) }
+            s.result = .failure(CancellationError())
+            s.cancelled = true
+            defer { s.continuation = nil; s.cleanup = nil }
+            return (s.continuation, s.cleanup, true)
+        }
+        guard first else { return }
+        if let cont { resume(cont, .failure(CancellationError())) }
+        if let cleanup {
+            if loop.inEventLoop { cleanup() } else { try? loop.execute(cleanup) }
+        }
+    }
+
+    private func resume(_ c: UnsafeContinuation<T, any Error>, _ r: Result<T, any Error>) {
+        LoopPromiseStats.resumedCount.add(1, ordering: .relaxed)
+        c.resume(with: r)
+    }
+}
+
+/// Runs `start` on `loop`'s thread with a fresh promise and waits for it without blocking a thread.
+/// The continuation is resumed exactly once: by the promise's completion, or promptly with
+/// `CancellationError` when the task is cancelled (then the promise's `onCancel` cleanup runs on the loop).
+/// If the loop is shut down, the call fails with ``TandemError/loopShutDown(loop:)``.
+public func withLoopPromise<T: Sendable>(
+    on loop: any EventLoop, _ start: @escaping @Sendable (LoopPromise<T>) -> Void
+) async throws -> T {
+    let promise = LoopPromise<T>(loop: loop)
+    return try await withTaskCancellationHandler {
+        // The state machine in LoopPromise resumes the continuation exactly once, so an unsafe
+        // continuation is enough.
+        try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<T, any Error>) in
+            promise.install(c)
+            if promise.isCompleted { return }
+            if loop.inEventLoop {
+                start(promise)
+            } else {
+                do {
+                    try loop.execute { if !promise.isCompleted { start(promise) } }
+                } catch {
+                    promise.fail(error)
+                }
+            }
+        }
+    } onCancel: {
+        promise.cancel()
+    }
+}

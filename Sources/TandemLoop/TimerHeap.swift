@@ -1,0 +1,75 @@
+/// A binary min-heap of timers ordered by deadline, then by creation order (so timers with equal
+/// deadlines fire in the order they were scheduled). Cancelled timers are removed lazily.
+struct TimerHeap {
+    struct Entry {
+        var deadline: UInt64
+        var id: UInt64
+    }
+
+    private var items: [Entry] = []
+
+    var isEmpty: Bool { items.isEmpty }
+    var count: Int { items.count }
+    var first: Entry? { items.first }
+
+    private static func less(_ a: Entry, _ b: Entry) -> Bool {
+        a.deadline < b.deadline || (a.deadline == b.deadline && a.id < b.id)
+    }
+
+    mutating func push(_ e: Entry) {
+        items.append(e)
+        var i = items.count - 1
+        while i > 0 {
+            let parent = (i - 1) / 2
+            guard TimerHeap.less(items[i], items[parent]) else { break }
+            items.swapAt(i, parent)
+            i = parent
+        }
+    }
+
+    mutating func pop() -> Entry? {
+        guard !items.isEmpty else { return nil }
+        let top = items[0]
+        let last = items.removeLast()
+        if !items.isEmpty {
+            items[0] = last
+            var i = 0
+            while true {
+                let l = 2 * i + 1
+                let r = l + 1
+                var m = i
+                if l < items.count && TimerHeap.less(items[l], items[m]) { m = l }
+                if r < items.count && TimerHeap.less(items[r], items[m]) { m = r }
+                if m == i { break }
+                items.swapAt(i, m)
+                i = m
+            }
+        }
+        return top
+    }
+
+    mutating func removeAll() { items.removeAll() }
+}
+
+/// Monotonic nanoseconds.
+@inline(__always)
+func monotonicNanos() -> UInt64 {
+    var ts = timespec()
+    clock_gettime(CLOCK_MONOTONIC, &ts)
+    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
+}
+
+extension Duration {
+    /// The duration in whole nanoseconds, clamped at zero.
+    var clampedNanoseconds: UInt64 {
+        let c = components
+        if c.seconds < 0 { return 0 }
+        let ns = c.seconds.multipliedReportingOverflow(by: 1_000_000_000)
+        if ns.overflow { return UInt64.max / 2 }
+        return UInt64(max(0, ns.partialValue + c.attoseconds / 1_000_000_000))
+    }
+}
+
+#if canImport(Glibc)
+import Glibc
+#endif

@@ -1,0 +1,227 @@
+import Foundation
+import Synchronization
+import TandemLoop
+import Testing
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// The two loops every contract test runs against.
+enum LoopKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
+    case epoll, dispatch
+    var testDescription: String { rawValue }
+    func make() -> any EventLoop {
+        switch self {
+        case .epoll: return EpollEventLoop(name: "test-epoll")
+        case .dispatch: return DispatchEventLoop(name: "test-dispatch")
+        }
+    }
+}
+
+/// Runs `body` on the loop thread and returns its result.
+func onLoop<T: Sendable>(_ loop: any EventLoop, _ body: @escaping @Sendable () throws -> T) async throws -> T {
+    try await withLoopPromise(on: loop) { (p: LoopPromise<T>) in p.complete(Result { try body() }) }
+}
+
+/// A connected pair of non-blocking sockets, closed on deinit.
+final class SocketPair: Sendable {
+    let a: Int32
+    let b: Int32
+    init() {
+        var fds: [Int32] = [0, 0]
+        precondition(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &fds) == 0)
+        a = fds[0]
+        b = fds[1]
+        for fd in fds { _ = fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK) }
+    }
+    deinit {
+        close(a)
+        close(b)
+    }
+    func send(_ byte: UInt8 = 1) { var v = byte; _ = write(b, &v, 1) }
+    func drainA() { var buf = [UInt8](repeating: 0, count: 4096); while read(a, &buf, 4096) > 0 {} }
+}
+
+/// Holds a noncopyable synchronization value so that escaping closures can share it.
+final class Box<T: ~Copyable & Sendable>: Sendable {
+    let value: T
+    init(_ value: consuming T) { self.value = value }
+}
+
+/// Collects events from loop callbacks (any thread) for later checks.
+final class Recorder<T: Sendable>: Sendable {
+    private let items = Mutex<[T]>([])
+    func add(_ t: T) { items.withLock { $0.append(t) } }
+    var all: [T] { items.withLock { $0 } }
+}
+
+/// Waits (politely) until `condition` holds or `seconds` pass.
+func eventually(_ seconds: Double = 5, _ condition: () -> Bool) async throws -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        try await Task.sleep(for: .milliseconds(2))
+    }
+    return condition()
+}
+
+@Suite struct LoopContractTests {
+    @Test(arguments: LoopKind.allCases)
+    func readReadinessIsLevelTriggeredUntilDrained(_ kind: LoopKind) async throws {
+        let loop = kind.make()
+        defer { loop.shutdown() }
+        let pair = SocketPair()
+        let fired = Recorder<IOEvents>()
+        let id = try await onLoop(loop) { try loop.watch(pair.a, events: .read) { ev in fired.add(ev) } }
+        try await Task.sleep(for: .milliseconds(30))
+        #expect(fired.all.isEmpty, "no readiness before data arrives")
+        pair.send()
+        #expect(try await eventually { fired.all.count >= 3 }, "level-triggered: keeps firing while data is unread")
+        #expect(fired.all.allSatisfy { $0.contains(.read) })
+        try await onLoop(loop) { loop.unwatch(id); pair.drainA() }
+        let count = fired.all.count
+        pair.send()
+        try await Task.sleep(for: .milliseconds(30))
+        #expect(fired.all.count == count, "no callbacks after unwatch")
+    }
+
+    @Test(arguments: LoopKind.allCases)
+    func writeAndBothAndUpdate(_ kind: LoopKind) async throws {
+        let loop = kind.make()
+        defer { loop.shutdown() }
+        let pair = SocketPair()
+        let fired = Recorder<IOEvents>()
+        let id = try await onLoop(loop) {
+            try loop.watch(pair.a, events: [.read, .write]) { ev in fired.add(ev) }
+        }
+        #expect(try await eventually { fired.all.contains { $0.contains(.write) } }, "an empty socket buffer is writable")
+        #expect(!fired.all.contains { $0.contains(.read) })
+        pair.send()
+        #expect(try await eventually { fired.all.contains { $0.contains(.read) } }, "read fires too when watching both")
+        let n = try await onLoop(loop) { () -> Int in
+            loop.updateWatch(id, events: .read)
+            pair.drainA()
+            return fired.all.count
+        }
+        pair.send()
+        #expect(try await eventually { fired.all.count > n }, "read interest stays")
+        try await Task.sleep(for: .milliseconds(20))
+        #expect(!fired.all[n...].contains { $0.contains(.write) }, "no write readiness after write interest was dropped")
+        try await onLoop(loop) { loop.unwatch(id) }
+    }
+
+    @Test(arguments: LoopKind.allCases)
+    func watcherRemovedInsideItsOwnCallback(_ kind: LoopKind) async throws {
+        let loop = kind.make()
+        defer { loop.shutdown() }
+        let pair = SocketPair()
+        let fired = Recorder<Int>()
+        let slot = Box(Mutex<WatchID?>(nil))
+        try await onLoop(loop) {
+            let id = try loop.watch(pair.a, events: .read) { _ in
+                fired.add(1)
+                if let id = slot.value.withLock({ $0 }) { loop.unwatch(id) }
+            }
+            slot.value.withLock { $0 = id }
+        }
+        pair.send()
+        #expect(try await eventually { fired.all.count >= 1 })
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(fired.all.count == 1, "the callback ran once and removed itself while data was still unread")
+        #expect(try await onLoop(loop) { (try? loop.watch(pair.a, events: .read) { _ in }) != nil }, "the fd can be watched again")
+    }
+
+    @Test(arguments: LoopKind.allCases)
+    func timersFireInDeadlineOrderAndCancelledNever(_ kind: LoopKind) async throws {
+        let loop = kind.make()
+        defer { loop.shutdown() }
+        let order = Recorder<Int>()
+        try await onLoop(loop) {
+            loop.schedule(after: .milliseconds(60)) { order.add(60) }
+            loop.schedule(after: .milliseconds(20)) { order.add(20) }
+            let c = loop.schedule(after: .milliseconds(30)) { order.add(-30) }
+            loop.schedule(after: .milliseconds(40)) { order.add(40) }
+            loop.schedule(after: .zero) { order.add(0) }
+            loop.cancel(c)
+            loop.cancel(TimerID(raw: 999_999))  // unknown ids are ignored
+        }
+        #expect(try await eventually { order.all.count == 4 })
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(order.all == [0, 20, 40, 60])
+    }
+
+    @Test(arguments: LoopKind.allCases)
+    func timerNeverFiresEarly(_ kind: LoopKind) async throws {
+        let loop = kind.make()
+        defer { loop.shutdown() }
+        let start = ContinuousClock.now
+        let elapsed = try await withLoopPromise(on: loop) { (p: LoopPromise<Duration>) in
+            loop.schedule(after: .milliseconds(25)) { p.succeed(ContinuousClock.now - start) }
+        }
+        #expect(elapsed >= .milliseconds(25))
+    }
+
+    @Test(arguments: LoopKind.allCases)
+    func hundredThousandSubmissionsFromFourThreadsRunOnceInOrder(_ kind: LoopKind) async throws {
+        let loop = kind.make()
+        defer { loop.shutdown() }
+        let perThread = 25_000
+        // Touched only on the loop thread; the Mutex is uncontended and satisfies the checker.
+        let seen = Box(Mutex<[[Int]]>(Array(repeating: [], count: 4)))
+        let wrongThread = Box(Atomic<Int>(0))
+        await withTaskGroup(of: Void.self) { group in
+            for t in 0..<4 {
+                group.addTask {
+                    try? await Bridge.offload {
+                        for i in 0..<perThread {
+                            try loop.execute {
+                                if !loop.inEventLoop { wrongThread.value.add(1, ordering: .relaxed) }
+                                seen.value.withLock { $0[t].append(i) }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        #expect(try await eventually(20) { seen.value.withLock { $0.map(\.count).reduce(0, +) } == 4 * perThread })
+        let all = seen.value.withLock { $0 }
+        for t in 0..<4 { #expect(all[t] == Array(0..<perThread), "thread \(t): each once, in order") }
+        #expect(wrongThread.value.load(ordering: .relaxed) == 0)
+    }
+
+    @Test(arguments: LoopKind.allCases)
+    func shutdownRunsSubmittedWorkDropsTimersAndRefusesLater(_ kind: LoopKind) async throws {
+        let loop = kind.make()
+        let ran = Recorder<String>()
+        try await onLoop(loop) { loop.schedule(after: .seconds(30)) { ran.add("timer") } }
+        for i in 0..<100 { try loop.execute { ran.add("job\(i)") } }
+        try await Bridge.offload { loop.shutdown() }
+        #expect(ran.all.count == 100, "work submitted before shutdown ran")
+        #expect(!ran.all.contains("timer"), "pending timer dropped")
+        #expect(throws: TandemError.self) { try loop.execute {} }
+        do {
+            try loop.execute {}
+        } catch let e as TandemError {
+            #expect(e.description.contains("shut down"))
+        }
+        try await Bridge.offload { loop.shutdown() }  // a second shutdown returns
+    }
+
+    @Test(arguments: LoopKind.allCases)
+    func inEventLoopAndGuard(_ kind: LoopKind) async throws {
+        let loop = kind.make()
+        defer { loop.shutdown() }
+        #expect(!loop.inEventLoop)
+        let (inside, refusal) = try await onLoop(loop) { () -> (Bool, TandemError?) in
+            do {
+                try AsyncSafety.checkBlockingCall("test op", policy: .allow)
+                return (loop.inEventLoop, nil)
+            } catch let e as TandemError {
+                return (loop.inEventLoop, e)
+            }
+        }
+        #expect(inside)
+        #expect(refusal == .blockingCallOnEventLoop(operation: "test op"), "refused on the loop thread even with .allow")
+    }
+}
