@@ -52,11 +52,17 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
     private var timers: [UInt64: @Sendable () -> Void] = [:]
     private var heap = TimerHeap()
     private var nextID: UInt64 = 1
+    private let spinNanos: UInt64
+    private var hadWork = false
 
     /// Starts a loop on a new thread.
     /// - Parameter name: the thread name, also used in errors.
-    public init(name: String = "tandem-loop") {
+    /// - Parameter spinMicroseconds: after a turn that had work, how long to poll for more before
+    ///   parking the thread (`TANDEM_LOOP_SPIN_US`, default 20; 0 parks at once).
+    public init(name: String = "tandem-loop", spinMicroseconds: Int? = nil) {
         self.name = name
+        let env = ProcessInfo.processInfo.environment["TANDEM_LOOP_SPIN_US"].flatMap(Int.init)
+        self.spinNanos = UInt64(max(0, spinMicroseconds ?? env ?? 20)) * 1000
         epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
         wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
         precondition(epfd >= 0 && wakeFD >= 0, "epoll_create1/eventfd failed: errno \(errno)")
@@ -195,7 +201,21 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
                 let now = monotonicNanos()
                 timeout = first.deadline <= now ? 0 : Int32(min(Int64(Int32.max), Int64((first.deadline - now + 999_999) / 1_000_000)))
             }
-            let n = events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, Int32($0.count), timeout) }
+            var n = events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, Int32($0.count), 0) }
+            if n == 0 && timeout != 0 {
+                // Waking a thread parked in epoll_wait costs tens of microseconds on virtual machines:
+                // after a busy turn, poll the inbox for a short while before parking.
+                if spinNanos > 0 && hadWork {
+                    let until = monotonicNanos() &+ spinNanos
+                    while monotonicNanos() < until {
+                        if inbox.withLock({ !$0.jobs.isEmpty }) { break }
+                    }
+                }
+                if inbox.withLock({ $0.jobs.isEmpty }) {
+                    n = events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, Int32($0.count), timeout) }
+                }
+            }
+            hadWork = n > 0
             if n < 0 && errno != EINTR {
                 logger.error("epoll_wait failed", metadata: ["errno": "\(errno)"])
             }
@@ -221,6 +241,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
                 s.wakePending = false
                 return s.state
             }
+            if !batch.isEmpty { hadWork = true }
             for job in batch { runJob(job) }
             batch.removeAll(keepingCapacity: true)
             if state == .stopping {

@@ -127,11 +127,14 @@ struct TandemBench: ParsableCommand {
         commandName: "tandem-bench",
         abstract: "Side-by-side benchmarks: a reference and Tandem in the same run, one JSON line per scenario.")
 
-    @Argument(help: "Scenarios to run: locmem.")
+    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead.")
     var scenarios: [String] = ["locmem"]
 
     @Option(help: "Seconds per measurement.")
     var seconds: Double = 1.0
+
+    @Option(help: "Operations per measurement for per-operation scenarios.")
+    var iterations: Int = 100_000
 
     @Option(help: "Alternating rounds per scenario (best of each side is kept).")
     var rounds: Int = 3
@@ -141,8 +144,12 @@ struct TandemBench: ParsableCommand {
             switch scenario {
             case "locmem":
                 for r in try LocMemScenario(seconds: seconds, rounds: rounds).run() { r.emit() }
+            case "loop-roundtrip":
+                for r in try LoopScenarios(iterations: iterations, rounds: rounds).roundTrip() { r.emit() }
+            case "bridge-overhead":
+                for r in try LoopScenarios(iterations: iterations, rounds: rounds).bridgeOverhead() { r.emit() }
             default:
-                throw ValidationError("unknown scenario '\(scenario)'; known: locmem")
+                throw ValidationError("unknown scenario '\(scenario)'; known: locmem, loop-roundtrip, bridge-overhead")
             }
         }
     }
