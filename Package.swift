@@ -8,6 +8,7 @@ let package = Package(
         .library(name: "Tandem", targets: ["Tandem"]),
         .library(name: "TandemLoop", targets: ["TandemLoop"]),
         .library(name: "TandemCache", targets: ["TandemCache"]),
+        .library(name: "TandemRedis", targets: ["TandemRedis"]),
         .executable(name: "tandem", targets: ["tandem"]),
         .executable(name: "tandem-bench", targets: ["tandem-bench"]),
     ],
@@ -31,7 +32,9 @@ let package = Package(
                 .product(name: "Metrics", package: "swift-metrics"),
             ]
         ),
-        .target(name: "Tandem", dependencies: ["TandemLoop", "TandemCache"]),
+        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        .target(name: "TandemRedis", dependencies: ["TandemCache", "TandemLoop", "CHiredis", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Tandem", dependencies: ["TandemLoop", "TandemCache", "TandemRedis"]),
         .executableTarget(
             name: "tandem",
             dependencies: ["Tandem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -43,6 +46,7 @@ let package = Package(
         // Shared test code (the semantic suite, fixtures, server helpers): used by the test targets only.
         .target(name: "TandemTestSupport", dependencies: ["Tandem"], path: "Tests/Support"),
         .testTarget(name: "TandemLoopTests", dependencies: ["TandemLoop", "TandemTestSupport"]),
+        .testTarget(name: "TandemRedisTests", dependencies: ["TandemRedis", "Tandem", "TandemTestSupport"]),
         .testTarget(name: "TandemCacheTests", dependencies: ["TandemCache", "Tandem", "TandemTestSupport"]),
         .testTarget(
             name: "TandemTests",

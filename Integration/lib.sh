@@ -91,8 +91,8 @@ stop_all() {
 # start_test_servers: every server the tests use; exports their addresses.
 start_test_servers() {
   local rp rr ra m1 m2 m3
-  rp=$(free_port); start_redis primary "$rp"
-  rr=$(free_port); start_redis replica "$rr" --replicaof 127.0.0.1 "$rp"
+  rp=$(free_port); start_redis primary "$rp" --databases 4096
+  rr=$(free_port); start_redis replica "$rr" --databases 4096 --replicaof 127.0.0.1 "$rp"
   ra=$(free_port); start_redis auth "$ra" --requirepass "tandem-secret" \
     --user tandemuser on '>tandem-user-pw' '~*' '&*' '+@all'
   m1=$(free_port); start_memcached m1 "$m1"

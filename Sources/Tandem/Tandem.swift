@@ -1,12 +1,15 @@
 @_exported import TandemCache
 @_exported import TandemLoop
+@_exported import TandemRedis
 
 import Foundation
 
 extension BackendRegistry {
     /// Every backend Tandem ships, by short name and Django's dotted names.
     public static var standard: BackendRegistry {
-        BackendRegistry.builtin
+        var r = BackendRegistry.builtin
+        r.register(RedisBackend.registryEntry)
+        return r
     }
 }
 

@@ -25,6 +25,8 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
     case connectionFailed(server: String, reason: String)
     /// The server answered with an error.
     case serverError(server: String, message: String)
+    /// The server refused the credentials (the password is never part of the message).
+    case authenticationFailed(server: String, reason: String)
     /// No connection could be borrowed from the pool in time.
     case poolExhausted(server: String, size: Int)
     /// The cache (or its backend) was closed.
@@ -57,6 +59,8 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
             return "connection to \(server) failed: \(reason)"
         case .serverError(let server, let message):
             return "\(server) answered with an error: \(message)"
+        case .authenticationFailed(let server, let reason):
+            return "authentication to \(server) failed: \(reason)"
         case .poolExhausted(let server, let size):
             return "no connection to \(server) became free in time (pool size \(size))"
         case .closed(let alias):

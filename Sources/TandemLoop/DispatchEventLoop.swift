@@ -17,8 +17,18 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
     private let key = DispatchSpecificKey<UInt8>()
     private let state = Mutex(false)  // shut down?
 
+    /// A duplicate of a watched descriptor, owned by its dispatch sources and closed when the last of
+    /// them has finished cancelling. The caller may close its own descriptor right after `unwatch`
+    /// without racing a source that is still being torn down (or a new descriptor reusing the number).
+    private final class DupFD: Sendable {
+        let fd: Int32
+        init(_ fd: Int32) { self.fd = dup(fd) }
+        deinit { if fd >= 0 { close(fd) } }
+    }
+
     private struct Watcher {
         var fd: Int32
+        var dupFD: DupFD
         var events: IOEvents
         var callback: @Sendable (IOEvents) -> Void
         var read: (any DispatchSourceRead)?
@@ -63,7 +73,9 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
         }
         let id = nextID
         nextID += 1
-        watchers[id] = Watcher(fd: fd, events: [], callback: callback)
+        let d = DupFD(fd)
+        if d.fd < 0 { throw TandemError.system(operation: "dup(fd \(fd))", errno: errno) }
+        watchers[id] = Watcher(fd: fd, dupFD: d, events: [], callback: callback)
         updateWatch(WatchID(raw: id), events: events)
         return WatchID(raw: id)
     }
@@ -73,8 +85,9 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
         precondition(inEventLoop, "updateWatch must be called on the loop")
         guard var w = watchers[id.raw] else { return }
         if events.contains(.read), w.read == nil {
-            let s = DispatchSource.makeReadSource(fileDescriptor: w.fd, queue: queue)
+            let s = DispatchSource.makeReadSource(fileDescriptor: w.dupFD.fd, queue: queue)
             s.setEventHandler { [self] in fire(id.raw, .read) }
+            s.setCancelHandler { [d = w.dupFD] in _ = d }
             s.resume()
             w.read = s
         } else if !events.contains(.read), let s = w.read {
@@ -82,8 +95,9 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
             w.read = nil
         }
         if events.contains(.write), w.write == nil {
-            let s = DispatchSource.makeWriteSource(fileDescriptor: w.fd, queue: queue)
+            let s = DispatchSource.makeWriteSource(fileDescriptor: w.dupFD.fd, queue: queue)
             s.setEventHandler { [self] in fire(id.raw, .write) }
+            s.setCancelHandler { [d = w.dupFD] in _ = d }
             s.resume()
             w.write = s
         } else if !events.contains(.write), let s = w.write {

@@ -1,0 +1,293 @@
+import Synchronization
+import TandemCache
+import TandemLoop
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One Redis server: a blocking pool and the async connection(s) on the loop.
+final class RedisNode: Sendable {
+    let endpoint: RedisEndpoint
+    let pool: RedisBlockingPool
+    let connections: [RedisAsyncConnection]
+    private let next = Atomic<Int>(0)
+
+    init(endpoint: RedisEndpoint, pool: RedisBlockingPool, connections: [RedisAsyncConnection]) {
+        self.endpoint = endpoint
+        self.pool = pool
+        self.connections = connections
+    }
+
+    /// The async connection for the next command (round robin).
+    var connection: RedisAsyncConnection {
+        connections.count == 1 ? connections[0] : connections[next.add(1, ordering: .relaxed).newValue % connections.count]
+    }
+}
+
+/// Redis through libhiredis, Django's RedisCache semantics.
+///
+/// - LOCATION: `redis://[user:password@]host:port[/db]` or `unix:///path[?db=N]`; several locations:
+///   writes go to the first, reads to one of the others at random (Django's primary/replica rule).
+///   `rediss://` is refused: Debian's hiredis 0.14 has no TLS.
+/// - OPTIONS: `CONNECT_TIMEOUT` (s, 1), `COMMAND_TIMEOUT` (s, 1), `POOL_SIZE` (blocking connections
+///   per server, 16), `POOL_TIMEOUT` (s to wait for a pooled connection, 1), `ASYNC_CONNECTIONS` (per
+///   server, 1), `DB`, `USERNAME`, `PASSWORD` (the URL's credentials win).
+/// - Blocking face: the calling thread talks to Redis on a pooled connection. Async face: connections
+///   owned by the loop, commands submitted in one loop turn go out in one write.
+/// - `clear()` runs FLUSHDB on the primary's database, as Django does: it removes every key in that
+///   database, not only this cache's prefix.
+/// - Values are stored as their bytes, so `redis-cli GET` shows strings and integers as plain text.
+/// - The process ignores SIGPIPE once a Redis backend exists (hiredis writes with `write()`).
+public final class RedisBackend: CacheBackend {
+    let primary: RedisNode
+    let replicas: [RedisNode]
+
+    /// The OPTIONS this backend understands.
+    public static let optionNames: Set<String> = [
+        "CONNECT_TIMEOUT", "COMMAND_TIMEOUT", "POOL_SIZE", "POOL_TIMEOUT", "ASYNC_CONNECTIONS", "DB", "USERNAME", "PASSWORD",
+    ]
+
+    /// The registry entry: `redis`, and Django's and django-redis's dotted names.
+    public static let registryEntry = BackendEntry(
+        name: "redis",
+        aliases: ["django.core.cache.backends.redis.RedisCache", "django_redis.cache.RedisCache"],
+        optionNames: optionNames
+    ) { config in try RedisBackend(configuration: config) }
+
+    private static let ignoreSIGPIPE: Void = { _ = signal(SIGPIPE, SIG_IGN) }()
+
+    /// Builds the backend from validated settings (nothing connects until the first command).
+    public init(configuration config: BackendConfiguration) throws {
+        _ = RedisBackend.ignoreSIGPIPE
+        guard !config.location.isEmpty else { throw config.locationError("at least one redis:// location is required") }
+        let o = config.options
+        let connectTimeout = try o.double("CONNECT_TIMEOUT", default: 1, range: 0.001...3600)
+        let commandTimeout = try o.double("COMMAND_TIMEOUT", default: 1, range: 0.001...3600)
+        let poolSize = try o.int("POOL_SIZE", default: 16, range: 1...4096)
+        let poolTimeout = try o.double("POOL_TIMEOUT", default: commandTimeout, range: 0...3600)
+        let asyncConnections = try o.int("ASYNC_CONNECTIONS", default: 1, range: 1...64)
+        let loop = config.loop ?? EventLoops.shared
+        var nodes: [RedisNode] = []
+        for location in config.location {
+            let endpoint = try RedisEndpoint.parse(location, alias: config.alias, options: o)
+            let address = try endpoint.resolve()
+            let pool = RedisBlockingPool(endpoint: endpoint, size: poolSize, connectTimeout: connectTimeout,
+                                         commandTimeout: commandTimeout, borrowTimeout: poolTimeout)
+            let conns = (0..<asyncConnections).map { _ in
+                RedisAsyncConnection(loop: loop, endpoint: endpoint, address: address,
+                                     commandTimeout: commandTimeout, connectTimeout: connectTimeout)
+            }
+            nodes.append(RedisNode(endpoint: endpoint, pool: pool, connections: conns))
+        }
+        primary = nodes[0]
+        replicas = Array(nodes.dropFirst())
+    }
+
+    deinit { close() }
+
+    /// Redis accepts any key; keys memcached would refuse are warned about once.
+    public var keyStrictness: KeyStrictness { .lenient }
+    /// Blocking calls wait on the network: the async-safety guard applies.
+    public var waitsOnIO: Bool { true }
+    /// The primary (and replicas), without credentials.
+    public var backendDescription: String {
+        ([primary] + replicas).map(\.endpoint.description).joined(separator: ",")
+    }
+
+    /// Where reads go: a random replica, or the primary when there is none.
+    var readNode: RedisNode { replicas.randomElement() ?? primary }
+
+    // MARK: commands and reply mapping, shared by both faces
+
+    private static let incrScript = Array("""
+        if redis.call('EXISTS', KEYS[1]) == 0 then return false end
+        return redis.call('INCRBY', KEYS[1], ARGV[1])
+        """.utf8)
+    private static let persistScript = Array("""
+        if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
+        redis.call('PERSIST', KEYS[1])
+        return 1
+        """.utf8)
+
+    static func getCommand(_ key: String) -> [[UInt8]] { ["GET".bytes, key.bytes] }
+    static func mgetCommand(_ keys: [String]) -> [[UInt8]] { ["MGET".bytes] + keys.map(\.bytes) }
+    static func setCommand(_ key: String, _ value: StoredValue, _ expiry: CacheExpiry, _ mode: SetMode) -> [[UInt8]] {
+        var c: [[UInt8]] = ["SET".bytes, key.bytes, value.bytes]
+        if let ms = expiry.milliseconds { c += ["PX".bytes, String(ms).bytes] }
+        if mode == .add { c.append("NX".bytes) }
+        return c
+    }
+    static func delCommand(_ keys: [String]) -> [[UInt8]] { ["DEL".bytes] + keys.map(\.bytes) }
+    static func incrCommand(_ key: String, _ delta: Int64) -> [[UInt8]] {
+        ["EVAL".bytes, incrScript, "1".bytes, key.bytes, String(delta).bytes]
+    }
+    static func touchCommand(_ key: String, _ expiry: CacheExpiry) -> [[UInt8]] {
+        if let ms = expiry.milliseconds { return ["PEXPIRE".bytes, key.bytes, String(ms).bytes] }
+        return ["EVAL".bytes, persistScript, "1".bytes, key.bytes]
+    }
+    static func existsCommand(_ key: String) -> [[UInt8]] { ["EXISTS".bytes, key.bytes] }
+    static let flushCommand: [[UInt8]] = ["FLUSHDB".bytes]
+
+    func serverError(_ v: RedisValue, _ node: RedisNode) -> CacheError {
+        if case .error(let m) = v { return .serverError(server: node.endpoint.description, message: m) }
+        return .serverError(server: node.endpoint.description, message: "unexpected reply \(v)")
+    }
+
+    func mapGet(_ v: RedisValue, _ node: RedisNode) throws -> StoredValue? {
+        switch v {
+        case .bulk(let b): return StoredValue(bytes: b, kind: .untagged)
+        case .null: return nil
+        default: throw serverError(v, node)
+        }
+    }
+
+    func mapMGet(_ v: RedisValue, _ keys: [String], _ node: RedisNode) throws -> [String: StoredValue] {
+        guard case .array(let items) = v, items.count == keys.count else { throw serverError(v, node) }
+        var out: [String: StoredValue] = [:]
+        for (k, item) in zip(keys, items) {
+            if case .bulk(let b) = item { out[k] = StoredValue(bytes: b, kind: .untagged) }
+        }
+        return out
+    }
+
+    func mapSet(_ v: RedisValue, _ node: RedisNode) throws -> Bool {
+        switch v {
+        case .status: return true
+        case .null: return false  // NX and the key exists
+        default: throw serverError(v, node)
+        }
+    }
+
+    func mapInteger(_ v: RedisValue, _ node: RedisNode) throws -> Int64 {
+        guard case .integer(let i) = v else { throw serverError(v, node) }
+        return i
+    }
+
+    func mapIncr(_ v: RedisValue, key: String, _ node: RedisNode) throws -> Int64 {
+        switch v {
+        case .integer(let i): return i
+        case .null: throw CacheError.missingKey(key)
+        case .error(let m) where m.contains("not an integer") || m.contains("overflow"):
+            throw CacheError.notAnInteger(key: key)
+        default: throw serverError(v, node)
+        }
+    }
+
+    func mapStatus(_ v: RedisValue, _ node: RedisNode) throws {
+        if case .error = v { throw serverError(v, node) }
+    }
+
+    // MARK: blocking face
+
+    private func run(_ node: RedisNode, _ op: String, _ args: [[UInt8]]) throws -> RedisValue {
+        try node.pool.withConnection(operation: op) { try node.pool.run($0, args, operation: op) }
+    }
+
+    public func get(_ key: String) throws -> StoredValue? {
+        let n = readNode
+        return try mapGet(try run(n, "GET", RedisBackend.getCommand(key)), n)
+    }
+
+    public func getMany(_ keys: [String]) throws -> [String: StoredValue] {
+        if keys.isEmpty { return [:] }
+        let n = readNode
+        return try mapMGet(try run(n, "MGET", RedisBackend.mgetCommand(keys)), keys, n)
+    }
+
+    public func set(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) throws -> Bool {
+        try mapSet(try run(primary, "SET", RedisBackend.setCommand(key, value, expiry, mode)), primary)
+    }
+
+    public func setMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) throws -> [String] {
+        if items.isEmpty { return [] }
+        let replies = try primary.pool.withConnection(operation: "SET") {
+            try primary.pool.pipeline($0, items.map { RedisBackend.setCommand($0.key, $0.value, expiry, .set) }, operation: "SET")
+        }
+        return zip(items, replies).compactMap { item, reply in (try? mapSet(reply, primary)) == true ? nil : item.key }
+    }
+
+    public func delete(_ key: String) throws -> Bool {
+        try mapInteger(try run(primary, "DEL", RedisBackend.delCommand([key])), primary) > 0
+    }
+
+    public func deleteMany(_ keys: [String]) throws {
+        if keys.isEmpty { return }
+        _ = try mapInteger(try run(primary, "DEL", RedisBackend.delCommand(keys)), primary)
+    }
+
+    public func incr(_ key: String, by delta: Int64) throws -> Int64 {
+        try mapIncr(try run(primary, "INCRBY", RedisBackend.incrCommand(key, delta)), key: key, primary)
+    }
+
+    public func touch(_ key: String, expiry: CacheExpiry) throws -> Bool {
+        try mapInteger(try run(primary, "PEXPIRE", RedisBackend.touchCommand(key, expiry)), primary) == 1
+    }
+
+    public func hasKey(_ key: String) throws -> Bool {
+        let n = readNode
+        return try mapInteger(try run(n, "EXISTS", RedisBackend.existsCommand(key)), n) > 0
+    }
+
+    /// FLUSHDB on the primary's database (every key in it, as Django's RedisCache.clear does).
+    public func clear() throws {
+        try mapStatus(try run(primary, "FLUSHDB", RedisBackend.flushCommand), primary)
+    }
+
+    /// Closes idle blocking connections and the async connections; the next command reconnects.
+    public func close() {
+        for n in [primary] + replicas {
+            n.pool.close()
+            for c in n.connections { c.shutdown() }
+        }
+    }
+
+    // MARK: async face
+
+    public func asyncGet(_ key: String) async throws -> StoredValue? {
+        let n = readNode
+        return try mapGet(try await n.connection.command(RedisBackend.getCommand(key)), n)
+    }
+
+    public func asyncGetMany(_ keys: [String]) async throws -> [String: StoredValue] {
+        if keys.isEmpty { return [:] }
+        let n = readNode
+        return try mapMGet(try await n.connection.command(RedisBackend.mgetCommand(keys)), keys, n)
+    }
+
+    public func asyncSet(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) async throws -> Bool {
+        try mapSet(try await primary.connection.command(RedisBackend.setCommand(key, value, expiry, mode)), primary)
+    }
+
+    public func asyncSetMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) async throws -> [String] {
+        if items.isEmpty { return [] }
+        let replies = try await primary.connection.pipeline(items.map { RedisBackend.setCommand($0.key, $0.value, expiry, .set) })
+        return zip(items, replies).compactMap { item, reply in (try? mapSet(reply, primary)) == true ? nil : item.key }
+    }
+
+    public func asyncDelete(_ key: String) async throws -> Bool {
+        try mapInteger(try await primary.connection.command(RedisBackend.delCommand([key])), primary) > 0
+    }
+
+    public func asyncDeleteMany(_ keys: [String]) async throws {
+        if keys.isEmpty { return }
+        _ = try mapInteger(try await primary.connection.command(RedisBackend.delCommand(keys)), primary)
+    }
+
+    public func asyncIncr(_ key: String, by delta: Int64) async throws -> Int64 {
+        try mapIncr(try await primary.connection.command(RedisBackend.incrCommand(key, delta)), key: key, primary)
+    }
+
+    public func asyncTouch(_ key: String, expiry: CacheExpiry) async throws -> Bool {
+        try mapInteger(try await primary.connection.command(RedisBackend.touchCommand(key, expiry)), primary) == 1
+    }
+
+    public func asyncHasKey(_ key: String) async throws -> Bool {
+        let n = readNode
+        return try mapInteger(try await n.connection.command(RedisBackend.existsCommand(key)), n) > 0
+    }
+
+    public func asyncClear() async throws {
+        try mapStatus(try await primary.connection.command(RedisBackend.flushCommand), primary)
+    }
+}

@@ -1,0 +1,127 @@
+import Foundation
+import Synchronization
+import Tandem
+
+/// Loops shared by the server tests (one of each kind for the whole test process).
+public enum TestLoops {
+    public static let epoll = EpollEventLoop(name: "test-shared-epoll")
+    public static let dispatch = DispatchEventLoop(name: "test-shared-dispatch")
+
+    public enum Kind: String, Sendable, CaseIterable, CustomStringConvertible {
+        case epoll, dispatch
+        public var description: String { rawValue }
+        public var loop: any EventLoop { self == .epoll ? TestLoops.epoll : TestLoops.dispatch }
+    }
+}
+
+private let nextRedisDB = Atomic<Int>(1)
+
+/// Redis on the test server, each fixture in a database of its own (the test server runs with
+/// `--databases 4096`), so that `clear()` (FLUSHDB) in one behaviour cannot touch another running at
+/// the same time.
+public struct RedisFixture: CacheFixture {
+    public let db: Int
+    public let loop: any EventLoop
+    public let options: [String: SettingValue]
+
+    public init(loop: TestLoops.Kind, options: [String: SettingValue] = ["COMMAND_TIMEOUT": 3]) {
+        db = nextRedisDB.add(1, ordering: .relaxed).newValue % 4000 + 50
+        self.loop = loop.loop
+        self.options = options
+    }
+
+    public var url: String { "\(TestServers.redisURL ?? "redis://127.0.0.1:1")/\(db)" }
+    public var port: Int { TestServers.redisURL.flatMap(TestServers.hostPort)?.1 ?? 1 }
+    public var stores: Bool { true }
+    public var culls: Bool { false }
+    public var strictKeys: Bool { false }
+
+    public func makeCache(_ configure: (inout CacheSettings) -> Void) throws -> Cache {
+        var s = CacheSettings(backend: "redis", location: [url], options: options)
+        configure(&s)
+        return try BackendRegistry.standard.makeCache(alias: "redis-test", settings: s, loop: loop)
+    }
+
+    public func passTime(_ seconds: Double) async throws {
+        try await Task.sleep(for: .milliseconds(Int(seconds * 1000) + 20))
+    }
+
+    /// A raw command on this fixture's database, on a fresh test connection.
+    public func raw(_ args: [String]) throws -> String {
+        let r = try RawRedis(port: port)
+        _ = try r.command(["SELECT", String(db)])
+        return try r.command(args)
+    }
+}
+
+/// A minimal blocking RESP client over one socket, for tests (SELECT sticks across commands).
+public final class RawRedis: @unchecked Sendable {
+    // Why @unchecked Sendable is safe: every use goes through `lock`.
+    private let lock = NSLock()
+    private let fd: Int32
+    public init(port: Int) throws {
+        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_port = in_port_t(UInt16(port).bigEndian)
+        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
+        let rc = withUnsafePointer(to: &addr) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
+        }
+        guard rc == 0 else { throw CheckFailure(message: "connect to redis \(port) failed", location: "RawRedis") }
+    }
+
+    deinit { close(fd) }
+
+    /// Sends one command and returns the reply with bulk bodies inlined: `+OK`, `:1`, `$hello`, `$nil`, `*2 ...`.
+    public func command(_ args: [String]) throws -> String {
+        lock.lock()
+        defer { lock.unlock() }
+        var req = Array("*\(args.count)\r\n".utf8)
+        for a in args { req += Array("$\(a.utf8.count)\r\n".utf8) + Array(a.utf8) + Array("\r\n".utf8) }
+        _ = req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
+        return try readReply()
+    }
+
+    private var buffer: [UInt8] = []
+
+    private func fill() throws {
+        var chunk = [UInt8](repeating: 0, count: 65536)
+        let n = chunk.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        guard n > 0 else { throw CheckFailure(message: "redis closed the test connection", location: "RawRedis") }
+        buffer += chunk[0..<n]
+    }
+
+    private func line() throws -> String {
+        while true {
+            if let i = buffer.firstIndex(of: 10), i > 0, buffer[i - 1] == 13 {
+                let l = String(decoding: buffer[0..<(i - 1)], as: UTF8.self)
+                buffer.removeFirst(i + 1)
+                return l
+            }
+            try fill()
+        }
+    }
+
+    private func readReply() throws -> String {
+        let l = try line()
+        guard let t = l.first else { return "" }
+        switch t {
+        case "$":
+            let n = Int(l.dropFirst()) ?? -1
+            if n < 0 { return "$nil" }
+            while buffer.count < n + 2 { try fill() }
+            let body = String(decoding: buffer[0..<n], as: UTF8.self)
+            buffer.removeFirst(n + 2)
+            return "$" + body
+        case "*":
+            let n = Int(l.dropFirst()) ?? -1
+            if n < 0 { return "*nil" }
+            var parts: [String] = []
+            for _ in 0..<n { parts.append(try readReply()) }
+            return "*\(n) " + parts.joined(separator: " ")
+        default:
+            return l
+        }
+    }
+}
