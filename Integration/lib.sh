@@ -90,17 +90,19 @@ stop_all() {
 
 # start_test_servers: every server the tests use; exports their addresses.
 start_test_servers() {
-  local rp rr ra m1 m2 m3
+  local rp rr ra rc m1 m2 m3
   rp=$(free_port); start_redis primary "$rp" --databases 4096
   rr=$(free_port); start_redis replica "$rr" --databases 4096 --replicaof 127.0.0.1 "$rp"
   ra=$(free_port); start_redis auth "$ra" --requirepass "tandem-secret" \
     --user tandemuser on '>tandem-user-pw' '~*' '&*' '+@all'
+  rc=$(free_port); start_redis chaos "$rc" --databases 4096
   m1=$(free_port); start_memcached m1 "$m1"
   m2=$(free_port); start_memcached m2 "$m2"
   m3=$(free_port); start_memcached m3 "$m3"
   export TANDEM_REDIS_URL="redis://127.0.0.1:$rp"
   export TANDEM_REDIS_REPLICA_URL="redis://127.0.0.1:$rr"
   export TANDEM_REDIS_AUTH_PORT="$ra"
+  export TANDEM_REDIS_CHAOS_URL="redis://127.0.0.1:$rc"   # for tests that stall or kill connections
   export TANDEM_MEMCACHED_SERVERS="127.0.0.1:$m1,127.0.0.1:$m2,127.0.0.1:$m3"
   export TANDEM_RUN_DIR="$RUN_DIR"
   if [ -f "$TANDEM_ROOT/Integration/upstream.py" ]; then
@@ -108,5 +110,5 @@ start_test_servers() {
     start_background upstream "$hp" python3 "$TANDEM_ROOT/Integration/upstream.py" --port "$hp"
     export TANDEM_HTTP_UPSTREAM="http://127.0.0.1:$hp"
   fi
-  echo "servers: redis $rp (replica $rr, auth $ra), memcached $m1 $m2 $m3${TANDEM_HTTP_UPSTREAM:+, upstream $TANDEM_HTTP_UPSTREAM}" >&2
+  echo "servers: redis $rp (replica $rr, auth $ra, chaos $rc), memcached $m1 $m2 $m3${TANDEM_HTTP_UPSTREAM:+, upstream $TANDEM_HTTP_UPSTREAM}" >&2
 }

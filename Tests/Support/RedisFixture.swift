@@ -24,14 +24,18 @@ public struct RedisFixture: CacheFixture {
     public let loop: any EventLoop
     public let options: [String: SettingValue]
 
-    public init(loop: TestLoops.Kind, options: [String: SettingValue] = ["COMMAND_TIMEOUT": 3]) {
+    public let server: String
+
+    /// - Parameter chaos: use the instance reserved for tests that stall or kill connections.
+    public init(loop: TestLoops.Kind, options: [String: SettingValue] = ["COMMAND_TIMEOUT": 3], chaos: Bool = false) {
         db = nextRedisDB.add(1, ordering: .relaxed).newValue % 4000 + 50
         self.loop = loop.loop
         self.options = options
+        server = (chaos ? TestServers.redisChaosURL : TestServers.redisURL) ?? "redis://127.0.0.1:1"
     }
 
-    public var url: String { "\(TestServers.redisURL ?? "redis://127.0.0.1:1")/\(db)" }
-    public var port: Int { TestServers.redisURL.flatMap(TestServers.hostPort)?.1 ?? 1 }
+    public var url: String { "\(server)/\(db)" }
+    public var port: Int { TestServers.hostPort(server)?.1 ?? 1 }
     public var stores: Bool { true }
     public var culls: Bool { false }
     public var strictKeys: Bool { false }

@@ -18,6 +18,8 @@ public enum TestServers {
     public static var redisURL: String? { env["TANDEM_REDIS_URL"] }
     /// `redis://127.0.0.1:PORT` of the replica of the primary.
     public static var redisReplicaURL: String? { env["TANDEM_REDIS_REPLICA_URL"] }
+    /// `redis://127.0.0.1:PORT` of a Redis instance reserved for tests that stall or kill connections.
+    public static var redisChaosURL: String? { env["TANDEM_REDIS_CHAOS_URL"] }
     /// Port of the Redis instance with `requirepass` and an ACL user.
     public static var redisAuthPort: Int? { env["TANDEM_REDIS_AUTH_PORT"].flatMap(Int.init) }
     /// `host:port` of each memcached.

@@ -1,0 +1,287 @@
+import Foundation
+import Synchronization
+import Tandem
+import TandemTestSupport
+import Testing
+
+private let serversAvailable = TestServers.shouldRun(TestServers.redisURL != nil)
+
+/// Runs the `redis-cli` binary against the test server.
+private func redisCLI(_ args: [String]) throws -> String {
+    let port = try #require(TestServers.redisURL.flatMap(TestServers.hostPort)?.1)
+    let p = Process()
+    p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
+    p.arguments = ["-p", String(port)] + args
+    let pipe = Pipe()
+    p.standardOutput = pipe
+    try p.run()
+    p.waitUntilExit()
+    return String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        .trimmingCharacters(in: .whitespacesAndNewlines)
+}
+
+private func isError<E: Error>(_ e: any Error, _ type: E.Type, _ match: (E) -> Bool = { _ in true }) -> Bool {
+    (e as? E).map(match) ?? false
+}
+
+@Suite(.enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)))
+struct RedisBackendTests {
+    @Test(arguments: TestLoops.Kind.allCases)
+    func valuesAreReadableByRedisCLI(_ loop: TestLoops.Kind) async throws {
+        let fx = RedisFixture(loop: loop)
+        let cache = try fx.makeCache { $0.keyPrefix = "cli" }
+        try await cache.async.set("text", "hello world")
+        try await cache.async.set("number", 42)
+        try await onPlainThread { try cache.set("blocking", "from the blocking face") }
+        #expect(try redisCLI(["-n", String(fx.db), "GET", "cli:1:text"]) == "hello world")
+        #expect(try redisCLI(["-n", String(fx.db), "GET", "cli:1:number"]) == "42")
+        #expect(try redisCLI(["-n", String(fx.db), "GET", "cli:1:blocking"]) == "from the blocking face")
+        _ = try redisCLI(["-n", String(fx.db), "INCRBY", "cli:1:number", "8"])
+        #expect(try await cache.async.get("number") == 50)
+    }
+
+    @Test(arguments: TestLoops.Kind.allCases)
+    func keysWithCRLFSpaceAndNULCannotInjectCommands(_ loop: TestLoops.Kind) async throws {
+        let fx = RedisFixture(loop: loop)
+        let cache = try fx.makeCache()
+        let evil = [
+            "a\r\nFLUSHALL\r\n",
+            "b\r\n*1\r\n$8\r\nFLUSHALL\r\n",
+            "c SET injected 1",
+            "d\u{0}SET injected 1",
+            "e\nDEL victim",
+        ]
+        _ = try fx.raw(["SET", "victim", "still here"])
+        for (i, key) in evil.enumerated() {
+            try await cache.async.set(key, "async-\(i)")
+            #expect(try await cache.async.get(key) == "async-\(i)")
+            try await onPlainThread { try cache.set(key + "-b", "blocking-\(i)") }
+            #expect(try await onPlainThread { try cache.get(key + "-b") as String? } == "blocking-\(i)")
+        }
+        // Exactly the intended keys exist: the victim plus two per evil key, nothing else.
+        #expect(try fx.raw(["DBSIZE"]) == ":\(1 + 2 * evil.count)")
+        #expect(try fx.raw(["GET", "victim"]) == "$still here")
+        #expect(try fx.raw(["EXISTS", "injected"]) == ":0")
+        #expect(try fx.raw(["GET", ":1:" + evil[0]]) == "$async-0")
+    }
+
+    @Test func replicaPathReadsWhatThePrimaryWrote() async throws {
+        let primary = try TestServers.need(TestServers.redisURL, "redis primary")
+        let replica = try TestServers.need(TestServers.redisReplicaURL, "redis replica")
+        let db = RedisFixture(loop: .epoll).db
+        let cache = try Caches(settings: ["default": CacheSettings(backend: "redis", location: ["\(primary)/\(db)", "\(replica)/\(db)"])]).default
+        try await cache.async.set("replicated", "yes")
+        var seen: String?
+        for _ in 0..<200 {
+            seen = try await cache.async.get("replicated")
+            if seen != nil { break }
+            try await Task.sleep(for: .milliseconds(10))
+        }
+        #expect(seen == "yes", "the write reached the replica and the read came through the replica path")
+        #expect(try await onPlainThread { try cache.get("replicated") as String? } == "yes")
+    }
+
+    @Test(arguments: TestLoops.Kind.allCases)
+    func readsNeverGoToThePrimaryWhenReplicasExist(_ loop: TestLoops.Kind) async throws {
+        // The "replica" here is another database that nothing replicates into: a read that went to the
+        // primary would find the value, a read from the replica path cannot.
+        let primary = RedisFixture(loop: loop)
+        let fakeReplica = RedisFixture(loop: loop)
+        let cache = try primary.makeCache { $0.location = [primary.url, fakeReplica.url] }
+        for i in 0..<20 {
+            try await cache.async.set("k\(i)", "v")
+            try await onPlainThread { try cache.set("b\(i)", "v") }
+        }
+        for i in 0..<20 {
+            #expect(try await cache.async.get("k\(i)") as String? == nil)
+            #expect(try await cache.async.hasKey("k\(i)") == false)
+            #expect(try await onPlainThread { try cache.get("b\(i)") as String? } == nil)
+        }
+        #expect(try await cache.async.getMany(["k1", "k2"]) as [String: String] == [:])
+        _ = try fakeReplica.raw(["SET", ":1:k1", "from-replica"])
+        #expect(try await cache.async.get("k1") == "from-replica")
+        #expect(try primary.raw(["GET", ":1:k1"]) == "$v", "writes went to the primary")
+    }
+
+    @Test(arguments: TestLoops.Kind.allCases)
+    func authWithPasswordAndACLUserAndFailure(_ loop: TestLoops.Kind) async throws {
+        let port = try TestServers.need(TestServers.redisAuthPort, "redis auth instance")
+        func cache(_ url: String, options: [String: SettingValue] = [:]) throws -> Cache {
+            try BackendRegistry.standard.makeCache(alias: "auth", settings: CacheSettings(backend: "redis", location: [url], options: options), loop: loop.loop)
+        }
+        let withPassword = try cache("redis://:tandem-secret@127.0.0.1:\(port)/3")
+        try await withPassword.async.set("k", "v")
+        #expect(try await withPassword.async.get("k") == "v")
+        #expect(try await onPlainThread { try withPassword.get("k") as String? } == "v")
+
+        let aclUser = try cache("redis://tandemuser:tandem-user-pw@127.0.0.1:\(port)/3")
+        #expect(try await aclUser.async.get("k") == "v")
+        #expect(try await onPlainThread { try aclUser.get("k") as String? } == "v")
+        let viaOptions = try cache("redis://127.0.0.1:\(port)/3", options: ["USERNAME": "tandemuser", "PASSWORD": "tandem-user-pw"])
+        #expect(try await viaOptions.async.get("k") == "v")
+
+        let wrong = try cache("redis://tandemuser:wrong-pw@127.0.0.1:\(port)/3")
+        #expect(!wrong.backend.backendDescription.contains("wrong-pw"))
+        for attempt in 0..<2 {
+            do {
+                _ = try await wrong.async.get("k") as String?
+                Issue.record("async get with a wrong password succeeded")
+            } catch let e as CacheError {
+                #expect(!e.description.contains("wrong-pw"))
+                if attempt == 0, case .authenticationFailed(_, let reason) = e { #expect(reason.contains("WRONGPASS")) }
+                else if attempt == 0 { Issue.record("expected authenticationFailed, got \(e)") }
+            }
+        }
+        do {
+            _ = try await onPlainThread { try wrong.get("k") as String? }
+            Issue.record("blocking get with a wrong password succeeded")
+        } catch let e as CacheError {
+            guard case .authenticationFailed = e else { Issue.record("expected authenticationFailed, got \(e)"); return }
+            #expect(!e.description.contains("wrong-pw"))
+        }
+        let none = try cache("redis://127.0.0.1:\(port)/3")
+        await #expect(throws: CacheError.self) { _ = try await none.async.get("k") as String? }
+    }
+
+    @Test(arguments: TestLoops.Kind.allCases)
+    func databaseSelectionIsolates(_ loop: TestLoops.Kind) async throws {
+        let a = try RedisFixture(loop: loop).makeCache()
+        let b = try RedisFixture(loop: loop).makeCache()
+        try await a.async.set("same", "in a")
+        try await onPlainThread { try b.set("same", "in b") }
+        #expect(try await a.async.get("same") == "in a")
+        #expect(try await b.async.get("same") == "in b")
+        try await a.async.clear()
+        #expect(try await b.async.get("same") == "in b", "FLUSHDB stays in its database")
+    }
+
+    @Test(arguments: TestLoops.Kind.allCases)
+    func tenThousandConcurrentAsyncGetsEachGetTheirOwnValue(_ loop: TestLoops.Kind) async throws {
+        let fx = RedisFixture(loop: loop)
+        let cache = try fx.makeCache()
+        let n = 10_000
+        var items: [String: String] = [:]
+        for i in 0..<n { items["key-\(i)"] = "value-\(i)" }
+        #expect(try await cache.async.setMany(items) == [])
+        let wrong = try await withThrowingTaskGroup(of: Int.self) { group in
+            for i in 0..<n {
+                group.addTask { try await cache.async.get("key-\(i)") == "value-\(i)" ? 0 : 1 }
+            }
+            return try await group.reduce(0, +)
+        }
+        #expect(wrong == 0)
+    }
+
+    @Test(arguments: TestLoops.Kind.allCases)
+    func deadServerFailsFastWithATypedError(_ loop: TestLoops.Kind) async throws {
+        // A port nothing listens on.
+        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) } }
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        close(s)
+        let cache = try BackendRegistry.standard.makeCache(
+            alias: "dead", settings: CacheSettings(backend: "redis", location: ["redis://127.0.0.1:\(port)"]), loop: loop.loop)
+        let start = ContinuousClock.now
+        for _ in 0..<3 {
+            do {
+                _ = try await cache.async.get("k") as String?
+                Issue.record("get on a dead server succeeded")
+            } catch let e as CacheError {
+                guard case .connectionFailed(let server, _) = e else { Issue.record("unexpected \(e)"); continue }
+                #expect(server.contains(String(port)))
+            }
+        }
+        await #expect(throws: CacheError.self) { _ = try await onPlainThread { try cache.get("k") as String? } }
+        #expect(ContinuousClock.now - start < .seconds(2))
+    }
+
+    @Test func blockingFaceInsideATaskIsRefusedUnlessAllowed() async throws {
+        let fx = RedisFixture(loop: .epoll)
+        let cache = try fx.makeCache()
+        #expect(throws: TandemError.self) { try cache.set("k", "v") }
+        let allowed = try fx.makeCache { $0.options["ASYNC_UNSAFE"] = "allow" }
+        try allowed.set("k", "v")
+        #expect(try allowed.get("k") == "v")
+    }
+
+    @Test func settingsErrors() throws {
+        func error(_ s: CacheSettings) -> CacheError? {
+            do { _ = try BackendRegistry.standard.makeCache(alias: "r", settings: s, loop: nil); return nil } catch { return error as? CacheError }
+        }
+        #expect(error(CacheSettings(backend: "redis", location: ["rediss://127.0.0.1:6380"]))?.description.contains("TLS") == true)
+        #expect(error(CacheSettings(backend: "redis", location: []))?.description.contains("LOCATION") == true)
+        #expect(error(CacheSettings(backend: "redis", location: ["redis://h:notaport"]))?.description.contains("LOCATION") == true)
+        #expect(error(CacheSettings(backend: "redis", location: ["redis://127.0.0.1:6379/x"]))?.description.contains("database") == true)
+        #expect(error(CacheSettings(backend: "redis", location: ["redis://127.0.0.1:6379"], options: ["POOL_SIZE": "big"]))?.description.contains("OPTIONS.POOL_SIZE") == true)
+        #expect(error(CacheSettings(backend: "redis", location: ["redis://127.0.0.1:6379"], options: ["SOCKET_TIMEOUT": 1]))?.description.contains("unknown option") == true)
+        let secret = error(CacheSettings(backend: "redis", location: ["rediss://u:hunter2@127.0.0.1:6380"]))
+        #expect(secret != nil && !(secret?.description.contains("hunter2") ?? true))
+        let dotted = try BackendRegistry.standard.makeCache(
+            alias: "r", settings: CacheSettings(backend: "django.core.cache.backends.redis.RedisCache", location: ["redis://127.0.0.1:6379/2"]), loop: nil)
+        #expect(dotted.backend.backendDescription == "redis://127.0.0.1:6379/2")
+        let unix = try BackendRegistry.standard.makeCache(
+            alias: "r", settings: CacheSettings(backend: "redis", location: ["unix:///tmp/redis.sock?db=4"]), loop: nil)
+        #expect(unix.backend.backendDescription == "unix:///tmp/redis.sock?db=4")
+    }
+}
+
+/// Tests that stall the server or kill its connections: on their own Redis instance, one at a time.
+@Suite(.serialized, .enabled(if: TestServers.shouldRun(TestServers.redisChaosURL != nil), Comment(rawValue: TestServers.skipMessage)))
+struct RedisFaultTests {
+    @Test(arguments: TestLoops.Kind.allCases)
+    func commandTimeoutFailsOnlyInFlightCommandsAndRecovers(_ loop: TestLoops.Kind) async throws {
+        let fx = RedisFixture(loop: loop, options: ["COMMAND_TIMEOUT": 0.3], chaos: true)
+        let cache = try fx.makeCache()
+        try await cache.async.set("k", "v")
+        #expect(try await cache.async.get("k") == "v")
+        // Stall the whole server for 1 s from another connection.
+        let sleeper = Task.detached { try RawRedis(port: fx.port).command(["DEBUG", "SLEEP", "1"]) }
+        try await Task.sleep(for: .milliseconds(100))
+        let start = ContinuousClock.now
+        let results = await withTaskGroup(of: Result<String?, any Error>.self) { group in
+            for _ in 0..<20 {
+                group.addTask {
+                    do { return .success(try await cache.async.get("k") as String?) } catch { return .failure(error) }
+                }
+            }
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        let elapsed = ContinuousClock.now - start
+        #expect(results.allSatisfy { r in
+            if case .failure(let e) = r, case CacheError.timeout = e { return true }
+            return false
+        }, "every in-flight command failed with a timeout: \(results)")
+        #expect(elapsed < .milliseconds(900), "they failed at the timeout, not when the server woke up")
+        await #expect(throws: CacheError.self) {
+            _ = try await onPlainThread { try cache.get("k") as String? }
+        }
+        _ = try await sleeper.value
+        var recovered = false
+        for _ in 0..<50 {
+            if (try? await cache.async.get("k") as String?) == "v" { recovered = true; break }
+            try await Task.sleep(for: .milliseconds(50))
+        }
+        #expect(recovered, "async face works again after the stall")
+        #expect(try await onPlainThread { try cache.get("k") as String? } == "v", "blocking face too")
+    }
+
+    @Test(arguments: TestLoops.Kind.allCases)
+    func killedConnectionsAreReplacedOnTheNextCommand(_ loop: TestLoops.Kind) async throws {
+        let fx = RedisFixture(loop: loop, chaos: true)
+        let cache = try fx.makeCache()
+        try await cache.async.set("k", "v")
+        #expect(try await onPlainThread { try cache.get("k") as String? } == "v")
+        // Kill every normal client connection except the one sending the command.
+        let killed = try fx.raw(["CLIENT", "KILL", "TYPE", "normal"])
+        #expect(killed.hasPrefix(":"))
+        try await Task.sleep(for: .milliseconds(50))
+        #expect(try await cache.async.get("k") == "v", "the next async command succeeds")
+        #expect(try await onPlainThread { try cache.get("k") as String? } == "v", "the next blocking command succeeds")
+    }
+
+}
