@@ -9,11 +9,24 @@ cd "$TANDEM_ROOT"
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(locmem)
 ensure_packages
+extra=()
+BIN="$TANDEM_ROOT/Integration/bench/bin"
+mkdir -p "$BIN"
 for s in "${scenarios[@]}"; do
   case "$s" in
-    locmem) ;;
+    redis-*)
+      if [ -z "${REDIS_PORT:-}" ]; then
+        REDIS_PORT=$(free_port)
+        start_redis bench "$REDIS_PORT"
+        extra+=(--redis "redis://127.0.0.1:$REDIS_PORT")
+      fi
+      if [ "$s" = redis-sync-get ]; then
+        gcc -O2 -o "$BIN/redis_sync_get" "$TANDEM_ROOT/Integration/bench/redis_sync_get.c" $(pkg-config --cflags --libs hiredis 2>/dev/null)
+        extra+=(--redis-reference "$BIN/redis_sync_get")
+      fi
+      ;;
     *) ;;  # tandem-bench names unknown scenarios itself
   esac
 done
 swift build -c release --product tandem-bench >&2
-.build/release/tandem-bench "${scenarios[@]}" ${TANDEM_BENCH_ARGS:-}
+.build/release/tandem-bench "${scenarios[@]}" "${extra[@]}" ${TANDEM_BENCH_ARGS:-}

@@ -39,23 +39,45 @@ enum RedisValue: Sendable, Equatable {
 }
 
 /// Builds the argv arrays hiredis wants (pointers and explicit lengths: binary-safe, so a key with
-/// CR, LF, space or NUL is one argument and can never become a second command).
+/// CR, LF, space or NUL is one argument and can never become a second command). Short commands pin
+/// each argument in place (no copy); long ones (MGET of many keys) are flattened into one buffer.
 func withRedisArgv<R>(_ args: [[UInt8]], _ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafeMutablePointer<Int>) -> R) -> R {
-    var flat: [UInt8] = []
-    flat.reserveCapacity(args.reduce(0) { $0 + $1.count } + 1)
-    var offsets: [Int] = []
-    var lengths: [Int] = []
-    for a in args {
-        offsets.append(flat.count)
-        lengths.append(a.count)
-        flat += a
+    withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: max(1, args.count)) { ptrs in
+        withUnsafeTemporaryAllocation(of: Int.self, capacity: max(1, args.count)) { lens in
+            if args.count <= 16 {
+                return pin(args, 0, ptrs, lens, body)
+            }
+            var flat: [UInt8] = []
+            flat.reserveCapacity(args.reduce(1) { $0 + $1.count })
+            for (i, a) in args.enumerated() {
+                lens[i] = a.count
+                flat += a
+            }
+            flat.append(0)
+            return flat.withUnsafeBufferPointer { buf in
+                let base = UnsafeRawPointer(buf.baseAddress!).assumingMemoryBound(to: CChar.self)
+                var at = 0
+                for i in 0..<args.count {
+                    ptrs[i] = base + at
+                    at += lens[i]
+                }
+                return body(Int32(args.count), ptrs.baseAddress!, lens.baseAddress!)
+            }
+        }
     }
-    flat.append(0)  // never empty, so the base address exists
-    return flat.withUnsafeBufferPointer { buf in
-        let base = UnsafeRawPointer(buf.baseAddress!).assumingMemoryBound(to: CChar.self)
-        var pointers: [UnsafePointer<CChar>?] = offsets.map { base + $0 }
-        return pointers.withUnsafeMutableBufferPointer { p in
-            lengths.withUnsafeMutableBufferPointer { l in body(Int32(args.count), p.baseAddress!, l.baseAddress!) }
+}
+
+private let emptyArgument: [CChar] = [0]
+
+private func pin<R>(_ args: [[UInt8]], _ i: Int, _ ptrs: UnsafeMutableBufferPointer<UnsafePointer<CChar>?>,
+                    _ lens: UnsafeMutableBufferPointer<Int>,
+                    _ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafeMutablePointer<Int>) -> R) -> R {
+    if i == args.count { return body(Int32(args.count), ptrs.baseAddress!, lens.baseAddress!) }
+    return args[i].withUnsafeBufferPointer { b in
+        lens[i] = b.count
+        return emptyArgument.withUnsafeBufferPointer { empty in
+            ptrs[i] = b.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self) } ?? empty.baseAddress
+            return pin(args, i + 1, ptrs, lens, body)
         }
     }
 }

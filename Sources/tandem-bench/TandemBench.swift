@@ -122,12 +122,12 @@ struct LocMemScenario {
 }
 
 @main
-struct TandemBench: ParsableCommand {
+struct TandemBench: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tandem-bench",
         abstract: "Side-by-side benchmarks: a reference and Tandem in the same run, one JSON line per scenario.")
 
-    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead.")
+    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-sync-get.")
     var scenarios: [String] = ["locmem"]
 
     @Option(help: "Seconds per measurement.")
@@ -139,7 +139,13 @@ struct TandemBench: ParsableCommand {
     @Option(help: "Alternating rounds per scenario (best of each side is kept).")
     var rounds: Int = 3
 
-    func run() throws {
+    @Option(help: "Redis server for the redis-* scenarios.")
+    var redis: String = "redis://127.0.0.1:6379"
+
+    @Option(help: "The compiled C reference loop for redis-sync-get (Integration/bench/redis_sync_get.c).")
+    var redisReference: String?
+
+    func run() async throws {
         for scenario in scenarios {
             switch scenario {
             case "locmem":
@@ -148,8 +154,13 @@ struct TandemBench: ParsableCommand {
                 for r in try LoopScenarios(iterations: iterations, rounds: rounds).roundTrip() { r.emit() }
             case "bridge-overhead":
                 for r in try LoopScenarios(iterations: iterations, rounds: rounds).bridgeOverhead() { r.emit() }
+            case "redis-async-get":
+                try await RedisScenarios(url: redis, seconds: seconds, rounds: rounds, referenceBinary: redisReference).asyncGet().emit()
+            case "redis-sync-get":
+                let s = RedisScenarios(url: redis, seconds: seconds, rounds: rounds, referenceBinary: redisReference)
+                try await Bridge.offload { try s.syncGet() }.emit()
             default:
-                throw ValidationError("unknown scenario '\(scenario)'; known: locmem, loop-roundtrip, bridge-overhead")
+                throw ValidationError("unknown scenario '\(scenario)'; known: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-sync-get")
             }
         }
     }

@@ -285,3 +285,20 @@ struct RedisFaultTests {
     }
 
 }
+
+@Suite(.enabled(if: TestServers.shouldRun(TestServers.redisURL != nil), Comment(rawValue: TestServers.skipMessage)))
+struct RedisManyKeysTests {
+    @Test(arguments: TestLoops.Kind.allCases)
+    func getManyAndDeleteManyOfManyKeysInOneCommand(_ loop: TestLoops.Kind) async throws {
+        let cache = try RedisFixture(loop: loop).makeCache()
+        let items = Dictionary(uniqueKeysWithValues: (0..<3000).map { ("many-\($0)", $0) })
+        #expect(try await cache.async.setMany(items) == [])
+        let keys = Array(items.keys) + ["absent-1", "absent-2"]
+        let got: [String: Int] = try await cache.async.getMany(keys)
+        #expect(got == items)
+        let gotBlocking: [String: Int] = try await onPlainThread { try cache.getMany(keys) }
+        #expect(gotBlocking == items)
+        try await onPlainThread { try cache.deleteMany(Array(items.keys)) }
+        #expect(try await cache.async.getMany(keys) as [String: Int] == [:])
+    }
+}
