@@ -156,6 +156,9 @@ struct TandemBench: AsyncParsableCommand {
                 for r in try LoopScenarios(iterations: iterations, rounds: rounds).bridgeOverhead() { r.emit() }
             case "redis-async-get":
                 try await RedisScenarios(url: redis, seconds: seconds, rounds: rounds, referenceBinary: redisReference).asyncGet().emit()
+            case "redis-async-get-tasks-on-loop":
+                // The same, with the tasks' executor preference set to the loop (they resume there, no hop).
+                try await RedisScenarios(url: redis, seconds: seconds, rounds: rounds, referenceBinary: redisReference).asyncGet(onLoop: true).emit()
             case "redis-sync-get":
                 let s = RedisScenarios(url: redis, seconds: seconds, rounds: rounds, referenceBinary: redisReference)
                 try await Bridge.offload { try s.syncGet() }.emit()
