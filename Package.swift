@@ -9,6 +9,7 @@ let package = Package(
         .library(name: "TandemLoop", targets: ["TandemLoop"]),
         .library(name: "TandemCache", targets: ["TandemCache"]),
         .library(name: "TandemRedis", targets: ["TandemRedis"]),
+        .library(name: "TandemMemcached", targets: ["TandemMemcached"]),
         .executable(name: "tandem", targets: ["tandem"]),
         .executable(name: "tandem-bench", targets: ["tandem-bench"]),
     ],
@@ -34,7 +35,9 @@ let package = Package(
         ),
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
         .target(name: "TandemRedis", dependencies: ["TandemCache", "TandemLoop", "CHiredis", .product(name: "Logging", package: "swift-log")]),
-        .target(name: "Tandem", dependencies: ["TandemLoop", "TandemCache", "TandemRedis"]),
+        .systemLibrary(name: "CMemcached", pkgConfig: "libmemcached", providers: [.apt(["libmemcached-dev"])]),
+        .target(name: "TandemMemcached", dependencies: ["TandemCache", "TandemLoop", "CMemcached"]),
+        .target(name: "Tandem", dependencies: ["TandemLoop", "TandemCache", "TandemRedis", "TandemMemcached"]),
         .executableTarget(
             name: "tandem",
             dependencies: ["Tandem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -47,6 +50,7 @@ let package = Package(
         .target(name: "TandemTestSupport", dependencies: ["Tandem"], path: "Tests/Support"),
         .testTarget(name: "TandemLoopTests", dependencies: ["TandemLoop", "TandemTestSupport"]),
         .testTarget(name: "TandemRedisTests", dependencies: ["TandemRedis", "Tandem", "TandemTestSupport"]),
+        .testTarget(name: "TandemMemcachedTests", dependencies: ["TandemMemcached", "Tandem", "TandemTestSupport"]),
         .testTarget(name: "TandemCacheTests", dependencies: ["TandemCache", "Tandem", "TandemTestSupport"]),
         .testTarget(
             name: "TandemTests",

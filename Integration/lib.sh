@@ -76,7 +76,10 @@ start_background() {
 }
 
 stop_all() {
-  local pid
+  # Servers that tests started themselves (they record their PIDs here).
+  if [ -f "$RUN_DIR/spawned.pids" ]; then
+    while read -r pid; do [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true; done < "$RUN_DIR/spawned.pids"
+  fi
   for pid in "${STARTED_PIDS[@]:-}"; do
     [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
   done

@@ -1,5 +1,6 @@
 @_exported import TandemCache
 @_exported import TandemLoop
+@_exported import TandemMemcached
 @_exported import TandemRedis
 
 import Foundation
@@ -9,6 +10,7 @@ extension BackendRegistry {
     public static var standard: BackendRegistry {
         var r = BackendRegistry.builtin
         r.register(RedisBackend.registryEntry)
+        r.register(MemcachedBackend.registryEntry)
         return r
     }
 }

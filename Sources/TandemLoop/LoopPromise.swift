@@ -25,10 +25,11 @@ public final class LoopPromise<T: Sendable>: Sendable {
         var cleanup: (@Sendable () -> Void)?
     }
     private let state = Mutex(State())
-    /// The loop whose thread runs the loop-side code and the cancellation cleanup.
-    public let loop: any EventLoop
+    /// The loop whose thread runs the loop-side code and the cancellation cleanup (nil: the work
+    /// runs elsewhere, and the cleanup runs on the cancelling thread).
+    public let loop: (any EventLoop)?
 
-    init(loop: any EventLoop) {
+    init(loop: (any EventLoop)?) {
         self.loop = loop
         LoopPromiseStats.createdCount.add(1, ordering: .relaxed)
     }
@@ -91,7 +92,7 @@ public final class LoopPromise<T: Sendable>: Sendable {
         guard first else { return }
         if let cont { resume(cont, .failure(CancellationError())) }
         if let cleanup {
-            if loop.inEventLoop { cleanup() } else { try? loop.execute(cleanup) }
+            if let loop, !loop.inEventLoop { try? loop.execute(cleanup) } else { cleanup() }
         }
     }
 
@@ -124,6 +125,21 @@ public func withLoopPromise<T: Sendable>(
                     promise.fail(error)
                 }
             }
+        }
+    } onCancel: {
+        promise.cancel()
+    }
+}
+
+/// Runs `start` on the calling thread with a fresh promise (for work handed to threads that are not a
+/// loop, such as memcached's workers) and waits for it without blocking a thread. Same guarantees as
+/// ``withLoopPromise(on:_:)``: resumed exactly once, promptly with `CancellationError` on cancellation.
+public func withPromise<T: Sendable>(_ start: (LoopPromise<T>) -> Void) async throws -> T {
+    let promise = LoopPromise<T>(loop: nil)
+    return try await withTaskCancellationHandler {
+        try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<T, any Error>) in
+            promise.install(c)
+            if !promise.isCompleted { start(promise) }
         }
     } onCancel: {
         promise.cancel()

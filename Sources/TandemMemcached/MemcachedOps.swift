@@ -1,0 +1,182 @@
+import CMemcached
+import Foundation
+import TandemCache
+
+/// The memcached operations on one borrowed handle, shared by the blocking face and the async workers.
+struct MemcachedOps {
+    let handle: UnsafeMutablePointer<memcached_st>
+    let server: String
+
+    /// Memcached's limit for relative expiration times; longer ones are sent as absolute Unix time.
+    static let thirtyDays = 60 * 60 * 24 * 30
+
+    /// `.never` is 0; relative seconds are rounded up (a positive timeout never becomes "never");
+    /// over 30 days they become an absolute Unix time, as memcached requires.
+    static func expiration(_ e: CacheExpiry) -> time_t {
+        switch e {
+        case .never: return 0
+        case .after(let s):
+            let secs = max(1, Int(s.rounded(.up)))
+            return secs > thirtyDays ? time(nil) + secs : secs
+        }
+    }
+
+    func message(_ rc: memcached_return_t) -> String {
+        let last = memcached_last_error_message(handle).map { String(cString: $0) }
+        return last ?? String(cString: memcached_strerror(handle, rc))
+    }
+
+    /// The typed error for a failed call.
+    func error(_ rc: memcached_return_t, operation: String) -> CacheError {
+        switch rc {
+        case MEMCACHED_TIMEOUT:
+            return .timeout(operation: "memcached \(operation)", server: server)
+        case MEMCACHED_CONNECTION_FAILURE, MEMCACHED_SERVER_MARKED_DEAD, MEMCACHED_SERVER_TEMPORARILY_DISABLED,
+             MEMCACHED_NO_SERVERS, MEMCACHED_ERRNO, MEMCACHED_WRITE_FAILURE, MEMCACHED_READ_FAILURE,
+             MEMCACHED_UNKNOWN_READ_FAILURE, MEMCACHED_CONNECTION_SOCKET_CREATE_FAILURE, MEMCACHED_HOST_LOOKUP_FAILURE,
+             MEMCACHED_SERVER_ERROR where message(rc).lowercased().contains("connect"):
+            return .connectionFailed(server: server, reason: message(rc))
+        case MEMCACHED_AUTH_FAILURE, MEMCACHED_AUTH_PROBLEM:
+            return .authenticationFailed(server: server, reason: String(cString: memcached_strerror(handle, rc)))
+        default:
+            return .serverError(server: server, message: message(rc))
+        }
+    }
+
+    private func isConnectionProblem(_ rc: memcached_return_t) -> Bool {
+        if case .connectionFailed = error(rc, operation: "") { return true }
+        if case .timeout = error(rc, operation: "") { return true }
+        return false
+    }
+
+    func get(_ key: String) throws -> StoredValue? {
+        var length = 0
+        var flags: UInt32 = 0
+        var rc = MEMCACHED_SUCCESS
+        let value = key.withCString { memcached_get(handle, $0, strlen($0), &length, &flags, &rc) }
+        defer { free(value) }
+        if rc == MEMCACHED_NOTFOUND { return nil }
+        guard rc == MEMCACHED_SUCCESS else { throw error(rc, operation: "get") }
+        let bytes = value.map { v in v.withMemoryRebound(to: UInt8.self, capacity: length) { Array(UnsafeBufferPointer(start: $0, count: length)) } } ?? []
+        return StoredValue(bytes: bytes, kind: ValueKind(rawValue: flags))
+    }
+
+    /// One `memcached_mget` for every key, then `memcached_fetch_result` until it is done.
+    func getMany(_ keys: [String]) throws -> [String: StoredValue] {
+        if keys.isEmpty { return [:] }
+        let cKeys = keys.map { strdup($0) }
+        defer { cKeys.forEach { free($0) } }
+        var lengths = cKeys.map { strlen($0!) }
+        var pointers: [UnsafePointer<CChar>?] = cKeys.map { UnsafePointer($0) }
+        let rc = pointers.withUnsafeMutableBufferPointer { p in
+            lengths.withUnsafeMutableBufferPointer { l in memcached_mget(handle, p.baseAddress, l.baseAddress, keys.count) }
+        }
+        guard rc == MEMCACHED_SUCCESS || rc == MEMCACHED_SOME_ERRORS else { throw error(rc, operation: "get_many") }
+        var out: [String: StoredValue] = [:]
+        // The result lives in memory we own: libmemcached frees results *it* allocated when the fetch
+        // loop ends, so a result it allocated would be freed twice. Ours it only resets; we free its
+        // contents once (memcached_result_free) and the struct once (deallocate).
+        let storage = UnsafeMutablePointer<memcached_result_st>.allocate(capacity: 1)
+        defer { storage.deallocate() }
+        guard let result = memcached_result_create(handle, storage) else { throw CacheError.serverError(server: server, message: "out of memory") }
+        defer { memcached_result_free(result) }
+        var frc = MEMCACHED_SUCCESS
+        while memcached_fetch_result(handle, result, &frc) != nil {
+            let klen = memcached_result_key_length(result)
+            guard let kp = memcached_result_key_value(result) else { continue }
+            let key = String(decoding: UnsafeRawBufferPointer(start: kp, count: klen), as: UTF8.self)
+            let vlen = memcached_result_length(result)
+            let bytes = memcached_result_value(result).map { Array(UnsafeRawBufferPointer(start: $0, count: vlen)) } ?? []
+            out[key] = StoredValue(bytes: bytes, kind: ValueKind(rawValue: memcached_result_flags(result)))
+        }
+        if out.isEmpty, frc != MEMCACHED_END, frc != MEMCACHED_SUCCESS, frc != MEMCACHED_NOTFOUND, isConnectionProblem(frc) {
+            throw error(frc, operation: "get_many")
+        }
+        return out
+    }
+
+    /// Stores a value. Too large: ``CacheError/valueTooLarge(key:size:limit:)``, and the old value is
+    /// deleted so that a stale value is not served (as Django does).
+    func set(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) throws -> Bool {
+        let exp = MemcachedOps.expiration(expiry)
+        let rc = key.withCString { k in
+            value.bytes.withUnsafeBufferPointer { v in
+                let vp = UnsafeRawPointer(v.baseAddress ?? UnsafePointer(bitPattern: 1)!).assumingMemoryBound(to: CChar.self)
+                return mode == .add
+                    ? memcached_add(handle, k, strlen(k), vp, v.count, exp, value.kind.rawValue)
+                    : memcached_set(handle, k, strlen(k), vp, v.count, exp, value.kind.rawValue)
+            }
+        }
+        switch rc {
+        case MEMCACHED_SUCCESS, MEMCACHED_STORED: return true
+        case MEMCACHED_NOTSTORED, MEMCACHED_DATA_EXISTS: return false
+        case MEMCACHED_E2BIG:
+            _ = try? delete(key)
+            throw CacheError.valueTooLarge(key: key, size: value.bytes.count, limit: nil)
+        default:
+            if message(rc).lowercased().contains("too large") {
+                _ = try? delete(key)
+                throw CacheError.valueTooLarge(key: key, size: value.bytes.count, limit: nil)
+            }
+            throw error(rc, operation: mode == .add ? "add" : "set")
+        }
+    }
+
+    func delete(_ key: String) throws -> Bool {
+        let rc = key.withCString { memcached_delete(handle, $0, strlen($0), 0) }
+        switch rc {
+        case MEMCACHED_SUCCESS, MEMCACHED_DELETED: return true
+        case MEMCACHED_NOTFOUND: return false
+        default: throw error(rc, operation: "delete")
+        }
+    }
+
+    /// memcached's own incr/decr: atomic; a decrement never goes below 0 (memcached's rule).
+    func incr(_ key: String, by delta: Int64) throws -> Int64 {
+        var remaining = delta.magnitude
+        var value: UInt64 = 0
+        repeat {
+            let step = UInt32(min(remaining, UInt64(UInt32.max)))
+            let rc = key.withCString {
+                delta >= 0 ? memcached_increment(handle, $0, strlen($0), step, &value)
+                           : memcached_decrement(handle, $0, strlen($0), step, &value)
+            }
+            switch rc {
+            case MEMCACHED_SUCCESS: break
+            case MEMCACHED_NOTFOUND: throw CacheError.missingKey(key)
+            case MEMCACHED_CLIENT_ERROR, MEMCACHED_PROTOCOL_ERROR, MEMCACHED_INVALID_ARGUMENTS, MEMCACHED_ERROR:
+                throw CacheError.notAnInteger(key: key)
+            default:
+                if message(rc).lowercased().contains("non-numeric") { throw CacheError.notAnInteger(key: key) }
+                throw error(rc, operation: "incr")
+            }
+            remaining -= UInt64(step)
+        } while remaining > 0
+        guard value <= UInt64(Int64.max) else { throw CacheError.notAnInteger(key: key) }
+        return Int64(value)
+    }
+
+    func touch(_ key: String, expiry: CacheExpiry) throws -> Bool {
+        let rc = key.withCString { memcached_touch(handle, $0, strlen($0), MemcachedOps.expiration(expiry)) }
+        switch rc {
+        case MEMCACHED_SUCCESS: return true
+        case MEMCACHED_NOTFOUND: return false
+        default: throw error(rc, operation: "touch")
+        }
+    }
+
+    func hasKey(_ key: String) throws -> Bool {
+        let rc = key.withCString { memcached_exist(handle, $0, strlen($0)) }
+        switch rc {
+        case MEMCACHED_SUCCESS: return true
+        case MEMCACHED_NOTFOUND: return false
+        default: throw error(rc, operation: "has_key")
+        }
+    }
+
+    /// flush_all on every server (every key on them, as Django's memcached clear does).
+    func clear() throws {
+        let rc = memcached_flush(handle, 0)
+        guard rc == MEMCACHED_SUCCESS else { throw error(rc, operation: "flush_all") }
+    }
+}

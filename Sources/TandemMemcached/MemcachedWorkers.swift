@@ -1,0 +1,172 @@
+import Dispatch
+import Foundation
+import Synchronization
+import TandemCache
+import TandemLoop
+
+/// The async face's workers: a bounded set of plain threads (never the loop thread, never the
+/// cooperative pool), since libmemcached does all its I/O with an internal blocking `poll()`.
+///
+/// Gets that queue up while the workers are busy are coalesced: a worker takes every waiting get and
+/// sends them as one `memcached_mget`, then hands each waiter its own value. Nothing waits on purpose
+/// for more gets: a lone get goes out at once.
+final class MemcachedWorkers: Sendable {
+    enum Job: Sendable {
+        case get(String, LoopPromise<StoredValue?>)
+        case other(@Sendable (MemcachedOps) -> Void, fail: @Sendable (any Error) -> Void)
+    }
+
+    private struct State {
+        var jobs: [Job] = []
+        var head = 0
+        var threads = 0
+        var idle = 0
+        var stopping = false
+    }
+
+    /// Coalescing counters (for tests and metrics).
+    struct Stats: Sendable {
+        var gets = 0
+        var getRoundTrips = 0
+        var largestBatch = 0
+    }
+
+    private let state = Mutex(State())
+    private let stats = Mutex(Stats())
+    private let wakeup = DispatchSemaphore(value: 0)
+    private let pool: MemcachedPool
+    private let maxThreads: Int
+    private let server: String
+    /// The most gets one round trip carries.
+    static let maxBatch = 1024
+
+    init(pool: MemcachedPool, threads: Int, server: String) {
+        self.pool = pool
+        self.maxThreads = threads
+        self.server = server
+    }
+
+    var statistics: Stats { stats.withLock { $0 } }
+
+    func submit(_ job: Job) {
+        let (accepted, spawn) = state.withLock { s -> (Bool, Bool) in
+            if s.stopping { return (false, false) }
+            s.jobs.append(job)
+            if s.jobs.count - s.head > s.idle && s.threads < maxThreads {
+                s.threads += 1
+                return (true, true)
+            }
+            return (true, false)
+        }
+        guard accepted else {
+            fail(job, CacheError.closed(alias: server))
+            return
+        }
+        wakeup.signal()
+        if spawn {
+            let t = Thread { [self] in run() }
+            t.name = "tandem-memcached"
+            t.start()
+        }
+    }
+
+    /// Stops the workers after the jobs already queued.
+    func stop() {
+        let n = state.withLock { s -> Int in
+            s.stopping = true
+            return s.threads
+        }
+        for _ in 0..<n { wakeup.signal() }
+    }
+
+    private func fail(_ job: Job, _ error: any Error) {
+        switch job {
+        case .get(_, let p): p.fail(error)
+        case .other(_, let f): f(error)
+        }
+    }
+
+    /// Takes the next job; if it is a get, also every other queued get (up to `maxBatch`).
+    private func take() -> (gets: [(String, LoopPromise<StoredValue?>)], other: Job?, stop: Bool) {
+        state.withLock { s in
+            guard s.head < s.jobs.count else { return ([], nil, s.stopping) }
+            let first = s.jobs[s.head]
+            if case .other = first {
+                s.head += 1
+                compact(&s)
+                return ([], first, false)
+            }
+            var gets: [(String, LoopPromise<StoredValue?>)] = []
+            var rest: [Job] = []
+            for job in s.jobs[s.head...] {
+                if case .get(let k, let p) = job, gets.count < MemcachedWorkers.maxBatch {
+                    gets.append((k, p))
+                } else {
+                    rest.append(job)
+                }
+            }
+            s.jobs = rest
+            s.head = 0
+            return (gets, nil, false)
+        }
+    }
+
+    private func compact(_ s: inout State) {
+        if s.head == s.jobs.count {
+            s.jobs.removeAll(keepingCapacity: true)
+            s.head = 0
+        } else if s.head > 1024 && s.head * 2 > s.jobs.count {
+            s.jobs.removeFirst(s.head)
+            s.head = 0
+        }
+    }
+
+    private func run() {
+        while true {
+            state.withLock { $0.idle += 1 }
+            wakeup.wait()
+            state.withLock { $0.idle -= 1 }
+            while true {
+                let (gets, other, stop) = take()
+                if stop {
+                    state.withLock { $0.threads -= 1 }
+                    return
+                }
+                if gets.isEmpty && other == nil { break }
+                do {
+                    try pool.withHandle { handle in
+                        let ops = MemcachedOps(handle: handle, server: server)
+                        if let other, case .other(let work, _) = other { work(ops) }
+                        if !gets.isEmpty { runGets(gets, ops) }
+                    }
+                } catch {
+                    if let other { fail(other, error) }
+                    for (_, p) in gets { p.fail(error) }
+                }
+            }
+        }
+    }
+
+    private func runGets(_ gets: [(String, LoopPromise<StoredValue?>)], _ ops: MemcachedOps) {
+        // Skip waiters whose tasks were cancelled meanwhile.
+        let live = gets.filter { !$0.1.isCompleted }
+        stats.withLock { s in
+            s.gets += gets.count
+            if !live.isEmpty { s.getRoundTrips += 1 }
+            s.largestBatch = max(s.largestBatch, live.count)
+        }
+        guard !live.isEmpty else { return }
+        if live.count == 1 {
+            live[0].1.complete(Result { try ops.get(live[0].0) })
+            return
+        }
+        var seen = Set<String>()
+        let unique = live.map(\.0).filter { seen.insert($0).inserted }
+        do {
+            let found = try ops.getMany(unique)
+            for (k, p) in live { p.succeed(found[k]) }
+        } catch {
+            for (_, p) in live { p.fail(error) }
+        }
+    }
+}

@@ -1,0 +1,124 @@
+import Foundation
+import Synchronization
+import Tandem
+
+private let nextMemcachedNamespace = Atomic<Int>(0)
+
+/// memcached on the three test servers. Concurrent fixtures share the servers, so each puts its own
+/// namespace in front of every key (through the key function); `clear()` (flush_all) is only run by the
+/// behaviour named "clear", which gets a server of its own.
+public struct MemcachedFixture: CacheFixture {
+    public let namespace: String
+    public let servers: [String]
+    public let options: [String: SettingValue]
+
+    public init(isolatedServer: String? = nil, options: [String: SettingValue] = [:]) {
+        namespace = "t\(nextMemcachedNamespace.add(1, ordering: .relaxed).newValue)-"
+        servers = isolatedServer.map { [$0] } ?? TestServers.memcachedServers
+        self.options = options
+    }
+
+    public var stores: Bool { true }
+    public var culls: Bool { false }
+    public var strictKeys: Bool { true }
+    public var keyNamespace: String { namespace }
+
+    public func makeCache(_ configure: (inout CacheSettings) -> Void) throws -> Cache {
+        var s = CacheSettings(backend: "memcached", location: servers, options: options)
+        configure(&s)
+        let inner = s.keyFunction
+        let ns = namespace
+        s.keyFunction = { key, prefix, version in ns + (inner?(key, prefix, version) ?? "\(prefix):\(version):\(key)") }
+        return try BackendRegistry.standard.makeCache(alias: "memcached-test", settings: s, loop: nil)
+    }
+
+    public func passTime(_ seconds: Double) async throws {
+        try await Task.sleep(for: .milliseconds(Int(seconds * 1000) + 20))
+    }
+}
+
+/// A memcached process a test starts (and stops) itself, on a free loopback port.
+public final class MemcachedProcess: @unchecked Sendable {
+    // Why @unchecked Sendable is safe: `process` is only touched through `lock`.
+    public let port: Int
+    private var process: Process?
+    private let lock = NSLock()
+    private let extra: [String]
+
+    public init(extraArguments: [String] = []) throws {
+        port = try freeLoopbackPort()
+        extra = extraArguments
+        try start()
+    }
+
+    public var address: String { "127.0.0.1:\(port)" }
+
+    public func start() throws {
+        lock.lock()
+        defer { lock.unlock() }
+        let p = Process()
+        p.executableURL = URL(fileURLWithPath: "/usr/bin/memcached")
+        p.arguments = ["-l", "127.0.0.1", "-p", String(port), "-U", "0", "-u", "root"] + extra
+        p.standardOutput = FileHandle.nullDevice
+        p.standardError = FileHandle.nullDevice
+        try p.run()
+        process = p
+        // Recorded so that the test command can stop it even if this test process dies.
+        if let dir = ProcessInfo.processInfo.environment["TANDEM_RUN_DIR"],
+           let h = FileHandle(forWritingAtPath: dir + "/spawned.pids") ?? {
+               FileManager.default.createFile(atPath: dir + "/spawned.pids", contents: nil)
+               return FileHandle(forWritingAtPath: dir + "/spawned.pids")
+           }() {
+            h.seekToEndOfFile()
+            h.write(Data("\(p.processIdentifier)\n".utf8))
+            try? h.close()
+        }
+        for _ in 0..<200 {
+            if (try? rawExchange(port: port, Array("version\r\n".utf8), timeout: 0.2) { $0.last == 10 })?.isEmpty == false { return }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        throw CheckFailure(message: "memcached on \(port) did not start", location: "MemcachedProcess")
+    }
+
+    public func stop() {
+        lock.lock()
+        defer { lock.unlock() }
+        // SIGKILL: a child started from a dispatch worker thread inherits a signal mask that blocks
+        // SIGTERM, so `terminate()` would leave it running.
+        if let p = process, p.isRunning {
+            kill(p.processIdentifier, SIGKILL)
+            p.waitUntilExit()
+        }
+        process = nil
+    }
+
+    deinit {
+        if let p = process, p.isRunning { kill(p.processIdentifier, SIGKILL) }
+    }
+}
+
+/// A free TCP port on 127.0.0.1.
+public func freeLoopbackPort() throws -> Int {
+    let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+    defer { close(s) }
+    var addr = sockaddr_in()
+    addr.sin_family = sa_family_t(AF_INET)
+    inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
+    var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+    let rc = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, len) } }
+    guard rc == 0 else { throw CheckFailure(message: "bind failed", location: "freeLoopbackPort") }
+    _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) } }
+    return Int(UInt16(bigEndian: addr.sin_port))
+}
+
+/// The value stored under `key` on one memcached server, read directly ("get" in the text protocol).
+public func memcachedRawGet(_ server: String, _ key: String) throws -> String? {
+    guard let (host, port) = TestServers.hostPort(server) else { return nil }
+    let reply = try rawExchange(host: host, port: port, Array("get \(key)\r\n".utf8)) { bytes in
+        bytes.count >= 5 && Array(bytes.suffix(5)) == Array("END\r\n".utf8)
+    }
+    let text = String(decoding: reply, as: UTF8.self)
+    guard text.hasPrefix("VALUE ") else { return nil }
+    let lines = text.components(separatedBy: "\r\n")
+    return lines.count > 1 ? lines[1] : nil
+}

@@ -1,0 +1,249 @@
+import Foundation
+@testable import TandemMemcached
+import Tandem
+import TandemTestSupport
+import Testing
+
+private let serversAvailable = TestServers.shouldRun(!TestServers.memcachedServers.isEmpty)
+
+private func memcachedCache(_ servers: [String], options: [String: SettingValue] = [:], prefix: String = "") throws -> Cache {
+    try BackendRegistry.standard.makeCache(
+        alias: "mc", settings: CacheSettings(backend: "memcached", location: servers, keyPrefix: prefix, options: options), loop: nil)
+}
+
+/// Which of `servers` holds the made key.
+private func holders(_ servers: [String], _ made: String) throws -> [String] {
+    try servers.filter { try memcachedRawGet($0, made) != nil }
+}
+
+/// A memcached "stats" counter.
+private func stat(_ server: String, _ name: String) throws -> Int {
+    let (host, port) = try #require(TestServers.hostPort(server))
+    let reply = String(decoding: try rawExchange(host: host, port: port, Array("stats\r\n".utf8)) {
+        $0.count >= 5 && Array($0.suffix(5)) == Array("END\r\n".utf8)
+    }, as: UTF8.self)
+    for line in reply.components(separatedBy: "\r\n") where line.hasPrefix("STAT \(name) ") {
+        return Int(line.split(separator: " ")[2]) ?? -1
+    }
+    return -1
+}
+
+@Suite(.enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)))
+struct MemcachedBackendTests {
+    @Test func keysSpreadOverAllServersAndStayPut() async throws {
+        let servers = TestServers.memcachedServers
+        let cache = try memcachedCache(servers, prefix: "spread-\(UUID().uuidString.prefix(8))")
+        var perServer: [String: Int] = [:]
+        for i in 0..<300 {
+            try await cache.async.set("k\(i)", i)
+            let h = try holders(servers, cache.makeKey("k\(i)"))
+            #expect(h.count == 1, "key k\(i) is on exactly one server: \(h)")
+            if let s = h.first { perServer[s, default: 0] += 1 }
+        }
+        #expect(perServer.count == 3, "keys landed on all three servers: \(perServer)")
+        #expect(perServer.values.allSatisfy { $0 > 30 }, "roughly even: \(perServer)")
+        // The same key lands on the same server every time, from either face and a new client.
+        let again = try memcachedCache(servers, prefix: cache.makeKey("").components(separatedBy: ":")[0])
+        for i in 0..<50 {
+            let before = try holders(servers, cache.makeKey("k\(i)"))
+            try await onPlainThread { try again.set("k\(i)", i + 1000) }
+            #expect(try holders(servers, cache.makeKey("k\(i)")) == before)
+            #expect(try await cache.async.get("k\(i)") == i + 1000)
+        }
+    }
+
+    @Test func addingAFourthServerMovesAboutAQuarterOfTheKeys() async throws {
+        let procs = try await onPlainThread { try (0..<4).map { _ in try MemcachedProcess() } }
+        defer { procs.forEach { $0.stop() } }
+        let three = try memcachedCache(procs.prefix(3).map(\.address))
+        let four = try memcachedCache(procs.map(\.address))
+        let n = 2000
+        try await three.async.setMany(Dictionary(uniqueKeysWithValues: (0..<n).map { ("key-\($0)", $0) }))
+        let found: [String: Int] = try await four.async.getMany((0..<n).map { "key-\($0)" })
+        let moved = Double(n - found.count) / Double(n)
+        #expect(moved > 0.12 && moved < 0.40, "ketama moved \(moved * 100)% of the keys (modula would move ~75%)")
+    }
+
+    @Test func aKilledServerOnlyLosesItsKeysAndIsUsedAgainAfterRestart() async throws {
+        let procs = try await onPlainThread { try (0..<3).map { _ in try MemcachedProcess() } }
+        defer { procs.forEach { $0.stop() } }
+        let addresses = procs.map(\.address)
+        let cache = try memcachedCache(addresses, options: ["RETRY_TIMEOUT": 1, "POLL_TIMEOUT": 0.5, "CONNECT_TIMEOUT": 0.5])
+        let n = 300
+        try await cache.async.setMany(Dictionary(uniqueKeysWithValues: (0..<n).map { ("key-\($0)", $0) }))
+        let victim = addresses[1]
+        let onVictim = try (0..<n).filter { try memcachedRawGet(victim, cache.makeKey("key-\($0)")) != nil }
+        #expect(!onVictim.isEmpty)
+        await onPlainThreadIgnoringErrors { procs[1].stop() }
+
+        var served = 0
+        var typedFailures = 0
+        for i in 0..<n {
+            do {
+                let v: Int? = try await cache.async.get("key-\(i)")
+                if onVictim.contains(i) {
+                    #expect(v == nil, "a key of the dead server is a miss, not a wrong value")
+                } else if v == i {
+                    served += 1
+                }
+            } catch let e as CacheError {
+                switch e {
+                case .connectionFailed, .timeout, .serverError: typedFailures += 1
+                default: Issue.record("unexpected error \(e)")
+                }
+                #expect(onVictim.contains(i), "only keys of the dead server may fail: key-\(i) \(e)")
+            }
+        }
+        #expect(served == n - onVictim.count, "the other servers kept serving their keys (typed failures: \(typedFailures))")
+
+        try await onPlainThread { try procs[1].start() }
+        // After the retry timeout the restarted server is used again: keys that belong to it land there.
+        var reused = false
+        for attempt in 0..<40 where !reused {
+            try await Task.sleep(for: .milliseconds(250))
+            for i in onVictim.prefix(20) {
+                _ = try? await cache.async.set("key-\(i)", attempt)
+                if try memcachedRawGet(victim, cache.makeKey("key-\(i)")) != nil { reused = true; break }
+            }
+        }
+        #expect(reused, "the restarted server receives its keys again")
+    }
+
+    @Test func invalidKeysNeverReachTheServer() async throws {
+        let proc = try await onPlainThread { try MemcachedProcess() }
+        defer { proc.stop() }
+        let cache = try memcachedCache([proc.address])
+        let setsBefore = try stat(proc.address, "cmd_set")
+        let getsBefore = try stat(proc.address, "cmd_get")
+        let flushesBefore = try stat(proc.address, "cmd_flush")
+        let bad = [String(repeating: "x", count: 251), "with space", "cr\rlf\nflush_all", "nul\u{0}key", "tab\tkey", "del\u{7f}"]
+        for key in bad {
+            await #expect(throws: CacheError.self) { try await cache.async.set(key, "v") }
+            await #expect(throws: CacheError.self) { _ = try await cache.async.get(key) as String? }
+            await #expect(throws: CacheError.self) { try await onPlainThread { try cache.set(key, "v") } }
+            do {
+                try await cache.async.set(key, "v")
+            } catch let e as CacheError {
+                guard case .invalidKey = e else { Issue.record("expected invalidKey, got \(e)"); continue }
+            }
+        }
+        #expect(try stat(proc.address, "cmd_set") == setsBefore)
+        #expect(try stat(proc.address, "cmd_get") == getsBefore)
+        #expect(try stat(proc.address, "cmd_flush") == flushesBefore)
+    }
+
+    @Test(arguments: FaceKind.allCases)
+    func valuesOverTheItemLimitFailAndRemoveTheOldValue(_ face: FaceKind) async throws {
+        let fx = MemcachedFixture()
+        let c = try fx.face(face)
+        let big = [UInt8](repeating: 7, count: 2 * 1024 * 1024)
+        let fits = [UInt8](repeating: 8, count: 900 * 1024)
+        try await c.set("big", fits)
+        #expect(try await c.get("big", as: [UInt8].self) == fits, "900 KB fits")
+        do {
+            try await c.set("big", big)
+            Issue.record("a 2 MB value was accepted")
+        } catch let e as CacheError {
+            guard case .valueTooLarge(_, let size, _) = e else { Issue.record("expected valueTooLarge, got \(e)"); return }
+            #expect(size == big.count)
+        }
+        #expect(try await c.get("big", as: [UInt8].self) == nil, "the stale value was deleted")
+        try await c.set("small", "s")
+        #expect(try await c.setMany(["small": big, "other": fits]).sorted() == ["small"], "set-many reports the failed key")
+        #expect(try await c.get("other", as: [UInt8].self) == fits)
+    }
+
+    @Test func tenThousandConcurrentAsyncGetsAreCoalesced() async throws {
+        let fx = MemcachedFixture()
+        let cache = try fx.makeCache()
+        let n = 10_000
+        try await cache.async.setMany(Dictionary(uniqueKeysWithValues: (0..<n).map { ("key-\($0)", "value-\($0)") }))
+        let backend = try #require(cache.backend as? MemcachedBackend)
+        let before = backend.asyncGetStatistics
+        let wrong = try await withThrowingTaskGroup(of: Int.self) { group in
+            for i in 0..<n { group.addTask { try await cache.async.get("key-\(i)") == "value-\(i)" ? 0 : 1 } }
+            return try await group.reduce(0, +)
+        }
+        #expect(wrong == 0, "each waiter got its own value")
+        let after = backend.asyncGetStatistics
+        #expect(after.gets - before.gets == n)
+        #expect(after.roundTrips - before.roundTrips < n / 2, "gets were coalesced into multi-gets (\(after.roundTrips - before.roundTrips) round trips)")
+        #expect(after.largestBatch > 1)
+    }
+
+    @Test func aLoneAsyncGetIsNotDelayed() async throws {
+        let cache = try MemcachedFixture().makeCache()
+        try await cache.async.set("alone", "v")
+        let start = ContinuousClock.now
+        for _ in 0..<50 { #expect(try await cache.async.get("alone") == "v") }
+        #expect(ContinuousClock.now - start < .seconds(2))
+    }
+
+    @Test func exhaustedPoolFailsWithATypedError() async throws {
+        // A server that accepts connections and never answers keeps the only handle busy.
+        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(listener) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, len) } }
+        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &len) } }
+        listen(listener, 16)
+        let port = Int(UInt16(bigEndian: addr.sin_port))
+        let cache = try memcachedCache(["127.0.0.1:\(port)"], options: ["POOL_SIZE": 1, "POOL_TIMEOUT": 0.05, "POLL_TIMEOUT": 1.5, "CONNECT_TIMEOUT": 1])
+        let slow = Task.detached { try? await onPlainThread { try cache.get("k") as String? } }
+        try await Task.sleep(for: .milliseconds(200))
+        do {
+            _ = try await onPlainThread { try cache.get("k") as String? }
+            Issue.record("the second blocking get found a free handle")
+        } catch let e as CacheError {
+            guard case .poolExhausted(_, let size) = e else { Issue.record("expected poolExhausted, got \(e)"); return }
+            #expect(size == 1)
+        }
+        _ = await slow.value
+    }
+
+    @Test func typeTagsRoundTripThroughTheFlags() async throws {
+        let fx = MemcachedFixture()
+        let cache = try fx.makeCache()
+        try await cache.async.set("i", 42)
+        try await cache.async.set("b", true)
+        #expect(try await cache.async.get("b") == true)
+        let server = try #require(TestServers.memcachedServers.first { (try? memcachedRawGet($0, cache.makeKey("i"))) != nil })
+        #expect(try memcachedRawGet(server, cache.makeKey("i")) == "42", "integers are plain decimal text")
+        let (host, port) = try #require(TestServers.hostPort(server))
+        let raw = String(decoding: try rawExchange(host: host, port: port, Array("get \(cache.makeKey("i"))\r\n".utf8)) { $0.suffix(5) == Array("END\r\n".utf8)[...] }, as: UTF8.self)
+        #expect(raw.hasPrefix("VALUE \(cache.makeKey("i")) \(ValueKind.integer.rawValue) 2"), Comment(rawValue: raw))
+        #expect(try await onPlainThread { try cache.incr("i", by: 8) } == 50)
+        #expect(try await cache.async.decr("i", by: 100) == 0, "memcached never goes below 0")
+    }
+
+    @Test func expirationsOverThirtyDaysAreAbsolute() {
+        let now = time(nil)
+        #expect(MemcachedOps.expiration(.never) == 0)
+        #expect(MemcachedOps.expiration(.after(seconds: 0.2)) == 1)
+        #expect(MemcachedOps.expiration(.after(seconds: 1.5)) == 2)
+        #expect(MemcachedOps.expiration(.after(seconds: 60 * 60 * 24 * 30)) == 60 * 60 * 24 * 30)
+        let abs = MemcachedOps.expiration(.after(seconds: 60 * 60 * 24 * 31))
+        #expect(abs >= now + 60 * 60 * 24 * 31 && abs < now + 60 * 60 * 24 * 31 + 5)
+    }
+
+    @Test func settingsErrors() {
+        func error(_ s: CacheSettings) -> String? {
+            do { _ = try BackendRegistry.standard.makeCache(alias: "mc", settings: s, loop: nil); return nil } catch { return "\(error)" }
+        }
+        #expect(error(CacheSettings(backend: "memcached", location: [])).map { $0.contains("LOCATION") } == true)
+        #expect(error(CacheSettings(backend: "memcached", location: ["h:port"])).map { $0.contains("LOCATION") } == true)
+        #expect(error(CacheSettings(backend: "memcached", location: ["127.0.0.1:11211"], options: ["USERNAME": "u", "PASSWORD": "p"]))
+            .map { $0.contains("binary protocol") } == true)
+        #expect(error(CacheSettings(backend: "memcached", location: ["127.0.0.1:11211"], options: ["POOL_SIZE": 0])).map { $0.contains("POOL_SIZE") } == true)
+        #expect(error(CacheSettings(backend: "django.core.cache.backends.memcached.PyMemcacheCache", location: ["127.0.0.1:11211;127.0.0.1:11212"])) == nil)
+        #expect(error(CacheSettings(backend: "memcached", location: ["unix:/tmp/memcached.sock"])) == nil)
+    }
+}
+
+/// Runs blocking cleanup on a plain thread, ignoring errors.
+func onPlainThreadIgnoringErrors(_ body: @escaping @Sendable () -> Void) async {
+    _ = try? await onPlainThread { body() }
+}
