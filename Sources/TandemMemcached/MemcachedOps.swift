@@ -10,13 +10,15 @@ struct MemcachedOps {
     /// Memcached's limit for relative expiration times; longer ones are sent as absolute Unix time.
     static let thirtyDays = 60 * 60 * 24 * 30
 
-    /// `.never` is 0; relative seconds are rounded up (a positive timeout never becomes "never");
-    /// over 30 days they become an absolute Unix time, as memcached requires.
+    /// `.never` is 0. memcached counts whole seconds on a clock that ticks once a second, so an item
+    /// sent with N seconds lives between N-1 and N seconds; Tandem sends ceil(timeout) + 1 so that a
+    /// key lives at least its timeout (and at most one second longer). Over 30 days the time is sent
+    /// as an absolute Unix time, as memcached requires.
     static func expiration(_ e: CacheExpiry) -> time_t {
         switch e {
         case .never: return 0
         case .after(let s):
-            let secs = max(1, Int(s.rounded(.up)))
+            let secs = Int(min(s, 1e12).rounded(.up)) + 1
             return secs > thirtyDays ? time(nil) + secs : secs
         }
     }

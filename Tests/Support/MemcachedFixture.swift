@@ -32,8 +32,10 @@ public struct MemcachedFixture: CacheFixture {
         return try BackendRegistry.standard.makeCache(alias: "memcached-test", settings: s, loop: nil)
     }
 
+    /// memcached keeps a key between its timeout and one second longer (whole-second clock): waiting
+    /// one second more than asked makes "gone after the timeout" certain.
     public func passTime(_ seconds: Double) async throws {
-        try await Task.sleep(for: .milliseconds(Int(seconds * 1000) + 20))
+        try await Task.sleep(for: .milliseconds(Int(seconds * 1000) + 1020))
     }
 }
 

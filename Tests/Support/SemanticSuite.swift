@@ -207,10 +207,10 @@ public enum SemanticSuite {
         Behaviour(name: "touch") { fx, k in
             let c = try fx.face(k)
             try await c.set("expire1", "very quickly", timeout: .seconds(1))
-            try checkEqual(try await c.touch("expire1", timeout: .seconds(4)), fx.stores)
+            try checkEqual(try await c.touch("expire1", timeout: .seconds(6)), fx.stores)
             try await fx.passTime(2)
             try checkEqual(try await c.hasKey("expire1"), fx.stores, "touched key lives on")
-            try await fx.passTime(3)
+            try await fx.passTime(5)
             try checkEqual(try await c.hasKey("expire1"), false, "touched key expires")
             try await c.set("expire2", "very quickly", timeout: .seconds(1))
             try checkEqual(try await c.touch("expire2", timeout: .never), fx.stores)
@@ -337,17 +337,17 @@ public enum SemanticSuite {
             let c = try fx.face(k)
             try await c.set("key1", "spam", timeout: .seconds(100.2))
             try checkEqual(try await c.get("key1", as: String.self), fx.stores ? "spam" : nil)
-            try await c.set("key2", "short", timeout: .seconds(1.5))
+            try await c.set("key2", "short", timeout: .seconds(2.5))
             try await fx.passTime(0.5)
-            try checkEqual(try await c.get("key2", as: String.self), fx.stores ? "short" : nil, "before 1.5 s")
-            try await fx.passTime(2)
-            try checkEqual(try await c.get("key2", as: String.self), nil, "after 1.5 s")
+            try checkEqual(try await c.get("key2", as: String.self), fx.stores ? "short" : nil, "before 2.5 s")
+            try await fx.passTime(3)
+            try checkEqual(try await c.get("key2", as: String.self), nil, "after 2.5 s")
         },
         Behaviour(name: "default timeout from settings") { fx, k in
-            let c = try fx.face(k) { $0.timeout = .seconds(1) }
+            let c = try fx.face(k) { $0.timeout = .seconds(2) }
             try await c.set("key1", "spam")
             try checkEqual(try await c.get("key1", as: String.self), fx.stores ? "spam" : nil)
-            try await fx.passTime(2)
+            try await fx.passTime(3)
             try checkEqual(try await c.get("key1", as: String.self), nil)
             let forever = try fx.face(k) { $0.timeout = .never }
             try await forever.set("key2", "forever")
@@ -543,9 +543,9 @@ public enum SemanticSuite {
         Behaviour(name: "incr keeps the expiry") { fx, k in
             let c = try fx.face(k)
             guard fx.stores else { return }
-            try await c.set("counter", 1, timeout: .seconds(2))
+            try await c.set("counter", 1, timeout: .seconds(3))
             try checkEqual(try await c.incr("counter"), 2)
-            try await fx.passTime(3)
+            try await fx.passTime(4)
             try checkEqual(try await c.get("counter", as: Int.self), nil, "incr must not make the key immortal")
         },
         Behaviour(name: "concurrent incr is atomic") { fx, k in
