@@ -50,11 +50,15 @@ public struct RedisFixture: CacheFixture {
         try await Task.sleep(for: .milliseconds(Int(seconds * 1000) + 20))
     }
 
-    /// A raw command on this fixture's database, on a fresh test connection.
-    public func raw(_ args: [String]) throws -> String {
-        let r = try RawRedis(port: port)
-        _ = try r.command(["SELECT", String(db)])
-        return try r.command(args)
+    /// A raw command on this fixture's database, on a fresh test connection (on a plain thread: test
+    /// helpers must not block the two cooperative threads everything else needs).
+    public func raw(_ args: [String]) async throws -> String {
+        let (port, db) = (port, db)
+        return try await onPlainThread {
+            let r = try RawRedis(port: port)
+            _ = try r.command(["SELECT", String(db)])
+            return try r.command(args)
+        }
     }
 }
 

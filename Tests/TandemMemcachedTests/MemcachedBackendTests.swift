@@ -11,14 +11,23 @@ private func memcachedCache(_ servers: [String], options: [String: SettingValue]
         alias: "mc", settings: CacheSettings(backend: "memcached", location: servers, keyPrefix: prefix, options: options), loop: nil)
 }
 
-/// Which of `servers` holds the made key.
-private func holders(_ servers: [String], _ made: String) throws -> [String] {
-    try servers.filter { try memcachedRawGet($0, made) != nil }
+/// Which of `servers` holds the made key (read on a plain thread, off the cooperative pool).
+private func holders(_ servers: [String], _ made: String) async throws -> [String] {
+    try await onPlainThread { try servers.filter { try memcachedRawGet($0, made) != nil } }
 }
 
-/// A memcached "stats" counter.
-private func stat(_ server: String, _ name: String) throws -> Int {
+/// `memcachedRawGet` on a plain thread.
+private func rawGet(_ server: String, _ key: String) async throws -> String? {
+    try await onPlainThread { try memcachedRawGet(server, key) }
+}
+
+/// A memcached "stats" counter (read on a plain thread).
+private func stat(_ server: String, _ name: String) async throws -> Int {
     let (host, port) = try #require(TestServers.hostPort(server))
+    return try await onPlainThread { try statNow(host, port, name) }
+}
+
+private func statNow(_ host: String, _ port: Int, _ name: String) throws -> Int {
     let reply = String(decoding: try rawExchange(host: host, port: port, Array("stats\r\n".utf8)) {
         $0.count >= 5 && Array($0.suffix(5)) == Array("END\r\n".utf8)
     }, as: UTF8.self)
@@ -36,7 +45,7 @@ struct MemcachedBackendTests {
         var perServer: [String: Int] = [:]
         for i in 0..<300 {
             try await cache.async.set("k\(i)", i)
-            let h = try holders(servers, cache.makeKey("k\(i)"))
+            let h = try await holders(servers, cache.makeKey("k\(i)"))
             #expect(h.count == 1, "key k\(i) is on exactly one server: \(h)")
             if let s = h.first { perServer[s, default: 0] += 1 }
         }
@@ -45,9 +54,9 @@ struct MemcachedBackendTests {
         // The same key lands on the same server every time, from either face and a new client.
         let again = try memcachedCache(servers, prefix: cache.makeKey("").components(separatedBy: ":")[0])
         for i in 0..<50 {
-            let before = try holders(servers, cache.makeKey("k\(i)"))
+            let before = try await holders(servers, cache.makeKey("k\(i)"))
             try await onPlainThread { try again.set("k\(i)", i + 1000) }
-            #expect(try holders(servers, cache.makeKey("k\(i)")) == before)
+            #expect(try await holders(servers, cache.makeKey("k\(i)")) == before)
             #expect(try await cache.async.get("k\(i)") == i + 1000)
         }
     }
@@ -72,7 +81,8 @@ struct MemcachedBackendTests {
         let n = 300
         try await cache.async.setMany(Dictionary(uniqueKeysWithValues: (0..<n).map { ("key-\($0)", $0) }))
         let victim = addresses[1]
-        let onVictim = try (0..<n).filter { try memcachedRawGet(victim, cache.makeKey("key-\($0)")) != nil }
+        let keysOnVictim = try await onPlainThread { try (0..<n).filter { try memcachedRawGet(victim, cache.makeKey("key-\($0)")) != nil } }
+        let onVictim = keysOnVictim
         #expect(!onVictim.isEmpty)
         await onPlainThreadIgnoringErrors { procs[1].stop() }
 
@@ -103,7 +113,7 @@ struct MemcachedBackendTests {
             try await Task.sleep(for: .milliseconds(250))
             for i in onVictim.prefix(20) {
                 _ = try? await cache.async.set("key-\(i)", attempt)
-                if try memcachedRawGet(victim, cache.makeKey("key-\(i)")) != nil { reused = true; break }
+                if try await rawGet(victim, cache.makeKey("key-\(i)")) != nil { reused = true; break }
             }
         }
         #expect(reused, "the restarted server receives its keys again")
@@ -113,9 +123,9 @@ struct MemcachedBackendTests {
         let proc = try await onPlainThread { try MemcachedProcess() }
         defer { proc.stop() }
         let cache = try memcachedCache([proc.address])
-        let setsBefore = try stat(proc.address, "cmd_set")
-        let getsBefore = try stat(proc.address, "cmd_get")
-        let flushesBefore = try stat(proc.address, "cmd_flush")
+        let setsBefore = try await stat(proc.address, "cmd_set")
+        let getsBefore = try await stat(proc.address, "cmd_get")
+        let flushesBefore = try await stat(proc.address, "cmd_flush")
         let bad = [String(repeating: "x", count: 251), "with space", "cr\rlf\nflush_all", "nul\u{0}key", "tab\tkey", "del\u{7f}"]
         for key in bad {
             await #expect(throws: CacheError.self) { try await cache.async.set(key, "v") }
@@ -127,9 +137,9 @@ struct MemcachedBackendTests {
                 guard case .invalidKey = e else { Issue.record("expected invalidKey, got \(e)"); continue }
             }
         }
-        #expect(try stat(proc.address, "cmd_set") == setsBefore)
-        #expect(try stat(proc.address, "cmd_get") == getsBefore)
-        #expect(try stat(proc.address, "cmd_flush") == flushesBefore)
+        #expect(try await stat(proc.address, "cmd_set") == setsBefore)
+        #expect(try await stat(proc.address, "cmd_get") == getsBefore)
+        #expect(try await stat(proc.address, "cmd_flush") == flushesBefore)
     }
 
     @Test(arguments: FaceKind.allCases)
@@ -202,10 +212,13 @@ struct MemcachedBackendTests {
         try await cache.async.set("i", 42)
         try await cache.async.set("b", true)
         #expect(try await cache.async.get("b") == true)
-        let server = try #require(TestServers.memcachedServers.first { (try? memcachedRawGet($0, cache.makeKey("i"))) != nil })
-        #expect(try memcachedRawGet(server, cache.makeKey("i")) == "42", "integers are plain decimal text")
+        let key = cache.makeKey("i")
+        let server = try #require(try await onPlainThread { TestServers.memcachedServers.first { (try? memcachedRawGet($0, key)) != nil } })
+        #expect(try await rawGet(server, key) == "42", "integers are plain decimal text")
         let (host, port) = try #require(TestServers.hostPort(server))
-        let raw = String(decoding: try rawExchange(host: host, port: port, Array("get \(cache.makeKey("i"))\r\n".utf8)) { $0.suffix(5) == Array("END\r\n".utf8)[...] }, as: UTF8.self)
+        let raw = try await onPlainThread {
+            String(decoding: try rawExchange(host: host, port: port, Array("get \(key)\r\n".utf8)) { $0.suffix(5) == Array("END\r\n".utf8)[...] }, as: UTF8.self)
+        }
         #expect(raw.hasPrefix("VALUE \(cache.makeKey("i")) \(ValueKind.integer.rawValue) 2"), Comment(rawValue: raw))
         #expect(try await onPlainThread { try cache.incr("i", by: 8) } == 50)
         #expect(try await cache.async.decr("i", by: 100) == 0, "memcached never goes below 0")

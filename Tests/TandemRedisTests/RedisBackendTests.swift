@@ -7,8 +7,12 @@ import Testing
 private let serversAvailable = TestServers.shouldRun(TestServers.redisURL != nil)
 
 /// Runs the `redis-cli` binary against the test server.
-private func redisCLI(_ args: [String]) throws -> String {
+private func redisCLI(_ args: [String]) async throws -> String {
     let port = try #require(TestServers.redisURL.flatMap(TestServers.hostPort)?.1)
+    return try await onPlainThread { try runRedisCLI(port: port, args) }
+}
+
+private func runRedisCLI(port: Int, _ args: [String]) throws -> String {
     let p = Process()
     p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
     p.arguments = ["-p", String(port)] + args
@@ -33,10 +37,10 @@ struct RedisBackendTests {
         try await cache.async.set("text", "hello world")
         try await cache.async.set("number", 42)
         try await onPlainThread { try cache.set("blocking", "from the blocking face") }
-        #expect(try redisCLI(["-n", String(fx.db), "GET", "cli:1:text"]) == "hello world")
-        #expect(try redisCLI(["-n", String(fx.db), "GET", "cli:1:number"]) == "42")
-        #expect(try redisCLI(["-n", String(fx.db), "GET", "cli:1:blocking"]) == "from the blocking face")
-        _ = try redisCLI(["-n", String(fx.db), "INCRBY", "cli:1:number", "8"])
+        #expect(try await redisCLI(["-n", String(fx.db), "GET", "cli:1:text"]) == "hello world")
+        #expect(try await redisCLI(["-n", String(fx.db), "GET", "cli:1:number"]) == "42")
+        #expect(try await redisCLI(["-n", String(fx.db), "GET", "cli:1:blocking"]) == "from the blocking face")
+        _ = try await redisCLI(["-n", String(fx.db), "INCRBY", "cli:1:number", "8"])
         #expect(try await cache.async.get("number") == 50)
     }
 
@@ -51,7 +55,7 @@ struct RedisBackendTests {
             "d\u{0}SET injected 1",
             "e\nDEL victim",
         ]
-        _ = try fx.raw(["SET", "victim", "still here"])
+        _ = try await fx.raw(["SET", "victim", "still here"])
         for (i, key) in evil.enumerated() {
             try await cache.async.set(key, "async-\(i)")
             #expect(try await cache.async.get(key) == "async-\(i)")
@@ -59,10 +63,10 @@ struct RedisBackendTests {
             #expect(try await onPlainThread { try cache.get(key + "-b") as String? } == "blocking-\(i)")
         }
         // Exactly the intended keys exist: the victim plus two per evil key, nothing else.
-        #expect(try fx.raw(["DBSIZE"]) == ":\(1 + 2 * evil.count)")
-        #expect(try fx.raw(["GET", "victim"]) == "$still here")
-        #expect(try fx.raw(["EXISTS", "injected"]) == ":0")
-        #expect(try fx.raw(["GET", ":1:" + evil[0]]) == "$async-0")
+        #expect(try await fx.raw(["DBSIZE"]) == ":\(1 + 2 * evil.count)")
+        #expect(try await fx.raw(["GET", "victim"]) == "$still here")
+        #expect(try await fx.raw(["EXISTS", "injected"]) == ":0")
+        #expect(try await fx.raw(["GET", ":1:" + evil[0]]) == "$async-0")
     }
 
     @Test func replicaPathReadsWhatThePrimaryWrote() async throws {
@@ -98,9 +102,9 @@ struct RedisBackendTests {
             #expect(try await onPlainThread { try cache.get("b\(i)") as String? } == nil)
         }
         #expect(try await cache.async.getMany(["k1", "k2"]) as [String: String] == [:])
-        _ = try fakeReplica.raw(["SET", ":1:k1", "from-replica"])
+        _ = try await fakeReplica.raw(["SET", ":1:k1", "from-replica"])
         #expect(try await cache.async.get("k1") == "from-replica")
-        #expect(try primary.raw(["GET", ":1:k1"]) == "$v", "writes went to the primary")
+        #expect(try await primary.raw(["GET", ":1:k1"]) == "$v", "writes went to the primary")
     }
 
     @Test(arguments: TestLoops.Kind.allCases)
@@ -238,7 +242,8 @@ struct RedisFaultTests {
         try await cache.async.set("k", "v")
         #expect(try await cache.async.get("k") == "v")
         // Stall the whole server for 2 s from another connection.
-        let sleeper = Task.detached { try RawRedis(port: fx.port).command(["DEBUG", "SLEEP", "2"]) }
+        let port = fx.port
+        let sleeper = Task.detached { try await onPlainThread { try RawRedis(port: port).command(["DEBUG", "SLEEP", "2"]) } }
         try await Task.sleep(for: .milliseconds(100))
         // In flight during the stall: async gets, and a blocking get. Had they waited for the server to
         // wake up they would have read "v"; a timeout error proves they gave up at the command timeout.
@@ -276,7 +281,7 @@ struct RedisFaultTests {
         try await cache.async.set("k", "v")
         #expect(try await onPlainThread { try cache.get("k") as String? } == "v")
         // Kill every normal client connection except the one sending the command.
-        let killed = try fx.raw(["CLIENT", "KILL", "TYPE", "normal"])
+        let killed = try await fx.raw(["CLIENT", "KILL", "TYPE", "normal"])
         #expect(killed.hasPrefix(":"))
         try await Task.sleep(for: .milliseconds(50))
         #expect(try await cache.async.get("k") == "v", "the next async command succeeds")
