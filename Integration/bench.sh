@@ -25,6 +25,17 @@ for s in "${scenarios[@]}"; do
         extra+=(--redis-reference "$BIN/redis_sync_get")
       fi
       ;;
+    memcached-*)
+      if [ -z "${MEMCACHED_PORT:-}" ]; then
+        MEMCACHED_PORT=$(free_port)
+        start_memcached bench "$MEMCACHED_PORT" -t 2
+        extra+=(--memcached "127.0.0.1:$MEMCACHED_PORT")
+      fi
+      if [ "$s" = memcached-sync-get ]; then
+        gcc -O2 -o "$BIN/memcached_sync_get" "$TANDEM_ROOT/Integration/bench/memcached_sync_get.c" $(pkg-config --cflags --libs libmemcached)
+        extra+=(--memcached-reference "$BIN/memcached_sync_get")
+      fi
+      ;;
     *) ;;  # tandem-bench names unknown scenarios itself
   esac
 done

@@ -8,7 +8,7 @@ import TandemLoop
 ///   the servers by consistent hashing (ketama) unless `CONSISTENT_HASHING` is false.
 /// - OPTIONS: `BINARY_PROTOCOL` (false), `TCP_NODELAY` (true), `CONNECT_TIMEOUT` and `POLL_TIMEOUT`
 ///   (s, 1), `POOL_SIZE` (blocking handles, 16), `POOL_TIMEOUT` (s to wait for a handle, 1),
-///   `ASYNC_WORKERS` (4), `REMOVE_FAILED_SERVERS` (true) with `RETRY_TIMEOUT` (s, 2),
+///   `ASYNC_WORKERS` (2), `REMOVE_FAILED_SERVERS` (true) with `RETRY_TIMEOUT` (s, 2),
 ///   `USERNAME`/`PASSWORD` (SASL; binary protocol only).
 /// - Keys are validated strictly before any I/O (``CacheError/invalidKey(key:reason:)``).
 /// - Timeouts over 30 days are sent as absolute Unix time; `.never` as 0; fractions round up.

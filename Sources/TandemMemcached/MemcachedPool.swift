@@ -70,7 +70,7 @@ struct MemcachedConfiguration: Sendable {
             pollTimeoutMs: Int(try o.double("POLL_TIMEOUT", default: 1, range: 0.001...3600) * 1000),
             poolSize: try o.int("POOL_SIZE", default: 16, range: 1...1024),
             poolTimeout: try o.double("POOL_TIMEOUT", default: 1, range: 0...3600),
-            asyncWorkers: try o.int("ASYNC_WORKERS", default: 4, range: 1...256),
+            asyncWorkers: try o.int("ASYNC_WORKERS", default: 2, range: 1...256),
             removeFailedServers: try o.bool("REMOVE_FAILED_SERVERS", default: true),
             retryTimeout: try o.int("RETRY_TIMEOUT", default: 2, range: 0...3600),
             consistentHashing: try o.bool("CONSISTENT_HASHING", default: true),

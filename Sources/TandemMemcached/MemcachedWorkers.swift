@@ -20,7 +20,10 @@ final class MemcachedWorkers: Sendable {
         var jobs: [Job] = []
         var head = 0
         var threads = 0
+        /// Workers parked on the semaphore.
         var idle = 0
+        /// Signals sent and not yet consumed: no more wake-ups than parked workers.
+        var pendingWakes = 0
         var stopping = false
     }
 
@@ -49,20 +52,26 @@ final class MemcachedWorkers: Sendable {
     var statistics: Stats { stats.withLock { $0 } }
 
     func submit(_ job: Job) {
-        let (accepted, spawn) = state.withLock { s -> (Bool, Bool) in
-            if s.stopping { return (false, false) }
+        // A wake-up costs a system call (and tens of microseconds on virtual machines): wake a parked
+        // worker only if none is already being woken; busy workers pick the job up when they finish.
+        let (accepted, wake, spawn) = state.withLock { s -> (Bool, Bool, Bool) in
+            if s.stopping { return (false, false, false) }
             s.jobs.append(job)
-            if s.jobs.count - s.head > s.idle && s.threads < maxThreads {
-                s.threads += 1
-                return (true, true)
+            if s.idle > s.pendingWakes {
+                s.pendingWakes += 1
+                return (true, true, false)
             }
-            return (true, false)
+            if s.idle == 0 && s.threads < maxThreads && s.jobs.count - s.head > 1 || s.threads == 0 {
+                s.threads += 1
+                return (true, false, true)
+            }
+            return (true, false, false)
         }
         guard accepted else {
             fail(job, CacheError.closed(alias: server))
             return
         }
-        wakeup.signal()
+        if wake { wakeup.signal() }
         if spawn {
             let t = Thread { [self] in run() }
             t.name = "tandem-memcached"
@@ -74,7 +83,8 @@ final class MemcachedWorkers: Sendable {
     func stop() {
         let n = state.withLock { s -> Int in
             s.stopping = true
-            return s.threads
+            s.pendingWakes += s.idle
+            return s.idle
         }
         for _ in 0..<n { wakeup.signal() }
     }
@@ -123,26 +133,36 @@ final class MemcachedWorkers: Sendable {
 
     private func run() {
         while true {
-            state.withLock { $0.idle += 1 }
-            wakeup.wait()
-            state.withLock { $0.idle -= 1 }
-            while true {
-                let (gets, other, stop) = take()
-                if stop {
-                    state.withLock { $0.threads -= 1 }
-                    return
+            let (gets, other, stop) = take()
+            if stop {
+                state.withLock { $0.threads -= 1 }
+                return
+            }
+            if gets.isEmpty && other == nil {
+                // Park, unless work arrived since `take` (checked under the same lock as `idle`).
+                let park = state.withLock { s -> Bool in
+                    if s.head < s.jobs.count || s.stopping { return false }
+                    s.idle += 1
+                    return true
                 }
-                if gets.isEmpty && other == nil { break }
-                do {
-                    try pool.withHandle { handle in
-                        let ops = MemcachedOps(handle: handle, server: server)
-                        if let other, case .other(let work, _) = other { work(ops) }
-                        if !gets.isEmpty { runGets(gets, ops) }
+                if park {
+                    wakeup.wait()
+                    state.withLock { s in
+                        s.idle -= 1
+                        s.pendingWakes -= 1
                     }
-                } catch {
-                    if let other { fail(other, error) }
-                    for (_, p) in gets { p.fail(error) }
                 }
+                continue
+            }
+            do {
+                try pool.withHandle { handle in
+                    let ops = MemcachedOps(handle: handle, server: server)
+                    if let other, case .other(let work, _) = other { work(ops) }
+                    if !gets.isEmpty { runGets(gets, ops) }
+                }
+            } catch {
+                if let other { fail(other, error) }
+                for (_, p) in gets { p.fail(error) }
             }
         }
     }

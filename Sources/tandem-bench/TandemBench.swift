@@ -127,7 +127,10 @@ struct TandemBench: AsyncParsableCommand {
         commandName: "tandem-bench",
         abstract: "Side-by-side benchmarks: a reference and Tandem in the same run, one JSON line per scenario.")
 
-    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-sync-get.")
+    static let known = ["locmem", "loop-roundtrip", "bridge-overhead", "redis-async-get", "redis-sync-get",
+                        "memcached-async-get", "memcached-sync-get", "http-fanout-delay", "http-small-gets"]
+
+    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-sync-get, memcached-async-get, memcached-sync-get.")
     var scenarios: [String] = ["locmem"]
 
     @Option(help: "Seconds per measurement.")
@@ -144,6 +147,12 @@ struct TandemBench: AsyncParsableCommand {
 
     @Option(help: "The compiled C reference loop for redis-sync-get (Integration/bench/redis_sync_get.c).")
     var redisReference: String?
+
+    @Option(help: "memcached server (host:port) for the memcached-* scenarios.")
+    var memcached: String = "127.0.0.1:11211"
+
+    @Option(help: "The compiled C reference loop for memcached-sync-get (Integration/bench/memcached_sync_get.c).")
+    var memcachedReference: String?
 
     func run() async throws {
         for scenario in scenarios {
@@ -162,8 +171,13 @@ struct TandemBench: AsyncParsableCommand {
             case "redis-sync-get":
                 let s = RedisScenarios(url: redis, seconds: seconds, rounds: rounds, referenceBinary: redisReference)
                 try await Bridge.offload { try s.syncGet() }.emit()
+            case "memcached-async-get":
+                try await MemcachedScenarios(server: memcached, seconds: seconds, rounds: rounds, referenceBinary: memcachedReference).asyncGet().emit()
+            case "memcached-sync-get":
+                let s = MemcachedScenarios(server: memcached, seconds: seconds, rounds: rounds, referenceBinary: memcachedReference)
+                try await Bridge.offload { try s.syncGet() }.emit()
             default:
-                throw ValidationError("unknown scenario '\(scenario)'; known: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-sync-get")
+                throw ValidationError("unknown scenario '\(scenario)'; known: \(TandemBench.known.joined(separator: ", "))")
             }
         }
     }
