@@ -10,6 +10,7 @@ let package = Package(
         .library(name: "TandemCache", targets: ["TandemCache"]),
         .library(name: "TandemRedis", targets: ["TandemRedis"]),
         .library(name: "TandemMemcached", targets: ["TandemMemcached"]),
+        .library(name: "TandemHTTP", targets: ["TandemHTTP"]),
         .executable(name: "tandem", targets: ["tandem"]),
         .executable(name: "tandem-bench", targets: ["tandem-bench"]),
     ],
@@ -37,7 +38,11 @@ let package = Package(
         .target(name: "TandemRedis", dependencies: ["TandemCache", "TandemLoop", "CHiredis", .product(name: "Logging", package: "swift-log")]),
         .systemLibrary(name: "CMemcached", pkgConfig: "libmemcached", providers: [.apt(["libmemcached-dev"])]),
         .target(name: "TandemMemcached", dependencies: ["TandemCache", "TandemLoop", "CMemcached"]),
-        .target(name: "Tandem", dependencies: ["TandemLoop", "TandemCache", "TandemRedis", "TandemMemcached"]),
+        .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
+        // Typed wrappers for curl's variadic setopt/getinfo (prefixed ccurl_).
+        .target(name: "CCurlShim", dependencies: ["CCurl"]),
+        .target(name: "TandemHTTP", dependencies: ["TandemLoop", "CCurl", "CCurlShim", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "Tandem", dependencies: ["TandemLoop", "TandemCache", "TandemRedis", "TandemMemcached", "TandemHTTP"]),
         .executableTarget(
             name: "tandem",
             dependencies: ["Tandem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -51,6 +56,7 @@ let package = Package(
         .testTarget(name: "TandemLoopTests", dependencies: ["TandemLoop", "TandemTestSupport"]),
         .testTarget(name: "TandemRedisTests", dependencies: ["TandemRedis", "Tandem", "TandemTestSupport"]),
         .testTarget(name: "TandemMemcachedTests", dependencies: ["TandemMemcached", "Tandem", "TandemTestSupport"]),
+        .testTarget(name: "TandemHTTPTests", dependencies: ["TandemHTTP", "Tandem", "TandemTestSupport"]),
         .testTarget(name: "TandemCacheTests", dependencies: ["TandemCache", "Tandem", "TandemTestSupport"]),
         .testTarget(
             name: "TandemTests",

@@ -10,7 +10,7 @@ STARTED_PIDS=()
 
 # The Debian packages Tandem builds against and tests with.
 TANDEM_PACKAGES=(libhiredis-dev libmemcached-dev libmemcached-tools libcurl4-openssl-dev
-                 redis-server redis-tools memcached python3 procps)
+                 redis-server redis-tools memcached python3 procps openssl)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -91,6 +91,18 @@ stop_all() {
   STARTED_PIDS=()
 }
 
+# make_test_certificates: a private CA and a certificate for localhost signed by it (self-signed chain).
+make_test_certificates() {
+  local d="$RUN_DIR/tls"
+  mkdir -p "$d"
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/ca.key" -out "$d/ca.pem" -days 2 \
+    -subj "/CN=Tandem Test CA" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -keyout "$d/server.key" -out "$d/server.csr" -subj "/CN=localhost" >/dev/null 2>&1
+  printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$d/ext.cnf"
+  openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -out "$d/server.pem" \
+    -days 2 -extfile "$d/ext.cnf" >/dev/null 2>&1
+}
+
 # start_test_servers: every server the tests use; exports their addresses.
 start_test_servers() {
   local rp rr ra rc m1 m2 m3
@@ -109,9 +121,14 @@ start_test_servers() {
   export TANDEM_MEMCACHED_SERVERS="127.0.0.1:$m1,127.0.0.1:$m2,127.0.0.1:$m3"
   export TANDEM_RUN_DIR="$RUN_DIR"
   if [ -f "$TANDEM_ROOT/Integration/upstream.py" ]; then
-    local hp; hp=$(free_port)
-    start_background upstream "$hp" python3 "$TANDEM_ROOT/Integration/upstream.py" --port "$hp"
+    local hp tp; hp=$(free_port); tp=$(free_port)
+    make_test_certificates
+    start_background upstream "$hp" python3 "$TANDEM_ROOT/Integration/upstream.py" --port "$hp" \
+      --tls-port "$tp" --cert "$RUN_DIR/tls/server.pem" --key "$RUN_DIR/tls/server.key"
+    wait_port "$tp"
     export TANDEM_HTTP_UPSTREAM="http://127.0.0.1:$hp"
+    export TANDEM_HTTPS_UPSTREAM="https://localhost:$tp"
+    export TANDEM_HTTPS_CA="$RUN_DIR/tls/ca.pem"
   fi
   echo "servers: redis $rp (replica $rr, auth $ra, chaos $rc), memcached $m1 $m2 $m3${TANDEM_HTTP_UPSTREAM:+, upstream $TANDEM_HTTP_UPSTREAM}" >&2
 }

@@ -1,5 +1,6 @@
 @_exported import TandemCache
 @_exported import TandemLoop
+@_exported import TandemHTTP
 @_exported import TandemMemcached
 @_exported import TandemRedis
 

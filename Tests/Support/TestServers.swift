@@ -28,6 +28,10 @@ public enum TestServers {
     }
     /// Base URL of the HTTP upstream test server.
     public static var httpUpstream: String? { env["TANDEM_HTTP_UPSTREAM"] }
+    /// Base URL of the same upstream over TLS, with a certificate from a private test CA.
+    public static var httpsUpstream: String? { env["TANDEM_HTTPS_UPSTREAM"] }
+    /// The PEM file of the private test CA.
+    public static var httpsCA: String? { env["TANDEM_HTTPS_CA"] }
 
     /// Whether tests needing `what` should run: the servers are there, or they are required (and a
     /// missing one then fails the test).

@@ -1,0 +1,141 @@
+#!/usr/bin/env python3
+"""Tandem's HTTP upstream for tests and benchmarks (standard library asyncio only).
+
+Endpoints:
+  /delay/<ms>      answer "ok" after <ms> milliseconds
+  /status/<code>   answer with that status
+  /bytes/<n>       n bytes of body
+  /echo            the request (method, path, headers, body) as JSON
+  /garbage         bytes that are not HTTP, then close
+  /close           headers promising 1000 bytes, 10 bytes, then close (a reset mid-body)
+  /slow-body       a body trickled one byte every 100 ms (?n=bytes, default 50)
+  /never           read the request and never answer
+  /redirect/<n>    redirect n times, then 200
+  /stats           {"connections": accepted connections so far}; with ?client=ID also
+                   "client_connections": connections that carried the header X-Client: ID
+Keep-alive (HTTP/1.1) is supported. The listen backlog is large (Python's default of 5 drops SYNs).
+"""
+import argparse
+import asyncio
+import json
+import ssl
+
+STATE = {"connections": 0}
+CLIENTS = {}  # X-Client header value -> ids of the connections that carried it
+REASONS = {200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently", 302: "Found",
+           400: "Bad Request", 404: "Not Found", 418: "I'm a teapot", 500: "Internal Server Error",
+           502: "Bad Gateway", 503: "Service Unavailable"}
+
+
+def response(status, body=b"", headers=None, keep_alive=True):
+    head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}", f"Content-Length: {len(body)}",
+            "Connection: " + ("keep-alive" if keep_alive else "close")]
+    for k, v in (headers or {}).items():
+        head.append(f"{k}: {v}")
+    return ("\r\n".join(head) + "\r\n\r\n").encode() + body
+
+
+async def handle(reader, writer):
+    STATE["connections"] += 1
+    try:
+        while True:
+            try:
+                head = await reader.readuntil(b"\r\n\r\n")
+            except (asyncio.IncompleteReadError, ConnectionError, asyncio.LimitOverrunError):
+                return
+            lines = head.decode("latin-1").split("\r\n")
+            method, target, _ = (lines[0].split(" ") + ["", "", ""])[:3]
+            headers = {}
+            for line in lines[1:]:
+                if ":" in line:
+                    k, v = line.split(":", 1)
+                    headers[k.strip().lower()] = v.strip()
+            body = b""
+            if "content-length" in headers:
+                body = await reader.readexactly(int(headers["content-length"]))
+            keep = headers.get("connection", "").lower() != "close"
+            if "x-client" in headers:
+                CLIENTS.setdefault(headers["x-client"], set()).add(id(writer))
+            path, _, query = target.partition("?")
+            params = dict(p.split("=", 1) for p in query.split("&") if "=" in p)
+            parts = [p for p in path.split("/") if p]
+            name = parts[0] if parts else ""
+            arg = parts[1] if len(parts) > 1 else ""
+            if name == "delay":
+                await asyncio.sleep(int(arg or 0) / 1000)
+                writer.write(response(200, b"ok", keep_alive=keep))
+            elif name == "status":
+                code = int(arg or 200)
+                writer.write(response(code, f"status {code}".encode(), keep_alive=keep))
+            elif name == "bytes":
+                writer.write(response(200, b"x" * int(arg or 0), keep_alive=keep))
+            elif name == "echo":
+                payload = {"method": method, "path": target, "headers": headers,
+                           "body": body.decode("utf-8", "replace")}
+                writer.write(response(200, json.dumps(payload).encode(), {"Content-Type": "application/json"}, keep))
+            elif name == "garbage":
+                writer.write(b"THIS IS NOT HTTP\x00\x01\x02\r\n\r\n")
+                await writer.drain()
+                writer.close()
+                return
+            elif name == "close":
+                writer.write(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n" + b"y" * 10)
+                await writer.drain()
+                writer.transport.abort()
+                return
+            elif name == "slow-body":
+                n = int(params.get("n", "50"))
+                writer.write(f"HTTP/1.1 200 OK\r\nContent-Length: {n}\r\n\r\n".encode())
+                for _ in range(n):
+                    await writer.drain()
+                    await asyncio.sleep(0.1)
+                    writer.write(b"z")
+            elif name == "never":
+                await asyncio.sleep(3600)
+                return
+            elif name == "redirect":
+                n = int(arg or 0)
+                if n > 0:
+                    writer.write(response(302, b"", {"Location": f"/redirect/{n - 1}"}, keep))
+                else:
+                    writer.write(response(200, b"arrived", keep_alive=keep))
+            elif name == "stats":
+                stats = dict(STATE)
+                if "client" in params:
+                    stats["client_connections"] = len(CLIENTS.get(params["client"], ()))
+                writer.write(response(200, json.dumps(stats).encode(), {"Content-Type": "application/json"}, keep))
+            else:
+                writer.write(response(404, b"not found", keep_alive=keep))
+            await writer.drain()
+            if not keep:
+                writer.close()
+                return
+    except (ConnectionError, asyncio.CancelledError):
+        return
+    finally:
+        try:
+            writer.close()
+        except Exception:
+            pass
+
+
+async def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--tls-port", type=int)
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
+    args = parser.parse_args()
+    servers = [await asyncio.start_server(handle, "127.0.0.1", args.port, backlog=1024, limit=1 << 20)]
+    if args.tls_port:
+        ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        ctx.load_cert_chain(args.cert, args.key)
+        servers.append(await asyncio.start_server(handle, "127.0.0.1", args.tls_port, ssl=ctx, backlog=1024))
+    await asyncio.gather(*(s.serve_forever() for s in servers))
+
+
+if __name__ == "__main__":
+    try:
+        asyncio.run(main())
+    except KeyboardInterrupt:
+        pass

@@ -1,0 +1,328 @@
+import CCurl
+import CCurlShim
+import Foundation
+import Logging
+import TandemLoop
+
+/// One request in flight: its easy handle's callbacks write here. Loop-confined.
+final class Transfer: @unchecked Sendable {
+    // Why @unchecked Sendable is safe: created on the loop thread and touched only there (curl calls
+    // its callbacks from `curl_multi_socket_action`, which only the loop thread calls).
+    let request: HTTPRequest
+    let promise: LoopPromise<HTTPResponse>
+    let maxBody: Int
+    var easy: UnsafeMutableRawPointer?
+    /// The request's header list: owned here, freed in `deinit`.
+    var headerList: UnsafeMutablePointer<curl_slist>?
+    var body: [UInt8] = []
+    var headers: [(name: String, value: String)] = []
+    var tooLarge = false
+
+    init(request: HTTPRequest, promise: LoopPromise<HTTPResponse>, maxBody: Int) {
+        self.request = request
+        self.promise = promise
+        self.maxBody = maxBody
+    }
+
+    deinit { curl_slist_free_all(headerList) }
+}
+
+private let writeCallback: ccurl_data_callback = { data, size, count, user in
+    guard let user else { return 0 }
+    let t = Unmanaged<Transfer>.fromOpaque(user).takeUnretainedValue()
+    let n = size * count
+    if t.body.count + n > t.maxBody {
+        t.tooLarge = true
+        return 0  // aborts the transfer with CURLE_WRITE_ERROR
+    }
+    if let data { t.body.append(contentsOf: UnsafeRawBufferPointer(start: data, count: n)) }
+    return n
+}
+
+private let headerCallback: ccurl_data_callback = { data, size, count, user in
+    let n = size * count
+    guard let user, let data else { return n }
+    let t = Unmanaged<Transfer>.fromOpaque(user).takeUnretainedValue()
+    let line = String(decoding: UnsafeRawBufferPointer(start: data, count: n), as: UTF8.self)
+    if line.hasPrefix("HTTP/") {
+        t.headers.removeAll()  // a new response (after a redirect or 100-continue)
+    } else if let colon = line.firstIndex(of: ":") {
+        let name = String(line[..<colon])
+        let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
+        t.headers.append((name, value))
+    }
+    return n
+}
+
+private let socketCallback: ccurl_socket_callback = { _, fd, what, user, _ in
+    guard let user else { return 0 }
+    Unmanaged<CurlMulti>.fromOpaque(user).takeUnretainedValue().socketChanged(fd, what)
+    return 0
+}
+
+private let timerCallback: ccurl_timer_callback = { _, ms, user in
+    guard let user else { return 0 }
+    Unmanaged<CurlMulti>.fromOpaque(user).takeUnretainedValue().timerChanged(ms)
+    return 0
+}
+
+/// libcurl's multi-socket interface driven by an event loop. Every curl call happens on the loop
+/// thread; curl's socket and timer callbacks only register loop watches and timers (curl is never
+/// called from inside its own callbacks).
+final class CurlMulti: @unchecked Sendable {
+    // Why @unchecked Sendable is safe: all mutable state is touched only on `loop`'s thread; the
+    // public entry points hop there first (`withLoopPromise`, `execute`).
+    let loop: any EventLoop
+    let configuration: HTTPClientConfiguration
+    private var multi: UnsafeMutableRawPointer?
+    private var watches: [Int32: WatchID] = [:]
+    private var timer: TimerID?
+    private var active: [UnsafeMutableRawPointer: Transfer] = [:]
+    private var freeHandles: [UnsafeMutableRawPointer] = []
+    private(set) var handlesCreated = 0
+    private var closed = false
+    private let logger = Logger(label: "tandem.http")
+
+    private static let globalInit: Void = { _ = curl_global_init(Int(CURL_GLOBAL_ALL)) }()
+
+    init(loop: any EventLoop, configuration: HTTPClientConfiguration) {
+        _ = CurlMulti.globalInit
+        self.loop = loop
+        self.configuration = configuration
+    }
+
+    private var me: UnsafeMutableRawPointer { Unmanaged.passUnretained(self).toOpaque() }
+
+    /// Creates the multi handle on first use (on the loop thread).
+    private func ensureMulti() -> UnsafeMutableRawPointer? {
+        if let multi { return multi }
+        guard !closed, let m = curl_multi_init() else { return nil }
+        _ = ccurl_multi_setopt_socket_callback(m, socketCallback)
+        _ = ccurl_multi_setopt_pointer(m, CURLMOPT_SOCKETDATA, me)
+        _ = ccurl_multi_setopt_timer_callback(m, timerCallback)
+        _ = ccurl_multi_setopt_pointer(m, CURLMOPT_TIMERDATA, me)
+        if configuration.maxConnectionsPerHost > 0 {
+            _ = ccurl_multi_setopt_long(m, CURLMOPT_MAX_HOST_CONNECTIONS, configuration.maxConnectionsPerHost)
+        }
+        if configuration.maxConnections > 0 {
+            _ = ccurl_multi_setopt_long(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, configuration.maxConnections)
+        }
+        multi = m
+        return m
+    }
+
+    // MARK: curl callbacks (no curl calls in here)
+
+    func socketChanged(_ fd: Int32, _ what: Int32) {
+        if let old = watches.removeValue(forKey: fd) { loop.unwatch(old) }
+        var events: IOEvents = []
+        switch what {
+        case CURL_POLL_IN: events = .read
+        case CURL_POLL_OUT: events = .write
+        case CURL_POLL_INOUT: events = [.read, .write]
+        default: return  // CURL_POLL_REMOVE (the fd may already be closed; unwatch ignored that)
+        }
+        do {
+            watches[fd] = try loop.watch(fd, events: events) { [self] ready in
+                var flags: Int32 = 0
+                if ready.contains(.read) { flags |= CURL_CSELECT_IN }
+                if ready.contains(.write) { flags |= CURL_CSELECT_OUT }
+                if ready.contains(.error) { flags |= CURL_CSELECT_ERR }
+                socketAction(fd, flags)
+            }
+        } catch {
+            logger.error("cannot watch a curl socket", metadata: ["fd": "\(fd)", "error": "\(error)"])
+        }
+    }
+
+    func timerChanged(_ ms: Int) {
+        if let t = timer { loop.cancel(t); timer = nil }
+        guard ms >= 0 else { return }
+        // 0 means "as soon as possible": a zero-delay timer runs on the next loop turn, outside this callback.
+        timer = loop.schedule(after: .milliseconds(ms)) { [self] in
+            timer = nil
+            socketAction(CURL_SOCKET_TIMEOUT, 0)
+        }
+    }
+
+    // MARK: loop thread
+
+    private func socketAction(_ fd: Int32, _ flags: Int32) {
+        guard let multi else { return }
+        var running: Int32 = 0
+        _ = curl_multi_socket_action(multi, fd, flags, &running)
+        collectFinished()
+    }
+
+    private func collectFinished() {
+        guard let multi else { return }
+        var left: Int32 = 0
+        while let msg = curl_multi_info_read(multi, &left) {
+            guard ccurl_msg_is_done(msg) != 0, let easy = ccurl_msg_easy(msg) else { continue }
+            let code = ccurl_msg_result(msg)
+            guard let t = active.removeValue(forKey: easy) else { continue }
+            _ = curl_multi_remove_handle(multi, easy)
+            t.promise.complete(result(of: t, easy: easy, code: code))
+            recycle(easy)
+        }
+    }
+
+    private func recycle(_ easy: UnsafeMutableRawPointer) {
+        curl_easy_reset(easy)
+        if freeHandles.count < 256 { freeHandles.append(easy) } else { curl_easy_cleanup(easy) }
+    }
+
+    /// Starts a transfer (loop thread).
+    func start(_ request: HTTPRequest, _ promise: LoopPromise<HTTPResponse>) {
+        guard let multi = ensureMulti() else {
+            promise.fail(HTTPError.clientShutDown)
+            return
+        }
+        let easy: UnsafeMutableRawPointer
+        if let e = freeHandles.popLast() {
+            easy = e
+        } else if let e = curl_easy_init() {
+            easy = e
+            handlesCreated += 1
+        } else {
+            promise.fail(HTTPError.transferFailed(url: request.url, code: -1, reason: "curl_easy_init failed"))
+            return
+        }
+        let t = Transfer(request: request, promise: promise, maxBody: configuration.maxBodyBytes)
+        t.easy = easy
+        configure(easy, t)
+        active[easy] = t
+        let rc = curl_multi_add_handle(multi, easy)
+        if rc != CURLM_OK {
+            active.removeValue(forKey: easy)
+            recycle(easy)
+            promise.fail(HTTPError.transferFailed(url: request.url, code: Int(rc.rawValue), reason: String(cString: curl_multi_strerror(rc))))
+            return
+        }
+        let handle = UInt(bitPattern: easy)
+        promise.onCancel { [self] in abandon(handle) }
+    }
+
+    /// Removes a transfer whose task was cancelled: its easy handle leaves the multi at once.
+    private func abandon(_ handle: UInt) {
+        guard let multi, let easy = UnsafeMutableRawPointer(bitPattern: handle), active.removeValue(forKey: easy) != nil else { return }
+        _ = curl_multi_remove_handle(multi, easy)
+        recycle(easy)
+    }
+
+    private func configure(_ easy: UnsafeMutableRawPointer, _ t: Transfer) {
+        let r = t.request
+        let c = configuration
+        let ptr = Unmanaged.passUnretained(t).toOpaque()
+        _ = ccurl_easy_setopt_string(easy, CURLOPT_URL, r.url)
+        _ = ccurl_easy_setopt_pointer(easy, CURLOPT_PRIVATE, ptr)
+        _ = ccurl_easy_setopt_data_callback(easy, CURLOPT_WRITEFUNCTION, writeCallback)
+        _ = ccurl_easy_setopt_pointer(easy, CURLOPT_WRITEDATA, ptr)
+        _ = ccurl_easy_setopt_data_callback(easy, CURLOPT_HEADERFUNCTION, headerCallback)
+        _ = ccurl_easy_setopt_pointer(easy, CURLOPT_HEADERDATA, ptr)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_PROTOCOLS, Int(CURLPROTO_HTTP | CURLPROTO_HTTPS))
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, milliseconds(r.timeout ?? c.requestTimeout))
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, milliseconds(c.connectTimeout))
+        _ = ccurl_easy_setopt_off(easy, CURLOPT_MAXFILESIZE_LARGE, curl_off_t(c.maxBodyBytes))
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_FOLLOWLOCATION, c.followRedirects ? 1 : 0)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_MAXREDIRS, c.maxRedirects)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, c.verifyTLS ? 1 : 0)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, c.verifyTLS ? 2 : 0)
+        if let ca = c.caFile { _ = ccurl_easy_setopt_string(easy, CURLOPT_CAINFO, ca) }
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS))
+        _ = ccurl_easy_setopt_string(easy, CURLOPT_USERAGENT, c.userAgent)
+        var list: UnsafeMutablePointer<curl_slist>?
+        for (name, value) in c.defaultHeaders + r.headers { list = curl_slist_append(list, "\(name): \(value)") }
+        list = curl_slist_append(list, "Expect:")  // no 100-continue round trip for bodies
+        t.headerList = list
+        _ = ccurl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, list)
+        switch r.method {
+        case .get where r.body == nil:
+            _ = ccurl_easy_setopt_long(easy, CURLOPT_HTTPGET, 1)
+        case .head:
+            _ = ccurl_easy_setopt_long(easy, CURLOPT_NOBODY, 1)
+        default:
+            if r.method != .post { _ = ccurl_easy_setopt_string(easy, CURLOPT_CUSTOMREQUEST, r.method.rawValue) }
+            let body = r.body ?? []
+            _ = ccurl_easy_setopt_long(easy, CURLOPT_POST, 1)
+            _ = ccurl_easy_setopt_off(easy, CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.count))
+            body.withUnsafeBufferPointer { b in
+                _ = ccurl_easy_setopt_pointer(easy, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: b.baseAddress ?? UnsafePointer(bitPattern: 1)))
+            }
+        }
+    }
+
+    private func milliseconds(_ d: Duration) -> Int {
+        let c = d.components
+        return max(1, Int(c.seconds) * 1000 + Int(c.attoseconds / 1_000_000_000_000_000))
+    }
+
+    private func result(of t: Transfer, easy: UnsafeMutableRawPointer, code: CURLcode) -> Result<HTTPResponse, any Error> {
+        let url = t.request.url
+        if code == CURLE_OK {
+            var status = 0
+            _ = ccurl_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
+            var total: curl_off_t = 0
+            var connect: curl_off_t = 0
+            var first: curl_off_t = 0
+            _ = ccurl_easy_getinfo_off(easy, CURLINFO_TOTAL_TIME_T, &total)
+            _ = ccurl_easy_getinfo_off(easy, CURLINFO_CONNECT_TIME_T, &connect)
+            _ = ccurl_easy_getinfo_off(easy, CURLINFO_STARTTRANSFER_TIME_T, &first)
+            var effective: UnsafeMutableRawPointer?
+            _ = ccurl_easy_getinfo_pointer(easy, CURLINFO_EFFECTIVE_URL, &effective)
+            let finalURL = effective.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? url
+            return .success(HTTPResponse(
+                status: status, headers: t.headers, body: t.body,
+                timings: .init(connect: .microseconds(connect), firstByte: .microseconds(first), total: .microseconds(total)),
+                url: finalURL))
+        }
+        let reason = String(cString: curl_easy_strerror(code))
+        let error: HTTPError
+        switch code {
+        case CURLE_WRITE_ERROR where t.tooLarge, CURLE_FILESIZE_EXCEEDED:
+            error = .bodyTooLarge(url: url, limit: t.maxBody)
+        case CURLE_COULDNT_RESOLVE_HOST, CURLE_COULDNT_RESOLVE_PROXY:
+            error = .dnsFailed(url: url, reason: reason)
+        case CURLE_COULDNT_CONNECT:
+            error = .connectFailed(url: url, reason: reason)
+        case CURLE_OPERATION_TIMEDOUT:
+            error = .timeout(url: url)
+        case CURLE_TOO_MANY_REDIRECTS:
+            error = .tooManyRedirects(url: url)
+        case CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CIPHER,
+             CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR, CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS:
+            error = .tlsFailure(url: url, reason: reason)
+        case CURLE_GOT_NOTHING, CURLE_RECV_ERROR, CURLE_SEND_ERROR, CURLE_PARTIAL_FILE, CURLE_WEIRD_SERVER_REPLY,
+             CURLE_HTTP2, CURLE_HTTP2_STREAM:
+            error = .upstreamClosed(url: url, reason: reason)
+        case CURLE_URL_MALFORMAT, CURLE_UNSUPPORTED_PROTOCOL:
+            error = .invalidURL(url: url, reason: reason)
+        default:
+            error = .transferFailed(url: url, code: Int(code.rawValue), reason: reason)
+        }
+        return .failure(error)
+    }
+
+    /// Counts for tests and leak checks: transfers in flight, idle easy handles, handles ever created.
+    func counts() -> (active: Int, idle: Int, created: Int) { (active.count, freeHandles.count, handlesCreated) }
+
+    /// Fails what is in flight, removes every handle and frees the multi handle (loop thread).
+    func close() {
+        closed = true
+        guard let multi else { return }
+        for (easy, t) in active {
+            _ = curl_multi_remove_handle(multi, easy)
+            t.promise.fail(HTTPError.clientShutDown)
+            curl_easy_cleanup(easy)
+        }
+        active.removeAll()
+        for easy in freeHandles { curl_easy_cleanup(easy) }
+        freeHandles.removeAll()
+        for (_, w) in watches { loop.unwatch(w) }
+        watches.removeAll()
+        if let t = timer { loop.cancel(t); timer = nil }
+        curl_multi_cleanup(multi)
+        self.multi = nil
+    }
+}

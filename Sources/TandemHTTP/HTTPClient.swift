@@ -1,0 +1,127 @@
+import Foundation
+import TandemLoop
+
+/// An upstream HTTP client on libcurl's multi interface, driven by an event loop (the shared one by
+/// default), with a fan-out helper so that a page that calls five services costs the slowest call,
+/// not the sum.
+///
+/// The multi handle keeps a connection cache, so keep-alive connections are reused across requests;
+/// easy handles are reused too. ``async`` is the async face; the methods on the client itself block
+/// (guarded: refused on a loop thread, and inside a Swift task by default).
+public final class HTTPClient: Sendable {
+    /// Tandem's version, used in the default User-Agent.
+    public static let version = "0.1.0"
+
+    /// The loop that drives the transfers.
+    public let loop: any EventLoop
+    /// The configuration.
+    public let configuration: HTTPClientConfiguration
+    let multi: CurlMulti
+    /// The async face (it keeps the client alive while in use).
+    public var async: AsyncHTTPClient { AsyncHTTPClient(client: self) }
+
+    /// Creates a client on `loop` (default: ``TandemLoop/EventLoops/shared``).
+    public init(loop: (any EventLoop)? = nil, configuration: HTTPClientConfiguration = HTTPClientConfiguration()) {
+        let l = loop ?? EventLoops.shared
+        self.loop = l
+        self.configuration = configuration
+        self.multi = CurlMulti(loop: l, configuration: configuration)
+    }
+
+    deinit {
+        let m = multi
+        try? loop.execute { m.close() }
+    }
+
+    /// Closes every connection and fails requests in flight with ``HTTPError/clientShutDown``.
+    public func shutdown() async {
+        let m = multi
+        _ = try? await withLoopPromise(on: loop) { (p: LoopPromise<Bool>) in
+            m.close()
+            p.succeed(true)
+        }
+    }
+
+    private func blocking<T: Sendable>(_ what: @autoclosure () -> String, _ body: @escaping @Sendable () async throws -> T) throws -> T {
+        try AsyncSafety.checkBlockingCall(what())
+        return try Bridge.blocking(body)
+    }
+
+    /// Sends a request and waits for the response (blocking).
+    public func send(_ request: HTTPRequest) throws -> HTTPResponse {
+        let a = async
+        return try blocking("HTTP \(request.method) \(request.url)") { try await a.send(request) }
+    }
+
+    /// GET `url` (blocking).
+    public func get(_ url: String, headers: [(name: String, value: String)] = []) throws -> HTTPResponse {
+        try send(HTTPRequest(.get, url, headers: headers))
+    }
+
+    /// POST `body` to `url` (blocking).
+    public func post(_ url: String, body: [UInt8], headers: [(name: String, value: String)] = []) throws -> HTTPResponse {
+        try send(HTTPRequest(.post, url, headers: headers, body: body))
+    }
+
+    /// Sends every request at once and waits for all (blocking); see ``AsyncHTTPClient/fanOut(_:deadline:limit:)``.
+    public func fanOut(_ requests: [HTTPRequest], deadline: Duration? = nil, limit: Int? = nil) throws -> [Result<HTTPResponse, HTTPError>] {
+        let a = async
+        return try blocking("HTTP fan-out of \(requests.count) requests") { await a.fanOut(requests, deadline: deadline, limit: limit) }
+    }
+
+    /// Transfers in flight, idle easy handles kept for reuse, and easy handles created so far.
+    public func handleCounts() async throws -> (active: Int, idle: Int, created: Int) {
+        let m = multi
+        let c = try await withLoopPromise(on: loop) { (p: LoopPromise<[Int]>) in
+            let c = m.counts()
+            p.succeed([c.active, c.idle, c.created])
+        }
+        return (c[0], c[1], c[2])
+    }
+}
+
+/// The async face of an ``HTTPClient``: never blocks a thread.
+public struct AsyncHTTPClient: Sendable {
+    let client: HTTPClient
+    var multi: CurlMulti { client.multi }
+
+    /// Sends a request. Bad input is rejected before any I/O. A cancelled task ends at once with
+    /// `CancellationError` and its transfer is removed from the multi handle.
+    public func send(_ request: HTTPRequest) async throws -> HTTPResponse {
+        try request.validate()
+        let m = multi
+        do {
+            return try await withLoopPromise(on: m.loop) { (p: LoopPromise<HTTPResponse>) in m.start(request, p) }
+        } catch let e as TandemError {
+            if case .loopShutDown = e { throw HTTPError.clientShutDown }
+            throw e
+        }
+    }
+
+    /// GET `url`.
+    public func get(_ url: String, headers: [(name: String, value: String)] = []) async throws -> HTTPResponse {
+        try await send(HTTPRequest(.get, url, headers: headers))
+    }
+
+    /// POST `body` to `url`.
+    public func post(_ url: String, body: [UInt8], headers: [(name: String, value: String)] = []) async throws -> HTTPResponse {
+        try await send(HTTPRequest(.post, url, headers: headers, body: body))
+    }
+
+    /// Sends the requests concurrently and returns one result per request, in input order.
+    /// Per-request timeouts still apply; when `deadline` passes, requests still running are cancelled
+    /// and reported as ``HTTPError/deadlineExceeded(url:)``; `limit` caps how many run at once.
+    public func fanOut(_ requests: [HTTPRequest], deadline: Duration? = nil, limit: Int? = nil) async -> [Result<HTTPResponse, HTTPError>] {
+        let results = await TandemLoop.fanOut(deadline: deadline, limit: limit, requests.map { r in { try await self.send(r) } })
+        return zip(requests, results).map { request, result in
+            result.mapError { error in
+                switch error {
+                case let e as HTTPError: return e
+                case is DeadlineExceeded: return .deadlineExceeded(url: request.url)
+                case is CancellationError: return .cancelled(url: request.url)
+                default: return .transferFailed(url: request.url, code: -1, reason: "\(error)")
+                }
+            }
+        }
+    }
+}

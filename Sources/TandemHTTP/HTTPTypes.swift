@@ -1,0 +1,168 @@
+import Foundation
+
+/// An HTTP method.
+public struct HTTPMethod: RawRepresentable, Hashable, Sendable, ExpressibleByStringLiteral, CustomStringConvertible {
+    public let rawValue: String
+    /// Wraps a method name (upper case by convention).
+    public init(rawValue: String) { self.rawValue = rawValue }
+    public init(stringLiteral value: String) { self.rawValue = value }
+    public var description: String { rawValue }
+    public static let get: HTTPMethod = "GET"
+    public static let post: HTTPMethod = "POST"
+    public static let put: HTTPMethod = "PUT"
+    public static let patch: HTTPMethod = "PATCH"
+    public static let delete: HTTPMethod = "DELETE"
+    public static let head: HTTPMethod = "HEAD"
+    public static let options: HTTPMethod = "OPTIONS"
+}
+
+/// A request to an upstream service.
+public struct HTTPRequest: Sendable {
+    /// The method.
+    public var method: HTTPMethod
+    /// The absolute `http://` or `https://` URL.
+    public var url: String
+    /// Headers in order (names are case-insensitive).
+    public var headers: [(name: String, value: String)]
+    /// The body, if any.
+    public var body: [UInt8]?
+    /// Overrides the client's per-request timeout.
+    public var timeout: Duration?
+
+    /// Creates a request.
+    public init(_ method: HTTPMethod = .get, _ url: String, headers: [(name: String, value: String)] = [],
+                body: [UInt8]? = nil, timeout: Duration? = nil) {
+        self.method = method
+        self.url = url
+        self.headers = headers
+        self.body = body
+        self.timeout = timeout
+    }
+
+    /// A request with a UTF-8 text body.
+    public init(_ method: HTTPMethod, _ url: String, headers: [(name: String, value: String)] = [], text: String, timeout: Duration? = nil) {
+        self.init(method, url, headers: headers, body: Array(text.utf8), timeout: timeout)
+    }
+
+    /// Rejects what must never reach the network: an unparsable URL, a scheme other than http(s), a
+    /// method or header with CR, LF or other control characters (header injection).
+    public func validate() throws(HTTPError) {
+        guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased() else {
+            throw .invalidURL(url: url, reason: "not a valid absolute URL")
+        }
+        guard scheme == "http" || scheme == "https" else {
+            throw .invalidURL(url: url, reason: "unsupported scheme '\(scheme)'; use http or https")
+        }
+        guard let host = parsed.host, !host.isEmpty else { throw .invalidURL(url: url, reason: "missing host") }
+        if url.utf8.contains(where: { $0 < 0x21 || $0 == 0x7f }) {
+            throw .invalidURL(url: url, reason: "contains spaces or control characters")
+        }
+        if method.rawValue.isEmpty || method.rawValue.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7f }) {
+            throw .invalidRequest(reason: "invalid method '\(method.rawValue)'")
+        }
+        for (name, value) in headers {
+            if name.isEmpty || name.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7f || $0 == UInt8(ascii: ":") }) {
+                throw .invalidRequest(reason: "invalid header name \(name.debugDescription)")
+            }
+            if value.utf8.contains(where: { $0 == 0x0d || $0 == 0x0a || $0 == 0 }) {
+                throw .invalidRequest(reason: "header \(name) has CR, LF or NUL in its value")
+            }
+        }
+    }
+}
+
+/// An upstream's answer.
+public struct HTTPResponse: Sendable {
+    /// The status code.
+    public var status: Int
+    /// Headers in order, as received (of the final response when redirects were followed).
+    public var headers: [(name: String, value: String)]
+    /// The body bytes.
+    public var body: [UInt8]
+    /// Timings reported by libcurl.
+    public var timings: Timings
+    /// The URL that answered (after redirects).
+    public var url: String
+
+    /// How long the phases of the request took.
+    public struct Timings: Sendable {
+        /// From start until the connection was established (0 when a kept-alive one was reused).
+        public var connect: Duration
+        /// From start until the first response byte.
+        public var firstByte: Duration
+        /// From start until the end.
+        public var total: Duration
+    }
+
+    /// The first header named `name` (case-insensitive).
+    public func header(_ name: String) -> String? {
+        headers.first { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
+    }
+
+    /// The body as UTF-8 text, if it is valid UTF-8.
+    public var text: String? { String(validating: body, as: UTF8.self) }
+}
+
+/// Typed HTTP failures. Each names the URL or the reason.
+public enum HTTPError: Error, Equatable, Sendable, CustomStringConvertible {
+    case invalidURL(url: String, reason: String)
+    case invalidRequest(reason: String)
+    case connectFailed(url: String, reason: String)
+    case dnsFailed(url: String, reason: String)
+    case timeout(url: String)
+    case tlsFailure(url: String, reason: String)
+    case tooManyRedirects(url: String)
+    case bodyTooLarge(url: String, limit: Int)
+    case cancelled(url: String)
+    case deadlineExceeded(url: String)
+    case upstreamClosed(url: String, reason: String)
+    case transferFailed(url: String, code: Int, reason: String)
+    case clientShutDown
+
+    public var description: String {
+        switch self {
+        case .invalidURL(let url, let reason): return "invalid URL \(url.debugDescription): \(reason)"
+        case .invalidRequest(let reason): return "invalid request: \(reason)"
+        case .connectFailed(let url, let reason): return "could not connect for \(url): \(reason)"
+        case .dnsFailed(let url, let reason): return "could not resolve the host of \(url): \(reason)"
+        case .timeout(let url): return "request to \(url) timed out"
+        case .tlsFailure(let url, let reason): return "TLS failure for \(url): \(reason)"
+        case .tooManyRedirects(let url): return "too many redirects from \(url)"
+        case .bodyTooLarge(let url, let limit): return "response body from \(url) is larger than \(limit) bytes"
+        case .cancelled(let url): return "request to \(url) was cancelled"
+        case .deadlineExceeded(let url): return "request to \(url) did not finish before the deadline"
+        case .upstreamClosed(let url, let reason): return "upstream \(url) closed or broke the connection: \(reason)"
+        case .transferFailed(let url, let code, let reason): return "request to \(url) failed (curl \(code)): \(reason)"
+        case .clientShutDown: return "the HTTP client's event loop has shut down"
+        }
+    }
+}
+
+/// How an ``HTTPClient`` behaves.
+public struct HTTPClientConfiguration: Sendable {
+    /// Time allowed to connect (TCP and TLS).
+    public var connectTimeout: Duration = .seconds(5)
+    /// Time allowed for a whole request (including waiting for a free connection).
+    public var requestTimeout: Duration = .seconds(30)
+    /// Most connections to one host (0: no limit); further requests wait.
+    public var maxConnectionsPerHost: Int = 0
+    /// Most connections in total (0: no limit).
+    public var maxConnections: Int = 0
+    /// Largest response body accepted; larger fails with ``HTTPError/bodyTooLarge(url:limit:)``.
+    public var maxBodyBytes: Int = 16 * 1024 * 1024
+    /// Follow redirects (off by default).
+    public var followRedirects: Bool = false
+    /// Most redirects followed when ``followRedirects`` is on.
+    public var maxRedirects: Int = 5
+    /// Verify TLS peers (on by default, with the system CA store).
+    public var verifyTLS: Bool = true
+    /// A PEM file of extra trusted CAs (for private CAs).
+    public var caFile: String?
+    /// Headers sent with every request (a request's own headers come after and win).
+    public var defaultHeaders: [(name: String, value: String)] = []
+    /// The User-Agent header.
+    public var userAgent: String = "tandem/\(HTTPClient.version)"
+
+    /// The defaults.
+    public init() {}
+}

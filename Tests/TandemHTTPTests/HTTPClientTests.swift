@@ -1,0 +1,264 @@
+import Foundation
+import Synchronization
+import Tandem
+import TandemTestSupport
+import Testing
+
+private let upstreamAvailable = TestServers.shouldRun(TestServers.httpUpstream != nil)
+
+private func upstream() throws -> String { try TestServers.need(TestServers.httpUpstream, "HTTP upstream") }
+
+private func client(_ loop: TestLoops.Kind, _ configure: (inout HTTPClientConfiguration) -> Void = { _ in }) -> HTTPClient {
+    var c = HTTPClientConfiguration()
+    c.requestTimeout = .seconds(10)
+    configure(&c)
+    return HTTPClient(loop: loop.loop, configuration: c)
+}
+
+/// How many connections to the upstream carried the header `X-Client: id` (so that tests running at
+/// the same time do not count each other's connections).
+private func connections(_ base: String, client id: String) async throws -> Int {
+    let plain = HTTPClient(loop: TestLoops.epoll)
+    let r = try await plain.async.get(base + "/stats?client=\(id)")
+    let json = try JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Int]
+    return json?["client_connections"] ?? -1
+}
+
+private func httpError(_ r: Result<HTTPResponse, HTTPError>) -> HTTPError? {
+    if case .failure(let e) = r { return e }
+    return nil
+}
+
+@Suite(.enabled(if: upstreamAvailable, Comment(rawValue: TestServers.skipMessage)))
+struct HTTPClientTests {
+    @Test(arguments: TestLoops.Kind.allCases)
+    func getPostStatusHeadersAndBothFaces(_ loop: TestLoops.Kind) async throws {
+        let base = try upstream()
+        let http = client(loop) { $0.defaultHeaders = [("X-Default", "d")] }
+        let r = try await http.async.get(base + "/bytes/5")
+        #expect(r.status == 200 && r.body == Array("xxxxx".utf8))
+        #expect(r.header("content-length") == "5")
+        #expect(try await http.async.get(base + "/status/503").status == 503, "an error status is a response, not an error")
+        let echo = try await http.async.send(HTTPRequest(.post, base + "/echo", headers: [("X-Trace", "t-1")], text: "hello"))
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(echo.body)) as? [String: Any])
+        let headers = try #require(json["headers"] as? [String: String])
+        #expect(json["method"] as? String == "POST" && json["body"] as? String == "hello")
+        #expect(headers["x-trace"] == "t-1" && headers["x-default"] == "d")
+        #expect(headers["user-agent"] == "tandem/\(HTTPClient.version)")
+        let put = try await http.async.send(HTTPRequest(.put, base + "/echo", text: "p"))
+        #expect(put.text?.contains("\"PUT\"") == true)
+        #expect(try await http.async.send(HTTPRequest(.head, base + "/bytes/10")).body.isEmpty)
+
+        let blocking = try await onPlainThread { try http.get(base + "/bytes/3") }
+        #expect(blocking.body.count == 3)
+        let posted = try await onPlainThread { try http.post(base + "/echo", body: Array("b".utf8)) }
+        #expect(posted.text?.contains("\"body\": \"b\"") == true)
+    }
+
+    @Test(arguments: TestLoops.Kind.allCases)
+    func fanOutKeepsInputOrderAndHonoursTheDeadline(_ loop: TestLoops.Kind) async throws {
+        let base = try upstream()
+        let http = client(loop)
+        let delays = [300, 10, 200, 50, 100]
+        let results = await http.async.fanOut(delays.map { HTTPRequest(.get, base + "/echo?d=\($0)&path=/delay") })
+        #expect(results.count == 5)
+        for (i, r) in results.enumerated() {
+            let text = try r.get().text ?? ""
+            #expect(text.contains("d=\(delays[i])"), "result \(i) belongs to request \(i)")
+        }
+        let mixed = await http.async.fanOut(
+            [HTTPRequest(.get, base + "/delay/10"), HTTPRequest(.get, base + "/delay/5000"), HTTPRequest(.get, base + "/never")],
+            deadline: .milliseconds(400))
+        #expect((try? mixed[0].get())?.text == "ok")
+        #expect(httpError(mixed[1]) == .deadlineExceeded(url: base + "/delay/5000"))
+        #expect(httpError(mixed[2]) == .deadlineExceeded(url: base + "/never"))
+        let blocking = try await onPlainThread {
+            try http.fanOut([HTTPRequest(.get, base + "/delay/1"), HTTPRequest(.get, base + "/status/404")])
+        }
+        #expect((try? blocking[0].get())?.status == 200 && (try? blocking[1].get())?.status == 404)
+        // Leaves nothing behind.
+        #expect(try await eventuallyZero { try await http.handleCounts().active })
+    }
+
+    @Test(arguments: TestLoops.Kind.allCases)
+    func perRequestTimeoutAndLimit(_ loop: TestLoops.Kind) async throws {
+        let base = try upstream()
+        let http = client(loop)
+        await #expect(throws: HTTPError.timeout(url: base + "/never")) {
+            _ = try await http.async.send(HTTPRequest(.get, base + "/never", timeout: .milliseconds(200)))
+        }
+        let results = await http.async.fanOut((0..<6).map { HTTPRequest(.get, base + "/echo?i=\($0)") }, limit: 2)
+        #expect(results.allSatisfy { (try? $0.get())?.status == 200 })
+    }
+
+    @Test func limitCapsConcurrency() async throws {
+        let running = Box(Atomic<Int>(0))
+        let peak = Box(Atomic<Int>(0))
+        let ops: [@Sendable () async throws -> Int] = (0..<12).map { i in
+            {
+                let now = running.value.add(1, ordering: .relaxed).newValue
+                var p = peak.value.load(ordering: .relaxed)
+                while now > p, !peak.value.compareExchange(expected: p, desired: now, ordering: .relaxed).exchanged {
+                    p = peak.value.load(ordering: .relaxed)
+                }
+                try await Task.sleep(for: .milliseconds(20))
+                running.value.subtract(1, ordering: .relaxed)
+                return i
+            }
+        }
+        let results = await fanOut(limit: 3, ops)
+        #expect(results.map { try? $0.get() } == (0..<12).map { $0 })
+        #expect(peak.value.load(ordering: .relaxed) <= 3)
+    }
+
+    @Test(arguments: TestLoops.Kind.allCases)
+    func cancelledRequestsLeaveNoHandleBehind(_ loop: TestLoops.Kind) async throws {
+        let base = try upstream()
+        let http = client(loop)
+        let n = 200
+        let outcomes = await withTaskGroup(of: Bool.self) { group in
+            for _ in 0..<n {
+                group.addTask {
+                    do {
+                        _ = try await http.async.get(base + "/never")
+                        return false
+                    } catch is CancellationError {
+                        return true
+                    } catch {
+                        return false
+                    }
+                }
+            }
+            try? await Task.sleep(for: .milliseconds(300))
+            group.cancelAll()
+            return await group.reduce(into: [Bool]()) { $0.append($1) }
+        }
+        #expect(outcomes.count == n && outcomes.allSatisfy { $0 }, "every cancelled call ended with CancellationError")
+        #expect(try await eventuallyZero { try await http.handleCounts().active }, "no transfer left in the multi handle")
+        let counts = try await http.handleCounts()
+        #expect(counts.idle == counts.created, "every easy handle is back for reuse")
+    }
+
+    @Test(arguments: TestLoops.Kind.allCases)
+    func keepAliveConnectionsAreReused(_ loop: TestLoops.Kind) async throws {
+        let base = try upstream()
+        let id = UUID().uuidString
+        let http = client(loop) { $0.defaultHeaders = [("X-Client", id)] }
+        for _ in 0..<20 { _ = try await http.async.get(base + "/bytes/1") }
+        for _ in 0..<5 { _ = try await onPlainThread { try http.get(base + "/bytes/1") } }
+        let used = try await connections(base, client: id)
+        #expect(used == 1, "25 sequential requests went over one kept-alive connection (\(used) used)")
+        let counts = try await http.handleCounts()
+        #expect(counts.created <= 2, "easy handles are reused (\(counts.created) created)")
+    }
+
+    @Test(arguments: TestLoops.Kind.allCases)
+    func redirectsOffOnAndLimited(_ loop: TestLoops.Kind) async throws {
+        let base = try upstream()
+        #expect(try await client(loop).async.get(base + "/redirect/2").status == 302, "off by default")
+        let follow = client(loop) { $0.followRedirects = true; $0.maxRedirects = 3 }
+        let r = try await follow.async.get(base + "/redirect/2")
+        #expect(r.status == 200 && r.text == "arrived" && r.url.hasSuffix("/redirect/0"))
+        await #expect(throws: HTTPError.tooManyRedirects(url: base + "/redirect/5")) { _ = try await follow.async.get(base + "/redirect/5") }
+    }
+
+    @Test(arguments: TestLoops.Kind.allCases)
+    func bodyLimit(_ loop: TestLoops.Kind) async throws {
+        let base = try upstream()
+        let http = client(loop) { $0.maxBodyBytes = 1000 }
+        #expect(try await http.async.get(base + "/bytes/1000").body.count == 1000)
+        await #expect(throws: HTTPError.bodyTooLarge(url: base + "/bytes/5000", limit: 1000)) { _ = try await http.async.get(base + "/bytes/5000") }
+        await #expect(throws: HTTPError.bodyTooLarge(url: base + "/slow-body?n=2000", limit: 1000)) {
+            _ = try await http.async.get(base + "/slow-body?n=2000")
+        }
+    }
+
+    @Test(arguments: TestLoops.Kind.allCases)
+    func badInputIsRejectedBeforeAnyIO(_ loop: TestLoops.Kind) async throws {
+        let base = try upstream()
+        let id = UUID().uuidString
+        let http = client(loop) { $0.defaultHeaders = [("X-Client", id)] }
+        let bad: [HTTPRequest] = [
+            HTTPRequest(.get, "not a url"),
+            HTTPRequest(.get, "ftp://127.0.0.1/file"),
+            HTTPRequest(.get, "http://"),
+            HTTPRequest(.get, base + "/echo", headers: [("X-Evil", "a\r\nInjected: 1")]),
+            HTTPRequest(.get, base + "/echo", headers: [("Bad Name", "v")]),
+            HTTPRequest(.get, base + "/echo", headers: [("X-Evil", "a\nb")]),
+            HTTPRequest("GET /x HTTP/1.1\r\n", base + "/echo"),
+        ]
+        for r in bad {
+            do {
+                _ = try await http.async.send(r)
+                Issue.record("accepted \(r.url)")
+            } catch let e as HTTPError {
+                switch e {
+                case .invalidURL, .invalidRequest: break
+                default: Issue.record("unexpected \(e)")
+                }
+            }
+            await #expect(throws: HTTPError.self) { _ = try await onPlainThread { try http.send(r) } }
+        }
+        #expect(try await connections(base, client: id) == 0, "nothing reached the server")
+        _ = try await http.async.get(base + "/bytes/1")
+        #expect(try await connections(base, client: id) == 1, "the counter does see this client's requests")
+    }
+
+    @Test(arguments: TestLoops.Kind.allCases)
+    func upstreamFaultsAreTypedErrors(_ loop: TestLoops.Kind) async throws {
+        let base = try upstream()
+        let http = client(loop) { $0.requestTimeout = .seconds(3) }
+        await #expect(throws: HTTPError.self) { _ = try await http.async.get(base + "/garbage") }
+        do {
+            _ = try await http.async.get(base + "/close")
+            Issue.record("a body cut short was accepted")
+        } catch let e as HTTPError {
+            guard case .upstreamClosed = e else { Issue.record("expected upstreamClosed, got \(e)"); return }
+        }
+        let port = try freeLoopbackPort()
+        do {
+            _ = try await http.async.get("http://127.0.0.1:\(port)/")
+            Issue.record("connected to a closed port")
+        } catch let e as HTTPError {
+            guard case .connectFailed = e else { Issue.record("expected connectFailed, got \(e)"); return }
+        }
+        await #expect(throws: HTTPError.timeout(url: base + "/slow-body?n=100")) {
+            _ = try await http.async.send(HTTPRequest(.get, base + "/slow-body?n=100", timeout: .milliseconds(500)))
+        }
+    }
+
+    @Test(arguments: TestLoops.Kind.allCases)
+    func tlsVerificationIsOnAndAPrivateCAWorks(_ loop: TestLoops.Kind) async throws {
+        let https = try TestServers.need(TestServers.httpsUpstream, "HTTPS upstream")
+        let ca = try TestServers.need(TestServers.httpsCA, "test CA")
+        do {
+            _ = try await client(loop).async.get(https + "/status/200")
+            Issue.record("a certificate from an unknown CA was accepted")
+        } catch let e as HTTPError {
+            guard case .tlsFailure = e else { Issue.record("expected tlsFailure, got \(e)"); return }
+        }
+        let trusting = client(loop) { $0.caFile = ca }
+        #expect(try await trusting.async.get(https + "/status/200").status == 200)
+    }
+
+    @Test func blockingFaceIsGuardedInsideTasks() async throws {
+        let base = try upstream()
+        let http = client(.epoll)
+        #expect(throws: TandemError.self) { _ = try http.get(base + "/bytes/1") }
+    }
+}
+
+/// Polls an async counter until it reaches zero (or 5 s pass).
+func eventuallyZero(_ value: () async throws -> Int) async throws -> Bool {
+    for _ in 0..<250 {
+        if try await value() == 0 { return true }
+        try await Task.sleep(for: .milliseconds(20))
+    }
+    return try await value() == 0
+}
+
+/// Holds a noncopyable synchronization value for escaping closures.
+final class Box<T: ~Copyable & Sendable>: Sendable {
+    let value: T
+    init(_ value: consuming T) { self.value = value }
+}
