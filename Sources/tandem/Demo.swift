@@ -83,6 +83,48 @@ struct Demo: AsyncParsableCommand {
         }
         let counter = try await countViews(cache)
         print("\nincr on the async face counted \(counter) views atomically (8 tasks x 25).")
+
+        if let upstream {
+            try await upstreamDemo(base: upstream, cache: cache)
+        } else {
+            print("\n(no --upstream given: skipping the fan-out part; Integration/demo.sh starts a local upstream)")
+        }
+    }
+
+    /// A dashboard view that needs five upstream services: one after another, then fanned out, then
+    /// fanned out with the answers cached.
+    func upstreamDemo(base: String, cache: Cache) async throws {
+        let services = [("users", 40), ("orders", 60), ("recommendations", 80), ("inventory", 50), ("reviews", 30)]
+        let requests = services.map { HTTPRequest(.get, "\(base)/delay/\($0.1)?service=\($0.0)") }
+        let http = HTTPClient()
+        let clock = ContinuousClock()
+        print("\nA dashboard view calls five upstream services (\(services.map { "\($0.0) \($0.1) ms" }.joined(separator: ", "))):")
+
+        let sequential = try await clock.measure {
+            for r in requests { _ = try await http.async.send(r) }
+        }
+        let fanned = await clock.measure {
+            let results = await http.async.fanOut(requests, deadline: .seconds(2))
+            precondition(results.allSatisfy { (try? $0.get())?.status == 200 }, "fan-out failed")
+        }
+        try await cache.async.deleteMany(services.map { "upstream:\($0.0)" })
+        // Cold: fan out and store each answer; warm: every answer comes from the cache.
+        func cachedView() async throws {
+            _ = await fanOut(deadline: .seconds(2), zip(services, requests).map { service, request in
+                { () async throws -> [UInt8] in
+                    try await cache.async.getOrSet("upstream:\(service.0)", timeout: .seconds(60)) {
+                        try await http.async.send(request).body
+                    }
+                }
+            })
+        }
+        try await cachedView()
+        let warm = try await clock.measure { try await cachedView() }
+
+        print("  one after another     \(milliseconds(sequential))")
+        print("  fan-out               \(milliseconds(fanned))   (\(String(format: "%.1f", sequential / fanned))x faster: the slowest call, not the sum)")
+        print("  fan-out + warm cache  \(milliseconds(warm))")
+        await http.shutdown()
     }
 
     func countViews(_ cache: Cache) async throws -> Int {

@@ -7,7 +7,7 @@ struct TandemCLI: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tandem",
         abstract: "Tandem: Django-style caches and upstream calls for Swift servers, blocking and async.",
-        subcommands: [Demo.self, Get.self, SetValue.self, Delete.self, Incr.self])
+        subcommands: [Demo.self, Get.self, SetValue.self, Delete.self, Incr.self, FanOutCommand.self])
 }
 
 /// Which cache a command talks to.
@@ -100,5 +100,34 @@ struct Incr: AsyncParsableCommand {
 
     func run() async throws {
         print(try await choice.cache().async.incr(key, by: by))
+    }
+}
+
+struct FanOutCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "fanout", abstract: "GET every URL at once and print each result in order, with the wall time.")
+    @Argument(help: "The URLs.") var urls: [String]
+    @Option(help: "Cancel what is still running after this many milliseconds.") var deadline: Int?
+    @Option(help: "At most this many requests at once.") var limit: Int?
+
+    func run() async throws {
+        let http = HTTPClient()
+        let clock = ContinuousClock()
+        let start = clock.now
+        let results = await http.async.fanOut(urls.map { HTTPRequest(.get, $0) }, deadline: deadline.map { .milliseconds($0) }, limit: limit)
+        let wall = clock.now - start
+        var failed = false
+        for (url, r) in zip(urls, results) {
+            switch r {
+            case .success(let response):
+                print("\(response.status)  \(response.body.count) bytes  \(milliseconds(response.timings.total))  \(url)")
+            case .failure(let e):
+                failed = true
+                print("ERR  \(e)")
+            }
+        }
+        print("wall time \(milliseconds(wall)) for \(urls.count) requests")
+        await http.shutdown()
+        if failed { throw ExitCode(1) }
     }
 }
