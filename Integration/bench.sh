@@ -36,6 +36,40 @@ for s in "${scenarios[@]}"; do
         extra+=(--memcached-reference "$BIN/memcached_sync_get")
       fi
       ;;
+    http-fanout-delay)
+      UPSTREAM_PORT=$(free_port)
+      start_background upstream "$UPSTREAM_PORT" python3 "$TANDEM_ROOT/Integration/upstream.py" --port "$UPSTREAM_PORT"
+      extra+=(--upstream "http://127.0.0.1:$UPSTREAM_PORT")
+      ;;
+    http-small-gets)
+      ensure_packages nginx
+      NGINX_PORT=$(free_port)
+      mkdir -p "$RUN_DIR/nginx/www" "$RUN_DIR/nginx/tmp"
+      printf 'hello from nginx\n' > "$RUN_DIR/nginx/www/small.txt"
+      chmod 755 "$RUN_DIR" "$RUN_DIR/nginx" "$RUN_DIR/nginx/www"; chmod 644 "$RUN_DIR/nginx/www/small.txt"
+      cat > "$RUN_DIR/nginx/nginx.conf" <<NGINX
+worker_processes 1;
+daemon on;
+pid $RUN_DIR/nginx/nginx.pid;
+error_log $RUN_DIR/nginx/error.log;
+events { worker_connections 1024; }
+http {
+  access_log off;
+  client_body_temp_path $RUN_DIR/nginx/tmp;
+  proxy_temp_path $RUN_DIR/nginx/tmp;
+  fastcgi_temp_path $RUN_DIR/nginx/tmp;
+  uwsgi_temp_path $RUN_DIR/nginx/tmp;
+  scgi_temp_path $RUN_DIR/nginx/tmp;
+  keepalive_requests 1000000;
+  server { listen 127.0.0.1:$NGINX_PORT; root $RUN_DIR/nginx/www; }
+}
+NGINX
+      nginx -c "$RUN_DIR/nginx/nginx.conf" -p "$RUN_DIR/nginx"
+      remember_pidfile "$RUN_DIR/nginx/nginx.pid"
+      wait_port "$NGINX_PORT"
+      gcc -O2 -o "$BIN/curl_multi_gets" "$TANDEM_ROOT/Integration/bench/curl_multi_gets.c" $(pkg-config --cflags --libs libcurl)
+      extra+=(--small-file "http://127.0.0.1:$NGINX_PORT/small.txt" --curl-reference "$BIN/curl_multi_gets")
+      ;;
     *) ;;  # tandem-bench names unknown scenarios itself
   esac
 done

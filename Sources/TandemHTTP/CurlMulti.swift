@@ -43,20 +43,25 @@ private let headerCallback: ccurl_data_callback = { data, size, count, user in
     let n = size * count
     guard let user, let data else { return n }
     let t = Unmanaged<Transfer>.fromOpaque(user).takeUnretainedValue()
-    let line = String(decoding: UnsafeRawBufferPointer(start: data, count: n), as: UTF8.self)
-    if line.hasPrefix("HTTP/") {
-        t.headers.removeAll()  // a new response (after a redirect or 100-continue)
-    } else if let colon = line.firstIndex(of: ":") {
-        let name = String(line[..<colon])
-        let value = line[line.index(after: colon)...].trimmingCharacters(in: .whitespacesAndNewlines)
-        t.headers.append((name, value))
+    // Parsed as bytes: this runs for every header line of every response.
+    let line = UnsafeRawBufferPointer(start: data, count: n)
+    if n >= 5, line[0] == UInt8(ascii: "H"), line[1] == UInt8(ascii: "T"), line[2] == UInt8(ascii: "T"),
+       line[3] == UInt8(ascii: "P"), line[4] == UInt8(ascii: "/") {
+        t.headers.removeAll(keepingCapacity: true)  // a new response (after a redirect or 100-continue)
+    } else if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
+        func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0d || b == 0x0a }
+        var start = colon + 1
+        var end = n
+        while start < end, isSpace(line[start]) { start += 1 }
+        while end > start, isSpace(line[end - 1]) { end -= 1 }
+        t.headers.append((String(decoding: line[..<colon], as: UTF8.self), String(decoding: line[start..<end], as: UTF8.self)))
     }
     return n
 }
 
-private let socketCallback: ccurl_socket_callback = { _, fd, what, user, _ in
+private let socketCallback: ccurl_socket_callback = { _, fd, what, user, socketp in
     guard let user else { return 0 }
-    Unmanaged<CurlMulti>.fromOpaque(user).takeUnretainedValue().socketChanged(fd, what)
+    Unmanaged<CurlMulti>.fromOpaque(user).takeUnretainedValue().socketChanged(fd, what, known: socketp != nil)
     return 0
 }
 
@@ -113,15 +118,25 @@ final class CurlMulti: @unchecked Sendable {
 
     // MARK: curl callbacks (no curl calls in here)
 
-    func socketChanged(_ fd: Int32, _ what: Int32) {
-        if let old = watches.removeValue(forKey: fd) { loop.unwatch(old) }
+    /// `known`: curl handed back the marker assigned to this socket, so it is the socket we watch under
+    /// this number (not a new one that reused the number after a close curl did not report).
+    func socketChanged(_ fd: Int32, _ what: Int32, known: Bool) {
         var events: IOEvents = []
         switch what {
         case CURL_POLL_IN: events = .read
         case CURL_POLL_OUT: events = .write
         case CURL_POLL_INOUT: events = [.read, .write]
-        default: return  // CURL_POLL_REMOVE (the fd may already be closed; unwatch ignored that)
+        default:
+            // CURL_POLL_REMOVE (the fd may already be closed; unwatch ignores that).
+            if let old = watches.removeValue(forKey: fd) { loop.unwatch(old) }
+            return
         }
+        if known, let id = watches[fd] {
+            loop.updateWatch(id, events: events)
+            return
+        }
+        if let old = watches.removeValue(forKey: fd) { loop.unwatch(old) }
+        if let multi { _ = curl_multi_assign(multi, fd, me) }  // any non-null marker will do
         do {
             watches[fd] = try loop.watch(fd, events: events) { [self] ready in
                 var flags: Int32 = 0

@@ -130,7 +130,7 @@ struct TandemBench: AsyncParsableCommand {
     static let known = ["locmem", "loop-roundtrip", "bridge-overhead", "redis-async-get", "redis-sync-get",
                         "memcached-async-get", "memcached-sync-get", "http-fanout-delay", "http-small-gets"]
 
-    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-sync-get, memcached-async-get, memcached-sync-get.")
+    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets.")
     var scenarios: [String] = ["locmem"]
 
     @Option(help: "Seconds per measurement.")
@@ -154,6 +154,15 @@ struct TandemBench: AsyncParsableCommand {
     @Option(help: "The compiled C reference loop for memcached-sync-get (Integration/bench/memcached_sync_get.c).")
     var memcachedReference: String?
 
+    @Option(help: "HTTP upstream base URL for http-fanout-delay (Integration/upstream.py).")
+    var upstream: String = "http://127.0.0.1:8081"
+
+    @Option(help: "URL of a small static file (nginx) for http-small-gets.")
+    var smallFile: String = "http://127.0.0.1:8082/small.txt"
+
+    @Option(help: "The compiled C reference loop for http-small-gets (Integration/bench/curl_multi_gets.c).")
+    var curlReference: String?
+
     func run() async throws {
         for scenario in scenarios {
             switch scenario {
@@ -176,6 +185,11 @@ struct TandemBench: AsyncParsableCommand {
             case "memcached-sync-get":
                 let s = MemcachedScenarios(server: memcached, seconds: seconds, rounds: rounds, referenceBinary: memcachedReference)
                 try await Bridge.offload { try s.syncGet() }.emit()
+            case "http-fanout-delay":
+                try await HTTPScenarios(seconds: seconds, rounds: max(rounds, 5)).fanOutDelay(upstream: upstream).emit()
+            case "http-small-gets":
+                guard let curlReference else { throw ValidationError("http-small-gets needs --curl-reference") }
+                try await HTTPScenarios(seconds: seconds, rounds: rounds).smallGets(url: smallFile, reference: curlReference).emit()
             default:
                 throw ValidationError("unknown scenario '\(scenario)'; known: \(TandemBench.known.joined(separator: ", "))")
             }

@@ -1,0 +1,51 @@
+import Foundation
+import Synchronization
+import Tandem
+
+struct HTTPScenarios {
+    let seconds: Double
+    let rounds: Int
+
+    /// Fan-out of 100 requests to `/delay/50` on the asyncio upstream: wall time against the 50 ms floor.
+    func fanOutDelay(upstream: String) async throws -> BenchResult {
+        var config = HTTPClientConfiguration()
+        config.requestTimeout = .seconds(10)
+        let http = HTTPClient(configuration: config)
+        let requests = (0..<100).map { _ in HTTPRequest(.get, upstream + "/delay/50") }
+        let clock = ContinuousClock()
+        var walls: [Double] = []
+        for round in 0..<(rounds + 1) {
+            let start = clock.now
+            let results = await http.async.fanOut(requests)
+            let d = clock.now - start
+            guard results.allSatisfy({ (try? $0.get())?.status == 200 }) else { throw BenchError("fan-out had failures") }
+            if round > 0 { walls.append(Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18) }  // round 0 opens the connections
+        }
+        let wall = walls.sorted()[walls.count / 2]
+        await http.shutdown()
+        return BenchResult(scenario: "http-fanout-delay", reference: 0.050, tandem: wall, unit: "s", ratio: wall / 0.050, better: "lower")
+    }
+
+    /// 64 concurrent small GETs in a loop against nginx, against a C loop over raw curl multi.
+    func smallGets(url: String, reference: String, concurrency: Int = 64) async throws -> BenchResult {
+        var config = HTTPClientConfiguration()
+        config.maxConnectionsPerHost = concurrency
+        let http = HTTPClient(configuration: config)
+        var ref: [Double] = []
+        var tan: [Double] = []
+        for _ in 0..<rounds {
+            guard let r = Double(try runTool(reference, [url, String(concurrency), String(seconds)])
+                .trimmingCharacters(in: .whitespacesAndNewlines)) else { throw BenchError("bad reference output") }
+            ref.append(r)
+            tan.append(try await asyncThroughput(tasks: concurrency, seconds: seconds,
+                                                 executor: ProcessInfo.processInfo.environment["TANDEM_BENCH_ON_LOOP"] == "1" ? EventLoops.shared : nil) {
+                let response = try await http.async.get(url)
+                if response.status != 200 { throw BenchError("status \(response.status)") }
+            })
+        }
+        await http.shutdown()
+        let r = ref.max() ?? 0
+        let t = tan.max() ?? 0
+        return BenchResult(scenario: "http-small-gets", reference: r, tandem: t, unit: "ops/s", ratio: t / r, better: "higher")
+    }
+}
