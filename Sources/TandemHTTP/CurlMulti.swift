@@ -182,10 +182,37 @@ final class CurlMulti: @unchecked Sendable {
         }
     }
 
+    /// Puts an easy handle back for reuse. Its options stay set: the per-client ones never change and
+    /// `configure` sets every per-request one again.
     private func recycle(_ easy: UnsafeMutableRawPointer) {
-        curl_easy_reset(easy)
         if freeHandles.count < 256 { freeHandles.append(easy) } else { curl_easy_cleanup(easy) }
     }
+
+    /// Options that are the same for every request of this client: set once per easy handle.
+    private func configureOnce(_ easy: UnsafeMutableRawPointer) {
+        let c = configuration
+        _ = ccurl_easy_setopt_data_callback(easy, CURLOPT_WRITEFUNCTION, writeCallback)
+        _ = ccurl_easy_setopt_data_callback(easy, CURLOPT_HEADERFUNCTION, headerCallback)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_PROTOCOLS, Int(CURLPROTO_HTTP | CURLPROTO_HTTPS))
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, milliseconds(c.connectTimeout))
+        _ = ccurl_easy_setopt_off(easy, CURLOPT_MAXFILESIZE_LARGE, curl_off_t(c.maxBodyBytes))
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_FOLLOWLOCATION, c.followRedirects ? 1 : 0)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_MAXREDIRS, c.maxRedirects)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, c.verifyTLS ? 1 : 0)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, c.verifyTLS ? 2 : 0)
+        if let ca = c.caFile { _ = ccurl_easy_setopt_string(easy, CURLOPT_CAINFO, ca) }
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS))
+        _ = ccurl_easy_setopt_string(easy, CURLOPT_USERAGENT, c.userAgent)
+    }
+
+    /// The header list of requests that add no headers of their own: built once, owned by this
+    /// object, freed in `close()`.
+    private lazy var sharedHeaderList: UnsafeMutablePointer<curl_slist>? = {
+        var list: UnsafeMutablePointer<curl_slist>?
+        for (name, value) in configuration.defaultHeaders { list = curl_slist_append(list, "\(name): \(value)") }
+        return curl_slist_append(list, "Expect:")  // no 100-continue round trip for bodies
+    }()
 
     /// Starts a transfer (loop thread).
     func start(_ request: HTTPRequest, _ promise: LoopPromise<HTTPResponse>) {
@@ -199,6 +226,7 @@ final class CurlMulti: @unchecked Sendable {
         } else if let e = curl_easy_init() {
             easy = e
             handlesCreated += 1
+            configureOnce(e)
         } else {
             promise.fail(HTTPError.transferFailed(url: request.url, code: -1, reason: "curl_easy_init failed"))
             return
@@ -225,33 +253,26 @@ final class CurlMulti: @unchecked Sendable {
         recycle(easy)
     }
 
+    /// Sets every option that can differ between requests (each one, every time: handles are reused).
     private func configure(_ easy: UnsafeMutableRawPointer, _ t: Transfer) {
         let r = t.request
-        let c = configuration
         let ptr = Unmanaged.passUnretained(t).toOpaque()
         _ = ccurl_easy_setopt_string(easy, CURLOPT_URL, r.url)
         _ = ccurl_easy_setopt_pointer(easy, CURLOPT_PRIVATE, ptr)
-        _ = ccurl_easy_setopt_data_callback(easy, CURLOPT_WRITEFUNCTION, writeCallback)
         _ = ccurl_easy_setopt_pointer(easy, CURLOPT_WRITEDATA, ptr)
-        _ = ccurl_easy_setopt_data_callback(easy, CURLOPT_HEADERFUNCTION, headerCallback)
         _ = ccurl_easy_setopt_pointer(easy, CURLOPT_HEADERDATA, ptr)
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_PROTOCOLS, Int(CURLPROTO_HTTP | CURLPROTO_HTTPS))
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, milliseconds(r.timeout ?? c.requestTimeout))
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, milliseconds(c.connectTimeout))
-        _ = ccurl_easy_setopt_off(easy, CURLOPT_MAXFILESIZE_LARGE, curl_off_t(c.maxBodyBytes))
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_FOLLOWLOCATION, c.followRedirects ? 1 : 0)
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_MAXREDIRS, c.maxRedirects)
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYPEER, c.verifyTLS ? 1 : 0)
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_SSL_VERIFYHOST, c.verifyTLS ? 2 : 0)
-        if let ca = c.caFile { _ = ccurl_easy_setopt_string(easy, CURLOPT_CAINFO, ca) }
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS))
-        _ = ccurl_easy_setopt_string(easy, CURLOPT_USERAGENT, c.userAgent)
-        var list: UnsafeMutablePointer<curl_slist>?
-        for (name, value) in c.defaultHeaders + r.headers { list = curl_slist_append(list, "\(name): \(value)") }
-        list = curl_slist_append(list, "Expect:")  // no 100-continue round trip for bodies
-        t.headerList = list
-        _ = ccurl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, list)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, milliseconds(r.timeout ?? configuration.requestTimeout))
+        if r.headers.isEmpty {
+            _ = ccurl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, sharedHeaderList)
+        } else {
+            var list: UnsafeMutablePointer<curl_slist>?
+            for (name, value) in configuration.defaultHeaders + r.headers { list = curl_slist_append(list, "\(name): \(value)") }
+            list = curl_slist_append(list, "Expect:")
+            t.headerList = list
+            _ = ccurl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, list)
+        }
+        _ = ccurl_easy_setopt_string(easy, CURLOPT_CUSTOMREQUEST, nil)
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_NOBODY, 0)
         switch r.method {
         case .get where r.body == nil:
             _ = ccurl_easy_setopt_long(easy, CURLOPT_HTTPGET, 1)
@@ -284,9 +305,12 @@ final class CurlMulti: @unchecked Sendable {
             _ = ccurl_easy_getinfo_off(easy, CURLINFO_TOTAL_TIME_T, &total)
             _ = ccurl_easy_getinfo_off(easy, CURLINFO_CONNECT_TIME_T, &connect)
             _ = ccurl_easy_getinfo_off(easy, CURLINFO_STARTTRANSFER_TIME_T, &first)
-            var effective: UnsafeMutableRawPointer?
-            _ = ccurl_easy_getinfo_pointer(easy, CURLINFO_EFFECTIVE_URL, &effective)
-            let finalURL = effective.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? url
+            var finalURL = url
+            if configuration.followRedirects {
+                var effective: UnsafeMutableRawPointer?
+                _ = ccurl_easy_getinfo_pointer(easy, CURLINFO_EFFECTIVE_URL, &effective)
+                finalURL = effective.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? url
+            }
             return .success(HTTPResponse(
                 status: status, headers: t.headers, body: t.body,
                 timings: .init(connect: .microseconds(connect), firstByte: .microseconds(first), total: .microseconds(total)),
@@ -334,6 +358,8 @@ final class CurlMulti: @unchecked Sendable {
         active.removeAll()
         for easy in freeHandles { curl_easy_cleanup(easy) }
         freeHandles.removeAll()
+        curl_slist_free_all(sharedHeaderList)
+        sharedHeaderList = nil
         for (_, w) in watches { loop.unwatch(w) }
         watches.removeAll()
         if let t = timer { loop.cancel(t); timer = nil }

@@ -47,16 +47,24 @@ public struct HTTPRequest: Sendable {
     /// Rejects what must never reach the network: an unparsable URL, a scheme other than http(s), a
     /// method or header with CR, LF or other control characters (header injection).
     public func validate() throws(HTTPError) {
-        guard let parsed = URL(string: url), let scheme = parsed.scheme?.lowercased() else {
+        // A light check (no Foundation URL parsing on the hot path); libcurl parses the URL fully before
+        // it opens any connection and reports a malformed one as invalidURL too.
+        let bytes = Array(url.utf8)
+        if bytes.contains(where: { $0 < 0x21 || $0 == 0x7f }) {
+            throw .invalidURL(url: url, reason: "contains spaces or control characters")
+        }
+        guard let schemeEnd = url.range(of: "://") else {
             throw .invalidURL(url: url, reason: "not a valid absolute URL")
         }
+        let scheme = url[..<schemeEnd.lowerBound].lowercased()
         guard scheme == "http" || scheme == "https" else {
             throw .invalidURL(url: url, reason: "unsupported scheme '\(scheme)'; use http or https")
         }
-        guard let host = parsed.host, !host.isEmpty else { throw .invalidURL(url: url, reason: "missing host") }
-        if url.utf8.contains(where: { $0 < 0x21 || $0 == 0x7f }) {
-            throw .invalidURL(url: url, reason: "contains spaces or control characters")
-        }
+        let rest = url[schemeEnd.upperBound...]
+        var authority = rest[..<(rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex)]
+        if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }
+        let host = authority.hasPrefix("[") ? authority : authority[..<(authority.lastIndex(of: ":") ?? authority.endIndex)]
+        guard !host.isEmpty else { throw .invalidURL(url: url, reason: "missing host") }
         if method.rawValue.isEmpty || method.rawValue.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7f }) {
             throw .invalidRequest(reason: "invalid method '\(method.rawValue)'")
         }
