@@ -10,7 +10,7 @@ STARTED_PIDS=()
 
 # The Debian packages Tandem builds against and tests with.
 TANDEM_PACKAGES=(libhiredis-dev libmemcached-dev libmemcached-tools libcurl4-openssl-dev
-                 redis-server redis-tools memcached python3 procps openssl)
+                 redis-server redis-tools memcached python3 procps openssl sasl2-bin)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
@@ -105,7 +105,7 @@ make_test_certificates() {
 
 # start_test_servers: every server the tests use; exports their addresses.
 start_test_servers() {
-  local rp rr ra rc m1 m2 m3
+  local rp rr ra rc m1 m2 m3 ms
   rp=$(free_port); start_redis primary "$rp" --databases 4096
   rr=$(free_port); start_redis replica "$rr" --databases 4096 --replicaof 127.0.0.1 "$rp"
   ra=$(free_port); start_redis auth "$ra" --requirepass "tandem-secret" \
@@ -119,6 +119,13 @@ start_test_servers() {
   export TANDEM_REDIS_AUTH_PORT="$ra"
   export TANDEM_REDIS_CHAOS_URL="redis://127.0.0.1:$rc"   # for tests that stall or kill connections
   export TANDEM_MEMCACHED_SERVERS="127.0.0.1:$m1,127.0.0.1:$m2,127.0.0.1:$m3"
+  # A memcached that requires SASL (binary protocol): user "tandem", password "tandem-sasl-pw".
+  local ms; ms=$(free_port)
+  mkdir -p "$RUN_DIR/sasl"
+  printf 'tandem-sasl-pw' | saslpasswd2 -a memcached -c -p -f "$RUN_DIR/sasl/sasldb2" tandem
+  printf 'mech_list: plain\nsasldb_path: %s\n' "$RUN_DIR/sasl/sasldb2" > "$RUN_DIR/sasl/memcached.conf"
+  SASL_CONF_PATH="$RUN_DIR/sasl" start_memcached sasl "$ms" -S
+  export TANDEM_MEMCACHED_SASL="127.0.0.1:$ms"
   export TANDEM_RUN_DIR="$RUN_DIR"
   if [ -f "$TANDEM_ROOT/Integration/upstream.py" ]; then
     local hp tp; hp=$(free_port); tp=$(free_port)

@@ -9,5 +9,10 @@ cd "$TANDEM_ROOT"
 ensure_packages
 start_test_servers
 export TANDEM_REQUIRE_SERVERS=1
-swift build --build-tests
-swift test --skip-build "$@"
+# TANDEM_SANITIZE=thread|address runs the same suite under a sanitizer (in its own build folder).
+build=()
+if [ -n "${TANDEM_SANITIZE:-}" ]; then
+  build=(--sanitize="$TANDEM_SANITIZE" --scratch-path "$TANDEM_ROOT/.build-$TANDEM_SANITIZE")
+fi
+swift build --build-tests "${build[@]}"
+swift test --skip-build "${build[@]}" "$@"

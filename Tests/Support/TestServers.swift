@@ -26,6 +26,8 @@ public enum TestServers {
     public static var memcachedServers: [String] {
         (env["TANDEM_MEMCACHED_SERVERS"] ?? "").split(separator: ",").map(String.init)
     }
+    /// `host:port` of a memcached that requires SASL (user `tandem`, password `tandem-sasl-pw`).
+    public static var memcachedSASL: String? { env["TANDEM_MEMCACHED_SASL"] }
     /// Base URL of the HTTP upstream test server.
     public static var httpUpstream: String? { env["TANDEM_HTTP_UPSTREAM"] }
     /// Base URL of the same upstream over TLS, with a certificate from a private test CA.

@@ -224,6 +224,23 @@ struct MemcachedBackendTests {
         #expect(try await cache.async.decr("i", by: 100) == 0, "memcached never goes below 0")
     }
 
+    @Test(arguments: FaceKind.allCases)
+    func saslAuthentication(_ face: FaceKind) async throws {
+        let server = try TestServers.need(TestServers.memcachedSASL, "memcached with SASL")
+        let good = Face(try memcachedCache([server], options: ["BINARY_PROTOCOL": true, "USERNAME": "tandem", "PASSWORD": "tandem-sasl-pw"]), face)
+        try await good.set("sasl-key", "secret value")
+        #expect(try await good.get("sasl-key", as: String.self) == "secret value")
+        let wrong = Face(try memcachedCache([server], options: ["BINARY_PROTOCOL": true, "USERNAME": "tandem", "PASSWORD": "nope-nope"]), face)
+        do {
+            try await wrong.set("sasl-key", "x")
+            Issue.record("a wrong SASL password was accepted")
+        } catch let e as CacheError {
+            #expect(!e.description.contains("nope-nope"), "the password is not in the error")
+            guard case .authenticationFailed = e else { Issue.record("expected authenticationFailed, got \(e)"); return }
+        }
+        #expect(try await good.get("sasl-key", as: String.self) == "secret value", "nothing was overwritten")
+    }
+
     @Test func expirationsOverThirtyDaysAreAbsolute() {
         let now = time(nil)
         #expect(MemcachedOps.expiration(.never) == 0)
