@@ -11,6 +11,7 @@ let package = Package(
         .library(name: "TandemRedis", targets: ["TandemRedis"]),
         .library(name: "TandemMemcached", targets: ["TandemMemcached"]),
         .library(name: "TandemHTTP", targets: ["TandemHTTP"]),
+        .library(name: "TandemConfiguration", targets: ["TandemConfiguration"]),
         .executable(name: "tandem", targets: ["tandem"]),
         .executable(name: "tandem-bench", targets: ["tandem-bench"]),
     ],
@@ -18,6 +19,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0"),
     ],
     targets: [
         // epoll and eventfd, which Swift's Glibc module does not export.
@@ -43,6 +45,8 @@ let package = Package(
         .target(name: "CCurlShim", dependencies: ["CCurl"]),
         .target(name: "TandemHTTP", dependencies: ["TandemLoop", "CCurl", "CCurlShim", .product(name: "Logging", package: "swift-log")]),
         .target(name: "Tandem", dependencies: ["TandemLoop", "TandemCache", "TandemRedis", "TandemMemcached", "TandemHTTP"]),
+        // Caches(configReader:) on apple/swift-configuration, kept out of the umbrella.
+        .target(name: "TandemConfiguration", dependencies: ["Tandem", .product(name: "Configuration", package: "swift-configuration")]),
         .executableTarget(
             name: "tandem",
             dependencies: ["Tandem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
@@ -60,7 +64,9 @@ let package = Package(
         .testTarget(name: "TandemCacheTests", dependencies: ["TandemCache", "Tandem", "TandemTestSupport"]),
         .testTarget(
             name: "TandemTests",
-            dependencies: ["Tandem", "TandemTestSupport", .product(name: "MetricsTestKit", package: "swift-metrics")]
+            dependencies: ["Tandem", "TandemTestSupport", "TandemConfiguration",
+                           .product(name: "MetricsTestKit", package: "swift-metrics"),
+                           .product(name: "Configuration", package: "swift-configuration")]
         ),
     ],
     swiftLanguageModes: [.v6]
