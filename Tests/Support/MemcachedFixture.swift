@@ -101,16 +101,32 @@ public final class MemcachedProcess: @unchecked Sendable {
 
 /// A free TCP port on 127.0.0.1.
 public func freeLoopbackPort() throws -> Int {
+    let (s, port) = try boundLoopbackSocket()
+    close(s)
+    return port
+}
+
+/// A socket that listens on a free loopback port, accepts connections (in the kernel's backlog) and
+/// never answers: a server that hangs. The caller closes it.
+public func silentListener() throws -> (Int32, Int) {
+    let (s, port) = try boundLoopbackSocket()
+    listen(s, 16)
+    return (s, port)
+}
+
+private func boundLoopbackSocket() throws -> (Int32, Int) {
     let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    defer { close(s) }
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
     inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
     var len = socklen_t(MemoryLayout<sockaddr_in>.size)
     let rc = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, len) } }
-    guard rc == 0 else { throw CheckFailure(message: "bind failed", location: "freeLoopbackPort") }
+    guard rc == 0 else {
+        close(s)
+        throw CheckFailure(message: "bind failed", location: "boundLoopbackSocket")
+    }
     _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) } }
-    return Int(UInt16(bigEndian: addr.sin_port))
+    return (s, Int(UInt16(bigEndian: addr.sin_port)))
 }
 
 /// The value stored under `key` on one memcached server, read directly ("get" in the text protocol).

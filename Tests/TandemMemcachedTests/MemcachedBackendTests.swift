@@ -183,16 +183,8 @@ struct MemcachedBackendTests {
 
     @Test func exhaustedPoolFailsWithATypedError() async throws {
         // A server that accepts connections and never answers keeps the only handle busy.
-        let listener = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let (listener, port) = try silentListener()
         defer { close(listener) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(listener, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(listener, $0, &len) } }
-        listen(listener, 16)
-        let port = Int(UInt16(bigEndian: addr.sin_port))
         let cache = try memcachedCache(["127.0.0.1:\(port)"], options: ["POOL_SIZE": 1, "POOL_TIMEOUT": 0.05, "POLL_TIMEOUT": 1.5, "CONNECT_TIMEOUT": 1])
         let slow = Task.detached { try? await onPlainThread { try cache.get("k") as String? } }
         try await Task.sleep(for: .milliseconds(200))

@@ -178,16 +178,7 @@ struct RedisBackendTests {
 
     @Test(arguments: TestLoops.Kind.allCases)
     func deadServerFailsFastWithATypedError(_ loop: TestLoops.Kind) async throws {
-        // A port nothing listens on.
-        let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, len) } }
-        _ = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { getsockname(s, $0, &len) } }
-        let port = Int(UInt16(bigEndian: addr.sin_port))
-        close(s)
+        let port = try freeLoopbackPort()  // nothing listens there
         let cache = try BackendRegistry.standard.makeCache(
             alias: "dead", settings: CacheSettings(backend: "redis", location: ["redis://127.0.0.1:\(port)"]), loop: loop.loop)
         for _ in 0..<3 {
