@@ -163,6 +163,9 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
     public func cancel(_ id: TimerID) {
         precondition(inEventLoop, "cancel must be called on the loop thread")
         timers.removeValue(forKey: id.raw)
+        if heap.count > 1024 && heap.count > 2 * timers.count {
+            heap.compact { timers[$0] != nil }
+        }
     }
 
     /// Stops the loop and joins its thread; see ``EventLoop/shutdown()``. Work already submitted runs first.

@@ -49,6 +49,15 @@ struct TimerHeap {
     }
 
     mutating func removeAll() { items.removeAll() }
+
+    /// Rebuilds the heap keeping only the entries `isLive` accepts (cancelled timers are otherwise
+    /// removed only when they reach the top, and a timer rescheduled many times a second, such as
+    /// curl's, would pile them up).
+    mutating func compact(keeping isLive: (UInt64) -> Bool) {
+        let live = items.filter { isLive($0.id) }
+        items.removeAll(keepingCapacity: true)
+        for e in live { push(e) }
+    }
 }
 
 /// Monotonic nanoseconds.
