@@ -15,7 +15,8 @@ final class Transfer: @unchecked Sendable {
     /// The request's header list: owned here, freed in `deinit`.
     var headerList: UnsafeMutablePointer<curl_slist>?
     var body: [UInt8] = []
-    var headers: [(name: String, value: String)] = []
+    /// The header lines of the last response, as received (parsed later, off the loop thread).
+    var rawHeaders: [UInt8] = []
     var tooLarge = false
 
     init(request: HTTPRequest, promise: LoopPromise<HTTPResponse>, maxBody: Int) {
@@ -43,20 +44,19 @@ private let headerCallback: ccurl_data_callback = { data, size, count, user in
     let n = size * count
     guard let user, let data else { return n }
     let t = Unmanaged<Transfer>.fromOpaque(user).takeUnretainedValue()
-    // Parsed as bytes: this runs for every header line of every response.
+    // Only copied here: the loop thread is the busy one; the caller parses (HTTPResponse.headers).
     let line = UnsafeRawBufferPointer(start: data, count: n)
     if n >= 5, line[0] == UInt8(ascii: "H"), line[1] == UInt8(ascii: "T"), line[2] == UInt8(ascii: "T"),
        line[3] == UInt8(ascii: "P"), line[4] == UInt8(ascii: "/") {
-        t.headers.removeAll(keepingCapacity: true)  // a new response (after a redirect or 100-continue)
-    } else if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
-        func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0d || b == 0x0a }
-        var start = colon + 1
-        var end = n
-        while start < end, isSpace(line[start]) { start += 1 }
-        while end > start, isSpace(line[end - 1]) { end -= 1 }
-        t.headers.append((String(decoding: line[..<colon], as: UTF8.self), String(decoding: line[start..<end], as: UTF8.self)))
+        t.rawHeaders.removeAll(keepingCapacity: true)  // a new response (after a redirect or 100-continue)
     }
+    t.rawHeaders.append(contentsOf: line)
     return n
+}
+
+private let closeSocketCallback: ccurl_closesocket_callback = { user, fd in
+    if let user { Unmanaged<CurlMulti>.fromOpaque(user).takeUnretainedValue().socketClosing(fd) }
+    return close(fd)
 }
 
 private let socketCallback: ccurl_socket_callback = { _, fd, what, user, socketp in
@@ -80,7 +80,12 @@ final class CurlMulti: @unchecked Sendable {
     let loop: any EventLoop
     let configuration: HTTPClientConfiguration
     private var multi: UnsafeMutableRawPointer?
-    private var watches: [Int32: WatchID] = [:]
+    private struct SocketWatch {
+        var id: WatchID
+        var events: IOEvents
+        var parked: Bool
+    }
+    private var watches: [Int32: SocketWatch] = [:]
     private var timer: TimerID?
     private var active: [UnsafeMutableRawPointer: Transfer] = [:]
     private var freeHandles: [UnsafeMutableRawPointer] = []
@@ -118,8 +123,10 @@ final class CurlMulti: @unchecked Sendable {
 
     // MARK: curl callbacks (no curl calls in here)
 
-    /// `known`: curl handed back the marker assigned to this socket, so it is the socket we watch under
-    /// this number (not a new one that reused the number after a close curl did not report).
+    /// Watches follow curl's sockets for their whole life: CURL_POLL_REMOVE only parks a watch (a
+    /// kept-alive connection is usually re-added by the next request, costing no system call), and
+    /// the close-socket callback ends it. A parked watch that fires (the peer closed an idle
+    /// connection) is dropped, so it cannot spin.
     func socketChanged(_ fd: Int32, _ what: Int32, known: Bool) {
         var events: IOEvents = []
         switch what {
@@ -127,27 +134,49 @@ final class CurlMulti: @unchecked Sendable {
         case CURL_POLL_OUT: events = .write
         case CURL_POLL_INOUT: events = [.read, .write]
         default:
-            // CURL_POLL_REMOVE (the fd may already be closed; unwatch ignores that).
-            if let old = watches.removeValue(forKey: fd) { loop.unwatch(old) }
+            // CURL_POLL_REMOVE: park. Only a write interest must go (an idle socket is always writable).
+            if var w = watches[fd] {
+                w.parked = true
+                if w.events.contains(.write) {
+                    loop.updateWatch(w.id, events: .read)
+                    w.events = .read
+                }
+                watches[fd] = w
+            }
             return
         }
-        if known, let id = watches[fd] {
-            loop.updateWatch(id, events: events)
+        if var w = watches[fd] {
+            if w.events != events { loop.updateWatch(w.id, events: events) }
+            w.events = events
+            w.parked = false
+            watches[fd] = w
             return
         }
-        if let old = watches.removeValue(forKey: fd) { loop.unwatch(old) }
-        if let multi { _ = curl_multi_assign(multi, fd, me) }  // any non-null marker will do
         do {
-            watches[fd] = try loop.watch(fd, events: events) { [self] ready in
+            let id = try loop.watch(fd, events: events) { [self] ready in
+                if let w = watches[fd], w.parked {
+                    // curl does not care about this socket right now (an idle kept-alive connection
+                    // the peer closed, say): stop watching; curl notices when it next uses it.
+                    loop.unwatch(w.id)
+                    watches.removeValue(forKey: fd)
+                    return
+                }
                 var flags: Int32 = 0
                 if ready.contains(.read) { flags |= CURL_CSELECT_IN }
                 if ready.contains(.write) { flags |= CURL_CSELECT_OUT }
                 if ready.contains(.error) { flags |= CURL_CSELECT_ERR }
                 socketAction(fd, flags)
             }
+            watches[fd] = SocketWatch(id: id, events: events, parked: false)
         } catch {
             logger.error("cannot watch a curl socket", metadata: ["fd": "\(fd)", "error": "\(error)"])
         }
+    }
+
+    /// curl is about to close `fd` (its close-socket callback): the watch ends here, before the number
+    /// can be reused.
+    func socketClosing(_ fd: Int32) {
+        if let w = watches.removeValue(forKey: fd) { loop.unwatch(w.id) }
     }
 
     func timerChanged(_ ms: Int) {
@@ -193,6 +222,8 @@ final class CurlMulti: @unchecked Sendable {
         let c = configuration
         _ = ccurl_easy_setopt_data_callback(easy, CURLOPT_WRITEFUNCTION, writeCallback)
         _ = ccurl_easy_setopt_data_callback(easy, CURLOPT_HEADERFUNCTION, headerCallback)
+        _ = ccurl_easy_setopt_closesocket_callback(easy, closeSocketCallback)
+        _ = ccurl_easy_setopt_pointer(easy, CURLOPT_CLOSESOCKETDATA, me)
         _ = ccurl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
         _ = ccurl_easy_setopt_long(easy, CURLOPT_PROTOCOLS, Int(CURLPROTO_HTTP | CURLPROTO_HTTPS))
         _ = ccurl_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, milliseconds(c.connectTimeout))
@@ -312,7 +343,7 @@ final class CurlMulti: @unchecked Sendable {
                 finalURL = effective.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? url
             }
             return .success(HTTPResponse(
-                status: status, headers: t.headers, body: t.body,
+                status: status, rawHeaders: t.rawHeaders, body: t.body,
                 timings: .init(connect: .microseconds(connect), firstByte: .microseconds(first), total: .microseconds(total)),
                 url: finalURL))
         }
@@ -360,7 +391,7 @@ final class CurlMulti: @unchecked Sendable {
         freeHandles.removeAll()
         curl_slist_free_all(sharedHeaderList)
         sharedHeaderList = nil
-        for (_, w) in watches { loop.unwatch(w) }
+        for (_, w) in watches { loop.unwatch(w.id) }
         watches.removeAll()
         if let t = timer { loop.cancel(t); timer = nil }
         curl_multi_cleanup(multi)

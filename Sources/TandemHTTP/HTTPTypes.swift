@@ -83,8 +83,27 @@ public struct HTTPRequest: Sendable {
 public struct HTTPResponse: Sendable {
     /// The status code.
     public var status: Int
-    /// Headers in order, as received (of the final response when redirects were followed).
-    public var headers: [(name: String, value: String)]
+    /// The header lines as received (of the final response when redirects were followed).
+    public var rawHeaders: [UInt8]
+    /// Headers in order, parsed from ``rawHeaders`` (names keep their case; compare case-insensitively).
+    public var headers: [(name: String, value: String)] {
+        var out: [(name: String, value: String)] = []
+        var start = rawHeaders.startIndex
+        while start < rawHeaders.endIndex {
+            let end = rawHeaders[start...].firstIndex(of: 0x0a) ?? rawHeaders.endIndex
+            let line = rawHeaders[start..<end]
+            if let colon = line.firstIndex(of: UInt8(ascii: ":")) {
+                func isSpace(_ b: UInt8) -> Bool { b == 0x20 || b == 0x09 || b == 0x0d || b == 0x0a }
+                var vs = colon + 1
+                var ve = end
+                while vs < ve, isSpace(rawHeaders[vs]) { vs += 1 }
+                while ve > vs, isSpace(rawHeaders[ve - 1]) { ve -= 1 }
+                out.append((String(decoding: rawHeaders[start..<colon], as: UTF8.self), String(decoding: rawHeaders[vs..<ve], as: UTF8.self)))
+            }
+            start = end < rawHeaders.endIndex ? end + 1 : end
+        }
+        return out
+    }
     /// The body bytes.
     public var body: [UInt8]
     /// Timings reported by libcurl.
@@ -104,7 +123,16 @@ public struct HTTPResponse: Sendable {
 
     /// The first header named `name` (case-insensitive).
     public func header(_ name: String) -> String? {
-        headers.first { $0.name.caseInsensitiveCompare(name) == .orderedSame }?.value
+        headers.first { $0.name.lowercased() == name.lowercased() }?.value
+    }
+
+    /// Creates a response (the client does this).
+    public init(status: Int, rawHeaders: [UInt8], body: [UInt8], timings: Timings, url: String) {
+        self.status = status
+        self.rawHeaders = rawHeaders
+        self.body = body
+        self.timings = timings
+        self.url = url
     }
 
     /// The body as UTF-8 text, if it is valid UTF-8.
