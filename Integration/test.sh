@@ -13,6 +13,7 @@ export TANDEM_REQUIRE_SERVERS=1
 build=()
 if [ -n "${TANDEM_SANITIZE:-}" ]; then
   build=(--sanitize="$TANDEM_SANITIZE" --scratch-path "$TANDEM_ROOT/.build-$TANDEM_SANITIZE")
+  export TSAN_OPTIONS="suppressions=$TANDEM_ROOT/Integration/tsan-suppressions.txt ${TSAN_OPTIONS:-}"
 fi
 swift build --build-tests "${build[@]}"
-swift test --skip-build "${build[@]}" "$@"
+swift test --skip-build --disable-xctest "${build[@]}" "$@"

@@ -1,4 +1,5 @@
 #include "ccurlshim.h"
+#include <sys/socket.h>
 
 CURLcode ccurl_easy_setopt_long(CURL *easy, CURLoption option, long value) { return curl_easy_setopt(easy, option, value); }
 CURLcode ccurl_easy_setopt_off(CURL *easy, CURLoption option, curl_off_t value) { return curl_easy_setopt(easy, option, value); }
@@ -8,6 +9,12 @@ CURLcode ccurl_easy_setopt_slist(CURL *easy, CURLoption option, struct curl_slis
 CURLcode ccurl_easy_setopt_data_callback(CURL *easy, CURLoption option, ccurl_data_callback value) { return curl_easy_setopt(easy, option, value); }
 
 CURLcode ccurl_easy_setopt_closesocket_callback(CURL *easy, ccurl_closesocket_callback value) { return curl_easy_setopt(easy, CURLOPT_CLOSESOCKETFUNCTION, value); }
+CURLcode ccurl_easy_setopt_opensocket_callback(CURL *easy, ccurl_opensocket_callback value) { return curl_easy_setopt(easy, CURLOPT_OPENSOCKETFUNCTION, value); }
+
+curl_socket_t ccurl_open_socket(const struct curl_sockaddr *address) {
+    int fd = socket(address->family, address->socktype | SOCK_CLOEXEC, address->protocol);
+    return fd < 0 ? CURL_SOCKET_BAD : fd;
+}
 
 CURLcode ccurl_easy_getinfo_long(CURL *easy, CURLINFO info, long *value) { return curl_easy_getinfo(easy, info, value); }
 CURLcode ccurl_easy_getinfo_off(CURL *easy, CURLINFO info, curl_off_t *value) { return curl_easy_getinfo(easy, info, value); }

@@ -105,7 +105,7 @@ final class WarnedKeys: Sendable {
     init(logger: Logger) { self.logger = logger }
 
     func warn(_ key: String, reason: String) {
-        let first = seen.withLock { set -> Bool in
+        let first = seen.locked { set -> Bool in
             if set.count >= WarnedKeys.limit { set.removeAll() }
             return set.insert(key).inserted
         }

@@ -32,9 +32,9 @@ public final class ManualClock: Sendable {
     /// Creates a manual clock.
     public init() {}
     /// The current reading in seconds.
-    public var now: Double { value.withLock { $0 } }
+    public var now: Double { value.locked { $0 } }
     /// Moves the clock forward.
-    public func advance(by seconds: Double) { value.withLock { $0 += seconds } }
+    public func advance(by seconds: Double) { value.locked { $0 += seconds } }
 }
 
 /// The storage behind LocMem caches. Caches with the same LOCATION share one store, as in Django.
@@ -58,7 +58,7 @@ final class LocMemStore: Sendable {
 
     /// The store for `location`, created on first use and kept for the life of the process.
     static func named(_ location: String) -> LocMemStore {
-        shared.withLock { stores in
+        shared.locked { stores in
             if let s = stores[location] { return s }
             let s = LocMemStore()
             stores[location] = s
@@ -96,7 +96,7 @@ public final class LocMemBackend: NonBlockingCacheBackend {
     public var backendDescription: String { "locmem://\(location)" }
 
     /// The number of entries in the store, live or expired but not yet removed.
-    public var count: Int { store.state.withLock { $0.entries.count } }
+    public var count: Int { store.state.locked { $0.entries.count } }
 
     private func deadline(_ expiry: CacheExpiry, now: Double) -> Double {
         switch expiry {
@@ -107,7 +107,7 @@ public final class LocMemBackend: NonBlockingCacheBackend {
 
     public func get(_ key: String) throws -> StoredValue? {
         let now = clock.now()
-        return store.state.withLock { s in
+        return store.state.locked { s in
             guard let i = s.entries.index(forKey: key) else { return nil }
             if s.entries.values[i].expiresAt <= now {
                 s.entries.remove(at: i)
@@ -128,7 +128,7 @@ public final class LocMemBackend: NonBlockingCacheBackend {
     public func set(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) throws -> Bool {
         let now = clock.now()
         let expiresAt = deadline(expiry, now: now)
-        return store.state.withLock { s in
+        return store.state.locked { s in
             store(&s, key, value, expiresAt: expiresAt, mode: mode, now: now)
         }
     }
@@ -156,7 +156,7 @@ public final class LocMemBackend: NonBlockingCacheBackend {
     public func setMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) throws -> [String] {
         let now = clock.now()
         let expiresAt = deadline(expiry, now: now)
-        store.state.withLock { s in
+        store.state.locked { s in
             for (k, v) in items { _ = store(&s, k, v, expiresAt: expiresAt, mode: .set, now: now) }
         }
         return []
@@ -164,21 +164,21 @@ public final class LocMemBackend: NonBlockingCacheBackend {
 
     public func delete(_ key: String) throws -> Bool {
         let now = clock.now()
-        return store.state.withLock { s in
+        return store.state.locked { s in
             guard let e = s.entries.removeValue(forKey: key) else { return false }
             return e.expiresAt > now
         }
     }
 
     public func deleteMany(_ keys: [String]) throws {
-        store.state.withLock { s in
+        store.state.locked { s in
             for k in keys { s.entries.removeValue(forKey: k) }
         }
     }
 
     public func incr(_ key: String, by delta: Int64) throws -> Int64 {
         let now = clock.now()
-        return try store.state.withLock { s throws(CacheError) -> Int64 in
+        return try store.state.locked { s throws(CacheError) -> Int64 in
             guard let i = s.entries.index(forKey: key), s.entries.values[i].expiresAt > now else {
                 throw CacheError.missingKey(key)
             }
@@ -195,7 +195,7 @@ public final class LocMemBackend: NonBlockingCacheBackend {
     public func touch(_ key: String, expiry: CacheExpiry) throws -> Bool {
         let now = clock.now()
         let expiresAt = deadline(expiry, now: now)
-        return store.state.withLock { s in
+        return store.state.locked { s in
             guard let i = s.entries.index(forKey: key), s.entries.values[i].expiresAt > now else { return false }
             s.entries.values[i].expiresAt = expiresAt
             return true
@@ -204,7 +204,7 @@ public final class LocMemBackend: NonBlockingCacheBackend {
 
     public func hasKey(_ key: String) throws -> Bool {
         let now = clock.now()
-        return store.state.withLock { s in
+        return store.state.locked { s in
             guard let e = s.entries[key] else { return false }
             return e.expiresAt > now
         }
@@ -212,7 +212,7 @@ public final class LocMemBackend: NonBlockingCacheBackend {
 
     /// Empties the store (every cache sharing this LOCATION sees it empty).
     public func clear() throws {
-        store.state.withLock { $0.entries.removeAll() }
+        store.state.locked { $0.entries.removeAll() }
     }
 
     /// Nothing to release.

@@ -54,6 +54,13 @@ private let headerCallback: ccurl_data_callback = { data, size, count, user in
     return n
 }
 
+private let openSocketCallback: ccurl_opensocket_callback = { user, _, address in
+    guard let address else { return CURL_SOCKET_BAD }
+    let fd = ccurl_open_socket(address)
+    if fd >= 0, let user { Unmanaged<CurlMulti>.fromOpaque(user).takeUnretainedValue().socketOpened(fd) }
+    return fd
+}
+
 private let closeSocketCallback: ccurl_closesocket_callback = { user, fd in
     if let user { Unmanaged<CurlMulti>.fromOpaque(user).takeUnretainedValue().socketClosing(fd) }
     return close(fd)
@@ -61,7 +68,7 @@ private let closeSocketCallback: ccurl_closesocket_callback = { user, fd in
 
 private let socketCallback: ccurl_socket_callback = { _, fd, what, user, socketp in
     guard let user else { return 0 }
-    Unmanaged<CurlMulti>.fromOpaque(user).takeUnretainedValue().socketChanged(fd, what, known: socketp != nil)
+    Unmanaged<CurlMulti>.fromOpaque(user).takeUnretainedValue().socketChanged(fd, what)
     return 0
 }
 
@@ -86,6 +93,10 @@ final class CurlMulti: @unchecked Sendable {
         var parked: Bool
     }
     private var watches: [Int32: SocketWatch] = [:]
+    /// Connection sockets curl opened through the open-socket callback and has not closed yet. Other
+    /// descriptors curl reports (its resolver's wake-up pipe, say) are closed without the close-socket
+    /// callback, so their watches end at CURL_POLL_REMOVE instead of being parked.
+    private var connectionSockets: Set<Int32> = []
     private var timer: TimerID?
     private var active: [UnsafeMutableRawPointer: Transfer] = [:]
     private var freeHandles: [UnsafeMutableRawPointer] = []
@@ -123,11 +134,11 @@ final class CurlMulti: @unchecked Sendable {
 
     // MARK: curl callbacks (no curl calls in here)
 
-    /// Watches follow curl's sockets for their whole life: CURL_POLL_REMOVE only parks a watch (a
-    /// kept-alive connection is usually re-added by the next request, costing no system call), and
-    /// the close-socket callback ends it. A parked watch that fires (the peer closed an idle
-    /// connection) is dropped, so it cannot spin.
-    func socketChanged(_ fd: Int32, _ what: Int32, known: Bool) {
+    /// Watches follow curl's connection sockets for their whole life: CURL_POLL_REMOVE only parks a
+    /// watch (a kept-alive connection is usually re-added by the next request, costing no system call),
+    /// and the close-socket callback ends it. A parked watch that fires (the peer closed an idle
+    /// connection) is dropped, so it cannot spin. Any other descriptor is unwatched at CURL_POLL_REMOVE.
+    func socketChanged(_ fd: Int32, _ what: Int32) {
         var events: IOEvents = []
         switch what {
         case CURL_POLL_IN: events = .read
@@ -135,6 +146,10 @@ final class CurlMulti: @unchecked Sendable {
         case CURL_POLL_INOUT: events = [.read, .write]
         default:
             // CURL_POLL_REMOVE: park. Only a write interest must go (an idle socket is always writable).
+            guard connectionSockets.contains(fd) else {
+                if let w = watches.removeValue(forKey: fd) { loop.unwatch(w.id) }
+                return
+            }
             if var w = watches[fd] {
                 w.parked = true
                 if w.events.contains(.write) {
@@ -173,9 +188,17 @@ final class CurlMulti: @unchecked Sendable {
         }
     }
 
+    /// curl opened a connection socket (its open-socket callback). A watch still held for this number
+    /// belonged to a descriptor that was closed behind our back: it ends here.
+    func socketOpened(_ fd: Int32) {
+        if let w = watches.removeValue(forKey: fd) { loop.unwatch(w.id) }
+        connectionSockets.insert(fd)
+    }
+
     /// curl is about to close `fd` (its close-socket callback): the watch ends here, before the number
     /// can be reused.
     func socketClosing(_ fd: Int32) {
+        connectionSockets.remove(fd)
         if let w = watches.removeValue(forKey: fd) { loop.unwatch(w.id) }
     }
 
@@ -222,6 +245,8 @@ final class CurlMulti: @unchecked Sendable {
         let c = configuration
         _ = ccurl_easy_setopt_data_callback(easy, CURLOPT_WRITEFUNCTION, writeCallback)
         _ = ccurl_easy_setopt_data_callback(easy, CURLOPT_HEADERFUNCTION, headerCallback)
+        _ = ccurl_easy_setopt_opensocket_callback(easy, openSocketCallback)
+        _ = ccurl_easy_setopt_pointer(easy, CURLOPT_OPENSOCKETDATA, me)
         _ = ccurl_easy_setopt_closesocket_callback(easy, closeSocketCallback)
         _ = ccurl_easy_setopt_pointer(easy, CURLOPT_CLOSESOCKETDATA, me)
         _ = ccurl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
@@ -393,6 +418,7 @@ final class CurlMulti: @unchecked Sendable {
         sharedHeaderList = nil
         for (_, w) in watches { loop.unwatch(w.id) }
         watches.removeAll()
+        connectionSockets.removeAll()
         if let t = timer { loop.cancel(t); timer = nil }
         curl_multi_cleanup(multi)
         self.multi = nil

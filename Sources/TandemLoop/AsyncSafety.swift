@@ -46,8 +46,8 @@ public enum AsyncSafety {
 
     /// The process-wide policy for blocking calls made inside Swift tasks.
     public static var policy: AsyncUnsafePolicy {
-        get { state.withLock { $0.policy } }
-        set { state.withLock { $0.policy = newValue } }
+        get { state.locked { $0.policy } }
+        set { state.locked { $0.policy = newValue } }
     }
 
     /// True when the current thread is the thread of some Tandem event loop.
@@ -78,7 +78,7 @@ public enum AsyncSafety {
             throw TandemError.blockingCallInAsyncContext(operation: operation())
         case .warn:
             let site = "\(file):\(line)"
-            let first = state.withLock { $0.warnedSites.insert(site).inserted }
+            let first = state.locked { $0.warnedSites.insert(site).inserted }
             if first {
                 logger.warning(
                     "blocking call made from inside a Swift task; use the async face instead",

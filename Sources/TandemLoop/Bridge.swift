@@ -106,7 +106,7 @@ final class BridgeExecutor: TaskExecutor, @unchecked Sendable {
 
     func enqueue(_ job: consuming ExecutorJob) {
         let j = UnownedJob(job)
-        let wake = state.withLock { s -> Bool in
+        let wake = state.locked { s -> Bool in
             s.jobs.append(j)
             defer { s.sleeping = false }
             return s.sleeping
@@ -115,7 +115,7 @@ final class BridgeExecutor: TaskExecutor, @unchecked Sendable {
     }
 
     func finish(_ r: Result<any Sendable, any Error>) {
-        let wake = state.withLock { s -> Bool in
+        let wake = state.locked { s -> Bool in
             s.result = r
             defer { s.sleeping = false }
             return s.sleeping
@@ -129,7 +129,7 @@ final class BridgeExecutor: TaskExecutor, @unchecked Sendable {
         defer { Bridge.bridgeThread.set(previous) }
         var batch: [UnownedJob] = []
         while true {
-            let result = state.withLock { s -> Result<any Sendable, any Error>? in
+            let result = state.locked { s -> Result<any Sendable, any Error>? in
                 swap(&batch, &s.jobs)
                 if batch.isEmpty, s.result == nil { s.sleeping = true }
                 return batch.isEmpty ? s.result : nil
@@ -175,10 +175,10 @@ final class WorkerPool: Sendable {
         self.maxThreads = maxThreads
     }
 
-    var firstThreadID: pthread_t? { state.withLock { $0.firstThread } }
+    var firstThreadID: pthread_t? { state.locked { $0.firstThread } }
 
     func submit(_ work: @escaping @Sendable () -> Void) {
-        let spawn = state.withLock { s -> Bool in
+        let spawn = state.locked { s -> Bool in
             s.queue.append(work)
             if s.queue.count - s.head > s.idle && s.threads < maxThreads {
                 s.threads += 1
@@ -195,11 +195,11 @@ final class WorkerPool: Sendable {
     }
 
     private func workerLoop() {
-        state.withLock { s in if s.firstThread == nil { s.firstThread = pthread_self() } }
+        state.locked { s in if s.firstThread == nil { s.firstThread = pthread_self() } }
         while true {
-            state.withLock { $0.idle += 1 }
+            state.locked { $0.idle += 1 }
             available.wait()
-            let work = state.withLock { s -> (@Sendable () -> Void)? in
+            let work = state.locked { s -> (@Sendable () -> Void)? in
                 s.idle -= 1
                 guard s.head < s.queue.count else { return nil }
                 let w = s.queue[s.head]

@@ -61,15 +61,20 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
 
     /// Runs `work` on the queue; throws ``TandemError/loopShutDown(loop:)`` after ``shutdown()``.
     public func execute(_ work: @escaping @Sendable () -> Void) throws {
-        if state.withLock({ $0 }) { throw TandemError.loopShutDown(loop: name) }
+        if state.locked({ $0 }) { throw TandemError.loopShutDown(loop: name) }
         queue.async { [self] in onLoop(work) }
     }
 
     /// Watches `fd` with dispatch sources (level-triggered: they fire while data is pending).
     public func watch(_ fd: Int32, events: IOEvents, callback: @escaping @Sendable (IOEvents) -> Void) throws -> WatchID {
         precondition(inEventLoop, "watch must be called on the loop")
-        if watchers.values.contains(where: { $0.fd == fd }) {
-            throw TandemError.system(operation: "watch fd \(fd): already watched", errno: EEXIST)
+        if let (oldID, old) = watchers.first(where: { $0.value.fd == fd }) {
+            // Same open file behind both descriptors: a real second watch. Otherwise the old watch's
+            // descriptor was closed without `unwatch` and its number reused: that watch is dead.
+            guard !DispatchEventLoop.sameFile(fd, old.dupFD.fd) else {
+                throw TandemError.system(operation: "watch fd \(fd): already watched", errno: EEXIST)
+            }
+            unwatch(WatchID(raw: oldID))
         }
         let id = nextID
         nextID += 1
@@ -78,6 +83,13 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
         watchers[id] = Watcher(fd: fd, dupFD: d, events: [], callback: callback)
         updateWatch(WatchID(raw: id), events: events)
         return WatchID(raw: id)
+    }
+
+    private static func sameFile(_ a: Int32, _ b: Int32) -> Bool {
+        var sa = stat()
+        var sb = stat()
+        guard fstat(a, &sa) == 0, fstat(b, &sb) == 0 else { return false }
+        return sa.st_dev == sb.st_dev && sa.st_ino == sb.st_ino
     }
 
     /// Changes a watch's interest by creating or cancelling its sources.
@@ -145,7 +157,7 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
     /// Refuses new work, cancels timers and sources, and waits for the queue to finish what it has.
     public func shutdown() {
         precondition(!inEventLoop, "shutdown must not be called on the loop")
-        let first = state.withLock { s -> Bool in
+        let first = state.locked { s -> Bool in
             defer { s = true }
             return !s
         }

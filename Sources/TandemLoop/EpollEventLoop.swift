@@ -93,7 +93,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
 
     func submit(_ job: LoopJob) throws {
         let onLoop = inEventLoop
-        let wake = try inbox.withLock { s throws(TandemError) -> Bool in
+        let wake = try inbox.locked { s throws(TandemError) -> Bool in
             guard s.state == .running || (s.state == .stopping && onLoop) else { throw TandemError.loopShutDown(loop: name) }
             s.jobs.append(job)
             if s.wakePending || onLoop { return false }
@@ -113,12 +113,19 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
     /// Watches `fd`; see ``EventLoop/watch(_:events:callback:)``. One watch per descriptor.
     public func watch(_ fd: Int32, events: IOEvents, callback: @escaping @Sendable (IOEvents) -> Void) throws -> WatchID {
         precondition(inEventLoop, "watch must be called on the loop thread")
-        if fdWatches[fd] != nil { throw TandemError.system(operation: "watch fd \(fd): already watched", errno: EEXIST) }
         let id = nextID
-        nextID += 1
         var ev = ctandemsys_epoll_event(EpollEventLoop.mask(events), id)
         if epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0 {
-            throw TandemError.system(operation: "epoll_ctl(ADD, fd \(fd))", errno: errno)
+            let e = errno
+            if e == EEXIST { throw TandemError.system(operation: "watch fd \(fd): already watched", errno: e) }
+            throw TandemError.system(operation: "epoll_ctl(ADD, fd \(fd))", errno: e)
+        }
+        nextID += 1
+        if let stale = fdWatches[fd] {
+            // The kernel took the new registration, so the old watch's descriptor was closed without
+            // `unwatch` (the kernel then forgets it) and its number reused: that watch is dead.
+            watchers.removeValue(forKey: stale)
+            logger.debug("dropped the watch of a descriptor closed without unwatch", metadata: ["fd": "\(fd)"])
         }
         watchers[id] = Watcher(fd: fd, events: events, callback: callback)
         fdWatches[fd] = id
@@ -171,7 +178,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
     /// Stops the loop and joins its thread; see ``EventLoop/shutdown()``. Work already submitted runs first.
     public func shutdown() {
         precondition(!inEventLoop, "shutdown must not be called on the loop thread (it joins it)")
-        let first = inbox.withLock { s -> Bool in
+        let first = inbox.locked { s -> Bool in
             guard s.state == .running else { return false }
             s.state = .stopping
             return true
@@ -197,7 +204,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
         var counter: UInt64 = 0
         while true {
             var timeout: Int32 = -1
-            let pending = inbox.withLock { !$0.jobs.isEmpty || $0.state != .running }
+            let pending = inbox.locked { !$0.jobs.isEmpty || $0.state != .running }
             if pending {
                 timeout = 0
             } else if let first = heap.first {
@@ -211,10 +218,10 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
                 if spinNanos > 0 && hadWork {
                     let until = monotonicNanos() &+ spinNanos
                     while monotonicNanos() < until {
-                        if inbox.withLock({ !$0.jobs.isEmpty }) { break }
+                        if inbox.locked({ !$0.jobs.isEmpty }) { break }
                     }
                 }
-                if inbox.withLock({ $0.jobs.isEmpty }) {
+                if inbox.locked({ $0.jobs.isEmpty }) {
                     n = events.withUnsafeMutableBufferPointer { epoll_wait(epfd, $0.baseAddress, Int32($0.count), timeout) }
                 }
             }
@@ -239,7 +246,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
                 w.callback(ready)
             }
             runTimers()
-            let state = inbox.withLock { s -> RunState in
+            let state = inbox.locked { s -> RunState in
                 swap(&batch, &s.jobs)
                 s.wakePending = false
                 return s.state
@@ -248,7 +255,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
             for job in batch { runJob(job) }
             batch.removeAll(keepingCapacity: true)
             if state == .stopping {
-                let done = inbox.withLock { s -> Bool in
+                let done = inbox.locked { s -> Bool in
                     guard s.jobs.isEmpty else { return false }
                     s.state = .stopped
                     return true

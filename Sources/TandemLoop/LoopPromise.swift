@@ -35,10 +35,10 @@ public final class LoopPromise<T: Sendable>: Sendable {
     }
 
     /// True once a result (or cancellation) was recorded.
-    public var isCompleted: Bool { state.withLock { $0.result != nil } }
+    public var isCompleted: Bool { state.locked { $0.result != nil } }
 
     /// True when the waiting task was cancelled first.
-    public var isCancelled: Bool { state.withLock { $0.cancelled } }
+    public var isCancelled: Bool { state.locked { $0.cancelled } }
 
     /// Completes with a value (ignored if already completed).
     public func succeed(_ value: T) { complete(.success(value)) }
@@ -49,7 +49,7 @@ public final class LoopPromise<T: Sendable>: Sendable {
     /// Completes with `result` (ignored if already completed). Returns whether this call completed it.
     @discardableResult
     public func complete(_ result: Result<T, any Error>) -> Bool {
-        let cont = state.withLock { s -> UnsafeContinuation<T, any Error>?? in
+        let cont = state.locked { s -> UnsafeContinuation<T, any Error>?? in
             guard s.result == nil else { return .none }
             s.result = result
             s.cleanup = nil
@@ -64,7 +64,7 @@ public final class LoopPromise<T: Sendable>: Sendable {
     /// Registers loop-side cleanup to run on the loop thread if the task is cancelled before the
     /// promise completes. If it was already cancelled, `cleanup` runs now (call this on the loop thread).
     public func onCancel(_ cleanup: @escaping @Sendable () -> Void) {
-        let runNow = state.withLock { s -> Bool in
+        let runNow = state.locked { s -> Bool in
             if s.cancelled { return true }
             if s.result == nil { s.cleanup = cleanup }
             return false
@@ -73,7 +73,7 @@ public final class LoopPromise<T: Sendable>: Sendable {
     }
 
     fileprivate func install(_ c: UnsafeContinuation<T, any Error>) {
-        let ready = state.withLock { s -> Result<T, any Error>? in
+        let ready = state.locked { s -> Result<T, any Error>? in
             if let r = s.result { return r }
             s.continuation = c
             return nil
@@ -82,7 +82,7 @@ public final class LoopPromise<T: Sendable>: Sendable {
     }
 
     fileprivate func cancel() {
-        let (cont, cleanup, first) = state.withLock { s -> (UnsafeContinuation<T, any Error>?, (@Sendable () -> Void)?, Bool) in
+        let (cont, cleanup, first) = state.locked { s -> (UnsafeContinuation<T, any Error>?, (@Sendable () -> Void)?, Bool) in
             guard s.result == nil else { return (nil, nil, false) }
             s.result = .failure(CancellationError())
             s.cancelled = true

@@ -155,7 +155,7 @@ final class MemcachedPool: @unchecked Sendable {
         defer { _ = memcached_pool_release(pool, handle) }
         if let user = config.username, let password = config.password {
             let key = UInt(bitPattern: handle)
-            let fresh = authenticatedHandles.withLock { $0.insert(key).inserted }
+            let fresh = authenticatedHandles.locked { $0.insert(key).inserted }
             if fresh { _ = memcached_set_sasl_auth_data(handle, user, password) }
         }
         return try body(handle)

@@ -49,12 +49,12 @@ final class MemcachedWorkers: Sendable {
         self.server = server
     }
 
-    var statistics: Stats { stats.withLock { $0 } }
+    var statistics: Stats { stats.locked { $0 } }
 
     func submit(_ job: Job) {
         // A wake-up costs a system call (and tens of microseconds on virtual machines): wake a parked
         // worker only if none is already being woken; busy workers pick the job up when they finish.
-        let (accepted, wake, spawn) = state.withLock { s -> (Bool, Bool, Bool) in
+        let (accepted, wake, spawn) = state.locked { s -> (Bool, Bool, Bool) in
             if s.stopping { return (false, false, false) }
             s.jobs.append(job)
             if s.idle > s.pendingWakes {
@@ -81,7 +81,7 @@ final class MemcachedWorkers: Sendable {
 
     /// Stops the workers after the jobs already queued.
     func stop() {
-        let n = state.withLock { s -> Int in
+        let n = state.locked { s -> Int in
             s.stopping = true
             s.pendingWakes += s.idle
             return s.idle
@@ -98,7 +98,7 @@ final class MemcachedWorkers: Sendable {
 
     /// Takes the next job; if it is a get, also every other queued get (up to `maxBatch`).
     private func take() -> (gets: [(String, LoopPromise<StoredValue?>)], other: Job?, stop: Bool) {
-        state.withLock { s in
+        state.locked { s in
             guard s.head < s.jobs.count else { return ([], nil, s.stopping) }
             let first = s.jobs[s.head]
             if case .other = first {
@@ -135,19 +135,19 @@ final class MemcachedWorkers: Sendable {
         while true {
             let (gets, other, stop) = take()
             if stop {
-                state.withLock { $0.threads -= 1 }
+                state.locked { $0.threads -= 1 }
                 return
             }
             if gets.isEmpty && other == nil {
                 // Park, unless work arrived since `take` (checked under the same lock as `idle`).
-                let park = state.withLock { s -> Bool in
+                let park = state.locked { s -> Bool in
                     if s.head < s.jobs.count || s.stopping { return false }
                     s.idle += 1
                     return true
                 }
                 if park {
                     wakeup.wait()
-                    state.withLock { s in
+                    state.locked { s in
                         s.idle -= 1
                         s.pendingWakes -= 1
                     }
@@ -170,7 +170,7 @@ final class MemcachedWorkers: Sendable {
     private func runGets(_ gets: [(String, LoopPromise<StoredValue?>)], _ ops: MemcachedOps) {
         // Skip waiters whose tasks were cancelled meanwhile.
         let live = gets.filter { !$0.1.isCompleted }
-        stats.withLock { s in
+        stats.locked { s in
             s.gets += gets.count
             if !live.isEmpty { s.getRoundTrips += 1 }
             s.largestBatch = max(s.largestBatch, live.count)

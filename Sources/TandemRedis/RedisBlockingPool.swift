@@ -121,7 +121,7 @@ final class RedisBlockingPool: Sendable {
         defer { capacity.signal() }
         var reused = true
         var conn: BlockingRedisConnection
-        if let c = idle.withLock({ $0.popLast() }), !c.broken {
+        if let c = idle.locked({ $0.popLast() }), !c.broken {
             conn = c
         } else {
             conn = try connect()
@@ -130,7 +130,7 @@ final class RedisBlockingPool: Sendable {
         while true {
             do {
                 let r = try body(conn)
-                if !conn.broken { idle.withLock { $0.append(conn) } }
+                if !conn.broken { idle.locked { $0.append(conn) } }
                 return r
             } catch let e as CacheError {
                 // A reused connection that the server closed while it sat idle: retry once, fresh.
@@ -146,6 +146,6 @@ final class RedisBlockingPool: Sendable {
 
     /// Frees every idle connection (borrowed ones are freed when returned broken or at pool teardown).
     func close() {
-        idle.withLock { $0.removeAll() }
+        idle.locked { $0.removeAll() }
     }
 }

@@ -12,12 +12,12 @@ func secondsPerOp(iterations: Int, _ body: @escaping @Sendable () -> Void) -> Do
         let start = DispatchTime.now().uptimeNanoseconds
         for _ in 0..<iterations { body() }
         let elapsed = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        result.withLock { $0 = elapsed / Double(iterations) }
+        result.locked { $0 = elapsed / Double(iterations) }
         done.signal()
     }
     t.start()
     done.wait()
-    return result.withLock { $0 }
+    return result.locked { $0 }
 }
 
 @inline(never)

@@ -75,8 +75,8 @@ func compare(_ name: String, rounds: Int, unit: String = "ops/s", better: String
 /// The floor for LocMem: a mutex-protected dictionary, the least a thread-safe in-process cache does.
 final class DictionaryFloor: Sendable {
     let dict = Mutex<[String: [UInt8]]>([:])
-    func get(_ k: String) -> [UInt8]? { dict.withLock { $0[k] } }
-    func set(_ k: String, _ v: [UInt8]) { dict.withLock { $0[k] = v } }
+    func get(_ k: String) -> [UInt8]? { dict.locked { $0[k] } }
+    func set(_ k: String, _ v: [UInt8]) { dict.locked { $0[k] = v } }
 }
 
 struct LocMemScenario {

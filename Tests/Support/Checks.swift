@@ -51,3 +51,24 @@ public func onPlainThread<R: Sendable>(_ body: @escaping @Sendable () throws -> 
         t.start()
     }
 }
+
+/// The real time a short-lived key is known to be alive: checks that such a key is *still there* only
+/// prove something if they run inside its timeout. On a loaded machine (sanitizer runs, hundreds of
+/// behaviours at once on two cores) a step can come seconds late; such a check is then skipped, while
+/// every "gone afterwards" check still runs. With an unloaded machine the window is always open.
+public struct AliveWindow: Sendable {
+    private let start = ContinuousClock.now
+    private let seconds: Double
+    /// A window of `seconds` (a little less than the key's timeout), starting now: create it just
+    /// before the write that starts the key's life.
+    public init(_ seconds: Double) { self.seconds = seconds }
+    /// True while the key cannot have expired yet.
+    public var isOpen: Bool { ContinuousClock.now - start < .milliseconds(Int(seconds * 1000)) }
+
+    /// Checks `a == b` if the window is still open; a late step proves nothing and is not checked.
+    public func checkEqual<T: Equatable>(_ a: T, _ b: T, _ what: @autoclosure () -> String = "",
+                                         file: String = #fileID, line: Int = #line) throws {
+        guard isOpen else { return }
+        try TandemTestSupport.checkEqual(a, b, what(), file: file, line: line)
+    }
+}

@@ -94,6 +94,18 @@ public func rawExchange(host: String = "127.0.0.1", port: Int, _ request: [UInt8
     return reply
 }
 
+/// Waits until the Redis server on `port` stops answering PING within 200 ms (it is stalled, say by
+/// `DEBUG SLEEP` from another connection). Returns false if it kept answering for `seconds`.
+public func waitUntilRedisStalls(port: Int, seconds: Double = 5) -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        let reply = (try? rawExchange(port: port, Array("PING\r\n".utf8), timeout: 0.2) { $0.last == 10 }) ?? []
+        if reply.last != 10 { return true }
+        Thread.sleep(forTimeInterval: 0.01)
+    }
+    return false
+}
+
 /// Sends one Redis command (RESP, binary-safe) and returns the raw reply.
 public func redisCommand(port: Int, _ args: [String], password: String? = nil) throws -> String {
     func resp(_ a: [String]) -> [UInt8] {

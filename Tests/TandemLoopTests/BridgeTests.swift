@@ -147,6 +147,7 @@ actor LoopPinned {
         let n = 10_000
         let createdBefore = LoopPromiseStats.created
         let resumedBefore = LoopPromiseStats.resumed
+        let started = Box(Atomic<Int>(0))
         let cleanups = Box(Atomic<Int>(0))
         let cleanupsOffLoop = Box(Atomic<Int>(0))
         let outcomes = try await withThrowingTaskGroup(of: Bool.self) { group in
@@ -155,6 +156,7 @@ actor LoopPinned {
                     do {
                         // Loop-side work that never completes by itself: only cancellation ends it.
                         let _: Int = try await withLoopPromise(on: loop) { p in
+                            started.value.add(1, ordering: .relaxed)
                             p.onCancel {
                                 cleanups.value.add(1, ordering: .relaxed)
                                 if !loop.inEventLoop { cleanupsOffLoop.value.add(1, ordering: .relaxed) }
@@ -173,7 +175,11 @@ actor LoopPinned {
         #expect(outcomes.count == n && outcomes.allSatisfy { $0 }, "every wait ended with CancellationError")
         // The stats are process-wide and other suites run concurrently: check at least our share.
         #expect(LoopPromiseStats.created - createdBefore >= n)
-        #expect(try await eventually { cleanups.value.load(ordering: .relaxed) == n }, "every loop-side cleanup ran")
+        // A wait cancelled before its loop-side work started has nothing to clean up; every one that
+        // started must have run its cleanup.
+        #expect(try await eventually { cleanups.value.load(ordering: .relaxed) == started.value.load(ordering: .relaxed) },
+                "every loop-side cleanup ran (\(cleanups.value.load(ordering: .relaxed)) of \(started.value.load(ordering: .relaxed)) started)")
+        #expect(started.value.load(ordering: .relaxed) > 0, "some loop-side work started before the cancellation")
         #expect(cleanupsOffLoop.value.load(ordering: .relaxed) == 0, "cleanups ran on the loop thread")
         #expect(LoopPromiseStats.resumed - resumedBefore >= n)
     }
@@ -185,7 +191,7 @@ actor LoopPinned {
         let holder = Box(Mutex<LoopPromise<Int>?>(nil))
         let task = Task {
             do {
-                let v: Int = try await withLoopPromise(on: loop) { p in holder.value.withLock { $0 = p } }
+                let v: Int = try await withLoopPromise(on: loop) { p in holder.value.locked { $0 = p } }
                 resumes.value.add(1, ordering: .relaxed)
                 return v
             } catch {
@@ -193,10 +199,10 @@ actor LoopPinned {
                 throw error
             }
         }
-        #expect(try await eventually { holder.value.withLock { $0 != nil } })
+        #expect(try await eventually { holder.value.locked { $0 != nil } })
         task.cancel()
         await #expect(throws: CancellationError.self) { try await task.value }
-        let p = try #require(holder.value.withLock { $0 })
+        let p = try #require(holder.value.locked { $0 })
         #expect(p.isCancelled)
         p.succeed(5)   // the late reply: dropped
         p.fail(CancellationError())

@@ -52,8 +52,8 @@ final class Box<T: ~Copyable & Sendable>: Sendable {
 /// Collects events from loop callbacks (any thread) for later checks.
 final class Recorder<T: Sendable>: Sendable {
     private let items = Mutex<[T]>([])
-    func add(_ t: T) { items.withLock { $0.append(t) } }
-    var all: [T] { items.withLock { $0 } }
+    func add(_ t: T) { items.locked { $0.append(t) } }
+    var all: [T] { items.locked { $0 } }
 }
 
 /// Waits (politely) until `condition` holds or `seconds` pass.
@@ -121,15 +121,44 @@ func eventually(_ seconds: Double = 5, _ condition: () -> Bool) async throws -> 
         try await onLoop(loop) {
             let id = try loop.watch(pair.a, events: .read) { _ in
                 fired.add(1)
-                if let id = slot.value.withLock({ $0 }) { loop.unwatch(id) }
+                if let id = slot.value.locked({ $0 }) { loop.unwatch(id) }
             }
-            slot.value.withLock { $0 = id }
+            slot.value.locked { $0 = id }
         }
         pair.send()
         #expect(try await eventually { fired.all.count >= 1 })
         try await Task.sleep(for: .milliseconds(50))
         #expect(fired.all.count == 1, "the callback ran once and removed itself while data was still unread")
         #expect(try await onLoop(loop) { (try? loop.watch(pair.a, events: .read) { _ in }) != nil }, "the fd can be watched again")
+    }
+
+    @Test(arguments: LoopKind.allCases)
+    func descriptorClosedWithoutUnwatchCanBeReplacedButNotWatchedTwice(_ kind: LoopKind) async throws {
+        // Libraries close descriptors behind the loop's back (curl's resolver pipe): a new descriptor
+        // that gets the same number must be watchable, and must get its own events.
+        let loop = kind.make()
+        defer { loop.shutdown() }
+        var oldFDs: [Int32] = [0, 0]
+        #expect(socketpair(AF_UNIX, Int32(SOCK_STREAM.rawValue), 0, &oldFDs) == 0)
+        defer { close(oldFDs[1]) }
+        let number = oldFDs[0]
+        let oldFired = Recorder<Int>()
+        try await onLoop(loop) { _ = try loop.watch(number, events: .read) { _ in oldFired.add(1) } }
+        let second = try await onLoop(loop) { () -> Bool in (try? loop.watch(number, events: .read) { _ in }) != nil }
+        #expect(!second, "the same open descriptor cannot be watched twice")
+        // Close the watched end without unwatch and put a new socket under the same number, in one
+        // step (dup2), so that no other test running meanwhile can take the number.
+        let fresh = SocketPair()
+        #expect(dup2(fresh.a, number) == number)
+        defer { close(number) }
+        let newFired = Recorder<Int>()
+        try await onLoop(loop) { _ = try loop.watch(number, events: .read) { _ in newFired.add(1) } }
+        _ = send(oldFDs[1], [UInt8(1)], 1, Int32(MSG_NOSIGNAL))  // the old peer: nobody may hear it
+        fresh.send()
+        #expect(try await eventually { newFired.all.count >= 1 }, "the new descriptor's watch fires")
+        #expect(oldFired.all.isEmpty, "the dead watch never fires")
+        try await onLoop(loop) { var buf = [UInt8](repeating: 0, count: 16); _ = read(number, &buf, 16) }
+        try await Task.sleep(for: .milliseconds(20))
     }
 
     @Test(arguments: LoopKind.allCases)
@@ -177,15 +206,15 @@ func eventually(_ seconds: Double = 5, _ condition: () -> Bool) async throws -> 
                         for i in 0..<perThread {
                             try loop.execute {
                                 if !loop.inEventLoop { wrongThread.value.add(1, ordering: .relaxed) }
-                                seen.value.withLock { $0[t].append(i) }
+                                seen.value.locked { $0[t].append(i) }
                             }
                         }
                     }
                 }
             }
         }
-        #expect(try await eventually(20) { seen.value.withLock { $0.map(\.count).reduce(0, +) } == 4 * perThread })
-        let all = seen.value.withLock { $0 }
+        #expect(try await eventually(20) { seen.value.locked { $0.map(\.count).reduce(0, +) } == 4 * perThread })
+        let all = seen.value.locked { $0 }
         for t in 0..<4 { #expect(all[t] == Array(0..<perThread), "thread \(t): each once, in order") }
         #expect(wrongThread.value.load(ordering: .relaxed) == 0)
     }

@@ -232,10 +232,10 @@ struct RedisFaultTests {
         let cache = try fx.makeCache()
         try await cache.async.set("k", "v")
         #expect(try await cache.async.get("k") == "v")
-        // Stall the whole server for 2 s from another connection.
+        // Stall the whole server for 3 s from another connection, and wait until it is stalled.
         let port = fx.port
-        let sleeper = Task.detached { try await onPlainThread { try RawRedis(port: port).command(["DEBUG", "SLEEP", "2"]) } }
-        try await Task.sleep(for: .milliseconds(100))
+        let sleeper = Task.detached { try await onPlainThread { try RawRedis(port: port).command(["DEBUG", "SLEEP", "3"]) } }
+        #expect(try await onPlainThread { waitUntilRedisStalls(port: port) }, "DEBUG SLEEP stalled the server")
         // In flight during the stall: async gets, and a blocking get. Had they waited for the server to
         // wake up they would have read "v"; a timeout error proves they gave up at the command timeout.
         let blocking = Task.detached { () -> Result<String?, any Error> in

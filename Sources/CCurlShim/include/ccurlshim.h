@@ -7,6 +7,7 @@ typedef size_t (*ccurl_data_callback)(char *data, size_t size, size_t nmemb, voi
 typedef int (*ccurl_socket_callback)(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp);
 typedef int (*ccurl_timer_callback)(CURLM *multi, long timeout_ms, void *userp);
 typedef int (*ccurl_closesocket_callback)(void *clientp, curl_socket_t item);
+typedef curl_socket_t (*ccurl_opensocket_callback)(void *clientp, curlsocktype purpose, struct curl_sockaddr *address);
 
 CURLcode ccurl_easy_setopt_long(CURL *easy, CURLoption option, long value);
 CURLcode ccurl_easy_setopt_off(CURL *easy, CURLoption option, curl_off_t value);
@@ -15,6 +16,9 @@ CURLcode ccurl_easy_setopt_pointer(CURL *easy, CURLoption option, void *value);
 CURLcode ccurl_easy_setopt_slist(CURL *easy, CURLoption option, struct curl_slist *value);
 CURLcode ccurl_easy_setopt_data_callback(CURL *easy, CURLoption option, ccurl_data_callback value);
 CURLcode ccurl_easy_setopt_closesocket_callback(CURL *easy, ccurl_closesocket_callback value);
+CURLcode ccurl_easy_setopt_opensocket_callback(CURL *easy, ccurl_opensocket_callback value);
+// Opens the socket curl asks for in its open-socket callback (close-on-exec); -1 on failure.
+curl_socket_t ccurl_open_socket(const struct curl_sockaddr *address);
 
 CURLcode ccurl_easy_getinfo_long(CURL *easy, CURLINFO info, long *value);
 CURLcode ccurl_easy_getinfo_off(CURL *easy, CURLINFO info, curl_off_t *value);

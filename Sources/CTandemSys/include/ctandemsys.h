@@ -14,4 +14,13 @@ static inline struct epoll_event ctandemsys_epoll_event(uint32_t events, uint64_
 }
 static inline uint64_t ctandemsys_epoll_event_data(const struct epoll_event *ev) { return ev->data.u64; }
 static inline uint32_t ctandemsys_epoll_event_events(const struct epoll_event *ev) { return ev->events; }
+
+// ThreadSanitizer's annotation interface. Swift's `Mutex` on Linux hands a contended lock over inside
+// the kernel (FUTEX_LOCK_PI), where ThreadSanitizer cannot see the ordering, so every access guarded by
+// it would be reported as a race. Tandem's locked sections announce acquire/release to the sanitizer
+// themselves. The symbols are weak: without -sanitize=thread they are null and nothing is called.
+extern void __tsan_acquire(void *addr) __attribute__((weak));
+extern void __tsan_release(void *addr) __attribute__((weak));
+static inline void ctandemsys_tsan_acquire(void *addr) { if (__tsan_acquire) __tsan_acquire(addr); }
+static inline void ctandemsys_tsan_release(void *addr) { if (__tsan_release) __tsan_release(addr); }
 #endif
