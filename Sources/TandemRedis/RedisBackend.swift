@@ -130,7 +130,13 @@ public final class RedisBackend: CacheBackend {
     static let flushCommand: [[UInt8]] = ["FLUSHDB".bytes]
 
     func serverError(_ v: RedisValue, _ node: RedisNode) -> CacheError {
-        if case .error(let m) = v { return .serverError(server: node.endpoint.description, message: m) }
+        if case .error(let m) = v {
+            // A server that wants a password (or a different one) answers every command this way.
+            if m.hasPrefix("NOAUTH") || m.hasPrefix("WRONGPASS") {
+                return .authenticationFailed(server: node.endpoint.description, reason: m)
+            }
+            return .serverError(server: node.endpoint.description, message: m)
+        }
         return .serverError(server: node.endpoint.description, message: "unexpected reply \(v)")
     }
 
@@ -180,58 +186,59 @@ public final class RedisBackend: CacheBackend {
 
     // MARK: blocking face
 
-    private func run(_ node: RedisNode, _ op: String, _ args: [[UInt8]]) throws -> RedisValue {
-        try node.pool.withConnection(operation: op) { try node.pool.run($0, args, operation: op) }
+    /// Runs one command on a pooled connection. `idempotent`: safe to retry after a lost reply.
+    private func run(_ node: RedisNode, _ op: String, _ args: [[UInt8]], idempotent: Bool) throws -> RedisValue {
+        try node.pool.withConnection(operation: op, idempotent: idempotent) { try node.pool.run($0, args, operation: op) }
     }
 
     public func get(_ key: String) throws -> StoredValue? {
         let n = readNode
-        return try mapGet(try run(n, "GET", RedisBackend.getCommand(key)), n)
+        return try mapGet(try run(n, "GET", RedisBackend.getCommand(key), idempotent: true), n)
     }
 
     public func getMany(_ keys: [String]) throws -> [String: StoredValue] {
         if keys.isEmpty { return [:] }
         let n = readNode
-        return try mapMGet(try run(n, "MGET", RedisBackend.mgetCommand(keys)), keys, n)
+        return try mapMGet(try run(n, "MGET", RedisBackend.mgetCommand(keys), idempotent: true), keys, n)
     }
 
     public func set(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) throws -> Bool {
-        try mapSet(try run(primary, "SET", RedisBackend.setCommand(key, value, expiry, mode)), primary)
+        try mapSet(try run(primary, "SET", RedisBackend.setCommand(key, value, expiry, mode), idempotent: mode == .set), primary)
     }
 
     public func setMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) throws -> [String] {
         if items.isEmpty { return [] }
-        let replies = try primary.pool.withConnection(operation: "SET") {
+        let replies = try primary.pool.withConnection(operation: "SET", idempotent: true) {
             try primary.pool.pipeline($0, items.map { RedisBackend.setCommand($0.key, $0.value, expiry, .set) }, operation: "SET")
         }
         return zip(items, replies).compactMap { item, reply in (try? mapSet(reply, primary)) == true ? nil : item.key }
     }
 
     public func delete(_ key: String) throws -> Bool {
-        try mapInteger(try run(primary, "DEL", RedisBackend.delCommand([key])), primary) > 0
+        try mapInteger(try run(primary, "DEL", RedisBackend.delCommand([key]), idempotent: false), primary) > 0
     }
 
     public func deleteMany(_ keys: [String]) throws {
         if keys.isEmpty { return }
-        _ = try mapInteger(try run(primary, "DEL", RedisBackend.delCommand(keys)), primary)
+        _ = try mapInteger(try run(primary, "DEL", RedisBackend.delCommand(keys), idempotent: true), primary)
     }
 
     public func incr(_ key: String, by delta: Int64) throws -> Int64 {
-        try mapIncr(try run(primary, "INCRBY", RedisBackend.incrCommand(key, delta)), key: key, primary)
+        try mapIncr(try run(primary, "INCRBY", RedisBackend.incrCommand(key, delta), idempotent: false), key: key, primary)
     }
 
     public func touch(_ key: String, expiry: CacheExpiry) throws -> Bool {
-        try mapInteger(try run(primary, "PEXPIRE", RedisBackend.touchCommand(key, expiry)), primary) == 1
+        try mapInteger(try run(primary, "PEXPIRE", RedisBackend.touchCommand(key, expiry), idempotent: false), primary) == 1
     }
 
     public func hasKey(_ key: String) throws -> Bool {
         let n = readNode
-        return try mapInteger(try run(n, "EXISTS", RedisBackend.existsCommand(key)), n) > 0
+        return try mapInteger(try run(n, "EXISTS", RedisBackend.existsCommand(key), idempotent: true), n) > 0
     }
 
     /// FLUSHDB on the primary's database (every key in it, as Django's RedisCache.clear does).
     public func clear() throws {
-        try mapStatus(try run(primary, "FLUSHDB", RedisBackend.flushCommand), primary)
+        try mapStatus(try run(primary, "FLUSHDB", RedisBackend.flushCommand, idempotent: true), primary)
     }
 
     /// Closes idle blocking connections and the async connections; the next command reconnects.

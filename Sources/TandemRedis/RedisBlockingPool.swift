@@ -16,6 +16,8 @@ final class BlockingRedisConnection: @unchecked Sendable {
     let context: UnsafeMutablePointer<redisContext>
     /// Set when the connection may be out of step with the server (I/O error, timeout).
     var broken = false
+    /// When the connection was last handed back to the pool (monotonic nanoseconds).
+    var idleSince: UInt64 = 0
 
     init(context: UnsafeMutablePointer<redisContext>) { self.context = context }
     deinit { redisFree(context) }
@@ -110,18 +112,31 @@ final class RedisBlockingPool: Sendable {
         return out
     }
 
+    /// True when the server has closed a connection that sat idle (a restart, an idle timeout, a
+    /// `CLIENT KILL`): it has nothing to read but the end of the stream. Checked only after 100 ms of
+    /// idleness, so that a busy caller pays no system call.
+    private static func closedWhileIdle(_ conn: BlockingRedisConnection) -> Bool {
+        guard monotonicNow() &- conn.idleSince > 100_000_000 else { return false }
+        var byte: UInt8 = 0
+        let n = recv(conn.context.pointee.fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+        return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+    }
+
     /// Borrows a connection (waiting at most `borrowTimeout`), runs `body` on the calling thread, and
-    /// returns the connection. A connection found broken is reconnected before use; a command that
-    /// fails because an idle pooled connection had been closed by the server is retried once on a
-    /// fresh connection.
-    func withConnection<R>(operation: String, _ body: (BlockingRedisConnection) throws -> R) throws -> R {
+    /// returns the connection. A pooled connection found broken, or closed by the server while it sat
+    /// idle, is replaced before use.
+    ///
+    /// - Parameter idempotent: the command may safely run twice. Only such a command is retried (once,
+    ///   on a fresh connection) when a reused connection fails: a lost reply does not say whether the
+    ///   server ran the command, and running `INCR` or `SET NX` twice would corrupt the answer.
+    func withConnection<R>(operation: String, idempotent: Bool, _ body: (BlockingRedisConnection) throws -> R) throws -> R {
         guard capacity.wait(timeout: .now() + borrowTimeout) == .success else {
             throw CacheError.poolExhausted(server: endpoint.description, size: size)
         }
         defer { capacity.signal() }
         var reused = true
         var conn: BlockingRedisConnection
-        if let c = idle.locked({ $0.popLast() }), !c.broken {
+        if let c = idle.locked({ $0.popLast() }), !c.broken, !RedisBlockingPool.closedWhileIdle(c) {
             conn = c
         } else {
             conn = try connect()
@@ -130,11 +145,13 @@ final class RedisBlockingPool: Sendable {
         while true {
             do {
                 let r = try body(conn)
-                if !conn.broken { idle.locked { $0.append(conn) } }
+                if !conn.broken {
+                    conn.idleSince = monotonicNow()
+                    idle.locked { $0.append(conn) }
+                }
                 return r
             } catch let e as CacheError {
-                // A reused connection that the server closed while it sat idle: retry once, fresh.
-                if case .connectionFailed = e, reused, conn.broken {
+                if case .connectionFailed = e, idempotent, reused, conn.broken {
                     reused = false
                     conn = try connect()
                     continue
