@@ -388,10 +388,13 @@ final class CurlMulti: @unchecked Sendable {
         case CURLE_SSL_CONNECT_ERROR, CURLE_PEER_FAILED_VERIFICATION, CURLE_SSL_CERTPROBLEM, CURLE_SSL_CIPHER,
              CURLE_SSL_CACERT_BADFILE, CURLE_SSL_ISSUER_ERROR, CURLE_SSL_PINNEDPUBKEYNOTMATCH, CURLE_SSL_INVALIDCERTSTATUS:
             error = .tlsFailure(url: url, reason: reason)
-        case CURLE_GOT_NOTHING, CURLE_RECV_ERROR, CURLE_SEND_ERROR, CURLE_PARTIAL_FILE, CURLE_WEIRD_SERVER_REPLY,
-             CURLE_HTTP2, CURLE_HTTP2_STREAM:
+        case CURLE_GOT_NOTHING, CURLE_RECV_ERROR, CURLE_SEND_ERROR, CURLE_PARTIAL_FILE, CURLE_HTTP2, CURLE_HTTP2_STREAM:
             error = .upstreamClosed(url: url, reason: reason)
-        case CURLE_URL_MALFORMAT, CURLE_UNSUPPORTED_PROTOCOL:
+        case CURLE_WEIRD_SERVER_REPLY, CURLE_UNSUPPORTED_PROTOCOL:
+            // The URL's scheme was checked before any I/O: an unsupported protocol now means the
+            // answer (bytes that are not HTTP, read as HTTP/0.9) or a redirect target was refused.
+            error = .invalidResponse(url: url, reason: reason)
+        case CURLE_URL_MALFORMAT:
             error = .invalidURL(url: url, reason: reason)
         default:
             error = .transferFailed(url: url, code: Int(code.rawValue), reason: reason)

@@ -152,6 +152,7 @@ public enum HTTPError: Error, Equatable, Sendable, CustomStringConvertible {
     case cancelled(url: String)
     case deadlineExceeded(url: String)
     case upstreamClosed(url: String, reason: String)
+    case invalidResponse(url: String, reason: String)
     case transferFailed(url: String, code: Int, reason: String)
     case clientShutDown
 
@@ -168,6 +169,7 @@ public enum HTTPError: Error, Equatable, Sendable, CustomStringConvertible {
         case .cancelled(let url): return "request to \(url) was cancelled"
         case .deadlineExceeded(let url): return "request to \(url) did not finish before the deadline"
         case .upstreamClosed(let url, let reason): return "upstream \(url) closed or broke the connection: \(reason)"
+        case .invalidResponse(let url, let reason): return "upstream \(url) answered with something that is not valid HTTP: \(reason)"
         case .transferFailed(let url, let code, let reason): return "request to \(url) failed (curl \(code)): \(reason)"
         case .clientShutDown: return "the HTTP client's event loop has shut down"
         }
