@@ -1,4 +1,6 @@
 import Foundation
+import Synchronization
+import TandemLoop
 
 /// A failed check in the shared suites: thrown, so that any test runner reports it with its place.
 public struct CheckFailure: Error, CustomStringConvertible {
@@ -8,6 +10,11 @@ public struct CheckFailure: Error, CustomStringConvertible {
     public let location: String
     /// The failure as the test runner prints it.
     public var description: String { "\(location): \(message)" }
+    /// A failure with its message and place.
+    public init(message: String, location: String) {
+        self.message = message
+        self.location = location
+    }
 }
 
 /// Throws unless `a == b`.
@@ -71,4 +78,56 @@ public struct AliveWindow: Sendable {
         guard isOpen else { return }
         try TandemTestSupport.checkEqual(a, b, what(), file: file, line: line)
     }
+}
+
+/// Starts blocking work on a new plain thread at once (without waiting for a cooperative thread) and
+/// returns a handle to await its result later.
+public func startOnPlainThread<R: Sendable>(_ body: @escaping @Sendable () throws -> R) -> PlainThreadResult<R> {
+    let result = PlainThreadResult<R>()
+    let t = Thread { result.finish(Result { try body() }) }
+    t.stackSize = 1 << 20
+    t.start()
+    return result
+}
+
+/// The result of ``startOnPlainThread(_:)``.
+public final class PlainThreadResult<R: Sendable>: Sendable {
+    private let state = Mutex<(result: Result<R, any Error>?, waiter: CheckedContinuation<R, any Error>?)>((nil, nil))
+    fileprivate init() {}
+    fileprivate func finish(_ r: Result<R, any Error>) {
+        let waiter = state.locked { s -> CheckedContinuation<R, any Error>? in
+            s.result = r
+            defer { s.waiter = nil }
+            return s.waiter
+        }
+        waiter?.resume(with: r)
+    }
+    /// Waits for the thread's result.
+    public func value() async throws -> R {
+        try await withCheckedThrowingContinuation { c in
+            let ready = state.locked { s -> Result<R, any Error>? in
+                if s.result == nil { s.waiter = c }
+                return s.result
+            }
+            if let ready { c.resume(with: ready) }
+        }
+    }
+}
+
+/// Holds a noncopyable value (a `Mutex`, an `Atomic`) so that escaping closures can share it.
+public final class Box<T: ~Copyable & Sendable>: Sendable {
+    public let value: T
+    public init(_ value: consuming T) { self.value = value }
+}
+
+/// Waits (politely) until `condition` holds or `seconds` pass. The limit is generous: it is only
+/// reached when the condition never holds, and a loaded machine (sanitizers) can take seconds to
+/// start a task.
+public func eventually(_ seconds: Double = 30, _ condition: () -> Bool) async throws -> Bool {
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        if condition() { return true }
+        try await Task.sleep(for: .milliseconds(2))
+    }
+    return condition()
 }

@@ -39,49 +39,74 @@ public struct MemcachedFixture: CacheFixture {
     }
 }
 
-/// A memcached process a test starts (and stops) itself, on a free loopback port.
-public final class MemcachedProcess: @unchecked Sendable {
+/// A server process a test starts, stops, restarts on the same port, or pauses itself: `memcached`
+/// or `redis-server` on a free loopback port. Its PID is recorded in `$TANDEM_RUN_DIR/spawned.pids`
+/// so that the test command stops it even if the test process dies.
+public final class ServerProcess: @unchecked Sendable {
     // Why @unchecked Sendable is safe: `process` is only touched through `lock`.
+    public enum Kind: Sendable { case memcached, redis }
+    public let kind: Kind
     public let port: Int
     private var process: Process?
     private let lock = NSLock()
     private let extra: [String]
 
-    public init(extraArguments: [String] = []) throws {
+    /// Starts the server at once.
+    public init(_ kind: Kind, extraArguments: [String] = []) throws {
+        self.kind = kind
         port = try freeLoopbackPort()
         extra = extraArguments
         try start()
     }
 
+    /// `127.0.0.1:PORT`.
     public var address: String { "127.0.0.1:\(port)" }
+    /// `redis://127.0.0.1:PORT` (for Redis).
+    public var redisURL: String { "redis://127.0.0.1:\(port)" }
+    /// The running process's PID, if any.
+    public var pid: Int32? { lock.withLock { process?.processIdentifier } }
 
+    private var commandLine: (String, [String]) {
+        switch kind {
+        case .memcached:
+            return ("/usr/bin/memcached", ["-l", "127.0.0.1", "-p", String(port), "-U", "0", "-u", "root"] + extra)
+        case .redis:
+            return ("/usr/bin/redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                                              "--daemonize", "no", "--enable-debug-command", "local", "--dir", "/tmp",
+                                              "--dbfilename", "tandem-test-\(port).rdb", "--repl-diskless-sync-delay", "0"] + extra)
+        }
+    }
+
+    /// Starts (or restarts, on the same port) the server and waits until it answers.
     public func start() throws {
         lock.lock()
         defer { lock.unlock() }
+        let (path, args) = commandLine
         let p = Process()
-        p.executableURL = URL(fileURLWithPath: "/usr/bin/memcached")
-        p.arguments = ["-l", "127.0.0.1", "-p", String(port), "-U", "0", "-u", "root"] + extra
+        p.executableURL = URL(fileURLWithPath: path)
+        p.arguments = args
         p.standardOutput = FileHandle.nullDevice
         p.standardError = FileHandle.nullDevice
         try p.run()
         process = p
-        // Recorded so that the test command can stop it even if this test process dies.
-        if let dir = ProcessInfo.processInfo.environment["TANDEM_RUN_DIR"],
-           let h = FileHandle(forWritingAtPath: dir + "/spawned.pids") ?? {
-               FileManager.default.createFile(atPath: dir + "/spawned.pids", contents: nil)
-               return FileHandle(forWritingAtPath: dir + "/spawned.pids")
-           }() {
-            h.seekToEndOfFile()
-            h.write(Data("\(p.processIdentifier)\n".utf8))
-            try? h.close()
+        if let dir = ProcessInfo.processInfo.environment["TANDEM_RUN_DIR"] {
+            let file = dir + "/spawned.pids"
+            if !FileManager.default.fileExists(atPath: file) { _ = FileManager.default.createFile(atPath: file, contents: nil) }
+            if let h = FileHandle(forWritingAtPath: file) {
+                h.seekToEndOfFile()
+                h.write(Data("\(p.processIdentifier)\n".utf8))
+                try? h.close()
+            }
         }
-        for _ in 0..<200 {
-            if (try? rawExchange(port: port, Array("version\r\n".utf8), timeout: 0.2) { $0.last == 10 })?.isEmpty == false { return }
+        let ping = kind == .memcached ? "version\r\n" : "PING\r\n"
+        for _ in 0..<500 {
+            if (try? rawExchange(port: port, Array(ping.utf8), timeout: 0.2) { $0.last == 10 })?.isEmpty == false { return }
             Thread.sleep(forTimeInterval: 0.01)
         }
-        throw CheckFailure(message: "memcached on \(port) did not start", location: "MemcachedProcess")
+        throw CheckFailure(message: "\(path) on \(port) did not start", location: "ServerProcess")
     }
 
+    /// Kills the server (SIGKILL: no goodbye to its clients) and waits for it to be gone.
     public func stop() {
         lock.lock()
         defer { lock.unlock() }
@@ -94,8 +119,28 @@ public final class MemcachedProcess: @unchecked Sendable {
         process = nil
     }
 
+    /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: connections stay open, nothing is answered.
+    public func pause(_ paused: Bool) {
+        lock.withLock {
+            if let p = process, p.isRunning { kill(p.processIdentifier, paused ? SIGSTOP : SIGCONT) }
+        }
+    }
+
     deinit {
-        if let p = process, p.isRunning { kill(p.processIdentifier, SIGKILL) }
+        if let p = process, p.isRunning {
+            kill(p.processIdentifier, SIGCONT)
+            kill(p.processIdentifier, SIGKILL)
+        }
+    }
+}
+
+/// A memcached process a test starts (and stops) itself, on a free loopback port.
+public typealias MemcachedProcess = ServerProcess
+
+extension ServerProcess {
+    /// A memcached on a free loopback port.
+    public convenience init(extraArguments: [String] = []) throws {
+        try self.init(.memcached, extraArguments: extraArguments)
     }
 }
 
@@ -139,4 +184,16 @@ public func memcachedRawGet(_ server: String, _ key: String) throws -> String? {
     guard text.hasPrefix("VALUE ") else { return nil }
     let lines = text.components(separatedBy: "\r\n")
     return lines.count > 1 ? lines[1] : nil
+}
+
+/// One counter from a memcached server's `stats` (e.g. `cmd_get`), read directly; -1 if absent.
+public func memcachedStat(_ server: String, _ name: String) throws -> Int {
+    guard let (host, port) = TestServers.hostPort(server) else { return -1 }
+    let reply = String(decoding: try rawExchange(host: host, port: port, Array("stats\r\n".utf8)) {
+        $0.count >= 5 && Array($0.suffix(5)) == Array("END\r\n".utf8)
+    }, as: UTF8.self)
+    for line in reply.components(separatedBy: "\r\n") where line.hasPrefix("STAT \(name) ") {
+        return Int(line.split(separator: " ")[2]) ?? -1
+    }
+    return -1
 }

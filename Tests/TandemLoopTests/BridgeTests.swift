@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import TandemLoop
+import TandemTestSupport
 import Testing
 
 #if canImport(Glibc)

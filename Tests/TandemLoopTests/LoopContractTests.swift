@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import TandemLoop
+import TandemTestSupport
 import Testing
 
 #if canImport(Glibc)
@@ -43,11 +44,6 @@ final class SocketPair: Sendable {
     func drainA() { var buf = [UInt8](repeating: 0, count: 4096); while read(a, &buf, 4096) > 0 {} }
 }
 
-/// Holds a noncopyable synchronization value so that escaping closures can share it.
-final class Box<T: ~Copyable & Sendable>: Sendable {
-    let value: T
-    init(_ value: consuming T) { self.value = value }
-}
 
 /// Collects events from loop callbacks (any thread) for later checks.
 final class Recorder<T: Sendable>: Sendable {
@@ -56,15 +52,6 @@ final class Recorder<T: Sendable>: Sendable {
     var all: [T] { items.locked { $0 } }
 }
 
-/// Waits (politely) until `condition` holds or `seconds` pass.
-func eventually(_ seconds: Double = 5, _ condition: () -> Bool) async throws -> Bool {
-    let deadline = Date().addingTimeInterval(seconds)
-    while Date() < deadline {
-        if condition() { return true }
-        try await Task.sleep(for: .milliseconds(2))
-    }
-    return condition()
-}
 
 @Suite struct LoopContractTests {
     @Test(arguments: LoopKind.allCases)
@@ -213,7 +200,7 @@ func eventually(_ seconds: Double = 5, _ condition: () -> Bool) async throws -> 
                 }
             }
         }
-        #expect(try await eventually(20) { seen.value.locked { $0.map(\.count).reduce(0, +) } == 4 * perThread })
+        #expect(try await eventually { seen.value.locked { $0.map(\.count).reduce(0, +) } == 4 * perThread })
         let all = seen.value.locked { $0 }
         for t in 0..<4 { #expect(all[t] == Array(0..<perThread), "thread \(t): each once, in order") }
         #expect(wrongThread.value.load(ordering: .relaxed) == 0)

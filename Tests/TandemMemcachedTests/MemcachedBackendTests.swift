@@ -23,18 +23,7 @@ private func rawGet(_ server: String, _ key: String) async throws -> String? {
 
 /// A memcached "stats" counter (read on a plain thread).
 private func stat(_ server: String, _ name: String) async throws -> Int {
-    let (host, port) = try #require(TestServers.hostPort(server))
-    return try await onPlainThread { try statNow(host, port, name) }
-}
-
-private func statNow(_ host: String, _ port: Int, _ name: String) throws -> Int {
-    let reply = String(decoding: try rawExchange(host: host, port: port, Array("stats\r\n".utf8)) {
-        $0.count >= 5 && Array($0.suffix(5)) == Array("END\r\n".utf8)
-    }, as: UTF8.self)
-    for line in reply.components(separatedBy: "\r\n") where line.hasPrefix("STAT \(name) ") {
-        return Int(line.split(separator: " ")[2]) ?? -1
-    }
-    return -1
+    try await onPlainThread { try memcachedStat(server, name) }
 }
 
 @Suite(.enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)))
@@ -186,8 +175,10 @@ struct MemcachedBackendTests {
         let (listener, port) = try silentListener()
         defer { close(listener) }
         let cache = try memcachedCache(["127.0.0.1:\(port)"], options: ["POOL_SIZE": 1, "POOL_TIMEOUT": 0.05, "POLL_TIMEOUT": 1.5, "CONNECT_TIMEOUT": 1])
-        let slow = Task.detached { try? await onPlainThread { try cache.get("k") as String? } }
-        try await Task.sleep(for: .milliseconds(200))
+        let slow = startOnPlainThread { try? cache.get("k") as String? }
+        // The first get holds the handle once its connection waits in the listener's queue.
+        var pfd = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
+        #expect(poll(&pfd, 1, 10_000) == 1, "the first get connected")
         do {
             _ = try await onPlainThread { try cache.get("k") as String? }
             Issue.record("the second blocking get found a free handle")
@@ -195,7 +186,7 @@ struct MemcachedBackendTests {
             guard case .poolExhausted(_, let size) = e else { Issue.record("expected poolExhausted, got \(e)"); return }
             #expect(size == 1)
         }
-        _ = await slow.value
+        _ = try await slow.value()
     }
 
     @Test func typeTagsRoundTripThroughTheFlags() async throws {
