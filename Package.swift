@@ -14,6 +14,7 @@ let package = Package(
         .library(name: "TandemConfiguration", targets: ["TandemConfiguration"]),
         .executable(name: "tandem", targets: ["tandem"]),
         .executable(name: "tandem-bench", targets: ["tandem-bench"]),
+        .executable(name: "tandem-stress", targets: ["tandem-stress"]),
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
@@ -55,6 +56,11 @@ let package = Package(
             name: "tandem-bench",
             dependencies: ["Tandem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
         ),
+        // A bounded workload over everything, closed cleanly at the end: run under valgrind for leaks.
+        .executableTarget(
+            name: "tandem-stress",
+            dependencies: ["Tandem", .product(name: "ArgumentParser", package: "swift-argument-parser")]
+        ),
         // Shared test code (the semantic suite, fixtures, server helpers): used by the test targets only.
         .target(name: "TandemTestSupport", dependencies: ["Tandem"], path: "Tests/Support"),
         .testTarget(name: "TandemLoopTests", dependencies: ["TandemLoop", "TandemTestSupport"]),
@@ -62,6 +68,9 @@ let package = Package(
         .testTarget(name: "TandemMemcachedTests", dependencies: ["TandemMemcached", "Tandem", "TandemTestSupport"]),
         .testTarget(name: "TandemHTTPTests", dependencies: ["TandemHTTP", "Tandem", "TandemTestSupport"]),
         .testTarget(name: "TandemCacheTests", dependencies: ["TandemCache", "Tandem", "TandemTestSupport"]),
+        // The fault and bad-input suite (Integration/faults/run.sh runs it on its own, one test at a time).
+        .testTarget(name: "TandemFaultTests", dependencies: ["Tandem", "TandemTestSupport", .product(name: "Logging", package: "swift-log")],
+                    path: "Integration/faults/Tests"),
         .testTarget(
             name: "TandemTests",
             dependencies: ["Tandem", "TandemTestSupport", "TandemConfiguration",

@@ -52,6 +52,7 @@ remember_pidfile() {  # remember_pidfile FILE: waits for it and records the PID 
 # start_redis NAME PORT [extra redis-server args...]
 start_redis() {
   local name=$1 port=$2; shift 2
+  rm -f "$RUN_DIR/redis-$name.pid"
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
     --pidfile "$RUN_DIR/redis-$name.pid" --logfile "$RUN_DIR/redis-$name.log" --dir "$RUN_DIR" \
     --dbfilename "redis-$name.rdb" --enable-debug-command local "$@" >/dev/null
@@ -62,6 +63,7 @@ start_redis() {
 # start_memcached NAME PORT [extra args...]
 start_memcached() {
   local name=$1 port=$2; shift 2
+  rm -f "$RUN_DIR/memcached-$name.pid"
   memcached -l 127.0.0.1 -p "$port" -U 0 -d -u "$(id -un)" -P "$RUN_DIR/memcached-$name.pid" "$@"
   remember_pidfile "$RUN_DIR/memcached-$name.pid"
   wait_port "$port"
@@ -79,6 +81,7 @@ stop_all() {
   # Servers that tests started themselves (they record their PIDs here).
   if [ -f "$RUN_DIR/spawned.pids" ]; then
     while read -r pid; do [ -n "$pid" ] && kill -9 "$pid" 2>/dev/null || true; done < "$RUN_DIR/spawned.pids"
+    rm -f "$RUN_DIR/spawned.pids"  # never kill these numbers again: they may belong to someone else later
   fi
   for pid in "${STARTED_PIDS[@]:-}"; do
     [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
