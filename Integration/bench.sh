@@ -74,4 +74,5 @@ NGINX
   esac
 done
 swift build -c release --product tandem-bench >&2
-.build/release/tandem-bench "${scenarios[@]}" "${extra[@]}" ${TANDEM_BENCH_ARGS:-}
+# TANDEM_BENCH_WRAPPER runs the benchmark under a profiler, e.g. "perf record -e cpu-clock -g -o /tmp/perf.data".
+${TANDEM_BENCH_WRAPPER:-} .build/release/tandem-bench "${scenarios[@]}" "${extra[@]}" ${TANDEM_BENCH_ARGS:-}

@@ -23,6 +23,7 @@ final class Transfer: @unchecked Sendable {
         self.request = request
         self.promise = promise
         self.maxBody = maxBody
+        rawHeaders.reserveCapacity(512)
     }
 
     deinit { curl_slist_free_all(headerList) }
@@ -100,6 +101,15 @@ final class CurlMulti: @unchecked Sendable {
     private var timer: TimerID?
     private var active: [UnsafeMutableRawPointer: Transfer] = [:]
     private var freeHandles: [UnsafeMutableRawPointer] = []
+    /// What each easy handle was last configured with, so that a reused handle only gets the options
+    /// that differ (most requests of a client repeat the previous ones).
+    private struct HandleSetup: Equatable {
+        var url: String
+        var timeoutMs: Int
+        var method: HTTPMethod
+        var sharedHeaders: Bool
+    }
+    private var setups: [UnsafeMutableRawPointer: HandleSetup] = [:]
     private(set) var handlesCreated = 0
     private var closed = false
     private let logger = Logger(label: "tandem.http")
@@ -128,6 +138,7 @@ final class CurlMulti: @unchecked Sendable {
         if configuration.maxConnections > 0 {
             _ = ccurl_multi_setopt_long(m, CURLMOPT_MAX_TOTAL_CONNECTIONS, configuration.maxConnections)
         }
+        _ = ccurl_multi_setopt_long(m, CURLMOPT_MAXCONNECTS, max(1, configuration.maxIdleConnections))
         multi = m
         return m
     }
@@ -202,12 +213,37 @@ final class CurlMulti: @unchecked Sendable {
         if let w = watches.removeValue(forKey: fd) { loop.unwatch(w.id) }
     }
 
+    /// When curl wants its timeout handled (monotonic nanoseconds), and when the loop timer is set to fire.
+    private var curlDeadline: UInt64?
+    private var timerFires: UInt64 = 0
+
+    /// curl's timer callback: one deadline, replaced by each call (-1: none). curl moves it several
+    /// times per request, mostly later; the loop timer is only rescheduled when the deadline moves
+    /// earlier, and a timer that fires before a deadline that moved later just re-arms itself.
     func timerChanged(_ ms: Int) {
-        if let t = timer { loop.cancel(t); timer = nil }
-        guard ms >= 0 else { return }
-        // 0 means "as soon as possible": a zero-delay timer runs on the next loop turn, outside this callback.
-        timer = loop.schedule(after: .milliseconds(ms)) { [self] in
+        guard ms >= 0 else {
+            curlDeadline = nil
+            return
+        }
+        let deadline = monotonicNanos() &+ UInt64(ms) &* 1_000_000
+        curlDeadline = deadline
+        if timer != nil && timerFires <= deadline { return }
+        armTimer(deadline)
+    }
+
+    private func armTimer(_ deadline: UInt64) {
+        if let t = timer { loop.cancel(t) }
+        timerFires = deadline
+        let delay = deadline &- min(deadline, monotonicNanos())
+        // 0 means "as soon as possible": a zero-delay timer runs on the next loop turn, outside curl's callback.
+        timer = loop.schedule(after: .nanoseconds(Int64(delay))) { [self] in
             timer = nil
+            guard let due = curlDeadline else { return }
+            if due > monotonicNanos() {
+                armTimer(due)
+                return
+            }
+            curlDeadline = nil
             socketAction(CURL_SOCKET_TIMEOUT, 0)
         }
     }
@@ -237,7 +273,12 @@ final class CurlMulti: @unchecked Sendable {
     /// Puts an easy handle back for reuse. Its options stay set: the per-client ones never change and
     /// `configure` sets every per-request one again.
     private func recycle(_ easy: UnsafeMutableRawPointer) {
-        if freeHandles.count < 256 { freeHandles.append(easy) } else { curl_easy_cleanup(easy) }
+        if freeHandles.count < 256 {
+            freeHandles.append(easy)
+        } else {
+            setups.removeValue(forKey: easy)
+            curl_easy_cleanup(easy)
+        }
     }
 
     /// Options that are the same for every request of this client: set once per easy handle.
@@ -309,15 +350,21 @@ final class CurlMulti: @unchecked Sendable {
         recycle(easy)
     }
 
-    /// Sets every option that can differ between requests (each one, every time: handles are reused).
+    /// Sets the options that can differ between requests. A GET without a body and without headers of
+    /// its own, like the previous request on this handle, only needs its per-transfer pointers.
     private func configure(_ easy: UnsafeMutableRawPointer, _ t: Transfer) {
         let r = t.request
         let ptr = Unmanaged.passUnretained(t).toOpaque()
-        _ = ccurl_easy_setopt_string(easy, CURLOPT_URL, r.url)
         _ = ccurl_easy_setopt_pointer(easy, CURLOPT_PRIVATE, ptr)
         _ = ccurl_easy_setopt_pointer(easy, CURLOPT_WRITEDATA, ptr)
         _ = ccurl_easy_setopt_pointer(easy, CURLOPT_HEADERDATA, ptr)
-        _ = ccurl_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, milliseconds(r.timeout ?? configuration.requestTimeout))
+        let setup = HandleSetup(url: r.url, timeoutMs: milliseconds(r.timeout ?? configuration.requestTimeout),
+                                method: r.method, sharedHeaders: r.headers.isEmpty)
+        let simple = r.headers.isEmpty && r.body == nil && (r.method == .get || r.method == .head)
+        let previous = setups[easy]
+        if simple, previous == setup { return }
+        if previous?.url != setup.url { _ = ccurl_easy_setopt_string(easy, CURLOPT_URL, r.url) }
+        if previous?.timeoutMs != setup.timeoutMs { _ = ccurl_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, setup.timeoutMs) }
         if r.headers.isEmpty {
             _ = ccurl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, sharedHeaderList)
         } else {
@@ -343,6 +390,8 @@ final class CurlMulti: @unchecked Sendable {
                 _ = ccurl_easy_setopt_pointer(easy, CURLOPT_COPYPOSTFIELDS, UnsafeMutableRawPointer(mutating: b.baseAddress ?? UnsafePointer(bitPattern: 1)))
             }
         }
+        // Only a plain request leaves the handle in a state the next plain request can reuse as is.
+        if simple { setups[easy] = setup } else { setups.removeValue(forKey: easy) }
     }
 
     private func milliseconds(_ d: Duration) -> Int {
@@ -417,6 +466,7 @@ final class CurlMulti: @unchecked Sendable {
         active.removeAll()
         for easy in freeHandles { curl_easy_cleanup(easy) }
         freeHandles.removeAll()
+        setups.removeAll()
         curl_slist_free_all(sharedHeaderList)
         sharedHeaderList = nil
         for (_, w) in watches { loop.unwatch(w.id) }

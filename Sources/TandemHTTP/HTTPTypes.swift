@@ -47,24 +47,9 @@ public struct HTTPRequest: Sendable {
     /// Rejects what must never reach the network: an unparsable URL, a scheme other than http(s), a
     /// method or header with CR, LF or other control characters (header injection).
     public func validate() throws(HTTPError) {
-        // A light check (no Foundation URL parsing on the hot path); libcurl parses the URL fully before
-        // it opens any connection and reports a malformed one as invalidURL too.
-        let bytes = Array(url.utf8)
-        if bytes.contains(where: { $0 < 0x21 || $0 == 0x7f }) {
-            throw .invalidURL(url: url, reason: "contains spaces or control characters")
-        }
-        guard let schemeEnd = url.range(of: "://") else {
-            throw .invalidURL(url: url, reason: "not a valid absolute URL")
-        }
-        let scheme = url[..<schemeEnd.lowerBound].lowercased()
-        guard scheme == "http" || scheme == "https" else {
-            throw .invalidURL(url: url, reason: "unsupported scheme '\(scheme)'; use http or https")
-        }
-        let rest = url[schemeEnd.upperBound...]
-        var authority = rest[..<(rest.firstIndex(where: { $0 == "/" || $0 == "?" || $0 == "#" }) ?? rest.endIndex)]
-        if let at = authority.lastIndex(of: "@") { authority = authority[authority.index(after: at)...] }
-        let host = authority.hasPrefix("[") ? authority : authority[..<(authority.lastIndex(of: ":") ?? authority.endIndex)]
-        guard !host.isEmpty else { throw .invalidURL(url: url, reason: "missing host") }
+        // A light check on the UTF-8 bytes (no Foundation URL parsing on the hot path); libcurl parses
+        // the URL fully before it opens any connection and reports a malformed one as invalidURL too.
+        try HTTPRequest.checkURL(url)
         if method.rawValue.isEmpty || method.rawValue.utf8.contains(where: { $0 <= 0x20 || $0 == 0x7f }) {
             throw .invalidRequest(reason: "invalid method '\(method.rawValue)'")
         }
@@ -76,6 +61,39 @@ public struct HTTPRequest: Sendable {
                 throw .invalidRequest(reason: "header \(name) has CR, LF or NUL in its value")
             }
         }
+    }
+}
+
+extension HTTPRequest {
+    /// Refuses URLs with spaces or control characters, without `scheme://`, with a scheme other than
+    /// http or https, or without a host. Works on the UTF-8 bytes: it runs for every request.
+    static func checkURL(_ url: String) throws(HTTPError) {
+        var u = url
+        let problem: String? = u.withUTF8 { b -> String? in
+            if b.contains(where: { $0 < 0x21 || $0 == 0x7f }) { return "contains spaces or control characters" }
+            let colon = UInt8(ascii: ":"), slash = UInt8(ascii: "/")
+            var sep = -1
+            var i = 0
+            while i + 2 < b.count {
+                if b[i] == colon && b[i + 1] == slash && b[i + 2] == slash { sep = i; break }
+                i += 1
+            }
+            guard sep > 0 else { return "not a valid absolute URL" }
+            func lower(_ x: UInt8) -> UInt8 { x | 0x20 }  // ASCII letters to lower case
+            let http = sep >= 4 && lower(b[0]) == UInt8(ascii: "h") && lower(b[1]) == UInt8(ascii: "t")
+                && lower(b[2]) == UInt8(ascii: "t") && lower(b[3]) == UInt8(ascii: "p")
+            guard http && (sep == 4 || (sep == 5 && lower(b[4]) == UInt8(ascii: "s"))) else {
+                return "unsupported scheme '\(String(decoding: b[0..<sep], as: UTF8.self).lowercased())'; use http or https"
+            }
+            var start = sep + 3
+            var end = start
+            while end < b.count, b[end] != slash, b[end] != UInt8(ascii: "?"), b[end] != UInt8(ascii: "#") { end += 1 }
+            if let at = b[start..<end].lastIndex(of: UInt8(ascii: "@")) { start = at + 1 }
+            var hostEnd = end
+            if start < end, b[start] != UInt8(ascii: "["), let c = b[start..<end].lastIndex(of: colon) { hostEnd = c }
+            return start < hostEnd ? nil : "missing host"
+        }
+        if let problem { throw .invalidURL(url: url, reason: problem) }
     }
 }
 
@@ -186,6 +204,10 @@ public struct HTTPClientConfiguration: Sendable {
     public var maxConnectionsPerHost: Int = 0
     /// Most connections in total (0: no limit).
     public var maxConnections: Int = 0
+    /// Most idle keep-alive connections kept for reuse. libcurl's own default follows the number of
+    /// transfers in flight at the moment, so a client whose load goes up and down would close and
+    /// reopen connections; Tandem keeps a fixed number instead.
+    public var maxIdleConnections: Int = 256
     /// Largest response body accepted; larger fails with ``HTTPError/bodyTooLarge(url:limit:)``.
     public var maxBodyBytes: Int = 16 * 1024 * 1024
     /// Follow redirects (off by default).

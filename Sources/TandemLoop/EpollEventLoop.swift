@@ -197,8 +197,11 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
         return m
     }
 
+    private let resumeBatch = ResumeBatch()
+
     private func run() {
         LoopThread.set(identity)
+        resumeBatch.install()
         var events = [epoll_event](repeating: epoll_event(), count: 256)
         var batch: [LoopJob] = []
         var counter: UInt64 = 0
@@ -254,6 +257,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
             if !batch.isEmpty { hadWork = true }
             for job in batch { runJob(job) }
             batch.removeAll(keepingCapacity: true)
+            resumeBatch.flush()
             if state == .stopping {
                 let done = inbox.locked { s -> Bool in
                     guard s.jobs.isEmpty else { return false }

@@ -1,3 +1,4 @@
+import Dispatch
 import Synchronization
 
 /// Counts loop promises created and resumed, so that tests (and leak checks) can prove every
@@ -98,7 +99,11 @@ public final class LoopPromise<T: Sendable>: Sendable {
 
     private func resume(_ c: UnsafeContinuation<T, any Error>, _ r: Result<T, any Error>) {
         LoopPromiseStats.resumedCount.add(1, ordering: .relaxed)
-        c.resume(with: r)
+        if let batch = ResumeBatch.current {
+            batch.add { c.resume(with: r) }
+        } else {
+            c.resume(with: r)
+        }
     }
 }
 
@@ -144,4 +149,44 @@ public func withPromise<T: Sendable>(_ start: (LoopPromise<T>) -> Void) async th
     } onCancel: {
         promise.cancel()
     }
+}
+
+/// Continuations completed during one turn of an epoll loop: resumed together at the end of the turn.
+/// One of them is resumed on the loop thread; when there are more, the rest go to the global
+/// executor in a single hop, so that the loop thread (the busy one under load) does not pay one
+/// wake-up of a cooperative thread per completion.
+final class ResumeBatch {
+    private var items: [() -> Void] = []
+    private static let slot = ThreadSlot()
+
+    /// The batch of the loop running on this thread, if it batches.
+    static var current: ResumeBatch? {
+        slot.value.map { Unmanaged<ResumeBatch>.fromOpaque($0).takeUnretainedValue() }
+    }
+
+    /// Makes this the current thread's batch (the loop thread calls it once).
+    func install() { ResumeBatch.slot.set(Unmanaged.passUnretained(self).toOpaque()) }
+
+    func add(_ item: @escaping () -> Void) { items.append(item) }
+
+    /// Resumes what the turn completed.
+    func flush() {
+        guard !items.isEmpty else { return }
+        if items.count == 1 {
+            let item = items[0]
+            items.removeAll(keepingCapacity: true)
+            item()
+            return
+        }
+        let batch = UncheckedBatch(items: items)
+        items.removeAll(keepingCapacity: true)
+        DispatchQueue.global().async { for item in batch.items { item() } }
+    }
+}
+
+/// A batch of resumptions handed to another thread.
+struct UncheckedBatch: @unchecked Sendable {
+    // Why @unchecked Sendable is safe: each item resumes a continuation (itself Sendable) with a
+    // Sendable result; the array is handed over whole and never touched again by the loop thread.
+    let items: [() -> Void]
 }

@@ -108,7 +108,7 @@ final class RedisAsyncConnection: @unchecked Sendable {
 
     private func send(_ args: [[UInt8]], _ done: @escaping (Result<RedisValue, CacheError>) -> Void) {
         if case .backoff(let until, let reason) = state {
-            if monotonicNow() < until {
+            if monotonicNanos() < until {
                 done(.failure(.connectionFailed(server: endpoint.description, reason: "reconnecting after: \(reason)")))
                 return
             }
@@ -140,7 +140,7 @@ final class RedisAsyncConnection: @unchecked Sendable {
             out.append(contentsOf: UnsafeBufferPointer(start: $0, count: Int(len)))
         }
         redisFreeCommand(target)
-        pending.append(Pending(deadline: monotonicNow() &+ commandTimeout, done: done))
+        pending.append(Pending(deadline: monotonicNanos() &+ commandTimeout, done: done))
         armTimeout()
     }
 
@@ -329,7 +329,7 @@ final class RedisAsyncConnection: @unchecked Sendable {
         guard timeoutTimer == nil else { return }
         let first = max(head, expiredUpTo)
         guard first < pending.count else { return }
-        let delay = pending[first].deadline &- min(pending[first].deadline, monotonicNow())
+        let delay = pending[first].deadline &- min(pending[first].deadline, monotonicNanos())
         timeoutTimer = loop.schedule(after: .nanoseconds(Int64(delay))) { [self] in
             timeoutTimer = nil
             expire()
@@ -337,7 +337,7 @@ final class RedisAsyncConnection: @unchecked Sendable {
     }
 
     private func expire() {
-        let now = monotonicNow()
+        let now = monotonicNanos()
         var i = max(head, expiredUpTo)
         var victims: [Pending] = []
         while i < pending.count, pending[i].deadline <= now {
@@ -383,7 +383,7 @@ final class RedisAsyncConnection: @unchecked Sendable {
         // Short: a cache should be back within a fraction of a second of its server. Attempts against
         // a server that is down cost one refused connect each.
         let ms = min(250, 25 << min(failures, 4))
-        state = .backoff(until: monotonicNow() &+ UInt64(ms) * 1_000_000, reason: reason)
+        state = .backoff(until: monotonicNanos() &+ UInt64(ms) * 1_000_000, reason: reason)
         logger.warning("redis connection failed; backing off", metadata: ["server": "\(endpoint.description)", "retry_ms": "\(ms)", "reason": "\(reason)"])
     }
 
@@ -393,11 +393,4 @@ final class RedisAsyncConnection: @unchecked Sendable {
         if fd >= 0 { close(fd); fd = -1 }
         if let reader { redisReaderFree(reader); self.reader = nil }
     }
-}
-
-@inline(__always)
-func monotonicNow() -> UInt64 {
-    var ts = timespec()
-    clock_gettime(CLOCK_MONOTONIC, &ts)
-    return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)
 }

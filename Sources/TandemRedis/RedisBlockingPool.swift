@@ -2,6 +2,7 @@ import CHiredis
 import Dispatch
 import Synchronization
 import TandemCache
+import TandemLoop
 
 #if canImport(Glibc)
 import Glibc
@@ -116,7 +117,7 @@ final class RedisBlockingPool: Sendable {
     /// `CLIENT KILL`): it has nothing to read but the end of the stream. Checked only after 100 ms of
     /// idleness, so that a busy caller pays no system call.
     private static func closedWhileIdle(_ conn: BlockingRedisConnection) -> Bool {
-        guard monotonicNow() &- conn.idleSince > 100_000_000 else { return false }
+        guard monotonicNanos() &- conn.idleSince > 100_000_000 else { return false }
         var byte: UInt8 = 0
         let n = recv(conn.context.pointee.fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
         return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
@@ -146,7 +147,7 @@ final class RedisBlockingPool: Sendable {
             do {
                 let r = try body(conn)
                 if !conn.broken {
-                    conn.idleSince = monotonicNow()
+                    conn.idleSince = monotonicNanos()
                     idle.locked { $0.append(conn) }
                 }
                 return r
