@@ -68,15 +68,7 @@ public final class RawRedis: @unchecked Sendable {
     private let lock = NSLock()
     private let fd: Int32
     public init(port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0 else { throw CheckFailure(message: "connect to redis \(port) failed", location: "RawRedis") }
+        fd = try connectTCP(port: port)
     }
 
     deinit { close(fd) }

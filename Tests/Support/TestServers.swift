@@ -1,4 +1,5 @@
 import Foundation
+import Tandem
 
 #if canImport(Glibc)
 import Glibc
@@ -61,15 +62,14 @@ public enum TestServers {
     }
 }
 
-/// Sends `request` to a TCP server and reads until `until` is satisfied or `timeout` passes: for
-/// talking to servers directly in tests (checking what a client stored, or sending admin commands).
-public func rawExchange(host: String = "127.0.0.1", port: Int, _ request: [UInt8], timeout: Double = 3,
-                        until done: ([UInt8]) -> Bool) throws -> [UInt8] {
+/// A blocking TCP connection to `host:port` (IPv4), with a receive timeout if given. The caller closes it.
+public func connectTCP(host: String = "127.0.0.1", port: Int, receiveTimeout: Double? = nil) throws -> Int32 {
     let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-    guard fd >= 0 else { throw CheckFailure(message: "socket() failed", location: "rawExchange") }
-    defer { close(fd) }
-    var tv = timeval(tv_sec: Int(timeout), tv_usec: Int((timeout - Double(Int(timeout))) * 1e6))
-    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    guard fd >= 0 else { throw CheckFailure(message: "socket() failed", location: "connectTCP") }
+    if let t = receiveTimeout {
+        var tv = timeval(tv_sec: Int(t), tv_usec: Int((t - Double(Int(t))) * 1e6))
+        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+    }
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
     addr.sin_port = in_port_t(UInt16(port).bigEndian)
@@ -77,7 +77,20 @@ public func rawExchange(host: String = "127.0.0.1", port: Int, _ request: [UInt8
     let rc = withUnsafePointer(to: &addr) {
         $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
     }
-    guard rc == 0 else { throw CheckFailure(message: "connect to \(host):\(port) failed (errno \(errno))", location: "rawExchange") }
+    guard rc == 0 else {
+        let e = errno
+        close(fd)
+        throw CheckFailure(message: "connect to \(host):\(port) failed (errno \(e))", location: "connectTCP")
+    }
+    return fd
+}
+
+/// Sends `request` to a TCP server and reads until `until` is satisfied or `timeout` passes: for
+/// talking to servers directly in tests (checking what a client stored, or sending admin commands).
+public func rawExchange(host: String = "127.0.0.1", port: Int, _ request: [UInt8], timeout: Double = 3,
+                        until done: ([UInt8]) -> Bool) throws -> [UInt8] {
+    let fd = try connectTCP(host: host, port: port, receiveTimeout: timeout)
+    defer { close(fd) }
     var sent = 0
     while sent < request.count {
         let n = request[sent...].withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
@@ -136,4 +149,19 @@ public func redisCommand(port: Int, _ args: [String], password: String? = nil) t
     let text = String(decoding: reply, as: UTF8.self)
     if password != nil, let r = text.range(of: "\r\n") { return String(text[r.upperBound...]) }
     return text
+}
+
+/// Requests the HTTP client must refuse before any I/O: no host, a scheme other than http(s), CR/LF in
+/// the URL, a header value or the method, a header name with a space.
+public func badHTTPRequests(base: String) -> [HTTPRequest] {
+    [
+        HTTPRequest(.get, "not a url"),
+        HTTPRequest(.get, "ftp://127.0.0.1/file"),
+        HTTPRequest(.get, "http://"),
+        HTTPRequest(.get, base + "/x\r\nX-Injected: 1"),
+        HTTPRequest(.get, base + "/echo", headers: [("X-Evil", "a\r\nInjected: 1")]),
+        HTTPRequest(.get, base + "/echo", headers: [("Bad Name", "v")]),
+        HTTPRequest(.get, base + "/echo", headers: [("X-Evil", "a\nb")]),
+        HTTPRequest("GET /x HTTP/1.1\r\n", base + "/echo"),
+    ]
 }

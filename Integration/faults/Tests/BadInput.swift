@@ -39,17 +39,7 @@ final class RedisMonitor: @unchecked Sendable {
     private let stopped = Atomic<Bool>(false)
 
     init(port: Int) throws {
-        fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_port = in_port_t(UInt16(port).bigEndian)
-        inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
-        let rc = withUnsafePointer(to: &addr) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { connect(fd, $0, socklen_t(MemoryLayout<sockaddr_in>.size)) }
-        }
-        guard rc == 0 else { throw CheckFailure(message: "MONITOR connect failed", location: "RedisMonitor") }
-        var tv = timeval(tv_sec: 0, tv_usec: 100_000)
-        setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+        fd = try connectTCP(port: port, receiveTimeout: 0.1)
         _ = "MONITOR\r\n".withCString { send(fd, $0, 9, 0) }
         // The reader holds the monitor until `stop()` (or the server closing the connection) ends it.
         let t = Thread { [self] in
@@ -328,14 +318,10 @@ extension Faults {
                 return Int(stats.split(separator: ":").last?.filter(\.isNumber) ?? "") ?? -1
             }
             let before = try await connections()
-            let badRequests: [HTTPRequest] = [
-                HTTPRequest(.get, "http://"), HTTPRequest(.get, "ftp://127.0.0.1/x"), HTTPRequest(.get, "file:///etc/passwd"),
-                HTTPRequest(.get, base + "/a b"), HTTPRequest(.get, base + "/x\r\nX-Injected: 1"), HTTPRequest(.get, "://x"),
+            let badRequests = badHTTPRequests(base: base) + [
+                HTTPRequest(.get, "file:///etc/passwd"), HTTPRequest(.get, base + "/a b"), HTTPRequest(.get, "://x"),
                 HTTPRequest(.get, ""), HTTPRequest(.get, "127.0.0.1/x"),
-                HTTPRequest(.get, base + "/echo", headers: [("X-Evil", "a\r\nX-Injected: 1")]),
-                HTTPRequest(.get, base + "/echo", headers: [("Bad Name", "v")]),
                 HTTPRequest(.get, base + "/echo", headers: [("X-Nul", "a\u{0}b")]),
-                HTTPRequest(HTTPMethod(rawValue: "GET /x HTTP/1.1\r\n"), base + "/echo"),
             ]
             for r in badRequests {
                 do {
