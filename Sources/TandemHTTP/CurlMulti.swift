@@ -107,7 +107,6 @@ final class CurlMulti: @unchecked Sendable {
         var url: String
         var timeoutMs: Int
         var method: HTTPMethod
-        var sharedHeaders: Bool
     }
     private var setups: [UnsafeMutableRawPointer: HandleSetup] = [:]
     private(set) var handlesCreated = 0
@@ -270,8 +269,8 @@ final class CurlMulti: @unchecked Sendable {
         }
     }
 
-    /// Puts an easy handle back for reuse. Its options stay set: the per-client ones never change and
-    /// `configure` sets every per-request one again.
+    /// Puts an easy handle back for reuse. Its options stay set: the per-client ones never change, and
+    /// `configure` sets the per-request ones that differ from what `setups` remembers for the handle.
     private func recycle(_ easy: UnsafeMutableRawPointer) {
         if freeHandles.count < 256 {
             freeHandles.append(easy)
@@ -358,8 +357,7 @@ final class CurlMulti: @unchecked Sendable {
         _ = ccurl_easy_setopt_pointer(easy, CURLOPT_PRIVATE, ptr)
         _ = ccurl_easy_setopt_pointer(easy, CURLOPT_WRITEDATA, ptr)
         _ = ccurl_easy_setopt_pointer(easy, CURLOPT_HEADERDATA, ptr)
-        let setup = HandleSetup(url: r.url, timeoutMs: milliseconds(r.timeout ?? configuration.requestTimeout),
-                                method: r.method, sharedHeaders: r.headers.isEmpty)
+        let setup = HandleSetup(url: r.url, timeoutMs: milliseconds(r.timeout ?? configuration.requestTimeout), method: r.method)
         let simple = r.headers.isEmpty && r.body == nil && (r.method == .get || r.method == .head)
         let previous = setups[easy]
         if simple, previous == setup { return }

@@ -49,7 +49,9 @@ public protocol EventLoop: AnyObject, Sendable {
     var inEventLoop: Bool { get }
 
     /// Watches `fd` for `events`; `callback` runs on the loop thread with the events that are ready,
-    /// for as long as they stay ready (level-triggered). Loop thread only.
+    /// for as long as they stay ready (level-triggered). Loop thread only. Watching a descriptor that
+    /// is already watched fails, unless the earlier watch's descriptor was closed without `unwatch`
+    /// and the number now names another file: that dead watch is replaced.
     func watch(_ fd: Int32, events: IOEvents, callback: @escaping @Sendable (IOEvents) -> Void) throws -> WatchID
 
     /// Changes the events a watch is interested in. Loop thread only.
