@@ -73,7 +73,8 @@ struct RedisBackendTests {
         let primary = try TestServers.need(TestServers.redisURL, "redis primary")
         let replica = try TestServers.need(TestServers.redisReplicaURL, "redis replica")
         let db = RedisFixture(loop: .epoll).db
-        let cache = try Caches(settings: ["default": CacheSettings(backend: "redis", location: ["\(primary)/\(db)", "\(replica)/\(db)"])]).default
+        let cache = try Caches(settings: ["default": CacheSettings(backend: "redis", location: ["\(primary)/\(db)", "\(replica)/\(db)"],
+                                                                     options: ["COMMAND_TIMEOUT": 10])]).default
         try await cache.async.set("replicated", "yes")
         var seen: String?
         for _ in 0..<200 {
@@ -111,7 +112,10 @@ struct RedisBackendTests {
     func authWithPasswordAndACLUserAndFailure(_ loop: TestLoops.Kind) async throws {
         let port = try TestServers.need(TestServers.redisAuthPort, "redis auth instance")
         func cache(_ url: String, options: [String: SettingValue] = [:]) throws -> Cache {
-            try BackendRegistry.standard.makeCache(alias: "auth", settings: CacheSettings(backend: "redis", location: [url], options: options), loop: loop.loop)
+            // Generous timeouts: this is about credentials, and a sanitizer run on two cores is slow.
+            let settings = CacheSettings(backend: "redis", location: [url],
+                                         options: options.merging(["COMMAND_TIMEOUT": 10, "CONNECT_TIMEOUT": 10]) { a, _ in a })
+            return try BackendRegistry.standard.makeCache(alias: "auth", settings: settings, loop: loop.loop)
         }
         let withPassword = try cache("redis://:tandem-secret@127.0.0.1:\(port)/3")
         try await withPassword.async.set("k", "v")
