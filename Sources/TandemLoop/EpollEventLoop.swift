@@ -276,6 +276,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
         fdWatches.removeAll()
         timers.removeAll()
         heap.removeAll()
+        resumeBatch.uninstall()
         LoopThread.set(nil)
         finished.signal()
     }

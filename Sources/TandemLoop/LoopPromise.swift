@@ -152,9 +152,9 @@ public func withPromise<T: Sendable>(_ start: (LoopPromise<T>) -> Void) async th
 }
 
 /// Continuations completed during one turn of an epoll loop: resumed together at the end of the turn.
-/// One of them is resumed on the loop thread; when there are more, the rest go to the global
-/// executor in a single hop, so that the loop thread (the busy one under load) does not pay one
-/// wake-up of a cooperative thread per completion.
+/// A lone one is resumed on the loop thread, as it would have been at once; several are handed to the
+/// global executor in a single hop, so that the loop thread (the busy one under load) does not pay one
+/// wake-up of a cooperative thread per completion. Each continuation is still resumed exactly once.
 final class ResumeBatch {
     private var items: [() -> Void] = []
     private static let slot = ThreadSlot()
@@ -164,8 +164,14 @@ final class ResumeBatch {
         slot.value.map { Unmanaged<ResumeBatch>.fromOpaque($0).takeUnretainedValue() }
     }
 
-    /// Makes this the current thread's batch (the loop thread calls it once).
+    /// Makes this the current thread's batch (the loop thread calls it when it starts).
     func install() { ResumeBatch.slot.set(Unmanaged.passUnretained(self).toOpaque()) }
+
+    /// Resumes what is left and stops batching on this thread (the loop thread calls it when it ends).
+    func uninstall() {
+        flush()
+        ResumeBatch.slot.set(nil)
+    }
 
     func add(_ item: @escaping () -> Void) { items.append(item) }
 

@@ -7,9 +7,15 @@ import Testing
 /// The fault suite: every test here kills, stalls or feeds garbage to real servers, so they run one at
 /// a time (`.serialized`), each bounded in time, and report their figures as `FAULT-FIGURE {json}`
 /// lines (also appended to `$TANDEM_RUN_DIR/fault-figures.jsonl`) for RELIABILITY.md.
-@Suite(.serialized, .enabled(if: TestServers.shouldRun(FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server")),
-                            Comment(rawValue: TestServers.skipMessage)))
+@Suite(.serialized, .enabled(if: TestServers.shouldRun(faultServersAvailable), Comment(rawValue: TestServers.skipMessage)))
 struct Faults {}
+
+/// The suite starts its own redis-server and memcached processes and uses the test command's HTTP
+/// upstream (and its SASL memcached): without them a bare `swift test` skips it, with
+/// `TANDEM_REQUIRE_SERVERS=1` a missing one is a failure.
+let faultServersAvailable = FileManager.default.isExecutableFile(atPath: "/usr/bin/redis-server")
+    && FileManager.default.isExecutableFile(atPath: "/usr/bin/memcached")
+    && TestServers.httpUpstream != nil
 
 /// Figures a fault test reports.
 enum Figures {
