@@ -15,7 +15,9 @@ public struct MemcachedFixture: CacheFixture {
     public init(isolatedServer: String? = nil, options: [String: SettingValue] = [:]) {
         namespace = "t\(nextMemcachedNamespace.add(1, ordering: .relaxed).newValue)-"
         servers = isolatedServer.map { [$0] } ?? TestServers.memcachedServers
-        self.options = options
+        // A generous poll timeout (the default is 1 s): these tests are about results, on two cores
+        // shared with load tests and sanitizers.
+        self.options = options.merging(["POLL_TIMEOUT": 5]) { mine, _ in mine }
     }
 
     public var stores: Bool { true }

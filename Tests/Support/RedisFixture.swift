@@ -11,6 +11,11 @@ public enum TestLoops {
         case epoll, dispatch
         public var description: String { rawValue }
         public var loop: any EventLoop { self == .epoll ? TestLoops.epoll : TestLoops.dispatch }
+        /// A new loop of this kind for one test alone: load tests use one, so that their flood of work
+        /// does not delay the other tests sharing `loop` past their timeouts. Shut it down afterwards.
+        public func makePrivateLoop(_ name: String) -> any EventLoop {
+            self == .epoll ? EpollEventLoop(name: name) : DispatchEventLoop(name: name)
+        }
     }
 }
 
@@ -27,9 +32,14 @@ public struct RedisFixture: CacheFixture {
     public let server: String
 
     /// - Parameter chaos: use the instance reserved for tests that stall or kill connections.
-    public init(loop: TestLoops.Kind, options: [String: SettingValue] = ["COMMAND_TIMEOUT": 3], chaos: Bool = false) {
+    /// - Parameter loop: the loop the cache runs on (the shared loop of that kind unless `on` is given).
+    /// - Parameter on: a loop of the test's own.
+    /// The default command timeout is generous (10 s): these tests are about results, and the whole
+    /// test process shares two cores and two loops with load tests and sanitizers.
+    public init(loop: TestLoops.Kind, on own: (any EventLoop)? = nil,
+                options: [String: SettingValue] = ["COMMAND_TIMEOUT": 10], chaos: Bool = false) {
         db = nextRedisDB.add(1, ordering: .relaxed).newValue % 4000 + 50
-        self.loop = loop.loop
+        self.loop = own ?? loop.loop
         self.options = options
         server = (chaos ? TestServers.redisChaosURL : TestServers.redisURL) ?? "redis://127.0.0.1:1"
     }

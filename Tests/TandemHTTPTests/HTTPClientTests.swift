@@ -199,7 +199,7 @@ struct HTTPClientTests {
     @Test(arguments: TestLoops.Kind.allCases)
     func upstreamFaultsAreTypedErrors(_ loop: TestLoops.Kind) async throws {
         let base = try upstream()
-        let http = client(loop) { $0.requestTimeout = .seconds(3) }
+        let http = client(loop)
         await #expect(throws: HTTPError.self) { _ = try await http.async.get(base + "/garbage") }
         do {
             _ = try await http.async.get(base + "/close")
