@@ -54,6 +54,14 @@ final class Recorder<T: Sendable>: Sendable {
 
 
 @Suite struct LoopContractTests {
+    @Test func epollLoopThreadCarriesTheLoopNameInTheOS() async throws {
+        // What top, perf and gdb show: the loop's name, cut to the 15 bytes Linux keeps.
+        let loop = EpollEventLoop(name: "named-loop-with-a-long-name")
+        defer { loop.shutdown() }
+        let comm = try await onLoop(loop) { try String(contentsOfFile: "/proc/thread-self/comm", encoding: .utf8) }
+        #expect(comm.trimmingCharacters(in: .newlines) == "named-loop-with")
+    }
+
     @Test(arguments: LoopKind.allCases)
     func readReadinessIsLevelTriggeredUntilDrained(_ kind: LoopKind) async throws {
         let loop = kind.make()
