@@ -115,6 +115,14 @@ final class CurlMulti: @unchecked Sendable {
 
     private static let globalInit: Void = { _ = curl_global_init(Int(CURL_GLOBAL_ALL)) }()
 
+    /// Whether the environment names a proxy (read once, when the first client starts). Without
+    /// one, each handle is told "no proxy" outright: otherwise curl looks up five environment
+    /// variables (and copies what it finds) for every request, to learn the same thing each time.
+    private static let environmentNamesAProxy: Bool = {
+        let names = ["http_proxy", "HTTP_PROXY", "https_proxy", "HTTPS_PROXY", "all_proxy", "ALL_PROXY", "no_proxy", "NO_PROXY"]
+        return names.contains { getenv($0).map { $0.pointee != 0 } ?? false }
+    }()
+
     init(loop: any EventLoop, configuration: HTTPClientConfiguration) {
         _ = CurlMulti.globalInit
         self.loop = loop
@@ -300,6 +308,10 @@ final class CurlMulti: @unchecked Sendable {
         if let ca = c.caFile { _ = ccurl_easy_setopt_string(easy, CURLOPT_CAINFO, ca) }
         _ = ccurl_easy_setopt_long(easy, CURLOPT_HTTP_VERSION, Int(CURL_HTTP_VERSION_2TLS))
         _ = ccurl_easy_setopt_string(easy, CURLOPT_USERAGENT, c.userAgent)
+        if !CurlMulti.environmentNamesAProxy {
+            _ = ccurl_easy_setopt_string(easy, CURLOPT_PROXY, "")
+            _ = ccurl_easy_setopt_string(easy, CURLOPT_NOPROXY, "")
+        }
     }
 
     /// The header list of requests that add no headers of their own: built once, owned by this
