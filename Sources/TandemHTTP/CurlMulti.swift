@@ -224,9 +224,14 @@ final class CurlMulti: @unchecked Sendable {
     private var curlDeadline: UInt64?
     private var timerFires: UInt64 = 0
 
+    /// A job that runs curl's due timeout later in this loop turn is queued.
+    private var immediatePending = false
+
     /// curl's timer callback: one deadline, replaced by each call (-1: none). curl moves it several
     /// times per request, mostly later; the loop timer is only rescheduled when the deadline moves
     /// earlier, and a timer that fires before a deadline that moved later just re-arms itself.
+    /// 0 ("as soon as possible", which every new transfer asks for) needs no timer: one job queued on
+    /// the loop serves every transfer added in the same turn.
     func timerChanged(_ ms: Int) {
         guard ms >= 0 else {
             curlDeadline = nil
@@ -234,6 +239,22 @@ final class CurlMulti: @unchecked Sendable {
         }
         let deadline = monotonicNanos() &+ UInt64(ms) &* 1_000_000
         curlDeadline = deadline
+        if ms == 0 {
+            if immediatePending { return }
+            immediatePending = true
+            do {
+                // Runs after the current callback and job, outside curl.
+                try loop.execute { [self] in
+                    immediatePending = false
+                    guard let due = curlDeadline, due <= monotonicNanos() else { return }
+                    curlDeadline = nil
+                    socketAction(CURL_SOCKET_TIMEOUT, 0)
+                }
+                return
+            } catch {
+                immediatePending = false  // the loop is stopping: fall back to its timer
+            }
+        }
         if timer != nil && timerFires <= deadline { return }
         armTimer(deadline)
     }
