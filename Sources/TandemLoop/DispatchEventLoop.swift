@@ -33,6 +33,13 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
         var callback: @Sendable (IOEvents) -> Void
         var read: (any DispatchSourceRead)?
         var write: (any DispatchSourceWrite)?
+        /// The descriptor hung up (EPOLLHUP). libdispatch reports a hang-up once, then drops the
+        /// descriptor from its epoll set for good: from here on this loop re-delivers readiness
+        /// itself, once per queue turn, for as long as the watch lasts (a hung-up descriptor stays
+        /// readable and writable forever, which is what level-triggered epoll would keep saying).
+        var hungUp = false
+        /// A re-delivery of a hung-up watch is queued.
+        var redeliveryQueued = false
     }
     private var watchers: [UInt64: Watcher] = [:]
     private var timers: [UInt64: DispatchWorkItem] = [:]
@@ -96,6 +103,14 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
     public func updateWatch(_ id: WatchID, events: IOEvents) {
         precondition(inEventLoop, "updateWatch must be called on the loop")
         guard var w = watchers[id.raw] else { return }
+        if w.hungUp {
+            // New sources would never fire (libdispatch no longer polls the descriptor); the
+            // re-delivery follows the new interest.
+            w.events = events
+            watchers[id.raw] = w
+            queueRedelivery(id.raw)
+            return
+        }
         if events.contains(.read), w.read == nil {
             let s = DispatchSource.makeReadSource(fileDescriptor: w.dupFD.fd, queue: queue)
             s.setEventHandler { [self] in fire(id.raw, .read) }
@@ -121,8 +136,46 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
     }
 
     private func fire(_ id: UInt64, _ event: IOEvents) {
-        guard let w = watchers[id], w.events.contains(event) else { return }
+        guard var w = watchers[id], !w.hungUp, w.events.contains(event) else { return }
+        // A read event with nothing queued is an end of stream or an error; a write event may come
+        // with a hang-up. Either way, ask the kernel whether the descriptor hung up: if it did, this
+        // is the last event libdispatch delivers for it.
+        let nothingQueued = event == .read && (w.read?.data ?? 1) == 0
+        if (nothingQueued || event == .write) && DispatchEventLoop.hasHungUp(w.dupFD.fd) {
+            w.hungUp = true
+            w.read?.cancel()
+            w.write?.cancel()
+            w.read = nil
+            w.write = nil
+            watchers[id] = w
+            redeliverHangUp(id)
+            return
+        }
         onLoop { w.callback(event) }
+    }
+
+    private static func hasHungUp(_ fd: Int32) -> Bool {
+        var p = pollfd(fd: fd, events: Int16(POLLIN), revents: 0)
+        return poll(&p, 1, 0) == 1 && p.revents & Int16(POLLHUP | POLLERR) != 0
+    }
+
+    /// Calls a hung-up watch's callback with its interest (plus `.error`), and queues the next call
+    /// for the next turn, until the watch is removed or wants nothing.
+    private func redeliverHangUp(_ id: UInt64) {
+        guard var w = watchers[id], w.hungUp else { return }
+        w.redeliveryQueued = false
+        watchers[id] = w
+        guard !w.events.isEmpty else { return }
+        onLoop { w.callback(w.events.union(.error)) }
+        queueRedelivery(id)
+    }
+
+    /// Queues one re-delivery for a hung-up watch (never calls back from inside the caller).
+    private func queueRedelivery(_ id: UInt64) {
+        guard var w = watchers[id], w.hungUp, !w.redeliveryQueued, !w.events.isEmpty else { return }
+        w.redeliveryQueued = true
+        watchers[id] = w
+        queue.async { [self] in redeliverHangUp(id) }
     }
 
     /// Stops watching: cancels the sources. Safe inside the watch's own callback.

@@ -82,6 +82,40 @@ final class Recorder<T: Sendable>: Sendable {
     }
 
     @Test(arguments: LoopKind.allCases)
+    func peerThatHungUpStaysReadableUntilDrainedAndEOFSeen(_ kind: LoopKind) async throws {
+        // A connection reset with data still unread (an upstream cut off mid-body): the reader takes
+        // one small read per callback, as curl does, and must keep being called until it has read
+        // every byte and seen the end, and keep being called after that until it unwatches.
+        let loop = kind.make()
+        defer { loop.shutdown() }
+        let pair = SocketPair()
+        let payload = [UInt8](repeating: 7, count: 20)
+        #expect(write(pair.b, payload, payload.count) == payload.count)
+        #expect(shutdown(pair.b, Int32(SHUT_RDWR)) == 0, "the peer hangs up both ways")
+        let got = Box(Mutex<(bytes: Int, eof: Bool, callsAfterEOF: Int, events: [IOEvents])>((0, false, 0, [])))
+        let id = try await onLoop(loop) {
+            try loop.watch(pair.a, events: .read) { ev in
+                var one: UInt8 = 0
+                let n = read(pair.a, &one, 1)
+                got.value.locked {
+                    $0.events.append(ev)
+                    if $0.eof { $0.callsAfterEOF += 1 }
+                    if n == 1 { $0.bytes += 1 } else if n == 0 { $0.eof = true }
+                }
+            }
+        }
+        #expect(try await eventually(10) { got.value.locked { $0.eof && $0.callsAfterEOF >= 2 } },
+                "every byte and the end were read, and the descriptor kept reporting readiness")
+        let seen = got.value.locked { $0 }
+        #expect(seen.bytes == payload.count)
+        #expect(seen.events.allSatisfy { $0.contains(.read) })
+        try await onLoop(loop) { loop.unwatch(id) }
+        let calls = got.value.locked { $0.events.count }
+        try await Task.sleep(for: .milliseconds(30))
+        #expect(got.value.locked { $0.events.count } == calls, "no callbacks after unwatch")
+    }
+
+    @Test(arguments: LoopKind.allCases)
     func writeAndBothAndUpdate(_ kind: LoopKind) async throws {
         let loop = kind.make()
         defer { loop.shutdown() }
