@@ -2,15 +2,25 @@ import CCurl
 import CCurlShim
 import Foundation
 import Logging
+import Synchronization
 import TandemLoop
 
-/// One request in flight: its easy handle's callbacks write here. Loop-confined.
-final class Transfer: @unchecked Sendable {
-    // Why @unchecked Sendable is safe: created on the loop thread and touched only there (curl calls
-    // its callbacks from `curl_multi_socket_action`, which only the loop thread calls).
+/// One request in flight. The caller creates it (with its buffers), the loop fills it, and the caller
+/// gets it back through `promise` and builds the response from it: what the loop writes lives in
+/// memory the caller's thread allocated and frees, so the two threads do not pass malloc's chunks
+/// back and forth (which made them contend on the allocator's locks).
+final class Transfer: @unchecked Sendable, LoopPromiseCanceller {
+    // Why @unchecked Sendable is safe: the caller sets `request`, `maxBody` and the empty buffers before
+    // handing the transfer to the loop; from then on only the loop thread touches the mutable fields
+    // (curl calls the callbacks from `curl_multi_socket_action`, which only the loop calls), until it
+    // completes `promise`. The caller reads them only after that completion (the promise's lock orders
+    // the accesses), and never after a cancellation, when the loop may still be writing.
     let request: HTTPRequest
-    let promise: LoopPromise<HTTPResponse>
     let maxBody: Int
+    let multi: CurlMulti
+    /// Completed by the loop when the fields below hold the response, or with an error. (It holds no
+    /// reference back to the transfer, so the two never keep each other alive.)
+    var promise: LoopPromise<Void>!
     var easy: UnsafeMutableRawPointer?
     /// The request's header list: owned here, freed in `deinit`.
     var headerList: UnsafeMutablePointer<curl_slist>?
@@ -18,15 +28,33 @@ final class Transfer: @unchecked Sendable {
     /// The header lines of the last response, as received (parsed later, off the loop thread).
     var rawHeaders: [UInt8] = []
     var tooLarge = false
+    var status = 0
+    var timings = HTTPResponse.Timings(connect: .zero, firstByte: .zero, total: .zero)
+    var finalURL: String
 
-    init(request: HTTPRequest, promise: LoopPromise<HTTPResponse>, maxBody: Int) {
+    init(request: HTTPRequest, maxBody: Int, multi: CurlMulti) {
         self.request = request
-        self.promise = promise
         self.maxBody = maxBody
+        self.multi = multi
+        finalURL = request.url
+        // Room for a typical small answer, allocated here on the caller's thread.
         rawHeaders.reserveCapacity(512)
+        body.reserveCapacity(min(maxBody, 1024))
     }
 
     deinit { curl_slist_free_all(headerList) }
+
+    /// The waiting task was cancelled (any thread): the loop removes the easy handle.
+    func promiseCancelled() { multi.enqueueCancel(self) }
+
+    /// The response (the caller's thread, after `promise` succeeded).
+    func response() -> HTTPResponse {
+        // Taking the promise's lock orders these reads after the loop's writes in a way
+        // ThreadSanitizer can see: a continuation resumed before its task finished suspending hands
+        // over through the concurrency runtime's own atomics, which the sanitizer does not follow.
+        _ = promise.isCompleted
+        return HTTPResponse(status: status, rawHeaders: rawHeaders, body: body, timings: timings, url: finalURL)
+    }
 }
 
 private let writeCallback: ccurl_data_callback = { data, size, count, user in
@@ -111,6 +139,17 @@ final class CurlMulti: @unchecked Sendable {
     private var setups: [UnsafeMutableRawPointer: HandleSetup] = [:]
     private(set) var handlesCreated = 0
     private var closed = false
+    /// Transfers to start and transfers to abandon, queued by other threads; one loop job drains them
+    /// (all the requests submitted while the loop was busy cost one job, not one closure each).
+    private struct Incoming {
+        var starts: [Transfer] = []
+        var cancels: [Transfer] = []
+        var drainQueued = false
+    }
+    private let incoming = Mutex(Incoming())
+    /// The drained arrays, kept for their capacity (loop thread).
+    private var spareStarts: [Transfer] = []
+    private var spareCancels: [Transfer] = []
     private let logger = Logger(label: "tandem.http")
 
     private static let globalInit: Void = { _ = curl_global_init(Int(CURL_GLOBAL_ALL)) }()
@@ -293,8 +332,9 @@ final class CurlMulti: @unchecked Sendable {
             let code = ccurl_msg_result(msg)
             guard let t = active.removeValue(forKey: easy) else { continue }
             _ = curl_multi_remove_handle(multi, easy)
-            t.promise.complete(result(of: t, easy: easy, code: code))
+            let outcome = finish(t, easy: easy, code: code)
             recycle(easy)
+            t.promise.complete(outcome)
         }
     }
 
@@ -343,8 +383,64 @@ final class CurlMulti: @unchecked Sendable {
         return curl_slist_append(list, "Expect:")  // no 100-continue round trip for bodies
     }()
 
+    /// Hands a transfer to the loop (any thread).
+    func enqueueStart(_ t: Transfer) {
+        if loop.inEventLoop {
+            start(t)
+            return
+        }
+        enqueue { $0.starts.append(t) } onShutdown: { t.promise.fail(HTTPError.clientShutDown) }
+    }
+
+    /// Asks the loop to abandon a transfer whose task was cancelled (any thread).
+    func enqueueCancel(_ t: Transfer) {
+        if loop.inEventLoop {
+            abandon(t)
+            return
+        }
+        enqueue { $0.cancels.append(t) } onShutdown: {}
+    }
+
+    private func enqueue(_ add: (inout Incoming) -> Void, onShutdown: () -> Void) {
+        let schedule = incoming.locked { s -> Bool in
+            add(&s)
+            if s.drainQueued { return false }
+            s.drainQueued = true
+            return true
+        }
+        guard schedule else { return }
+        do {
+            try loop.execute { [self] in drainIncoming() }
+        } catch {
+            incoming.locked { $0.drainQueued = false }
+            // The loop is gone: nothing queued will run. Fail what waits.
+            let stranded = incoming.locked { s -> [Transfer] in
+                defer { s.starts.removeAll() }
+                return s.starts
+            }
+            for t in stranded { t.promise.fail(HTTPError.clientShutDown) }
+            onShutdown()
+        }
+    }
+
+    /// Starts what other threads queued, then abandons what they cancelled (loop thread).
+    private func drainIncoming() {
+        incoming.locked { s in
+            swap(&s.starts, &spareStarts)
+            swap(&s.cancels, &spareCancels)
+            s.drainQueued = false
+        }
+        for t in spareStarts { start(t) }
+        for t in spareCancels { abandon(t) }
+        spareStarts.removeAll(keepingCapacity: true)
+        spareCancels.removeAll(keepingCapacity: true)
+    }
+
     /// Starts a transfer (loop thread).
-    func start(_ request: HTTPRequest, _ promise: LoopPromise<HTTPResponse>) {
+    private func start(_ t: Transfer) {
+        let promise: LoopPromise<Void> = t.promise
+        if promise.isCompleted { return }  // cancelled before it got here
+        let request = t.request
         guard let multi = ensureMulti() else {
             promise.fail(HTTPError.clientShutDown)
             return
@@ -360,7 +456,6 @@ final class CurlMulti: @unchecked Sendable {
             promise.fail(HTTPError.transferFailed(url: request.url, code: -1, reason: "curl_easy_init failed"))
             return
         }
-        let t = Transfer(request: request, promise: promise, maxBody: configuration.maxBodyBytes)
         t.easy = easy
         configure(easy, t)
         active[easy] = t
@@ -371,13 +466,13 @@ final class CurlMulti: @unchecked Sendable {
             promise.fail(HTTPError.transferFailed(url: request.url, code: Int(rc.rawValue), reason: String(cString: curl_multi_strerror(rc))))
             return
         }
-        let handle = UInt(bitPattern: easy)
-        promise.onCancel { [self] in abandon(handle) }
+        promise.onCancel(t)
     }
 
     /// Removes a transfer whose task was cancelled: its easy handle leaves the multi at once.
-    private func abandon(_ handle: UInt) {
-        guard let multi, let easy = UnsafeMutableRawPointer(bitPattern: handle), active.removeValue(forKey: easy) != nil else { return }
+    private func abandon(_ t: Transfer) {
+        guard let multi, let easy = t.easy, active[easy] === t else { return }
+        active.removeValue(forKey: easy)
         _ = curl_multi_remove_handle(multi, easy)
         recycle(easy)
     }
@@ -430,7 +525,8 @@ final class CurlMulti: @unchecked Sendable {
         return max(1, Int(c.seconds) * 1000 + Int(c.attoseconds / 1_000_000_000_000_000))
     }
 
-    private func result(of t: Transfer, easy: UnsafeMutableRawPointer, code: CURLcode) -> Result<HTTPResponse, any Error> {
+    /// Records the response in `t` (status, timings, final URL), or maps curl's error.
+    private func finish(_ t: Transfer, easy: UnsafeMutableRawPointer, code: CURLcode) -> Result<Void, any Error> {
         let url = t.request.url
         if code == CURLE_OK {
             var status = 0
@@ -441,16 +537,14 @@ final class CurlMulti: @unchecked Sendable {
             _ = ccurl_easy_getinfo_off(easy, CURLINFO_TOTAL_TIME_T, &total)
             _ = ccurl_easy_getinfo_off(easy, CURLINFO_CONNECT_TIME_T, &connect)
             _ = ccurl_easy_getinfo_off(easy, CURLINFO_STARTTRANSFER_TIME_T, &first)
-            var finalURL = url
             if configuration.followRedirects {
                 var effective: UnsafeMutableRawPointer?
                 _ = ccurl_easy_getinfo_pointer(easy, CURLINFO_EFFECTIVE_URL, &effective)
-                finalURL = effective.map { String(cString: $0.assumingMemoryBound(to: CChar.self)) } ?? url
+                if let effective { t.finalURL = String(cString: effective.assumingMemoryBound(to: CChar.self)) }
             }
-            return .success(HTTPResponse(
-                status: status, rawHeaders: t.rawHeaders, body: t.body,
-                timings: .init(connect: .microseconds(connect), firstByte: .microseconds(first), total: .microseconds(total)),
-                url: finalURL))
+            t.status = status
+            t.timings = .init(connect: .microseconds(connect), firstByte: .microseconds(first), total: .microseconds(total))
+            return .success(())
         }
         let reason = String(cString: curl_easy_strerror(code))
         let error: HTTPError

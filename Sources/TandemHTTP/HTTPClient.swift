@@ -90,12 +90,12 @@ public struct AsyncHTTPClient: Sendable {
     public func send(_ request: HTTPRequest) async throws -> HTTPResponse {
         try request.validate()
         let m = multi
-        do {
-            return try await withLoopPromise(on: m.loop) { (p: LoopPromise<HTTPResponse>) in m.start(request, p) }
-        } catch let e as TandemError {
-            if case .loopShutDown = e { throw HTTPError.clientShutDown }
-            throw e
+        let transfer = Transfer(request: request, maxBody: m.configuration.maxBodyBytes, multi: m)
+        try await withPromise(waiterLoop: m.loop) { (p: LoopPromise<Void>) in
+            transfer.promise = p
+            m.enqueueStart(transfer)
         }
+        return transfer.response()
     }
 
     /// GET `url`.

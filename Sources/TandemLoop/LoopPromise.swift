@@ -22,13 +22,17 @@ public enum LoopPromiseStats {
 /// The hot paths are `@inlinable`: each caller gets code specialized for its `T`, instead of generic
 /// code that looks up type metadata on every call (which cost about 4% of the loop thread under a
 /// load of small HTTP requests).
-public final class LoopPromise<T: Sendable>: Sendable {
+public final class LoopPromise<T: Sendable>: Sendable, DeferredResume {
     @usableFromInline
     struct State {
         @usableFromInline var continuation: UnsafeContinuation<T, any Error>?
         @usableFromInline var result: Result<T, any Error>?
         @usableFromInline var cancelled = false
         @usableFromInline var cleanup: (@Sendable () -> Void)?
+        /// The object-form of `cleanup` (no closure to allocate per operation).
+        @usableFromInline var canceller: (any LoopPromiseCanceller)?
+        /// Completed, with the resumption left to the loop's end-of-turn batch.
+        @usableFromInline var deferred = false
         /// The waiting task runs on the loop's own thread (an actor or task executor on the loop):
         /// resuming it only queues its job on the loop, so it is never handed to another thread.
         @usableFromInline var waiterOnLoop = false
@@ -62,18 +66,47 @@ public final class LoopPromise<T: Sendable>: Sendable {
     public func fail(_ error: any Error) { complete(.failure(error)) }
 
     /// Completes with `result` (ignored if already completed). Returns whether this call completed it.
+    ///
+    /// On a loop thread that batches resumptions (``EpollEventLoop``), a waiter that is not on this
+    /// loop is resumed at the end of the turn, together with the others the turn completed.
     @inlinable @discardableResult
     public func complete(_ result: Result<T, any Error>) -> Bool {
-        let cont = state.locked { s -> (UnsafeContinuation<T, any Error>?, Bool)? in
-            guard s.result == nil else { return nil }
+        let batch = ResumeBatch.current
+        let outcome = state.locked { s -> Completion<T> in
+            guard s.result == nil else { return .alreadyCompleted }
             s.result = result
             s.cleanup = nil
-            defer { s.continuation = nil }
-            return (s.continuation, s.waiterOnLoop)
+            s.canceller = nil
+            guard let c = s.continuation else { return .noWaiterYet }
+            if !s.waiterOnLoop, batch != nil {
+                s.deferred = true  // the continuation stays here until the batch resumes it
+                return .deferred
+            }
+            s.continuation = nil
+            return .resumeNow(c)
         }
-        guard let (c, onLoop) = cont else { return false }
-        if let c { resume(c, result, batched: !onLoop) }
-        return true
+        switch outcome {
+        case .alreadyCompleted: return false
+        case .noWaiterYet: return true
+        case .deferred: batch?.add(self); return true
+        case .resumeNow(let c): resume(c, result); return true
+        }
+    }
+
+    /// Resumes a continuation whose completion was deferred to the loop's resume batch. It is reached
+    /// through the `DeferredResume` protocol, so it is specialized here (no tuple or generic type
+    /// metadata looked up at run time on this path).
+    @inlinable
+    func resumeDeferred() {
+        var result: Result<T, any Error>?
+        let c = state.locked { s -> UnsafeContinuation<T, any Error>? in
+            guard s.deferred, let c = s.continuation else { return nil }
+            s.deferred = false
+            s.continuation = nil
+            result = s.result
+            return c
+        }
+        if let c, let result { resume(c, result) }
     }
 
     /// Registers loop-side cleanup to run on the loop thread if the task is cancelled before the
@@ -88,6 +121,19 @@ public final class LoopPromise<T: Sendable>: Sendable {
         if runNow { cleanup() }
     }
 
+    /// Registers an object to be told, on the cancelling thread (or on the loop, for a promise made by
+    /// ``withLoopPromise(on:_:)``), that the task was cancelled before the promise completed. The same
+    /// as ``onCancel(_:)`` without a closure to allocate. If it was already cancelled, it is told now.
+    @inlinable
+    public func onCancel(_ canceller: any LoopPromiseCanceller) {
+        let runNow = state.locked { s -> Bool in
+            if s.cancelled { return true }
+            if s.result == nil { s.canceller = canceller }
+            return false
+        }
+        if runNow { canceller.promiseCancelled() }
+    }
+
     @inlinable
     func install(_ c: UnsafeContinuation<T, any Error>, waiterOnLoop: Bool = false) {
         let ready = state.locked { s -> Result<T, any Error>? in
@@ -96,34 +142,55 @@ public final class LoopPromise<T: Sendable>: Sendable {
             s.waiterOnLoop = waiterOnLoop
             return nil
         }
-        if let ready { resume(c, ready, batched: false) }
+        if let ready { resume(c, ready) }
     }
 
     @inlinable
     func cancel() {
-        let (cont, cleanup, first) = state.locked { s -> (UnsafeContinuation<T, any Error>?, (@Sendable () -> Void)?, Bool) in
-            guard s.result == nil else { return (nil, nil, false) }
+        let (cont, cleanup, canceller, first) = state.locked {
+            s -> (UnsafeContinuation<T, any Error>?, (@Sendable () -> Void)?, (any LoopPromiseCanceller)?, Bool) in
+            guard s.result == nil else { return (nil, nil, nil, false) }
             s.result = .failure(CancellationError())
             s.cancelled = true
-            defer { s.continuation = nil; s.cleanup = nil }
-            return (s.continuation, s.cleanup, true)
+            defer { s.continuation = nil; s.cleanup = nil; s.canceller = nil }
+            return (s.continuation, s.cleanup, s.canceller, true)
         }
         guard first else { return }
-        if let cont { resume(cont, .failure(CancellationError()), batched: false) }
+        if let cont { resume(cont, .failure(CancellationError())) }
+        canceller?.promiseCancelled()
         if let cleanup {
             if let loop, !loop.inEventLoop { try? loop.execute(cleanup) } else { cleanup() }
         }
     }
 
     @inlinable
-    func resume(_ c: UnsafeContinuation<T, any Error>, _ r: Result<T, any Error>, batched: Bool) {
+    func resume(_ c: UnsafeContinuation<T, any Error>, _ r: Result<T, any Error>) {
         LoopPromiseStats.resumedCount.add(1, ordering: .relaxed)
-        if batched, let batch = ResumeBatch.current {
-            batch.add { c.resume(with: r) }
-        } else {
-            c.resume(with: r)
-        }
+        c.resume(with: r)
     }
+}
+
+/// Told when the task waiting on a ``LoopPromise`` is cancelled before the promise completed (see
+/// ``LoopPromise/onCancel(_:)-(any LoopPromiseCanceller)``). Called once, on the cancelling thread for a
+/// promise made by ``withPromise(waiterLoop:_:)``.
+public protocol LoopPromiseCanceller: AnyObject, Sendable {
+    /// The waiting task was cancelled: undo or abandon the work (the task has already been resumed).
+    func promiseCancelled()
+}
+
+/// What ``LoopPromise/complete(_:)`` found under the lock.
+@usableFromInline
+enum Completion<T: Sendable> {
+    case alreadyCompleted
+    case noWaiterYet
+    case deferred
+    case resumeNow(UnsafeContinuation<T, any Error>)
+}
+
+/// A completed promise whose continuation waits in a loop's resume batch.
+@usableFromInline
+protocol DeferredResume: AnyObject, Sendable {
+    func resumeDeferred()
 }
 
 /// Runs `start` on `loop`'s thread with a fresh promise and waits for it without blocking a thread.
@@ -162,10 +229,20 @@ public func withLoopPromise<T: Sendable>(
 /// ``withLoopPromise(on:_:)``: resumed exactly once, promptly with `CancellationError` on cancellation.
 @inlinable
 public func withPromise<T: Sendable>(_ start: (LoopPromise<T>) -> Void) async throws -> T {
+    try await withPromise(waiterLoop: nil, start)
+}
+
+/// ``withPromise(_:)`` for work that a loop completes: `start` runs on the calling thread and hands
+/// the promise to the loop itself (no closure per call). If the caller runs on `waiterLoop`'s own
+/// thread (an actor or task executor on it), its resumption is queued on the loop in place instead
+/// of going through the end-of-turn batch. Cancellation is reported on the cancelling thread, to a
+/// ``LoopPromiseCanceller`` registered with ``LoopPromise/onCancel(_:)-(any LoopPromiseCanceller)``.
+@inlinable
+public func withPromise<T: Sendable>(waiterLoop: (any EventLoop)?, _ start: (LoopPromise<T>) -> Void) async throws -> T {
     let promise = LoopPromise<T>(loop: nil)
     return try await withTaskCancellationHandler {
         try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<T, any Error>) in
-            promise.install(c)
+            promise.install(c, waiterOnLoop: waiterLoop?.inEventLoop ?? false)
             if !promise.isCompleted { start(promise) }
         }
     } onCancel: {
@@ -177,9 +254,10 @@ public func withPromise<T: Sendable>(_ start: (LoopPromise<T>) -> Void) async th
 /// A lone one is resumed on the loop thread, as it would have been at once; several are handed to the
 /// global executor in a single hop, so that the loop thread (the busy one under load) does not pay one
 /// wake-up of a cooperative thread per completion. Each continuation is still resumed exactly once.
+/// The batch holds the completed promises themselves (no closure per completion).
 @usableFromInline
 final class ResumeBatch {
-    private var items: [() -> Void] = []
+    private var items: [any DeferredResume] = []
     private static let slot = ThreadSlot()
 
     /// The batch of the loop running on this thread, if it batches.
@@ -198,7 +276,7 @@ final class ResumeBatch {
     }
 
     @usableFromInline
-    func add(_ item: @escaping () -> Void) { items.append(item) }
+    func add(_ item: any DeferredResume) { items.append(item) }
 
     /// Resumes what the turn completed.
     func flush() {
@@ -206,18 +284,17 @@ final class ResumeBatch {
         if items.count == 1 {
             let item = items[0]
             items.removeAll(keepingCapacity: true)
-            item()
+            item.resumeDeferred()
             return
         }
-        let batch = UncheckedBatch(items: items)
-        items.removeAll(keepingCapacity: true)
-        DispatchQueue.global().async { for item in batch.items { item() } }
+        let batch = HandedBatch(items: items)
+        items = []
+        items.reserveCapacity(batch.items.count)
+        DispatchQueue.global().async { for item in batch.items { item.resumeDeferred() } }
     }
 }
 
-/// A batch of resumptions handed to another thread.
-struct UncheckedBatch: @unchecked Sendable {
-    // Why @unchecked Sendable is safe: each item resumes a continuation (itself Sendable) with a
-    // Sendable result; the array is handed over whole and never touched again by the loop thread.
-    let items: [() -> Void]
+/// A batch of completed promises handed to another thread to resume.
+struct HandedBatch: Sendable {
+    let items: [any DeferredResume]
 }
