@@ -27,25 +27,51 @@ struct HTTPScenarios {
     }
 
     /// 64 concurrent small GETs in a loop against nginx, against a C loop over raw curl multi.
-    func smallGets(url: String, reference: String, concurrency: Int = 64) async throws -> BenchResult {
+    func smallGets(url: String, reference: String, socketAPIReference: String? = nil, concurrency: Int = 64) async throws -> BenchResult {
         var config = HTTPClientConfiguration()
         config.maxConnectionsPerHost = concurrency
         let http = HTTPClient(configuration: config)
         var ref: [Double] = []
         var tan: [Double] = []
         for _ in 0..<rounds {
+            let refCPU = CPUTime.children()
             guard let r = Double(try runTool(reference, [url, String(concurrency), String(seconds)])
                 .trimmingCharacters(in: .whitespacesAndNewlines)) else { throw BenchError("bad reference output") }
+            let refCost = (CPUTime.children() - refCPU) / (r * seconds)
             ref.append(r)
-            tan.append(try await asyncThroughput(tasks: concurrency, seconds: seconds,
-                                                 executor: ProcessInfo.processInfo.environment["TANDEM_BENCH_ON_LOOP"] == "1" ? EventLoops.shared : nil) {
+            let ownCPU = CPUTime.process()
+            let t = try await asyncThroughput(tasks: concurrency, seconds: seconds,
+                                              executor: ProcessInfo.processInfo.environment["TANDEM_BENCH_ON_LOOP"] == "1" ? EventLoops.shared : nil) {
                 let response = try await http.async.get(url)
                 if response.status != 200 { throw BenchError("status \(response.status)") }
-            })
+            }
+            let ownCost = (CPUTime.process() - ownCPU) / (t * seconds)
+            tan.append(t)
+            var socketAPI = ""
+            if let socketAPIReference, let s = Double(try runTool(socketAPIReference, [url, String(concurrency), String(seconds)])
+                .trimmingCharacters(in: .whitespacesAndNewlines)) {
+                socketAPI = String(format: "; C on curl's multi-socket API %.0f req/s (%.2f of the reference)", s, s / r)
+            }
+            // CPU time per request of each client (user + system): on two cores shared with nginx, this
+            // is what decides the throughput, and it is steadier than the throughput itself.
+            FileHandle.standardError.write(Data((String(format: "http-small-gets round: reference %.0f req/s %.1f us CPU/req, tandem %.0f req/s %.1f us CPU/req (%.2f)",
+                                                        r, refCost * 1e6, t, ownCost * 1e6, t / r) + socketAPI + "\n").utf8))
         }
         await http.shutdown()
         let r = ref.max() ?? 0
         let t = tan.max() ?? 0
         return BenchResult(scenario: "http-small-gets", reference: r, tandem: t, unit: "ops/s", ratio: t / r, better: "higher")
+    }
+}
+
+/// CPU time (user + system, in seconds) of this process or of its finished children.
+enum CPUTime {
+    static func process() -> Double { read(RUSAGE_SELF.rawValue) }
+    static func children() -> Double { read(RUSAGE_CHILDREN.rawValue) }
+    private static func read(_ who: Int32) -> Double {
+        var u = rusage()
+        getrusage(who, &u)
+        let t = u.ru_utime, s = u.ru_stime
+        return Double(t.tv_sec + s.tv_sec) + Double(t.tv_usec + s.tv_usec) / 1e6
     }
 }
