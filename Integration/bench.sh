@@ -68,9 +68,7 @@ NGINX
       remember_pidfile "$RUN_DIR/nginx/nginx.pid"
       wait_port "$NGINX_PORT"
       gcc -O2 -o "$BIN/curl_multi_gets" "$TANDEM_ROOT/Integration/bench/curl_multi_gets.c" $(pkg-config --cflags --libs libcurl)
-      gcc -O2 -o "$BIN/curl_socket_gets" "$TANDEM_ROOT/Integration/bench/curl_socket_gets.c" $(pkg-config --cflags --libs libcurl)
-      extra+=(--small-file "http://127.0.0.1:$NGINX_PORT/small.txt" --curl-reference "$BIN/curl_multi_gets"
-              --curl-socket-reference "$BIN/curl_socket_gets")
+      extra+=(--small-file "http://127.0.0.1:$NGINX_PORT/small.txt" --curl-reference "$BIN/curl_multi_gets")
       ;;
     *) ;;  # tandem-bench names unknown scenarios itself
   esac

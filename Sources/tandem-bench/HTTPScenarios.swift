@@ -27,7 +27,9 @@ struct HTTPScenarios {
     }
 
     /// 64 concurrent small GETs in a loop against nginx, against a C loop over raw curl multi.
-    func smallGets(url: String, reference: String, socketAPIReference: String? = nil, concurrency: Int = 64) async throws -> BenchResult {
+    /// Each round also runs the reference in its `socket` mode (curl driven the way Tandem drives it)
+    /// and reports it on standard error: what curl's multi-socket API costs by itself.
+    func smallGets(url: String, reference: String, concurrency: Int = 64) async throws -> BenchResult {
         var config = HTTPClientConfiguration()
         config.maxConnectionsPerHost = concurrency
         let http = HTTPClient(configuration: config)
@@ -48,7 +50,7 @@ struct HTTPScenarios {
             let ownCost = (CPUTime.process() - ownCPU) / (t * seconds)
             tan.append(t)
             var socketAPI = ""
-            if let socketAPIReference, let s = Double(try runTool(socketAPIReference, [url, String(concurrency), String(seconds)])
+            if let s = Double(try runTool(reference, [url, String(concurrency), String(seconds), "socket"])
                 .trimmingCharacters(in: .whitespacesAndNewlines)) {
                 socketAPI = String(format: "; C on curl's multi-socket API %.0f req/s (%.2f of the reference)", s, s / r)
             }

@@ -163,9 +163,6 @@ struct TandemBench: AsyncParsableCommand {
     @Option(help: "The compiled C reference loop for http-small-gets (Integration/bench/curl_multi_gets.c).")
     var curlReference: String?
 
-    @Option(help: "For http-small-gets, a second C loop driving curl the way Tandem does (Integration/bench/curl_socket_gets.c): reported on standard error, to show what curl's multi-socket API costs by itself.")
-    var curlSocketReference: String?
-
     func run() async throws {
         for scenario in scenarios {
             switch scenario {
@@ -192,7 +189,7 @@ struct TandemBench: AsyncParsableCommand {
                 try await HTTPScenarios(seconds: seconds, rounds: max(rounds, 5)).fanOutDelay(upstream: upstream).emit()
             case "http-small-gets":
                 guard let curlReference else { throw ValidationError("http-small-gets needs --curl-reference") }
-                try await HTTPScenarios(seconds: seconds, rounds: rounds).smallGets(url: smallFile, reference: curlReference, socketAPIReference: curlSocketReference).emit()
+                try await HTTPScenarios(seconds: seconds, rounds: rounds).smallGets(url: smallFile, reference: curlReference).emit()
             default:
                 throw ValidationError("unknown scenario '\(scenario)'; known: \(TandemBench.known.joined(separator: ", "))")
             }
