@@ -247,6 +247,14 @@ extension DispatchEventLoop: SerialExecutor, TaskExecutor {
     }
 }
 
+/// The shared loop wherever an event loop is expected: `let loop: any EventLoop = .shared`,
+/// `HTTPClient(loop: .shared)`. (The design's `EventLoop.shared`: Swift does not allow a static
+/// member on a protocol's own name, so it is spelled `.shared` in context, or ``EventLoops/shared``.)
+extension EventLoop where Self == EpollEventLoop {
+    /// ``EventLoops/shared``.
+    public static var shared: EpollEventLoop { EventLoops.shared }
+}
+
 /// The process-wide loops.
 public enum EventLoops {
     /// The shared default loop (an ``EpollEventLoop``), started on first use and kept for the life of

@@ -54,6 +54,13 @@ final class Recorder<T: Sendable>: Sendable {
 
 
 @Suite struct LoopContractTests {
+    @Test func sharedLoopIsOneLoopUnderBothSpellings() async throws {
+        let inContext: any EventLoop = .shared
+        #expect(inContext === EventLoops.shared)
+        let ran = try await onLoop(inContext) { EventLoops.shared.inEventLoop }
+        #expect(ran, "work given to `.shared` runs on EventLoops.shared's thread")
+    }
+
     @Test func epollLoopThreadCarriesTheLoopNameInTheOS() async throws {
         // What top, perf and gdb show: the loop's name, cut to the 15 bytes Linux keeps.
         let loop = EpollEventLoop(name: "named-loop-with-a-long-name")
