@@ -134,20 +134,31 @@ public protocol CacheBackend: AnyObject, Sendable {
 public protocol NonBlockingCacheBackend: CacheBackend {}
 
 extension NonBlockingCacheBackend {
+    /// False: in-process memory never waits.
     public var waitsOnIO: Bool { false }
+    /// Calls ``get(_:)``: it never waits.
     public func asyncGet(_ key: String) async throws -> StoredValue? { try get(key) }
+    /// Calls ``getMany(_:)``.
     public func asyncGetMany(_ keys: [String]) async throws -> [String: StoredValue] { try getMany(keys) }
+    /// Calls ``set(_:_:expiry:mode:)``.
     public func asyncSet(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) async throws -> Bool {
         try set(key, value, expiry: expiry, mode: mode)
     }
+    /// Calls ``setMany(_:expiry:)``.
     public func asyncSetMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) async throws -> [String] {
         try setMany(items, expiry: expiry)
     }
+    /// Calls ``delete(_:)``.
     public func asyncDelete(_ key: String) async throws -> Bool { try delete(key) }
+    /// Calls ``deleteMany(_:)``.
     public func asyncDeleteMany(_ keys: [String]) async throws { try deleteMany(keys) }
+    /// Calls ``incr(_:by:)``.
     public func asyncIncr(_ key: String, by delta: Int64) async throws -> Int64 { try incr(key, by: delta) }
+    /// Calls ``touch(_:expiry:)``.
     public func asyncTouch(_ key: String, expiry: CacheExpiry) async throws -> Bool { try touch(key, expiry: expiry) }
+    /// Calls ``hasKey(_:)``.
     public func asyncHasKey(_ key: String) async throws -> Bool { try hasKey(key) }
+    /// Calls ``clear()``.
     public func asyncClear() async throws { try clear() }
 }
 

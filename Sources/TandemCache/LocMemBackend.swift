@@ -105,6 +105,7 @@ public final class LocMemBackend: NonBlockingCacheBackend {
         }
     }
 
+    /// The live value, marked most recently used; an expired entry is dropped and misses.
     public func get(_ key: String) throws -> StoredValue? {
         let now = clock.now()
         return store.state.locked { s in
@@ -119,12 +120,14 @@ public final class LocMemBackend: NonBlockingCacheBackend {
         }
     }
 
+    /// The live values of the keys that have one.
     public func getMany(_ keys: [String]) throws -> [String: StoredValue] {
         var out: [String: StoredValue] = [:]
         for k in keys { if let v = try get(k) { out[k] = v } }
         return out
     }
 
+    /// Stores (or, for `.add`, stores only if no live value), culling first when the store is full.
     public func set(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) throws -> Bool {
         let now = clock.now()
         let expiresAt = deadline(expiry, now: now)
@@ -153,6 +156,7 @@ public final class LocMemBackend: NonBlockingCacheBackend {
         for (k, _) in oldest { s.entries.removeValue(forKey: k) }
     }
 
+    /// Stores every item; LocMem never fails a key, so the result is empty.
     public func setMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) throws -> [String] {
         let now = clock.now()
         let expiresAt = deadline(expiry, now: now)
@@ -162,6 +166,7 @@ public final class LocMemBackend: NonBlockingCacheBackend {
         return []
     }
 
+    /// Removes the entry; whether a live one existed.
     public func delete(_ key: String) throws -> Bool {
         let now = clock.now()
         return store.state.locked { s in
@@ -170,12 +175,14 @@ public final class LocMemBackend: NonBlockingCacheBackend {
         }
     }
 
+    /// Removes every key.
     public func deleteMany(_ keys: [String]) throws {
         store.state.locked { s in
             for k in keys { s.entries.removeValue(forKey: k) }
         }
     }
 
+    /// Adds `delta` under the store's lock, keeping the expiry; missing key or non-integer value throw.
     public func incr(_ key: String, by delta: Int64) throws -> Int64 {
         let now = clock.now()
         return try store.state.locked { s throws(CacheError) -> Int64 in
@@ -192,6 +199,7 @@ public final class LocMemBackend: NonBlockingCacheBackend {
         }
     }
 
+    /// Gives a live entry a new expiry; whether it existed.
     public func touch(_ key: String, expiry: CacheExpiry) throws -> Bool {
         let now = clock.now()
         let expiresAt = deadline(expiry, now: now)
@@ -202,6 +210,7 @@ public final class LocMemBackend: NonBlockingCacheBackend {
         }
     }
 
+    /// Whether a live entry exists.
     public func hasKey(_ key: String) throws -> Bool {
         let now = clock.now()
         return store.state.locked { s in
@@ -228,15 +237,26 @@ public final class DummyBackend: NonBlockingCacheBackend {
     public var keyStrictness: KeyStrictness { .lenient }
     /// `dummy://`.
     public var backendDescription: String { "dummy://" }
+    /// Always a miss.
     public func get(_ key: String) throws -> StoredValue? { nil }
+    /// Always empty.
     public func getMany(_ keys: [String]) throws -> [String: StoredValue] { [:] }
+    /// Stores nothing; reports success (so `add` is true).
     public func set(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) throws -> Bool { true }
+    /// Stores nothing; no key fails.
     public func setMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) throws -> [String] { [] }
+    /// Nothing to delete: false.
     public func delete(_ key: String) throws -> Bool { false }
+    /// Nothing to delete.
     public func deleteMany(_ keys: [String]) throws {}
+    /// Every key is missing: `CacheError.missingKey`.
     public func incr(_ key: String, by delta: Int64) throws -> Int64 { throw CacheError.missingKey(key) }
+    /// Nothing to touch: false.
     public func touch(_ key: String, expiry: CacheExpiry) throws -> Bool { false }
+    /// Never.
     public func hasKey(_ key: String) throws -> Bool { false }
+    /// Nothing to clear.
     public func clear() throws {}
+    /// Nothing to close.
     public func close() {}
 }

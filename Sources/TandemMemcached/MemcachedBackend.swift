@@ -70,19 +70,29 @@ public final class MemcachedBackend: CacheBackend {
 
     // MARK: blocking face
 
+    /// A get on a handle borrowed from the pool, on the calling thread.
     public func get(_ key: String) throws -> StoredValue? { try blocking { try $0.get(key) } }
+    /// One multi-get (`memcached_mget`) on a pooled handle.
     public func getMany(_ keys: [String]) throws -> [String: StoredValue] { try blocking { try $0.getMany(keys) } }
+    /// A set (add for `.add`) on a pooled handle; a value over the item size limit deletes the old one and throws `valueTooLarge`.
     public func set(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) throws -> Bool {
         try blocking { try $0.set(key, value, expiry: expiry, mode: mode) }
     }
+    /// Sets each item on one pooled handle; returns the keys that failed.
     public func setMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) throws -> [String] {
         try blocking { ops in MemcachedBackend.setEach(items, expiry, ops) }
     }
+    /// A delete on a pooled handle; whether the key existed.
     public func delete(_ key: String) throws -> Bool { try blocking { try $0.delete(key) } }
+    /// Deletes each key on one pooled handle.
     public func deleteMany(_ keys: [String]) throws { try blocking { ops in for k in keys { _ = try ops.delete(k) } } }
+    /// memcached's own incr/decr, atomic (memcached never goes below 0); a missing key is `CacheError.missingKey`.
     public func incr(_ key: String, by delta: Int64) throws -> Int64 { try blocking { try $0.incr(key, by: delta) } }
+    /// A touch on a pooled handle; whether the key existed.
     public func touch(_ key: String, expiry: CacheExpiry) throws -> Bool { try blocking { try $0.touch(key, expiry: expiry) } }
+    /// Whether the key exists (`memcached_exist` on a pooled handle).
     public func hasKey(_ key: String) throws -> Bool { try blocking { try $0.hasKey(key) } }
+    /// flush_all on every server, as Django does: not only this cache's prefix.
     public func clear() throws { try blocking { try $0.clear() } }
 
     /// Pooled connections stay open for reuse; there is nothing to release early.
@@ -97,24 +107,34 @@ public final class MemcachedBackend: CacheBackend {
 
     // MARK: async face
 
+    /// A get on the worker pool, coalesced with the other gets waiting into one `memcached_mget`.
     public func asyncGet(_ key: String) async throws -> StoredValue? {
         try await withPromise { (p: LoopPromise<StoredValue?>) in workers.submit(.get(key, p)) }
     }
+    /// One multi-get on the worker pool.
     public func asyncGetMany(_ keys: [String]) async throws -> [String: StoredValue] {
         try await onWorker { try $0.getMany(keys) }
     }
+    /// A set (add for `.add`) on the worker pool.
     public func asyncSet(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) async throws -> Bool {
         try await onWorker { try $0.set(key, value, expiry: expiry, mode: mode) }
     }
+    /// Sets each item on the worker pool; returns the keys that failed.
     public func asyncSetMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) async throws -> [String] {
         let sendable = items.map { SendableItem(key: $0.key, value: $0.value) }
         return try await onWorker { ops in MemcachedBackend.setEach(sendable.map { ($0.key, $0.value) }, expiry, ops) }
     }
+    /// A delete on the worker pool; whether the key existed.
     public func asyncDelete(_ key: String) async throws -> Bool { try await onWorker { try $0.delete(key) } }
+    /// Deletes each key on the worker pool.
     public func asyncDeleteMany(_ keys: [String]) async throws { try await onWorker { ops in for k in keys { _ = try ops.delete(k) } } }
+    /// memcached's own incr/decr on the worker pool: atomic in the async face too.
     public func asyncIncr(_ key: String, by delta: Int64) async throws -> Int64 { try await onWorker { try $0.incr(key, by: delta) } }
+    /// A touch on the worker pool; whether the key existed.
     public func asyncTouch(_ key: String, expiry: CacheExpiry) async throws -> Bool { try await onWorker { try $0.touch(key, expiry: expiry) } }
+    /// Whether the key exists (`memcached_exist`), asked on the worker pool.
     public func asyncHasKey(_ key: String) async throws -> Bool { try await onWorker { try $0.hasKey(key) } }
+    /// flush_all on every server, on the worker pool.
     public func asyncClear() async throws { try await onWorker { try $0.clear() } }
 }
 

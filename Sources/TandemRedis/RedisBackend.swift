@@ -191,21 +191,25 @@ public final class RedisBackend: CacheBackend {
         try node.pool.withConnection(operation: op, idempotent: idempotent) { try node.pool.run($0, args, operation: op) }
     }
 
+    /// GET on a pooled blocking connection (to a replica when there are replicas).
     public func get(_ key: String) throws -> StoredValue? {
         let n = readNode
         return try mapGet(try run(n, "GET", RedisBackend.getCommand(key), idempotent: true), n)
     }
 
+    /// One MGET on a pooled blocking connection (to a replica when there are replicas).
     public func getMany(_ keys: [String]) throws -> [String: StoredValue] {
         if keys.isEmpty { return [:] }
         let n = readNode
         return try mapMGet(try run(n, "MGET", RedisBackend.mgetCommand(keys), idempotent: true), keys, n)
     }
 
+    /// SET with PX (NX for `.add`) on the primary; false when `.add` found a live key.
     public func set(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) throws -> Bool {
         try mapSet(try run(primary, "SET", RedisBackend.setCommand(key, value, expiry, mode), idempotent: mode == .set), primary)
     }
 
+    /// All the SETs pipelined in one round trip on the primary; returns the keys that failed.
     public func setMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) throws -> [String] {
         if items.isEmpty { return [] }
         let replies = try primary.pool.withConnection(operation: "SET", idempotent: true) {
@@ -214,23 +218,28 @@ public final class RedisBackend: CacheBackend {
         return zip(items, replies).compactMap { item, reply in (try? mapSet(reply, primary)) == true ? nil : item.key }
     }
 
+    /// DEL on the primary; whether the key existed.
     public func delete(_ key: String) throws -> Bool {
         try mapInteger(try run(primary, "DEL", RedisBackend.delCommand([key]), idempotent: false), primary) > 0
     }
 
+    /// One DEL of every key on the primary.
     public func deleteMany(_ keys: [String]) throws {
         if keys.isEmpty { return }
         _ = try mapInteger(try run(primary, "DEL", RedisBackend.delCommand(keys), idempotent: true), primary)
     }
 
+    /// INCRBY on the primary, atomic; a missing key is `CacheError.missingKey`.
     public func incr(_ key: String, by delta: Int64) throws -> Int64 {
         try mapIncr(try run(primary, "INCRBY", RedisBackend.incrCommand(key, delta), idempotent: false), key: key, primary)
     }
 
+    /// PEXPIRE (or PERSIST for `.never`) on the primary; whether the key existed.
     public func touch(_ key: String, expiry: CacheExpiry) throws -> Bool {
         try mapInteger(try run(primary, "PEXPIRE", RedisBackend.touchCommand(key, expiry), idempotent: false), primary) == 1
     }
 
+    /// EXISTS (on a replica when there are replicas).
     public func hasKey(_ key: String) throws -> Bool {
         let n = readNode
         return try mapInteger(try run(n, "EXISTS", RedisBackend.existsCommand(key), idempotent: true), n) > 0
@@ -251,49 +260,59 @@ public final class RedisBackend: CacheBackend {
 
     // MARK: async face
 
+    /// GET on a loop-driven connection, pipelined with whatever else was sent in the same turn.
     public func asyncGet(_ key: String) async throws -> StoredValue? {
         let n = readNode
         return try mapGet(try await n.connection.command(RedisBackend.getCommand(key)), n)
     }
 
+    /// One MGET on a loop-driven connection.
     public func asyncGetMany(_ keys: [String]) async throws -> [String: StoredValue] {
         if keys.isEmpty { return [:] }
         let n = readNode
         return try mapMGet(try await n.connection.command(RedisBackend.mgetCommand(keys)), keys, n)
     }
 
+    /// SET with PX (NX for `.add`) on the primary's loop-driven connection.
     public func asyncSet(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) async throws -> Bool {
         try mapSet(try await primary.connection.command(RedisBackend.setCommand(key, value, expiry, mode)), primary)
     }
 
+    /// All the SETs in one write on the primary's loop-driven connection; returns the keys that failed.
     public func asyncSetMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) async throws -> [String] {
         if items.isEmpty { return [] }
         let replies = try await primary.connection.pipeline(items.map { RedisBackend.setCommand($0.key, $0.value, expiry, .set) })
         return zip(items, replies).compactMap { item, reply in (try? mapSet(reply, primary)) == true ? nil : item.key }
     }
 
+    /// DEL on the primary's loop-driven connection; whether the key existed.
     public func asyncDelete(_ key: String) async throws -> Bool {
         try mapInteger(try await primary.connection.command(RedisBackend.delCommand([key])), primary) > 0
     }
 
+    /// One DEL of every key on the primary's loop-driven connection.
     public func asyncDeleteMany(_ keys: [String]) async throws {
         if keys.isEmpty { return }
         _ = try mapInteger(try await primary.connection.command(RedisBackend.delCommand(keys)), primary)
     }
 
+    /// INCRBY on the primary's loop-driven connection: atomic in the async face too.
     public func asyncIncr(_ key: String, by delta: Int64) async throws -> Int64 {
         try mapIncr(try await primary.connection.command(RedisBackend.incrCommand(key, delta)), key: key, primary)
     }
 
+    /// PEXPIRE (or PERSIST) on the primary's loop-driven connection; whether the key existed.
     public func asyncTouch(_ key: String, expiry: CacheExpiry) async throws -> Bool {
         try mapInteger(try await primary.connection.command(RedisBackend.touchCommand(key, expiry)), primary) == 1
     }
 
+    /// EXISTS on a loop-driven connection.
     public func asyncHasKey(_ key: String) async throws -> Bool {
         let n = readNode
         return try mapInteger(try await n.connection.command(RedisBackend.existsCommand(key)), n) > 0
     }
 
+    /// FLUSHDB on the primary's loop-driven connection (the whole database).
     public func asyncClear() async throws {
         try mapStatus(try await primary.connection.command(RedisBackend.flushCommand), primary)
     }
