@@ -2,6 +2,7 @@
 /// backend reports when it cannot store tags (Redis) or when another client wrote the value: the front
 /// then decodes by the type the caller asks for.
 public struct ValueKind: RawRepresentable, Sendable, Hashable {
+    /// The tag's number (what memcached keeps in the item flags).
     public let rawValue: UInt32
     /// Wraps a raw tag.
     public init(rawValue: UInt32) { self.rawValue = rawValue }

@@ -5,22 +5,36 @@ public enum SettingValue: Sendable, Hashable, Decodable, CustomStringConvertible
     ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByFloatLiteral,
     ExpressibleByBooleanLiteral, ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral, ExpressibleByNilLiteral
 {
+    /// Text.
     case string(String)
+    /// A whole number.
     case int(Int)
+    /// A number with a fraction.
     case double(Double)
+    /// true or false.
     case bool(Bool)
+    /// A list (a JSON array).
     case list([SettingValue])
+    /// Named values (a JSON object).
     case dict([String: SettingValue])
+    /// JSON's null (Django's None: for TIMEOUT, no expiry).
     case null
 
+    /// `"text"`.
     public init(stringLiteral value: String) { self = .string(value) }
+    /// `42`.
     public init(integerLiteral value: Int) { self = .int(value) }
+    /// `0.5`.
     public init(floatLiteral value: Double) { self = .double(value) }
+    /// `true`.
     public init(booleanLiteral value: Bool) { self = .bool(value) }
+    /// `[...]`.
     public init(arrayLiteral elements: SettingValue...) { self = .list(elements) }
+    /// `["NAME": value]`; a repeated name keeps its last value.
     public init(dictionaryLiteral elements: (String, SettingValue)...) {
         self = .dict(Dictionary(elements, uniquingKeysWith: { _, last in last }))
     }
+    /// `nil`.
     public init(nilLiteral: ()) { self = .null }
 
     /// Decodes any JSON value.

@@ -2,17 +2,27 @@ import Foundation
 
 /// An HTTP method.
 public struct HTTPMethod: RawRepresentable, Hashable, Sendable, ExpressibleByStringLiteral, CustomStringConvertible {
+    /// The method's name as sent.
     public let rawValue: String
     /// Wraps a method name (upper case by convention).
     public init(rawValue: String) { self.rawValue = rawValue }
+    /// A method from a literal (`"PURGE"`).
     public init(stringLiteral value: String) { self.rawValue = value }
+    /// The method's name.
     public var description: String { rawValue }
+    /// GET.
     public static let get: HTTPMethod = "GET"
+    /// POST.
     public static let post: HTTPMethod = "POST"
+    /// PUT.
     public static let put: HTTPMethod = "PUT"
+    /// PATCH.
     public static let patch: HTTPMethod = "PATCH"
+    /// DELETE.
     public static let delete: HTTPMethod = "DELETE"
+    /// HEAD (no body is read).
     public static let head: HTTPMethod = "HEAD"
+    /// OPTIONS.
     public static let options: HTTPMethod = "OPTIONS"
 }
 
@@ -159,21 +169,36 @@ public struct HTTPResponse: Sendable {
 
 /// Typed HTTP failures. Each names the URL or the reason.
 public enum HTTPError: Error, Equatable, Sendable, CustomStringConvertible {
+    /// The URL does not parse, or its scheme is not http or https (found before any I/O).
     case invalidURL(url: String, reason: String)
+    /// A bad method or header (CR, LF or NUL in it, an empty name), found before any I/O.
     case invalidRequest(reason: String)
+    /// No connection could be made (refused, unreachable, or the connect timeout passed).
     case connectFailed(url: String, reason: String)
+    /// The host name did not resolve.
     case dnsFailed(url: String, reason: String)
+    /// The request timeout passed before the response was complete.
     case timeout(url: String)
+    /// The TLS handshake failed, or the peer's certificate did not verify.
     case tlsFailure(url: String, reason: String)
+    /// More redirects than the configuration allows.
     case tooManyRedirects(url: String)
+    /// The response body is larger than `maxBodyBytes`; it was not buffered whole.
     case bodyTooLarge(url: String, limit: Int)
+    /// The request was cancelled (its task, or the fan-out around it).
     case cancelled(url: String)
+    /// A fan-out's deadline passed while this request was still running.
     case deadlineExceeded(url: String)
+    /// The upstream closed or reset the connection before the response was complete.
     case upstreamClosed(url: String, reason: String)
+    /// The upstream answered with something that is not HTTP.
     case invalidResponse(url: String, reason: String)
+    /// Any other transfer failure, with curl's code and message.
     case transferFailed(url: String, code: Int, reason: String)
+    /// The client was shut down (or its loop was) before the request finished.
     case clientShutDown
 
+    /// A human-readable explanation naming the URL and the cause.
     public var description: String {
         switch self {
         case .invalidURL(let url, let reason): return "invalid URL \(url.debugDescription): \(reason)"

@@ -2,6 +2,7 @@ import Synchronization
 
 /// Readiness interest for a watched file descriptor.
 public struct IOEvents: OptionSet, Sendable, Hashable {
+    /// The event bits.
     public let rawValue: UInt8
     /// Creates a set of events from its raw bits.
     public init(rawValue: UInt8) { self.rawValue = rawValue }
