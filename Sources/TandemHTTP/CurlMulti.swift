@@ -37,9 +37,9 @@ final class Transfer: @unchecked Sendable, LoopPromiseCanceller {
         self.maxBody = maxBody
         self.multi = multi
         finalURL = request.url
-        // Room for a typical small answer, allocated here on the caller's thread.
+        // Room for a typical small answer, allocated here on the caller's thread (no body for HEAD).
         rawHeaders.reserveCapacity(512)
-        body.reserveCapacity(min(maxBody, 1024))
+        if request.method != .head { body.reserveCapacity(min(maxBody, 1024)) }
     }
 
     deinit { curl_slist_free_all(headerList) }
@@ -389,7 +389,7 @@ final class CurlMulti: @unchecked Sendable {
             start(t)
             return
         }
-        enqueue { $0.starts.append(t) } onShutdown: { t.promise.fail(HTTPError.clientShutDown) }
+        enqueue { $0.starts.append(t) }
     }
 
     /// Asks the loop to abandon a transfer whose task was cancelled (any thread).
@@ -398,10 +398,11 @@ final class CurlMulti: @unchecked Sendable {
             abandon(t)
             return
         }
-        enqueue { $0.cancels.append(t) } onShutdown: {}
+        enqueue { $0.cancels.append(t) }
     }
 
-    private func enqueue(_ add: (inout Incoming) -> Void, onShutdown: () -> Void) {
+    /// Queues work for the loop; the first addition since the last drain schedules the drain job.
+    private func enqueue(_ add: (inout Incoming) -> Void) {
         let schedule = incoming.locked { s -> Bool in
             add(&s)
             if s.drainQueued { return false }
@@ -412,14 +413,15 @@ final class CurlMulti: @unchecked Sendable {
         do {
             try loop.execute { [self] in drainIncoming() }
         } catch {
-            incoming.locked { $0.drainQueued = false }
-            // The loop is gone: nothing queued will run. Fail what waits.
+            // The loop is gone: nothing queued will run. Fail the transfers waiting to start (a
+            // cancelled one has already been resumed; no easy handle was ever given to them).
             let stranded = incoming.locked { s -> [Transfer] in
+                s.drainQueued = false
+                s.cancels.removeAll()
                 defer { s.starts.removeAll() }
                 return s.starts
             }
             for t in stranded { t.promise.fail(HTTPError.clientShutDown) }
-            onShutdown()
         }
     }
 

@@ -139,6 +139,32 @@ struct HTTPClientTests {
         #expect(counts.idle == counts.created, "every easy handle is back for reuse")
     }
 
+    // Bounded: a request the shutdown forgot would otherwise wait forever on `/never`.
+    @Test(.timeLimit(.minutes(1)), arguments: TestLoops.Kind.allCases)
+    func shutDownClientOrLoopFailsRequestsWithClientShutDown(_ kind: TestLoops.Kind) async throws {
+        let base = try upstream()
+        let own = kind.makePrivateLoop("http-shutdown")
+        let http = HTTPClient(loop: own)
+        _ = try await http.async.get(base + "/bytes/1")
+        // In flight when the client shuts down: failed at once, not left to their timeout.
+        let inFlight = Task { () -> HTTPError? in
+            do { _ = try await http.async.get(base + "/never"); return nil } catch let e as HTTPError { return e } catch { return nil }
+        }
+        var started = false
+        for _ in 0..<3000 where !started {
+            started = try await http.handleCounts().active == 1
+            if !started { try await Task.sleep(for: .milliseconds(5)) }
+        }
+        #expect(started, "the request reached the multi handle")
+        await http.shutdown()
+        #expect(await inFlight.value == .clientShutDown)
+        await #expect(throws: HTTPError.clientShutDown) { _ = try await http.async.get(base + "/bytes/1") }
+        // The loop itself gone: refused at once with the same error, for a client made before.
+        let second = HTTPClient(loop: own)
+        try await onPlainThread { own.shutdown() }
+        await #expect(throws: HTTPError.clientShutDown) { _ = try await second.async.get(base + "/bytes/1") }
+    }
+
     @Test(arguments: TestLoops.Kind.allCases)
     func keepAliveConnectionsAreReused(_ loop: TestLoops.Kind) async throws {
         let base = try upstream()
