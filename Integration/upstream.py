@@ -5,7 +5,7 @@ Endpoints:
   /delay/<ms>      answer "ok" after <ms> milliseconds
   /status/<code>   answer with that status
   /bytes/<n>       n bytes of body
-  /echo            the request (method, path, headers, body) as JSON
+  /echo            the request (method, path, headers, every header line, body) as JSON
   /garbage         bytes that are not HTTP, then close
   /close           headers promising 1000 bytes, 10 bytes, then close (a reset mid-body)
   /slow-body       a body trickled one byte every 100 ms (?n=bytes, default 50)
@@ -46,6 +46,7 @@ async def handle(reader, writer):
             lines = head.decode("latin-1").split("\r\n")
             method, target, _ = (lines[0].split(" ") + ["", "", ""])[:3]
             headers = {}
+            header_lines = [line for line in lines[1:] if line]
             for line in lines[1:]:
                 if ":" in line:
                     k, v = line.split(":", 1)
@@ -70,7 +71,7 @@ async def handle(reader, writer):
             elif name == "bytes":
                 writer.write(response(200, b"x" * int(arg or 0), keep_alive=keep))
             elif name == "echo":
-                payload = {"method": method, "path": target, "headers": headers,
+                payload = {"method": method, "path": target, "headers": headers, "header_lines": header_lines,
                            "body": body.decode("utf-8", "replace")}
                 writer.write(response(200, json.dumps(payload).encode(), {"Content-Type": "application/json"}, keep))
             elif name == "garbage":

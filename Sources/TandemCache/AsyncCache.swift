@@ -105,7 +105,7 @@ public struct AsyncCache: Sendable {
     /// Subtracts `delta`; see ``Cache/incr(_:by:version:)``.
     @discardableResult
     public func decr(_ key: String, by delta: Int = 1, version: Int? = nil) async throws -> Int {
-        try await incr(key, by: -delta, version: version)
+        try await incr(key, by: try CacheCore.negated(delta, key: key), version: version)
     }
 
     /// Sets a new timeout on `key`; see ``Cache/touch(_:timeout:version:)``.
@@ -131,7 +131,8 @@ public struct AsyncCache: Sendable {
     public func incrVersion(_ key: String, by delta: Int = 1, version: Int? = nil) async throws -> Int {
         let from = version ?? core.keys.defaultVersion
         let old = try core.key(key, from)
-        let new = try core.key(key, from + delta)
+        let to = try CacheCore.shifted(version: from, by: delta, key: key)
+        let new = try core.key(key, to)
         guard let value = try await core.runAsync(.get, { try await core.backend.asyncGet(old) }) else {
             throw CacheError.missingKey(key)
         }
@@ -139,13 +140,13 @@ public struct AsyncCache: Sendable {
             if case .expiry(let e) = core.resolve(.default) { _ = try await core.backend.asyncSet(new, value, expiry: e, mode: .set) }
             _ = try await core.backend.asyncDelete(old)
         }
-        return from + delta
+        return to
     }
 
     /// Moves `key` to `version - delta`; see ``Cache/incrVersion(_:by:version:)``.
     @discardableResult
     public func decrVersion(_ key: String, by delta: Int = 1, version: Int? = nil) async throws -> Int {
-        try await incrVersion(key, by: -delta, version: version)
+        try await incrVersion(key, by: try CacheCore.negated(delta, key: key), version: version)
     }
 
     /// Removes everything from the backend; see ``Cache/clear()``.

@@ -149,7 +149,7 @@ public final class Cache: Sendable {
     /// Subtracts `delta`; see ``incr(_:by:version:)``.
     @discardableResult
     public func decr(_ key: String, by delta: Int = 1, version: Int? = nil) throws -> Int {
-        try incr(key, by: -delta, version: version)
+        try incr(key, by: try CacheCore.negated(delta, key: key), version: version)
     }
 
     /// Sets a new timeout on `key`; returns whether it existed. A timeout of 0 or less expires it now.
@@ -176,19 +176,20 @@ public final class Cache: Sendable {
     public func incrVersion(_ key: String, by delta: Int = 1, version: Int? = nil) throws -> Int {
         let from = version ?? core.keys.defaultVersion
         let old = try core.key(key, from)
-        let new = try core.key(key, from + delta)
+        let to = try CacheCore.shifted(version: from, by: delta, key: key)
+        let new = try core.key(key, to)
         guard let value = try core.run(.get, { try core.backend.get(old) }) else { throw CacheError.missingKey(key) }
         try core.run(.set) {
             if case .expiry(let e) = core.resolve(.default) { _ = try core.backend.set(new, value, expiry: e, mode: .set) }
             _ = try core.backend.delete(old)
         }
-        return from + delta
+        return to
     }
 
     /// Moves `key` from `version` to `version - delta`; see ``incrVersion(_:by:version:)``.
     @discardableResult
     public func decrVersion(_ key: String, by delta: Int = 1, version: Int? = nil) throws -> Int {
-        try incrVersion(key, by: -delta, version: version)
+        try incrVersion(key, by: try CacheCore.negated(delta, key: key), version: version)
     }
 
     /// Removes everything from the backend (for Redis: FLUSHDB of its database, as Django does).

@@ -39,16 +39,45 @@ public struct StoredValue: Sendable, Hashable {
         self.kind = kind
     }
 
-    /// The bytes that stand for a stored null on backends without type tags. `0xC1` never occurs in
-    /// valid UTF-8, so no string can collide with it.
-    public static let nullBytes: [UInt8] = [0xC1, 0x00, 0x4E]
+    /// The bytes that stand for a stored null on backends without type tags (Redis). They start with
+    /// `0xC1 0x00`, which no UTF-8 text, JSON or decimal number contains, and are long enough that no
+    /// value is mistaken for them by chance; a value Tandem stores that happens to equal them is escaped
+    /// (see ``untaggedBytes``), so that only a `nil` reads back as a stored null.
+    public static let nullBytes: [UInt8] = [0xC1, 0x00] + Array("tandem:null:v2".utf8) + [0x00, 0xC1]
 
     /// The stored form of `nil`.
     public static let null = StoredValue(bytes: nullBytes, kind: .null)
 
-    /// True when this is a stored null (tagged, or untagged with the null bytes).
-    public var isNull: Bool {
-        kind == .null || (kind == .untagged && bytes == StoredValue.nullBytes)
+    /// True when this is a stored null.
+    public var isNull: Bool { kind == .null }
+
+    /// The bytes a backend without type tags writes: ``nullBytes`` for a stored null, the value's own
+    /// bytes otherwise, with one `0xFF` appended to a value that is ``nullBytes`` followed by zero or
+    /// more `0xFF` bytes (the escape that keeps such a value from reading back as a null).
+    public var untaggedBytes: [UInt8] {
+        if kind == .null { return StoredValue.nullBytes }
+        return StoredValue.isNullOrEscaped(bytes) ? bytes + [0xFF] : bytes
+    }
+
+    /// A value read from a backend without type tags: ``nullBytes`` is a stored null, an escaped value
+    /// (see ``untaggedBytes``) loses its escape, and anything else (including what other clients
+    /// wrote) is returned as it is, untagged.
+    public init(untagged bytes: [UInt8]) {
+        guard StoredValue.isNullOrEscaped(bytes) else {
+            self.init(bytes: bytes, kind: .untagged)
+            return
+        }
+        if bytes.count == StoredValue.nullBytes.count {
+            self = .null
+        } else {
+            self.init(bytes: Array(bytes.dropLast()), kind: .untagged)
+        }
+    }
+
+    /// True for ``nullBytes`` followed by zero or more `0xFF` bytes.
+    private static func isNullOrEscaped(_ bytes: [UInt8]) -> Bool {
+        guard bytes.count >= nullBytes.count, bytes.first == 0xC1 else { return false }
+        return bytes.starts(with: nullBytes) && bytes.dropFirst(nullBytes.count).allSatisfy { $0 == 0xFF }
     }
 }
 

@@ -92,6 +92,23 @@ final class CacheCore: Sendable {
     // MARK: preparation shared by both faces
 
     @inline(__always)
+    /// `-delta` for `decr`/`decrVersion`; `Int.min` has no negation, so it is refused before any I/O.
+    static func negated(_ delta: Int, key: String) throws -> Int {
+        guard delta != .min else {
+            throw CacheError.invalidArgument(key: key, reason: "cannot subtract Int.min: its negation does not fit in Int")
+        }
+        return -delta
+    }
+
+    /// `version + delta` for `incrVersion`, refused before any I/O when it overflows.
+    static func shifted(version: Int, by delta: Int, key: String) throws -> Int {
+        let (sum, overflow) = version.addingReportingOverflow(delta)
+        guard !overflow else {
+            throw CacheError.invalidArgument(key: key, reason: "version \(version) + \(delta) overflows Int")
+        }
+        return sum
+    }
+
     func key(_ key: String, _ version: Int?) throws -> String {
         try keys.validated(key, version: version)
     }

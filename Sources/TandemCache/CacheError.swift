@@ -31,6 +31,13 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
     case poolExhausted(server: String, size: Int)
     /// The cache (or its backend) was closed.
     case closed(alias: String)
+    /// A graceful shutdown refused the call, or ended it while it was in flight: the cache was shut
+    /// down (`what` names it: `cache 'default'`), or the event loop its connections run on was
+    /// (`what` names the server).
+    case shutDown(String)
+    /// An argument that the operation cannot carry out as asked (for example a delta that has no
+    /// negation); refused before any I/O.
+    case invalidArgument(key: String, reason: String)
 
     /// A human-readable explanation that names what was wrong.
     public var description: String {
@@ -65,6 +72,10 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
             return "no connection to \(server) became free in time (pool size \(size))"
         case .closed(let alias):
             return "cache '\(alias)' is closed"
+        case .shutDown(let what):
+            return "\(what) has shut down: no calls are accepted, and calls in flight were ended"
+        case .invalidArgument(let key, let reason):
+            return "invalid argument for cache key \(CacheError.quote(key)): \(reason)"
         }
     }
 

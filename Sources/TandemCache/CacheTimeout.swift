@@ -1,8 +1,8 @@
 /// How long a cache entry lives.
 ///
 /// Django's rules: ``default`` takes the cache's TIMEOUT setting (300 s unless set), ``never`` stores
-/// forever, and a number of seconds of 0 or less expires the key at once (a `set` stores nothing, an
-/// `add` still returns true). Fractional seconds are accepted; very long timeouts (over 30 days) work.
+/// forever, and a number of seconds of 0 or less expires the key at once (a `set` stores nothing; an
+/// `add` stores nothing and returns whether the key was absent, as Django's backends do). Fractional seconds are accepted; very long timeouts (over 30 days) work.
 public enum CacheTimeout: Sendable, Hashable, CustomStringConvertible {
     /// The cache's configured default timeout.
     case `default`

@@ -139,6 +139,7 @@ final class CurlMulti: @unchecked Sendable {
     private var setups: [UnsafeMutableRawPointer: HandleSetup] = [:]
     private(set) var handlesCreated = 0
     private var closed = false
+    private var hookRegistered = false
     /// Transfers to start and transfers to abandon, queued by other threads; one loop job drains them
     /// (all the requests submitted while the loop was busy cost one job, not one closure each).
     private struct Incoming {
@@ -186,6 +187,11 @@ final class CurlMulti: @unchecked Sendable {
         }
         _ = ccurl_multi_setopt_long(m, CURLMOPT_MAXCONNECTS, max(1, configuration.maxIdleConnections))
         multi = m
+        if !hookRegistered {
+            // A loop shut down under transfers in flight ends them with clientShutDown.
+            hookRegistered = true
+            loop.onShutdown { [weak self] in self?.close() }
+        }
         return m
     }
 
@@ -493,11 +499,18 @@ final class CurlMulti: @unchecked Sendable {
         if simple, previous == setup { return }
         if previous?.url != setup.url { _ = ccurl_easy_setopt_string(easy, CURLOPT_URL, r.url) }
         if previous?.timeoutMs != setup.timeoutMs { _ = ccurl_easy_setopt_long(easy, CURLOPT_TIMEOUT_MS, setup.timeoutMs) }
-        if r.headers.isEmpty {
+        // Only a request with a body (or a method that defines one: POST, PUT, PATCH, which then say
+        // Content-Length: 0) sends body headers, and never a content type it did not ask for.
+        let sendsBody = r.body != nil || r.method == .post || r.method == .put || r.method == .patch
+        if r.headers.isEmpty && !sendsBody {
             _ = ccurl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, sharedHeaderList)
         } else {
             var list: UnsafeMutablePointer<curl_slist>?
-            for (name, value) in configuration.defaultHeaders + r.headers { list = curl_slist_append(list, "\(name): \(value)") }
+            for (name, value) in HTTPRequest.merge(configuration.defaultHeaders, r.headers) {
+                list = curl_slist_append(list, "\(name): \(value)")
+            }
+            let hasContentType = (configuration.defaultHeaders + r.headers).contains { $0.name.lowercased() == "content-type" }
+            if sendsBody && !hasContentType { list = curl_slist_append(list, "Content-Type:") }
             list = curl_slist_append(list, "Expect:")
             t.headerList = list
             _ = ccurl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, list)
@@ -505,10 +518,12 @@ final class CurlMulti: @unchecked Sendable {
         _ = ccurl_easy_setopt_string(easy, CURLOPT_CUSTOMREQUEST, nil)
         _ = ccurl_easy_setopt_long(easy, CURLOPT_NOBODY, 0)
         switch r.method {
-        case .get where r.body == nil:
-            _ = ccurl_easy_setopt_long(easy, CURLOPT_HTTPGET, 1)
         case .head:
             _ = ccurl_easy_setopt_long(easy, CURLOPT_NOBODY, 1)
+        case _ where !sendsBody:
+            // GET, DELETE, OPTIONS, ... without a body: no Content-Length, no Content-Type.
+            _ = ccurl_easy_setopt_long(easy, CURLOPT_HTTPGET, 1)
+            if r.method != .get { _ = ccurl_easy_setopt_string(easy, CURLOPT_CUSTOMREQUEST, r.method.rawValue) }
         default:
             if r.method != .post { _ = ccurl_easy_setopt_string(easy, CURLOPT_CUSTOMREQUEST, r.method.rawValue) }
             let body = r.body ?? []

@@ -251,3 +251,14 @@ public struct HTTPClientConfiguration: Sendable {
     /// The defaults.
     public init() {}
 }
+
+extension HTTPRequest {
+    /// The header fields a request sends: `defaults` first, then the request's own; a field the request
+    /// names replaces every default of that name (field names compare case-insensitively).
+    static func merge(_ defaults: [(name: String, value: String)], _ own: [(name: String, value: String)]) -> [(name: String, value: String)] {
+        if own.isEmpty { return defaults }
+        if defaults.isEmpty { return own }
+        let overridden = Set(own.map { $0.name.lowercased() })
+        return defaults.filter { !overridden.contains($0.name.lowercased()) } + own
+    }
+}

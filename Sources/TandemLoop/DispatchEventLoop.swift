@@ -44,6 +44,8 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
     private var watchers: [UInt64: Watcher] = [:]
     private var timers: [UInt64: DispatchWorkItem] = [:]
     private var nextID: UInt64 = 1
+    private var shutdownHooks: [@Sendable () -> Void] = []
+    private var hooksRan = false
 
     /// Creates a loop on a new serial queue (or on `queue`, which must be serial).
     public init(name: String = "tandem-dispatch-loop", queue: DispatchQueue? = nil) {
@@ -207,7 +209,14 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
         timers.removeValue(forKey: id.raw)?.cancel()
     }
 
-    /// Refuses new work, cancels timers and sources, and waits for the queue to finish what it has.
+    /// Registers a shutdown hook; see ``EventLoop/onShutdown(_:)``.
+    public func onShutdown(_ hook: @escaping @Sendable () -> Void) {
+        precondition(inEventLoop, "onShutdown must be called on the loop")
+        if hooksRan { hook() } else { shutdownHooks.append(hook) }
+    }
+
+    /// Refuses new work, runs the shutdown hooks, cancels timers and sources, and waits for the queue
+    /// to finish what it has.
     public func shutdown() {
         precondition(!inEventLoop, "shutdown must not be called on the loop")
         let first = state.locked { s -> Bool in
@@ -216,6 +225,12 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
         }
         guard first else { return }
         queue.sync { [self] in
+            onLoop {
+                hooksRan = true
+                let hooks = shutdownHooks
+                shutdownHooks = []
+                for hook in hooks { hook() }
+            }
             for (_, t) in timers { t.cancel() }
             timers.removeAll()
             for (_, w) in watchers {

@@ -52,6 +52,10 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
     private var timers: [UInt64: @Sendable () -> Void] = [:]
     private var heap = TimerHeap()
     private var nextID: UInt64 = 1
+    private var shutdownHooks: [@Sendable () -> Void] = []
+    private var hooksRan = false
+    /// Runs Swift jobs enqueued after shutdown, one at a time (see ``enqueue(_:)``).
+    private let afterShutdown: DispatchQueue
     private let spinNanos: UInt64
     private var hadWork = false
 
@@ -63,6 +67,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
         self.name = name
         let env = ProcessInfo.processInfo.environment["TANDEM_LOOP_SPIN_US"].flatMap(Int.init)
         self.spinNanos = UInt64(max(0, spinMicroseconds ?? env ?? 20)) * 1000
+        self.afterShutdown = DispatchQueue(label: name + ".after-shutdown")
         epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
         wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
         precondition(epfd >= 0 && wakeFD >= 0, "epoll_create1/eventfd failed: errno \(errno)")
@@ -175,7 +180,14 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
         }
     }
 
-    /// Stops the loop and joins its thread; see ``EventLoop/shutdown()``. Work already submitted runs first.
+    /// Registers a shutdown hook; see ``EventLoop/onShutdown(_:)``.
+    public func onShutdown(_ hook: @escaping @Sendable () -> Void) {
+        precondition(inEventLoop, "onShutdown must be called on the loop thread")
+        if hooksRan { hook() } else { shutdownHooks.append(hook) }
+    }
+
+    /// Stops the loop and joins its thread; see ``EventLoop/shutdown()``. Work already submitted runs
+    /// first, then the shutdown hooks (and whatever work they submit).
     public func shutdown() {
         precondition(!inEventLoop, "shutdown must not be called on the loop thread (it joins it)")
         let first = inbox.locked { s -> Bool in
@@ -263,6 +275,16 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
             batch.removeAll(keepingCapacity: true)
             resumeBatch.flush()
             if state == .stopping {
+                if !hooksRan {
+                    // One more turn after the hooks: the work they submit (and the resumptions of
+                    // what they failed) is drained before the thread ends.
+                    hooksRan = true
+                    let hooks = shutdownHooks
+                    shutdownHooks = []
+                    for hook in hooks { hook() }
+                    resumeBatch.flush()
+                    continue
+                }
                 let done = inbox.locked { s -> Bool in
                     guard s.jobs.isEmpty else { return false }
                     s.state = .stopped
@@ -304,15 +326,22 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
 }
 
 extension EpollEventLoop: SerialExecutor, TaskExecutor {
-    /// Runs a Swift job on the loop thread. After shutdown the job runs on the global executor
-    /// instead, so no task is ever left hanging.
+    /// Runs a Swift job on the loop thread. After shutdown the job runs on a serial queue of this
+    /// loop's own, once the loop thread has ended, and as this executor: no task is left hanging, and
+    /// an actor on the loop still runs one job at a time.
     public func enqueue(_ job: consuming ExecutorJob) {
         let unowned = UnownedJob(job)
         do {
             try submit(.job(unowned))
         } catch {
-            logger.warning("job enqueued on a shut-down loop; running it on the global executor", metadata: ["loop": "\(name)"])
-            Task.detached { unowned.runSynchronously(on: globalConcurrentExecutor.asUnownedTaskExecutor()) }
+            afterShutdown.async { [self] in
+                // The loop thread may still be draining its last turn: wait for it to end first.
+                finished.wait()
+                finished.signal()
+                LoopThread.set(identity)
+                unowned.runSynchronously(isolatedTo: asUnownedSerialExecutor(), taskExecutor: asUnownedTaskExecutor())
+                LoopThread.set(nil)
+            }
         }
     }
 

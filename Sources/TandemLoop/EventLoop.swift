@@ -40,8 +40,8 @@ public struct TimerID: Hashable, Sendable {
 ///   drained in one batch.
 /// - ``watch(_:events:callback:)``, ``unwatch(_:)``, ``updateWatch(_:events:)``, ``schedule(after:_:)`` and
 ///   ``cancel(_:)`` are called on the loop thread (use ``execute(_:)`` to get there). Callbacks run on the loop thread.
-/// - ``shutdown()`` cancels pending timers and watches, joins the loop thread, and makes later
-///   submissions fail with ``TandemError/loopShutDown``.
+/// - ``shutdown()`` runs the hooks registered with ``onShutdown(_:)``, cancels pending timers and
+///   watches, joins the loop thread, and makes later submissions fail with ``TandemError/loopShutDown``.
 public protocol EventLoop: AnyObject, Sendable {
     /// Runs `work` on the loop thread. Throws ``TandemError/loopShutDown`` after ``shutdown()``.
     func execute(_ work: @escaping @Sendable () -> Void) throws
@@ -69,8 +69,16 @@ public protocol EventLoop: AnyObject, Sendable {
     /// Cancels a timer; a cancelled timer never fires. Unknown or fired ids are ignored. Loop thread only.
     func cancel(_ id: TimerID)
 
-    /// Stops the loop: pending timers and watches are dropped, the loop thread is joined, and later
-    /// submissions throw ``TandemError/loopShutDown``. Must not be called on the loop thread.
+    /// Registers `hook` to run once, on the loop thread, when the loop shuts down: after the work
+    /// already submitted and before timers and watches are dropped, so that whoever owns work in flight
+    /// on this loop (Redis commands, HTTP transfers) can end it with a typed error instead of leaving
+    /// its callers waiting. Loop thread only. On a loop that is already stopping, `hook` runs at once.
+    /// Capture owners weakly: a hook lives as long as the loop.
+    func onShutdown(_ hook: @escaping @Sendable () -> Void)
+
+    /// Stops the loop: the shutdown hooks run, pending timers and watches are dropped, the loop thread
+    /// is joined, and later submissions throw ``TandemError/loopShutDown``. Must not be called on the
+    /// loop thread.
     func shutdown()
 }
 

@@ -133,29 +133,39 @@ struct MemcachedOps {
         }
     }
 
-    /// memcached's own incr/decr: atomic; a decrement never goes below 0 (memcached's rule).
+    /// memcached's own incr/decr, in one atomic command whatever the delta (the `_by_key` calls take a
+    /// 64-bit delta; the key is its own group key, so the server is the one the key hashes to). A
+    /// decrement never goes below 0 (memcached's rule). memcached counts in 64 unsigned bits: a result
+    /// above `Int64.max` (only reachable from a value another client stored) is undone with the
+    /// opposite command and reported as ``CacheError/notAnInteger(key:)``.
     func incr(_ key: String, by delta: Int64) throws -> Int64 {
-        var remaining = delta.magnitude
         var value: UInt64 = 0
-        repeat {
-            let step = UInt32(min(remaining, UInt64(UInt32.max)))
-            let rc = key.withCString {
-                delta >= 0 ? memcached_increment(handle, $0, strlen($0), step, &value)
-                           : memcached_decrement(handle, $0, strlen($0), step, &value)
+        let rc = apply(key, delta: delta, &value)
+        switch rc {
+        case MEMCACHED_SUCCESS: break
+        case MEMCACHED_NOTFOUND: throw CacheError.missingKey(key)
+        case MEMCACHED_CLIENT_ERROR, MEMCACHED_PROTOCOL_ERROR, MEMCACHED_INVALID_ARGUMENTS, MEMCACHED_ERROR:
+            throw CacheError.notAnInteger(key: key)
+        default:
+            if message(rc).lowercased().contains("non-numeric") { throw CacheError.notAnInteger(key: key) }
+            throw error(rc, operation: "incr")
+        }
+        guard value <= UInt64(Int64.max) else {
+            if delta > 0 {
+                var undone: UInt64 = 0
+                _ = apply(key, delta: -delta, &undone)
             }
-            switch rc {
-            case MEMCACHED_SUCCESS: break
-            case MEMCACHED_NOTFOUND: throw CacheError.missingKey(key)
-            case MEMCACHED_CLIENT_ERROR, MEMCACHED_PROTOCOL_ERROR, MEMCACHED_INVALID_ARGUMENTS, MEMCACHED_ERROR:
-                throw CacheError.notAnInteger(key: key)
-            default:
-                if message(rc).lowercased().contains("non-numeric") { throw CacheError.notAnInteger(key: key) }
-                throw error(rc, operation: "incr")
-            }
-            remaining -= UInt64(step)
-        } while remaining > 0
-        guard value <= UInt64(Int64.max) else { throw CacheError.notAnInteger(key: key) }
+            throw CacheError.notAnInteger(key: key)
+        }
         return Int64(value)
+    }
+
+    private func apply(_ key: String, delta: Int64, _ value: inout UInt64) -> memcached_return_t {
+        key.withCString { k in
+            let n = strlen(k)
+            return delta >= 0 ? memcached_increment_by_key(handle, k, n, k, n, delta.magnitude, &value)
+                              : memcached_decrement_by_key(handle, k, n, k, n, delta.magnitude, &value)
+        }
     }
 
     func touch(_ key: String, expiry: CacheExpiry) throws -> Bool {

@@ -57,7 +57,10 @@ struct MemcachedConfiguration: Sendable {
                 }
                 port = p
             }
-            guard !host.isEmpty, !host.contains(" "), !host.contains("\"") else { throw config.locationError("invalid server \"\(raw)\"") }
+            if host.hasPrefix("["), host.hasSuffix("]"), host.count > 2 { host = String(host.dropFirst().dropLast()) }
+            guard !host.isEmpty, host.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7f && !"\"[]/@?#".unicodeScalars.contains($0) }) else {
+                throw config.locationError("invalid server \"\(raw)\": expected host:port (a host without spaces, control or reserved characters)")
+            }
             servers.append(.tcp(host: host, port: port))
         }
         guard !servers.isEmpty else { throw config.locationError("at least one memcached server (host:port or unix:/path) is required") }

@@ -1,4 +1,5 @@
 import CHiredis
+import Dispatch
 import Logging
 import TandemCache
 import TandemLoop
@@ -21,16 +22,17 @@ final class RedisAsyncConnection: @unchecked Sendable {
 
     let loop: any EventLoop
     let endpoint: RedisEndpoint
-    let address: ResolvedAddress
     let commandTimeout: UInt64
     let connectTimeout: UInt64
     private let logger = Logger(label: "tandem.redis")
 
     private enum State {
         case idle
+        /// Looking up the host (off the loop), then connecting to its addresses in turn.
         case connecting
         case ready
         case backoff(until: UInt64, reason: String)
+        /// The loop shut down: every command fails at once.
         case closed
     }
     private struct Pending {
@@ -53,12 +55,17 @@ final class RedisAsyncConnection: @unchecked Sendable {
     private var connectTimer: TimerID?
     private var flushScheduled = false
     private var failures = 0
+    /// The addresses of the connect in progress and the one being tried.
+    private var addresses: [ResolvedAddress] = []
+    private var addressIndex = 0
+    /// Counts connect attempts, so that a name lookup that finishes after its attempt ended is ignored.
+    private var attempt: UInt64 = 0
+    private var hookRegistered = false
     private var readBuffer = [UInt8](repeating: 0, count: 65536)
 
-    init(loop: any EventLoop, endpoint: RedisEndpoint, address: ResolvedAddress, commandTimeout: Double, connectTimeout: Double) {
+    init(loop: any EventLoop, endpoint: RedisEndpoint, commandTimeout: Double, connectTimeout: Double) {
         self.loop = loop
         self.endpoint = endpoint
-        self.address = address
         self.commandTimeout = UInt64(commandTimeout * 1e9)
         self.connectTimeout = UInt64(connectTimeout * 1e9)
     }
@@ -72,15 +79,27 @@ final class RedisAsyncConnection: @unchecked Sendable {
 
     /// Sends one command and waits for its reply without blocking a thread.
     func command(_ args: [[UInt8]]) async throws -> RedisValue {
-        try await withLoopPromise(on: loop) { (p: LoopPromise<RedisValue>) in
-            self.send(args) { r in p.complete(r.mapError { $0 }) }
+        do {
+            return try await withLoopPromise(on: loop) { (p: LoopPromise<RedisValue>) in
+                self.send(args) { r in p.complete(r.mapError { $0 }) }
+            }
+        } catch TandemError.loopShutDown {
+            throw CacheError.shutDown("the event loop of \(endpoint.description)")
         }
     }
 
     /// Sends several commands in one write and waits for all their replies.
     func pipeline(_ commands: [[[UInt8]]]) async throws -> [RedisValue] {
         if commands.isEmpty { return [] }
-        return try await withLoopPromise(on: loop) { (p: LoopPromise<[RedisValue]>) in
+        do {
+            return try await pipelineOnLoop(commands)
+        } catch TandemError.loopShutDown {
+            throw CacheError.shutDown("the event loop of \(endpoint.description)")
+        }
+    }
+
+    private func pipelineOnLoop(_ commands: [[[UInt8]]]) async throws -> [RedisValue] {
+        try await withLoopPromise(on: loop) { (p: LoopPromise<[RedisValue]>) in
             var results = [RedisValue](repeating: .null, count: commands.count)
             var remaining = commands.count
             for (i, c) in commands.enumerated() {
@@ -107,6 +126,10 @@ final class RedisAsyncConnection: @unchecked Sendable {
     // MARK: loop thread
 
     private func send(_ args: [[UInt8]], _ done: @escaping (Result<RedisValue, CacheError>) -> Void) {
+        if !hookRegistered {
+            hookRegistered = true
+            loop.onShutdown { [weak self] in self?.loopShuttingDown() }
+        }
         if case .backoff(let until, let reason) = state {
             if monotonicNanos() < until {
                 done(.failure(.connectionFailed(server: endpoint.description, reason: "reconnecting after: \(reason)")))
@@ -115,7 +138,7 @@ final class RedisAsyncConnection: @unchecked Sendable {
             state = .idle
         }
         if case .closed = state {
-            done(.failure(.connectionFailed(server: endpoint.description, reason: "closed")))
+            done(.failure(.shutDown("the event loop of \(endpoint.description)")))
             return
         }
         if case .idle = state {
@@ -189,37 +212,12 @@ final class RedisAsyncConnection: @unchecked Sendable {
         }
     }
 
+    /// Starts a connection: the handshake is queued first, then the host is looked up (off the loop
+    /// thread when it is a name) and its addresses are tried in turn, all within the connect timeout.
     private func startConnect() {
-        let s = socket(address.family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
-        guard s >= 0 else {
-            enterBackoff("socket() failed: \(String(cString: strerror(errno)))")
-            return
-        }
-        if address.family != AF_UNIX {
-            var one: Int32 = 1
-            setsockopt(s, Int32(IPPROTO_TCP), TCP_NODELAY, &one, socklen_t(MemoryLayout<Int32>.size))
-        }
-        var storage = address.storage
-        let rc = withUnsafePointer(to: &storage) {
-            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { Glibc.connect(s, $0, address.length) }
-        }
-        if rc != 0 && errno != EINPROGRESS {
-            let reason = "connect failed: \(String(cString: strerror(errno)))"
-            close(s)
-            enterBackoff(reason)
-            return
-        }
-        fd = s
-        reader = redisReaderCreate()
-        do {
-            interest = [.read, .write]
-            watchID = try loop.watch(s, events: interest) { [self] ev in onEvent(ev) }
-        } catch {
-            teardownSocket()
-            enterBackoff("cannot watch the socket: \(error)")
-            return
-        }
+        attempt &+= 1
         state = .connecting
+        reader = redisReaderCreate()
         connectTimer = loop.schedule(after: .nanoseconds(Int64(connectTimeout))) { [self] in
             connectTimer = nil
             if case .connecting = state {
@@ -241,22 +239,88 @@ final class RedisAsyncConnection: @unchecked Sendable {
                 }
             }
         }
+        let direct: [ResolvedAddress]?
+        do {
+            direct = try endpoint.addressesWithoutLookup()
+        } catch {
+            drop(error, next: .backoff)
+            return
+        }
+        if let direct {
+            tryAddresses(direct, from: 0, lastFailure: nil)
+            return
+        }
+        // A host name: look it up on another thread (getaddrinfo blocks) and come back to the loop.
+        let mine = attempt
+        let target = endpoint
+        DispatchQueue.global().async { [self] in
+            let result = Result { () throws(CacheError) in try target.resolveAll() }
+            // If the loop is gone, its shutdown hook has already failed everything pending.
+            try? loop.execute { [self] in
+                guard attempt == mine, case .connecting = state, fd < 0 else { return }
+                switch result {
+                case .success(let addrs): tryAddresses(addrs, from: 0, lastFailure: nil)
+                case .failure(let e): drop(e, next: .backoff)
+                }
+            }
+        }
+    }
+
+    /// Connects to `addrs[index...]`, the first that does not refuse at once; when none is left, the
+    /// connection fails with the last reason.
+    private func tryAddresses(_ addrs: [ResolvedAddress], from index: Int, lastFailure: String?) {
+        var i = index
+        var last = lastFailure
+        while i < addrs.count {
+            switch addrs[i].startConnect() {
+            case .failure(let f):
+                last = f.reason
+                i += 1
+            case .success(let (s, inProgress)):
+                fd = s
+                addresses = addrs
+                addressIndex = i
+                do {
+                    interest = [.read, .write]
+                    watchID = try loop.watch(s, events: interest) { [self] ev in onEvent(ev) }
+                } catch {
+                    drop(.connectionFailed(server: endpoint.description, reason: "cannot watch the socket: \(error)"), next: .backoff)
+                    return
+                }
+                if !inProgress { connected() }
+                return
+            }
+        }
+        drop(.connectionFailed(server: endpoint.description, reason: last ?? "no address"), next: .backoff)
+    }
+
+    private func connected() {
+        state = .ready
+        failures = 0
+        addresses = []
+        if let t = connectTimer { loop.cancel(t); connectTimer = nil }
+        flush()
+    }
+
+    /// The loop is shutting down: fail everything pending and refuse what comes later.
+    private func loopShuttingDown() {
+        drop(.shutDown("the event loop of \(endpoint.description)"), next: .idle)
+        state = .closed
     }
 
     private func onEvent(_ ev: IOEvents) {
         if case .connecting = state {
             guard ev.contains(.write) || ev.contains(.error) || ev.contains(.read) else { return }
-            var err: Int32 = 0
-            var len = socklen_t(MemoryLayout<Int32>.size)
-            getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len)
+            let err = ResolvedAddress.connectError(fd)
             if err != 0 {
-                drop(.connectionFailed(server: endpoint.description, reason: "connect failed: \(String(cString: strerror(err)))"), next: .backoff)
+                // This address refused: close its socket (nothing was sent on it) and try the next.
+                if let w = watchID { loop.unwatch(w); watchID = nil }
+                close(fd)
+                fd = -1
+                tryAddresses(addresses, from: addressIndex + 1, lastFailure: "connect failed: \(String(cString: strerror(err)))")
                 return
             }
-            state = .ready
-            failures = 0
-            if let t = connectTimer { loop.cancel(t); connectTimer = nil }
-            flush()
+            connected()
             return
         }
         guard case .ready = state else { return }
@@ -362,6 +426,7 @@ final class RedisAsyncConnection: @unchecked Sendable {
         let wasConnecting: Bool
         if case .connecting = state { wasConnecting = true } else { wasConnecting = false }
         teardownSocket()
+        addresses = []
         let victims = pending[head...]
         pending = []
         head = 0

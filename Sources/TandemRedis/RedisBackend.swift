@@ -37,7 +37,8 @@ final class RedisNode: Sendable {
 ///   owned by the loop, commands submitted in one loop turn go out in one write.
 /// - `clear()` runs FLUSHDB on the primary's database, as Django does: it removes every key in that
 ///   database, not only this cache's prefix.
-/// - Values are stored as their bytes, so `redis-cli GET` shows strings and integers as plain text.
+/// - Values are stored as their bytes, so `redis-cli GET` shows strings and integers as plain text. A
+///   stored `nil` is ``StoredValue/nullBytes``; any other value, whoever wrote it, reads back as itself.
 /// - The process ignores SIGPIPE once a Redis backend exists (hiredis writes with `write()`).
 public final class RedisBackend: CacheBackend {
     let primary: RedisNode
@@ -71,12 +72,10 @@ public final class RedisBackend: CacheBackend {
         var nodes: [RedisNode] = []
         for location in config.location {
             let endpoint = try RedisEndpoint.parse(location, alias: config.alias, options: o)
-            let address = try endpoint.resolve()
             let pool = RedisBlockingPool(endpoint: endpoint, size: poolSize, connectTimeout: connectTimeout,
                                          commandTimeout: commandTimeout, borrowTimeout: poolTimeout)
             let conns = (0..<asyncConnections).map { _ in
-                RedisAsyncConnection(loop: loop, endpoint: endpoint, address: address,
-                                     commandTimeout: commandTimeout, connectTimeout: connectTimeout)
+                RedisAsyncConnection(loop: loop, endpoint: endpoint, commandTimeout: commandTimeout, connectTimeout: connectTimeout)
             }
             nodes.append(RedisNode(endpoint: endpoint, pool: pool, connections: conns))
         }
@@ -113,7 +112,7 @@ public final class RedisBackend: CacheBackend {
     static func getCommand(_ key: String) -> [[UInt8]] { ["GET".bytes, key.bytes] }
     static func mgetCommand(_ keys: [String]) -> [[UInt8]] { ["MGET".bytes] + keys.map(\.bytes) }
     static func setCommand(_ key: String, _ value: StoredValue, _ expiry: CacheExpiry, _ mode: SetMode) -> [[UInt8]] {
-        var c: [[UInt8]] = ["SET".bytes, key.bytes, value.bytes]
+        var c: [[UInt8]] = ["SET".bytes, key.bytes, value.untaggedBytes]
         if let ms = expiry.milliseconds { c += ["PX".bytes, String(ms).bytes] }
         if mode == .add { c.append("NX".bytes) }
         return c
@@ -142,7 +141,7 @@ public final class RedisBackend: CacheBackend {
 
     func mapGet(_ v: RedisValue, _ node: RedisNode) throws -> StoredValue? {
         switch v {
-        case .bulk(let b): return StoredValue(bytes: b, kind: .untagged)
+        case .bulk(let b): return StoredValue(untagged: b)
         case .null: return nil
         default: throw serverError(v, node)
         }
@@ -152,7 +151,7 @@ public final class RedisBackend: CacheBackend {
         guard case .array(let items) = v, items.count == keys.count else { throw serverError(v, node) }
         var out: [String: StoredValue] = [:]
         for (k, item) in zip(keys, items) {
-            if case .bulk(let b) = item { out[k] = StoredValue(bytes: b, kind: .untagged) }
+            if case .bulk(let b) = item { out[k] = StoredValue(untagged: b) }
         }
         return out
     }

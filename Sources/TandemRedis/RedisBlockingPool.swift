@@ -48,15 +48,22 @@ final class RedisBlockingPool: Sendable {
         Glibc.timeval(tv_sec: Int(seconds), tv_usec: Int((seconds - Double(Int(seconds))) * 1_000_000))
     }
 
+    /// Resolves the endpoint (on the calling thread: this is the blocking face), tries every address
+    /// in turn within the connect timeout, and hands the connected socket to a hiredis context.
     private func connect() throws -> BlockingRedisConnection {
-        let ctx: UnsafeMutablePointer<redisContext>?
-        switch endpoint.address {
-        case .tcp(let host, let port): ctx = redisConnectWithTimeout(host, Int32(port), RedisBlockingPool.timeval(connectTimeout))
-        case .unix(let path): ctx = redisConnectUnixWithTimeout(path, RedisBlockingPool.timeval(connectTimeout))
+        let fd: Int32
+        switch blockingConnect(try endpoint.resolveAll(), timeout: connectTimeout) {
+        case .success(let s): fd = s
+        case .failure(let f):
+            if f.timedOut { throw CacheError.timeout(operation: "redis connect", server: endpoint.description) }
+            throw CacheError.connectionFailed(server: endpoint.description, reason: f.reason)
         }
-        guard let ctx else { throw CacheError.connectionFailed(server: endpoint.description, reason: "out of memory") }
+        guard let ctx = redisConnectFd(fd) else {
+            Glibc.close(fd)
+            throw CacheError.connectionFailed(server: endpoint.description, reason: "out of memory")
+        }
+        // From here the context owns the socket: redisFree (in the connection's deinit) closes it.
         let conn = BlockingRedisConnection(context: ctx)
-        if ctx.pointee.err != 0 { throw error(of: conn, operation: "connect") }
         _ = redisSetTimeout(ctx, RedisBlockingPool.timeval(commandTimeout))
         _ = redisEnableKeepAlive(ctx)
         for command in endpoint.handshake {

@@ -24,6 +24,10 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
         }
     }
 
+    /// Query parameters that ask for TLS (redis-py's and others' names): refused, never ignored.
+    static let tlsParameters: Set<String> = ["tls", "ssl", "ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
+                                             "ssl_check_hostname", "tls_ca_cert", "tls_cert", "tls_key", "sslmode"]
+
     /// Parses `redis://[user:password@]host:port[/db][?db=N]` or `unix:///path[?db=N]`.
     /// Options USERNAME, PASSWORD and DB fill what the URL does not say.
     static func parse(_ location: String, alias: String, options: BackendOptions) throws -> RedisEndpoint {
@@ -34,18 +38,24 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
             throw bad("expected redis://host:port[/db] or unix:///path")
         }
         let scheme = location[..<schemeEnd.lowerBound].lowercased()
-        var rest = String(location[schemeEnd.upperBound...])
+        let rest: String
         var query: [String: String] = [:]
-        if let q = rest.firstIndex(of: "?") {
-            for item in rest[rest.index(after: q)...].split(separator: "&") {
-                let kv = item.split(separator: "=", maxSplits: 1)
-                query[String(kv[0]).lowercased()] = kv.count > 1 ? String(kv[1]) : ""
+        do {
+            let split = try URLQuery.split(String(location[schemeEnd.upperBound...]))
+            rest = split.base
+            for (name, value) in split.query { query[name.lowercased()] = value }
+        } catch {
+            throw bad(error.reason)
+        }
+        for name in query.keys where name != "db" {
+            if tlsParameters.contains(name) {
+                throw bad("query parameter '\(name)' asks for TLS, which this build cannot speak to Redis (Debian's hiredis 0.14 has none); refusing rather than sending in plain text")
             }
-            rest = String(rest[..<q])
+            throw bad("unknown query parameter '\(name)' (a Redis location takes only 'db'; put other settings in OPTIONS)")
         }
         var db = try options.int("DB", default: 0, range: 0...Int(Int32.max))
         if let d = query["db"] {
-            guard let v = Int(d), v >= 0 else { throw bad("db must be a non-negative integer") }
+            guard let v = Int(d), (0...Int(Int32.max)).contains(v) else { throw bad("db must be a non-negative integer") }
             db = v
         }
         var username = try options.string("USERNAME")
@@ -66,7 +76,7 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
             authority = String(rest[..<slash])
             let path = rest[rest.index(after: slash)...]
             if !path.isEmpty {
-                guard let v = Int(path), v >= 0 else { throw bad("the path must be a database number") }
+                guard let v = Int(path), (0...Int(Int32.max)).contains(v) else { throw bad("the path must be a database number") }
                 db = v
             }
         }
@@ -98,6 +108,9 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
             port = p
         }
         guard !host.isEmpty else { throw bad("missing host") }
+        guard host.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7f && !"[]/@?#".unicodeScalars.contains($0) }) else {
+            throw bad("the host contains a space, a control character or a reserved character")
+        }
         return RedisEndpoint(address: .tcp(host: host, port: port), db: db, username: username, password: password)
     }
 
@@ -110,46 +123,4 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
         if db != 0 { out.append(["SELECT".bytes, String(db).bytes]) }
         return out
     }
-
-    /// Resolves the address into a socket address (blocking `getaddrinfo`: called off the loop, at setup).
-    func resolve() throws -> ResolvedAddress {
-        switch address {
-        case .unix(let path):
-            var a = sockaddr_un()
-            a.sun_family = sa_family_t(AF_UNIX)
-            let bytes = Array(path.utf8)
-            guard bytes.count < MemoryLayout.size(ofValue: a.sun_path) else {
-                throw CacheError.connectionFailed(server: description, reason: "unix socket path too long")
-            }
-            withUnsafeMutableBytes(of: &a.sun_path) { raw in
-                for (i, b) in bytes.enumerated() { raw[i] = b }
-            }
-            var storage = sockaddr_storage()
-            withUnsafeMutableBytes(of: &storage) { dst in withUnsafeBytes(of: a) { dst.copyMemory(from: $0) } }
-            return ResolvedAddress(storage: storage, length: socklen_t(MemoryLayout<sockaddr_un>.size), family: AF_UNIX)
-        case .tcp(let host, let port):
-            var hints = addrinfo()
-            hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
-            var result: UnsafeMutablePointer<addrinfo>?
-            let rc = getaddrinfo(host, String(port), &hints, &result)
-            guard rc == 0, let first = result else {
-                throw CacheError.connectionFailed(server: description, reason: "cannot resolve host '\(host)' (getaddrinfo error \(rc))")
-            }
-            defer { freeaddrinfo(result) }
-            var storage = sockaddr_storage()
-            let len = first.pointee.ai_addrlen
-            withUnsafeMutableBytes(of: &storage) { dst in
-                dst.copyMemory(from: UnsafeRawBufferPointer(start: first.pointee.ai_addr, count: Int(len)))
-            }
-            return ResolvedAddress(storage: storage, length: len, family: first.pointee.ai_family)
-        }
-    }
-}
-
-/// A resolved socket address.
-struct ResolvedAddress: @unchecked Sendable {
-    // Why @unchecked Sendable is safe: a plain value (sockaddr bytes) that is never mutated after creation.
-    let storage: sockaddr_storage
-    let length: socklen_t
-    let family: Int32
 }

@@ -65,6 +65,7 @@ public enum SemanticSuite {
 
     static func isMissingKey(_ e: any Error) -> Bool { if case CacheError.missingKey = e { return true }; return false }
     static func isNotInteger(_ e: any Error) -> Bool { if case CacheError.notAnInteger = e { return true }; return false }
+    static func isInvalidArgument(_ e: any Error) -> Bool { if case CacheError.invalidArgument = e { return true }; return false }
     static func isInvalidKey(_ e: any Error) -> Bool { if case CacheError.invalidKey = e { return true }; return false }
 
     public static let behaviours: [Behaviour] = [
@@ -162,6 +163,20 @@ public enum SemanticSuite {
             try await c.set("text", "not a number")
             try await checkThrows("incr text", { try await c.incr("text") }, matches: isNotInteger)
             try checkEqual(try await c.get("text", as: String.self), "not a number", "value untouched")
+        },
+        Behaviour(name: "deltas that cannot be applied are refused before any I/O") { fx, k in
+            let c = try fx.face(k)
+            try await c.set("answer", 7)
+            // Int.min has no negation; a version shift past Int.max overflows. Both used to trap.
+            try await checkThrows("decr by Int.min", { try await c.decr("answer", by: .min) }, matches: isInvalidArgument)
+            try await checkThrows("decrVersion by Int.min", { try await c.decrVersion("answer", by: .min) }, matches: isInvalidArgument)
+            try await checkThrows("incrVersion past Int.max", { try await c.incrVersion("answer", by: .max, version: 2) },
+                                  matches: isInvalidArgument)
+            guard fx.stores else { return }
+            try checkEqual(try await c.get("answer", as: Int.self), 7, "the value is untouched")
+            // A delta that does fit is applied in one step, whatever its size.
+            try checkEqual(try await c.incr("answer", by: 5_000_000_000), 5_000_000_007)
+            try checkEqual(try await c.decr("answer", by: 5_000_000_000), 7)
         },
         Behaviour(name: "data types round-trip") { fx, k in
             let c = try fx.face(k)
@@ -325,7 +340,7 @@ public enum SemanticSuite {
             let c = try fx.face(k)
             try await c.set("key1", "eggs", timeout: .seconds(0))
             try checkEqual(try await c.get("key1", as: String.self), nil)
-            try checkEqual(try await c.add("key2", "ham", timeout: .seconds(0)), true, "add with 0 returns true")
+            try checkEqual(try await c.add("key2", "ham", timeout: .seconds(0)), true, "add with 0 on an absent key returns true (it was absent)")
             try checkEqual(try await c.get("key2", as: String.self), nil)
             try await c.setMany(["key3": "sausage"], timeout: .seconds(0))
             try checkEqual(try await c.get("key3", as: String.self), nil)

@@ -56,6 +56,45 @@ struct HTTPClientTests {
     }
 
     @Test(arguments: TestLoops.Kind.allCases)
+    func onlyRequestsWithABodySendBodyHeadersAndOwnHeadersReplaceDefaults(_ loop: TestLoops.Kind) async throws {
+        let base = try upstream()
+        let http = client(loop) { $0.defaultHeaders = [("X-Team", "default"), ("X-Keep", "k")] }
+        defer { Task { await http.shutdown() } }
+        /// The header lines the upstream received, lower-cased names.
+        func received(_ r: HTTPRequest) async throws -> (method: String, lines: [(String, String)], body: String) {
+            let echo = try await http.async.send(r)
+            let json = try #require(try JSONSerialization.jsonObject(with: Data(echo.body)) as? [String: Any])
+            let lines = try #require(json["header_lines"] as? [String]).map { line -> (String, String) in
+                let parts = line.split(separator: ":", maxSplits: 1)
+                return (parts[0].lowercased(), parts.count > 1 ? parts[1].trimmingCharacters(in: .whitespaces) : "")
+            }
+            return (json["method"] as? String ?? "", lines, json["body"] as? String ?? "")
+        }
+        for method in [HTTPMethod.delete, .options, .get] {
+            // With headers of its own, and without (the shared header list), on both paths.
+            for own in [[], [("X-Team", "mine")]] as [[(name: String, value: String)]] {
+                let (m, lines, _) = try await received(HTTPRequest(method, base + "/echo", headers: own))
+                #expect(m == method.rawValue)
+                let names = lines.map(\.0)
+                #expect(!names.contains("content-length") && !names.contains("content-type") && !names.contains("transfer-encoding"),
+                        "\(method.rawValue) without a body sent body headers: \(lines)")
+                let team = lines.filter { $0.0 == "x-team" }.map(\.1)
+                #expect(team == [own.isEmpty ? "default" : "mine"], "\(method.rawValue): X-Team sent as \(team)")
+                #expect(lines.filter { $0.0 == "x-keep" }.map(\.1) == ["k"], "other defaults are kept")
+            }
+        }
+        // The request's own field replaces the default whatever its case; a body without a content type
+        // gets none; POST without a body says Content-Length: 0 and nothing else.
+        let (_, put, putBody) = try await received(HTTPRequest(.put, base + "/echo", headers: [("x-TEAM", "mine")], body: Array("abc".utf8)))
+        #expect(put.filter { $0.0 == "x-team" }.map(\.1) == ["mine"] && putBody == "abc")
+        #expect(!put.map(\.0).contains("content-type"), "no content type the request did not ask for: \(put)")
+        let (_, post, _) = try await received(HTTPRequest(.post, base + "/echo"))
+        #expect(post.filter { $0.0 == "content-length" }.map(\.1) == ["0"] && !post.map(\.0).contains("content-type"), "\(post)")
+        let (_, typed, _) = try await received(HTTPRequest(.post, base + "/echo", headers: [("Content-Type", "application/json")], body: Array("{}".utf8)))
+        #expect(typed.filter { $0.0 == "content-type" }.map(\.1) == ["application/json"])
+    }
+
+    @Test(arguments: TestLoops.Kind.allCases)
     func fanOutKeepsInputOrderAndHonoursTheDeadline(_ loop: TestLoops.Kind) async throws {
         let base = try upstream()
         let http = client(loop)

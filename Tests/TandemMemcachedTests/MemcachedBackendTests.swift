@@ -28,6 +28,31 @@ private func stat(_ server: String, _ name: String) async throws -> Int {
 
 @Suite(.enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)))
 struct MemcachedBackendTests {
+    @Test(.timeLimit(.minutes(1)))
+    func incrOfAnyDeltaIsOneCommandAndAResultPastInt64IsUndone() async throws {
+        let server = try ServerProcess(.memcached)  // alone, so that no other test moves its counters
+        defer { server.stop() }
+        let cache = try memcachedCache([server.address])
+        try await cache.async.set("n", 1)
+        for (face, delta) in [("async", 5_000_000_000), ("blocking", 7_000_000_000)] {
+            let before = try await stat(server.address, "incr_hits")
+            if face == "async" {
+                _ = try await cache.async.incr("n", by: delta)
+            } else {
+                _ = try await onPlainThread { try cache.incr("n", by: delta) }
+            }
+            #expect(try await stat(server.address, "incr_hits") - before == 1, "\(face): a delta above UInt32.max is one incr")
+        }
+        #expect(try await cache.async.get("n") as Int? == 12_000_000_001)
+        // Another client's value near 2^64: a result Tandem cannot return is undone and refused.
+        let big = "18446744073709551610"
+        let made = cache.makeKey("big")
+        let stored = try rawExchange(port: server.port, Array("set \(made) 0 0 \(big.count)\r\n\(big)\r\n".utf8)) { $0.last == 10 }
+        #expect(String(decoding: stored, as: UTF8.self) == "STORED\r\n")
+        await #expect(throws: CacheError.notAnInteger(key: made)) { try await cache.async.incr("big", by: 1) }
+        #expect(try await rawGet(server.address, made) == big, "the value is back where it was")
+    }
+
     @Test func keysSpreadOverAllServersAndStayPut() async throws {
         let servers = TestServers.memcachedServers
         let cache = try memcachedCache(servers, prefix: "spread-\(UUID().uuidString.prefix(8))")

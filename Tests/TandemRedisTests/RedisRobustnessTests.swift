@@ -1,0 +1,177 @@
+import Foundation
+import Synchronization
+import Tandem
+import TandemTestSupport
+import Testing
+
+private let serversAvailable = TestServers.shouldRun(TestServers.redisURL != nil)
+
+/// RESP for a command whose arguments are raw bytes.
+private func resp(_ args: [[UInt8]]) -> [UInt8] {
+    var out = Array("*\(args.count)\r\n".utf8)
+    for a in args { out += Array("$\(a.count)\r\n".utf8) + a + Array("\r\n".utf8) }
+    return out
+}
+
+/// Addresses, values, shutdowns: the defects of the robustness issue, each on both loops.
+@Suite(.enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)))
+struct RedisRobustnessTests {
+    @Test(arguments: TestLoops.Kind.allCases)
+    func noValueAnotherClientStoresReadsAsAStoredNil(_ loop: TestLoops.Kind) async throws {
+        let fx = RedisFixture(loop: loop)
+        let cache = try fx.makeCache { $0.keyPrefix = "nul" }
+        // The bytes that used to mean "stored nil", and the marker itself, written by another client.
+        let foreign: [[UInt8]] = [[0xC1, 0x00, 0x4E], [0xC1, 0x00, 0x4E, 0x00], [0xC1]]
+        for (i, bytes) in foreign.enumerated() {
+            let select = resp([Array("SELECT".utf8), Array(String(fx.db).utf8)])
+            let set = resp([Array("SET".utf8), Array("nul:1:f\(i)".utf8), bytes])
+            let reply = try rawExchange(port: fx.port, select + set) { String(decoding: $0, as: UTF8.self).components(separatedBy: "+OK").count == 3 }
+            #expect(String(decoding: reply, as: UTF8.self) == "+OK\r\n+OK\r\n")
+            #expect(try await cache.async.get("f\(i)") as [UInt8]? == bytes, "another client's \(bytes) reads back as itself")
+            let blocking: [UInt8]?? = try await onPlainThread { try cache.get("f\(i)") as [UInt8]?? }
+            #expect(blocking == .some(.some(bytes)), "asked for [UInt8]?, the value is a value, not a stored nil")
+        }
+        // Tandem's own: nil is a stored nil; a value equal to the marker (or the marker and 0xFF bytes)
+        // round-trips as that value, in both faces.
+        let marker = StoredValue.nullBytes
+        for value in [marker, marker + [0xFF], marker + [0xFF, 0xFF], [0xC1, 0x00, 0x4E]] {
+            try await cache.async.set("own", value)
+            #expect(try await cache.async.get("own") as [UInt8]?? == .some(.some(value)))
+            try await onPlainThread { try cache.set("own2", value) }
+            #expect(try await cache.async.get("own2") as [UInt8]? == value)
+        }
+        try await cache.async.set("nil", nil as String?)
+        #expect(try await cache.async.get("nil") as String?? == .some(.none), "nil is still a stored nil")
+        #expect(try await cache.async.hasKey("nil"))
+    }
+
+    @Test(arguments: TestLoops.Kind.allCases)
+    func localhostAndOtherNamesResolveAtConnectAndEveryAddressIsTried(_ loop: TestLoops.Kind) async throws {
+        let port = try #require(TestServers.redisURL.flatMap(TestServers.hostPort)?.1)
+        // The server listens on 127.0.0.1 only: if "localhost" gives ::1 first, that address refuses
+        // and the next one must be tried.
+        let caches = try Caches(settings: ["default": CacheSettings(backend: "redis", location: ["redis://localhost:\(port)/7"],
+                                                                  options: ["COMMAND_TIMEOUT": 10])], loop: loop.loop)
+        let cache = caches.default
+        try await cache.async.set("where", "localhost")
+        #expect(try await cache.async.get("where") as String? == "localhost")
+        #expect(try await onPlainThread { try cache.get("where") as String? } == "localhost")
+        caches.closeAll()
+
+        // A name that does not resolve: the registry is built, calls fail typed (both faces), no hang.
+        let unresolved = try Caches(settings: ["default": CacheSettings(
+            backend: "redis", location: ["redis://no-such-host.invalid:6379/0"], options: ["CONNECT_TIMEOUT": 2])], loop: loop.loop)
+        for _ in 0..<2 {
+            await #expect(throws: CacheError.self) { try await unresolved.default.async.get("k") as String? }
+        }
+        let blockingError = await #expect(throws: CacheError.self) { try await onPlainThread { try unresolved.default.get("k") as String? } }
+        guard case .connectionFailed(_, let reason)? = blockingError else {
+            Issue.record("expected connectionFailed, got \(String(describing: blockingError))")
+            return
+        }
+        #expect(reason.contains("no-such-host.invalid"), "the error names the host: \(reason)")
+    }
+
+    @Test(.timeLimit(.minutes(1)), arguments: TestLoops.Kind.allCases)
+    func aRegistryBuiltWhileTheServerIsDownWorksOnceItIsUp(_ loop: TestLoops.Kind) async throws {
+        let server = try ServerProcess(.redis)
+        server.stop()  // a port of its own, nothing listening yet
+        let caches = try Caches(settings: ["default": CacheSettings(backend: "redis", location: [server.redisURL + "/0"],
+                                                                  options: ["COMMAND_TIMEOUT": 5])], loop: loop.loop)
+        defer { caches.closeAll(); server.stop() }
+        await #expect(throws: CacheError.self) { try await caches.default.async.set("k", "v") }
+        await #expect(throws: CacheError.self) { try await onPlainThread { try caches.default.set("k", "v") } }
+        try await onPlainThread { try server.start() }
+        let up = try await eventuallyAsync(10) { (try? await caches.default.async.set("k", "up")) != nil }
+        #expect(up, "the async face reached the server once it was up")
+        #expect(try await onPlainThread { try caches.default.get("k") as String? } == "up")
+    }
+
+    @Test(.timeLimit(.minutes(1)), arguments: TestLoops.Kind.allCases)
+    func commandsInFlightWhenTheLoopShutsDownEndTypedAndLaterOnesFailAtOnce(_ kind: TestLoops.Kind) async throws {
+        let server = try ServerProcess(.redis)  // started
+        defer { server.stop() }
+        let loop = kind.makePrivateLoop("redis-shutdown-\(kind)")
+        let caches = try Caches(settings: ["default": CacheSettings(backend: "redis", location: [server.redisURL + "/0"],
+                                                                  options: ["COMMAND_TIMEOUT": 60])], loop: loop)
+        let cache = caches.default
+        try await cache.async.set("k", "v")  // connected
+        server.pause(true)  // nothing is answered from here: the commands below stay in flight
+        defer { server.pause(false) }
+        #expect(waitUntilRedisStalls(port: server.port), "the server is paused")
+        let ended = Box(Atomic<Int>(0))
+        let typed = Box(Atomic<Int>(0))
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in 0..<200 {
+                group.addTask {
+                    do {
+                        let v = try await cache.async.get("k\(i)") as String?
+                        Issue.record("call \(i) returned \(String(describing: v)) from a paused server")
+                    } catch CacheError.shutDown {
+                        typed.value.add(1, ordering: .relaxed)
+                    } catch {
+                        Issue.record("call \(i) ended with \(error), not CacheError.shutDown")
+                    }
+                    ended.value.add(1, ordering: .relaxed)
+                }
+            }
+            // Give the commands time to reach the loop (those that have not yet fail the same way:
+            // the outcome does not depend on this wait), then shut it down; the 60 s timeout cannot
+            // end them, and the paused server never answers.
+            try await Task.sleep(for: .milliseconds(200))
+            #expect(ended.value.load(ordering: .relaxed) == 0, "nothing ended before the shutdown")
+            try await onPlainThread { loop.shutdown() }
+            try await group.waitForAll()
+        }
+        #expect(ended.value.load(ordering: .relaxed) == 200 && typed.value.load(ordering: .relaxed) == 200)
+        // Later calls fail at once, typed.
+        await #expect(throws: CacheError.self) { try await cache.async.get("after") as String? }
+    }
+
+    @Test(.timeLimit(.minutes(1)))
+    func anActorOnALoopThatShutDownStillRunsOneJobAtATime() async throws {
+        let loop = EpollEventLoop(name: "actor-after-shutdown")
+        let counter = LoopCounter(loop: loop)
+        _ = await counter.enter()  // runs on the loop
+        loop.shutdown()
+        let overlaps = Box(Atomic<Int>(0))
+        await withTaskGroup(of: Void.self) { group in
+            for _ in 0..<64 {
+                group.addTask { if await counter.enter() > 1 { overlaps.value.add(1, ordering: .relaxed) } }
+            }
+        }
+        #expect(overlaps.value.load(ordering: .relaxed) == 0, "jobs of one actor ran at the same time after shutdown")
+        #expect(await counter.total == 65)
+    }
+}
+
+/// An actor pinned to a loop that notes how many of its jobs run at once.
+actor LoopCounter {
+    nonisolated let loop: EpollEventLoop
+    nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }
+    private nonisolated let inside = Atomic<Int>(0)
+    var total = 0
+    init(loop: EpollEventLoop) { self.loop = loop }
+
+    /// Returns how many jobs of this actor were running while this one ran (1 when isolation holds).
+    func enter() -> Int {
+        let now = inside.add(1, ordering: .sequentiallyConsistent).newValue
+        var most = now
+        // Hold the actor for a little while, so that a second thread running its jobs would overlap.
+        let until = monotonicNanos() + 2_000_000
+        while monotonicNanos() < until { most = max(most, inside.load(ordering: .sequentiallyConsistent)) }
+        inside.subtract(1, ordering: .sequentiallyConsistent)
+        total += 1
+        return most
+    }
+}
+
+/// Polls `condition` every 10 ms until it holds or `seconds` pass.
+func eventuallyAsync(_ seconds: Double, _ condition: () async -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    while ContinuousClock.now < deadline {
+        if await condition() { return true }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    return await condition()
+}
