@@ -21,13 +21,15 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
     ],
     targets: [
         // epoll and eventfd, which Swift's Glibc module does not export.
         .target(name: "CTandemSys"),
         .target(
             name: "TandemLoop",
-            dependencies: ["CTandemSys", .product(name: "Logging", package: "swift-log")]
+            dependencies: ["CTandemSys", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
         ),
         .target(
             name: "TandemCache",
@@ -35,6 +37,7 @@ let package = Package(
                 "TandemLoop",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
             ]
         ),
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
@@ -44,7 +47,8 @@ let package = Package(
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         // Typed wrappers for curl's variadic setopt/getinfo (prefixed ccurl_).
         .target(name: "CCurlShim", dependencies: ["CCurl"]),
-        .target(name: "TandemHTTP", dependencies: ["TandemLoop", "CCurl", "CCurlShim", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "TandemHTTP", dependencies: ["TandemLoop", "CCurl", "CCurlShim", .product(name: "Logging", package: "swift-log"),
+                                                   .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
         .target(name: "Tandem", dependencies: ["TandemLoop", "TandemCache", "TandemRedis", "TandemMemcached", "TandemHTTP"]),
         // Caches(configReader:) on apple/swift-configuration, kept out of the umbrella.
         .target(name: "TandemConfiguration", dependencies: ["Tandem", .product(name: "Configuration", package: "swift-configuration")]),
@@ -69,12 +73,14 @@ let package = Package(
         .testTarget(name: "TandemHTTPTests", dependencies: ["TandemHTTP", "Tandem", "TandemTestSupport"]),
         .testTarget(name: "TandemCacheTests", dependencies: ["TandemCache", "Tandem", "TandemTestSupport"]),
         // The fault and bad-input suite (Integration/faults/run.sh runs it on its own, one test at a time).
-        .testTarget(name: "TandemFaultTests", dependencies: ["Tandem", "TandemTestSupport", .product(name: "Logging", package: "swift-log")],
+        .testTarget(name: "TandemFaultTests", dependencies: ["Tandem", "TandemTestSupport", .product(name: "Logging", package: "swift-log"),
+                                                          .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
                     path: "Integration/faults/Tests"),
         .testTarget(
             name: "TandemTests",
             dependencies: ["Tandem", "TandemTestSupport", "TandemConfiguration",
                            .product(name: "MetricsTestKit", package: "swift-metrics"),
+                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                            .product(name: "Configuration", package: "swift-configuration")]
         ),
     ],

@@ -199,4 +199,22 @@ public final class Cache: Sendable {
 
     /// Releases the backend's connections. The cache can still be used; it reconnects.
     public func close() { core.backend.close() }
+
+    /// Shuts the cache down gracefully. From the call on, new calls in either face fail at once with
+    /// ``CacheError/shutDown(_:)``; calls already in flight get `gracePeriod` to finish (each is also
+    /// bounded by the backend's own command timeout); then the connections are closed and the
+    /// backend's threads end, which fails whatever is still in flight with a typed error. Returns the
+    /// number of calls that were still in flight when the grace period ended (0 when all finished).
+    /// Calling it again returns at once. ``Caches`` does this for every cache.
+    @discardableResult
+    public func shutdown(gracePeriod: Duration = .seconds(10)) async -> Int {
+        let first = !core.gate.isClosed
+        core.gate.close()
+        let left = await core.gate.drain(within: first ? gracePeriod : .zero)
+        if first { await core.backend.shutdown() }
+        return left
+    }
+
+    /// True once ``shutdown(gracePeriod:)`` has begun.
+    public var isShutDown: Bool { core.gate.isClosed }
 }

@@ -136,6 +136,10 @@ public protocol CacheBackend: AnyObject, Sendable {
     func clear() throws
     /// Releases connections; the backend may be used again afterwards (it reconnects).
     func close()
+    /// Releases connections and ends the backend's own threads for good: the cache front calls it once
+    /// the cache has shut down and no call of its is in flight (or the grace period has passed).
+    /// Defaults to ``close()``.
+    func shutdown() async
 
     /// Async ``get(_:)``.
     func asyncGet(_ key: String) async throws -> StoredValue?
@@ -162,6 +166,11 @@ public protocol CacheBackend: AnyObject, Sendable {
 /// A backend whose operations never wait (in-process memory): its async entries simply call the
 /// blocking ones, and the async-safety guard does not apply.
 public protocol NonBlockingCacheBackend: CacheBackend {}
+
+extension CacheBackend {
+    /// ``close()``: enough for a backend without threads of its own.
+    public func shutdown() async { close() }
+}
 
 extension NonBlockingCacheBackend {
     /// False: in-process memory never waits.

@@ -69,6 +69,8 @@ final class CacheCore: Sendable {
     let metrics: CacheMetrics
     let logger: Logger
     private let guarded: Bool
+    /// Counts the calls in flight and refuses new ones once the cache is shut down.
+    let gate = ShutdownGate()
 
     init(
         alias: String, backend: any CacheBackend, keyPrefix: String, version: Int, keyFunction: KeyFunction?,
@@ -91,7 +93,6 @@ final class CacheCore: Sendable {
 
     // MARK: preparation shared by both faces
 
-    @inline(__always)
     /// `-delta` for `decr`/`decrVersion`; `Int.min` has no negation, so it is refused before any I/O.
     static func negated(_ delta: Int, key: String) throws -> Int {
         guard delta != .min else {
@@ -109,6 +110,7 @@ final class CacheCore: Sendable {
         return sum
     }
 
+    @inline(__always)
     func key(_ key: String, _ version: Int?) throws -> String {
         try keys.validated(key, version: version)
     }
@@ -177,11 +179,21 @@ final class CacheCore: Sendable {
         }
     }
 
+    // MARK: shutdown
+
+    /// Admits a call, or refuses it with ``CacheError/shutDown(_:)`` once a shutdown has begun.
+    @inline(__always)
+    private func enter() throws {
+        guard gate.enter() else { throw CacheError.shutDown("cache '\(alias)'") }
+    }
+
     // MARK: recording
 
     @inline(__always)
     func run<R>(_ op: CacheOp, _ body: () throws -> R) throws -> R {
         try checkBlocking(op)
+        try enter()
+        defer { gate.leave() }
         if !metrics.timing {
             do { return try body() } catch { throw failed(op, error) }
         }
@@ -192,6 +204,8 @@ final class CacheCore: Sendable {
 
     @inline(__always)
     func runAsync<R>(_ op: CacheOp, _ body: () async throws -> R) async throws -> R {
+        try enter()
+        defer { gate.leave() }
         if !metrics.timing {
             do { return try await body() } catch { throw failed(op, error) }
         }

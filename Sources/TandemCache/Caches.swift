@@ -1,3 +1,4 @@
+import ServiceLifecycle
 import TandemLoop
 
 import Foundation
@@ -86,8 +87,37 @@ public final class Caches: Sendable {
     /// Every configured alias, sorted.
     public var aliases: [String] { caches.keys.sorted() }
 
-    /// Closes every cache's connections.
+    /// Closes every cache's connections (the caches stay usable and reconnect): for code without a
+    /// service group, at the end of a request or a job, as Django closes its caches.
     public func closeAll() {
         for c in caches.values { c.close() }
+    }
+
+    /// Shuts every cache down gracefully and together (see ``Cache/shutdown(gracePeriod:)``): new
+    /// calls fail at once with ``CacheError/shutDown(_:)``, calls in flight get `gracePeriod` to
+    /// finish, then connections are closed and the backends' threads end. Returns the calls that were
+    /// still in flight when the grace period ended, per alias (0 when all finished).
+    @discardableResult
+    public func shutdown(gracePeriod: Duration = .seconds(10)) async -> [String: Int] {
+        await withTaskGroup(of: (String, Int).self) { group in
+            for (alias, cache) in caches {
+                group.addTask { (alias, await cache.shutdown(gracePeriod: gracePeriod)) }
+            }
+            var left: [String: Int] = [:]
+            for await (alias, n) in group { left[alias] = n }
+            return left
+        }
+    }
+}
+
+extension Caches: Service {
+    /// Runs until the service group's graceful shutdown (or the task's cancellation), then shuts every
+    /// cache down with ``shutdown(gracePeriod:)`` (10 s grace). The caches work whether or not this
+    /// ever runs: it only decides when they stop. In a `ServiceGroup`, list the caches after the loop
+    /// they use and before the services that use them: a group shuts its services down in reverse
+    /// order, so the views stop first, then the caches drain, then the loop ends.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await shutdown()
     }
 }

@@ -1,4 +1,5 @@
 import Foundation
+import ServiceLifecycle
 import TandemLoop
 
 /// An upstream HTTP client on libcurl's multi interface, driven by an event loop (the shared one by
@@ -17,6 +18,8 @@ public final class HTTPClient: Sendable {
     /// The configuration.
     public let configuration: HTTPClientConfiguration
     let multi: CurlMulti
+    /// Counts requests in flight; closed by a shutdown.
+    let gate = ShutdownGate()
     /// The async face (it keeps the client alive while in use).
     public var async: AsyncHTTPClient { AsyncHTTPClient(client: self) }
 
@@ -33,8 +36,21 @@ public final class HTTPClient: Sendable {
         try? loop.execute { m.close() }
     }
 
-    /// Closes every connection and fails requests in flight with ``HTTPError/clientShutDown``.
-    public func shutdown() async {
+    /// Shuts the client down. From the call on, new requests fail at once with
+    /// ``HTTPError/clientShutDown``; requests in flight get `gracePeriod` to finish (each is also
+    /// bounded by its own timeout); then every connection and curl handle is closed, which fails what
+    /// is still in flight with ``HTTPError/clientShutDown``. With no grace period (the default),
+    /// requests in flight fail at once. Returns the requests that were still in flight when the
+    /// grace period ended.
+    @discardableResult
+    public func shutdown(gracePeriod: Duration = .zero) async -> Int {
+        gate.close()
+        let left = await gate.drain(within: gracePeriod)
+        await closeTransfers()
+        return left
+    }
+
+    private func closeTransfers() async {
         let m = multi
         _ = try? await withLoopPromise(on: loop) { (p: LoopPromise<Bool>) in
             m.close()
@@ -89,6 +105,8 @@ public struct AsyncHTTPClient: Sendable {
     /// `CancellationError` and its transfer is removed from the multi handle.
     public func send(_ request: HTTPRequest) async throws -> HTTPResponse {
         try request.validate()
+        guard client.gate.enter() else { throw HTTPError.clientShutDown }
+        defer { client.gate.leave() }
         let m = multi
         let transfer = Transfer(request: request, maxBody: m.configuration.maxBodyBytes, multi: m)
         try await withPromise(waiterLoop: m.loop) { (p: LoopPromise<Void>) in
@@ -123,5 +141,15 @@ public struct AsyncHTTPClient: Sendable {
                 }
             }
         }
+    }
+}
+
+extension HTTPClient: Service {
+    /// Runs until the service group's graceful shutdown (or the task's cancellation), then shuts the
+    /// client down with a 10 s grace period (see ``shutdown(gracePeriod:)``). The client works whether
+    /// or not this ever runs. List it after its loop in a `ServiceGroup`, before the services that call it.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await shutdown(gracePeriod: .seconds(10))
     }
 }

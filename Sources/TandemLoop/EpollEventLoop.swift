@@ -23,7 +23,7 @@ enum LoopJob: Sendable {
 public final class EpollEventLoop: EventLoop, @unchecked Sendable {
     // Why @unchecked Sendable is safe: the mutable loop state (`watchers`, `fdWatches`, `timers`,
     // `heap`, `nextID`) is only touched on the loop thread. Every method that touches it is documented
-    // as loop-thread-only and checks `inEventLoop` with a precondition, and `run()` runs on that one
+    // as loop-thread-only and checks `inEventLoop` with a precondition, and `runLoop()` runs on that one
     // thread. What other threads touch is `inbox` (a Mutex), `finished` (a semaphore) and immutable
     // descriptors and names.
 
@@ -73,7 +73,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
         precondition(epfd >= 0 && wakeFD >= 0, "epoll_create1/eventfd failed: errno \(errno)")
         var ev = ctandemsys_epoll_event(EPOLLIN.rawValue, 0)
         precondition(epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, &ev) == 0, "epoll_ctl(eventfd) failed: errno \(errno)")
-        let thread = Thread { [self] in self.run() }
+        let thread = Thread { [self] in self.runLoop() }
         thread.name = name
         thread.stackSize = 1 << 21
         thread.start()
@@ -211,7 +211,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
 
     private let resumeBatch = ResumeBatch()
 
-    private func run() {
+    private func runLoop() {
         // The OS thread name (what top, perf and gdb show); Linux allows 15 bytes.
         var osName = Array(name.utf8.prefix(15))
         while !osName.isEmpty, String(validating: osName, as: UTF8.self) == nil { osName.removeLast() }

@@ -1,3 +1,5 @@
+import Foundation
+import ServiceLifecycle
 import Synchronization
 
 /// Readiness interest for a watched file descriptor.
@@ -80,6 +82,44 @@ public protocol EventLoop: AnyObject, Sendable {
     /// is joined, and later submissions throw ``TandemError/loopShutDown``. Must not be called on the
     /// loop thread.
     func shutdown()
+}
+
+extension EventLoop {
+    /// ``shutdown()`` from async code: the join happens on a thread of its own, so no cooperative
+    /// thread is blocked while the loop finishes its last turn and its shutdown hooks.
+    public func shutdownGracefully() async {
+        if inEventLoop {
+            preconditionFailure("shutdownGracefully must not be called on the loop's own thread (it joins it)")
+        }
+        await withCheckedContinuation { (done: CheckedContinuation<Void, Never>) in
+            let t = Thread { [self] in
+                shutdown()
+                done.resume()
+            }
+            t.name = "tandem-loop-shutdown"
+            t.start()
+        }
+    }
+}
+
+extension EpollEventLoop: Service {
+    /// Runs until the service group's graceful shutdown (or the task's cancellation), then shuts the
+    /// loop down: its shutdown hooks end the Redis commands and HTTP transfers still in flight on it
+    /// with typed errors, and its thread ends. List it first in a `ServiceGroup`, so that it stops
+    /// last, after the caches and clients that use it have drained.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await shutdownGracefully()
+    }
+}
+
+extension DispatchEventLoop: Service {
+    /// Runs until the service group's graceful shutdown (or the task's cancellation), then shuts the
+    /// loop down; see ``EpollEventLoop/run()``.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await shutdownGracefully()
+    }
 }
 
 /// Errors raised by the loop, the bridges and the async-safety guard.

@@ -95,8 +95,24 @@ public final class MemcachedBackend: CacheBackend {
     /// flush_all on every server, as Django does: not only this cache's prefix.
     public func clear() throws { try blocking { try $0.clear() } }
 
-    /// Pooled connections stay open for reuse; there is nothing to release early.
-    public func close() {}
+    /// Closes the connections of every pooled handle not in use (both faces' pools); the next call
+    /// reconnects.
+    public func close() {
+        pool.closeIdle()
+        asyncPool.closeIdle()
+    }
+
+    /// Ends the async face's worker threads (after the jobs already queued, which finish, each within
+    /// the poll timeout) and closes every connection once they have let go of their handles.
+    public func shutdown() async {
+        workers.stop()
+        let clock = ContinuousClock()
+        let deadline = clock.now + .milliseconds(2 * config.pollTimeoutMs + 100)
+        while workers.runningThreads > 0, clock.now < deadline {
+            try? await Task.sleep(for: .milliseconds(2))
+        }
+        close()
+    }
 
     /// Stores each item; the keys that failed (too large, or a server error) are returned.
     static func setEach(_ items: [(key: String, value: StoredValue)], _ expiry: CacheExpiry, _ ops: MemcachedOps) -> [String] {

@@ -148,6 +148,19 @@ final class MemcachedPool: @unchecked Sendable {
         if let master = memcached_pool_destroy(pool) { memcached_free(master) }
     }
 
+    /// Closes the server connections of every handle not in use (`memcached_quit`); a handle
+    /// reconnects on its next use. Handles lent out at the time keep theirs.
+    func closeIdle() {
+        var idle: [UnsafeMutablePointer<memcached_st>] = []
+        var rc = MEMCACHED_SUCCESS
+        var now = timespec(tv_sec: 0, tv_nsec: 0)  // never wait: a handle in use is not ours to close
+        while idle.count < size, let h = memcached_pool_fetch(pool, &now, &rc) { idle.append(h) }
+        for h in idle {
+            memcached_quit(h)
+            _ = memcached_pool_release(pool, h)
+        }
+    }
+
     /// Borrows a handle (waiting at most `timeout`), runs `body` on the calling thread, returns it.
     func withHandle<R>(_ body: (UnsafeMutablePointer<memcached_st>) throws -> R) throws -> R {
         var rc = MEMCACHED_SUCCESS

@@ -89,6 +89,9 @@ final class MemcachedWorkers: Sendable {
         for _ in 0..<n { wakeup.signal() }
     }
 
+    /// Worker threads still running.
+    var runningThreads: Int { state.locked { $0.threads } }
+
     private func fail(_ job: Job, _ error: any Error) {
         switch job {
         case .get(_, let p): p.fail(error)
