@@ -11,17 +11,13 @@ extension CacheSettings {
         func bad(_ reason: String) -> CacheError {
             .invalidSetting(alias: alias, field: "TANDEM_CACHE_URL", reason: "\(reason) in \"\(Redaction.location(url))\"")
         }
-        guard let schemeEnd = url.range(of: "://") else {
-            throw bad("expected scheme://...")
-        }
-        let scheme = url[..<schemeEnd.lowerBound].lowercased()
-        let rest: String
-        let query: [(name: String, value: String)]
+        let parsed: (scheme: String, rest: String, query: [(name: String, value: String)])?
         do {
-            (rest, query) = try URLQuery.split(String(url[schemeEnd.upperBound...]))
+            parsed = try URLQuery.splitURL(url)
         } catch {
             throw bad(error.reason)
         }
+        guard let (scheme, rest, query) = parsed else { throw bad("expected scheme://...") }
         self.init()
         var passthrough: [(String, String)] = []
         var redisDB: String?

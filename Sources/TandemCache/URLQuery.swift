@@ -29,10 +29,15 @@ package enum URLQuery {
         return out
     }
 
-    /// Splits `text` at its first `?` into what comes before and the parsed query.
-    package static func split(_ text: String) throws(URLQueryError) -> (base: String, query: [(name: String, value: String)]) {
-        guard let q = text.firstIndex(of: "?") else { return (text, []) }
-        return (String(text[..<q]), try parse(text[text.index(after: q)...]))
+    /// Splits `scheme://rest?query` into the lower-cased scheme, what comes between `://` and the first
+    /// `?`, and the parsed query. Nil when `text` has no `://`.
+    package static func splitURL(_ text: String) throws(URLQueryError)
+        -> (scheme: String, rest: String, query: [(name: String, value: String)])? {
+        guard let schemeEnd = text.range(of: "://") else { return nil }
+        let scheme = text[..<schemeEnd.lowerBound].lowercased()
+        let after = text[schemeEnd.upperBound...]
+        guard let q = after.firstIndex(of: "?") else { return (scheme, String(after), []) }
+        return (scheme, String(after[..<q]), try parse(after[after.index(after: q)...]))
     }
 
     /// Percent-decodes `text` (`+` stays a plus); nil for a `%` not followed by two hex digits or

@@ -34,19 +34,15 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
         func bad(_ reason: String) -> CacheError {
             .invalidSetting(alias: alias, field: "LOCATION", reason: "\(reason): \"\(Redaction.location(location))\"")
         }
-        guard let schemeEnd = location.range(of: "://") else {
-            throw bad("expected redis://host:port[/db] or unix:///path")
-        }
-        let scheme = location[..<schemeEnd.lowerBound].lowercased()
-        let rest: String
-        var query: [String: String] = [:]
+        let parsed: (scheme: String, rest: String, query: [(name: String, value: String)])?
         do {
-            let split = try URLQuery.split(String(location[schemeEnd.upperBound...]))
-            rest = split.base
-            for (name, value) in split.query { query[name.lowercased()] = value }
+            parsed = try URLQuery.splitURL(location)
         } catch {
             throw bad(error.reason)
         }
+        guard let (scheme, rest, items) = parsed else { throw bad("expected redis://host:port[/db] or unix:///path") }
+        var query: [String: String] = [:]
+        for (name, value) in items { query[name.lowercased()] = value }
         for name in query.keys where name != "db" {
             if tlsParameters.contains(name) {
                 throw bad("query parameter '\(name)' asks for TLS, which this build cannot speak to Redis (Debian's hiredis 0.14 has none); refusing rather than sending in plain text")

@@ -131,3 +131,13 @@ public func eventually(_ seconds: Double = 30, _ condition: () -> Bool) async th
     }
     return condition()
 }
+
+/// Polls the async `condition` every 10 ms until it holds or `seconds` pass; returns whether it held.
+public func eventuallyAsync(_ seconds: Double, _ condition: () async -> Bool) async throws -> Bool {
+    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
+    while ContinuousClock.now < deadline {
+        if await condition() { return true }
+        try await Task.sleep(for: .milliseconds(10))
+    }
+    return await condition()
+}

@@ -53,6 +53,27 @@ struct MemcachedBackendTests {
         #expect(try await rawGet(server.address, made) == big, "the value is back where it was")
     }
 
+    @Test(.timeLimit(.minutes(1)))
+    func closeReallyClosesAndShutdownEndsTheWorkers() async throws {
+        let server = try ServerProcess(.memcached)
+        defer { server.stop() }
+        let caches = try Caches(settings: ["default": CacheSettings(backend: "memcached", location: [server.address])])
+        let cache = caches.default
+        /// Connections the server has open, less this probe's own.
+        func connections() async throws -> Int { try await stat(server.address, "curr_connections") - 1 }
+        let idle = try await connections()
+        try await cache.async.set("k", "v")
+        _ = try await cache.async.get("k") as String?
+        try await onPlainThread { try cache.set("b", "w") }
+        #expect(try await connections() > idle, "both faces connected")
+        cache.close()
+        #expect(try await eventuallyAsync(5) { (try? await connections()) == idle }, "close() closed every idle connection")
+        #expect(try await cache.async.get("k") as String? == "v", "and the cache reconnects")
+        await caches.shutdown()
+        #expect(try await eventuallyAsync(5) { (try? await connections()) == idle }, "shutdown left no connection open")
+        await #expect(throws: CacheError.shutDown("cache 'default'")) { try await cache.async.get("k") as String? }
+    }
+
     @Test func keysSpreadOverAllServersAndStayPut() async throws {
         let servers = TestServers.memcachedServers
         let cache = try memcachedCache(servers, prefix: "spread-\(UUID().uuidString.prefix(8))")

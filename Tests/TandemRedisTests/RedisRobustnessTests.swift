@@ -165,13 +165,3 @@ actor LoopCounter {
         return most
     }
 }
-
-/// Polls `condition` every 10 ms until it holds or `seconds` pass.
-func eventuallyAsync(_ seconds: Double, _ condition: () async -> Bool) async throws -> Bool {
-    let deadline = ContinuousClock.now + .milliseconds(Int(seconds * 1000))
-    while ContinuousClock.now < deadline {
-        if await condition() { return true }
-        try await Task.sleep(for: .milliseconds(10))
-    }
-    return await condition()
-}
