@@ -28,7 +28,7 @@ private func stat(_ server: String, _ name: String) async throws -> Int {
 
 @Suite(.enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)))
 struct MemcachedBackendTests {
-    @Test(.timeLimit(.minutes(1)))
+    @Test(.timeLimit(.minutes(3)))
     func incrOfAnyDeltaIsOneCommandAndAResultPastInt64IsUndone() async throws {
         let server = try ServerProcess(.memcached)  // alone, so that no other test moves its counters
         defer { server.stop() }
@@ -53,7 +53,7 @@ struct MemcachedBackendTests {
         #expect(try await rawGet(server.address, made) == big, "the value is back where it was")
     }
 
-    @Test(.timeLimit(.minutes(1)))
+    @Test(.timeLimit(.minutes(3)))
     func closeReallyClosesAndShutdownEndsTheWorkers() async throws {
         let server = try ServerProcess(.memcached)
         defer { server.stop() }
@@ -67,10 +67,10 @@ struct MemcachedBackendTests {
         try await onPlainThread { try cache.set("b", "w") }
         #expect(try await connections() > idle, "both faces connected")
         cache.close()
-        #expect(try await eventuallyAsync(5) { (try? await connections()) == idle }, "close() closed every idle connection")
+        #expect(try await eventuallyAsync(30) { (try? await connections()) == idle }, "close() closed every idle connection")
         #expect(try await cache.async.get("k") as String? == "v", "and the cache reconnects")
         await caches.shutdown()
-        #expect(try await eventuallyAsync(5) { (try? await connections()) == idle }, "shutdown left no connection open")
+        #expect(try await eventuallyAsync(30) { (try? await connections()) == idle }, "shutdown left no connection open")
         await #expect(throws: CacheError.shutDown("cache 'default'")) { try await cache.async.get("k") as String? }
     }
 

@@ -72,7 +72,7 @@ struct RedisRobustnessTests {
         #expect(reason.contains("no-such-host.invalid"), "the error names the host: \(reason)")
     }
 
-    @Test(.timeLimit(.minutes(1)), arguments: TestLoops.Kind.allCases)
+    @Test(.timeLimit(.minutes(3)), arguments: TestLoops.Kind.allCases)
     func aRegistryBuiltWhileTheServerIsDownWorksOnceItIsUp(_ loop: TestLoops.Kind) async throws {
         let server = try ServerProcess(.redis)
         server.stop()  // a port of its own, nothing listening yet
@@ -82,12 +82,12 @@ struct RedisRobustnessTests {
         await #expect(throws: CacheError.self) { try await caches.default.async.set("k", "v") }
         await #expect(throws: CacheError.self) { try await onPlainThread { try caches.default.set("k", "v") } }
         try await onPlainThread { try server.start() }
-        let up = try await eventuallyAsync(10) { (try? await caches.default.async.set("k", "up")) != nil }
+        let up = try await eventuallyAsync(30) { (try? await caches.default.async.set("k", "up")) != nil }
         #expect(up, "the async face reached the server once it was up")
         #expect(try await onPlainThread { try caches.default.get("k") as String? } == "up")
     }
 
-    @Test(.timeLimit(.minutes(1)), arguments: TestLoops.Kind.allCases)
+    @Test(.timeLimit(.minutes(3)), arguments: TestLoops.Kind.allCases)
     func commandsInFlightWhenTheLoopShutsDownEndTypedAndLaterOnesFailAtOnce(_ kind: TestLoops.Kind) async throws {
         let server = try ServerProcess(.redis)  // started
         defer { server.stop() }
@@ -128,7 +128,7 @@ struct RedisRobustnessTests {
         await #expect(throws: CacheError.self) { try await cache.async.get("after") as String? }
     }
 
-    @Test(.timeLimit(.minutes(1)))
+    @Test(.timeLimit(.minutes(3)))
     func anActorOnALoopThatShutDownStillRunsOneJobAtATime() async throws {
         let loop = EpollEventLoop(name: "actor-after-shutdown")
         let counter = LoopCounter(loop: loop)

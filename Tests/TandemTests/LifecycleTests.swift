@@ -63,16 +63,16 @@ final class GatedBackend: NonBlockingCacheBackend, @unchecked Sendable {
         return (try Caches(settings: ["default": CacheSettings(backend: "gated")], registry: registry), backend)
     }
 
-    @Test(.timeLimit(.minutes(1)))
+    @Test(.timeLimit(.minutes(3)))
     func shutdownWaitsForCallsInFlightAndRefusesNewOnes() async throws {
         let (caches, backend) = try LifecycleTests.gatedCaches()
         try await caches.default.async.set("k", "v")
         // Two calls in flight, one per face.
         let inFlight = Task { try await caches.default.async.get("k") as String? }
         let blocking = startOnPlainThread { try caches.default.get("k") as String? }
-        #expect(try await eventually(10) { backend.entered.load(ordering: .relaxed) == 2 })
+        #expect(try await eventually(30) { backend.entered.load(ordering: .relaxed) == 2 })
         let shutdown = Task { await caches.shutdown(gracePeriod: .seconds(30)) }
-        #expect(try await eventually(10) { caches.default.isShutDown })
+        #expect(try await eventually(30) { caches.default.isShutDown })
         await #expect(throws: CacheError.shutDown("cache 'default'")) { try await caches.default.async.get("k") as String? }
         await #expect(throws: CacheError.shutDown("cache 'default'")) { try await onPlainThread { try caches.default.set("k", "w") } }
         #expect(backend.shutdowns.load(ordering: .relaxed) == 0, "the backend is not shut down while calls are in flight")
@@ -87,18 +87,18 @@ final class GatedBackend: NonBlockingCacheBackend, @unchecked Sendable {
         #expect(backend.shutdowns.load(ordering: .relaxed) == 1)
     }
 
-    @Test(.timeLimit(.minutes(1)))
+    @Test(.timeLimit(.minutes(3)))
     func aGracePeriodThatRunsOutIsReportedAndTheBackendStillShutsDown() async throws {
         let (caches, backend) = try LifecycleTests.gatedCaches()
         let stuck = Task { try await caches.default.async.get("k") as String? }
-        #expect(try await eventually(10) { backend.entered.load(ordering: .relaxed) == 1 })
+        #expect(try await eventually(30) { backend.entered.load(ordering: .relaxed) == 1 })
         #expect(await caches.shutdown(gracePeriod: .milliseconds(50)) == ["default": 1])
         #expect(backend.shutdowns.load(ordering: .relaxed) == 1)
         backend.release()
         _ = try await stuck.value
     }
 
-    @Test(.timeLimit(.minutes(1)))
+    @Test(.timeLimit(.minutes(3)))
     func inAServiceGroupTheCachesStopOnGracefulShutdownAndWorkWithoutOne() async throws {
         // Never run as a service: the caches work (nothing waits for run()).
         let plain = try Caches(settings: ["default": CacheSettings(backend: "locmem", location: ["lifecycle-plain"])])
