@@ -48,9 +48,49 @@ public struct AsyncCache: Sendable {
         _ key: String, timeout: CacheTimeout = .default, version: Int? = nil, _ makeDefault: () async throws -> V
     ) async throws -> V {
         if let v: V = try await get(key, version: version) { return v }
+        let made = try core.key(key, version)
+        while true {
+            switch core.flights.join(made) {
+            case .leader(let flight):
+                var outcome = Flight.Outcome.abandoned
+                defer { core.flights.finish(made, flight, outcome) }
+                do {
+                    let (value, stored) = try await lead(key, made, timeout, version, makeDefault)
+                    outcome = .value(stored)
+                    return value
+                } catch {
+                    outcome = error is CancellationError || Task.isCancelled ? .abandoned : .failed(error)
+                    throw error
+                }
+            case .waiter(let flight):
+                switch await flight.wait() {
+                case .value(let stored):
+                    // A stored nil asked for as a non-optional type decodes to nothing: compute our own.
+                    if let v: V = try core.decode(stored, key: made) { return v }
+                case .failed(let error): throw error
+                case .abandoned: continue
+                case .waiterCancelled: throw CancellationError()
+                }
+            }
+        }
+    }
+
+    /// The leader's part of ``getOrSet(_:timeout:version:_:)``: re-checks the cache inside the flight
+    /// (a flight that just ended may have stored the value), computes, adds, re-reads.
+    private func lead<V: CacheValue>(
+        _ key: String, _ made: String, _ timeout: CacheTimeout, _ version: Int?, _ makeDefault: () async throws -> V
+    ) async throws -> (V, StoredValue) {
+        if let stored = try await core.runAsync(.get, { try await core.backend.asyncGet(made) }),
+           let v: V = try core.decode(stored, key: made) {
+            return (v, stored)
+        }
         let fresh = try await makeDefault()
         try await add(key, fresh, timeout: timeout, version: version)
-        return try await get(key, version: version) ?? fresh
+        if let stored = try await core.runAsync(.get, { try await core.backend.asyncGet(made) }),
+           let v: V = try core.decode(stored, key: made) {
+            return (v, stored)
+        }
+        return (fresh, try core.encode(fresh, key: made))
     }
 
     /// Returns the values of the keys that exist; see ``Cache/getMany(_:version:)``.

@@ -87,13 +87,53 @@ public final class Cache: Sendable {
 
     /// Returns the value of `key`; when missing, computes `makeDefault()`, adds it and re-reads, so that
     /// when another caller stored a value first, that value wins (Django's race-safe `get_or_set`).
+    ///
+    /// Single flight: concurrent callers of one key on this cache, in either face, run the producer
+    /// once; the others wait and share its value, or its error. The cache is checked again inside the
+    /// flight. A leader whose task is cancelled fails only itself: a waiter then leads with its own
+    /// producer.
     public func getOrSet<V: CacheValue>(
         _ key: String, timeout: CacheTimeout = .default, version: Int? = nil, _ makeDefault: () throws -> V
     ) throws -> V {
         if let v: V = try get(key, version: version) { return v }
+        let made = try core.key(key, version)
+        while true {
+            switch core.flights.join(made) {
+            case .leader(let flight):
+                var outcome = Flight.Outcome.abandoned
+                defer { core.flights.finish(made, flight, outcome) }
+                do {
+                    let (value, stored) = try lead(key, made, timeout, version, makeDefault)
+                    outcome = .value(stored)
+                    return value
+                } catch {
+                    outcome = error is CancellationError ? .abandoned : .failed(error)
+                    throw error
+                }
+            case .waiter(let flight):
+                switch flight.waitBlocking() {
+                case .value(let stored):
+                    if let v: V = try core.decode(stored, key: made) { return v }
+                case .failed(let error): throw error
+                case .abandoned, .waiterCancelled: continue
+                }
+            }
+        }
+    }
+
+    /// The leader's part of ``getOrSet(_:timeout:version:_:)`` (see ``AsyncCache``'s for the steps).
+    private func lead<V: CacheValue>(
+        _ key: String, _ made: String, _ timeout: CacheTimeout, _ version: Int?, _ makeDefault: () throws -> V
+    ) throws -> (V, StoredValue) {
+        if let stored = try core.run(.get, { try core.backend.get(made) }), let v: V = try core.decode(stored, key: made) {
+            return (v, stored)
+        }
         let fresh = try makeDefault()
         try add(key, fresh, timeout: timeout, version: version)
-        return try get(key, version: version) ?? fresh
+        if let stored = try core.run(.get, { try core.backend.get(made) }), let v: V = try core.decode(stored, key: made) {
+            return (v, stored)
+        }
+        return (fresh, try core.encode(fresh, key: made))
     }
 
     /// Returns the values of the keys that exist (a stored nil included when `V` is optional).

@@ -71,6 +71,8 @@ final class CacheCore: Sendable {
     private let guarded: Bool
     /// Counts the calls in flight and refuses new ones once the cache is shut down.
     let gate = ShutdownGate()
+    /// The `getOrSet` computations in progress, one per key.
+    let flights = SingleFlights()
 
     init(
         alias: String, backend: any CacheBackend, keyPrefix: String, version: Int, keyFunction: KeyFunction?,

@@ -11,6 +11,13 @@ struct BenchResult: Encodable {
     let unit: String
     let ratio: Double
     let better: String
+    /// How many times the producer ran (the stampede scenario).
+    var producerRuns: Int? = nil
+
+    enum CodingKeys: String, CodingKey {
+        case scenario, reference, tandem, unit, ratio, better
+        case producerRuns = "producer_runs"
+    }
 
     /// Prints the JSON line that `Integration/bench.sh` collects.
     func emit() {
@@ -128,9 +135,9 @@ struct TandemBench: AsyncParsableCommand {
         abstract: "Side-by-side benchmarks: a reference and Tandem in the same run, one JSON line per scenario.")
 
     static let known = ["locmem", "loop-roundtrip", "bridge-overhead", "redis-async-get", "redis-sync-get",
-                        "memcached-async-get", "memcached-sync-get", "http-fanout-delay", "http-small-gets"]
+                        "memcached-async-get", "memcached-sync-get", "http-fanout-delay", "http-small-gets", "stampede"]
 
-    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets.")
+    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets, stampede.")
     var scenarios: [String] = ["locmem"]
 
     @Option(help: "Seconds per measurement.")
@@ -190,6 +197,8 @@ struct TandemBench: AsyncParsableCommand {
             case "http-small-gets":
                 guard let curlReference else { throw ValidationError("http-small-gets needs --curl-reference") }
                 try await HTTPScenarios(seconds: seconds, rounds: rounds).smallGets(url: smallFile, reference: curlReference).emit()
+            case "stampede":
+                try await StampedeScenario(rounds: max(rounds, 5)).run().emit()
             default:
                 throw ValidationError("unknown scenario '\(scenario)'; known: \(TandemBench.known.joined(separator: ", "))")
             }

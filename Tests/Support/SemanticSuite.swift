@@ -557,6 +557,25 @@ public enum SemanticSuite {
             try checkEqual(v, fx.stores ? "winner" : "loser")
             try checkEqual(try await c.get("race", as: String.self), fx.stores ? "winner" : nil)
         },
+        Behaviour(name: "get-or-set runs the producer once for concurrent callers (single flight)") { fx, k in
+            let c = try fx.face(k)
+            let calls = CallCounter()
+            let values = try await withThrowingTaskGroup(of: String.self) { group in
+                for _ in 0..<40 {
+                    group.addTask {
+                        try await c.getOrSet("flight") {
+                            calls.bump()
+                            Thread.sleep(forTimeInterval: 0.02)  // long enough for the others to join
+                            return "computed"
+                        }
+                    }
+                }
+                return try await group.reduce(into: [String]()) { $0.append($1) }
+            }
+            try checkEqual(values, Array(repeating: "computed", count: 40), "every caller got the value")
+            // A backend that stores serves late callers from the cache; Dummy shares only the flight.
+            try check(fx.stores ? calls.value == 1 : calls.value >= 1, "producer runs: \(calls.value)")
+        },
         Behaviour(name: "close leaves the cache usable") { fx, k in
             let c = try fx.face(k)
             try await c.set("before", "x")

@@ -1,0 +1,133 @@
+import Foundation
+import Synchronization
+import Tandem
+import TandemTestSupport
+import Testing
+
+private let serversAvailable = TestServers.shouldRun(TestServers.redisURL != nil && !TestServers.memcachedServers.isEmpty)
+
+/// A producer that counts its runs and holds the flight open until the test lets it finish.
+final class HeldProducer: Sendable {
+    let runs = Atomic<Int>(0)
+    private let released = Atomic<Bool>(false)
+    func release() { released.store(true, ordering: .releasing) }
+
+    func produce() async throws -> String {
+        runs.add(1, ordering: .relaxed)
+        while !released.load(ordering: .acquiring) { try await Task.sleep(for: .milliseconds(1)) }
+        return "computed"
+    }
+
+    func produceBlocking() -> String {
+        runs.add(1, ordering: .relaxed)
+        while !released.load(ordering: .acquiring) { usleep(1000) }
+        return "computed"
+    }
+}
+
+struct ProducerFailed: Error, Equatable {}
+
+/// Single flight for `getOrSet`, beyond the shared suite: a thousand callers, both faces sharing one
+/// flight, a shared error, and a cancelled leader.
+@Suite struct SingleFlightTests {
+    static func caches(_ backend: String) throws -> Cache {
+        switch backend {
+        case "redis": return try RedisFixture(loop: .epoll).makeCache { $0.keyPrefix = "sf-\(UUID().uuidString.prefix(8))" }
+        case "memcached": return try MemcachedFixture().makeCache { $0.keyPrefix = "sf\(UUID().uuidString.prefix(8))" }
+        default: return try Caches(settings: ["default": CacheSettings(backend: "locmem", location: ["sf-\(UUID().uuidString)"])]).default
+        }
+    }
+
+    /// 1,000 async callers and 20 blocking ones (on threads of their own) of one cold key.
+    static func thousandCallers(_ cache: Cache) async throws {
+        let producer = HeldProducer()
+        let values = try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<1000 {
+                group.addTask { try await cache.async.getOrSet("cold") { try await producer.produce() } }
+            }
+            let blocking = (0..<20).map { _ in startOnPlainThread { try cache.getOrSet("cold") { producer.produceBlocking() } } }
+            // Everyone has arrived once the producer has started and nobody else has: release it.
+            #expect(try await eventually { producer.runs.load(ordering: .relaxed) == 1 })
+            try await Task.sleep(for: .milliseconds(100))
+            producer.release()
+            var out: [String] = []
+            for try await v in group { out.append(v) }
+            for b in blocking { out.append(try await b.value()) }
+            return out
+        }
+        #expect(values.count == 1020 && values.allSatisfy { $0 == "computed" })
+        #expect(producer.runs.load(ordering: .relaxed) == 1, "the producer ran once for 1,020 callers in both faces")
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func aThousandCallersOfAColdKeyRunTheProducerOnceOnLocMem() async throws {
+        try await SingleFlightTests.thousandCallers(try SingleFlightTests.caches("locmem"))
+    }
+
+    @Test(.timeLimit(.minutes(3)), .enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)),
+          arguments: ["redis", "memcached"])
+    func aThousandCallersOfAColdKeyRunTheProducerOnceOnAServer(_ backend: String) async throws {
+        try await SingleFlightTests.thousandCallers(try SingleFlightTests.caches(backend))
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func waitersShareTheLeadersErrorAndTheNextCallComputesAgain() async throws {
+        let cache = try SingleFlightTests.caches("locmem")
+        let runs = Box(Atomic<Int>(0))
+        let gate = HeldProducer()
+        let results = await withTaskGroup(of: Result<String, any Error>.self) { group in
+            for _ in 0..<50 {
+                group.addTask {
+                    do {
+                        return .success(try await cache.async.getOrSet("failing") { () async throws -> String in
+                            runs.value.add(1, ordering: .relaxed)
+                            _ = try await gate.produce()
+                            throw ProducerFailed()
+                        })
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+            }
+            _ = try? await eventually { runs.value.load(ordering: .relaxed) == 1 }
+            try? await Task.sleep(for: .milliseconds(50))
+            gate.release()
+            return await group.reduce(into: []) { $0.append($1) }
+        }
+        #expect(runs.value.load(ordering: .relaxed) == 1)
+        #expect(results.allSatisfy { if case .failure(let e) = $0 { return e is ProducerFailed } else { return false } },
+                "all 50 callers got the producer's error")
+        #expect(try await cache.async.getOrSet("failing") { "second" } == "second", "an error is not cached")
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func aCancelledLeaderFailsOnlyItself() async throws {
+        let cache = try SingleFlightTests.caches("locmem")
+        let leaderStarted = Box(Atomic<Bool>(false))
+        let leader = Task {
+            try await cache.async.getOrSet("k") { () async throws -> String in
+                leaderStarted.value.store(true, ordering: .releasing)
+                try await Task.sleep(for: .seconds(60))  // until cancelled
+                return "leader"
+            }
+        }
+        #expect(try await eventually { leaderStarted.value.load(ordering: .acquiring) })
+        let waiters = (0..<10).map { _ in Task { try await cache.async.getOrSet("k") { "waiter" } } }
+        try await Task.sleep(for: .milliseconds(50))
+        leader.cancel()
+        await #expect(throws: CancellationError.self) { try await leader.value }
+        for w in waiters { #expect(try await w.value == "waiter", "a waiter took over and computed") }
+        #expect(try await cache.async.get("k") as String? == "waiter")
+
+        // A waiter cancelled while it waits stops waiting at once; the flight goes on.
+        let held = HeldProducer()
+        let lead2 = Task { try await cache.async.getOrSet("k2") { try await held.produce() } }
+        #expect(try await eventually { held.runs.load(ordering: .relaxed) == 1 })
+        let waiter = Task { try await cache.async.getOrSet("k2") { "never" } }
+        try await Task.sleep(for: .milliseconds(20))
+        waiter.cancel()
+        await #expect(throws: CancellationError.self) { try await waiter.value }
+        held.release()
+        #expect(try await lead2.value == "computed")
+    }
+}
