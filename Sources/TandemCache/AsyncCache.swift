@@ -9,7 +9,7 @@ public struct AsyncCache: Sendable {
     /// Returns the value of `key`, or nil when it is missing; see ``Cache/get(_:version:)``.
     public func get<V: CacheValue>(_ key: String, version: Int? = nil) async throws -> V? {
         let k = try core.key(key, version)
-        return try await core.runAsync(.get) { try core.decode(try await core.backend.asyncGet(k), key: k) }
+        return try await core.runAsync(.get, fallback: .some(V?.none)) { try core.decode(try await core.backend.asyncGet(k), key: k) }
     }
 
     /// Returns the value of `key`, or `default` when it is missing.
@@ -21,7 +21,7 @@ public struct AsyncCache: Sendable {
     public func set<V: CacheValue>(_ key: String, _ value: V, timeout: CacheTimeout = .default, version: Int? = nil) async throws {
         let k = try core.key(key, version)
         let v = try core.encode(value, key: k)
-        try await core.runAsync(.set) {
+        try await core.runAsync(.set, fallback: ()) {
             switch core.resolve(timeout) {
             case .expired: _ = try await core.backend.asyncDelete(k)
             case .expiry(let e): _ = try await core.backend.asyncSet(k, v, expiry: e, mode: .set)
@@ -35,7 +35,7 @@ public struct AsyncCache: Sendable {
     public func add<V: CacheValue>(_ key: String, _ value: V, timeout: CacheTimeout = .default, version: Int? = nil) async throws -> Bool {
         let k = try core.key(key, version)
         let v = try core.encode(value, key: k)
-        return try await core.runAsync(.add) {
+        return try await core.runAsync(.add, fallback: false) {
             switch core.resolve(timeout) {
             case .expired: return try await !core.backend.asyncHasKey(k)
             case .expiry(let e): return try await core.backend.asyncSet(k, v, expiry: e, mode: .add)
@@ -80,13 +80,13 @@ public struct AsyncCache: Sendable {
     private func lead<V: CacheValue>(
         _ key: String, _ made: String, _ timeout: CacheTimeout, _ version: Int?, _ makeDefault: () async throws -> V
     ) async throws -> (V, StoredValue) {
-        if let stored = try await core.runAsync(.get, { try await core.backend.asyncGet(made) }),
+        if let stored = try await core.runAsync(.get, fallback: .some(StoredValue?.none), { try await core.backend.asyncGet(made) }),
            let v: V = try core.decode(stored, key: made) {
             return (v, stored)
         }
         let fresh = try await makeDefault()
         try await add(key, fresh, timeout: timeout, version: version)
-        if let stored = try await core.runAsync(.get, { try await core.backend.asyncGet(made) }),
+        if let stored = try await core.runAsync(.get, fallback: .some(StoredValue?.none), { try await core.backend.asyncGet(made) }),
            let v: V = try core.decode(stored, key: made) {
             return (v, stored)
         }
@@ -96,14 +96,14 @@ public struct AsyncCache: Sendable {
     /// Returns the values of the keys that exist; see ``Cache/getMany(_:version:)``.
     public func getMany<V: CacheValue>(_ keys: [String], version: Int? = nil) async throws -> [String: V] {
         let ks = try core.keys(keys, version)
-        return try await core.runAsync(.getMany) { try core.decodeMany(try await core.backend.asyncGetMany(ks.map(\.made)), ks) }
+        return try await core.runAsync(.getMany, fallback: [:]) { try core.decodeMany(try await core.backend.asyncGetMany(ks.map(\.made)), ks) }
     }
 
     /// Stores every item; returns the keys that failed; see ``Cache/setMany(_:timeout:version:)``.
     @discardableResult
     public func setMany<V: CacheValue>(_ items: [String: V], timeout: CacheTimeout = .default, version: Int? = nil) async throws -> [String] {
         let (ks, encoded) = try core.encodeMany(items, version)
-        return try await core.runAsync(.setMany) {
+        return try await core.runAsync(.setMany, fallback: ks.map(\.user)) {
             core.metrics.sets.increment(by: Int64(encoded.count))
             switch core.resolve(timeout) {
             case .expired:
@@ -120,7 +120,7 @@ public struct AsyncCache: Sendable {
     @discardableResult
     public func delete(_ key: String, version: Int? = nil) async throws -> Bool {
         let k = try core.key(key, version)
-        return try await core.runAsync(.delete) {
+        return try await core.runAsync(.delete, fallback: false) {
             core.metrics.deletes.increment()
             return try await core.backend.asyncDelete(k)
         }
@@ -129,7 +129,7 @@ public struct AsyncCache: Sendable {
     /// Deletes every key.
     public func deleteMany(_ keys: [String], version: Int? = nil) async throws {
         let ks = try core.keys(keys, version)
-        try await core.runAsync(.deleteMany) {
+        try await core.runAsync(.deleteMany, fallback: ()) {
             core.metrics.deletes.increment(by: Int64(ks.count))
             try await core.backend.asyncDeleteMany(ks.map(\.made))
         }
@@ -152,7 +152,7 @@ public struct AsyncCache: Sendable {
     @discardableResult
     public func touch(_ key: String, timeout: CacheTimeout = .default, version: Int? = nil) async throws -> Bool {
         let k = try core.key(key, version)
-        return try await core.runAsync(.touch) {
+        return try await core.runAsync(.touch, fallback: false) {
             switch core.resolve(timeout) {
             case .expired: return try await core.backend.asyncDelete(k)
             case .expiry(let e): return try await core.backend.asyncTouch(k, expiry: e)
@@ -163,7 +163,7 @@ public struct AsyncCache: Sendable {
     /// Returns whether `key` exists (a stored nil counts).
     public func hasKey(_ key: String, version: Int? = nil) async throws -> Bool {
         let k = try core.key(key, version)
-        return try await core.runAsync(.hasKey) { try await core.backend.asyncHasKey(k) }
+        return try await core.runAsync(.hasKey, fallback: false) { try await core.backend.asyncHasKey(k) }
     }
 
     /// Moves `key` to `version + delta`; see ``Cache/incrVersion(_:by:version:)``.

@@ -31,15 +31,16 @@ public final class Cache: Sendable {
     ///   - codec: encodes values that are not stored natively (JSON by default).
     ///   - asyncUnsafePolicy: the guard's policy for this cache (nil: the process-wide one).
     ///   - metricsFactory: where counters and timers go (nil: `MetricsSystem.factory`).
+    ///   - resilience: fail-open and circuit-breaker settings (off by default).
     public init(
         alias: String = "default", backend: any CacheBackend, timeout: CacheTimeout = .seconds(300),
         keyPrefix: String = "", version: Int = 1, keyFunction: KeyFunction? = nil,
         codec: any CacheCodec = JSONCacheCodec(), asyncUnsafePolicy: AsyncUnsafePolicy? = nil,
-        metricsFactory: (any MetricsFactory)? = nil
+        metricsFactory: (any MetricsFactory)? = nil, resilience: CacheResilience = CacheResilience()
     ) {
         core = CacheCore(alias: alias, backend: backend, keyPrefix: keyPrefix, version: version,
                          keyFunction: keyFunction, defaultTimeout: timeout, codec: codec,
-                         asyncUnsafePolicy: asyncUnsafePolicy, metricsFactory: metricsFactory)
+                         asyncUnsafePolicy: asyncUnsafePolicy, metricsFactory: metricsFactory, resilience: resilience)
         self.async = AsyncCache(core: core)
     }
 
@@ -50,7 +51,7 @@ public final class Cache: Sendable {
     /// (`.some(nil)`) from a miss (`nil`).
     public func get<V: CacheValue>(_ key: String, version: Int? = nil) throws -> V? {
         let k = try core.key(key, version)
-        return try core.run(.get) { try core.decode(try core.backend.get(k), key: k) }
+        return try core.run(.get, fallback: .some(V?.none)) { try core.decode(try core.backend.get(k), key: k) }
     }
 
     /// Returns the value of `key`, or `default` when it is missing.
@@ -62,7 +63,7 @@ public final class Cache: Sendable {
     public func set<V: CacheValue>(_ key: String, _ value: V, timeout: CacheTimeout = .default, version: Int? = nil) throws {
         let k = try core.key(key, version)
         let v = try core.encode(value, key: k)
-        try core.run(.set) {
+        try core.run(.set, fallback: ()) {
             switch core.resolve(timeout) {
             case .expired: _ = try core.backend.delete(k)
             case .expiry(let e): _ = try core.backend.set(k, v, expiry: e, mode: .set)
@@ -77,7 +78,7 @@ public final class Cache: Sendable {
     public func add<V: CacheValue>(_ key: String, _ value: V, timeout: CacheTimeout = .default, version: Int? = nil) throws -> Bool {
         let k = try core.key(key, version)
         let v = try core.encode(value, key: k)
-        return try core.run(.add) {
+        return try core.run(.add, fallback: false) {
             switch core.resolve(timeout) {
             case .expired: return try !core.backend.hasKey(k)
             case .expiry(let e): return try core.backend.set(k, v, expiry: e, mode: .add)
@@ -125,12 +126,12 @@ public final class Cache: Sendable {
     private func lead<V: CacheValue>(
         _ key: String, _ made: String, _ timeout: CacheTimeout, _ version: Int?, _ makeDefault: () throws -> V
     ) throws -> (V, StoredValue) {
-        if let stored = try core.run(.get, { try core.backend.get(made) }), let v: V = try core.decode(stored, key: made) {
+        if let stored = try core.run(.get, fallback: .some(StoredValue?.none), { try core.backend.get(made) }), let v: V = try core.decode(stored, key: made) {
             return (v, stored)
         }
         let fresh = try makeDefault()
         try add(key, fresh, timeout: timeout, version: version)
-        if let stored = try core.run(.get, { try core.backend.get(made) }), let v: V = try core.decode(stored, key: made) {
+        if let stored = try core.run(.get, fallback: .some(StoredValue?.none), { try core.backend.get(made) }), let v: V = try core.decode(stored, key: made) {
             return (v, stored)
         }
         return (fresh, try core.encode(fresh, key: made))
@@ -139,14 +140,14 @@ public final class Cache: Sendable {
     /// Returns the values of the keys that exist (a stored nil included when `V` is optional).
     public func getMany<V: CacheValue>(_ keys: [String], version: Int? = nil) throws -> [String: V] {
         let ks = try core.keys(keys, version)
-        return try core.run(.getMany) { try core.decodeMany(try core.backend.getMany(ks.map(\.made)), ks) }
+        return try core.run(.getMany, fallback: [:]) { try core.decodeMany(try core.backend.getMany(ks.map(\.made)), ks) }
     }
 
     /// Stores every item; returns the keys that could not be stored (only memcached can fail).
     @discardableResult
     public func setMany<V: CacheValue>(_ items: [String: V], timeout: CacheTimeout = .default, version: Int? = nil) throws -> [String] {
         let (ks, encoded) = try core.encodeMany(items, version)
-        return try core.run(.setMany) {
+        return try core.run(.setMany, fallback: ks.map(\.user)) {
             core.metrics.sets.increment(by: Int64(encoded.count))
             switch core.resolve(timeout) {
             case .expired:
@@ -163,7 +164,7 @@ public final class Cache: Sendable {
     @discardableResult
     public func delete(_ key: String, version: Int? = nil) throws -> Bool {
         let k = try core.key(key, version)
-        return try core.run(.delete) {
+        return try core.run(.delete, fallback: false) {
             core.metrics.deletes.increment()
             return try core.backend.delete(k)
         }
@@ -172,7 +173,7 @@ public final class Cache: Sendable {
     /// Deletes every key.
     public func deleteMany(_ keys: [String], version: Int? = nil) throws {
         let ks = try core.keys(keys, version)
-        try core.run(.deleteMany) {
+        try core.run(.deleteMany, fallback: ()) {
             core.metrics.deletes.increment(by: Int64(ks.count))
             try core.backend.deleteMany(ks.map(\.made))
         }
@@ -196,7 +197,7 @@ public final class Cache: Sendable {
     @discardableResult
     public func touch(_ key: String, timeout: CacheTimeout = .default, version: Int? = nil) throws -> Bool {
         let k = try core.key(key, version)
-        return try core.run(.touch) {
+        return try core.run(.touch, fallback: false) {
             switch core.resolve(timeout) {
             case .expired: return try core.backend.delete(k)
             case .expiry(let e): return try core.backend.touch(k, expiry: e)
@@ -207,7 +208,7 @@ public final class Cache: Sendable {
     /// Returns whether `key` exists (a stored nil counts).
     public func hasKey(_ key: String, version: Int? = nil) throws -> Bool {
         let k = try core.key(key, version)
-        return try core.run(.hasKey) { try core.backend.hasKey(k) }
+        return try core.run(.hasKey, fallback: false) { try core.backend.hasKey(k) }
     }
 
     /// Moves `key` from `version` to `version + delta` and returns the new version.

@@ -73,12 +73,19 @@ final class CacheCore: Sendable {
     let gate = ShutdownGate()
     /// The `getOrSet` computations in progress, one per key.
     let flights = SingleFlights()
+    /// Fail-open and breaker settings.
+    let resilience: CacheResilience
+    /// The breaker, when the settings ask for one.
+    let breaker: CircuitBreaker?
 
     init(
         alias: String, backend: any CacheBackend, keyPrefix: String, version: Int, keyFunction: KeyFunction?,
         defaultTimeout: CacheTimeout, codec: any CacheCodec, asyncUnsafePolicy: AsyncUnsafePolicy?,
-        metricsFactory: (any MetricsFactory)?
+        metricsFactory: (any MetricsFactory)?, resilience: CacheResilience = CacheResilience()
     ) {
+        self.resilience = resilience
+        self.breaker = resilience.breakerThreshold > 0
+            ? CircuitBreaker(threshold: resilience.breakerThreshold, cooldown: resilience.breakerCooldown) : nil
         var logger = Logger(label: "tandem.cache")
         logger[metadataKey: "cache"] = "\(alias)"
         self.alias = alias
@@ -191,29 +198,55 @@ final class CacheCore: Sendable {
 
     // MARK: recording
 
+    /// Runs one backend call of `op` with the guard, the shutdown gate, the breaker and metrics.
+    /// `fallback`: what the call returns instead of a server failure when the cache fails open (nil:
+    /// this call never fails open).
     @inline(__always)
-    func run<R>(_ op: CacheOp, _ body: () throws -> R) throws -> R {
+    func run<R>(_ op: CacheOp, fallback: R? = nil, _ body: () throws -> R) throws -> R {
         try checkBlocking(op)
         try enter()
         defer { gate.leave() }
+        if let breaker, !breaker.admit() { return try failOpen(op, CacheError.circuitOpen(alias: alias), fallback, reached: false) }
         if !metrics.timing {
-            do { return try body() } catch { throw failed(op, error) }
+            do { return recorded(try body()) } catch { return try failOpen(op, error, fallback, reached: true) }
         }
         let start = ContinuousClock.now
         defer { metrics.latency[op.rawValue].recordNanoseconds(elapsedNanos(since: start)) }
-        do { return try body() } catch { throw failed(op, error) }
+        do { return recorded(try body()) } catch { return try failOpen(op, error, fallback, reached: true) }
     }
 
+    /// ``run(_:fallback:_:)`` for the async face.
     @inline(__always)
-    func runAsync<R>(_ op: CacheOp, _ body: () async throws -> R) async throws -> R {
+    func runAsync<R>(_ op: CacheOp, fallback: R? = nil, _ body: () async throws -> R) async throws -> R {
         try enter()
         defer { gate.leave() }
+        if let breaker, !breaker.admit() { return try failOpen(op, CacheError.circuitOpen(alias: alias), fallback, reached: false) }
         if !metrics.timing {
-            do { return try await body() } catch { throw failed(op, error) }
+            do { return recorded(try await body()) } catch { return try failOpen(op, error, fallback, reached: true) }
         }
         let start = ContinuousClock.now
         defer { metrics.latency[op.rawValue].recordNanoseconds(elapsedNanos(since: start)) }
-        do { return try await body() } catch { throw failed(op, error) }
+        do { return recorded(try await body()) } catch { return try failOpen(op, error, fallback, reached: true) }
+    }
+
+    /// A call that reached the server and succeeded closes the breaker.
+    @inline(__always)
+    private func recorded<R>(_ r: R) -> R {
+        breaker?.record(failed: false)
+        return r
+    }
+
+    /// Counts the failure (in the breaker too when the call `reached` the server); with fail-open, a
+    /// server failure of a call that has a fallback returns the fallback instead of throwing.
+    private func failOpen<R>(_ op: CacheOp, _ error: any Error, _ fallback: R?, reached: Bool) throws -> R {
+        let serverFailure = CacheResilience.isServerFailure(error)
+        if reached, let breaker, breaker.record(failed: serverFailure) {
+            logger.warning("circuit breaker opened: calls skip the server for the cool-down",
+                           metadata: ["op": "\(op.name)", "error": "\(error)"])
+        }
+        let e = failed(op, error)
+        if resilience.failOpen, serverFailure, let fallback { return fallback }
+        throw e
     }
 
     private func failed(_ op: CacheOp, _ error: any Error) -> any Error {

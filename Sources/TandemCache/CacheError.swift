@@ -31,6 +31,9 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
     case poolExhausted(server: String, size: Int)
     /// The cache (or its backend) was closed.
     case closed(alias: String)
+    /// The cache's circuit breaker is open after consecutive server failures: the call skipped the
+    /// server (see ``CacheResilience``).
+    case circuitOpen(alias: String)
     /// A graceful shutdown refused the call, or ended it while it was in flight: the cache was shut
     /// down (`what` names it: `cache 'default'`), or the event loop its connections run on was
     /// (`what` names the server).
@@ -72,6 +75,8 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
             return "no connection to \(server) became free in time (pool size \(size))"
         case .closed(let alias):
             return "cache '\(alias)' is closed"
+        case .circuitOpen(let alias):
+            return "cache '\(alias)': the circuit breaker is open after consecutive server failures; calls skip the server until a probe succeeds"
         case .shutDown(let what):
             return "\(what) has shut down: no calls are accepted, and calls in flight were ended"
         case .invalidArgument(let key, let reason):

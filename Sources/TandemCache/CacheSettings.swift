@@ -16,7 +16,9 @@ public struct CacheSettings: Sendable, CustomStringConvertible {
     /// Django's VERSION.
     public var version: Int
     /// Backend options (Django's OPTIONS). Every backend also accepts `ASYNC_UNSAFE`
-    /// (`error`, `warn`, `allow`): the async-safety guard's policy for this cache.
+    /// (`error`, `warn`, `allow`): the async-safety guard's policy for this cache; `IGNORE_EXCEPTIONS`
+    /// (fail open), `CIRCUIT_BREAKER_THRESHOLD` (consecutive server failures that open the breaker; 0
+    /// or absent: none) and `CIRCUIT_BREAKER_COOLDOWN` (seconds, 5): see ``CacheResilience``.
     public var options: [String: SettingValue]
     /// Replaces the default key making (Django's KEY_FUNCTION).
     public var keyFunction: KeyFunction?
@@ -230,7 +232,8 @@ public struct BackendRegistry: Sendable {
     private var names: [String: String] = [:]
 
     /// Options every backend accepts, handled by the cache front.
-    public static let frontOptions: Set<String> = ["ASYNC_UNSAFE"]
+    public static let frontOptions: Set<String> = ["ASYNC_UNSAFE", "IGNORE_EXCEPTIONS", "CIRCUIT_BREAKER_THRESHOLD",
+                                                   "CIRCUIT_BREAKER_COOLDOWN"]
 
     /// An empty registry.
     public init() {}
@@ -294,10 +297,14 @@ public struct BackendRegistry: Sendable {
             }
             policy = p
         }
+        let resilience = CacheResilience(
+            failOpen: try options.bool("IGNORE_EXCEPTIONS", default: false),
+            breakerThreshold: try options.int("CIRCUIT_BREAKER_THRESHOLD", default: 0, range: 0...1_000_000),
+            breakerCooldown: .milliseconds(Int(try options.double("CIRCUIT_BREAKER_COOLDOWN", default: 5, range: 0.001...86_400) * 1000)))
         let backend = try entry.make(BackendConfiguration(alias: alias, location: settings.location, options: options, loop: loop))
         return Cache(alias: alias, backend: backend, timeout: settings.timeout, keyPrefix: settings.keyPrefix,
                      version: settings.version, keyFunction: settings.keyFunction, codec: settings.codec,
-                     asyncUnsafePolicy: policy, metricsFactory: settings.metricsFactory)
+                     asyncUnsafePolicy: policy, metricsFactory: settings.metricsFactory, resilience: resilience)
     }
 }
 

@@ -165,3 +165,60 @@ actor LoopCounter {
         return most
     }
 }
+
+/// Fail-open and the circuit breaker against a Redis that is killed and restarted.
+@Suite(.enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)))
+struct RedisFailOpenTests {
+    static func settings(_ url: String, failOpen: Bool) -> CacheSettings {
+        CacheSettings(backend: "redis", location: [url], options: [
+            "IGNORE_EXCEPTIONS": .bool(failOpen), "CIRCUIT_BREAKER_THRESHOLD": 3, "CIRCUIT_BREAKER_COOLDOWN": 0.2,
+            "CONNECT_TIMEOUT": 1, "COMMAND_TIMEOUT": 1,
+        ])
+    }
+
+    @Test(.timeLimit(.minutes(3)), arguments: TestLoops.Kind.allCases)
+    func aKilledRedisWithFailOpenKeepsViewsAnsweringAndTheBreakerClosesAfterTheRestart(_ loop: TestLoops.Kind) async throws {
+        let server = try ServerProcess(.redis)
+        defer { server.stop() }
+        let caches = try Caches(settings: [
+            "default": RedisFailOpenTests.settings(server.redisURL + "/0", failOpen: true),
+            "strict": RedisFailOpenTests.settings(server.redisURL + "/1", failOpen: false),
+        ], loop: loop.loop)
+        let open = caches.default
+        let strict = try caches["strict"]
+        try await open.async.set("k", "v")
+        try await strict.async.set("k", "v")
+        server.stop()
+
+        // Fail-open: reads are misses, writes are swallowed, getOrSet answers with its own value; in both faces.
+        #expect(try await open.async.get("k") as String? == nil)
+        try await open.async.set("k", "w")
+        #expect(try await open.async.add("k2", "w") == false)
+        #expect(try await open.async.delete("k") == false)
+        #expect(try await open.async.getOrSet("page") { "rendered" } == "rendered")
+        #expect(try await onPlainThread { try open.get("k") as String? } == nil)
+        try await onPlainThread { try open.set("k", "w") }
+        // Semantic errors are not hidden, and incr has no value to make up.
+        await #expect(throws: CacheError.self) { try await open.async.incr("n") }
+
+        // Without fail-open the errors stay typed; after 3 server failures the breaker skips the server.
+        for _ in 0..<3 {
+            await #expect(throws: CacheError.self) { try await strict.async.get("k") as String? }
+        }
+        await #expect(throws: CacheError.circuitOpen(alias: "strict")) { try await strict.async.get("k") as String? }
+        await #expect(throws: CacheError.circuitOpen(alias: "strict")) { try await onPlainThread { try strict.get("k") as String? } }
+
+        // Back up: after the cool-down one probe reaches the server and closes the breaker.
+        try await onPlainThread { try server.start() }
+        let closed = try await eventuallyAsync(30) {
+            (try? await strict.async.set("k", "back")) != nil
+        }
+        #expect(closed, "the breaker closed once the server was back")
+        #expect(try await strict.async.get("k") as String? == "back")
+        let openBack = try await eventuallyAsync(30) {
+            guard (try? await open.async.set("k", "open-back")) != nil else { return false }
+            return (try? await open.async.get("k") as String?) == "open-back"
+        }
+        #expect(openBack, "the fail-open cache stores and reads again")
+    }
+}

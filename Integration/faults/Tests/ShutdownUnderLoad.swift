@@ -80,7 +80,7 @@ extension Faults {
                     tasks.addTask {
                         started.value.add(1, ordering: .relaxed)
                         let e = await ShutdownUnderLoad.ending(what, call)
-                        endings.value.withLock { $0["\(what).\(e.rawValue)", default: 0] += 1 }
+                        endings.value.locked { $0["\(what).\(e.rawValue)", default: 0] += 1 }
                     }
                 }
                 // Every call has started (what has not reached its server yet ends the same way).
@@ -93,7 +93,7 @@ extension Faults {
             }
             redis.pause(false)
             memcached.pause(false)
-            let seen = endings.value.withLock { $0 }
+            let seen = endings.value.locked { $0 }
             #expect(seen.values.reduce(0, +) == 1000, "every call ended: \(seen)")
             #expect(seen.keys.allSatisfy { !$0.hasSuffix(".untyped") }, "every failure is typed: \(seen)")
             #expect(seen["http.ok"] == 300, "HTTP calls in flight finished within the grace period: \(seen)")
@@ -148,7 +148,7 @@ extension Faults {
                                 _ = try await http.async.get(base + "/delay/30000")
                             }
                         }
-                        endings.value.withLock { $0["\(redisCall ? "redis" : "http").\(e.rawValue)", default: 0] += 1 }
+                        endings.value.locked { $0["\(redisCall ? "redis" : "http").\(e.rawValue)", default: 0] += 1 }
                     }
                 }
                 try await Task.sleep(for: .milliseconds(300))
@@ -157,7 +157,7 @@ extension Faults {
                 try await tasks.waitForAll()
                 ended = clock.now - t0
             }
-            let seen = endings.value.withLock { $0 }
+            let seen = endings.value.locked { $0 }
             #expect(seen == ["redis.shutDown": 100, "http.shutDown": 100], "\(seen)")
             Figures.record("event loop shut down under 100 Redis commands and 100 HTTP transfers (\(kind) loop)", [
                 "endings": seen, "all_ended_ms": ms(ended),
