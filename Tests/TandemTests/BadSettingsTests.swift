@@ -174,6 +174,7 @@ import Testing
             case .otherCacheError(let e): Issue.record("\(text.debugDescription): a built cache failed with \(e)")
             }
         }
+        print("BAD-SETTINGS seeded mutations: \(counts.sorted { $0.key < $1.key })")
         #expect(counts.values.reduce(0, +) == 240)
         #expect(counts["refused", default: 0] > 0 && counts["working", default: 0] > 0, "\(counts)")
     }
