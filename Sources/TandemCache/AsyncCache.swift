@@ -45,7 +45,8 @@ public struct AsyncCache: Sendable {
 
     /// Returns the value of `key`, or adds `makeDefault()` and re-reads; see ``Cache/getOrSet(_:timeout:version:_:)``.
     public func getOrSet<V: CacheValue>(
-        _ key: String, timeout: CacheTimeout = .default, version: Int? = nil, _ makeDefault: () async throws -> V
+        _ key: String, timeout: CacheTimeout = .default, version: Int? = nil, lock: Bool? = nil,
+        _ makeDefault: () async throws -> V
     ) async throws -> V {
         if let v: V = try await get(key, version: version) { return v }
         let made = try core.key(key, version)
@@ -55,7 +56,7 @@ public struct AsyncCache: Sendable {
                 var outcome = Flight.Outcome.abandoned
                 defer { core.flights.finish(made, flight, outcome) }
                 do {
-                    let (value, stored) = try await lead(key, made, timeout, version, makeDefault)
+                    let (value, stored) = try await lead(key, made, timeout, version, core.stampedeLock(lock), makeDefault)
                     outcome = .value(stored)
                     return value
                 } catch {
@@ -75,22 +76,48 @@ public struct AsyncCache: Sendable {
         }
     }
 
-    /// The leader's part of ``getOrSet(_:timeout:version:_:)``: re-checks the cache inside the flight
-    /// (a flight that just ended may have stored the value), computes, adds, re-reads.
+    /// The leader's part of ``getOrSet(_:timeout:version:lock:_:)``: re-checks the cache inside the
+    /// flight (a flight that just ended may have stored the value); with a stampede lock, takes it or
+    /// waits for whoever holds it; computes, adds, re-reads, and releases the lock.
     private func lead<V: CacheValue>(
-        _ key: String, _ made: String, _ timeout: CacheTimeout, _ version: Int?, _ makeDefault: () async throws -> V
+        _ key: String, _ made: String, _ timeout: CacheTimeout, _ version: Int?, _ lock: StampedeLock?,
+        _ makeDefault: () async throws -> V
     ) async throws -> (V, StoredValue) {
-        if let stored = try await core.runAsync(.get, fallback: .some(StoredValue?.none), { try await core.backend.asyncGet(made) }),
-           let v: V = try core.decode(stored, key: made) {
-            return (v, stored)
+        if let hit: (V, StoredValue) = try await readShared(made) { return hit }
+        var held: String?
+        if let lock, let lockKey = StampedeLock.key(for: made) {
+            // A lock that cannot be taken because the server failed does not stop the computation.
+            let taken = (try? await core.runAsync(.add, fallback: true) {
+                try await core.backend.asyncSet(lockKey, StampedeLock.token(), expiry: .after(seconds: lock.timeoutSeconds), mode: .add)
+            }) ?? true
+            if taken {
+                held = lockKey
+            } else {
+                let clock = ContinuousClock()
+                let deadline = clock.now + lock.wait
+                while clock.now < deadline {
+                    try await Task.sleep(for: lock.pollInterval)
+                    if let hit: (V, StoredValue) = try await readShared(made) { return hit }
+                }
+            }
         }
-        let fresh = try await makeDefault()
-        try await add(key, fresh, timeout: timeout, version: version)
-        if let stored = try await core.runAsync(.get, fallback: .some(StoredValue?.none), { try await core.backend.asyncGet(made) }),
-           let v: V = try core.decode(stored, key: made) {
-            return (v, stored)
+        do {
+            let fresh = try await makeDefault()
+            try await add(key, fresh, timeout: timeout, version: version)
+            let result = try await readShared(made) as (V, StoredValue)? ?? (fresh, try core.encode(fresh, key: made))
+            if let held { _ = try? await core.backend.asyncDelete(held) }
+            return result
+        } catch {
+            if let held { _ = try? await core.backend.asyncDelete(held) }
+            throw error
         }
-        return (fresh, try core.encode(fresh, key: made))
+    }
+
+    /// The value of `made` as this caller's type and as stored, if it is there.
+    private func readShared<V: CacheValue>(_ made: String) async throws -> (V, StoredValue)? {
+        guard let stored = try await core.runAsync(.get, fallback: .some(StoredValue?.none), { try await core.backend.asyncGet(made) }),
+              let v: V = try core.decode(stored, key: made) else { return nil }
+        return (v, stored)
     }
 
     /// Returns the values of the keys that exist; see ``Cache/getMany(_:version:)``.

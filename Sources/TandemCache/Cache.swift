@@ -1,6 +1,10 @@
 import CoreMetrics
 import TandemLoop
 
+#if canImport(Glibc)
+import Glibc
+#endif
+
 /// A cache with Django's semantics. Its methods block the calling thread (for LocMem and Dummy they
 /// never wait); ``async`` gives the same methods as `async` functions that never block a thread.
 ///
@@ -93,8 +97,13 @@ public final class Cache: Sendable {
     /// once; the others wait and share its value, or its error. The cache is checked again inside the
     /// flight. A leader whose task is cancelled fails only itself: a waiter then leads with its own
     /// producer.
+    ///
+    /// Across processes: with a stampede lock (`lock: true`, or the cache's `STAMPEDE_LOCK_TIMEOUT`
+    /// setting; see ``StampedeLock``) the leader first takes a short lock in the backend, so that many
+    /// processes compute a key once.
     public func getOrSet<V: CacheValue>(
-        _ key: String, timeout: CacheTimeout = .default, version: Int? = nil, _ makeDefault: () throws -> V
+        _ key: String, timeout: CacheTimeout = .default, version: Int? = nil, lock: Bool? = nil,
+        _ makeDefault: () throws -> V
     ) throws -> V {
         if let v: V = try get(key, version: version) { return v }
         let made = try core.key(key, version)
@@ -104,7 +113,7 @@ public final class Cache: Sendable {
                 var outcome = Flight.Outcome.abandoned
                 defer { core.flights.finish(made, flight, outcome) }
                 do {
-                    let (value, stored) = try lead(key, made, timeout, version, makeDefault)
+                    let (value, stored) = try lead(key, made, timeout, version, core.stampedeLock(lock), makeDefault)
                     outcome = .value(stored)
                     return value
                 } catch {
@@ -122,19 +131,46 @@ public final class Cache: Sendable {
         }
     }
 
-    /// The leader's part of ``getOrSet(_:timeout:version:_:)`` (see ``AsyncCache``'s for the steps).
+    /// The leader's part of ``getOrSet(_:timeout:version:lock:_:)`` (see ``AsyncCache``'s for the steps).
     private func lead<V: CacheValue>(
-        _ key: String, _ made: String, _ timeout: CacheTimeout, _ version: Int?, _ makeDefault: () throws -> V
+        _ key: String, _ made: String, _ timeout: CacheTimeout, _ version: Int?, _ lock: StampedeLock?,
+        _ makeDefault: () throws -> V
     ) throws -> (V, StoredValue) {
-        if let stored = try core.run(.get, fallback: .some(StoredValue?.none), { try core.backend.get(made) }), let v: V = try core.decode(stored, key: made) {
-            return (v, stored)
+        if let hit: (V, StoredValue) = try readShared(made) { return hit }
+        var held: String?
+        if let lock, let lockKey = StampedeLock.key(for: made) {
+            let taken = (try? core.run(.add, fallback: true) {
+                try core.backend.set(lockKey, StampedeLock.token(), expiry: .after(seconds: lock.timeoutSeconds), mode: .add)
+            }) ?? true
+            if taken {
+                held = lockKey
+            } else {
+                let clock = ContinuousClock()
+                let deadline = clock.now + lock.wait
+                while clock.now < deadline {
+                    usleep(UInt32(clamping: lock.pollInterval.components.seconds * 1_000_000
+                                  + lock.pollInterval.components.attoseconds / 1_000_000_000_000))
+                    if let hit: (V, StoredValue) = try readShared(made) { return hit }
+                }
+            }
         }
-        let fresh = try makeDefault()
-        try add(key, fresh, timeout: timeout, version: version)
-        if let stored = try core.run(.get, fallback: .some(StoredValue?.none), { try core.backend.get(made) }), let v: V = try core.decode(stored, key: made) {
-            return (v, stored)
+        do {
+            let fresh = try makeDefault()
+            try add(key, fresh, timeout: timeout, version: version)
+            let result = try readShared(made) as (V, StoredValue)? ?? (fresh, try core.encode(fresh, key: made))
+            if let held { _ = try? core.backend.delete(held) }
+            return result
+        } catch {
+            if let held { _ = try? core.backend.delete(held) }
+            throw error
         }
-        return (fresh, try core.encode(fresh, key: made))
+    }
+
+    /// The value of `made` as this caller's type and as stored, if it is there.
+    private func readShared<V: CacheValue>(_ made: String) throws -> (V, StoredValue)? {
+        guard let stored = try core.run(.get, fallback: .some(StoredValue?.none), { try core.backend.get(made) }),
+              let v: V = try core.decode(stored, key: made) else { return nil }
+        return (v, stored)
     }
 
     /// Returns the values of the keys that exist (a stored nil included when `V` is optional).

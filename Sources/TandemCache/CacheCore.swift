@@ -78,6 +78,16 @@ final class CacheCore: Sendable {
     /// The breaker, when the settings ask for one.
     let breaker: CircuitBreaker?
 
+    /// The stampede lock a `getOrSet` call uses: `lock` nil follows the cache's setting; true uses it
+    /// (or the default lock when the cache has none); false uses none.
+    func stampedeLock(_ lock: Bool?) -> StampedeLock? {
+        switch lock {
+        case nil: return resilience.stampedeLock
+        case true?: return resilience.stampedeLock ?? StampedeLock()
+        case false?: return nil
+        }
+    }
+
     init(
         alias: String, backend: any CacheBackend, keyPrefix: String, version: Int, keyFunction: KeyFunction?,
         defaultTimeout: CacheTimeout, codec: any CacheCodec, asyncUnsafePolicy: AsyncUnsafePolicy?,

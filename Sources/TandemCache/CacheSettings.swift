@@ -233,7 +233,7 @@ public struct BackendRegistry: Sendable {
 
     /// Options every backend accepts, handled by the cache front.
     public static let frontOptions: Set<String> = ["ASYNC_UNSAFE", "IGNORE_EXCEPTIONS", "CIRCUIT_BREAKER_THRESHOLD",
-                                                   "CIRCUIT_BREAKER_COOLDOWN"]
+                                                   "CIRCUIT_BREAKER_COOLDOWN", "STAMPEDE_LOCK_TIMEOUT", "STAMPEDE_LOCK_WAIT"]
 
     /// An empty registry.
     public init() {}
@@ -297,10 +297,20 @@ public struct BackendRegistry: Sendable {
             }
             policy = p
         }
+        var lock: StampedeLock?
+        if options.values["STAMPEDE_LOCK_TIMEOUT"] != nil {
+            let t = try options.double("STAMPEDE_LOCK_TIMEOUT", default: 10, range: 0.001...86_400)
+            let w = try options.double("STAMPEDE_LOCK_WAIT", default: t, range: 0...86_400)
+            lock = StampedeLock(timeout: .milliseconds(Int(t * 1000)), wait: .milliseconds(Int(w * 1000)))
+        } else if options.values["STAMPEDE_LOCK_WAIT"] != nil {
+            throw CacheError.invalidSetting(alias: alias, field: "OPTIONS.STAMPEDE_LOCK_WAIT",
+                                            reason: "only meaningful with OPTIONS.STAMPEDE_LOCK_TIMEOUT, which turns the lock on")
+        }
         let resilience = CacheResilience(
             failOpen: try options.bool("IGNORE_EXCEPTIONS", default: false),
             breakerThreshold: try options.int("CIRCUIT_BREAKER_THRESHOLD", default: 0, range: 0...1_000_000),
-            breakerCooldown: .milliseconds(Int(try options.double("CIRCUIT_BREAKER_COOLDOWN", default: 5, range: 0.001...86_400) * 1000)))
+            breakerCooldown: .milliseconds(Int(try options.double("CIRCUIT_BREAKER_COOLDOWN", default: 5, range: 0.001...86_400) * 1000)),
+            stampedeLock: lock)
         let backend = try entry.make(BackendConfiguration(alias: alias, location: settings.location, options: options, loop: loop))
         return Cache(alias: alias, backend: backend, timeout: settings.timeout, keyPrefix: settings.keyPrefix,
                      version: settings.version, keyFunction: settings.keyFunction, codec: settings.codec,

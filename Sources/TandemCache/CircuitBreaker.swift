@@ -16,11 +16,16 @@ public struct CacheResilience: Sendable, Hashable {
     /// closes the breaker or opens it for another cool-down.
     public var breakerCooldown: Duration
 
+    /// Cross-process stampede protection for `getOrSet` (nil: off unless a call asks for it).
+    public var stampedeLock: StampedeLock?
+
     /// Settings; the defaults are off.
-    public init(failOpen: Bool = false, breakerThreshold: Int = 0, breakerCooldown: Duration = .seconds(5)) {
+    public init(failOpen: Bool = false, breakerThreshold: Int = 0, breakerCooldown: Duration = .seconds(5),
+                stampedeLock: StampedeLock? = nil) {
         self.failOpen = failOpen
         self.breakerThreshold = breakerThreshold
         self.breakerCooldown = breakerCooldown
+        self.stampedeLock = stampedeLock
     }
 
     /// True when an error means the server (not the call) failed: what fail-open hides and the breaker counts.

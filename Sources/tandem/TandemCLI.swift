@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import Synchronization
 import Tandem
 
 @main
@@ -7,7 +8,7 @@ struct TandemCLI: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "tandem",
         abstract: "Tandem: Django-style caches and upstream calls for Swift servers, blocking and async.",
-        subcommands: [Demo.self, Get.self, SetValue.self, Delete.self, Incr.self, FanOutCommand.self])
+        subcommands: [Demo.self, Get.self, SetValue.self, GetOrSet.self, Delete.self, Incr.self, FanOutCommand.self])
 }
 
 /// Which cache a command talks to.
@@ -49,6 +50,31 @@ struct Get: AsyncParsableCommand {
         } else {
             print(bytes.map { String(format: "%02x", $0) }.joined())
         }
+    }
+}
+
+struct GetOrSet: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "get-or-set",
+        abstract: "Print KEY's value; when it is missing, compute VALUE (taking --produce-ms) and store it. Prints 'computed VALUE' or 'cached VALUE'.")
+    @Argument var key: String
+    @Argument var value: String
+    @Option(help: "How long computing the value takes, in milliseconds.")
+    var produceMs: Int = 0
+    @Flag(help: "Take a stampede lock in the cache first, so that several processes compute the value once.")
+    var lock = false
+    @OptionGroup var choice: CacheChoice
+
+    func run() async throws {
+        let cache = try choice.cache()
+        let computed = Mutex(false)
+        let (value, produceMs) = (value, produceMs)
+        let got: String = try await cache.async.getOrSet(key, lock: lock ? true : nil) {
+            try await Task.sleep(for: .milliseconds(produceMs))
+            computed.withLock { $0 = true }
+            return value
+        }
+        print("\(computed.withLock { $0 } ? "computed" : "cached") \(got)")
     }
 }
 

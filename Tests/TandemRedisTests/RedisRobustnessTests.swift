@@ -222,3 +222,63 @@ struct RedisFailOpenTests {
         #expect(openBack, "the fail-open cache stores and reads again")
     }
 }
+
+/// The cross-process stampede lock, with real processes (the `tandem` CLI) and with separate
+/// registries in one process (each its own single-flight map) in the blocking face.
+@Suite(.enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)))
+struct StampedeLockTests {
+    @Test(.timeLimit(.minutes(3)))
+    func fourProcessesComputeAColdKeyOnceWithTheLock() async throws {
+        let exe = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("tandem")
+        guard FileManager.default.isExecutableFile(atPath: exe.path) else {
+            Issue.record("the tandem executable is not beside the test binary (\(exe.path)): build with --build-tests")
+            return
+        }
+        let fx = RedisFixture(loop: .epoll)
+        let url = "\(fx.url)?key_prefix=lock-\(UUID().uuidString.prefix(8))"
+        let outputs = try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<4 {
+                group.addTask {
+                    try await onPlainThread {
+                        let p = Process()
+                        p.executableURL = exe
+                        p.arguments = ["get-or-set", "hot", "v", "--produce-ms", "300", "--lock", "--url", url]
+                        let out = Pipe()
+                        p.standardOutput = out
+                        p.standardError = FileHandle.nullDevice
+                        try p.run()
+                        let data = out.fileHandleForReading.readDataToEndOfFile()
+                        p.waitUntilExit()
+                        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                    }
+                }
+            }
+            return try await group.reduce(into: [String]()) { $0.append($1) }
+        }
+        #expect(outputs.filter { $0 == "computed v" }.count == 1, "one process computed: \(outputs)")
+        #expect(outputs.filter { $0 == "cached v" }.count == 3, "the others read its value: \(outputs)")
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func separateRegistriesShareOneComputationThroughTheLockInTheBlockingFace() async throws {
+        let fx = RedisFixture(loop: .epoll)
+        let prefix = "lockb-\(UUID().uuidString.prefix(8))"
+        let runs = Box(Atomic<Int>(0))
+        let callers = try (0..<4).map { _ in
+            try Caches(settings: ["default": CacheSettings(backend: "redis", location: [fx.url], keyPrefix: prefix,
+                                                         options: ["STAMPEDE_LOCK_TIMEOUT": 5, "COMMAND_TIMEOUT": 10])]).default
+        }
+        let results = callers.map { cache in
+            startOnPlainThread {
+                try cache.getOrSet("hot") { () -> String in
+                    runs.value.add(1, ordering: .relaxed)
+                    usleep(300_000)
+                    return "v"
+                }
+            }
+        }
+        for r in results { #expect(try await r.value() == "v") }
+        #expect(runs.value.load(ordering: .relaxed) == 1, "one computation across four registries")
+        #expect(try await callers[0].async.get("hot:tandem-lock") as String? == nil, "the lock was released")
+    }
+}
