@@ -46,17 +46,38 @@ public struct AsyncCache: Sendable {
     /// Returns the value of `key`, or adds `makeDefault()` and re-reads; see ``Cache/getOrSet(_:timeout:version:_:)``.
     public func getOrSet<V: CacheValue>(
         _ key: String, timeout: CacheTimeout = .default, version: Int? = nil, lock: Bool? = nil,
-        _ makeDefault: () async throws -> V
+        earlyRefresh: Double? = nil, _ makeDefault: () async throws -> V
     ) async throws -> V {
-        if let v: V = try await get(key, version: version) { return v }
         let made = try core.key(key, version)
+        let beta = core.earlyRefreshBeta(earlyRefresh)
+        if let beta, let metaKey = EarlyRefresh.key(for: made) {
+            let found = try await core.runAsync(.getMany, fallback: [:]) { try await core.backend.asyncGetMany([made, metaKey]) }
+            if let stored = found[made], let v: V = try core.decode(stored, key: made) {
+                // Early refresh: one caller recomputes before expiry; the others keep this value meanwhile.
+                guard EarlyRefresh(found[metaKey])?.shouldRefresh(beta: beta) == true, let flight = core.flights.tryLead(made) else {
+                    return v
+                }
+                var outcome = Flight.Outcome.abandoned
+                defer { core.flights.finish(made, flight, outcome) }
+                do {
+                    let (value, fresh) = try await compute(made, metaKey, timeout, replacing: true, makeDefault)
+                    outcome = .value(fresh)
+                    return value
+                } catch {
+                    outcome = error is CancellationError || Task.isCancelled ? .abandoned : .failed(error)
+                    throw error
+                }
+            }
+        } else if let v: V = try await get(key, version: version) {
+            return v
+        }
         while true {
             switch core.flights.join(made) {
             case .leader(let flight):
                 var outcome = Flight.Outcome.abandoned
                 defer { core.flights.finish(made, flight, outcome) }
                 do {
-                    let (value, stored) = try await lead(key, made, timeout, version, core.stampedeLock(lock), makeDefault)
+                    let (value, stored) = try await lead(key, made, timeout, version, core.stampedeLock(lock), beta, makeDefault)
                     outcome = .value(stored)
                     return value
                 } catch {
@@ -81,7 +102,7 @@ public struct AsyncCache: Sendable {
     /// waits for whoever holds it; computes, adds, re-reads, and releases the lock.
     private func lead<V: CacheValue>(
         _ key: String, _ made: String, _ timeout: CacheTimeout, _ version: Int?, _ lock: StampedeLock?,
-        _ makeDefault: () async throws -> V
+        _ beta: Double?, _ makeDefault: () async throws -> V
     ) async throws -> (V, StoredValue) {
         if let hit: (V, StoredValue) = try await readShared(made) { return hit }
         var held: String?
@@ -102,15 +123,42 @@ public struct AsyncCache: Sendable {
             }
         }
         do {
-            let fresh = try await makeDefault()
-            try await add(key, fresh, timeout: timeout, version: version)
-            let result = try await readShared(made) as (V, StoredValue)? ?? (fresh, try core.encode(fresh, key: made))
+            let result: (V, StoredValue)
+            if beta != nil, let metaKey = EarlyRefresh.key(for: made) {
+                result = try await compute(made, metaKey, timeout, replacing: false, makeDefault)
+            } else {
+                let fresh = try await makeDefault()
+                try await add(key, fresh, timeout: timeout, version: version)
+                result = try await readShared(made) as (V, StoredValue)? ?? (fresh, try core.encode(fresh, key: made))
+            }
             if let held { _ = try? await core.backend.asyncDelete(held) }
             return result
         } catch {
             if let held { _ = try? await core.backend.asyncDelete(held) }
             throw error
         }
+    }
+
+    /// Computes the value (timing the producer), stores it (`replacing`: set, else add) with the
+    /// early-refresh metadata beside it, and returns it as the caller's type and as stored.
+    private func compute<V: CacheValue>(
+        _ made: String, _ metaKey: String, _ timeout: CacheTimeout, replacing: Bool, _ makeDefault: () async throws -> V
+    ) async throws -> (V, StoredValue) {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let fresh = try await makeDefault()
+        let took = clock.now - start
+        let encoded = try core.encode(fresh, key: made)
+        guard case .expiry(let e) = core.resolve(timeout) else { return (fresh, encoded) }
+        let stored = try await core.runAsync(replacing ? .set : .add, fallback: false) {
+            try await core.backend.asyncSet(made, encoded, expiry: e, mode: replacing ? .set : .add)
+        }
+        if stored, case .after(let seconds) = e {
+            let meta = EarlyRefresh(seconds: seconds, deltaMs: Double(took.components.seconds) * 1000 + Double(took.components.attoseconds) / 1e15)
+            _ = try? await core.backend.asyncSet(metaKey, meta.stored, expiry: e, mode: .set)
+        }
+        if !stored, let hit: (V, StoredValue) = try await readShared(made) { return hit }
+        return (fresh, encoded)
     }
 
     /// The value of `made` as this caller's type and as stored, if it is there.

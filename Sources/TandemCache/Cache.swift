@@ -103,17 +103,37 @@ public final class Cache: Sendable {
     /// processes compute a key once.
     public func getOrSet<V: CacheValue>(
         _ key: String, timeout: CacheTimeout = .default, version: Int? = nil, lock: Bool? = nil,
-        _ makeDefault: () throws -> V
+        earlyRefresh: Double? = nil, _ makeDefault: () throws -> V
     ) throws -> V {
-        if let v: V = try get(key, version: version) { return v }
         let made = try core.key(key, version)
+        let beta = core.earlyRefreshBeta(earlyRefresh)
+        if let beta, let metaKey = EarlyRefresh.key(for: made) {
+            let found = try core.run(.getMany, fallback: [:]) { try core.backend.getMany([made, metaKey]) }
+            if let stored = found[made], let v: V = try core.decode(stored, key: made) {
+                guard EarlyRefresh(found[metaKey])?.shouldRefresh(beta: beta) == true, let flight = core.flights.tryLead(made) else {
+                    return v
+                }
+                var outcome = Flight.Outcome.abandoned
+                defer { core.flights.finish(made, flight, outcome) }
+                do {
+                    let (value, fresh) = try compute(made, metaKey, timeout, replacing: true, makeDefault)
+                    outcome = .value(fresh)
+                    return value
+                } catch {
+                    outcome = error is CancellationError ? .abandoned : .failed(error)
+                    throw error
+                }
+            }
+        } else if let v: V = try get(key, version: version) {
+            return v
+        }
         while true {
             switch core.flights.join(made) {
             case .leader(let flight):
                 var outcome = Flight.Outcome.abandoned
                 defer { core.flights.finish(made, flight, outcome) }
                 do {
-                    let (value, stored) = try lead(key, made, timeout, version, core.stampedeLock(lock), makeDefault)
+                    let (value, stored) = try lead(key, made, timeout, version, core.stampedeLock(lock), beta, makeDefault)
                     outcome = .value(stored)
                     return value
                 } catch {
@@ -134,7 +154,7 @@ public final class Cache: Sendable {
     /// The leader's part of ``getOrSet(_:timeout:version:lock:_:)`` (see ``AsyncCache``'s for the steps).
     private func lead<V: CacheValue>(
         _ key: String, _ made: String, _ timeout: CacheTimeout, _ version: Int?, _ lock: StampedeLock?,
-        _ makeDefault: () throws -> V
+        _ beta: Double?, _ makeDefault: () throws -> V
     ) throws -> (V, StoredValue) {
         if let hit: (V, StoredValue) = try readShared(made) { return hit }
         var held: String?
@@ -155,15 +175,41 @@ public final class Cache: Sendable {
             }
         }
         do {
-            let fresh = try makeDefault()
-            try add(key, fresh, timeout: timeout, version: version)
-            let result = try readShared(made) as (V, StoredValue)? ?? (fresh, try core.encode(fresh, key: made))
+            let result: (V, StoredValue)
+            if beta != nil, let metaKey = EarlyRefresh.key(for: made) {
+                result = try compute(made, metaKey, timeout, replacing: false, makeDefault)
+            } else {
+                let fresh = try makeDefault()
+                try add(key, fresh, timeout: timeout, version: version)
+                result = try readShared(made) as (V, StoredValue)? ?? (fresh, try core.encode(fresh, key: made))
+            }
             if let held { _ = try? core.backend.delete(held) }
             return result
         } catch {
             if let held { _ = try? core.backend.delete(held) }
             throw error
         }
+    }
+
+    /// See ``AsyncCache``'s `compute`: computes (timed), stores with the early-refresh metadata.
+    private func compute<V: CacheValue>(
+        _ made: String, _ metaKey: String, _ timeout: CacheTimeout, replacing: Bool, _ makeDefault: () throws -> V
+    ) throws -> (V, StoredValue) {
+        let clock = ContinuousClock()
+        let start = clock.now
+        let fresh = try makeDefault()
+        let took = clock.now - start
+        let encoded = try core.encode(fresh, key: made)
+        guard case .expiry(let e) = core.resolve(timeout) else { return (fresh, encoded) }
+        let stored = try core.run(replacing ? .set : .add, fallback: false) {
+            try core.backend.set(made, encoded, expiry: e, mode: replacing ? .set : .add)
+        }
+        if stored, case .after(let seconds) = e {
+            let meta = EarlyRefresh(seconds: seconds, deltaMs: Double(took.components.seconds) * 1000 + Double(took.components.attoseconds) / 1e15)
+            _ = try? core.backend.set(metaKey, meta.stored, expiry: e, mode: .set)
+        }
+        if !stored, let hit: (V, StoredValue) = try readShared(made) { return hit }
+        return (fresh, encoded)
     }
 
     /// The value of `made` as this caller's type and as stored, if it is there.

@@ -78,6 +78,12 @@ final class CacheCore: Sendable {
     /// The breaker, when the settings ask for one.
     let breaker: CircuitBreaker?
 
+    /// The early-refresh beta a `getOrSet` call uses: the call's (0 or less: off), else the cache's.
+    func earlyRefreshBeta(_ call: Double?) -> Double? {
+        guard let beta = call ?? resilience.earlyRefreshBeta, beta > 0 else { return nil }
+        return beta
+    }
+
     /// The stampede lock a `getOrSet` call uses: `lock` nil follows the cache's setting; true uses it
     /// (or the default lock when the cache has none); false uses none.
     func stampedeLock(_ lock: Bool?) -> StampedeLock? {

@@ -233,7 +233,8 @@ public struct BackendRegistry: Sendable {
 
     /// Options every backend accepts, handled by the cache front.
     public static let frontOptions: Set<String> = ["ASYNC_UNSAFE", "IGNORE_EXCEPTIONS", "CIRCUIT_BREAKER_THRESHOLD",
-                                                   "CIRCUIT_BREAKER_COOLDOWN", "STAMPEDE_LOCK_TIMEOUT", "STAMPEDE_LOCK_WAIT"]
+                                                   "CIRCUIT_BREAKER_COOLDOWN", "STAMPEDE_LOCK_TIMEOUT", "STAMPEDE_LOCK_WAIT",
+                                                   "EARLY_REFRESH_BETA"]
 
     /// An empty registry.
     public init() {}
@@ -310,7 +311,9 @@ public struct BackendRegistry: Sendable {
             failOpen: try options.bool("IGNORE_EXCEPTIONS", default: false),
             breakerThreshold: try options.int("CIRCUIT_BREAKER_THRESHOLD", default: 0, range: 0...1_000_000),
             breakerCooldown: .milliseconds(Int(try options.double("CIRCUIT_BREAKER_COOLDOWN", default: 5, range: 0.001...86_400) * 1000)),
-            stampedeLock: lock)
+            stampedeLock: lock,
+            earlyRefreshBeta: options.values["EARLY_REFRESH_BETA"] == nil
+                ? nil : try options.double("EARLY_REFRESH_BETA", default: 1, range: 0.000_001...1_000_000))
         let backend = try entry.make(BackendConfiguration(alias: alias, location: settings.location, options: options, loop: loop))
         return Cache(alias: alias, backend: backend, timeout: settings.timeout, keyPrefix: settings.keyPrefix,
                      version: settings.version, keyFunction: settings.keyFunction, codec: settings.codec,

@@ -18,10 +18,13 @@ public struct CacheResilience: Sendable, Hashable {
 
     /// Cross-process stampede protection for `getOrSet` (nil: off unless a call asks for it).
     public var stampedeLock: StampedeLock?
+    /// XFetch's beta for `getOrSet`'s probabilistic early refresh (nil: off unless a call asks for it).
+    public var earlyRefreshBeta: Double?
 
     /// Settings; the defaults are off.
     public init(failOpen: Bool = false, breakerThreshold: Int = 0, breakerCooldown: Duration = .seconds(5),
-                stampedeLock: StampedeLock? = nil) {
+                stampedeLock: StampedeLock? = nil, earlyRefreshBeta: Double? = nil) {
+        self.earlyRefreshBeta = earlyRefreshBeta
         self.failOpen = failOpen
         self.breakerThreshold = breakerThreshold
         self.breakerCooldown = breakerCooldown

@@ -131,3 +131,69 @@ struct ProducerFailed: Error, Equatable {}
         #expect(try await lead2.value == "computed")
     }
 }
+
+/// XFetch early refresh: one caller recomputes a live value while the others keep getting it.
+@Suite struct EarlyRefreshTests {
+    /// Stores "old" through getOrSet (so that the metadata is written), then sends 50 callers whose
+    /// early-refresh test always passes (beta = infinity): one recomputes (held until the other 49 have
+    /// their answers), the others get "old" at once.
+    static func oneCallerRefreshes(_ cache: Cache, blocking: Bool) async throws {
+        let first: String = try await cache.async.getOrSet("hot", timeout: .seconds(60), earlyRefresh: .infinity) {
+            try await Task.sleep(for: .milliseconds(5))  // a computation that takes time: delta > 0
+            return "old"
+        }
+        #expect(first == "old")
+        let producer = HeldProducer()
+        let answered = Box(Atomic<Int>(0))
+        let results = try await withThrowingTaskGroup(of: String.self) { group in
+            for _ in 0..<50 {
+                group.addTask {
+                    let v: String
+                    if blocking {
+                        v = try await onPlainThread {
+                            try cache.getOrSet("hot", timeout: .seconds(60), earlyRefresh: .infinity) { producer.produceBlocking() }
+                        }
+                    } else {
+                        v = try await cache.async.getOrSet("hot", timeout: .seconds(60), earlyRefresh: .infinity) { try await producer.produce() }
+                    }
+                    answered.value.add(1, ordering: .relaxed)
+                    return v
+                }
+            }
+            #expect(try await eventually { answered.value.load(ordering: .relaxed) == 49 && producer.runs.load(ordering: .relaxed) == 1 })
+            producer.release()
+            return try await group.reduce(into: [String]()) { $0.append($1) }
+        }
+        #expect(results.filter { $0 == "old" }.count == 49, "the others got the live value at once: \(results)")
+        #expect(results.filter { $0 == "computed" }.count == 1, "one caller refreshed it")
+        #expect(producer.runs.load(ordering: .relaxed) == 1)
+        #expect(try await cache.async.get("hot") as String? == "computed", "the refreshed value is stored")
+        // Without early refresh the live value is simply served.
+        #expect(try await cache.async.getOrSet("hot", timeout: .seconds(60)) { "never" } == "computed")
+    }
+
+    @Test(.timeLimit(.minutes(3)), arguments: [false, true])
+    func oneCallerRefreshesALiveValueOnLocMem(_ blocking: Bool) async throws {
+        try await EarlyRefreshTests.oneCallerRefreshes(try SingleFlightTests.caches("locmem"), blocking: blocking)
+    }
+
+    @Test(.timeLimit(.minutes(3)), .enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)))
+    func oneCallerRefreshesALiveValueOnRedis() async throws {
+        try await EarlyRefreshTests.oneCallerRefreshes(try SingleFlightTests.caches("redis"), blocking: false)
+    }
+
+    @Test func theSettingIsCheckedAndAValueWithoutMetadataIsNeverRefreshed() async throws {
+        #expect(throws: CacheError.self) {
+            try Caches(settings: ["default": CacheSettings(backend: "locmem", options: ["EARLY_REFRESH_BETA": "soon"])])
+        }
+        #expect(throws: CacheError.self) {
+            try Caches(settings: ["default": CacheSettings(backend: "locmem", options: ["EARLY_REFRESH_BETA": -1])])
+        }
+        let cache = try Caches(settings: ["default": CacheSettings(backend: "locmem", location: ["xf-\(UUID())"],
+                                                                options: ["EARLY_REFRESH_BETA": 1000])]).default
+        try await cache.async.set("plain", "set directly")  // no metadata beside it
+        for _ in 0..<20 {
+            #expect(try await cache.async.getOrSet("plain") { "recomputed" } == "set directly")
+        }
+    }
+}
