@@ -5,6 +5,7 @@ Endpoints:
   /delay/<ms>      answer "ok" after <ms> milliseconds
   /status/<code>   answer with that status
   /bytes/<n>       n bytes of body
+  /flaky/<n>?id=X  503 for the first n requests with id X, then 200 (/flaky-count?id=X: requests seen)
   /echo            the request (method, path, headers, every header line, body) as JSON
   /garbage         bytes that are not HTTP, then close
   /close           headers promising 1000 bytes, 10 bytes, then close (a reset mid-body)
@@ -22,6 +23,7 @@ import ssl
 
 STATE = {"connections": 0}
 CLIENTS = {}  # X-Client header value -> ids of the connections that carried it
+FLAKY = {}  # /flaky id -> requests seen
 REASONS = {200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently", 302: "Found",
            400: "Bad Request", 404: "Not Found", 418: "I'm a teapot", 500: "Internal Server Error",
            502: "Bad Gateway", 503: "Service Unavailable"}
@@ -100,6 +102,16 @@ async def handle(reader, writer):
                     writer.write(response(302, b"", {"Location": f"/redirect/{n - 1}"}, keep))
                 else:
                     writer.write(response(200, b"arrived", keep_alive=keep))
+            elif name == "flaky":
+                # /flaky/<n>?id=X: 503 for the first n requests with this id, then 200; every request counted.
+                key = params.get("id", "")
+                FLAKY[key] = FLAKY.get(key, 0) + 1
+                if FLAKY[key] <= int(arg or 0):
+                    writer.write(response(503, b"flaky", keep_alive=keep))
+                else:
+                    writer.write(response(200, b"ok", keep_alive=keep))
+            elif name == "flaky-count":
+                writer.write(response(200, str(FLAKY.get(params.get("id", ""), 0)).encode(), keep_alive=keep))
             elif name == "stats":
                 stats = dict(STATE)
                 if "client" in params:

@@ -102,8 +102,54 @@ public struct AsyncHTTPClient: Sendable {
     var multi: CurlMulti { client.multi }
 
     /// Sends a request. Bad input is rejected before any I/O. A cancelled task ends at once with
-    /// `CancellationError` and its transfer is removed from the multi handle.
-    public func send(_ request: HTTPRequest) async throws -> HTTPResponse {
+    /// `CancellationError` and its transfer is removed from the multi handle. With a retry policy (the
+    /// call's, else the client's ``HTTPClientConfiguration/retryPolicy``) a retryable answer or error
+    /// is tried again as the policy says; see ``RetryPolicy``.
+    public func send(_ request: HTTPRequest, retry: RetryPolicy? = nil) async throws -> HTTPResponse {
+        guard let policy = retry ?? client.configuration.retryPolicy else { return try await sendOnce(request) }
+        try request.validate()
+        if let problem = policy.problem { throw HTTPError.invalidRequest(reason: problem) }
+        let mayRetry = policy.retryNonIdempotent || RetryPolicy.idempotentMethods.contains(request.method.rawValue.uppercased())
+        let clock = ContinuousClock()
+        let deadline = policy.deadline.map { clock.now + $0 }
+        var backoff = policy.initialBackoff
+        var attempt = 1
+        while true {
+            var r = request
+            if let deadline {
+                let left = deadline - clock.now
+                r.timeout = min(request.timeout ?? client.configuration.requestTimeout, left)
+            }
+            let result: Result<HTTPResponse, any Error>
+            do {
+                result = .success(try await sendOnce(r))
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                result = .failure(error)
+            }
+            let retryable: Bool
+            switch result {
+            case .success(let response): retryable = policy.retryableStatuses.contains(response.status)
+            case .failure(let error): retryable = RetryPolicy.RetryableError.of(error).map(policy.retryableErrors.contains) ?? false
+            }
+            guard retryable else {
+                if case .success = result { policy.throttle?.recordSuccess() }
+                return try result.get()
+            }
+            policy.throttle?.recordFailure()
+            guard mayRetry, attempt < policy.maxAttempts, policy.throttle?.allowsRetry ?? true else { return try result.get() }
+            // Full jitter: a random wait between 0 and the current backoff.
+            let wait = backoff * Double.random(in: 0...1)
+            if let deadline, clock.now + wait >= deadline { return try result.get() }
+            try await Task.sleep(for: wait)
+            backoff = min(backoff * policy.backoffMultiplier, policy.maxBackoff)
+            attempt += 1
+        }
+    }
+
+    /// One attempt: validates, then runs the transfer on the loop.
+    func sendOnce(_ request: HTTPRequest) async throws -> HTTPResponse {
         try request.validate()
         guard client.gate.enter() else { throw HTTPError.clientShutDown }
         defer { client.gate.leave() }
@@ -130,7 +176,7 @@ public struct AsyncHTTPClient: Sendable {
     /// Per-request timeouts still apply; when `deadline` passes, requests still running are cancelled
     /// and reported as ``HTTPError/deadlineExceeded(url:)``; `limit` caps how many run at once.
     public func fanOut(_ requests: [HTTPRequest], deadline: Duration? = nil, limit: Int? = nil) async -> [Result<HTTPResponse, HTTPError>] {
-        let results = await TandemLoop.fanOut(deadline: deadline, limit: limit, requests.map { r in { try await self.send(r) } })
+        let results = await TandemLoop.fanOut(deadline: deadline, limit: limit, requests.map { r in { try await self.send(r, retry: nil) } })
         return zip(requests, results).map { request, result in
             result.mapError { error in
                 switch error {

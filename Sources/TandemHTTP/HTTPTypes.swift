@@ -245,6 +245,8 @@ public struct HTTPClientConfiguration: Sendable {
     public var caFile: String?
     /// Headers sent with every request (a request's own headers come after and win).
     public var defaultHeaders: [(name: String, value: String)] = []
+    /// The retry policy of every request that does not bring its own (nil: no retries).
+    public var retryPolicy: RetryPolicy?
     /// The User-Agent header.
     public var userAgent: String = "tandem/\(HTTPClient.version)"
 

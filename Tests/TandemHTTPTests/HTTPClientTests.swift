@@ -94,6 +94,58 @@ struct HTTPClientTests {
         #expect(typed.filter { $0.0 == "content-type" }.map(\.1) == ["application/json"])
     }
 
+    @Test(.timeLimit(.minutes(3)), arguments: TestLoops.Kind.allCases)
+    func retriesFollowThePolicyAndTheThrottleStopsThem(_ loop: TestLoops.Kind) async throws {
+        let base = try upstream()
+        let http = client(loop)
+        defer { Task { await http.shutdown() } }
+        func count(_ id: String) async throws -> Int { Int(try await http.async.get(base + "/flaky-count?id=\(id)").text ?? "") ?? -1 }
+        let quick = RetryPolicy(maxAttempts: 3, initialBackoff: .milliseconds(5), maxBackoff: .milliseconds(20))
+        let run = UUID().uuidString.prefix(8)
+
+        // Two failures, three attempts: the third answers.
+        let ok = try await http.async.send(HTTPRequest(.get, base + "/flaky/2?id=\(run)-a"), retry: quick)
+        let seenA = try await count("\(run)-a")
+        #expect(ok.status == 200 && seenA == 3)
+        // Five failures, three attempts: the last 503 is the answer.
+        let failed = try await http.async.send(HTTPRequest(.get, base + "/flaky/5?id=\(run)-b"), retry: quick)
+        let seenB = try await count("\(run)-b")
+        #expect(failed.status == 503 && seenB == 3)
+        // POST is not idempotent: not retried unless the policy says so.
+        let post = try await http.async.send(HTTPRequest(.post, base + "/flaky/1?id=\(run)-c", text: "x"), retry: quick)
+        let seenC = try await count("\(run)-c")
+        #expect(post.status == 503 && seenC == 1)
+        var unsafe = quick
+        unsafe.retryNonIdempotent = true
+        let post2 = try await http.async.send(HTTPRequest(.post, base + "/flaky/1?id=\(run)-d", text: "x"), retry: unsafe)
+        let seenD = try await count("\(run)-d")
+        #expect(post2.status == 200 && seenD == 2)
+        // A status the policy does not name is not retried.
+        #expect(try await http.async.send(HTTPRequest(.get, base + "/status/500"), retry: quick).status == 500)
+        // Errors: a refused connection is retried, and its error thrown when attempts run out.
+        let dead = "http://127.0.0.1:\(try freeLoopbackPort())/x"
+        await #expect(throws: HTTPError.self) { try await http.async.send(HTTPRequest(.get, dead), retry: quick) }
+
+        // The throttle: 4 tokens, a retry only above 2. Ten requests to an upstream that always fails:
+        // the first is retried once (4 -> 3 -> 2), then nothing more is: 11 attempts instead of 30.
+        var throttled = quick
+        throttled.throttle = RetryThrottle(maxTokens: 4, tokenRatio: 0.1)
+        for _ in 0..<10 {
+            #expect(try await http.async.send(HTTPRequest(.get, base + "/flaky/1000?id=\(run)-e"), retry: throttled).status == 503)
+        }
+        #expect(try await count("\(run)-e") == 11, "retries stopped at the budget")
+        // A policy that cannot work is refused before any I/O.
+        await #expect(throws: HTTPError.self) {
+            try await http.async.send(HTTPRequest(.get, base + "/flaky/1?id=\(run)-f"), retry: RetryPolicy(maxAttempts: 0))
+        }
+        #expect(try await count("\(run)-f") == 0)
+        // The client's own policy applies to every request, fan-outs included.
+        let withPolicy = client(loop) { $0.retryPolicy = quick }
+        defer { Task { await withPolicy.shutdown() } }
+        let results = await withPolicy.async.fanOut((0..<3).map { HTTPRequest(.get, base + "/flaky/1?id=\(run)-g\($0)") })
+        #expect(results.allSatisfy { (try? $0.get().status) == 200 })
+    }
+
     @Test(arguments: TestLoops.Kind.allCases)
     func fanOutKeepsInputOrderAndHonoursTheDeadline(_ loop: TestLoops.Kind) async throws {
         let base = try upstream()
