@@ -139,7 +139,7 @@ final class CurlMulti: @unchecked Sendable {
     private var setups: [UnsafeMutableRawPointer: HandleSetup] = [:]
     private(set) var handlesCreated = 0
     private var closed = false
-    private var hookRegistered = false
+    private var hookID: ShutdownHookID?
     /// Transfers to start and transfers to abandon, queued by other threads; one loop job drains them
     /// (all the requests submitted while the loop was busy cost one job, not one closure each).
     private struct Incoming {
@@ -187,10 +187,10 @@ final class CurlMulti: @unchecked Sendable {
         }
         _ = ccurl_multi_setopt_long(m, CURLMOPT_MAXCONNECTS, max(1, configuration.maxIdleConnections))
         multi = m
-        if !hookRegistered {
-            // A loop shut down under transfers in flight ends them with clientShutDown.
-            hookRegistered = true
-            loop.onShutdown { [weak self] in self?.close() }
+        if hookID == nil {
+            // A loop shut down under transfers in flight ends them with clientShutDown. The hook holds
+            // this object until `close()` removes it.
+            hookID = loop.onShutdown { [self] in close() }
         }
         return m
     }
@@ -599,6 +599,10 @@ final class CurlMulti: @unchecked Sendable {
     /// Fails what is in flight, removes every handle and frees the multi handle (loop thread).
     func close() {
         closed = true
+        if let id = hookID {
+            loop.removeShutdownHook(id)
+            hookID = nil
+        }
         guard let multi else { return }
         for (easy, t) in active {
             _ = curl_multi_remove_handle(multi, easy)

@@ -44,7 +44,7 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
     private var watchers: [UInt64: Watcher] = [:]
     private var timers: [UInt64: DispatchWorkItem] = [:]
     private var nextID: UInt64 = 1
-    private var shutdownHooks: [@Sendable () -> Void] = []
+    private var shutdownHooks: [UInt64: @Sendable () -> Void] = [:]
     private var hooksRan = false
 
     /// Creates a loop on a new serial queue (or on `queue`, which must be serial).
@@ -210,9 +210,19 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
     }
 
     /// Registers a shutdown hook; see ``EventLoop/onShutdown(_:)``.
-    public func onShutdown(_ hook: @escaping @Sendable () -> Void) {
+    @discardableResult
+    public func onShutdown(_ hook: @escaping @Sendable () -> Void) -> ShutdownHookID {
         precondition(inEventLoop, "onShutdown must be called on the loop")
-        if hooksRan { hook() } else { shutdownHooks.append(hook) }
+        let id = nextID
+        nextID += 1
+        if hooksRan { hook() } else { shutdownHooks[id] = hook }
+        return ShutdownHookID(raw: id)
+    }
+
+    /// Forgets a shutdown hook; see ``EventLoop/removeShutdownHook(_:)``.
+    public func removeShutdownHook(_ id: ShutdownHookID) {
+        precondition(inEventLoop, "removeShutdownHook must be called on the loop")
+        shutdownHooks.removeValue(forKey: id.raw)
     }
 
     /// Refuses new work, runs the shutdown hooks, cancels timers and sources, and waits for the queue
@@ -227,8 +237,8 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
         queue.sync { [self] in
             onLoop {
                 hooksRan = true
-                let hooks = shutdownHooks
-                shutdownHooks = []
+                let hooks = shutdownHooks.sorted { $0.key < $1.key }.map(\.value)
+                shutdownHooks = [:]
                 for hook in hooks { hook() }
             }
             for (_, t) in timers { t.cancel() }

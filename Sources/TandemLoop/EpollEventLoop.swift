@@ -52,7 +52,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
     private var timers: [UInt64: @Sendable () -> Void] = [:]
     private var heap = TimerHeap()
     private var nextID: UInt64 = 1
-    private var shutdownHooks: [@Sendable () -> Void] = []
+    private var shutdownHooks: [UInt64: @Sendable () -> Void] = [:]
     private var hooksRan = false
     /// Runs Swift jobs enqueued after shutdown, one at a time (see ``enqueue(_:)``).
     private let afterShutdown: DispatchQueue
@@ -181,9 +181,19 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
     }
 
     /// Registers a shutdown hook; see ``EventLoop/onShutdown(_:)``.
-    public func onShutdown(_ hook: @escaping @Sendable () -> Void) {
+    @discardableResult
+    public func onShutdown(_ hook: @escaping @Sendable () -> Void) -> ShutdownHookID {
         precondition(inEventLoop, "onShutdown must be called on the loop thread")
-        if hooksRan { hook() } else { shutdownHooks.append(hook) }
+        let id = nextID
+        nextID += 1
+        if hooksRan { hook() } else { shutdownHooks[id] = hook }
+        return ShutdownHookID(raw: id)
+    }
+
+    /// Forgets a shutdown hook; see ``EventLoop/removeShutdownHook(_:)``.
+    public func removeShutdownHook(_ id: ShutdownHookID) {
+        precondition(inEventLoop, "removeShutdownHook must be called on the loop thread")
+        shutdownHooks.removeValue(forKey: id.raw)
     }
 
     /// Stops the loop and joins its thread; see ``EventLoop/shutdown()``. Work already submitted runs
@@ -279,8 +289,8 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
                     // One more turn after the hooks: the work they submit (and the resumptions of
                     // what they failed) is drained before the thread ends.
                     hooksRan = true
-                    let hooks = shutdownHooks
-                    shutdownHooks = []
+                    let hooks = shutdownHooks.sorted { $0.key < $1.key }.map(\.value)
+                    shutdownHooks = [:]
                     for hook in hooks { hook() }
                     resumeBatch.flush()
                     continue

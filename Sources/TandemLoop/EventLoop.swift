@@ -24,6 +24,14 @@ public struct WatchID: Hashable, Sendable {
     public init(raw: UInt64) { self.raw = raw }
 }
 
+/// Identifies a shutdown hook, returned by ``EventLoop/onShutdown(_:)``.
+public struct ShutdownHookID: Hashable, Sendable {
+    /// The loop-unique number of the hook.
+    public let raw: UInt64
+    /// Wraps a raw hook number (loops create these; users only pass them back).
+    public init(raw: UInt64) { self.raw = raw }
+}
+
 /// Identifies a scheduled timer, returned by ``EventLoop/schedule(after:_:)``.
 public struct TimerID: Hashable, Sendable {
     /// The loop-unique number of the timer.
@@ -75,8 +83,12 @@ public protocol EventLoop: AnyObject, Sendable {
     /// already submitted and before timers and watches are dropped, so that whoever owns work in flight
     /// on this loop (Redis commands, HTTP transfers) can end it with a typed error instead of leaving
     /// its callers waiting. Loop thread only. On a loop that is already stopping, `hook` runs at once.
-    /// Capture owners weakly: a hook lives as long as the loop.
-    func onShutdown(_ hook: @escaping @Sendable () -> Void)
+    /// The hook holds what it captures until ``removeShutdownHook(_:)`` or the shutdown.
+    @discardableResult
+    func onShutdown(_ hook: @escaping @Sendable () -> Void) -> ShutdownHookID
+
+    /// Forgets a hook registered with ``onShutdown(_:)`` (unknown ids are ignored). Loop thread only.
+    func removeShutdownHook(_ id: ShutdownHookID)
 
     /// Stops the loop: the shutdown hooks run, pending timers and watches are dropped, the loop thread
     /// is joined, and later submissions throw ``TandemError/loopShutDown``. Must not be called on the

@@ -60,7 +60,8 @@ final class RedisAsyncConnection: @unchecked Sendable {
     private var addressIndex = 0
     /// Counts connect attempts, so that a name lookup that finishes after its attempt ended is ignored.
     private var attempt: UInt64 = 0
-    private var hookRegistered = false
+    /// This connection's shutdown hook on the loop (it holds the connection until removed).
+    private var hookID: ShutdownHookID?
     private var readBuffer = [UInt8](repeating: 0, count: 65536)
 
     init(loop: any EventLoop, endpoint: RedisEndpoint, commandTimeout: Double, connectTimeout: Double) {
@@ -117,18 +118,24 @@ final class RedisAsyncConnection: @unchecked Sendable {
         }
     }
 
-    /// Closes the connection (on the loop); pending commands fail with ``CacheError/closed(alias:)``-like errors.
+    /// Closes the connection (on the loop): pending commands fail with a `connectionFailed` "closed"
+    /// error, the shutdown hook lets go of the connection, and the next command reconnects.
     func shutdown() {
-        let work: @Sendable () -> Void = { self.drop(CacheError.connectionFailed(server: self.endpoint.description, reason: "closed"), next: .idle) }
+        let work: @Sendable () -> Void = {
+            self.drop(CacheError.connectionFailed(server: self.endpoint.description, reason: "closed"), next: .idle)
+            if let id = self.hookID {
+                self.loop.removeShutdownHook(id)
+                self.hookID = nil
+            }
+        }
         if loop.inEventLoop { work() } else { try? loop.execute(work) }
     }
 
     // MARK: loop thread
 
     private func send(_ args: [[UInt8]], _ done: @escaping (Result<RedisValue, CacheError>) -> Void) {
-        if !hookRegistered {
-            hookRegistered = true
-            loop.onShutdown { [weak self] in self?.loopShuttingDown() }
+        if hookID == nil, !isClosed {
+            hookID = loop.onShutdown { [self] in loopShuttingDown() }
         }
         if case .backoff(let until, let reason) = state {
             if monotonicNanos() < until {
@@ -304,8 +311,14 @@ final class RedisAsyncConnection: @unchecked Sendable {
 
     /// The loop is shutting down: fail everything pending and refuse what comes later.
     private func loopShuttingDown() {
+        hookID = nil
         drop(.shutDown("the event loop of \(endpoint.description)"), next: .idle)
         state = .closed
+    }
+
+    private var isClosed: Bool {
+        if case .closed = state { return true }
+        return false
     }
 
     private func onEvent(_ ev: IOEvents) {
