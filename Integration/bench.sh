@@ -36,10 +36,12 @@ for s in "${scenarios[@]}"; do
         extra+=(--memcached-reference "$BIN/memcached_sync_get")
       fi
       ;;
-    http-fanout-delay)
-      UPSTREAM_PORT=$(free_port)
-      start_background upstream "$UPSTREAM_PORT" python3 "$TANDEM_ROOT/Integration/upstream.py" --port "$UPSTREAM_PORT"
-      extra+=(--upstream "http://127.0.0.1:$UPSTREAM_PORT")
+    http-fanout-delay|hedged-fanout)
+      if [ -z "${UPSTREAM_PORT:-}" ]; then
+        UPSTREAM_PORT=$(free_port)
+        start_background upstream "$UPSTREAM_PORT" python3 "$TANDEM_ROOT/Integration/upstream.py" --port "$UPSTREAM_PORT"
+        extra+=(--upstream "http://127.0.0.1:$UPSTREAM_PORT")
+      fi
       ;;
     http-small-gets)
       ensure_packages nginx

@@ -6,6 +6,8 @@ Endpoints:
   /status/<code>   answer with that status
   /bytes/<n>       n bytes of body
   /flaky/<n>?id=X  503 for the first n requests with id X, then 200 (/flaky-count?id=X: requests seen)
+  /slow-first/<ms>?id=X  the first request with id X answers after <ms>, later ones at once
+  /jitter?fast=5&slow=200&p=0.02  a fast answer, or with probability p a slow one
   /echo            the request (method, path, headers, every header line, body) as JSON
   /garbage         bytes that are not HTTP, then close
   /close           headers promising 1000 bytes, 10 bytes, then close (a reset mid-body)
@@ -19,6 +21,7 @@ Keep-alive (HTTP/1.1) is supported. The listen backlog is large (Python's defaul
 import argparse
 import asyncio
 import json
+import random
 import ssl
 
 STATE = {"connections": 0}
@@ -110,6 +113,20 @@ async def handle(reader, writer):
                     writer.write(response(503, b"flaky", keep_alive=keep))
                 else:
                     writer.write(response(200, b"ok", keep_alive=keep))
+            elif name == "slow-first":
+                # /slow-first/<ms>?id=X: the first request with id X answers after <ms>, later ones at once;
+                # the body names the request's number.
+                key = "slow-first:" + params.get("id", "")
+                FLAKY[key] = FLAKY.get(key, 0) + 1
+                n = FLAKY[key]
+                if n == 1:
+                    await asyncio.sleep(int(arg or 0) / 1000)
+                writer.write(response(200, f"request {n}".encode(), keep_alive=keep))
+            elif name == "jitter":
+                # /jitter?fast=5&slow=200&p=0.02: answers after `fast` ms, or with probability p after `slow` ms.
+                slow = random.random() < float(params.get("p", "0.02"))
+                await asyncio.sleep(int(params.get("slow" if slow else "fast", "200" if slow else "5")) / 1000)
+                writer.write(response(200, b"slow" if slow else b"fast", keep_alive=keep))
             elif name == "flaky-count":
                 writer.write(response(200, str(FLAKY.get(params.get("id", ""), 0)).encode(), keep_alive=keep))
             elif name == "stats":

@@ -104,8 +104,12 @@ public struct AsyncHTTPClient: Sendable {
     /// Sends a request. Bad input is rejected before any I/O. A cancelled task ends at once with
     /// `CancellationError` and its transfer is removed from the multi handle. With a retry policy (the
     /// call's, else the client's ``HTTPClientConfiguration/retryPolicy``) a retryable answer or error
-    /// is tried again as the policy says; see ``RetryPolicy``.
-    public func send(_ request: HTTPRequest, retry: RetryPolicy? = nil) async throws -> HTTPResponse {
+    /// is tried again as the policy says; see ``RetryPolicy``. With a hedging policy (the call's, else
+    /// the client's when the call brings no retry policy) copies go out as ``HedgingPolicy`` says.
+    public func send(_ request: HTTPRequest, retry: RetryPolicy? = nil, hedge: HedgingPolicy? = nil) async throws -> HTTPResponse {
+        if let hedging = hedge ?? (retry == nil ? client.configuration.hedgingPolicy : nil) {
+            return try await sendHedged(request, hedging)
+        }
         guard let policy = retry ?? client.configuration.retryPolicy else { return try await sendOnce(request) }
         try request.validate()
         if let problem = policy.problem { throw HTTPError.invalidRequest(reason: problem) }
@@ -148,6 +152,53 @@ public struct AsyncHTTPClient: Sendable {
         }
     }
 
+    /// Sends the copies of a hedged request; the first response wins and the others are cancelled.
+    private func sendHedged(_ request: HTTPRequest, _ policy: HedgingPolicy) async throws -> HTTPResponse {
+        try request.validate()
+        if let problem = policy.problem { throw HTTPError.invalidRequest(reason: problem) }
+        policy.statistics.countRequest()
+        let mayHedge = policy.hedgeNonIdempotent || RetryPolicy.idempotentMethods.contains(request.method.rawValue.uppercased())
+        let copies = mayHedge ? policy.maxAttempts : 1
+        let delay = policy.currentDelay
+        return try await withThrowingTaskGroup(of: Result<HTTPResponse, any Error>?.self) { group in
+            for i in 0..<copies {
+                group.addTask {
+                    if i > 0 {
+                        // A copy that is not needed by the time its turn comes is never sent.
+                        do { try await Task.sleep(for: delay * i) } catch { return nil }
+                        if let throttle = policy.throttle, !throttle.allowsRetry { return nil }
+                        policy.statistics.countCopy()
+                    }
+                    let clock = ContinuousClock()
+                    let start = clock.now
+                    do {
+                        let response = try await sendOnce(request)
+                        policy.statistics.record(clock.now - start)
+                        return .success(response)
+                    } catch {
+                        return .failure(error)
+                    }
+                }
+            }
+            var lastError: (any Error)?
+            for try await outcome in group {
+                switch outcome {
+                case .success(let response)?:
+                    group.cancelAll()
+                    policy.throttle?.recordSuccess()
+                    return response
+                case .failure(let error)?:
+                    if !(error is CancellationError) { policy.throttle?.recordFailure() }
+                    lastError = error
+                case nil:
+                    continue
+                }
+            }
+            if Task.isCancelled { throw CancellationError() }
+            throw lastError ?? HTTPError.cancelled(url: request.url)
+        }
+    }
+
     /// One attempt: validates, then runs the transfer on the loop.
     func sendOnce(_ request: HTTPRequest) async throws -> HTTPResponse {
         try request.validate()
@@ -176,7 +227,7 @@ public struct AsyncHTTPClient: Sendable {
     /// Per-request timeouts still apply; when `deadline` passes, requests still running are cancelled
     /// and reported as ``HTTPError/deadlineExceeded(url:)``; `limit` caps how many run at once.
     public func fanOut(_ requests: [HTTPRequest], deadline: Duration? = nil, limit: Int? = nil) async -> [Result<HTTPResponse, HTTPError>] {
-        let results = await TandemLoop.fanOut(deadline: deadline, limit: limit, requests.map { r in { try await self.send(r, retry: nil) } })
+        let results = await TandemLoop.fanOut(deadline: deadline, limit: limit, requests.map { r in { try await self.send(r) } })
         return zip(requests, results).map { request, result in
             result.mapError { error in
                 switch error {

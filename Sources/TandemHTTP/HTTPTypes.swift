@@ -247,6 +247,9 @@ public struct HTTPClientConfiguration: Sendable {
     public var defaultHeaders: [(name: String, value: String)] = []
     /// The retry policy of every request that does not bring its own (nil: no retries).
     public var retryPolicy: RetryPolicy?
+    /// The hedging policy of every request that brings no policy of its own (nil: no hedging; it
+    /// takes precedence over ``retryPolicy``).
+    public var hedgingPolicy: HedgingPolicy?
     /// The User-Agent header.
     public var userAgent: String = "tandem/\(HTTPClient.version)"
 

@@ -110,6 +110,8 @@ public final class RetryThrottle: Sendable {
     public var available: Double { tokens.locked { $0 } }
 
     func recordFailure() { tokens.locked { $0 = max(0, $0 - 1) } }
+    /// Empties the bucket (as a run of failures would): no retry or hedge until successes refill it.
+    public func drain() { tokens.locked { $0 = 0 } }
     func recordSuccess() { tokens.locked { $0 = min(maxTokens, $0 + tokenRatio) } }
     var allowsRetry: Bool { tokens.locked { $0 > maxTokens / 2 } }
 }

@@ -26,6 +26,41 @@ struct HTTPScenarios {
         return BenchResult(scenario: "http-fanout-delay", reference: 0.050, tandem: wall, unit: "s", ratio: wall / 0.050, better: "lower")
     }
 
+    /// `hedged-fanout`: pages of 20 calls to an upstream whose answers take 5 ms, 2 % of them 200 ms
+    /// (`/jitter`): the 99th percentile of the page time without hedging (the reference) and with it
+    /// (a copy after 20 ms and another after 40 ms, while no answer has come), the same pages in the same run, and the extra requests hedging sent.
+    func hedgedFanOut(upstream: String, pages: Int = 300) async throws -> BenchResult {
+        var config = HTTPClientConfiguration()
+        config.requestTimeout = .seconds(10)
+        let http = HTTPClient(configuration: config)
+        let page = (0..<20).map { _ in HTTPRequest(.get, upstream + "/jitter?fast=5&slow=200&p=0.02") }
+        let hedge = HedgingPolicy(maxAttempts: 3, delay: .fixed(.milliseconds(20)))
+        let clock = ContinuousClock()
+        func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
+        _ = await http.async.fanOut(page)  // opens the connections
+        var plain: [Double] = []
+        var hedged: [Double] = []
+        for _ in 0..<pages {
+            // Alternate, so that both see the same machine state.
+            var start = clock.now
+            let a = await http.async.fanOut(page)
+            plain.append(seconds(clock.now - start))
+            start = clock.now
+            let b = await TandemLoop.fanOut(deadline: nil, limit: nil, page.map { r in { try await http.async.send(r, hedge: hedge) } })
+            hedged.append(seconds(clock.now - start))
+            guard a.allSatisfy({ (try? $0.get())?.status == 200 }), b.allSatisfy({ (try? $0.get())?.status == 200 }) else {
+                throw BenchError("hedged-fanout had failures")
+            }
+        }
+        await http.shutdown()
+        func p99(_ xs: [Double]) -> Double { xs.sorted()[min(xs.count - 1, Int(Double(xs.count) * 0.99))] }
+        let extra = Double(hedge.statistics.extraCopies) / Double(max(1, hedge.statistics.requests)) * 100
+        var r = BenchResult(scenario: "hedged-fanout", reference: p99(plain), tandem: p99(hedged), unit: "s",
+                            ratio: p99(hedged) / p99(plain), better: "lower")
+        r.extraRequestsPercent = (extra * 100).rounded() / 100
+        return r
+    }
+
     /// 64 concurrent small GETs in a loop against nginx, against a C loop over raw curl multi.
     /// Each round also runs the reference in its `socket` mode (curl driven the way Tandem drives it)
     /// and reports it on standard error: what curl's multi-socket API costs by itself.

@@ -13,10 +13,13 @@ struct BenchResult: Encodable {
     let better: String
     /// How many times the producer ran (the stampede scenario).
     var producerRuns: Int? = nil
+    /// Extra requests hedging sent, in percent of the requests (hedged-fanout).
+    var extraRequestsPercent: Double? = nil
 
     enum CodingKeys: String, CodingKey {
         case scenario, reference, tandem, unit, ratio, better
         case producerRuns = "producer_runs"
+        case extraRequestsPercent = "extra_requests_pct"
     }
 
     /// Prints the JSON line that `Integration/bench.sh` collects.
@@ -135,9 +138,9 @@ struct TandemBench: AsyncParsableCommand {
         abstract: "Side-by-side benchmarks: a reference and Tandem in the same run, one JSON line per scenario.")
 
     static let known = ["locmem", "loop-roundtrip", "bridge-overhead", "redis-async-get", "redis-sync-get",
-                        "memcached-async-get", "memcached-sync-get", "http-fanout-delay", "http-small-gets", "stampede"]
+                        "memcached-async-get", "memcached-sync-get", "http-fanout-delay", "http-small-gets", "stampede", "hedged-fanout"]
 
-    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets, stampede.")
+    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets, stampede, hedged-fanout.")
     var scenarios: [String] = ["locmem"]
 
     @Option(help: "Seconds per measurement.")
@@ -197,6 +200,8 @@ struct TandemBench: AsyncParsableCommand {
             case "http-small-gets":
                 guard let curlReference else { throw ValidationError("http-small-gets needs --curl-reference") }
                 try await HTTPScenarios(seconds: seconds, rounds: rounds).smallGets(url: smallFile, reference: curlReference).emit()
+            case "hedged-fanout":
+                try await HTTPScenarios(seconds: seconds, rounds: rounds).hedgedFanOut(upstream: upstream).emit()
             case "stampede":
                 try await StampedeScenario(rounds: max(rounds, 5)).run().emit()
             default:

@@ -146,6 +146,38 @@ struct HTTPClientTests {
         #expect(results.allSatisfy { (try? $0.get().status) == 200 })
     }
 
+    @Test(.timeLimit(.minutes(3)), arguments: TestLoops.Kind.allCases)
+    func aHedgedRequestTakesTheFirstAnswerAndCancelsTheSlowCopy(_ loop: TestLoops.Kind) async throws {
+        let base = try upstream()
+        let http = client(loop)
+        defer { Task { await http.shutdown() } }
+        func count(_ id: String) async throws -> Int { Int(try await http.async.get(base + "/flaky-count?id=slow-first:\(id)").text ?? "") ?? -1 }
+        let run = UUID().uuidString.prefix(8)
+        // The first request with an id answers after 10 s, later ones at once: the hedge (after 50 ms) wins.
+        let hedge = HedgingPolicy(maxAttempts: 2, delay: .fixed(.milliseconds(50)))
+        let r = try await http.async.send(HTTPRequest(.get, base + "/slow-first/10000?id=\(run)-a"), hedge: hedge)
+        #expect(r.text == "request 2", "the second copy answered first")
+        let seenA = try await count("\(run)-a")
+        #expect(seenA == 2, "two copies reached the upstream")
+        #expect(hedge.statistics.requests == 1 && hedge.statistics.extraCopies == 1)
+        #expect(try await eventuallyAsync(30) { (try? await http.handleCounts().active) == 0 }, "the slow copy's transfer was removed")
+        // POST is not hedged unless the policy says so.
+        let post = try await http.async.send(HTTPRequest(.post, base + "/slow-first/300?id=\(run)-b", text: "x"), hedge: hedge)
+        #expect(post.text == "request 1")
+        // The throttle caps the extra copies: with an empty bucket no copy goes out.
+        let throttle = RetryThrottle(maxTokens: 2, tokenRatio: 0)
+        throttle.drain()
+        let capped = HedgingPolicy(maxAttempts: 3, delay: .fixed(.milliseconds(20)), throttle: throttle)
+        let c = try await http.async.send(HTTPRequest(.get, base + "/slow-first/300?id=\(run)-c"), hedge: capped)
+        #expect(c.text == "request 1" && capped.statistics.extraCopies == 0)
+        // Inside a fan-out, through the client's policy.
+        let hedging = client(loop) { $0.hedgingPolicy = HedgingPolicy(maxAttempts: 2, delay: .fixed(.milliseconds(50))) }
+        defer { Task { await hedging.shutdown() } }
+        let results = await hedging.async.fanOut((0..<3).map { HTTPRequest(.get, base + "/slow-first/10000?id=\(run)-d\($0)") },
+                                                 deadline: .seconds(5))
+        #expect(results.allSatisfy { (try? $0.get().text) == "request 2" }, "\(results)")
+    }
+
     @Test(arguments: TestLoops.Kind.allCases)
     func fanOutKeepsInputOrderAndHonoursTheDeadline(_ loop: TestLoops.Kind) async throws {
         let base = try upstream()
@@ -365,4 +397,3 @@ func eventuallyZero(_ value: () async throws -> Int) async throws -> Bool {
     }
     return try await value() == 0
 }
-
