@@ -47,7 +47,7 @@ let package = Package(
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         // Typed wrappers for curl's variadic setopt/getinfo (prefixed ccurl_).
         .target(name: "CCurlShim", dependencies: ["CCurl"]),
-        .target(name: "TandemHTTP", dependencies: ["TandemLoop", "CCurl", "CCurlShim", .product(name: "Logging", package: "swift-log"),
+        .target(name: "TandemHTTP", dependencies: ["TandemLoop", "TandemCache", "CCurl", "CCurlShim", .product(name: "Logging", package: "swift-log"),
                                                    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
         .target(name: "Tandem", dependencies: ["TandemLoop", "TandemCache", "TandemRedis", "TandemMemcached", "TandemHTTP"]),
         // Caches(configReader:) on apple/swift-configuration, kept out of the umbrella.

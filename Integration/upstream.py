@@ -7,6 +7,7 @@ Endpoints:
   /bytes/<n>       n bytes of body
   /flaky/<n>?id=X  503 for the first n requests with id X, then 200 (/flaky-count?id=X: requests seen)
   /slow-first/<ms>?id=X  the first request with id X answers after <ms>, later ones at once
+  /cacheable?id=X&cc=...&etag=...  a response with the caching headers asked for (/cacheable-count?id=X)
   /jitter?fast=5&slow=200&p=0.02  a fast answer, or with probability p a slow one
   /echo            the request (method, path, headers, every header line, body) as JSON
   /garbage         bytes that are not HTTP, then close
@@ -22,11 +23,19 @@ import argparse
 import asyncio
 import json
 import random
+import time
+from email.utils import formatdate
+from urllib.parse import unquote
 import ssl
 
 STATE = {"connections": 0}
 CLIENTS = {}  # X-Client header value -> ids of the connections that carried it
 FLAKY = {}  # /flaky id -> requests seen
+CACHEABLE = {}  # /cacheable id -> counts
+
+
+def http_date(t):
+    return formatdate(t, usegmt=True)
 REASONS = {200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently", 302: "Found",
            400: "Bad Request", 404: "Not Found", 418: "I'm a teapot", 500: "Internal Server Error",
            502: "Bad Gateway", 503: "Service Unavailable"}
@@ -127,6 +136,40 @@ async def handle(reader, writer):
                 slow = random.random() < float(params.get("p", "0.02"))
                 await asyncio.sleep(int(params.get("slow" if slow else "fast", "200" if slow else "5")) / 1000)
                 writer.write(response(200, b"slow" if slow else b"fast", keep_alive=keep))
+            elif name == "cacheable":
+                # /cacheable?id=X&cc=<Cache-Control>&etag=E&lm=1&vary=<header>&expires=<s>&age=<s>&fail_after=<n>:
+                # a response with those caching headers; the body counts the full answers for id X;
+                # If-None-Match equal to the ETag (or If-Modified-Since with lm) answers 304.
+                key = "cacheable:" + params.get("id", "")
+                c = CACHEABLE.setdefault(key, {"requests": 0, "full": 0, "not_modified": 0})
+                c["requests"] += 1
+                etag = params.get("etag")
+                hdrs = {"Date": http_date(time.time())}
+                if "cc" in params:
+                    hdrs["Cache-Control"] = unquote(params["cc"])
+                if etag:
+                    hdrs["ETag"] = '"' + etag + '"'
+                if "lm" in params:
+                    hdrs["Last-Modified"] = "Mon, 01 Jan 2024 00:00:00 GMT"
+                if "vary" in params:
+                    hdrs["Vary"] = params["vary"]
+                if "expires" in params:
+                    hdrs["Expires"] = http_date(time.time() + int(params["expires"]))
+                if "age" in params:
+                    hdrs["Age"] = params["age"]
+                fail_after = int(params.get("fail_after", "0"))
+                if fail_after and c["requests"] > fail_after:
+                    writer.write(response(500, b"failing", keep_alive=keep))
+                elif (etag and headers.get("if-none-match") == '"' + etag + '"') or ("lm" in params and "if-modified-since" in headers):
+                    c["not_modified"] += 1
+                    writer.write(response(304, b"", hdrs, keep))
+                else:
+                    c["full"] += 1
+                    vary_value = headers.get(params["vary"].lower(), "") if "vary" in params else ""
+                    writer.write(response(200, f"v{c['full']} {vary_value}".strip().encode(), hdrs, keep))
+            elif name == "cacheable-count":
+                c = CACHEABLE.get("cacheable:" + params.get("id", ""), {"requests": 0, "full": 0, "not_modified": 0})
+                writer.write(response(200, json.dumps(c).encode(), {"Content-Type": "application/json"}, keep))
             elif name == "flaky-count":
                 writer.write(response(200, str(FLAKY.get(params.get("id", ""), 0)).encode(), keep_alive=keep))
             elif name == "stats":

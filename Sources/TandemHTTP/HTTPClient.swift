@@ -20,6 +20,8 @@ public final class HTTPClient: Sendable {
     let multi: CurlMulti
     /// Counts requests in flight; closed by a shutdown.
     let gate = ShutdownGate()
+    /// Cached responses being refreshed in the background (stale-while-revalidate).
+    let backgroundRefreshes = BackgroundRefreshes()
     /// The async face (it keeps the client alive while in use).
     public var async: AsyncHTTPClient { AsyncHTTPClient(client: self) }
 
@@ -104,9 +106,18 @@ public struct AsyncHTTPClient: Sendable {
     /// Sends a request. Bad input is rejected before any I/O. A cancelled task ends at once with
     /// `CancellationError` and its transfer is removed from the multi handle. With a retry policy (the
     /// call's, else the client's ``HTTPClientConfiguration/retryPolicy``) a retryable answer or error
-    /// is tried again as the policy says; see ``RetryPolicy``. With a hedging policy (the call's, else
+    /// is tried again as the policy says; see ``RetryPolicy``. With ``HTTPClientConfiguration/responseCaching``
+    /// a GET is answered from the cache when RFC 9111 allows; see ``ResponseCaching``. With a hedging policy (the call's, else
     /// the client's when the call brings no retry policy) copies go out as ``HedgingPolicy`` says.
     public func send(_ request: HTTPRequest, retry: RetryPolicy? = nil, hedge: HedgingPolicy? = nil) async throws -> HTTPResponse {
+        if let caching = client.configuration.responseCaching, request.method == .get {
+            return try await sendCaching(request, caching) { [self] r in try await sendUncached(r, retry: retry, hedge: hedge) }
+        }
+        return try await sendUncached(request, retry: retry, hedge: hedge)
+    }
+
+    /// ``send(_:retry:hedge:)`` without the response cache.
+    func sendUncached(_ request: HTTPRequest, retry: RetryPolicy?, hedge: HedgingPolicy?) async throws -> HTTPResponse {
         if let hedging = hedge ?? (retry == nil ? client.configuration.hedgingPolicy : nil) {
             return try await sendHedged(request, hedging)
         }

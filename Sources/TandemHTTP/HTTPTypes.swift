@@ -247,6 +247,8 @@ public struct HTTPClientConfiguration: Sendable {
     public var defaultHeaders: [(name: String, value: String)] = []
     /// The retry policy of every request that does not bring its own (nil: no retries).
     public var retryPolicy: RetryPolicy?
+    /// Caches GET responses in a Tandem cache as a shared HTTP cache does (nil: no caching).
+    public var responseCaching: ResponseCaching?
     /// The hedging policy of every request that brings no policy of its own (nil: no hedging; it
     /// takes precedence over ``retryPolicy``).
     public var hedgingPolicy: HedgingPolicy?

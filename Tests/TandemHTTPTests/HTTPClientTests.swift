@@ -178,6 +178,72 @@ struct HTTPClientTests {
         #expect(results.allSatisfy { (try? $0.get().text) == "request 2" }, "\(results)")
     }
 
+    @Test(.timeLimit(.minutes(3)), arguments: TestLoops.Kind.allCases)
+    func responseCachingFollowsTheSharedCacheRules(_ loop: TestLoops.Kind) async throws {
+        let base = try upstream()
+        let store = try Caches(settings: ["default": CacheSettings(backend: "locmem", location: ["http-\(UUID())"],
+                                                                options: ["MAX_ENTRIES": 10_000])]).default
+        let http = client(loop) { $0.responseCaching = ResponseCaching(cache: store, maxBodyBytes: 64) }
+        let plain = client(loop)
+        defer { Task { await http.shutdown(); await plain.shutdown() } }
+        let run = UUID().uuidString.prefix(8)
+        struct Counts: Decodable, Equatable { var requests: Int; var full: Int; var not_modified: Int }
+        func counts(_ id: String) async throws -> Counts {
+            try JSONDecoder().decode(Counts.self, from: Data(try await plain.async.get(base + "/cacheable-count?id=\(run)-\(id)").body))
+        }
+        func get(_ id: String, _ query: String, _ headers: [(name: String, value: String)] = []) async throws -> HTTPResponse {
+            try await http.async.send(HTTPRequest(.get, base + "/cacheable?id=\(run)-\(id)&" + query, headers: headers))
+        }
+        func cc(_ v: String) -> String { "cc=" + (v.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? v) }
+
+        // max-age: the second answer comes from the cache, with an Age header.
+        _ = try await get("a", cc("max-age=60"))
+        let cached = try await get("a", cc("max-age=60"))
+        #expect(cached.text == "v1" && cached.header("Age") != nil)
+        #expect(try await counts("a") == Counts(requests: 1, full: 1, not_modified: 0))
+        // s-maxage wins over max-age for a shared cache; Expires works when there is neither.
+        for _ in 0..<2 { _ = try await get("b", cc("max-age=0, s-maxage=60")) }
+        for _ in 0..<2 { _ = try await get("c", "expires=60") }
+        let (nb, nc) = (try await counts("b").requests, try await counts("c").requests)
+        #expect(nb == 1 && nc == 1)
+        // no-store and private are never stored; neither is a body over maxBodyBytes.
+        for _ in 0..<2 { _ = try await get("d", cc("no-store, max-age=60")) }
+        for _ in 0..<2 { _ = try await get("e", cc("private, max-age=60")) }
+        for _ in 0..<2 { _ = try await get("f", cc("max-age=60") + "&vary=X-Big", [("X-Big", String(repeating: "b", count: 100))]) }
+        let (nd, ne, nf) = (try await counts("d").requests, try await counts("e").requests, try await counts("f").requests)
+        #expect(nd == 2 && ne == 2 && nf == 2)
+        // no-cache and an expired entry revalidate with the ETag: a 304 serves the stored body.
+        for _ in 0..<3 { #expect(try await get("g", cc("no-cache") + "&etag=x1").text == "v1") }
+        #expect(try await counts("g") == Counts(requests: 3, full: 1, not_modified: 2))
+        for _ in 0..<2 { #expect(try await get("h", cc("max-age=0") + "&lm=1").text == "v1") }
+        #expect(try await counts("h") == Counts(requests: 2, full: 1, not_modified: 1))
+        // Vary: another value of the named header is a miss; the same value a hit.
+        #expect(try await get("i", cc("max-age=60") + "&vary=X-Lang", [("X-Lang", "en")]).text == "v1 en")
+        #expect(try await get("i", cc("max-age=60") + "&vary=X-Lang", [("X-Lang", "fr")]).text == "v2 fr")
+        #expect(try await get("i", cc("max-age=60") + "&vary=X-Lang", [("X-Lang", "fr")]).text == "v2 fr")
+        #expect(try await counts("i").requests == 2)
+        // stale-while-revalidate: the stale answer at once, one refresh in the background.
+        #expect(try await get("j", cc("max-age=0, stale-while-revalidate=60")).text == "v1")
+        #expect(try await get("j", cc("max-age=0, stale-while-revalidate=60")).text == "v1")
+        #expect(try await eventuallyAsync(30) { (try? await counts("j").full) == 2 })
+        let seenJ = Box(Mutex<[String]>([]))
+        let refreshed = try await eventuallyAsync(30) {
+            let t = (try? await get("j", cc("max-age=0, stale-while-revalidate=60")).text) ?? "error"
+            seenJ.value.locked { $0.append(t) }
+            return t.hasPrefix("v") && t != "v1"  // v2, or later if a poll started another refresh
+        }
+        #expect(refreshed, "a later answer is a refreshed one: \(seenJ.value.locked { Array($0.prefix(20)) })")
+        // stale-if-error: the upstream fails (500) after its first answer, the stale answer is served;
+        // with must-revalidate the error goes through.
+        _ = try await get("k", cc("max-age=0, stale-if-error=60") + "&fail_after=1")
+        #expect(try await get("k", cc("max-age=0, stale-if-error=60") + "&fail_after=1").text == "v1")
+        _ = try await get("l", cc("max-age=0, must-revalidate, stale-if-error=60") + "&fail_after=1")
+        #expect(try await get("l", cc("max-age=0, must-revalidate, stale-if-error=60") + "&fail_after=1").status == 500)
+        // A request with Authorization is not stored (the response does not say public).
+        for _ in 0..<2 { _ = try await get("m", cc("max-age=60"), [("Authorization", "Bearer t")]) }
+        #expect(try await counts("m").requests == 2)
+    }
+
     @Test(arguments: TestLoops.Kind.allCases)
     func fanOutKeepsInputOrderAndHonoursTheDeadline(_ loop: TestLoops.Kind) async throws {
         let base = try upstream()
