@@ -36,7 +36,7 @@ for s in "${scenarios[@]}"; do
         extra+=(--memcached-reference "$BIN/memcached_sync_get")
       fi
       ;;
-    http-fanout-delay|hedged-fanout)
+    http-fanout-delay|hedged-fanout|http-cached-get)
       if [ -z "${UPSTREAM_PORT:-}" ]; then
         UPSTREAM_PORT=$(free_port)
         start_background upstream "$UPSTREAM_PORT" python3 "$TANDEM_ROOT/Integration/upstream.py" --port "$UPSTREAM_PORT"

@@ -75,8 +75,9 @@ struct CacheControl {
     }
 }
 
-/// A response as stored.
-struct StoredResponse: Codable, Sendable {
+/// A response as stored, with what a lookup needs parsed once, when it is stored: a cache hit parses
+/// no header and no date. Stored as bytes in a compact binary form (see ``encoded``).
+struct StoredResponse: Sendable {
     var status: Int
     var rawHeaders: [UInt8]
     var body: [UInt8]
@@ -85,46 +86,87 @@ struct StoredResponse: Codable, Sendable {
     var requestTime: Double
     var responseTime: Double
     /// The request's values of the headers the response's `Vary` names (lower-case names; "" absent).
-    var vary: [String: String]
+    var vary: [(String, String)]
+    // Parsed from the headers by `derive()`.
+    var dateValue = 0.0
+    var ageValue = 0.0
+    var freshnessLifetime = 0.0
+    var staleWhileRevalidate: Double?
+    var staleIfError: Double?
+    var noCache = false
+    var mustRevalidate = false
+    var etag: String?
+    var lastModified: String?
+
+    init(status: Int, rawHeaders: [UInt8], body: [UInt8], url: String, requestTime: Double, responseTime: Double,
+         vary: [(String, String)]) {
+        self.status = status
+        self.rawHeaders = rawHeaders
+        self.body = body
+        self.url = url
+        self.requestTime = requestTime
+        self.responseTime = responseTime
+        self.vary = vary
+        derive()
+    }
 
     var response: HTTPResponse {
         HTTPResponse(status: status, rawHeaders: rawHeaders, body: body,
                      timings: .init(connect: .zero, firstByte: .zero, total: .zero), url: url)
     }
 
-    var control: CacheControl { CacheControl(response.header("Cache-Control")) }
-
-    /// RFC 9111 §4.2.1, for a shared cache.
-    var freshnessLifetime: Double {
-        let cc = control
-        if let s = cc.sMaxAge { return s }
-        if let m = cc.maxAge { return m }
-        if let expires = response.header("Expires") {
-            guard let e = HTTPDate.parse(expires) else { return 0 }  // an invalid Expires means already expired
-            let date = response.header("Date").flatMap(HTTPDate.parse) ?? responseTime
-            return max(0, e - date)
+    /// Parses the headers once: RFC 9111 §4.2.1's freshness lifetime (for a shared cache), the `Date`
+    /// and `Age` values, the directives and the validators.
+    mutating func derive() {
+        let r = response
+        let cc = CacheControl(r.header("Cache-Control"))
+        dateValue = r.header("Date").flatMap(HTTPDate.parse) ?? responseTime
+        ageValue = r.header("Age").flatMap { Double($0) } ?? 0
+        if let s = cc.sMaxAge {
+            freshnessLifetime = s
+        } else if let m = cc.maxAge {
+            freshnessLifetime = m
+        } else if let expires = r.header("Expires") {
+            // An Expires that is not a date means already expired.
+            freshnessLifetime = HTTPDate.parse(expires).map { max(0, $0 - dateValue) } ?? 0
+        } else {
+            freshnessLifetime = 0
         }
-        return 0
+        staleWhileRevalidate = cc.staleWhileRevalidate
+        staleIfError = cc.staleIfError
+        noCache = cc.noCache
+        mustRevalidate = cc.mustRevalidate
+        etag = r.header("ETag")
+        lastModified = r.header("Last-Modified")
     }
 
     /// RFC 9111 §4.2.3.
     func currentAge(now: Double) -> Double {
-        let date = response.header("Date").flatMap(HTTPDate.parse) ?? responseTime
-        let apparent = max(0, responseTime - date)
-        let ageValue = response.header("Age").flatMap { Double($0) } ?? 0
+        let apparent = max(0, responseTime - dateValue)
         let corrected = ageValue + (responseTime - requestTime)
         return max(apparent, corrected) + (now - responseTime)
     }
 
-    var hasValidator: Bool { response.header("ETag") != nil || response.header("Last-Modified") != nil }
+    var hasValidator: Bool { etag != nil || lastModified != nil }
 
-    /// The stored response served with its current age.
+    /// The stored response served with its current age (an `Age` line replaces any stored one).
     func served(now: Double) -> HTTPResponse {
         var r = response
-        var lines = String(decoding: rawHeaders, as: UTF8.self).components(separatedBy: "\r\n").filter { !$0.isEmpty }
-        lines.removeAll { $0.lowercased().hasPrefix("age:") }
-        lines.append("Age: \(Int(currentAge(now: now).rounded(.down)))")
-        r.rawHeaders = Array((lines.joined(separator: "\r\n") + "\r\n\r\n").utf8)
+        var headers = rawHeaders
+        while let last = headers.last, last == 0x0d || last == 0x0a { headers.removeLast() }
+        var out: [UInt8] = []
+        out.reserveCapacity(headers.count + 16)
+        var start = headers.startIndex
+        while start < headers.endIndex {
+            let end = headers[start...].firstIndex(of: 0x0a).map { $0 + 1 } ?? headers.endIndex
+            let line = headers[start..<end]
+            let isAge = line.count >= 4 && line.prefix(4).map { $0 | 0x20 } == Array("age:".utf8)
+            if !isAge { out += line }
+            start = end
+        }
+        if let last = out.last, last != 0x0a { out += [0x0d, 0x0a] }
+        out += Array("Age: \(Int(currentAge(now: now).rounded(.down)))\r\n\r\n".utf8)
+        r.rawHeaders = out
         return r
     }
 
@@ -141,7 +183,100 @@ struct StoredResponse: Codable, Sendable {
         rawHeaders = Array((lines.joined(separator: "\r\n") + "\r\n\r\n").utf8)
         self.requestTime = requestTime
         self.responseTime = responseTime
+        derive()
     }
+
+    // MARK: stored form
+
+    private static let magic: [UInt8] = Array("TRC1".utf8)
+
+    /// `TRC1`, then status, the times and the parsed values as fixed-width fields, then length-prefixed
+    /// strings and byte runs: no JSON to parse on a hit.
+    var encoded: [UInt8] {
+        var w = ByteWriter()
+        w.bytes(StoredResponse.magic, prefixed: false)
+        w.u64(UInt64(max(0, status)))
+        for d in [requestTime, responseTime, dateValue, ageValue, freshnessLifetime, staleWhileRevalidate ?? -1, staleIfError ?? -1] {
+            w.u64(d.bitPattern)
+        }
+        w.u64((noCache ? 1 : 0) | (mustRevalidate ? 2 : 0) | (etag != nil ? 4 : 0) | (lastModified != nil ? 8 : 0))
+        w.string(url)
+        w.string(etag ?? "")
+        w.string(lastModified ?? "")
+        w.u64(UInt64(vary.count))
+        for (n, v) in vary { w.string(n); w.string(v) }
+        w.bytes(rawHeaders)
+        w.bytes(body)
+        return w.out
+    }
+
+    /// Reads the stored form; nil for anything else (another writer's value is then a miss).
+    init?(encoded: [UInt8]) {
+        var r = ByteReader(encoded)
+        guard r.take(4) == StoredResponse.magic[...], let status = r.u64() else { return nil }
+        var d: [Double] = []
+        for _ in 0..<7 {
+            guard let x = r.u64() else { return nil }
+            d.append(Double(bitPattern: x))
+        }
+        guard let flags = r.u64(), let url = r.string(), let etag = r.string(), let lm = r.string(), let n = r.u64(), n < 1024
+        else { return nil }
+        var vary: [(String, String)] = []
+        for _ in 0..<n {
+            guard let k = r.string(), let v = r.string() else { return nil }
+            vary.append((k, v))
+        }
+        guard let headers = r.bytes(), let body = r.bytes(), r.atEnd else { return nil }
+        self.status = Int(status)
+        self.rawHeaders = headers
+        self.body = body
+        self.url = url
+        self.requestTime = d[0]
+        self.responseTime = d[1]
+        self.vary = vary
+        self.dateValue = d[2]
+        self.ageValue = d[3]
+        self.freshnessLifetime = d[4]
+        self.staleWhileRevalidate = d[5] < 0 ? nil : d[5]
+        self.staleIfError = d[6] < 0 ? nil : d[6]
+        self.noCache = flags & 1 != 0
+        self.mustRevalidate = flags & 2 != 0
+        self.etag = flags & 4 != 0 ? etag : nil
+        self.lastModified = flags & 8 != 0 ? lm : nil
+    }
+}
+
+/// Appends fixed-width integers and length-prefixed byte runs.
+struct ByteWriter {
+    var out: [UInt8] = []
+    mutating func u64(_ v: UInt64) { withUnsafeBytes(of: v.littleEndian) { out += $0 } }
+    mutating func bytes(_ b: [UInt8], prefixed: Bool = true) {
+        if prefixed { u64(UInt64(b.count)) }
+        out += b
+    }
+    mutating func string(_ s: String) { bytes(Array(s.utf8)) }
+}
+
+/// Reads what ``ByteWriter`` wrote; every read is bounds-checked.
+struct ByteReader {
+    private let data: [UInt8]
+    private var at = 0
+    init(_ data: [UInt8]) { self.data = data }
+    var atEnd: Bool { at == data.count }
+    mutating func take(_ n: Int) -> ArraySlice<UInt8>? {
+        guard n >= 0, data.count - at >= n else { return nil }
+        defer { at += n }
+        return data[at..<(at + n)]
+    }
+    mutating func u64() -> UInt64? {
+        guard let s = take(8) else { return nil }
+        return s.reversed().reduce(UInt64(0)) { $0 << 8 | UInt64($1) }
+    }
+    mutating func bytes() -> [UInt8]? {
+        guard let n = u64(), n <= UInt64(Int.max), let s = take(Int(n)) else { return nil }
+        return Array(s)
+    }
+    mutating func string() -> String? { bytes().flatMap { String(validating: $0, as: UTF8.self) } }
 }
 
 /// HTTP-dates (IMF-fixdate, RFC 9110 §5.6.7).
@@ -181,18 +316,18 @@ extension AsyncHTTPClient {
         let key = ResponseCaching.key(request.url)
         let now = Date().timeIntervalSince1970
         // A cache that fails is a miss: the upstream still answers.
-        var entry: StoredResponse? = requestCC.noStore ? nil : ((try? await rc.cache.async.get(key)) ?? nil)
+        var entry: StoredResponse? = requestCC.noStore ? nil : ((try? await rc.cache.async.get(key) as [UInt8]?) ?? nil)
+            .flatMap { StoredResponse(encoded: $0) }
         if let e = entry, !varyMatches(e, request) { entry = nil }
         guard let stored = entry else { return try await fetchAndStore(request, rc, key, requestCC, fetch: fetch) }
 
-        let cc = stored.control
         let age = stored.currentAge(now: now)
         let lifetime = stored.freshnessLifetime
-        let mustCheck = cc.noCache || requestCC.noCache
+        let mustCheck = stored.noCache || requestCC.noCache
         if !mustCheck && age < lifetime { return stored.served(now: now) }
 
         let staleBy = age - lifetime
-        if !mustCheck, !cc.mustRevalidate, let swr = cc.staleWhileRevalidate, staleBy <= swr {
+        if !mustCheck, !stored.mustRevalidate, let swr = stored.staleWhileRevalidate, staleBy <= swr {
             if client.backgroundRefreshes.begin(key) {
                 let refreshes = client.backgroundRefreshes
                 Task {
@@ -205,16 +340,16 @@ extension AsyncHTTPClient {
 
         do {
             let (response, fromCache) = try await revalidate(request, rc, key, stored, requestCC, fetch: fetch)
-            if !fromCache && response.status >= 500, let served = staleIfError(stored, cc, staleBy) { return served }
+            if !fromCache && response.status >= 500, let served = staleIfError(stored, staleBy) { return served }
             return response
         } catch let e as HTTPError {
-            if let served = staleIfError(stored, cc, staleBy) { return served }
+            if let served = staleIfError(stored, staleBy) { return served }
             throw e
         }
     }
 
-    private func staleIfError(_ stored: StoredResponse, _ cc: CacheControl, _ staleBy: Double) -> HTTPResponse? {
-        guard !cc.mustRevalidate, let sie = cc.staleIfError, staleBy <= sie else { return nil }
+    private func staleIfError(_ stored: StoredResponse, _ staleBy: Double) -> HTTPResponse? {
+        guard !stored.mustRevalidate, let sie = stored.staleIfError, staleBy <= sie else { return nil }
         return stored.served(now: Date().timeIntervalSince1970)
     }
 
@@ -231,8 +366,8 @@ extension AsyncHTTPClient {
                             fetch: @escaping @Sendable (HTTPRequest) async throws -> HTTPResponse) async throws -> (HTTPResponse, Bool) {
         guard stored.hasValidator else { return (try await fetchAndStore(request, rc, key, requestCC, fetch: fetch), false) }
         var conditional = request
-        if let etag = stored.response.header("ETag") { conditional.headers.append(("If-None-Match", etag)) }
-        if let lm = stored.response.header("Last-Modified") { conditional.headers.append(("If-Modified-Since", lm)) }
+        if let etag = stored.etag { conditional.headers.append(("If-None-Match", etag)) }
+        if let lm = stored.lastModified { conditional.headers.append(("If-Modified-Since", lm)) }
         let sent = Date().timeIntervalSince1970
         let response = try await fetch(conditional)
         let received = Date().timeIntervalSince1970
@@ -260,16 +395,16 @@ extension AsyncHTTPClient {
         guard !requestCC.noStore, !cc.noStore, !cc.isPrivate, ResponseCaching.storableStatuses.contains(response.status),
               response.body.count <= rc.maxBodyBytes, !authorized || cc.isPublic || cc.sMaxAge != nil
         else { return response }
-        var vary: [String: String] = [:]
+        var vary: [(String, String)] = []
         for name in (response.header("Vary") ?? "").split(separator: ",") {
             let n = name.trimmingCharacters(in: .whitespaces).lowercased()
             if n == "*" { return response }  // varies on everything: never reusable
-            if !n.isEmpty { vary[n] = request.headers.first { $0.name.lowercased() == n }?.value ?? "" }
+            if !n.isEmpty { vary.append((n, request.headers.first { $0.name.lowercased() == n }?.value ?? "")) }
         }
         let entry = StoredResponse(status: response.status, rawHeaders: response.rawHeaders, body: response.body,
                                    url: response.url, requestTime: sent, responseTime: received, vary: vary)
         // Worth keeping only if it can be served: fresh for a while, revalidated, or served stale.
-        guard entry.freshnessLifetime > 0 || entry.hasValidator || (cc.staleWhileRevalidate ?? 0) > 0 || (cc.staleIfError ?? 0) > 0
+        guard entry.freshnessLifetime > 0 || entry.hasValidator || (entry.staleWhileRevalidate ?? 0) > 0 || (entry.staleIfError ?? 0) > 0
         else { return response }
         try? await put(entry, rc, key)
         return response
@@ -278,8 +413,7 @@ extension AsyncHTTPClient {
     /// Keeps an entry for its freshness plus its stale windows (at least a minute, an hour when only
     /// a validator makes it reusable).
     private func put(_ entry: StoredResponse, _ rc: ResponseCaching, _ key: String) async throws {
-        let cc = entry.control
-        let keep = entry.freshnessLifetime + max(cc.staleWhileRevalidate ?? 0, cc.staleIfError ?? 0)
-        try await rc.cache.async.set(key, entry, timeout: .seconds(max(entry.hasValidator ? 3600 : 60, keep)))
+        let keep = entry.freshnessLifetime + max(entry.staleWhileRevalidate ?? 0, entry.staleIfError ?? 0)
+        try await rc.cache.async.set(key, entry.encoded, timeout: .seconds(max(entry.hasValidator ? 3600 : 60, keep)))
     }
 }

@@ -26,6 +26,50 @@ struct HTTPScenarios {
         return BenchResult(scenario: "http-fanout-delay", reference: 0.050, tandem: wall, unit: "s", ratio: wall / 0.050, better: "lower")
     }
 
+    /// `http-cached-get`: 64 tasks GETting a fresh, cacheable upstream response (`max-age=3600`) for
+    /// `seconds`: every request to the upstream (the reference) against the same requests answered
+    /// from a LocMem response cache, same run.
+    func cachedGet(upstream: String, concurrency: Int = 64) async throws -> BenchResult {
+        let url = upstream + "/cacheable?id=bench-\(UInt32.random(in: 0 ... .max))&cc=max-age%3D3600&etag=b"
+        let store = try Caches(settings: ["default": CacheSettings(backend: "locmem", location: ["bench-http-\(UInt64.random(in: 0 ... .max))"])]).default
+        var cachedConfig = HTTPClientConfiguration()
+        cachedConfig.responseCaching = ResponseCaching(cache: store)
+        let plain = HTTPClient()
+        let cached = HTTPClient(configuration: cachedConfig)
+        func run(_ http: HTTPClient) async throws -> Double {
+            let clock = ContinuousClock()
+            let until = clock.now + .milliseconds(Int(seconds * 1000))
+            let start = clock.now
+            let total = try await withThrowingTaskGroup(of: Int.self) { group in
+                for _ in 0..<concurrency {
+                    group.addTask {
+                        var n = 0
+                        while clock.now < until {
+                            guard try await http.async.get(url).status == 200 else { throw BenchError("http-cached-get: not 200") }
+                            n += 1
+                        }
+                        return n
+                    }
+                }
+                return try await group.reduce(0, +)
+            }
+            let d = clock.now - start
+            return Double(total) / (Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18)
+        }
+        _ = try await cached.async.get(url)  // stores it
+        var ref: [Double] = []
+        var tan: [Double] = []
+        for _ in 0..<rounds {
+            ref.append(try await run(plain))
+            tan.append(try await run(cached))
+        }
+        await plain.shutdown()
+        await cached.shutdown()
+        let r = ref.max() ?? 0
+        let t = tan.max() ?? 0
+        return BenchResult(scenario: "http-cached-get", reference: r, tandem: t, unit: "ops/s", ratio: r == 0 ? 0 : t / r, better: "higher")
+    }
+
     /// `hedged-fanout`: pages of 20 calls to an upstream whose answers take 5 ms, 2 % of them 200 ms
     /// (`/jitter`): the 99th percentile of the page time without hedging (the reference) and with it
     /// (a copy after 20 ms and another after 40 ms, while no answer has come), the same pages in the same run, and the extra requests hedging sent.

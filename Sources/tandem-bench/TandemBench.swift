@@ -138,9 +138,9 @@ struct TandemBench: AsyncParsableCommand {
         abstract: "Side-by-side benchmarks: a reference and Tandem in the same run, one JSON line per scenario.")
 
     static let known = ["locmem", "loop-roundtrip", "bridge-overhead", "redis-async-get", "redis-sync-get",
-                        "memcached-async-get", "memcached-sync-get", "http-fanout-delay", "http-small-gets", "stampede", "hedged-fanout"]
+                        "memcached-async-get", "memcached-sync-get", "http-fanout-delay", "http-small-gets", "stampede", "hedged-fanout", "http-cached-get"]
 
-    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets, stampede, hedged-fanout.")
+    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets, stampede, hedged-fanout, http-cached-get.")
     var scenarios: [String] = ["locmem"]
 
     @Option(help: "Seconds per measurement.")
@@ -200,6 +200,8 @@ struct TandemBench: AsyncParsableCommand {
             case "http-small-gets":
                 guard let curlReference else { throw ValidationError("http-small-gets needs --curl-reference") }
                 try await HTTPScenarios(seconds: seconds, rounds: rounds).smallGets(url: smallFile, reference: curlReference).emit()
+            case "http-cached-get":
+                try await HTTPScenarios(seconds: seconds, rounds: rounds).cachedGet(upstream: upstream).emit()
             case "hedged-fanout":
                 try await HTTPScenarios(seconds: seconds, rounds: rounds).hedgedFanOut(upstream: upstream).emit()
             case "stampede":
