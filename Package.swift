@@ -22,6 +22,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
     ],
     targets: [
         // epoll and eventfd, which Swift's Glibc module does not export.
@@ -38,6 +39,7 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
         .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
@@ -48,7 +50,8 @@ let package = Package(
         // Typed wrappers for curl's variadic setopt/getinfo (prefixed ccurl_).
         .target(name: "CCurlShim", dependencies: ["CCurl"]),
         .target(name: "TandemHTTP", dependencies: ["TandemLoop", "TandemCache", "CCurl", "CCurlShim", .product(name: "Logging", package: "swift-log"),
-                                                   .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]),
+                                                   .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                                                   .product(name: "Tracing", package: "swift-distributed-tracing")]),
         .target(name: "Tandem", dependencies: ["TandemLoop", "TandemCache", "TandemRedis", "TandemMemcached", "TandemHTTP"]),
         // Caches(configReader:) on apple/swift-configuration, kept out of the umbrella.
         .target(name: "TandemConfiguration", dependencies: ["Tandem", .product(name: "Configuration", package: "swift-configuration")]),
@@ -81,6 +84,7 @@ let package = Package(
             dependencies: ["Tandem", "TandemTestSupport", "TandemConfiguration",
                            .product(name: "MetricsTestKit", package: "swift-metrics"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                           .product(name: "InMemoryTracing", package: "swift-distributed-tracing"),
                            .product(name: "Configuration", package: "swift-configuration")]
         ),
     ],

@@ -1,5 +1,6 @@
 import CoreMetrics
 import TandemLoop
+import Tracing
 
 #if canImport(Glibc)
 import Glibc
@@ -36,15 +37,18 @@ public final class Cache: Sendable {
     ///   - asyncUnsafePolicy: the guard's policy for this cache (nil: the process-wide one).
     ///   - metricsFactory: where counters and timers go (nil: `MetricsSystem.factory`).
     ///   - resilience: fail-open and circuit-breaker settings (off by default).
+    ///   - tracer: where `cache.<operation>` spans go (nil: the bootstrapped tracer, if any).
     public init(
         alias: String = "default", backend: any CacheBackend, timeout: CacheTimeout = .seconds(300),
         keyPrefix: String = "", version: Int = 1, keyFunction: KeyFunction? = nil,
         codec: any CacheCodec = JSONCacheCodec(), asyncUnsafePolicy: AsyncUnsafePolicy? = nil,
-        metricsFactory: (any MetricsFactory)? = nil, resilience: CacheResilience = CacheResilience()
+        metricsFactory: (any MetricsFactory)? = nil, resilience: CacheResilience = CacheResilience(),
+        tracer: (any Tracer)? = nil
     ) {
         core = CacheCore(alias: alias, backend: backend, keyPrefix: keyPrefix, version: version,
                          keyFunction: keyFunction, defaultTimeout: timeout, codec: codec,
-                         asyncUnsafePolicy: asyncUnsafePolicy, metricsFactory: metricsFactory, resilience: resilience)
+                         asyncUnsafePolicy: asyncUnsafePolicy, metricsFactory: metricsFactory, resilience: resilience,
+                         tracer: tracer)
         self.async = AsyncCache(core: core)
     }
 

@@ -1,5 +1,6 @@
 import Logging
 import Metrics
+import Tracing
 import TandemLoop
 
 /// The operations the front records metrics for.
@@ -77,6 +78,8 @@ final class CacheCore: Sendable {
     let resilience: CacheResilience
     /// The breaker, when the settings ask for one.
     let breaker: CircuitBreaker?
+    /// Where spans go (nil: no tracing).
+    let tracer: (any Tracer)?
 
     /// The early-refresh beta a `getOrSet` call uses: the call's (0 or less: off), else the cache's.
     func earlyRefreshBeta(_ call: Double?) -> Double? {
@@ -97,8 +100,9 @@ final class CacheCore: Sendable {
     init(
         alias: String, backend: any CacheBackend, keyPrefix: String, version: Int, keyFunction: KeyFunction?,
         defaultTimeout: CacheTimeout, codec: any CacheCodec, asyncUnsafePolicy: AsyncUnsafePolicy?,
-        metricsFactory: (any MetricsFactory)?, resilience: CacheResilience = CacheResilience()
+        metricsFactory: (any MetricsFactory)?, resilience: CacheResilience = CacheResilience(), tracer: (any Tracer)? = nil
     ) {
+        self.tracer = CacheTracing.resolve(tracer)
         self.resilience = resilience
         self.breaker = resilience.breakerThreshold > 0
             ? CircuitBreaker(threshold: resilience.breakerThreshold, cooldown: resilience.breakerCooldown) : nil
@@ -219,6 +223,13 @@ final class CacheCore: Sendable {
     /// this call never fails open).
     @inline(__always)
     func run<R>(_ op: CacheOp, fallback: R? = nil, _ body: () throws -> R) throws -> R {
+        guard let tracer else { return try runUntraced(op, fallback: fallback, body) }
+        return try CacheTracing.span(tracer, op, alias: alias) { try runUntraced(op, fallback: fallback, body) }
+    }
+
+    /// ``run(_:fallback:_:)``'s work, outside any span.
+    @inline(__always)
+    private func runUntraced<R>(_ op: CacheOp, fallback: R?, _ body: () throws -> R) throws -> R {
         try checkBlocking(op)
         try enter()
         defer { gate.leave() }
@@ -234,6 +245,12 @@ final class CacheCore: Sendable {
     /// ``run(_:fallback:_:)`` for the async face.
     @inline(__always)
     func runAsync<R>(_ op: CacheOp, fallback: R? = nil, _ body: () async throws -> R) async throws -> R {
+        guard let tracer else { return try await runAsyncUntraced(op, fallback: fallback, body) }
+        return try await CacheTracing.span(tracer, op, alias: alias) { try await runAsyncUntraced(op, fallback: fallback, body) }
+    }
+
+    @inline(__always)
+    private func runAsyncUntraced<R>(_ op: CacheOp, fallback: R?, _ body: () async throws -> R) async throws -> R {
         try enter()
         defer { gate.leave() }
         if let breaker, !breaker.admit() { return try failOpen(op, CacheError.circuitOpen(alias: alias), fallback, reached: false) }

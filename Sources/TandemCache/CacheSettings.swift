@@ -1,5 +1,6 @@
 import CoreMetrics
 import TandemLoop
+import Tracing
 
 import Foundation
 
@@ -26,6 +27,8 @@ public struct CacheSettings: Sendable, CustomStringConvertible {
     public var codec: any CacheCodec
     /// Where the cache's counters and latency timer go (nil: `MetricsSystem.factory`).
     public var metricsFactory: (any MetricsFactory)?
+    /// Where the cache's spans go (nil: the tracer bootstrapped with `InstrumentationSystem`, if any).
+    public var tracer: (any Tracer)?
 
     /// Creates settings; every argument has Django's default.
     public init(
@@ -317,7 +320,8 @@ public struct BackendRegistry: Sendable {
         let backend = try entry.make(BackendConfiguration(alias: alias, location: settings.location, options: options, loop: loop))
         return Cache(alias: alias, backend: backend, timeout: settings.timeout, keyPrefix: settings.keyPrefix,
                      version: settings.version, keyFunction: settings.keyFunction, codec: settings.codec,
-                     asyncUnsafePolicy: policy, metricsFactory: settings.metricsFactory, resilience: resilience)
+                     asyncUnsafePolicy: policy, metricsFactory: settings.metricsFactory, resilience: resilience,
+                     tracer: settings.tracer)
     }
 }
 

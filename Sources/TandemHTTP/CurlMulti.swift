@@ -551,6 +551,10 @@ final class CurlMulti: @unchecked Sendable {
             var total: curl_off_t = 0
             var connect: curl_off_t = 0
             var first: curl_off_t = 0
+            var dns: curl_off_t = 0
+            var tls: curl_off_t = 0
+            _ = ccurl_easy_getinfo_off(easy, CURLINFO_NAMELOOKUP_TIME_T, &dns)
+            _ = ccurl_easy_getinfo_off(easy, CURLINFO_APPCONNECT_TIME_T, &tls)
             _ = ccurl_easy_getinfo_off(easy, CURLINFO_TOTAL_TIME_T, &total)
             _ = ccurl_easy_getinfo_off(easy, CURLINFO_CONNECT_TIME_T, &connect)
             _ = ccurl_easy_getinfo_off(easy, CURLINFO_STARTTRANSFER_TIME_T, &first)
@@ -560,7 +564,8 @@ final class CurlMulti: @unchecked Sendable {
                 if let effective { t.finalURL = String(cString: effective.assumingMemoryBound(to: CChar.self)) }
             }
             t.status = status
-            t.timings = .init(connect: .microseconds(connect), firstByte: .microseconds(first), total: .microseconds(total))
+            t.timings = .init(nameLookup: .microseconds(dns), connect: .microseconds(connect), tlsHandshake: .microseconds(tls),
+                              firstByte: .microseconds(first), total: .microseconds(total))
             return .success(())
         }
         let reason = String(cString: curl_easy_strerror(code))

@@ -1,6 +1,8 @@
 import Foundation
 import ServiceLifecycle
+import TandemCache
 import TandemLoop
+import Tracing
 
 /// An upstream HTTP client on libcurl's multi interface, driven by an event loop (the shared one by
 /// default), with a fan-out helper so that a page that calls five services costs the slowest call,
@@ -22,6 +24,8 @@ public final class HTTPClient: Sendable {
     let gate = ShutdownGate()
     /// Cached responses being refreshed in the background (stale-while-revalidate).
     let backgroundRefreshes = BackgroundRefreshes()
+    /// Where spans go (nil: no tracing).
+    let tracer: (any Tracer)?
     /// The async face (it keeps the client alive while in use).
     public var async: AsyncHTTPClient { AsyncHTTPClient(client: self) }
 
@@ -30,6 +34,7 @@ public final class HTTPClient: Sendable {
         let l = loop ?? EventLoops.shared
         self.loop = l
         self.configuration = configuration
+        self.tracer = CacheTracing.resolve(configuration.tracer)
         self.multi = CurlMulti(loop: l, configuration: configuration)
     }
 
@@ -110,6 +115,12 @@ public struct AsyncHTTPClient: Sendable {
     /// a GET is answered from the cache when RFC 9111 allows; see ``ResponseCaching``. With a hedging policy (the call's, else
     /// the client's when the call brings no retry policy) copies go out as ``HedgingPolicy`` says.
     public func send(_ request: HTTPRequest, retry: RetryPolicy? = nil, hedge: HedgingPolicy? = nil) async throws -> HTTPResponse {
+        guard let tracer = client.tracer else { return try await sendRouted(request, retry: retry, hedge: hedge) }
+        return try await HTTPTracing.span(tracer, request) { try await sendRouted(request, retry: retry, hedge: hedge) }
+    }
+
+    /// ``send(_:retry:hedge:)`` outside any span: through the response cache when there is one.
+    private func sendRouted(_ request: HTTPRequest, retry: RetryPolicy?, hedge: HedgingPolicy?) async throws -> HTTPResponse {
         if let caching = client.configuration.responseCaching, request.method == .get {
             return try await sendCaching(request, caching) { [self] r in try await sendUncached(r, retry: retry, hedge: hedge) }
         }
@@ -213,6 +224,7 @@ public struct AsyncHTTPClient: Sendable {
     /// One attempt: validates, then runs the transfer on the loop.
     func sendOnce(_ request: HTTPRequest) async throws -> HTTPResponse {
         try request.validate()
+        HTTPTracing.attempts?.bump()
         guard client.gate.enter() else { throw HTTPError.clientShutDown }
         defer { client.gate.leave() }
         let m = multi

@@ -1,4 +1,5 @@
 import Foundation
+import Tracing
 
 /// An HTTP method.
 public struct HTTPMethod: RawRepresentable, Hashable, Sendable, ExpressibleByStringLiteral, CustomStringConvertible {
@@ -139,14 +140,28 @@ public struct HTTPResponse: Sendable {
     /// The URL that answered (after redirects).
     public var url: String
 
-    /// How long the phases of the request took.
+    /// How long the phases of the request took (libcurl's figures, each from the start).
     public struct Timings: Sendable {
-        /// From start until the connection was established (0 when a kept-alive one was reused).
+        /// Until the host name was resolved (0 when a kept-alive connection was reused).
+        public var nameLookup: Duration
+        /// Until the connection was established (0 when a kept-alive one was reused).
         public var connect: Duration
-        /// From start until the first response byte.
+        /// Until the TLS handshake was done (0 for plain HTTP or a reused connection).
+        public var tlsHandshake: Duration
+        /// Until the first response byte.
         public var firstByte: Duration
-        /// From start until the end.
+        /// Until the end.
         public var total: Duration
+
+        /// Timings of a request.
+        public init(nameLookup: Duration = .zero, connect: Duration, tlsHandshake: Duration = .zero,
+                    firstByte: Duration, total: Duration) {
+            self.nameLookup = nameLookup
+            self.connect = connect
+            self.tlsHandshake = tlsHandshake
+            self.firstByte = firstByte
+            self.total = total
+        }
     }
 
     /// The first header named `name` (case-insensitive).
@@ -249,6 +264,8 @@ public struct HTTPClientConfiguration: Sendable {
     public var retryPolicy: RetryPolicy?
     /// Caches GET responses in a Tandem cache as a shared HTTP cache does (nil: no caching).
     public var responseCaching: ResponseCaching?
+    /// Where `HTTP <METHOD>` spans go (nil: the tracer bootstrapped with `InstrumentationSystem`, if any).
+    public var tracer: (any Tracer)?
     /// The hedging policy of every request that brings no policy of its own (nil: no hedging; it
     /// takes precedence over ``retryPolicy``).
     public var hedgingPolicy: HedgingPolicy?
