@@ -59,7 +59,7 @@ public final class Cache: Sendable {
     /// (`.some(nil)`) from a miss (`nil`).
     public func get<V: CacheValue>(_ key: String, version: Int? = nil) throws -> V? {
         let k = try core.key(key, version)
-        return try core.run(.get, fallback: .some(V?.none)) { try core.decode(try core.backend.get(k), key: k) }
+        return try core.decode(try core.runRead(.get) { try core.backend.get(k) }, key: k)
     }
 
     /// Returns the value of `key`, or `default` when it is missing.
@@ -218,7 +218,7 @@ public final class Cache: Sendable {
 
     /// The value of `made` as this caller's type and as stored, if it is there.
     private func readShared<V: CacheValue>(_ made: String) throws -> (V, StoredValue)? {
-        guard let stored = try core.run(.get, fallback: .some(StoredValue?.none), { try core.backend.get(made) }),
+        guard let stored = try core.runRead(.get, { try core.backend.get(made) }),
               let v: V = try core.decode(stored, key: made) else { return nil }
         return (v, stored)
     }

@@ -210,10 +210,22 @@ final class CacheCore: Sendable {
 
     // MARK: shutdown
 
-    /// Admits a call, or refuses it with ``CacheError/shutDown(_:)`` once a shutdown has begun.
+    /// Admits a call, or refuses it with ``CacheError/shutDown(_:)`` once a shutdown has begun. Calls
+    /// to a backend that waits on I/O are counted, so that a shutdown can wait for them; an in-memory
+    /// backend's calls end in microseconds, so they only check the flag (one load, no shared write
+    /// that threads would fight over).
     @inline(__always)
     private func enter() throws {
-        guard gate.enter() else { throw CacheError.shutDown("cache '\(alias)'") }
+        if guarded {
+            guard gate.enter() else { throw CacheError.shutDown("cache '\(alias)'") }
+        } else if gate.isClosed {
+            throw CacheError.shutDown("cache '\(alias)'")
+        }
+    }
+
+    @inline(__always)
+    private func leave() {
+        if guarded { gate.leave() }
     }
 
     // MARK: recording
@@ -227,12 +239,25 @@ final class CacheCore: Sendable {
         return try CacheTracing.span(tracer, op, alias: alias) { try runUntraced(op, fallback: fallback, body) }
     }
 
+    /// ``run(_:fallback:_:)`` for a read of one stored value (a miss when failing open). Not generic, so
+    /// the hot path is specialized whatever type the caller decodes into.
+    @inline(__always)
+    func runRead(_ op: CacheOp, _ body: () throws -> StoredValue?) throws -> StoredValue? {
+        try run(op, fallback: .some(nil), body)
+    }
+
+    /// ``runRead(_:_:)`` for the async face.
+    @inline(__always)
+    func runReadAsync(_ op: CacheOp, _ body: () async throws -> StoredValue?) async throws -> StoredValue? {
+        try await runAsync(op, fallback: .some(nil), body)
+    }
+
     /// ``run(_:fallback:_:)``'s work, outside any span.
     @inline(__always)
     private func runUntraced<R>(_ op: CacheOp, fallback: R?, _ body: () throws -> R) throws -> R {
         try checkBlocking(op)
         try enter()
-        defer { gate.leave() }
+        defer { leave() }
         if let breaker, !breaker.admit() { return try failOpen(op, CacheError.circuitOpen(alias: alias), fallback, reached: false) }
         if !metrics.timing {
             do { return recorded(try body()) } catch { return try failOpen(op, error, fallback, reached: true) }
@@ -252,7 +277,7 @@ final class CacheCore: Sendable {
     @inline(__always)
     private func runAsyncUntraced<R>(_ op: CacheOp, fallback: R?, _ body: () async throws -> R) async throws -> R {
         try enter()
-        defer { gate.leave() }
+        defer { leave() }
         if let breaker, !breaker.admit() { return try failOpen(op, CacheError.circuitOpen(alias: alias), fallback, reached: false) }
         if !metrics.timing {
             do { return recorded(try await body()) } catch { return try failOpen(op, error, fallback, reached: true) }

@@ -4,13 +4,13 @@ import Synchronization
 /// graceful shutdown can wait for what is running and nothing new starts. One atomic add to enter and
 /// one to leave; the lowest bit of the counter is the closed flag.
 package final class ShutdownGate: Sendable {
-    private let state = Atomic<Int>(0)
+    @usableFromInline let state = Atomic<Int>(0)
 
     package init() {}
 
     /// Admits a call (true), or refuses it because the gate is closed (false). A true must be
     /// followed by exactly one ``leave()``.
-    @inline(__always)
+    @inlinable
     package func enter() -> Bool {
         if state.add(2, ordering: .acquiring).newValue & 1 != 0 {
             state.subtract(2, ordering: .releasing)
@@ -20,13 +20,14 @@ package final class ShutdownGate: Sendable {
     }
 
     /// Ends a call that ``enter()`` admitted.
-    @inline(__always)
+    @inlinable
     package func leave() { state.subtract(2, ordering: .releasing) }
 
     /// Refuses every later call.
     package func close() { state.bitwiseOr(1, ordering: .acquiringAndReleasing) }
 
     /// True once ``close()`` was called.
+    @inlinable
     package var isClosed: Bool { state.load(ordering: .acquiring) & 1 != 0 }
 
     /// Calls admitted and not yet ended.

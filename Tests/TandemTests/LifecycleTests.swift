@@ -40,6 +40,8 @@ final class GatedBackend: NonBlockingCacheBackend, @unchecked Sendable {
     }
     var keyStrictness: KeyStrictness { .lenient }
     var backendDescription: String { "gated" }
+    /// Waits like a network backend, so that the cache counts its calls in flight.
+    var waitsOnIO: Bool { true }
     func getMany(_ keys: [String]) throws -> [String: StoredValue] { try inner.getMany(keys) }
     func set(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) throws -> Bool {
         try inner.set(key, value, expiry: expiry, mode: mode)
