@@ -11,13 +11,7 @@ extension CacheSettings {
         func bad(_ reason: String) -> CacheError {
             .invalidSetting(alias: alias, field: "TANDEM_CACHE_URL", reason: "\(reason) in \"\(Redaction.location(url))\"")
         }
-        let parsed: (scheme: String, rest: String, query: [(name: String, value: String)])?
-        do {
-            parsed = try URLQuery.splitURL(url)
-        } catch {
-            throw bad(error.reason)
-        }
-        guard let (scheme, rest, query) = parsed else { throw bad("expected scheme://...") }
+        let (scheme, rest, query) = try URLQuery.splitURL(url, expected: "expected scheme://...", bad)
         self.init()
         var passthrough: [(String, String)] = []
         var redisDB: String?

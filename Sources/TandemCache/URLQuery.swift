@@ -40,6 +40,20 @@ package enum URLQuery {
         return (scheme, String(after[..<q]), try parse(after[after.index(after: q)...]))
     }
 
+    /// ``splitURL(_:)`` whose failures (a malformed query, no `scheme://`) are the settings error
+    /// `bad` makes of the reason.
+    package static func splitURL(_ text: String, expected: String, _ bad: (String) -> CacheError) throws(CacheError)
+        -> (scheme: String, rest: String, query: [(name: String, value: String)]) {
+        let parsed: (scheme: String, rest: String, query: [(name: String, value: String)])?
+        do {
+            parsed = try splitURL(text)
+        } catch {
+            throw bad(error.reason)
+        }
+        guard let parsed else { throw bad(expected) }
+        return parsed
+    }
+
     /// Percent-decodes `text` (`+` stays a plus); nil for a `%` not followed by two hex digits or
     /// bytes that are not UTF-8.
     static func decode(_ text: Substring) -> String? {

@@ -44,8 +44,7 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
     private var watchers: [UInt64: Watcher] = [:]
     private var timers: [UInt64: DispatchWorkItem] = [:]
     private var nextID: UInt64 = 1
-    private var shutdownHooks: [UInt64: @Sendable () -> Void] = [:]
-    private var hooksRan = false
+    private var shutdownHooks = ShutdownHooks()
 
     /// Creates a loop on a new serial queue (or on `queue`, which must be serial).
     public init(name: String = "tandem-dispatch-loop", queue: DispatchQueue? = nil) {
@@ -213,16 +212,14 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
     @discardableResult
     public func onShutdown(_ hook: @escaping @Sendable () -> Void) -> ShutdownHookID {
         precondition(inEventLoop, "onShutdown must be called on the loop")
-        let id = nextID
         nextID += 1
-        if hooksRan { hook() } else { shutdownHooks[id] = hook }
-        return ShutdownHookID(raw: id)
+        return shutdownHooks.add(nextID - 1, hook)
     }
 
     /// Forgets a shutdown hook; see ``EventLoop/removeShutdownHook(_:)``.
     public func removeShutdownHook(_ id: ShutdownHookID) {
         precondition(inEventLoop, "removeShutdownHook must be called on the loop")
-        shutdownHooks.removeValue(forKey: id.raw)
+        shutdownHooks.remove(id)
     }
 
     /// Refuses new work, runs the shutdown hooks, cancels timers and sources, and waits for the queue
@@ -235,12 +232,7 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
         }
         guard first else { return }
         queue.sync { [self] in
-            onLoop {
-                hooksRan = true
-                let hooks = shutdownHooks.sorted { $0.key < $1.key }.map(\.value)
-                shutdownHooks = [:]
-                for hook in hooks { hook() }
-            }
+            onLoop { for hook in shutdownHooks.takeAll() { hook() } }
             for (_, t) in timers { t.cancel() }
             timers.removeAll()
             for (_, w) in watchers {

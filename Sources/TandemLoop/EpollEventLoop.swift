@@ -52,8 +52,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
     private var timers: [UInt64: @Sendable () -> Void] = [:]
     private var heap = TimerHeap()
     private var nextID: UInt64 = 1
-    private var shutdownHooks: [UInt64: @Sendable () -> Void] = [:]
-    private var hooksRan = false
+    private var shutdownHooks = ShutdownHooks()
     /// Runs Swift jobs enqueued after shutdown, one at a time (see ``enqueue(_:)``).
     private let afterShutdown: DispatchQueue
     private let spinNanos: UInt64
@@ -184,16 +183,14 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
     @discardableResult
     public func onShutdown(_ hook: @escaping @Sendable () -> Void) -> ShutdownHookID {
         precondition(inEventLoop, "onShutdown must be called on the loop thread")
-        let id = nextID
         nextID += 1
-        if hooksRan { hook() } else { shutdownHooks[id] = hook }
-        return ShutdownHookID(raw: id)
+        return shutdownHooks.add(nextID - 1, hook)
     }
 
     /// Forgets a shutdown hook; see ``EventLoop/removeShutdownHook(_:)``.
     public func removeShutdownHook(_ id: ShutdownHookID) {
         precondition(inEventLoop, "removeShutdownHook must be called on the loop thread")
-        shutdownHooks.removeValue(forKey: id.raw)
+        shutdownHooks.remove(id)
     }
 
     /// Stops the loop and joins its thread; see ``EventLoop/shutdown()``. Work already submitted runs
@@ -285,13 +282,10 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
             batch.removeAll(keepingCapacity: true)
             resumeBatch.flush()
             if state == .stopping {
-                if !hooksRan {
+                if !shutdownHooks.haveRun {
                     // One more turn after the hooks: the work they submit (and the resumptions of
                     // what they failed) is drained before the thread ends.
-                    hooksRan = true
-                    let hooks = shutdownHooks.sorted { $0.key < $1.key }.map(\.value)
-                    shutdownHooks = [:]
-                    for hook in hooks { hook() }
+                    for hook in shutdownHooks.takeAll() { hook() }
                     resumeBatch.flush()
                     continue
                 }

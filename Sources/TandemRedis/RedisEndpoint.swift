@@ -34,13 +34,7 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
         func bad(_ reason: String) -> CacheError {
             .invalidSetting(alias: alias, field: "LOCATION", reason: "\(reason): \"\(Redaction.location(location))\"")
         }
-        let parsed: (scheme: String, rest: String, query: [(name: String, value: String)])?
-        do {
-            parsed = try URLQuery.splitURL(location)
-        } catch {
-            throw bad(error.reason)
-        }
-        guard let (scheme, rest, items) = parsed else { throw bad("expected redis://host:port[/db] or unix:///path") }
+        let (scheme, rest, items) = try URLQuery.splitURL(location, expected: "expected redis://host:port[/db] or unix:///path", bad)
         var query: [String: String] = [:]
         for (name, value) in items { query[name.lowercased()] = value }
         for name in query.keys where name != "db" {
