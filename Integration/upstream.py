@@ -106,7 +106,12 @@ async def handle(reader, writer):
                     await asyncio.sleep(0.1)
                     writer.write(b"z")
             elif name == "never":
-                await asyncio.sleep(3600)
+                # Never answer, but let go when the client hangs up (up to an hour), so that
+                # abandoned requests do not pile up as half-closed sockets.
+                try:
+                    await asyncio.wait_for(reader.read(), 3600)
+                except (asyncio.TimeoutError, ConnectionError):
+                    pass
                 return
             elif name == "redirect":
                 n = int(arg or 0)

@@ -103,7 +103,8 @@ public final class MemcachedBackend: CacheBackend {
     }
 
     /// Ends the async face's worker threads (after the jobs already queued, which finish, each within
-    /// the poll timeout) and closes every connection once they have let go of their handles.
+    /// the poll timeout) and closes every connection: the idle ones at once, a handle still in use as
+    /// soon as its call ends.
     public func shutdown() async {
         workers.stop()
         let clock = ContinuousClock()
@@ -111,7 +112,8 @@ public final class MemcachedBackend: CacheBackend {
         while workers.runningThreads > 0, clock.now < deadline {
             try? await Task.sleep(for: .milliseconds(2))
         }
-        close()
+        pool.shutDown()
+        asyncPool.shutDown()
     }
 
     /// Stores each item; the keys that failed (too large, or a server error) are returned.

@@ -115,6 +115,10 @@ final class MemcachedPool: @unchecked Sendable {
     /// Handles that already got their SASL credentials (credentials are set once per handle).
     private let config: MemcachedConfiguration
     private let authenticatedHandles = Mutex<Set<UInt>>([])
+    /// Set by ``shutDown()``; from then on a handle is disconnected as it comes back to the pool. The
+    /// same lock covers a handle's return, so a handle is either back before ``shutDown()`` looks
+    /// (and closed there) or sees the flag (and is closed on its way back): none keeps a connection.
+    private let isShutDown = Mutex(false)
 
     init(config: MemcachedConfiguration, size: Int, alias: String) throws {
         let options = config.optionString(size: size)
@@ -161,6 +165,20 @@ final class MemcachedPool: @unchecked Sendable {
         }
     }
 
+    /// Closes every idle handle's connections now and every lent handle's as it comes back.
+    func shutDown() {
+        isShutDown.locked { $0 = true }
+        closeIdle()
+    }
+
+    /// Puts a borrowed handle back, disconnected first once the pool is shut down.
+    private func giveBack(_ handle: UnsafeMutablePointer<memcached_st>) {
+        isShutDown.locked { down in
+            if down { memcached_quit(handle) }
+            _ = memcached_pool_release(pool, handle)
+        }
+    }
+
     /// Borrows a handle (waiting at most `timeout`), runs `body` on the calling thread, returns it.
     func withHandle<R>(_ body: (UnsafeMutablePointer<memcached_st>) throws -> R) throws -> R {
         var rc = MEMCACHED_SUCCESS
@@ -168,7 +186,7 @@ final class MemcachedPool: @unchecked Sendable {
         guard let handle = memcached_pool_fetch(pool, &wait, &rc) else {
             throw CacheError.poolExhausted(server: description, size: size)
         }
-        defer { _ = memcached_pool_release(pool, handle) }
+        defer { giveBack(handle) }
         if let user = config.username, let password = config.password {
             let key = UInt(bitPattern: handle)
             let fresh = authenticatedHandles.locked { $0.insert(key).inserted }

@@ -85,6 +85,26 @@ public func connectTCP(host: String = "127.0.0.1", port: Int, receiveTimeout: Do
     return fd
 }
 
+/// The TCP connections to `port` on this machine that are open (ESTABLISHED) on the client side, read
+/// from `/proc/net/tcp` and `/proc/net/tcp6`. A socket its client closed leaves that state at once,
+/// unlike a server's own connection count, which moves only when the server gets round to the close.
+/// Count only what this process alone connects to (a server a test started for itself).
+public func openClientConnections(toPort port: Int) throws -> Int {
+    var count = 0
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        // Read to the end: procfs files report size 0, and a sized read stops after the first page.
+        guard let data = try? FileHandle(forReadingFrom: URL(fileURLWithPath: table)).readToEnd() else { continue }
+        let text = String(decoding: data, as: UTF8.self)
+        for line in text.split(separator: "\n").dropFirst() {
+            let fields = line.split(separator: " ")
+            guard fields.count > 3, let colon = fields[2].lastIndex(of: ":"),
+                  let remotePort = Int(fields[2][fields[2].index(after: colon)...], radix: 16) else { continue }
+            if remotePort == port && fields[3] == "01" { count += 1 }
+        }
+    }
+    return count
+}
+
 /// Sends `request` to a TCP server and reads until `until` is satisfied or `timeout` passes: for
 /// talking to servers directly in tests (checking what a client stored, or sending admin commands).
 public func rawExchange(host: String = "127.0.0.1", port: Int, _ request: [UInt8], timeout: Double = 3,
