@@ -219,10 +219,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
     private let resumeBatch = ResumeBatch()
 
     private func runLoop() {
-        // The OS thread name (what top, perf and gdb show); Linux allows 15 bytes.
-        var osName = Array(name.utf8.prefix(15))
-        while !osName.isEmpty, String(validating: osName, as: UTF8.self) == nil { osName.removeLast() }
-        _ = ctandemsys_set_thread_name(String(decoding: osName, as: UTF8.self))
+        setCurrentThreadName(name)
         LoopThread.set(identity)
         resumeBatch.install()
         var events = [epoll_event](repeating: epoll_event(), count: 256)

@@ -16,13 +16,21 @@ import TandemLoop
 ///   and deletes the key's old value. `incr`/`decr` use memcached's own atomic commands; memcached
 ///   never goes below 0. The value's type tag is kept in the item flags.
 /// - `clear()` is flush_all on every server: every key there, not only this cache's prefix.
-/// - Blocking face: the calling thread borrows a pooled handle and does the I/O. Async face: a
-///   bounded worker pool that coalesces concurrent gets into one multi-get.
+/// - Blocking face: the calling thread borrows a pooled handle and does the I/O. Async face: the
+///   event loop, speaking memcached's meta protocol on connections the loop owns (one per server,
+///   requests of one loop turn in one write, keys placed by libmemcached's own distribution so both
+///   faces agree). With `USERNAME`/`PASSWORD` (SASL, which the meta protocol lacks) the async face is
+///   a bounded worker pool on the binary protocol that coalesces concurrent gets into one multi-get;
+///   `ASYNC_WORKERS` sizes it.
 public final class MemcachedBackend: CacheBackend {
     let config: MemcachedConfiguration
     let pool: MemcachedPool
-    let asyncPool: MemcachedPool
-    let workers: MemcachedWorkers
+    /// The async face: on the event loop, speaking the meta protocol (nil with SASL credentials).
+    let loopClient: MemcachedLoopClient?
+    /// The async face with SASL credentials: worker threads on libmemcached's binary protocol
+    /// (the meta protocol has no SASL).
+    let asyncPool: MemcachedPool?
+    let workers: MemcachedWorkers?
 
     /// The registry entry: `memcached`, and Django's dotted names for its memcached backends.
     public static let registryEntry = BackendEntry(
@@ -39,11 +47,19 @@ public final class MemcachedBackend: CacheBackend {
     public init(configuration: BackendConfiguration) throws {
         config = try MemcachedConfiguration.parse(configuration)
         pool = try MemcachedPool(config: config, size: config.poolSize, alias: configuration.alias)
-        asyncPool = try MemcachedPool(config: config, size: config.asyncWorkers, alias: configuration.alias)
-        workers = MemcachedWorkers(pool: asyncPool, threads: config.asyncWorkers, server: config.description)
+        if config.username == nil {
+            loopClient = try MemcachedLoopClient(loop: configuration.loop ?? EventLoops.shared, config: config, alias: configuration.alias)
+            asyncPool = nil
+            workers = nil
+        } else {
+            loopClient = nil
+            let p = try MemcachedPool(config: config, size: config.asyncWorkers, alias: configuration.alias)
+            asyncPool = p
+            workers = MemcachedWorkers(pool: p, threads: config.asyncWorkers, server: config.description)
+        }
     }
 
-    deinit { workers.stop() }
+    deinit { workers?.stop() }
 
     /// memcached refuses keys over 250 bytes and keys with spaces or control characters.
     public var keyStrictness: KeyStrictness { .strict }
@@ -52,9 +68,10 @@ public final class MemcachedBackend: CacheBackend {
     /// The servers.
     public var backendDescription: String { "memcached://" + config.description }
 
-    /// Coalescing counters of the async face: gets, round trips that carried them, largest batch.
+    /// Coalescing counters of the worker-thread async face (SASL caches only; zero on the loop face):
+    /// gets, round trips that carried them, largest batch.
     public var asyncGetStatistics: (gets: Int, roundTrips: Int, largestBatch: Int) {
-        let s = workers.statistics
+        let s = workers?.statistics ?? .init()
         return (s.gets, s.getRoundTrips, s.largestBatch)
     }
 
@@ -63,7 +80,8 @@ public final class MemcachedBackend: CacheBackend {
     }
 
     private func onWorker<T: Sendable>(_ body: @escaping @Sendable (MemcachedOps) throws -> T) async throws -> T {
-        try await withPromise { (p: LoopPromise<T>) in
+        guard let workers else { throw CacheError.closed(alias: config.description) }
+        return try await withPromise { (p: LoopPromise<T>) in
             workers.submit(.other({ ops in p.complete(Result { try body(ops) }) }, fail: { p.fail($0) }))
         }
     }
@@ -99,21 +117,25 @@ public final class MemcachedBackend: CacheBackend {
     /// reconnects.
     public func close() {
         pool.closeIdle()
-        asyncPool.closeIdle()
+        asyncPool?.closeIdle()
+        loopClient?.close()
     }
 
     /// Ends the async face's worker threads (after the jobs already queued, which finish, each within
     /// the poll timeout) and closes every connection: the idle ones at once, a handle still in use as
     /// soon as its call ends.
     public func shutdown() async {
-        workers.stop()
-        let clock = ContinuousClock()
-        let deadline = clock.now + .milliseconds(2 * config.pollTimeoutMs + 100)
-        while workers.runningThreads > 0, clock.now < deadline {
-            try? await Task.sleep(for: .milliseconds(2))
+        if let workers {
+            workers.stop()
+            let clock = ContinuousClock()
+            let deadline = clock.now + .milliseconds(2 * config.pollTimeoutMs + 100)
+            while workers.runningThreads > 0, clock.now < deadline {
+                try? await Task.sleep(for: .milliseconds(2))
+            }
         }
         pool.shutDown()
-        asyncPool.shutDown()
+        asyncPool?.shutDown()
+        loopClient?.close()
     }
 
     /// Stores each item; the keys that failed (too large, or a server error) are returned.
@@ -125,35 +147,59 @@ public final class MemcachedBackend: CacheBackend {
 
     // MARK: async face
 
-    /// A get on the worker pool, coalesced with the other gets waiting into one `memcached_mget`.
+    /// A get: `mg` on the loop (pipelined with whatever else went out in the same turn); with SASL, on
+    /// the worker pool, coalesced with the other waiting gets into one `memcached_mget`.
     public func asyncGet(_ key: String) async throws -> StoredValue? {
-        try await withPromise { (p: LoopPromise<StoredValue?>) in workers.submit(.get(key, p)) }
+        if let loopClient { return try await loopClient.get(key) }
+        guard let workers else { throw CacheError.closed(alias: config.description) }
+        return try await withPromise { (p: LoopPromise<StoredValue?>) in workers.submit(.get(key, p)) }
     }
-    /// One multi-get on the worker pool.
+    /// One quiet `mg` batch per server, the servers asked at once (a multi-get on a worker with SASL).
     public func asyncGetMany(_ keys: [String]) async throws -> [String: StoredValue] {
-        try await onWorker { try $0.getMany(keys) }
+        if let loopClient { return try await loopClient.getMany(keys) }
+        return try await onWorker { try $0.getMany(keys) }
     }
-    /// A set (add for `.add`) on the worker pool.
+    /// A set (add for `.add`): `ms` on the loop.
     public func asyncSet(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) async throws -> Bool {
-        try await onWorker { try $0.set(key, value, expiry: expiry, mode: mode) }
+        if let loopClient { return try await loopClient.set(key, value, expiry: expiry, mode: mode) }
+        return try await onWorker { try $0.set(key, value, expiry: expiry, mode: mode) }
     }
-    /// Sets each item on the worker pool; returns the keys that failed.
+    /// Sets each item (pipelined per server); returns the keys that failed.
     public func asyncSetMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) async throws -> [String] {
+        if let loopClient { return try await loopClient.setMany(items, expiry: expiry) }
         let sendable = items.map { SendableItem(key: $0.key, value: $0.value) }
         return try await onWorker { ops in MemcachedBackend.setEach(sendable.map { ($0.key, $0.value) }, expiry, ops) }
     }
-    /// A delete on the worker pool; whether the key existed.
-    public func asyncDelete(_ key: String) async throws -> Bool { try await onWorker { try $0.delete(key) } }
-    /// Deletes each key on the worker pool.
-    public func asyncDeleteMany(_ keys: [String]) async throws { try await onWorker { ops in for k in keys { _ = try ops.delete(k) } } }
-    /// memcached's own incr/decr on the worker pool: atomic in the async face too.
-    public func asyncIncr(_ key: String, by delta: Int64) async throws -> Int64 { try await onWorker { try $0.incr(key, by: delta) } }
-    /// A touch on the worker pool; whether the key existed.
-    public func asyncTouch(_ key: String, expiry: CacheExpiry) async throws -> Bool { try await onWorker { try $0.touch(key, expiry: expiry) } }
-    /// Whether the key exists (`memcached_exist`), asked on the worker pool.
-    public func asyncHasKey(_ key: String) async throws -> Bool { try await onWorker { try $0.hasKey(key) } }
-    /// flush_all on every server, on the worker pool.
-    public func asyncClear() async throws { try await onWorker { try $0.clear() } }
+    /// A delete (`md`); whether the key existed.
+    public func asyncDelete(_ key: String) async throws -> Bool {
+        if let loopClient { return try await loopClient.delete(key) }
+        return try await onWorker { try $0.delete(key) }
+    }
+    /// Deletes each key (pipelined per server).
+    public func asyncDeleteMany(_ keys: [String]) async throws {
+        if let loopClient { return try await loopClient.deleteMany(keys) }
+        try await onWorker { ops in for k in keys { _ = try ops.delete(k) } }
+    }
+    /// memcached's own atomic incr/decr (`ma`): atomic in the async face too.
+    public func asyncIncr(_ key: String, by delta: Int64) async throws -> Int64 {
+        if let loopClient { return try await loopClient.incr(key, by: delta) }
+        return try await onWorker { try $0.incr(key, by: delta) }
+    }
+    /// A touch (`mg` with `T`); whether the key existed.
+    public func asyncTouch(_ key: String, expiry: CacheExpiry) async throws -> Bool {
+        if let loopClient { return try await loopClient.touch(key, expiry: expiry) }
+        return try await onWorker { try $0.touch(key, expiry: expiry) }
+    }
+    /// Whether the key exists (`mg` without a value).
+    public func asyncHasKey(_ key: String) async throws -> Bool {
+        if let loopClient { return try await loopClient.hasKey(key) }
+        return try await onWorker { try $0.hasKey(key) }
+    }
+    /// flush_all on every server.
+    public func asyncClear() async throws {
+        if let loopClient { return try await loopClient.clear() }
+        try await onWorker { try $0.clear() }
+    }
 }
 
 struct SendableItem: Sendable {

@@ -73,8 +73,11 @@ final class MemcachedWorkers: Sendable {
         }
         if wake { wakeup.signal() }
         if spawn {
-            let t = Thread { [self] in run() }
-            t.name = "tandem-memcached"
+            // Named from inside, for debuggers and `top -H` (the kernel keeps 15 bytes of it).
+            let t = Thread { [self] in
+                setCurrentThreadName("tandem-memcached")
+                run()
+            }
             t.start()
         }
     }

@@ -7,10 +7,7 @@ import Glibc
 
 /// Where one Redis server is and how to log in: parsed from a LOCATION and OPTIONS.
 struct RedisEndpoint: Sendable, CustomStringConvertible {
-    enum Address: Sendable {
-        case tcp(host: String, port: Int)
-        case unix(path: String)
-    }
+    typealias Address = ServerAddress
     let address: Address
     let db: Int
     let username: String?
@@ -113,4 +110,14 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
         if db != 0 { out.append(["SELECT".bytes, String(db).bytes]) }
         return out
     }
+}
+
+extension RedisEndpoint {
+    /// The addresses to try when no name lookup is needed (nil for a host name).
+    func addressesWithoutLookup() throws(CacheError) -> [ResolvedAddress]? {
+        try address.addressesWithoutLookup(description: description)
+    }
+
+    /// Every address of the server, looked up if needed (blocks: never on a loop thread).
+    func resolveAll() throws(CacheError) -> [ResolvedAddress] { try address.resolveAll(description: description) }
 }

@@ -141,3 +141,12 @@ public func eventuallyAsync(_ seconds: Double, _ condition: () async -> Bool) as
     }
     return await condition()
 }
+
+/// The names of this process's threads (`/proc/self/task/*/comm`).
+public func threadNames() -> [String] {
+    let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+    return tasks.compactMap { t in
+        guard let data = try? FileHandle(forReadingFrom: URL(fileURLWithPath: "/proc/self/task/\(t)/comm")).readToEnd() else { return nil }
+        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+    }
+}

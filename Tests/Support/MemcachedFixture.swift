@@ -11,8 +11,11 @@ public struct MemcachedFixture: CacheFixture {
     public let namespace: String
     public let servers: [String]
     public let options: [String: SettingValue]
+    /// The loop the async face runs on.
+    public let loop: any EventLoop
 
-    public init(isolatedServer: String? = nil, options: [String: SettingValue] = [:]) {
+    public init(isolatedServer: String? = nil, options: [String: SettingValue] = [:], loop: TestLoops.Kind = .epoll) {
+        self.loop = loop.loop
         namespace = "t\(nextMemcachedNamespace.add(1, ordering: .relaxed).newValue)-"
         servers = isolatedServer.map { [$0] } ?? TestServers.memcachedServers
         // A generous poll timeout (the default is 1 s): these tests are about results, on two cores
@@ -31,7 +34,7 @@ public struct MemcachedFixture: CacheFixture {
         let inner = s.keyFunction
         let ns = namespace
         s.keyFunction = { key, prefix, version in ns + (inner?(key, prefix, version) ?? "\(prefix):\(version):\(key)") }
-        return try BackendRegistry.standard.makeCache(alias: "memcached-test", settings: s, loop: nil)
+        return try BackendRegistry.standard.makeCache(alias: "memcached-test", settings: s, loop: loop)
     }
 
     /// memcached keeps a key between its timeout and one second longer (whole-second clock): waiting

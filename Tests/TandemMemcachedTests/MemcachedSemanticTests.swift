@@ -5,7 +5,6 @@ import Testing
 private let serversAvailable = TestServers.shouldRun(!TestServers.memcachedServers.isEmpty)
 
 /// Django's cache behaviours against three real memcached servers, in both faces, on both loops.
-/// (memcached's async face runs on its own workers; the loop parameter checks that it does not care.)
 @Suite(.enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)))
 struct MemcachedSemantics {
     @Test("memcached", arguments: SemanticSuite.names, TestLoops.Kind.allCases)
@@ -16,7 +15,7 @@ struct MemcachedSemantics {
         let own = name == "clear" ? try await onPlainThread { try MemcachedProcess() } : nil
         defer { own?.stop() }
         for face in FaceKind.allCases {
-            try await SemanticSuite.run(name, fixture: MemcachedFixture(isolatedServer: own?.address), face: face)
+            try await SemanticSuite.run(name, fixture: MemcachedFixture(isolatedServer: own?.address, loop: loop), face: face)
         }
     }
 }

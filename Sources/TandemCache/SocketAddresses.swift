@@ -1,23 +1,30 @@
-import TandemCache
 import TandemLoop
 
 #if canImport(Glibc)
 import Glibc
 #endif
 
-/// One socket address of a Redis server, as `getaddrinfo` gives it.
-struct ResolvedAddress: @unchecked Sendable {
-    // Why @unchecked Sendable is safe: a plain value (sockaddr bytes) that is never mutated after creation.
-    let storage: sockaddr_storage
-    let length: socklen_t
-    let family: Int32
+/// Where a server listens: a host (name or numeric address) and port, or a unix socket path. Shared by
+/// the backends that do their own socket I/O (Redis, and memcached's async face).
+package enum ServerAddress: Sendable, Hashable {
+    case tcp(host: String, port: Int)
+    case unix(path: String)
 }
 
-extension RedisEndpoint {
+/// One socket address of a server, as `getaddrinfo` gives it.
+package struct ResolvedAddress: @unchecked Sendable {
+    // Why @unchecked Sendable is safe: a plain value (sockaddr bytes) that is never mutated after creation.
+    package let storage: sockaddr_storage
+    package let length: socklen_t
+    package let family: Int32
+}
+
+extension ServerAddress {
     /// The addresses to try, in order, when no name lookup is needed: a unix socket, or a host that is a
-    /// numeric IPv4/IPv6 address. Nil for a host name (use ``resolveAll()`` off the loop thread).
-    func addressesWithoutLookup() throws(CacheError) -> [ResolvedAddress]? {
-        switch address {
+    /// numeric IPv4/IPv6 address. Nil for a host name (use ``resolveAll(description:)`` off the loop
+    /// thread). `description` names the server in errors.
+    package func addressesWithoutLookup(description: String) throws(CacheError) -> [ResolvedAddress]? {
+        switch self {
         case .unix(let path):
             var a = sockaddr_un()
             a.sun_family = sa_family_t(AF_UNIX)
@@ -32,20 +39,20 @@ extension RedisEndpoint {
             withUnsafeMutableBytes(of: &storage) { dst in withUnsafeBytes(of: a) { dst.copyMemory(from: $0) } }
             return [ResolvedAddress(storage: storage, length: socklen_t(MemoryLayout<sockaddr_un>.size), family: AF_UNIX)]
         case .tcp(let host, let port):
-            return try? lookup(host: host, port: port, flags: AI_NUMERICHOST)
+            return try? lookup(host: host, port: port, flags: AI_NUMERICHOST, description: description)
         }
     }
 
     /// Every address of the endpoint, in `getaddrinfo`'s order (which follows RFC 6724, so `localhost`
     /// may give `::1` before `127.0.0.1`: callers try them in turn). Blocks while the name is looked
     /// up: never call it on a loop thread.
-    func resolveAll() throws(CacheError) -> [ResolvedAddress] {
-        if let direct = try addressesWithoutLookup() { return direct }
-        guard case .tcp(let host, let port) = address else { return [] }
-        return try lookup(host: host, port: port, flags: 0)
+    package func resolveAll(description: String) throws(CacheError) -> [ResolvedAddress] {
+        if let direct = try addressesWithoutLookup(description: description) { return direct }
+        guard case .tcp(let host, let port) = self else { return [] }
+        return try lookup(host: host, port: port, flags: 0, description: description)
     }
 
-    private func lookup(host: String, port: Int, flags: Int32) throws(CacheError) -> [ResolvedAddress] {
+    private func lookup(host: String, port: Int, flags: Int32, description: String) throws(CacheError) -> [ResolvedAddress] {
         var hints = addrinfo()
         hints.ai_socktype = Int32(SOCK_STREAM.rawValue)
         hints.ai_flags = flags | AI_ADDRCONFIG
@@ -74,7 +81,7 @@ extension RedisEndpoint {
 extension ResolvedAddress {
     /// A new non-blocking, close-on-exec stream socket for this address (TCP_NODELAY on TCP), with a
     /// connect to it started. Returns the descriptor and whether the connect is still in progress.
-    func startConnect() -> Result<(fd: Int32, inProgress: Bool), ConnectFailure> {
+    package func startConnect() -> Result<(fd: Int32, inProgress: Bool), ConnectFailure> {
         let s = socket(family, Int32(SOCK_STREAM.rawValue) | Int32(SOCK_NONBLOCK.rawValue) | Int32(SOCK_CLOEXEC.rawValue), 0)
         guard s >= 0 else { return .failure(ConnectFailure(reason: "socket() failed: \(String(cString: strerror(errno)))")) }
         if family != AF_UNIX {
@@ -93,7 +100,7 @@ extension ResolvedAddress {
     }
 
     /// The pending error of a socket whose non-blocking connect finished (0: connected).
-    static func connectError(_ fd: Int32) -> Int32 {
+    package static func connectError(_ fd: Int32) -> Int32 {
         var err: Int32 = 0
         var len = socklen_t(MemoryLayout<Int32>.size)
         if getsockopt(fd, SOL_SOCKET, SO_ERROR, &err, &len) != 0 { return errno }
@@ -102,14 +109,18 @@ extension ResolvedAddress {
 }
 
 /// Why a connect to one address failed.
-struct ConnectFailure: Error {
-    let reason: String
-    var timedOut = false
+package struct ConnectFailure: Error {
+    package let reason: String
+    package var timedOut = false
+    package init(reason: String, timedOut: Bool = false) {
+        self.reason = reason
+        self.timedOut = timedOut
+    }
 }
 
 /// Connects to the first of `addresses` that accepts, on the calling thread, within `timeout`
 /// seconds in all. Returns a connected blocking socket that the caller owns.
-func blockingConnect(_ addresses: [ResolvedAddress], timeout: Double) -> Result<Int32, ConnectFailure> {
+package func blockingConnect(_ addresses: [ResolvedAddress], timeout: Double) -> Result<Int32, ConnectFailure> {
     let deadline = monotonicNanos() &+ UInt64(timeout * 1e9)
     var last = ConnectFailure(reason: "no address to connect to")
     for a in addresses {

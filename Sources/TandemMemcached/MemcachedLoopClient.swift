@@ -1,0 +1,305 @@
+import Synchronization
+import TandemCache
+import TandemLoop
+
+/// memcached's async face on the event loop: one meta-protocol connection per server, owned by the
+/// loop; keys go to the server libmemcached's own distribution names (``MemcachedHasher``), so the
+/// blocking face always finds what this face wrote. No thread of its own.
+///
+/// Everything submitted in one loop turn goes out in one write per server; a many-key get is a quiet
+/// batch (`mg ... q` per key, then `mn`) per server, the servers asked at once.
+final class MemcachedLoopClient: Sendable {
+    let loop: any EventLoop
+    private let connections: [MemcachedLoopConnection]
+    private let names: [String]
+    private let hasher: MemcachedHasher
+    private let removeFailedServers: Bool
+    private let retryNanos: UInt64
+    /// Per server: the monotonic time until which it is left out after a failure (0: in use).
+    private final class SetAside: Sendable {
+        let until: Mutex<[UInt64]>
+        init(count: Int) { until = Mutex(Array(repeating: 0, count: count)) }
+    }
+    private let setAside: SetAside
+
+    init(loop: any EventLoop, config: MemcachedConfiguration, alias: String) throws {
+        self.loop = loop
+        names = config.servers.map(\.description)
+        guard let h = MemcachedHasher(servers: config.servers, consistent: config.consistentHashing) else {
+            throw CacheError.invalidSetting(alias: alias, field: "LOCATION", reason: "libmemcached rejected the server list")
+        }
+        hasher = h
+        removeFailedServers = config.removeFailedServers
+        retryNanos = UInt64(config.retryTimeout) * 1_000_000_000
+        setAside = SetAside(count: config.servers.count)
+        connections = config.servers.map { s in
+            MemcachedLoopConnection(loop: loop, address: s.address, name: s.description,
+                                    commandTimeout: Double(config.pollTimeoutMs) / 1000, connectTimeout: Double(config.connectTimeoutMs) / 1000)
+        }
+        for (i, c) in connections.enumerated() {
+            c.onFailure = { [setAside, removeFailedServers, retryNanos] _ in
+                guard removeFailedServers, retryNanos > 0 else { return }
+                let until = monotonicNanos() &+ retryNanos
+                setAside.until.locked { $0[i] = until }
+            }
+        }
+    }
+
+    /// The server `key` goes to now (servers set aside after a failure are left out).
+    func server(for key: String) throws -> Int {
+        guard MetaRequest.isSafeKey(key) else {
+            throw CacheError.invalidKey(key: key, reason: "memcached keys are 1-250 bytes without spaces or control characters")
+        }
+        let now = monotonicNanos()
+        let excluded = setAside.until.locked { $0.map { $0 > now } }
+        guard let s = hasher.server(for: key, excluding: excluded) else {
+            throw CacheError.connectionFailed(server: names.joined(separator: ","), reason: "every server is set aside after failures")
+        }
+        return s
+    }
+
+    // MARK: one request, one reply
+
+    /// Sends `request` to server `index` and interprets its one reply.
+    private func exchange<T: Sendable>(_ index: Int, _ request: [UInt8],
+                                       _ interpret: @escaping @Sendable (MetaReply) throws -> T) async throws -> T {
+        do {
+            return try await withLoopPromise(on: loop) { (p: LoopPromise<T>) in
+                self.connections[index].send(request) { r in
+                    switch r {
+                    case .success(let reply): p.complete(Result { try interpret(reply) })
+                    case .failure(let e): p.fail(e)
+                    }
+                    return true
+                }
+            }
+        } catch TandemError.loopShutDown {
+            throw CacheError.shutDown("the event loop of memcached \(names[index])")
+        }
+    }
+
+    private func unexpected(_ reply: MetaReply, _ index: Int, _ operation: String) -> CacheError {
+        if case .error(let kind, let message) = reply.code {
+            return .serverError(server: names[index], message: "\(operation): \(kind) \(message)".trimmingCharacters(in: .whitespaces))
+        }
+        return .serverError(server: names[index], message: "\(operation): unexpected reply \(reply.code)")
+    }
+
+    func get(_ key: String) async throws -> StoredValue? {
+        let s = try server(for: key)
+        var req: [UInt8] = []
+        MetaRequest.line(&req, "mg", key, "v f")
+        return try await exchange(s, req) { [self] reply in
+            switch reply.code {
+            case .value: return StoredValue(bytes: reply.value, kind: ValueKind(rawValue: reply.clientFlags))
+            case .miss: return nil
+            default: throw unexpected(reply, s, "get")
+            }
+        }
+    }
+
+    func set(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) async throws -> Bool {
+        let s = try server(for: key)
+        var req: [UInt8] = []
+        MetaRequest.set(&req, key: key, value: value, expiry: expiry, add: mode == .add)
+        enum Outcome: Sendable { case stored(Bool), tooLarge }
+        let outcome = try await exchange(s, req) { [self] reply -> Outcome in
+            switch reply.code {
+            case .stored: return .stored(true)
+            case .notStored, .exists: return .stored(false)
+            case .error(_, let message) where message.lowercased().contains("too large"): return .tooLarge
+            default: throw unexpected(reply, s, mode == .add ? "add" : "set")
+            }
+        }
+        switch outcome {
+        case .stored(let ok): return ok
+        case .tooLarge:
+            // As Django does: a value that cannot be stored must not leave a stale one behind.
+            _ = try? await delete(key)
+            throw CacheError.valueTooLarge(key: key, size: value.bytes.count, limit: nil)
+        }
+    }
+
+    func delete(_ key: String) async throws -> Bool {
+        let s = try server(for: key)
+        var req: [UInt8] = []
+        MetaRequest.line(&req, "md", key)
+        return try await exchange(s, req) { [self] reply in
+            switch reply.code {
+            case .stored: return true
+            case .notFound: return false
+            default: throw unexpected(reply, s, "delete")
+            }
+        }
+    }
+
+    /// memcached's own atomic arithmetic (`ma`); a result above `Int64.max` (from a value another
+    /// client stored) is undone and refused, as in the blocking face.
+    func incr(_ key: String, by delta: Int64) async throws -> Int64 {
+        let s = try server(for: key)
+        func request(_ d: Int64) -> [UInt8] {
+            var req: [UInt8] = []
+            MetaRequest.line(&req, "ma", key, "v D\(d.magnitude) M\(d >= 0 ? "I" : "D")")
+            return req
+        }
+        let value = try await exchange(s, request(delta)) { [self] reply -> UInt64 in
+            switch reply.code {
+            case .value:
+                guard let v = UInt64(String(decoding: reply.value, as: UTF8.self)) else { throw CacheError.notAnInteger(key: key) }
+                return v
+            case .notFound: throw CacheError.missingKey(key)
+            case .error(_, let message) where message.lowercased().contains("non-numeric"): throw CacheError.notAnInteger(key: key)
+            default: throw unexpected(reply, s, "incr")
+            }
+        }
+        guard value <= UInt64(Int64.max) else {
+            if delta > 0 { _ = try? await exchange(s, request(-delta)) { _ in () } }
+            throw CacheError.notAnInteger(key: key)
+        }
+        return Int64(value)
+    }
+
+    func touch(_ key: String, expiry: CacheExpiry) async throws -> Bool {
+        let s = try server(for: key)
+        var req: [UInt8] = []
+        MetaRequest.line(&req, "mg", key, "T\(MetaRequest.ttl(expiry))")
+        return try await exchange(s, req) { [self] reply in
+            switch reply.code {
+            case .stored: return true
+            case .miss: return false
+            default: throw unexpected(reply, s, "touch")
+            }
+        }
+    }
+
+    func hasKey(_ key: String) async throws -> Bool {
+        let s = try server(for: key)
+        var req: [UInt8] = []
+        MetaRequest.line(&req, "mg", key)
+        return try await exchange(s, req) { [self] reply in
+            switch reply.code {
+            case .stored: return true
+            case .miss: return false
+            default: throw unexpected(reply, s, "has_key")
+            }
+        }
+    }
+
+    /// flush_all on every server (every key there, as Django's memcached clear does).
+    func clear() async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for i in connections.indices {
+                var req: [UInt8] = []
+                MetaRequest.line(&req, "flush_all")
+                group.addTask {
+                    try await self.exchange(i, req) { [self] reply in
+                        guard reply.code == .ok else { throw unexpected(reply, i, "flush_all") }
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+    }
+
+    // MARK: many keys
+
+    /// Groups `keys` by server, in the order given.
+    private func byServer(_ keys: [String]) throws -> [Int: [Int]] {
+        var groups: [Int: [Int]] = [:]
+        for (i, k) in keys.enumerated() { groups[try server(for: k), default: []].append(i) }
+        return groups
+    }
+
+    /// One quiet batch per server (`mg <key> v f q O<n>` for each key, then `mn`), all servers at once.
+    func getMany(_ keys: [String]) async throws -> [String: StoredValue] {
+        if keys.isEmpty { return [:] }
+        let groups = try byServer(keys)
+        var requests: [(Int, [UInt8], [Int])] = []
+        for (s, positions) in groups {
+            var req: [UInt8] = []
+            for p in positions { MetaRequest.line(&req, "mg", keys[p], "v f q O\(p)") }
+            MetaRequest.line(&req, "mn")
+            requests.append((s, req, positions))
+        }
+        let found = try await batches(requests, operation: "get_many")
+        var out: [String: StoredValue] = [:]
+        for (p, reply) in found where reply.code == .value {
+            out[keys[p]] = StoredValue(bytes: reply.value, kind: ValueKind(rawValue: reply.clientFlags))
+        }
+        return out
+    }
+
+    /// Sends each server's batch at once and collects the replies that carry an opaque index; fails
+    /// with the first error (a server error reply, or a connection failure).
+    private func batches(_ requests: [(Int, [UInt8], [Int])], operation: String) async throws -> [(Int, MetaReply)] {
+        let names = self.names
+        do {
+            return try await withLoopPromise(on: loop) { (p: LoopPromise<[(Int, MetaReply)]>) in
+                var remaining = requests.count
+                var collected: [(Int, MetaReply)] = []
+                for (s, req, _) in requests {
+                    var failure: CacheError?
+                    self.connections[s].send(req) { r in
+                        switch r {
+                        case .failure(let e):
+                            p.fail(e)
+                            return true
+                        case .success(let reply):
+                            switch reply.code {
+                            case .noop:
+                                if let failure { p.fail(failure) }
+                                remaining -= 1
+                                if remaining == 0 { p.succeed(collected) }
+                                return true
+                            case .error(let kind, let message):
+                                failure = failure ?? .serverError(server: names[s], message: "\(operation): \(kind) \(message)")
+                            default:
+                                if let o = reply.opaque { collected.append((o, reply)) }
+                            }
+                            return false
+                        }
+                    }
+                }
+            }
+        } catch TandemError.loopShutDown {
+            throw CacheError.shutDown("the event loop of memcached \(names.joined(separator: ","))")
+        }
+    }
+
+    /// Every set in one write per server; returns the keys that were not stored.
+    func setMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) async throws -> [String] {
+        try await withThrowingTaskGroup(of: String?.self) { group in
+            for item in items {
+                let (key, value) = (item.key, item.value)
+                group.addTask { (try? await self.set(key, value, expiry: expiry, mode: .set)) == true ? nil : key }
+            }
+            var failed: [String] = []
+            for try await k in group { if let k { failed.append(k) } }
+            return failed
+        }
+    }
+
+    /// Deletes every key (pipelined per server).
+    func deleteMany(_ keys: [String]) async throws {
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for k in keys { group.addTask { _ = try await self.delete(k) } }
+            try await group.waitForAll()
+        }
+    }
+
+    /// Closes every connection (on the loop); the next request reconnects.
+    func close() {
+        let work: @Sendable () -> Void = { [connections] in for c in connections { c.close() } }
+        if loop.inEventLoop { work() } else { try? loop.execute(work) }
+    }
+}
+
+extension MemcachedConfiguration.Server {
+    /// The socket address of this server.
+    var address: ServerAddress {
+        switch self {
+        case .tcp(let h, let p): return .tcp(host: h, port: p)
+        case .unix(let path): return .unix(path: path)
+        }
+    }
+}
