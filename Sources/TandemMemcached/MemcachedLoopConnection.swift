@@ -10,11 +10,11 @@ import Glibc
 /// One connection to one memcached server, driven by an event loop and speaking the meta protocol.
 ///
 /// Requests submitted in one loop turn go out in one write; replies are matched in order. A request
-/// may take several replies (a quiet batch ends with `MN`): its handler says when it is complete. A
-/// request that outlives the command timeout is failed with ``CacheError/timeout(operation:server:)``
-/// and its late replies are still consumed (and ignored); a broken connection fails everything
-/// pending with a typed error, reports the failure (so that the server can be set aside), and the
-/// next request reconnects, with a short backoff after failed attempts.
+/// may take several replies (a quiet batch ends with `MN`): its handler says when it is complete.
+/// When the oldest request outlives the command timeout, or the connection breaks, everything in
+/// flight on it fails with a typed error (``CacheError/timeout(operation:server:)`` or
+/// ``CacheError/connectionFailed(server:reason:)``), the failure is reported (so that the server can
+/// be set aside), and the next request reconnects, with a short backoff after failed attempts.
 final class MemcachedLoopConnection: @unchecked Sendable {
     // Why @unchecked Sendable is safe: every mutable field below is only touched on `loop`'s thread;
     // `send` and `close` are documented as loop-thread only and callers hop there first
@@ -43,7 +43,6 @@ final class MemcachedLoopConnection: @unchecked Sendable {
     private struct Pending {
         let deadline: UInt64
         let handler: Handler
-        var failed = false
     }
 
     private var state = State.idle
@@ -303,7 +302,6 @@ final class MemcachedLoopConnection: @unchecked Sendable {
                 drop(.connectionFailed(server: name, reason: "a reply without a request"), next: .idle)
                 return
             }
-            // A request that already failed (timed out) still consumes its replies, quietly.
             if pending[head].handler(.success(reply)) { head += 1 }
         }
         if head == pending.count {
@@ -316,31 +314,25 @@ final class MemcachedLoopConnection: @unchecked Sendable {
     }
 
     private func armTimeout() {
-        guard timeoutTimer == nil else { return }
-        guard let first = pending[head...].firstIndex(where: { !$0.failed }) else { return }
-        let delay = pending[first].deadline &- min(pending[first].deadline, monotonicNanos())
+        guard timeoutTimer == nil, head < pending.count else { return }
+        let delay = pending[head].deadline &- min(pending[head].deadline, monotonicNanos())
         timeoutTimer = loop.schedule(after: .nanoseconds(Int64(delay))) { [self] in
             timeoutTimer = nil
             expire()
         }
     }
 
+    /// The oldest request is past its deadline: the server is stalled (or the reply is stuck half
+    /// written), and everything behind it on this connection waits on it. Every request in flight
+    /// fails with a timeout, the connection is dropped (the server is set aside, as libmemcached does
+    /// after a timeout), and later requests reconnect.
     private func expire() {
-        let now = monotonicNanos()
-        var i = head
-        while i < pending.count, pending[i].deadline <= now {
-            if !pending[i].failed {
-                pending[i].failed = true
-                _ = pending[i].handler(.failure(.timeout(operation: "memcached command", server: name)))
-            }
-            i += 1
-        }
-        // The oldest request has waited three timeouts: the connection is stuck, not just slow.
-        if head < pending.count, now &- (pending[head].deadline &- commandTimeout) > max(3 * commandTimeout, commandTimeout + 1_000_000_000) {
+        guard head < pending.count else { return }
+        if pending[head].deadline <= monotonicNanos() {
             drop(.timeout(operation: "memcached command", server: name), next: .idle)
-            return
+        } else {
+            armTimeout()
         }
-        armTimeout()
     }
 
     private enum Next { case idle, backoff }
@@ -353,7 +345,7 @@ final class MemcachedLoopConnection: @unchecked Sendable {
         if fd >= 0 { Glibc.close(fd); fd = -1 }
         decoder.reset()
         addresses = []
-        let victims = pending[head...].filter { !$0.failed }
+        let victims = pending[head...]
         pending = []
         head = 0
         out = []

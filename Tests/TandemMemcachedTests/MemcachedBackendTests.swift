@@ -307,3 +307,168 @@ struct MemcachedBackendTests {
 func onPlainThreadIgnoringErrors(_ body: @escaping @Sendable () -> Void) async {
     _ = try? await onPlainThread { body() }
 }
+
+/// Which of `servers` hold each of `keys` (one classic multi-get per 100 keys per server, read on
+/// this thread).
+private func holdersOf(_ keys: [String], on servers: [ServerProcess]) throws -> [String: [Int]] {
+    var out: [String: [Int]] = [:]
+    for (i, s) in servers.enumerated() {
+        for chunk in stride(from: 0, to: keys.count, by: 100).map({ Array(keys[$0..<min($0 + 100, keys.count)]) }) {
+            let reply = try rawExchange(port: s.port, Array("get \(chunk.joined(separator: " "))\r\n".utf8)) {
+                $0.count >= 5 && Array($0.suffix(5)) == Array("END\r\n".utf8)
+            }
+            for line in String(decoding: reply, as: UTF8.self).components(separatedBy: "\r\n") where line.hasPrefix("VALUE ") {
+                out[String(line.split(separator: " ")[1]), default: []].append(i)
+            }
+        }
+    }
+    return out
+}
+
+/// The async face on the loop against servers of the test's own.
+@Suite(.enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)))
+struct MemcachedLoopFaceTests {
+    @Test(.timeLimit(.minutes(3)), arguments: TestLoops.Kind.allCases)
+    func bothFacesAgreeOnTheServerOfTenThousandKeys(_ loop: TestLoops.Kind) async throws {
+        let servers = try await onPlainThread { try (0..<3).map { _ in try ServerProcess(.memcached) } }
+        defer { servers.forEach { $0.stop() } }
+        let cache = try BackendRegistry.standard.makeCache(
+            alias: "agree", settings: CacheSettings(backend: "memcached", location: servers.map(\.address), options: ["POLL_TIMEOUT": 10]),
+            loop: loop.loop)
+        let n = 10_000
+        let viaAsync = (0..<n).map { "a\($0)" }
+        let viaBlocking = (0..<n).map { "b\($0)" }
+        try await cache.async.setMany(Dictionary(uniqueKeysWithValues: viaAsync.map { ($0, $0 + "!") }))
+        try await onPlainThread { try cache.setMany(Dictionary(uniqueKeysWithValues: viaBlocking.map { ($0, $0 + "!") })) }
+        let foundByBlocking: [String: String] = try await onPlainThread { try cache.getMany(viaAsync) }
+        let foundByAsync: [String: String] = try await cache.async.getMany(viaBlocking)
+        #expect(foundByBlocking.count == n && foundByBlocking.allSatisfy { $0.value == $0.key + "!" }, "the blocking face found \(foundByBlocking.count) of the async face's keys")
+        #expect(foundByAsync.count == n && foundByAsync.allSatisfy { $0.value == $0.key + "!" }, "the async face found \(foundByAsync.count) of the blocking face's keys")
+        // Each key is on exactly one server, and every server has some.
+        let holders = try await onPlainThread { try holdersOf((viaAsync + viaBlocking).map { cache.makeKey($0) }, on: servers) }
+        #expect(holders.count == 2 * n && holders.values.allSatisfy { $0.count == 1 }, "every key on exactly one server")
+        #expect(Set(holders.values.map { $0[0] }).count == 3)
+        // Single-key calls of both faces go to the same server as the batches did.
+        for k in viaAsync.prefix(200) {
+            #expect(try await cache.async.get(k) == k + "!")
+            #expect(try await onPlainThread { try cache.get(k) as String? } == k + "!")
+        }
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func aServerSetAsideIsLeftOutTheSameWayByBothFaces() async throws {
+        let live = try await onPlainThread { try (0..<2).map { _ in try ServerProcess(.memcached) } }
+        defer { live.forEach { $0.stop() } }
+        let dead = "127.0.0.1:\(try freeLoopbackPort())"  // nothing listens there
+        let cache = try BackendRegistry.standard.makeCache(
+            alias: "aside",
+            settings: CacheSettings(backend: "memcached", location: [live[0].address, dead, live[1].address],
+                                    options: ["RETRY_TIMEOUT": 600, "CONNECT_TIMEOUT": 0.5, "POLL_TIMEOUT": 5]),
+            loop: TestLoops.epoll)
+        // Each face meets the dead server once (some of these keys are its) and sets it aside.
+        var asyncFailures = 0
+        var blockingFailures = 0
+        for i in 0..<60 {
+            do { _ = try await cache.async.get("probe\(i)") as String? } catch { asyncFailures += 1 }
+            do { _ = try await onPlainThread { try cache.get("probe\(i)") as String? } } catch { blockingFailures += 1 }
+        }
+        #expect(asyncFailures >= 1 && blockingFailures >= 1, "both faces met the dead server (\(asyncFailures), \(blockingFailures))")
+        // Now every key maps over the two live servers, identically in both faces.
+        let keys = (0..<500).map { "k\($0)" }
+        try await cache.async.setMany(Dictionary(uniqueKeysWithValues: keys.map { ($0, $0) }))
+        let found: [String: String] = try await onPlainThread { try cache.getMany(keys) }
+        #expect(found.count == keys.count, "the blocking face found \(found.count) of \(keys.count) keys the async face wrote")
+        try await onPlainThread { try cache.setMany(Dictionary(uniqueKeysWithValues: keys.map { ($0, $0 + "'") })) }
+        let back: [String: String] = try await cache.async.getMany(keys)
+        #expect(back.count == keys.count && back.allSatisfy { $0.value == $0.key + "'" }, "the async face read the blocking face's writes")
+    }
+
+    @Test(.timeLimit(.minutes(3)), arguments: TestLoops.Kind.allCases)
+    func aHalfWrittenReplyFailsOnlyTheCallsInFlight(_ loop: TestLoops.Kind) async throws {
+        // A scripted server: the first connection gets half a value and then silence; later ones
+        // answer every request with a miss.
+        let (listener, port) = try silentListener()
+        defer { close(listener) }
+        let served = startOnPlainThread { () -> Int in
+            var conns: [Int32] = []
+            defer { conns.forEach { close($0) } }
+            var buf = [UInt8](repeating: 0, count: 4096)
+            var tv = timeval(tv_sec: 20, tv_usec: 0)
+            setsockopt(listener, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            let first = accept(listener, nil, nil)
+            guard first >= 0 else { return 0 }
+            conns.append(first)
+            _ = recv(first, &buf, buf.count, 0)
+            _ = Array("VA 10 f0\r\nabc".utf8).withUnsafeBytes { send(first, $0.baseAddress, $0.count, 0) }
+            let second = accept(listener, nil, nil)
+            guard second >= 0 else { return 1 }
+            conns.append(second)
+            var answered = 0
+            while answered < 3 {
+                let n = recv(second, &buf, buf.count, 0)
+                if n <= 0 { break }
+                let lines = String(decoding: buf[0..<n], as: UTF8.self).components(separatedBy: "\r\n").filter { $0.hasPrefix("mg ") }
+                for _ in lines { _ = Array("EN\r\n".utf8).withUnsafeBytes { send(second, $0.baseAddress, $0.count, 0) } }
+                answered += lines.count
+            }
+            return 2
+        }
+        let cache = try BackendRegistry.standard.makeCache(
+            alias: "half", settings: CacheSettings(backend: "memcached", location: ["127.0.0.1:\(port)"],
+                                                   options: ["POLL_TIMEOUT": 0.5, "REMOVE_FAILED_SERVERS": false]),
+            loop: loop.loop)
+        let inFlight = try await withThrowingTaskGroup(of: CacheError?.self) { group in
+            for i in 0..<2 {
+                group.addTask {
+                    do { _ = try await cache.async.get("first\(i)") as String?; return nil } catch let e as CacheError { return e }
+                }
+            }
+            return try await group.reduce(into: [CacheError?]()) { $0.append($1) }
+        }
+        #expect(inFlight.allSatisfy { if case .timeout = $0 { return true } else { return false } }, "the calls in flight timed out, typed: \(inFlight)")
+        // The next calls reconnect and are answered.
+        for i in 0..<3 {
+            #expect(try await cache.async.get("after\(i)") as String? == nil)
+        }
+        #expect(try await served.value() == 2, "the second connection answered")
+    }
+
+    @Test(.timeLimit(.minutes(3)))
+    func aStoppedServerFailsItsCallsInFlightAndTheOthersGoOn() async throws {
+        let servers = try await onPlainThread { try (0..<2).map { _ in try ServerProcess(.memcached) } }
+        defer { servers.forEach { $0.stop() } }
+        let cache = try BackendRegistry.standard.makeCache(
+            alias: "stop", settings: CacheSettings(backend: "memcached", location: servers.map(\.address),
+                                                   options: ["POLL_TIMEOUT": 0.5, "RETRY_TIMEOUT": 1]),
+            loop: TestLoops.epoll)
+        let keys = (0..<200).map { "k\($0)" }
+        try await cache.async.setMany(Dictionary(uniqueKeysWithValues: keys.map { ($0, $0) }))
+        let owner = try await onPlainThread { try holdersOf(keys.map { cache.makeKey($0) }, on: servers) }
+        let stoppedKeys = keys.filter { owner[cache.makeKey($0)] == [0] }
+        let otherKeys = keys.filter { owner[cache.makeKey($0)] == [1] }
+        #expect(!stoppedKeys.isEmpty && !otherKeys.isEmpty)
+        servers[0].pause(true)
+        // A batch of gets on both servers: those of the stopped one time out, the others are served.
+        let results = try await withThrowingTaskGroup(of: (String, Result<String?, CacheError>).self) { group in
+            for k in stoppedKeys.prefix(20) + otherKeys.prefix(20) {
+                group.addTask {
+                    do { return (k, .success(try await cache.async.get(k))) } catch let e as CacheError { return (k, .failure(e)) }
+                }
+            }
+            return try await group.reduce(into: [String: Result<String?, CacheError>]()) { $0[$1.0] = $1.1 }
+        }
+        servers[0].pause(false)
+        for k in otherKeys.prefix(20) {
+            #expect(results[k] == .success(k), "\(k) on the running server was served")
+        }
+        for k in stoppedKeys.prefix(20) {
+            guard case .failure(let e) = results[k] else { Issue.record("\(k) on the stopped server: \(String(describing: results[k]))"); continue }
+            switch e {
+            case .timeout, .connectionFailed: break
+            default: Issue.record("\(k): expected a timeout, got \(e)")
+            }
+        }
+        // After the retry timeout the resumed server is used again and still has its keys.
+        #expect(try await eventuallyAsync(30) { (try? await cache.async.get(stoppedKeys[0]) as String?) == stoppedKeys[0] })
+    }
+}

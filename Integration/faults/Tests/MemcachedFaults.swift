@@ -39,7 +39,7 @@ extension Faults {
                 reads.locked { $0.append(Read(key: key, at: at, value: value, failed: failed)) }
             }
             try await underLoad(
-                duration: .seconds(8), tasks: 16, threads: 2,
+                duration: .seconds(8), tasks: 64, threads: 2,
                 asyncCall: { w, i in
                     let k = keys[(w * 31 + i * 7) % keys.count]
                     let at = ContinuousClock.now
@@ -93,7 +93,7 @@ extension Faults {
 
             let usedAgain = try #require(usedAgainAfter.locked { $0 }, "the restarted server was used again")
             #expect(try await cache.async.get(victimKeys[0]) == "v-" + victimKeys[0])
-            Figures.record("memcached: one of three servers killed and restarted under load (16 tasks, 2 threads, 2.5 s outage)", [
+            Figures.record("memcached: one of three servers killed and restarted under load (64 tasks, 2 threads, 2.5 s outage)", [
                 "calls": log.all.count, "outcomes": log.outcomeCounts, "unfinished": log.unfinished,
                 "worst_call_ms": ms(log.worstLatency),
                 "reads_of_live_servers_keys_during_outage": others.count, "served": othersServed,
