@@ -28,7 +28,7 @@ for s in "${scenarios[@]}"; do
     memcached-*)
       if [ -z "${MEMCACHED_PORT:-}" ]; then
         MEMCACHED_PORT=$(free_port)
-        start_memcached bench "$MEMCACHED_PORT" -t 2
+        start_memcached bench "$MEMCACHED_PORT" -t 2 -m 512
         extra+=(--memcached "127.0.0.1:$MEMCACHED_PORT")
       fi
       if [ "$s" = memcached-sync-get ]; then

@@ -11,9 +11,10 @@ final class MemcachedHasher: Sendable {
     /// One libmemcached handle used only for hashing (it never connects), and the position in the
     /// configured server list of each of its servers.
     private final class Distribution: @unchecked Sendable {
-        // Why @unchecked Sendable is safe: the handle is only read (memcached_generate_hash on a
-        // handle without auto-eject does not modify it), always under `MemcachedHasher.cache`'s lock;
-        // it is freed once, in deinit.
+        // Why @unchecked Sendable is safe: after init the handle is only read
+        // (`memcached_generate_hash` hashes the key and searches the continuum; only the
+        // `_with_redistribution` variant, never called here, rebuilds anything, and auto-eject is not
+        // set on this handle), so concurrent readers are safe; it is freed once, in deinit.
         let handle: UnsafeMutablePointer<memcached_st>
         let positions: [Int]
 
@@ -62,25 +63,33 @@ final class MemcachedHasher: Sendable {
 
     private let servers: [MemcachedConfiguration.Server]
     private let consistent: Bool
-    /// Distributions by the set of servers left out (a bit per server); the full one is built first.
-    private let cache: Mutex<[[Bool]: Distribution]>
+    /// The distribution over every server (the common case, read without a lock).
+    private let all: Distribution
+    /// Distributions that leave servers out, by the set left out (a flag per server).
+    private let cache = Mutex<[[Bool]: Distribution]>([:])
 
     init?(servers: [MemcachedConfiguration.Server], consistent: Bool) {
         self.servers = servers
         self.consistent = consistent
         guard let all = Distribution(servers: Array(servers.enumerated()).map { ($0.offset, $0.element) }, consistent: consistent) else { return nil }
-        cache = Mutex([Array(repeating: false, count: servers.count): all])
+        self.all = all
+    }
+
+    /// The position (in the configured list) of the server `key` goes to over every server.
+    func server(for key: String) -> Int {
+        servers.count == 1 ? 0 : all.server(for: key)
     }
 
     /// The position (in the configured list) of the server `key` goes to, leaving out the servers
     /// marked in `excluded`; nil when every server is left out.
     func server(for key: String, excluding excluded: [Bool]) -> Int? {
-        if servers.count == 1 { return excluded[0] ? nil : 0 }
+        if !excluded.contains(true) { return server(for: key) }
+        if servers.count == 1 { return nil }
         return cache.locked { cache -> Int? in
             if let d = cache[excluded] { return d.server(for: key) }
             let live = servers.enumerated().filter { !excluded[$0.offset] }.map { ($0.offset, $0.element) }
             guard let d = Distribution(servers: live, consistent: consistent) else { return nil }
-            if cache.count > 64 { cache = cache.filter { !$0.key.contains(true) } }
+            if cache.count > 64 { cache = [:] }
             cache[excluded] = d
             return d.server(for: key)
         }

@@ -51,7 +51,10 @@ final class MemcachedLoopClient: Sendable {
             throw CacheError.invalidKey(key: key, reason: "memcached keys are 1-250 bytes without spaces or control characters")
         }
         let now = monotonicNanos()
-        let excluded = setAside.until.locked { $0.map { $0 > now } }
+        // Nil (no allocation) while every server is in use, the common case.
+        guard let excluded = setAside.until.locked({ until in until.contains { $0 > now } ? until.map { $0 > now } : nil }) else {
+            return hasher.server(for: key)
+        }
         guard let s = hasher.server(for: key, excluding: excluded) else {
             throw CacheError.connectionFailed(server: names.joined(separator: ","), reason: "every server is set aside after failures")
         }
@@ -87,9 +90,7 @@ final class MemcachedLoopClient: Sendable {
 
     func get(_ key: String) async throws -> StoredValue? {
         let s = try server(for: key)
-        var req: [UInt8] = []
-        MetaRequest.line(&req, "mg", key, "v f")
-        return try await exchange(s, req) { [self] reply in
+        return try await exchange(s, MetaRequest.get(key)) { [self] reply in
             switch reply.code {
             case .value: return StoredValue(bytes: reply.value, kind: ValueKind(rawValue: reply.clientFlags))
             case .miss: return nil

@@ -68,53 +68,83 @@ struct MetaDecoder {
             if buffer.count - start > MetaDecoder.maxLine { throw MetaProtocolError(reason: "a reply line longer than \(MetaDecoder.maxLine) bytes") }
             return nil
         }
-        let line = buffer[start..<lineEnd]
-        let tokens = line.split(separator: UInt8(ascii: " "), omittingEmptySubsequences: true)
-        guard let head = tokens.first else { throw MetaProtocolError(reason: "an empty reply line") }
-        let word = String(decoding: head, as: UTF8.self)
+        // The reply word: the bytes up to the first space (or the line's end).
+        var wordEnd = start
+        while wordEnd < lineEnd, buffer[wordEnd] != 32 { wordEnd += 1 }
+        let length = wordEnd - start
+        let b0 = length > 0 ? buffer[start] : 0
+        let b1 = length > 1 ? buffer[start + 1] : 0
         var reply: MetaReply
         var consumed = lineEnd + 2
-        switch word {
-        case "VA":
-            guard tokens.count >= 2, let size = Int(String(decoding: tokens[1], as: UTF8.self)), size >= 0 else {
-                throw MetaProtocolError(reason: "a VA reply without a size")
+        if length == 2 {
+            switch (b0, b1) {
+            case (86, 65):  // VA <size> <flags>*
+                var i = wordEnd
+                while i < lineEnd, buffer[i] == 32 { i += 1 }
+                var size = 0
+                let digitsStart = i
+                while i < lineEnd, buffer[i] >= 48, buffer[i] <= 57, size < 1 << 40 {
+                    size = size * 10 + Int(buffer[i] - 48)
+                    i += 1
+                }
+                guard i > digitsStart, i == lineEnd || buffer[i] == 32 else { throw MetaProtocolError(reason: "a VA reply without a size") }
+                let dataStart = lineEnd + 2
+                guard buffer.count >= dataStart + size + 2 else { return nil }
+                guard buffer[dataStart + size] == 13, buffer[dataStart + size + 1] == 10 else {
+                    throw MetaProtocolError(reason: "a value not followed by CRLF")
+                }
+                reply = MetaReply(code: .value, value: Array(buffer[dataStart..<(dataStart + size)]))
+                consumed = dataStart + size + 2
+                try parseFlags(from: i, to: lineEnd, into: &reply)
+            case (72, 68): reply = MetaReply(code: .stored)     // HD
+            case (69, 78): reply = MetaReply(code: .miss)       // EN
+            case (78, 70): reply = MetaReply(code: .notFound)   // NF
+            case (78, 83): reply = MetaReply(code: .notStored)  // NS
+            case (69, 88): reply = MetaReply(code: .exists)     // EX
+            case (77, 78): reply = MetaReply(code: .noop)       // MN
+            case (79, 75): reply = MetaReply(code: .ok)         // OK
+            default: throw unknown(lineEnd)
             }
-            let dataStart = lineEnd + 2
-            guard buffer.count >= dataStart + size + 2 else { return nil }
-            guard buffer[dataStart + size] == 13, buffer[dataStart + size + 1] == 10 else {
-                throw MetaProtocolError(reason: "a value not followed by CRLF")
-            }
-            reply = MetaReply(code: .value, value: Array(buffer[dataStart..<(dataStart + size)]))
-            consumed = dataStart + size + 2
-            try parseFlags(tokens.dropFirst(2), into: &reply)
-        case "HD", "EN", "NF", "NS", "EX", "MN":
-            let codes: [String: MetaReply.Code] = ["HD": .stored, "EN": .miss, "NF": .notFound, "NS": .notStored, "EX": .exists, "MN": .noop]
-            reply = MetaReply(code: codes[word] ?? .noop)
-            try parseFlags(tokens.dropFirst(), into: &reply)
-        case "OK":
-            reply = MetaReply(code: .ok)
-        case "ERROR", "CLIENT_ERROR", "SERVER_ERROR":
-            let rest = line.dropFirst(word.utf8.count).drop { $0 == UInt8(ascii: " ") }
+            if reply.code != .value && reply.code != .ok { try parseFlags(from: wordEnd, to: lineEnd, into: &reply) }
+        } else {
+            let word = String(decoding: buffer[start..<wordEnd], as: UTF8.self)
+            guard word == "ERROR" || word == "CLIENT_ERROR" || word == "SERVER_ERROR" else { throw unknown(lineEnd) }
+            let rest = buffer[wordEnd..<lineEnd].drop { $0 == 32 }
             reply = MetaReply(code: .error(kind: word, message: String(decoding: rest, as: UTF8.self)))
-        default:
-            throw MetaProtocolError(reason: "an unknown reply \(String(decoding: line.prefix(40), as: UTF8.self).debugDescription)")
         }
         start = consumed
         return reply
     }
 
-    private func parseFlags(_ tokens: ArraySlice<ArraySlice<UInt8>>, into reply: inout MetaReply) throws(MetaProtocolError) {
-        for t in tokens {
-            guard let flag = t.first else { continue }
-            let arg = String(decoding: t.dropFirst(), as: UTF8.self)
+    private func unknown(_ lineEnd: Int) -> MetaProtocolError {
+        MetaProtocolError(reason: "an unknown reply \(String(decoding: buffer[start..<min(lineEnd, start + 40)], as: UTF8.self).debugDescription)")
+    }
+
+    /// Reads the flags Tandem asks for (`f` client flags, `O` opaque) from the tokens in `from..<to`;
+    /// others are ignored.
+    private func parseFlags(from: Int, to end: Int, into reply: inout MetaReply) throws(MetaProtocolError) {
+        var i = from
+        while i < end {
+            while i < end, buffer[i] == 32 { i += 1 }
+            guard i < end else { break }
+            let flag = buffer[i]
+            i += 1
+            var value: UInt64 = 0
+            var digits = 0
+            var other = false
+            while i < end, buffer[i] != 32 {
+                let c = buffer[i]
+                if c >= 48, c <= 57, value < UInt64(1) << 56 { value = value * 10 + UInt64(c - 48); digits += 1 } else { other = true }
+                i += 1
+            }
             switch flag {
-            case UInt8(ascii: "f"):
-                guard let f = UInt32(arg) else { throw MetaProtocolError(reason: "client flags \(arg.debugDescription)") }
-                reply.clientFlags = f
-            case UInt8(ascii: "O"):
-                reply.opaque = Int(arg)
+            case 102:  // f
+                guard digits > 0, !other, value <= UInt64(UInt32.max) else { throw MetaProtocolError(reason: "client flags that are not a 32-bit number") }
+                reply.clientFlags = UInt32(value)
+            case 79:  // O
+                reply.opaque = digits > 0 && !other ? Int(value) : nil
             default:
-                break  // flags Tandem did not ask for are ignored
+                break
             }
         }
     }
@@ -144,9 +174,22 @@ enum MetaRequest {
     static func ttl(_ expiry: CacheExpiry) -> String { String(MemcachedOps.expiration(expiry)) }
 
     static func line(_ out: inout [UInt8], _ parts: String...) {
-        out.append(contentsOf: parts.joined(separator: " ").utf8)
+        for (i, p) in parts.enumerated() {
+            if i > 0 { out.append(32) }
+            out.append(contentsOf: p.utf8)
+        }
         out.append(13)
         out.append(10)
+    }
+
+    /// `mg <key> v f`: a get with the value and its client flags.
+    static func get(_ key: String) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(key.utf8.count + 10)
+        out.append(contentsOf: "mg ".utf8)
+        out.append(contentsOf: key.utf8)
+        out.append(contentsOf: " v f\r\n".utf8)
+        return out
     }
 
     /// `ms <key> <size> <flags>` then the data.

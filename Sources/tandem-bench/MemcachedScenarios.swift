@@ -12,35 +12,62 @@ struct MemcachedScenarios {
         try Caches(settings: ["default": CacheSettings(backend: "memcached", location: [server])]).default
     }
 
-    /// 64 tasks doing async gets (1 KiB values over 1024 keys), against `memcaslap -T 2 -c 64` (its
-    /// default get-mostly mix, 1 KiB values) on the same server.
+    /// 64 tasks doing async gets of 1 KiB values spread over 65,536 keys, against `memaslap -T 2 -c 64
+    /// -w 1k` configured for gets only (64 connections x a window of 1,024 keys = 65,536 keys of 1 KiB;
+    /// it first sets its window, so 65,536 of its operations are sets of the same size, counted as it
+    /// counts them) on the same server, in the same run. Also reports the client CPU per operation on
+    /// both sides (user + system time of all threads over the rounds), Tandem's thread count, and the
+    /// reference's misses (0 expected: the benchmark server has room for every key).
     func asyncGet(tasks: Int = 64) async throws -> BenchResult {
         let cache = try cache()
         let value = [UInt8](repeating: 42, count: 1024)
-        let keys = (0..<1024).map { "bench-\($0)" }
-        try await cache.async.setMany(Dictionary(uniqueKeysWithValues: keys.map { ($0, value) }), timeout: .never)
+        let keyCount = 65_536
+        let keys = (0..<keyCount).map { "bench-\($0)" }
+        for start in stride(from: 0, to: keyCount, by: 4096) {
+            try await cache.async.setMany(Dictionary(uniqueKeysWithValues: keys[start..<(start + 4096)].map { ($0, value) }), timeout: .never)
+        }
+        let config = FileManager.default.temporaryDirectory.appendingPathComponent("tandem-memaslap-\(getpid()).cfg")
+        try "key\n16 16 1\nvalue\n1024 1024 1\ncmd\n0 0\n1 1\n".write(to: config, atomically: true, encoding: .utf8)
+        defer { try? FileManager.default.removeItem(at: config) }
         var ref: [Double] = []
         var tan: [Double] = []
+        var refCPU: [Double] = []
+        var tanCPU: [Double] = []
+        var threads = 0
+        var misses = 0
         for _ in 0..<rounds {
-            let out = try runTool("/usr/bin/memcaslap", ["-s", server, "-T", "2", "-c", String(tasks), "-t", "\(max(1, Int(seconds)))s"])
-            // "Run time: 3.0s Ops: 271519 TPS: 90499 Net_rate: 101.2M/s"
-            guard let line = out.split(separator: "\n").last(where: { $0.contains("TPS:") }),
-                  let tps = line.split(separator: " ").drop(while: { $0 != "TPS:" }).dropFirst().first.flatMap({ Double($0) })
-            else { throw BenchError("cannot parse memcaslap output: \(out.suffix(300))") }
+            let childBefore = cpuSeconds(children: true)
+            let out = try runTool("/usr/bin/memcaslap", ["-s", server, "-F", config.path, "-T", "2", "-c", String(tasks), "-w", "1k", "-t", "\(max(1, Int(seconds)))s"])
+            // "get_misses: 0" ... "Run time: 3.0s Ops: 271519 TPS: 90499 Net_rate: 101.2M/s"
+            func field(_ name: String, in line: Substring) -> Double? {
+                line.split(separator: " ").drop(while: { $0 != name }).dropFirst().first.flatMap { Double($0) }
+            }
+            let lines = out.split(separator: "\n")
+            guard let line = lines.last(where: { $0.contains("TPS:") }), let tps = field("TPS:", in: line), let ops = field("Ops:", in: line), ops > 0
+            else { throw BenchError("cannot parse memaslap output: \(out.suffix(300))") }
+            misses += lines.last(where: { $0.hasPrefix("get_misses:") }).flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
             ref.append(tps)
+            refCPU.append((cpuSeconds(children: true) - childBefore) / ops * 1e6)
             let counter = Counter()
+            let before = cpuSeconds(children: false)
+            let threadCount = Counter()
             tan.append(try await asyncThroughput(tasks: tasks, seconds: seconds) {
-                let v: [UInt8]? = try await cache.async.get(keys[counter.next() & 1023])
+                let i = counter.next()
+                if i == 10_000 { threadCount.set(processThreadCount()) }
+                let v: [UInt8]? = try await cache.async.get(keys[i & (keyCount - 1)])
                 if v?.count != 1024 { throw BenchError("wrong value") }
             })
-        }
-        if let b = cache.backend as? MemcachedBackend {
-            let st = b.asyncGetStatistics
-            FileHandle.standardError.write(Data("memcached-async-get: \(st.gets) gets in \(st.roundTrips) round trips (largest batch \(st.largestBatch))\n".utf8))
+            tanCPU.append((cpuSeconds(children: false) - before) / Double(max(1, counter.next())) * 1e6)
+            threads = max(threads, threadCount.next())
         }
         let r = ref.max() ?? 0
         let t = tan.max() ?? 0
-        return BenchResult(scenario: "memcached-async-get", reference: r, tandem: t, unit: "ops/s", ratio: t / r, better: "higher")
+        var result = BenchResult(scenario: "memcached-async-get", reference: r, tandem: t, unit: "ops/s", ratio: t / r, better: "higher")
+        result.cpuUsPerOp = median(tanCPU)
+        result.referenceCpuUsPerOp = median(refCPU)
+        result.threads = threads
+        result.referenceMisses = misses
+        return result
     }
 
     /// One thread of blocking gets, against a C loop over raw libmemcached: seconds per get.
@@ -66,4 +93,25 @@ struct MemcachedScenarios {
 final class Counter: Sendable {
     private let value = Atomic<Int>(0)
     func next() -> Int { value.add(1, ordering: .relaxed).oldValue }
+    func set(_ v: Int) { value.store(v, ordering: .relaxed) }
+}
+
+/// User + system CPU seconds of this process (all threads) or of its waited-for children.
+func cpuSeconds(children: Bool) -> Double {
+    var u = rusage()
+    getrusage(__rusage_who_t((children ? RUSAGE_CHILDREN : RUSAGE_SELF).rawValue), &u)
+    func s(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
+    return s(u.ru_utime) + s(u.ru_stime)
+}
+
+/// The number of threads of this process now (`/proc/self/task`).
+func processThreadCount() -> Int {
+    (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task").count) ?? -1
+}
+
+/// The median of `values` (0 for none).
+func median(_ values: [Double]) -> Double {
+    let v = values.sorted()
+    guard !v.isEmpty else { return 0 }
+    return v.count % 2 == 1 ? v[v.count / 2] : (v[v.count / 2 - 1] + v[v.count / 2]) / 2
 }

@@ -15,11 +15,23 @@ struct BenchResult: Encodable {
     var producerRuns: Int? = nil
     /// Extra requests hedging sent, in percent of the requests (hedged-fanout).
     var extraRequestsPercent: Double? = nil
+    /// Client CPU (user + system, all threads) per operation on Tandem's side, in microseconds.
+    var cpuUsPerOp: Double? = nil
+    /// The same for the reference.
+    var referenceCpuUsPerOp: Double? = nil
+    /// Tandem's process thread count during the run.
+    var threads: Int? = nil
+    /// Gets the reference missed (memcached-async-get; 0 when it did the same work).
+    var referenceMisses: Int? = nil
 
     enum CodingKeys: String, CodingKey {
         case scenario, reference, tandem, unit, ratio, better
         case producerRuns = "producer_runs"
         case extraRequestsPercent = "extra_requests_pct"
+        case cpuUsPerOp = "cpu_us_per_op"
+        case referenceCpuUsPerOp = "reference_cpu_us_per_op"
+        case threads
+        case referenceMisses = "reference_misses"
     }
 
     /// Prints the JSON line that `Integration/bench.sh` collects.
