@@ -98,8 +98,9 @@ extension Faults {
             let connectionsAfter = try await onPlainThread { try redisCommand(port: redis.port, ["CLIENT", "LIST"]) }
                 .split(separator: "\n").count
             #expect(connectionsAfter == connectionsBefore, "no Redis connection opened or leaked (\(connectionsBefore) -> \(connectionsAfter))")
-            // memcached's workers finish the calls that were in flight (poll timeout), then every pooled
-            // handle is free again: POOL_SIZE blocking gets at once all succeed.
+            // memcached's loop connection is dropped at its poll timeout (the server is frozen) and the
+            // async face reconnects; the blocking face's pooled handles are all free: POOL_SIZE
+            // blocking gets at once all succeed.
             try await Task.sleep(for: .seconds(3))
             #expect(try await m.async.get("k") == "v", "memcached answers after the storm")
             let pooled = try await withThrowingTaskGroup(of: String?.self) { g in
