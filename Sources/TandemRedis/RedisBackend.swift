@@ -99,11 +99,11 @@ public final class RedisBackend: CacheBackend {
 
     // MARK: commands and reply mapping, shared by both faces
 
-    private static let incrScript = Array("""
+    static let incrScript = Array("""
         if redis.call('EXISTS', KEYS[1]) == 0 then return false end
         return redis.call('INCRBY', KEYS[1], ARGV[1])
         """.utf8)
-    private static let persistScript = Array("""
+    static let persistScript = Array("""
         if redis.call('EXISTS', KEYS[1]) == 0 then return 0 end
         redis.call('PERSIST', KEYS[1])
         return 1
@@ -118,12 +118,41 @@ public final class RedisBackend: CacheBackend {
         return c
     }
     static func delCommand(_ keys: [String]) -> [[UInt8]] { ["DEL".bytes] + keys.map(\.bytes) }
+    /// The SHA-1 digests of the scripts (what `SCRIPT LOAD` answers; a test checks them against a
+    /// server), so that a call sends `EVALSHA` and 40 bytes instead of the script's source.
+    static let incrScriptSHA = "e3d1ac791c6d2b2d2746564351d80421f000bba3".bytes
+    static let persistScriptSHA = "f0f51002038002ef83d61771704fe9b1c0ec5751".bytes
+    private static let scriptsBySHA: [[UInt8]: [UInt8]] = [incrScriptSHA: incrScript, persistScriptSHA: persistScript]
+
     static func incrCommand(_ key: String, _ delta: Int64) -> [[UInt8]] {
-        ["EVAL".bytes, incrScript, "1".bytes, key.bytes, String(delta).bytes]
+        ["EVALSHA".bytes, incrScriptSHA, "1".bytes, key.bytes, String(delta).bytes]
     }
     static func touchCommand(_ key: String, _ expiry: CacheExpiry) -> [[UInt8]] {
         if let ms = expiry.milliseconds { return ["PEXPIRE".bytes, key.bytes, String(ms).bytes] }
-        return ["EVAL".bytes, persistScript, "1".bytes, key.bytes]
+        return ["EVALSHA".bytes, persistScriptSHA, "1".bytes, key.bytes]
+    }
+
+    /// For an `EVALSHA` the server answered with `NOSCRIPT` (its script cache is empty after a restart,
+    /// `SCRIPT FLUSH` or a failover): the same call as `EVAL` with the script's source, which also
+    /// loads it for the next `EVALSHA`. Nil for any other command or reply.
+    static func scriptFallback(_ command: [[UInt8]], after reply: RedisValue) -> [[UInt8]]? {
+        guard case .error(let message) = reply, message.hasPrefix("NOSCRIPT"), command.count > 1,
+              command[0] == "EVALSHA".bytes, let source = scriptsBySHA[command[1]] else { return nil }
+        return ["EVAL".bytes, source] + command.dropFirst(2)
+    }
+
+    /// Runs a command that may be an `EVALSHA` on a blocking connection, once more as `EVAL` on `NOSCRIPT`.
+    private func runScripted(_ node: RedisNode, _ op: String, _ command: [[UInt8]]) throws -> RedisValue {
+        let reply = try run(node, op, command, idempotent: false)
+        guard let again = RedisBackend.scriptFallback(command, after: reply) else { return reply }
+        return try run(node, op, again, idempotent: false)
+    }
+
+    /// The same on the loop-driven connection.
+    private func commandScripted(_ node: RedisNode, _ command: [[UInt8]]) async throws -> RedisValue {
+        let reply = try await node.connection.command(command)
+        guard let again = RedisBackend.scriptFallback(command, after: reply) else { return reply }
+        return try await node.connection.command(again)
     }
     static func existsCommand(_ key: String) -> [[UInt8]] { ["EXISTS".bytes, key.bytes] }
     static let flushCommand: [[UInt8]] = ["FLUSHDB".bytes]
@@ -230,12 +259,12 @@ public final class RedisBackend: CacheBackend {
 
     /// INCRBY on the primary, atomic; a missing key is `CacheError.missingKey`.
     public func incr(_ key: String, by delta: Int64) throws -> Int64 {
-        try mapIncr(try run(primary, "INCRBY", RedisBackend.incrCommand(key, delta), idempotent: false), key: key, primary)
+        try mapIncr(try runScripted(primary, "INCRBY", RedisBackend.incrCommand(key, delta)), key: key, primary)
     }
 
     /// PEXPIRE (or PERSIST for `.never`) on the primary; whether the key existed.
     public func touch(_ key: String, expiry: CacheExpiry) throws -> Bool {
-        try mapInteger(try run(primary, "PEXPIRE", RedisBackend.touchCommand(key, expiry), idempotent: false), primary) == 1
+        try mapInteger(try runScripted(primary, "PEXPIRE", RedisBackend.touchCommand(key, expiry)), primary) == 1
     }
 
     /// EXISTS (on a replica when there are replicas).
@@ -297,12 +326,12 @@ public final class RedisBackend: CacheBackend {
 
     /// INCRBY on the primary's loop-driven connection: atomic in the async face too.
     public func asyncIncr(_ key: String, by delta: Int64) async throws -> Int64 {
-        try mapIncr(try await primary.connection.command(RedisBackend.incrCommand(key, delta)), key: key, primary)
+        try mapIncr(try await commandScripted(primary, RedisBackend.incrCommand(key, delta)), key: key, primary)
     }
 
     /// PEXPIRE (or PERSIST) on the primary's loop-driven connection; whether the key existed.
     public func asyncTouch(_ key: String, expiry: CacheExpiry) async throws -> Bool {
-        try mapInteger(try await primary.connection.command(RedisBackend.touchCommand(key, expiry)), primary) == 1
+        try mapInteger(try await commandScripted(primary, RedisBackend.touchCommand(key, expiry)), primary) == 1
     }
 
     /// EXISTS on a loop-driven connection.

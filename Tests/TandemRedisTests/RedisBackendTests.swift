@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Tandem
+@testable import TandemRedis
 import TandemTestSupport
 import Testing
 
@@ -306,5 +307,52 @@ struct RedisManyKeysTests {
         #expect(gotBlocking == items)
         try await onPlainThread { try cache.deleteMany(Array(items.keys)) }
         #expect(try await cache.async.getMany(keys) as [String: Int] == [:])
+    }
+}
+
+/// `incr` and `touch(.never)` run their Lua scripts by digest.
+@Suite(.enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)))
+struct RedisScriptTests {
+    /// `cmdstat_<name>` calls from `INFO commandstats` (0 when the command never ran).
+    private func calls(_ port: Int, _ name: String) async throws -> Int {
+        let info = try await onPlainThread { try redisCommand(port: port, ["INFO", "commandstats"]) }
+        guard let line = info.components(separatedBy: "\r\n").first(where: { $0.hasPrefix("cmdstat_\(name):calls=") }) else { return 0 }
+        return Int(line.dropFirst("cmdstat_\(name):calls=".count).prefix { $0.isNumber }) ?? -1
+    }
+
+    @Test(.timeLimit(.minutes(3)), arguments: TestLoops.Kind.allCases)
+    func scriptsGoByDigestAndAreLoadedAgainAfterAFlush(_ loop: TestLoops.Kind) async throws {
+        let server = try await onPlainThread { try ServerProcess(.redis) }
+        defer { server.stop() }
+        // The digests Tandem sends are the server's own for the scripts' sources.
+        for (source, sha) in [(RedisBackend.incrScript, RedisBackend.incrScriptSHA), (RedisBackend.persistScript, RedisBackend.persistScriptSHA)] {
+            let loaded = try await onPlainThread { try redisCommand(port: server.port, ["SCRIPT", "LOAD", String(decoding: source, as: UTF8.self)]) }
+            #expect(loaded.contains(String(decoding: sha, as: UTF8.self)), "SCRIPT LOAD answered \(loaded.debugDescription)")
+        }
+        let cache = try Caches(settings: ["default": CacheSettings(backend: "redis", location: [server.redisURL])], loop: loop.loop).default
+        try await cache.async.set("n", 1)
+        try await onPlainThread { try cache.set("m", 1) }
+        for round in 0..<2 {
+            // An empty script cache (a restarted server, SCRIPT FLUSH, a failover): both faces still work.
+            _ = try await onPlainThread { try redisCommand(port: server.port, ["SCRIPT", "FLUSH"]) }
+            let evalBefore = try await calls(server.port, "eval")
+            #expect(try await cache.async.incr("n", by: 2) == (round == 0 ? 3 : 15))
+            #expect(try await onPlainThread { try cache.incr("m", by: 3) } == (round == 0 ? 4 : 17))
+            #expect(try await cache.async.touch("n", timeout: .never))
+            #expect(try await calls(server.port, "eval") - evalBefore <= 3, "after a flush, each script is sent as EVAL once per face at most")
+            // Loaded again: from now on only digests travel.
+            let evalAfter = try await calls(server.port, "eval")
+            let shaBefore = try await calls(server.port, "evalsha")
+            for _ in 0..<10 {
+                _ = try await cache.async.incr("n")
+                _ = try await onPlainThread { try cache.incr("m") }
+                _ = try await cache.async.touch("n", timeout: .never)
+                _ = try await onPlainThread { try cache.touch("m", timeout: .never) }
+            }
+            #expect(try await calls(server.port, "eval") == evalAfter, "no EVAL once the scripts are loaded")
+            #expect(try await calls(server.port, "evalsha") - shaBefore == 40, "every incr and touch(.never) went by digest")
+        }
+        #expect(try await cache.async.get("n") == 1 + 2 + 10 + 2 + 10)
+        #expect(try await onPlainThread { try cache.get("m") as Int? } == 1 + 3 + 10 + 3 + 10)
     }
 }
