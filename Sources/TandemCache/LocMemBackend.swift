@@ -43,13 +43,11 @@ final class LocMemStore: Sendable {
         var value: StoredValue
         /// Clock reading after which the entry is gone; `.infinity` for never.
         var expiresAt: Double
-        /// Recency stamp: larger is more recently used.
-        var stamp: UInt64
     }
 
     struct State {
-        var entries: [String: Entry] = [:]
-        var counter: UInt64 = 0
+        /// The entries, least recently used first.
+        var entries = LRUTable<Entry>()
     }
 
     let state = Mutex<State>(State())
@@ -109,14 +107,13 @@ public final class LocMemBackend: NonBlockingCacheBackend {
     public func get(_ key: String) throws -> StoredValue? {
         let now = clock.now()
         return store.state.locked { s in
-            guard let i = s.entries.index(forKey: key) else { return nil }
-            if s.entries.values[i].expiresAt <= now {
-                s.entries.remove(at: i)
+            guard let i = s.entries.slot(of: key) else { return nil }
+            if s.entries[i].expiresAt <= now {
+                s.entries.remove(slot: i)
                 return nil
             }
-            s.counter &+= 1
-            s.entries.values[i].stamp = s.counter
-            return s.entries.values[i].value
+            s.entries.markUsed(i)
+            return s.entries[i].value
         }
     }
 
@@ -137,23 +134,21 @@ public final class LocMemBackend: NonBlockingCacheBackend {
     }
 
     private func store(_ s: inout LocMemStore.State, _ key: String, _ value: StoredValue, expiresAt: Double, mode: SetMode, now: Double) -> Bool {
-        if mode == .add, let e = s.entries[key], e.expiresAt > now { return false }
+        if mode == .add, let i = s.entries.slot(of: key), s.entries[i].expiresAt > now { return false }
+        // As Django: a full store culls before any set, also one that replaces a key.
         if s.entries.count >= maxEntries { cull(&s) }
-        s.counter &+= 1
-        s.entries[key] = LocMemStore.Entry(value: value, expiresAt: expiresAt, stamp: s.counter)
+        s.entries.set(key, LocMemStore.Entry(value: value, expiresAt: expiresAt))
         return true
     }
 
-    /// Removes the least recently used third (by default) of the entries, or all with CULL_FREQUENCY 0.
+    /// Removes the least recently used third (by default) of the entries, or all with CULL_FREQUENCY 0:
+    /// the oldest go first, in O(removed), as Django pops them from its ordered dict.
     private func cull(_ s: inout LocMemStore.State) {
         if cullFrequency == 0 {
-            s.entries.removeAll(keepingCapacity: true)
+            s.entries.removeAll()
             return
         }
-        let count = s.entries.count / cullFrequency
-        guard count > 0 else { return }
-        let oldest = s.entries.sorted { $0.value.stamp < $1.value.stamp }.prefix(count)
-        for (k, _) in oldest { s.entries.removeValue(forKey: k) }
+        s.entries.removeOldest(s.entries.count / cullFrequency)
     }
 
     /// Stores every item; LocMem never fails a key, so the result is empty.
@@ -186,15 +181,14 @@ public final class LocMemBackend: NonBlockingCacheBackend {
     public func incr(_ key: String, by delta: Int64) throws -> Int64 {
         let now = clock.now()
         return try store.state.locked { s throws(CacheError) -> Int64 in
-            guard let i = s.entries.index(forKey: key), s.entries.values[i].expiresAt > now else {
+            guard let i = s.entries.slot(of: key), s.entries[i].expiresAt > now else {
                 throw CacheError.missingKey(key)
             }
-            guard let current = parseStoredInteger(s.entries.values[i].value.bytes),
+            guard let current = parseStoredInteger(s.entries[i].value.bytes),
                   case (let next, false) = current.addingReportingOverflow(delta)
             else { throw CacheError.notAnInteger(key: key) }
-            s.counter &+= 1
-            s.entries.values[i].value = StoredValue(bytes: storedIntegerBytes(next), kind: .integer)
-            s.entries.values[i].stamp = s.counter
+            s.entries[i].value = StoredValue(bytes: storedIntegerBytes(next), kind: .integer)
+            s.entries.markUsed(i)
             return next
         }
     }
@@ -204,8 +198,8 @@ public final class LocMemBackend: NonBlockingCacheBackend {
         let now = clock.now()
         let expiresAt = deadline(expiry, now: now)
         return store.state.locked { s in
-            guard let i = s.entries.index(forKey: key), s.entries.values[i].expiresAt > now else { return false }
-            s.entries.values[i].expiresAt = expiresAt
+            guard let i = s.entries.slot(of: key), s.entries[i].expiresAt > now else { return false }
+            s.entries[i].expiresAt = expiresAt
             return true
         }
     }
@@ -214,8 +208,8 @@ public final class LocMemBackend: NonBlockingCacheBackend {
     public func hasKey(_ key: String) throws -> Bool {
         let now = clock.now()
         return store.state.locked { s in
-            guard let e = s.entries[key] else { return false }
-            return e.expiresAt > now
+            guard let i = s.entries.slot(of: key) else { return false }
+            return s.entries[i].expiresAt > now
         }
     }
 
