@@ -1,12 +1,7 @@
 import CHiredis
-import Dispatch
 import Logging
 import TandemCache
 import TandemLoop
-
-#if canImport(Glibc)
-import Glibc
-#endif
 
 /// One Redis connection driven by an event loop: the loop does the socket I/O, hiredis's reply reader
 /// parses, hiredis's formatter builds the commands.
@@ -15,7 +10,7 @@ import Glibc
 /// in order. A command that outlives its timeout fails with ``CacheError/timeout(operation:server:)``
 /// and its late reply is dropped; a broken connection fails every pending command with a typed error
 /// and the next command reconnects (with backoff after failed attempts).
-final class RedisAsyncConnection: @unchecked Sendable {
+final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     // Why @unchecked Sendable is safe: every mutable field below is only touched on `loop`'s thread.
     // The only entry points from other threads are `command`/`pipeline`/`shutdown`, which hop to the
     // loop with `withLoopPromise` / `execute` before touching anything.
@@ -41,39 +36,28 @@ final class RedisAsyncConnection: @unchecked Sendable {
     }
 
     private var state = State.idle
-    private var fd: Int32 = -1
-    private var watchID: WatchID?
-    private var interest: IOEvents = []
+    private let socket: LoopSocket
     private var reader: UnsafeMutablePointer<redisReader>?
-    private var out: [UInt8] = []
-    private var outSent = 0
     private var pending: [Pending] = []
     private var head = 0
     /// Pending entries before this index have already been failed by the timeout timer.
     private var expiredUpTo = 0
     private var timeoutTimer: TimerID?
-    private var connectTimer: TimerID?
-    private var flushScheduled = false
     private var failures = 0
-    /// The addresses of the connect in progress and the one being tried.
-    private var addresses: [ResolvedAddress] = []
-    private var addressIndex = 0
-    /// Counts connect attempts, so that a name lookup that finishes after its attempt ended is ignored.
-    private var attempt: UInt64 = 0
     /// This connection's shutdown hook on the loop (it holds the connection until removed).
     private var hookID: ShutdownHookID?
-    private var readBuffer = [UInt8](repeating: 0, count: 65536)
 
     init(loop: any EventLoop, endpoint: RedisEndpoint, commandTimeout: Double, connectTimeout: Double) {
         self.loop = loop
         self.endpoint = endpoint
         self.commandTimeout = UInt64(commandTimeout * 1e9)
         self.connectTimeout = UInt64(connectTimeout * 1e9)
+        socket = LoopSocket(loop: loop, address: endpoint.address, name: endpoint.description, protocolName: "redis", connectTimeout: connectTimeout)
+        socket.delegate = self
     }
 
     deinit {
         if let reader { redisReaderFree(reader) }
-        if fd >= 0 { close(fd) }
     }
 
     // MARK: from any thread
@@ -156,7 +140,6 @@ final class RedisAsyncConnection: @unchecked Sendable {
             }
         }
         append(args, done)
-        if case .ready = state { scheduleFlush() }
     }
 
     private func append(_ args: [[UInt8]], _ done: @escaping (Result<RedisValue, CacheError>) -> Void) {
@@ -166,71 +149,19 @@ final class RedisAsyncConnection: @unchecked Sendable {
             done(.failure(.serverError(server: endpoint.description, message: "could not format the command")))
             return
         }
-        target.withMemoryRebound(to: UInt8.self, capacity: Int(len)) {
-            out.append(contentsOf: UnsafeBufferPointer(start: $0, count: Int(len)))
-        }
+        socket.write(UnsafeRawBufferPointer(start: target, count: Int(len)))
         redisFreeCommand(target)
         pending.append(Pending(deadline: monotonicNanos() &+ commandTimeout, done: done))
         armTimeout()
     }
 
-    private func scheduleFlush() {
-        guard !flushScheduled else { return }
-        flushScheduled = true
-        do {
-            // Runs after the rest of this turn's submissions: they all go out in one write.
-            try loop.execute { self.flush() }
-        } catch {
-            flushScheduled = false
-            flush()
-        }
-    }
-
-    private func setInterest(_ events: IOEvents) {
-        guard let watchID, events != interest else { return }
-        interest = events
-        loop.updateWatch(watchID, events: events)
-    }
-
-    private func flush() {
-        flushScheduled = false
-        guard case .ready = state, fd >= 0 else { return }
-        while outSent < out.count {
-            let n = out.withUnsafeBytes { raw in
-                Glibc.send(fd, raw.baseAddress! + outSent, raw.count - outSent, Int32(MSG_NOSIGNAL))
-            }
-            if n > 0 {
-                outSent += n
-            } else if n < 0 && errno == EINTR {
-                continue
-            } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
-                break
-            } else {
-                drop(.connectionFailed(server: endpoint.description, reason: "write failed: \(String(cString: strerror(errno)))"), next: .idle)
-                return
-            }
-        }
-        if outSent == out.count {
-            out.removeAll(keepingCapacity: out.count < 1 << 20)
-            outSent = 0
-            setInterest(.read)
-        } else {
-            setInterest([.read, .write])
-        }
-    }
-
-    /// Starts a connection: the handshake is queued first, then the host is looked up (off the loop
-    /// thread when it is a name) and its addresses are tried in turn, all within the connect timeout.
+    /// Starts a connection (the socket looks the host up off the loop thread when it is a name and
+    /// tries every address within the connect timeout); the handshake is queued first.
     private func startConnect() {
-        attempt &+= 1
         state = .connecting
         reader = redisReaderCreate()
-        connectTimer = loop.schedule(after: .nanoseconds(Int64(connectTimeout))) { [self] in
-            connectTimer = nil
-            if case .connecting = state {
-                drop(.timeout(operation: "redis connect", server: endpoint.description), next: .backoff)
-            }
-        }
+        socket.connect()
+        guard case .connecting = state else { return }  // failed at once
         for command in endpoint.handshake {
             let isAuth = command[0] == "AUTH".bytes
             append(command) { [self] r in
@@ -246,67 +177,26 @@ final class RedisAsyncConnection: @unchecked Sendable {
                 }
             }
         }
-        let direct: [ResolvedAddress]?
-        do {
-            direct = try endpoint.addressesWithoutLookup()
-        } catch {
-            drop(error, next: .backoff)
-            return
-        }
-        if let direct {
-            tryAddresses(direct, from: 0, lastFailure: nil)
-            return
-        }
-        // A host name: look it up on another thread (getaddrinfo blocks) and come back to the loop.
-        let mine = attempt
-        let target = endpoint
-        DispatchQueue.global().async { [self] in
-            let result = Result { () throws(CacheError) in try target.resolveAll() }
-            // If the loop is gone, its shutdown hook has already failed everything pending.
-            try? loop.execute { [self] in
-                guard attempt == mine, case .connecting = state, fd < 0 else { return }
-                switch result {
-                case .success(let addrs): tryAddresses(addrs, from: 0, lastFailure: nil)
-                case .failure(let e): drop(e, next: .backoff)
-                }
-            }
-        }
     }
 
-    /// Connects to `addrs[index...]`, the first that does not refuse at once; when none is left, the
-    /// connection fails with the last reason.
-    private func tryAddresses(_ addrs: [ResolvedAddress], from index: Int, lastFailure: String?) {
-        var i = index
-        var last = lastFailure
-        while i < addrs.count {
-            switch addrs[i].startConnect() {
-            case .failure(let f):
-                last = f.reason
-                i += 1
-            case .success(let (s, inProgress)):
-                fd = s
-                addresses = addrs
-                addressIndex = i
-                do {
-                    interest = [.read, .write]
-                    watchID = try loop.watch(s, events: interest) { [self] ev in onEvent(ev) }
-                } catch {
-                    drop(.connectionFailed(server: endpoint.description, reason: "cannot watch the socket: \(error)"), next: .backoff)
-                    return
-                }
-                if !inProgress { connected() }
-                return
-            }
-        }
-        drop(.connectionFailed(server: endpoint.description, reason: last ?? "no address"), next: .backoff)
-    }
+    // MARK: LoopSocketDelegate
 
-    private func connected() {
+    func socketConnected() {
         state = .ready
         failures = 0
-        addresses = []
-        if let t = connectTimer { loop.cancel(t); connectTimer = nil }
-        flush()
+    }
+
+    func socketReceived(_ bytes: UnsafeRawBufferPointer) {
+        guard let reader, let base = bytes.baseAddress else { return }
+        if redisReaderFeed(reader, base.assumingMemoryBound(to: CChar.self), bytes.count) != chiredis_ok {
+            drop(.connectionFailed(server: endpoint.description, reason: "protocol error"), next: .idle)
+        }
+    }
+
+    func socketReadDone() { drainReplies() }
+
+    func socketFailed(_ error: CacheError, connecting: Bool) {
+        drop(error, next: connecting ? .backoff : .idle)
     }
 
     /// The loop is shutting down: fail everything pending and refuse what comes later.
@@ -319,55 +209,6 @@ final class RedisAsyncConnection: @unchecked Sendable {
     private var isClosed: Bool {
         if case .closed = state { return true }
         return false
-    }
-
-    private func onEvent(_ ev: IOEvents) {
-        if case .connecting = state {
-            guard ev.contains(.write) || ev.contains(.error) || ev.contains(.read) else { return }
-            let err = ResolvedAddress.connectError(fd)
-            if err != 0 {
-                // This address refused: close its socket (nothing was sent on it) and try the next.
-                if let w = watchID { loop.unwatch(w); watchID = nil }
-                close(fd)
-                fd = -1
-                tryAddresses(addresses, from: addressIndex + 1, lastFailure: "connect failed: \(String(cString: strerror(err)))")
-                return
-            }
-            connected()
-            return
-        }
-        guard case .ready = state else { return }
-        if ev.contains(.read) || ev.contains(.error) { readAvailable() }
-        if ev.contains(.write), case .ready = state { flush() }
-    }
-
-    private func readAvailable() {
-        guard let reader else { return }
-        while true {
-            let n = readBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n > 0 {
-                let fed = readBuffer.withUnsafeBytes {
-                    redisReaderFeed(reader, $0.baseAddress!.assumingMemoryBound(to: CChar.self), n)
-                }
-                if fed != chiredis_ok {
-                    drop(.connectionFailed(server: endpoint.description, reason: "protocol error"), next: .idle)
-                    return
-                }
-                if n < readBuffer.count { break }
-            } else if n == 0 {
-                drainReplies()
-                drop(.connectionFailed(server: endpoint.description, reason: "the server closed the connection"), next: .idle)
-                return
-            } else if errno == EINTR {
-                continue
-            } else if errno == EAGAIN || errno == EWOULDBLOCK {
-                break
-            } else {
-                drop(.connectionFailed(server: endpoint.description, reason: "read failed: \(String(cString: strerror(errno)))"), next: .idle)
-                return
-            }
-        }
-        drainReplies()
     }
 
     private func drainReplies() {
@@ -438,16 +279,13 @@ final class RedisAsyncConnection: @unchecked Sendable {
     private func drop(_ error: CacheError, next: Next) {
         let wasConnecting: Bool
         if case .connecting = state { wasConnecting = true } else { wasConnecting = false }
-        teardownSocket()
-        addresses = []
+        socket.close()
+        if let reader { redisReaderFree(reader); self.reader = nil }
         let victims = pending[head...]
         pending = []
         head = 0
         expiredUpTo = 0
-        out = []
-        outSent = 0
         if let t = timeoutTimer { loop.cancel(t); timeoutTimer = nil }
-        if let t = connectTimer { loop.cancel(t); connectTimer = nil }
         if next == .backoff || wasConnecting {
             enterBackoff("\(error)")
         } else {
@@ -465,10 +303,4 @@ final class RedisAsyncConnection: @unchecked Sendable {
         logger.warning("redis connection failed; backing off", metadata: ["server": "\(endpoint.description)", "retry_ms": "\(ms)", "reason": "\(reason)"])
     }
 
-    private func teardownSocket() {
-        if let w = watchID { loop.unwatch(w); watchID = nil }
-        interest = []
-        if fd >= 0 { close(fd); fd = -1 }
-        if let reader { redisReaderFree(reader); self.reader = nil }
-    }
 }

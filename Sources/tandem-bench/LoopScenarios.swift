@@ -66,6 +66,23 @@ struct LoopScenarios {
                 sink.add(v, ordering: .relaxed)
             }
         })
-        return [r]
+        // A body that suspends: one loop round trip. Reference: the same round trip made the blocking
+        // way (submit to the loop, wait on a semaphore); the difference is what the bridge adds when
+        // the async body really waits.
+        let loop = EpollEventLoop(name: "bench-bridge")
+        defer { loop.shutdown() }
+        let suspending = compare("bridge-overhead-suspending", rounds: rounds, unit: "s", better: "lower", reference: {
+            let sem = DispatchSemaphore(value: 0)
+            return secondsPerOp(iterations: iterations / 10) {
+                try? loop.execute { sem.signal() }
+                sem.wait()
+            }
+        }, tandem: {
+            secondsPerOp(iterations: iterations / 10) {
+                let v = (try? Bridge.blocking { try await withLoopPromise(on: loop) { (p: LoopPromise<Int>) in p.succeed(3) } }) ?? 0
+                sink.add(v, ordering: .relaxed)
+            }
+        })
+        return [r, suspending]
     }
 }

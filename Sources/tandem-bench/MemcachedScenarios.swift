@@ -17,7 +17,8 @@ struct MemcachedScenarios {
     /// it first sets its window, so 65,536 of its operations are sets of the same size, counted as it
     /// counts them) on the same server, in the same run. Also reports the client CPU per operation on
     /// both sides (user + system time of all threads over the rounds), Tandem's thread count, and the
-    /// reference's misses (0 expected: the benchmark server has room for every key).
+    /// reference's misses (0 expected: the benchmark server has room for every key), and Tandem's p50
+    /// and p99 latency per get (one get in 16 timed; memaslap prints no percentiles).
     func asyncGet(tasks: Int = 64) async throws -> BenchResult {
         let cache = try cache()
         let value = [UInt8](repeating: 42, count: 1024)
@@ -35,6 +36,7 @@ struct MemcachedScenarios {
         var tanCPU: [Double] = []
         var threads = 0
         var misses = 0
+        var latencies: [Double] = []
         for _ in 0..<rounds {
             let childBefore = cpuSeconds(children: true)
             let out = try runTool("/usr/bin/memcaslap", ["-s", server, "-F", config.path, "-T", "2", "-c", String(tasks), "-w", "1k", "-t", "\(max(1, Int(seconds)))s"])
@@ -51,12 +53,16 @@ struct MemcachedScenarios {
             let counter = Counter()
             let before = cpuSeconds(children: false)
             let threadCount = Counter()
+            let samples = LatencySamples()
             tan.append(try await asyncThroughput(tasks: tasks, seconds: seconds) {
                 let i = counter.next()
                 if i == 10_000 { threadCount.set(processThreadCount()) }
+                let start = i & 15 == 0 ? ContinuousClock.now : nil
                 let v: [UInt8]? = try await cache.async.get(keys[i & (keyCount - 1)])
+                if let start { samples.add(ContinuousClock.now - start) }
                 if v?.count != 1024 { throw BenchError("wrong value") }
             })
+            latencies += samples.microseconds
             tanCPU.append((cpuSeconds(children: false) - before) / Double(max(1, counter.next())) * 1e6)
             threads = max(threads, threadCount.next())
         }
@@ -67,6 +73,8 @@ struct MemcachedScenarios {
         result.referenceCpuUsPerOp = median(refCPU)
         result.threads = threads
         result.referenceMisses = misses
+        result.p50Us = percentile(latencies, 0.50)
+        result.p99Us = percentile(latencies, 0.99)
         return result
     }
 

@@ -72,32 +72,68 @@ struct RedisScenarios {
         try Caches(settings: ["default": CacheSettings(backend: "redis", location: [url])]).default
     }
 
-    /// 64 tasks doing async GETs, against `redis-benchmark -c 64 -P 1 -t get` on the same server.
+    /// 64 tasks doing async GETs of a 3-byte value, against `redis-benchmark -c 64 -P 1 -t get` on the
+    /// same server reading a 3-byte value too (the key it reads, `key:__rand_int__`, is set first), and
+    /// against `redis-benchmark -c 64 -P 16` (pipelined, the server's limit here). Also: client CPU per
+    /// GET on both sides and p50/p99 latency (Tandem: one GET in 16 timed; redis-benchmark: its own).
     func asyncGet(tasks: Int = 64, onLoop: Bool = false) async throws -> BenchResult {
         let cache = try cache()
-        // redis-benchmark's GET reads the key "key:__rand_int__" (a 3-byte value after its SET test);
-        // Tandem reads a 3-byte value too.
         try await cache.async.set("bench", "xxx", timeout: .never)
         let (host, port) = hostPort
+        _ = try runTool("/usr/bin/redis-cli", ["-h", host, "-p", String(port), "SET", "key:__rand_int__", "xxx"])
         var ref: [Double] = []
+        var refPipelined: [Double] = []
+        var refCPU: [Double] = []
+        var refP50: [Double] = []
+        var refP99: [Double] = []
         var tan: [Double] = []
+        var tanCPU: [Double] = []
+        var latencies: [Double] = []
         let n = max(50_000, Int(seconds * 80_000))
-        for _ in 0..<rounds {
-            let csv = try runTool("/usr/bin/redis-benchmark", ["-h", host, "-p", String(port), "-c", String(tasks), "-P", "1",
-                                                               "-t", "get", "-n", String(n), "--csv"])
-            // "GET","84033.61",...
+        /// Runs redis-benchmark; returns (requests/s, p50 ms, p99 ms, CPU us per request).
+        func benchmark(pipeline: Int, requests: Int) throws -> (Double, Double, Double, Double) {
+            let before = cpuSeconds(children: true)
+            let csv = try runTool("/usr/bin/redis-benchmark", ["-h", host, "-p", String(port), "-c", String(tasks), "-P", String(pipeline),
+                                                               "-t", "get", "-n", String(requests), "--csv"])
+            // "GET","84033.61","0.452","0.128","0.431","0.671","0.855","1.551" (rps, avg, min, p50, p95, p99, max)
             let line = csv.split(separator: "\n").first { $0.hasPrefix("\"GET\"") } ?? ""
-            let fields = line.split(separator: ",").map { $0.replacingOccurrences(of: "\"", with: "") }
-            guard fields.count > 1, let rps = Double(fields[1]) else { throw BenchError("cannot parse redis-benchmark output: \(csv)") }
+            let f = line.split(separator: ",").map { Double($0.replacingOccurrences(of: "\"", with: "")) }
+            guard f.count >= 7, let rps = f[1] else { throw BenchError("cannot parse redis-benchmark output: \(csv)") }
+            return (rps, f[4] ?? 0, f[6] ?? 0, (cpuSeconds(children: true) - before) / Double(requests) * 1e6)
+        }
+        for _ in 0..<rounds {
+            let (rps, p50, p99, cpu) = try benchmark(pipeline: 1, requests: n)
             ref.append(rps)
+            refP50.append(p50 * 1000)
+            refP99.append(p99 * 1000)
+            refCPU.append(cpu)
+            refPipelined.append(try benchmark(pipeline: 16, requests: n * 4).0)
+            let counter = Counter()
+            let samples = LatencySamples()
+            let before = cpuSeconds(children: false)
             tan.append(try await asyncThroughput(tasks: tasks, seconds: seconds, executor: onLoop ? EventLoops.shared : nil) {
+                let timed = counter.next() & 15 == 0
+                let start = timed ? ContinuousClock.now : nil
                 let v: [UInt8]? = try await cache.async.get("bench")
+                if let start { samples.add(ContinuousClock.now - start) }
                 if v?.count != 3 { throw BenchError("wrong value") }
             })
+            tanCPU.append((cpuSeconds(children: false) - before) / Double(max(1, counter.next())) * 1e6)
+            latencies += samples.microseconds
         }
         let r = ref.max() ?? 0
         let t = tan.max() ?? 0
-        return BenchResult(scenario: onLoop ? "redis-async-get-tasks-on-loop" : "redis-async-get", reference: r, tandem: t, unit: "ops/s", ratio: t / r, better: "higher")
+        var result = BenchResult(scenario: onLoop ? "redis-async-get-tasks-on-loop" : "redis-async-get", reference: r, tandem: t, unit: "ops/s", ratio: t / r, better: "higher")
+        let rp = refPipelined.max() ?? 0
+        result.referencePipelined = rp
+        result.ratioPipelined = rp > 0 ? t / rp : nil
+        result.cpuUsPerOp = median(tanCPU)
+        result.referenceCpuUsPerOp = median(refCPU)
+        result.p50Us = percentile(latencies, 0.50)
+        result.p99Us = percentile(latencies, 0.99)
+        result.referenceP50Us = median(refP50)
+        result.referenceP99Us = median(refP99)
+        return result
     }
 
     /// One thread of blocking GETs, against a C loop over raw blocking hiredis: seconds per GET.
@@ -124,4 +160,21 @@ struct RedisScenarios {
 /// A stop flag that escaping closures can share.
 final class StopFlag: Sendable {
     let value = Atomic<Bool>(false)
+}
+
+/// Latencies recorded by concurrent tasks.
+final class LatencySamples: Sendable {
+    private let values = Mutex<[Double]>([])
+    func add(_ d: Duration) {
+        let us = Double(d.components.seconds) * 1e6 + Double(d.components.attoseconds) / 1e12
+        values.locked { $0.append(us) }
+    }
+    var microseconds: [Double] { values.locked { $0 } }
+}
+
+/// The `q` quantile (0...1) of `values` (0 for none).
+func percentile(_ values: [Double], _ q: Double) -> Double {
+    let v = values.sorted()
+    guard !v.isEmpty else { return 0 }
+    return v[min(v.count - 1, Int(Double(v.count) * q))]
 }

@@ -23,6 +23,14 @@ struct BenchResult: Encodable {
     var threads: Int? = nil
     /// Gets the reference missed (memcached-async-get; 0 when it did the same work).
     var referenceMisses: Int? = nil
+    /// A second reference that pipelines (redis-async-get: `redis-benchmark -P 16`) and Tandem against it.
+    var referencePipelined: Double? = nil
+    var ratioPipelined: Double? = nil
+    /// Latency percentiles of one operation, microseconds (Tandem's side, and the reference's where it reports them).
+    var p50Us: Double? = nil
+    var p99Us: Double? = nil
+    var referenceP50Us: Double? = nil
+    var referenceP99Us: Double? = nil
 
     enum CodingKeys: String, CodingKey {
         case scenario, reference, tandem, unit, ratio, better
@@ -32,6 +40,12 @@ struct BenchResult: Encodable {
         case referenceCpuUsPerOp = "reference_cpu_us_per_op"
         case threads
         case referenceMisses = "reference_misses"
+        case referencePipelined = "reference_pipelined"
+        case ratioPipelined = "ratio_pipelined"
+        case p50Us = "p50_us"
+        case p99Us = "p99_us"
+        case referenceP50Us = "reference_p50_us"
+        case referenceP99Us = "reference_p99_us"
     }
 
     /// Prints the JSON line that `Integration/bench.sh` collects.

@@ -1,0 +1,264 @@
+import Dispatch
+import TandemLoop
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// What a ``LoopSocket`` tells its owner. Every call comes on the loop thread.
+package protocol LoopSocketDelegate: AnyObject {
+    /// The connection is up; what was written while it connected goes out next.
+    func socketConnected()
+    /// Bytes arrived (once per read; ``socketReadDone()`` follows the reads of one readiness).
+    func socketReceived(_ bytes: UnsafeRawBufferPointer)
+    /// The reads of one readiness are done: parse what arrived.
+    func socketReadDone()
+    /// The connection failed, the server closed it, or the connect did not finish in time; the socket
+    /// is already closed. `connecting`: it never got up. Not called after ``LoopSocket/close()``.
+    func socketFailed(_ error: CacheError, connecting: Bool)
+}
+
+/// One client connection's socket on an event loop, shared by the backends that speak their protocol
+/// themselves (Redis through hiredis's reader, memcached's meta protocol): the connect (the host looked
+/// up off the loop thread when it is a name, then every address tried in turn within the connect
+/// timeout), the output buffer written when the socket can take it (everything written in one loop
+/// turn goes out in one write), and the reads. The owner keeps its requests, replies and timeouts.
+package final class LoopSocket: @unchecked Sendable {
+    // Why @unchecked Sendable is safe: every mutable field is only touched on `loop`'s thread; the
+    // owner calls in from there, and the loop calls back there (watches, timers, and the lookup's
+    // `execute`).
+
+    package let loop: any EventLoop
+    package let address: ServerAddress
+    /// Names the server in errors.
+    package let name: String
+    /// "redis", "memcached": names the operation of a connect timeout.
+    private let protocolName: String
+    private let connectTimeout: UInt64
+    /// The owner (which holds this socket).
+    package weak var delegate: (any LoopSocketDelegate)?
+
+    private var fd: Int32 = -1
+    private var watchID: WatchID?
+    private var interest: IOEvents = []
+    private var connecting = false
+    private var connected = false
+    private var out: [UInt8] = []
+    private var outSent = 0
+    private var flushScheduled = false
+    private var addresses: [ResolvedAddress] = []
+    private var addressIndex = 0
+    /// Counts connects, so that a name lookup that finishes after its attempt ended is ignored.
+    private var attempt: UInt64 = 0
+    private var connectTimer: TimerID?
+    private var readBuffer = [UInt8](repeating: 0, count: 65536)
+
+    package init(loop: any EventLoop, address: ServerAddress, name: String, protocolName: String, connectTimeout: Double) {
+        self.loop = loop
+        self.address = address
+        self.name = name
+        self.protocolName = protocolName
+        self.connectTimeout = UInt64(connectTimeout * 1e9)
+    }
+
+    deinit {
+        if fd >= 0 { Glibc.close(fd) }
+    }
+
+    /// True while connecting or connected.
+    package var isOpen: Bool { connecting || connected }
+    /// True once connected (and until closed or failed).
+    package var isConnected: Bool { connected }
+
+    /// Starts connecting. A failure is reported to the delegate, possibly before this returns.
+    package func connect() {
+        close()
+        attempt &+= 1
+        connecting = true
+        connectTimer = loop.schedule(after: .nanoseconds(Int64(connectTimeout))) { [self] in
+            connectTimer = nil
+            if connecting { fail(.timeout(operation: "\(protocolName) connect", server: name), connecting: true) }
+        }
+        let direct: [ResolvedAddress]?
+        do {
+            direct = try address.addressesWithoutLookup(description: name)
+        } catch {
+            fail(error, connecting: true)
+            return
+        }
+        if let direct {
+            tryAddresses(direct, from: 0, lastFailure: nil)
+            return
+        }
+        // A host name: look it up on another thread (getaddrinfo blocks) and come back to the loop.
+        let mine = attempt
+        let target = address
+        let description = name
+        DispatchQueue.global().async { [self] in
+            let result = Result { () throws(CacheError) in try target.resolveAll(description: description) }
+            // If the loop is gone, its shutdown hooks have already failed everything pending.
+            try? loop.execute { [self] in
+                guard attempt == mine, connecting, fd < 0 else { return }
+                switch result {
+                case .success(let addrs): tryAddresses(addrs, from: 0, lastFailure: nil)
+                case .failure(let e): fail(e, connecting: true)
+                }
+            }
+        }
+    }
+
+    /// Queues bytes; they go out at the end of this loop turn (or once connected).
+    package func write(_ bytes: UnsafeRawBufferPointer) {
+        out.append(contentsOf: bytes)
+        if connected { scheduleFlush() }
+    }
+
+    /// Queues bytes; they go out at the end of this loop turn (or once connected).
+    package func write(_ bytes: [UInt8]) {
+        out.append(contentsOf: bytes)
+        if connected { scheduleFlush() }
+    }
+
+    /// Closes the socket and drops what was not sent; the delegate is not told.
+    package func close() {
+        if let w = watchID { loop.unwatch(w); watchID = nil }
+        interest = []
+        if fd >= 0 { Glibc.close(fd); fd = -1 }
+        if let t = connectTimer { loop.cancel(t); connectTimer = nil }
+        connecting = false
+        connected = false
+        addresses = []
+        out = []
+        outSent = 0
+    }
+
+    private func fail(_ error: CacheError, connecting wasConnecting: Bool) {
+        close()
+        delegate?.socketFailed(error, connecting: wasConnecting)
+    }
+
+    private func scheduleFlush() {
+        guard !flushScheduled else { return }
+        flushScheduled = true
+        do {
+            // Runs after the rest of this turn's submissions: they all go out in one write.
+            try loop.execute { self.flush() }
+        } catch {
+            flushScheduled = false
+            flush()
+        }
+    }
+
+    private func setInterest(_ events: IOEvents) {
+        guard let watchID, events != interest else { return }
+        interest = events
+        loop.updateWatch(watchID, events: events)
+    }
+
+    private func flush() {
+        flushScheduled = false
+        guard connected, fd >= 0 else { return }
+        while outSent < out.count {
+            let n = out.withUnsafeBytes { raw in
+                Glibc.send(fd, raw.baseAddress! + outSent, raw.count - outSent, Int32(MSG_NOSIGNAL))
+            }
+            if n > 0 {
+                outSent += n
+            } else if n < 0 && errno == EINTR {
+                continue
+            } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                break
+            } else {
+                fail(.connectionFailed(server: name, reason: "write failed: \(String(cString: strerror(errno)))"), connecting: false)
+                return
+            }
+        }
+        if outSent == out.count {
+            out.removeAll(keepingCapacity: out.count < 1 << 20)
+            outSent = 0
+            setInterest(.read)
+        } else {
+            setInterest([.read, .write])
+        }
+    }
+
+    /// Connects to `addrs[index...]`, the first that does not refuse at once; when none is left, the
+    /// connect fails with the last reason.
+    private func tryAddresses(_ addrs: [ResolvedAddress], from index: Int, lastFailure: String?) {
+        var i = index
+        var last = lastFailure
+        while i < addrs.count {
+            switch addrs[i].startConnect() {
+            case .failure(let f):
+                last = f.reason
+                i += 1
+            case .success(let (s, inProgress)):
+                fd = s
+                addresses = addrs
+                addressIndex = i
+                do {
+                    interest = [.read, .write]
+                    watchID = try loop.watch(s, events: interest) { [self] ev in onEvent(ev) }
+                } catch {
+                    fail(.connectionFailed(server: name, reason: "cannot watch the socket: \(error)"), connecting: true)
+                    return
+                }
+                if !inProgress { becomeConnected() }
+                return
+            }
+        }
+        fail(.connectionFailed(server: name, reason: last ?? "no address"), connecting: true)
+    }
+
+    private func becomeConnected() {
+        connecting = false
+        connected = true
+        addresses = []
+        if let t = connectTimer { loop.cancel(t); connectTimer = nil }
+        delegate?.socketConnected()
+        if connected { flush() }
+    }
+
+    private func onEvent(_ ev: IOEvents) {
+        if connecting {
+            guard fd >= 0 else { return }
+            let err = ResolvedAddress.connectError(fd)
+            if err != 0 {
+                // This address refused: close its socket (nothing was sent on it) and try the next.
+                if let w = watchID { loop.unwatch(w); watchID = nil }
+                Glibc.close(fd)
+                fd = -1
+                tryAddresses(addresses, from: addressIndex + 1, lastFailure: "connect failed: \(String(cString: strerror(err)))")
+                return
+            }
+            becomeConnected()
+            return
+        }
+        guard connected else { return }
+        if ev.contains(.read) || ev.contains(.error) { readAvailable() }
+        if ev.contains(.write), connected { flush() }
+    }
+
+    private func readAvailable() {
+        while true {
+            let n = readBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+            if n > 0 {
+                readBuffer.withUnsafeBytes { delegate?.socketReceived(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+                guard connected else { return }  // the owner gave up on the connection
+                if n < readBuffer.count { break }
+            } else if n == 0 {
+                delegate?.socketReadDone()
+                if connected { fail(.connectionFailed(server: name, reason: "the server closed the connection"), connecting: false) }
+                return
+            } else if errno == EINTR {
+                continue
+            } else if errno == EAGAIN || errno == EWOULDBLOCK {
+                break
+            } else {
+                fail(.connectionFailed(server: name, reason: "read failed: \(String(cString: strerror(errno)))"), connecting: false)
+                return
+            }
+        }
+        delegate?.socketReadDone()
+    }
+}
