@@ -47,12 +47,17 @@ public struct MemcachedFixture: CacheFixture {
 /// A server process a test starts, stops, restarts on the same port, or pauses itself: `memcached`
 /// or `redis-server` on a free loopback port. Its PID is recorded in `$TANDEM_RUN_DIR/spawned.pids`
 /// so that the test command stops it even if the test process dies.
+///
+/// Started with `posix_spawn` and reaped with `waitpid`, not with Foundation's `Process`: with many
+/// servers started and killed at once from several threads, `Process` sometimes misses a child's exit
+/// and `waitUntilExit()` spins forever on a zombie (seen in the sanitizer phase of CI).
 public final class ServerProcess: @unchecked Sendable {
-    // Why @unchecked Sendable is safe: `process` is only touched through `lock`.
+    // Why @unchecked Sendable is safe: `child` is only touched through `lock`.
     public enum Kind: Sendable { case memcached, redis }
     public let kind: Kind
     public let port: Int
-    private var process: Process?
+    /// The running child's PID (0: none).
+    private var child: pid_t = 0
     private let lock = NSLock()
     private let extra: [String]
 
@@ -69,7 +74,7 @@ public final class ServerProcess: @unchecked Sendable {
     /// `redis://127.0.0.1:PORT` (for Redis).
     public var redisURL: String { "redis://127.0.0.1:\(port)" }
     /// The running process's PID, if any.
-    public var pid: Int32? { lock.withLock { process?.processIdentifier } }
+    public var pid: Int32? { lock.withLock { child > 0 ? child : nil } }
 
     private var commandLine: (String, [String]) {
         switch kind {
@@ -87,19 +92,13 @@ public final class ServerProcess: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         let (path, args) = commandLine
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: path)
-        p.arguments = args
-        p.standardOutput = FileHandle.nullDevice
-        p.standardError = FileHandle.nullDevice
-        try p.run()
-        process = p
+        child = try spawn(path, args)
         if let dir = ProcessInfo.processInfo.environment["TANDEM_RUN_DIR"] {
             let file = dir + "/spawned.pids"
             if !FileManager.default.fileExists(atPath: file) { _ = FileManager.default.createFile(atPath: file, contents: nil) }
             if let h = FileHandle(forWritingAtPath: file) {
                 h.seekToEndOfFile()
-                h.write(Data("\(p.processIdentifier)\n".utf8))
+                h.write(Data("\(child)\n".utf8))
                 try? h.close()
             }
         }
@@ -115,27 +114,64 @@ public final class ServerProcess: @unchecked Sendable {
     public func stop() {
         lock.lock()
         defer { lock.unlock() }
-        // SIGKILL: a child started from a dispatch worker thread inherits a signal mask that blocks
-        // SIGTERM, so `terminate()` would leave it running.
-        if let p = process, p.isRunning {
-            kill(p.processIdentifier, SIGKILL)
-            p.waitUntilExit()
+        if child > 0 {
+            kill(child, SIGKILL)
+            reap(child)
         }
-        process = nil
+        child = 0
     }
 
     /// Freezes (SIGSTOP) or thaws (SIGCONT) the server: connections stay open, nothing is answered.
     public func pause(_ paused: Bool) {
         lock.withLock {
-            if let p = process, p.isRunning { kill(p.processIdentifier, paused ? SIGSTOP : SIGCONT) }
+            if child > 0 { kill(child, paused ? SIGSTOP : SIGCONT) }
         }
     }
 
     deinit {
-        if let p = process, p.isRunning {
-            kill(p.processIdentifier, SIGCONT)
-            kill(p.processIdentifier, SIGKILL)
+        if child > 0 {
+            kill(child, SIGCONT)
+            kill(child, SIGKILL)
+            reap(child)
         }
+    }
+}
+
+/// Starts `path` with `args`, output to /dev/null, with a clean signal mask and default handlers (a
+/// child of a dispatch worker thread would otherwise inherit one that blocks SIGTERM).
+private func spawn(_ path: String, _ args: [String]) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    defer { posix_spawnattr_destroy(&attr) }
+    var empty = sigset_t()
+    sigemptyset(&empty)
+    posix_spawnattr_setsigmask(&attr, &empty)
+    var defaults = sigset_t()
+    sigfillset(&defaults)
+    posix_spawnattr_setsigdefault(&attr, &defaults)
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, path, &actions, &attr, argv, environ)
+    guard rc == 0 else { throw CheckFailure(message: "cannot start \(path): \(String(cString: strerror(rc)))", location: "ServerProcess") }
+    return pid
+}
+
+/// Waits (bounded: the child was sent SIGKILL) for `pid` to exit and reaps it. Gives up after 10 s,
+/// or at once if someone else reaped it.
+private func reap(_ pid: pid_t) {
+    var status: Int32 = 0
+    for _ in 0..<1000 {
+        let r = waitpid(pid, &status, WNOHANG)
+        if r == pid || (r < 0 && errno == ECHILD) { return }
+        usleep(10_000)
     }
 }
 
