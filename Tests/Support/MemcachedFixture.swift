@@ -92,7 +92,7 @@ public final class ServerProcess: @unchecked Sendable {
         lock.lock()
         defer { lock.unlock() }
         let (path, args) = commandLine
-        child = try spawn(path, args)
+        child = try spawnChild(path, args)
         if let dir = ProcessInfo.processInfo.environment["TANDEM_RUN_DIR"] {
             let file = dir + "/spawned.pids"
             if !FileManager.default.fileExists(atPath: file) { _ = FileManager.default.createFile(atPath: file, contents: nil) }
@@ -116,7 +116,7 @@ public final class ServerProcess: @unchecked Sendable {
         defer { lock.unlock() }
         if child > 0 {
             kill(child, SIGKILL)
-            reap(child)
+            reapChild(child)
         }
         child = 0
     }
@@ -132,46 +132,8 @@ public final class ServerProcess: @unchecked Sendable {
         if child > 0 {
             kill(child, SIGCONT)
             kill(child, SIGKILL)
-            reap(child)
+            reapChild(child)
         }
-    }
-}
-
-/// Starts `path` with `args`, output to /dev/null, with a clean signal mask and default handlers (a
-/// child of a dispatch worker thread would otherwise inherit one that blocks SIGTERM).
-private func spawn(_ path: String, _ args: [String]) throws -> pid_t {
-    var actions = posix_spawn_file_actions_t()
-    posix_spawn_file_actions_init(&actions)
-    defer { posix_spawn_file_actions_destroy(&actions) }
-    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
-    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
-    var attr = posix_spawnattr_t()
-    posix_spawnattr_init(&attr)
-    defer { posix_spawnattr_destroy(&attr) }
-    var empty = sigset_t()
-    sigemptyset(&empty)
-    posix_spawnattr_setsigmask(&attr, &empty)
-    var defaults = sigset_t()
-    sigfillset(&defaults)
-    posix_spawnattr_setsigdefault(&attr, &defaults)
-    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
-    let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { strdup($0) } + [nil]
-    defer { argv.forEach { free($0) } }
-    var pid: pid_t = 0
-    let rc = posix_spawn(&pid, path, &actions, &attr, argv, environ)
-    guard rc == 0 else { throw CheckFailure(message: "cannot start \(path): \(String(cString: strerror(rc)))", location: "ServerProcess") }
-    return pid
-}
-
-/// Waits (bounded: the child was sent SIGKILL) for `pid` to exit and reaps it. Gives up after 10 s,
-/// or at once if someone else reaped it.
-private func reap(_ pid: pid_t) {
-    var status: Int32 = 0
-    for _ in 0..<1000 {
-        let r = waitpid(pid, &status, WNOHANG)
-        if r == pid || (r < 0 && errno == ECHILD) { return }
-        usleep(10_000)
     }
 }
 

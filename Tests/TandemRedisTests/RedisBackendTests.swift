@@ -14,15 +14,7 @@ private func redisCLI(_ args: [String]) async throws -> String {
 }
 
 private func runRedisCLI(port: Int, _ args: [String]) throws -> String {
-    let p = Process()
-    p.executableURL = URL(fileURLWithPath: "/usr/bin/redis-cli")
-    p.arguments = ["-p", String(port)] + args
-    let pipe = Pipe()
-    p.standardOutput = pipe
-    try p.run()
-    p.waitUntilExit()
-    return String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        .trimmingCharacters(in: .whitespacesAndNewlines)
+    try runProgram("/usr/bin/redis-cli", ["-p", String(port)] + args).output.trimmingCharacters(in: .whitespacesAndNewlines)
 }
 
 private func isError<E: Error>(_ e: any Error, _ type: E.Type, _ match: (E) -> Bool = { _ in true }) -> Bool {

@@ -240,16 +240,8 @@ struct StampedeLockTests {
             for _ in 0..<4 {
                 group.addTask {
                     try await onPlainThread {
-                        let p = Process()
-                        p.executableURL = exe
-                        p.arguments = ["get-or-set", "hot", "v", "--produce-ms", "300", "--lock", "--url", url]
-                        let out = Pipe()
-                        p.standardOutput = out
-                        p.standardError = FileHandle.nullDevice
-                        try p.run()
-                        let data = out.fileHandleForReading.readDataToEndOfFile()
-                        p.waitUntilExit()
-                        return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
+                        try runProgram(exe.path, ["get-or-set", "hot", "v", "--produce-ms", "300", "--lock", "--url", url])
+                            .output.trimmingCharacters(in: .whitespacesAndNewlines)
                     }
                 }
             }

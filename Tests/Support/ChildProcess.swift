@@ -1,0 +1,89 @@
+import Foundation
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// Child processes for tests, without Foundation's `Process`: with several children started and
+// ended at once from different threads, `Process` sometimes misses an exit and `waitUntilExit()`
+// spins forever on a zombie (the AddressSanitizer phase of CI hung on it).
+
+/// Starts `path` with `args` (standard output to `stdoutFD`, or /dev/null; standard input and error
+/// to /dev/null), with a clean signal mask and default handlers (a child of a dispatch worker thread
+/// would otherwise inherit one that blocks SIGTERM). Returns its PID; reap it with ``reapChild(_:)``.
+func spawnChild(_ path: String, _ args: [String], stdoutFD: Int32? = nil) throws -> pid_t {
+    var actions = posix_spawn_file_actions_t()
+    posix_spawn_file_actions_init(&actions)
+    defer { posix_spawn_file_actions_destroy(&actions) }
+    posix_spawn_file_actions_addopen(&actions, 0, "/dev/null", O_RDONLY, 0)
+    if let stdoutFD {
+        posix_spawn_file_actions_adddup2(&actions, stdoutFD, 1)
+    } else {
+        posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
+    }
+    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    var attr = posix_spawnattr_t()
+    posix_spawnattr_init(&attr)
+    defer { posix_spawnattr_destroy(&attr) }
+    var empty = sigset_t()
+    sigemptyset(&empty)
+    posix_spawnattr_setsigmask(&attr, &empty)
+    var defaults = sigset_t()
+    sigfillset(&defaults)
+    posix_spawnattr_setsigdefault(&attr, &defaults)
+    posix_spawnattr_setflags(&attr, Int16(POSIX_SPAWN_SETSIGMASK | POSIX_SPAWN_SETSIGDEF))
+    let argv: [UnsafeMutablePointer<CChar>?] = ([path] + args).map { strdup($0) } + [nil]
+    defer { argv.forEach { free($0) } }
+    var pid: pid_t = 0
+    let rc = posix_spawn(&pid, path, &actions, &attr, argv, environ)
+    guard rc == 0 else { throw CheckFailure(message: "cannot start \(path): \(String(cString: strerror(rc)))", location: "spawnChild") }
+    return pid
+}
+
+/// Waits up to `seconds` for `pid` to exit and reaps it; returns its exit status (nil if it did not
+/// end in time, or someone else reaped it).
+@discardableResult
+func reapChild(_ pid: pid_t, seconds: Double = 10) -> Int32? {
+    var status: Int32 = 0
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        let r = waitpid(pid, &status, WNOHANG)
+        if r == pid { return (status & 0x7f) == 0 ? (status >> 8) & 0xff : 128 + (status & 0x7f) }
+        if r < 0 && errno == ECHILD { return nil }
+        usleep(5_000)
+    }
+    return nil
+}
+
+/// Runs a program to its end (at most `seconds`; then it is killed) and returns its exit status and
+/// standard output.
+public func runProgram(_ path: String, _ args: [String], seconds: Double = 60) throws -> (status: Int32, output: String) {
+    var fds: [Int32] = [0, 0]
+    guard pipe(&fds) == 0 else { throw CheckFailure(message: "pipe() failed", location: "runProgram") }
+    let pid: pid_t
+    do {
+        pid = try spawnChild(path, args, stdoutFD: fds[1])
+    } catch {
+        close(fds[0])
+        close(fds[1])
+        throw error
+    }
+    close(fds[1])
+    var output: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 65536)
+    let deadline = Date().addingTimeInterval(seconds)
+    while Date() < deadline {
+        var p = pollfd(fd: fds[0], events: Int16(POLLIN), revents: 0)
+        if poll(&p, 1, 100) <= 0 { continue }
+        let n = buf.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
+        if n <= 0 { break }
+        output += buf[0..<n]
+    }
+    close(fds[0])
+    var status = reapChild(pid, seconds: max(1, deadline.timeIntervalSinceNow))
+    if status == nil {
+        kill(pid, SIGKILL)
+        status = reapChild(pid)
+    }
+    return (status ?? -1, String(decoding: output, as: UTF8.self))
+}
