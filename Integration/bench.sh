@@ -14,7 +14,7 @@ BIN="$TANDEM_ROOT/Integration/bench/bin"
 mkdir -p "$BIN"
 for s in "${scenarios[@]}"; do
   case "$s" in
-    redis-*)
+    redis-*|inflight-10k)
       if [ -z "${REDIS_PORT:-}" ]; then
         REDIS_PORT=$(free_port)
         start_redis bench "$REDIS_PORT"
@@ -36,7 +36,7 @@ for s in "${scenarios[@]}"; do
         extra+=(--memcached-reference "$BIN/memcached_sync_get")
       fi
       ;;
-    http-fanout-delay|hedged-fanout|http-cached-get)
+    http-fanout-delay|hedged-fanout|http-cached-get|inflight-10k)
       if [ -z "${UPSTREAM_PORT:-}" ]; then
         UPSTREAM_PORT=$(free_port)
         start_background upstream "$UPSTREAM_PORT" python3 "$TANDEM_ROOT/Integration/upstream.py" --port "$UPSTREAM_PORT"

@@ -38,7 +38,7 @@ struct MemcachedScenarios {
         var misses = 0
         var latencies: [Double] = []
         for _ in 0..<rounds {
-            let childBefore = cpuSeconds(children: true)
+            let childBefore = CPUTime.children()
             let out = try runTool("/usr/bin/memcaslap", ["-s", server, "-F", config.path, "-T", "2", "-c", String(tasks), "-w", "1k", "-t", "\(max(1, Int(seconds)))s"])
             // "get_misses: 0" ... "Run time: 3.0s Ops: 271519 TPS: 90499 Net_rate: 101.2M/s"
             func field(_ name: String, in line: Substring) -> Double? {
@@ -49,9 +49,9 @@ struct MemcachedScenarios {
             else { throw BenchError("cannot parse memaslap output: \(out.suffix(300))") }
             misses += lines.last(where: { $0.hasPrefix("get_misses:") }).flatMap { Int($0.split(separator: " ").last ?? "") } ?? -1
             ref.append(tps)
-            refCPU.append((cpuSeconds(children: true) - childBefore) / ops * 1e6)
+            refCPU.append((CPUTime.children() - childBefore) / ops * 1e6)
             let counter = Counter()
-            let before = cpuSeconds(children: false)
+            let before = CPUTime.process()
             let threadCount = Counter()
             let samples = LatencySamples()
             tan.append(try await asyncThroughput(tasks: tasks, seconds: seconds) {
@@ -63,7 +63,7 @@ struct MemcachedScenarios {
                 if v?.count != 1024 { throw BenchError("wrong value") }
             })
             latencies += samples.microseconds
-            tanCPU.append((cpuSeconds(children: false) - before) / Double(max(1, counter.next())) * 1e6)
+            tanCPU.append((CPUTime.process() - before) / Double(max(1, counter.next())) * 1e6)
             threads = max(threads, threadCount.next())
         }
         let r = ref.max() ?? 0
@@ -102,14 +102,6 @@ final class Counter: Sendable {
     private let value = Atomic<Int>(0)
     func next() -> Int { value.add(1, ordering: .relaxed).oldValue }
     func set(_ v: Int) { value.store(v, ordering: .relaxed) }
-}
-
-/// User + system CPU seconds of this process (all threads) or of its waited-for children.
-func cpuSeconds(children: Bool) -> Double {
-    var u = rusage()
-    getrusage(__rusage_who_t((children ? RUSAGE_CHILDREN : RUSAGE_SELF).rawValue), &u)
-    func s(_ t: timeval) -> Double { Double(t.tv_sec) + Double(t.tv_usec) / 1e6 }
-    return s(u.ru_utime) + s(u.ru_stime)
 }
 
 /// The number of threads of this process now (`/proc/self/task`).

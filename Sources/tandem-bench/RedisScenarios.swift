@@ -92,14 +92,14 @@ struct RedisScenarios {
         let n = max(50_000, Int(seconds * 80_000))
         /// Runs redis-benchmark; returns (requests/s, p50 ms, p99 ms, CPU us per request).
         func benchmark(pipeline: Int, requests: Int) throws -> (Double, Double, Double, Double) {
-            let before = cpuSeconds(children: true)
+            let before = CPUTime.children()
             let csv = try runTool("/usr/bin/redis-benchmark", ["-h", host, "-p", String(port), "-c", String(tasks), "-P", String(pipeline),
                                                                "-t", "get", "-n", String(requests), "--csv"])
             // "GET","84033.61","0.452","0.128","0.431","0.671","0.855","1.551" (rps, avg, min, p50, p95, p99, max)
             let line = csv.split(separator: "\n").first { $0.hasPrefix("\"GET\"") } ?? ""
             let f = line.split(separator: ",").map { Double($0.replacingOccurrences(of: "\"", with: "")) }
             guard f.count >= 7, let rps = f[1] else { throw BenchError("cannot parse redis-benchmark output: \(csv)") }
-            return (rps, f[4] ?? 0, f[6] ?? 0, (cpuSeconds(children: true) - before) / Double(requests) * 1e6)
+            return (rps, f[4] ?? 0, f[6] ?? 0, (CPUTime.children() - before) / Double(requests) * 1e6)
         }
         for _ in 0..<rounds {
             let (rps, p50, p99, cpu) = try benchmark(pipeline: 1, requests: n)
@@ -110,7 +110,7 @@ struct RedisScenarios {
             refPipelined.append(try benchmark(pipeline: 16, requests: n * 4).0)
             let counter = Counter()
             let samples = LatencySamples()
-            let before = cpuSeconds(children: false)
+            let before = CPUTime.process()
             tan.append(try await asyncThroughput(tasks: tasks, seconds: seconds, executor: onLoop ? EventLoops.shared : nil) {
                 let timed = counter.next() & 15 == 0
                 let start = timed ? ContinuousClock.now : nil
@@ -118,7 +118,7 @@ struct RedisScenarios {
                 if let start { samples.add(ContinuousClock.now - start) }
                 if v?.count != 3 { throw BenchError("wrong value") }
             })
-            tanCPU.append((cpuSeconds(children: false) - before) / Double(max(1, counter.next())) * 1e6)
+            tanCPU.append((CPUTime.process() - before) / Double(max(1, counter.next())) * 1e6)
             latencies += samples.microseconds
         }
         let r = ref.max() ?? 0

@@ -31,6 +31,12 @@ struct BenchResult: Encodable {
     var p99Us: Double? = nil
     var referenceP50Us: Double? = nil
     var referenceP99Us: Double? = nil
+    /// http-small-gets: the C loop on curl's multi-socket API (Tandem's design floor), Tandem against it, its CPU.
+    var referenceSocket: Double? = nil
+    var ratioSocket: Double? = nil
+    var referenceSocketCpuUsPerOp: Double? = nil
+    /// inflight-10k: peak growth of resident memory, megabytes.
+    var rssGrowthMB: Double? = nil
 
     enum CodingKeys: String, CodingKey {
         case scenario, reference, tandem, unit, ratio, better
@@ -46,6 +52,10 @@ struct BenchResult: Encodable {
         case p99Us = "p99_us"
         case referenceP50Us = "reference_p50_us"
         case referenceP99Us = "reference_p99_us"
+        case referenceSocket = "reference_socket"
+        case ratioSocket = "ratio_socket"
+        case referenceSocketCpuUsPerOp = "reference_socket_cpu_us_per_op"
+        case rssGrowthMB = "rss_growth_mb"
     }
 
     /// Prints the JSON line that `Integration/bench.sh` collects.
@@ -164,9 +174,9 @@ struct TandemBench: AsyncParsableCommand {
         abstract: "Side-by-side benchmarks: a reference and Tandem in the same run, one JSON line per scenario.")
 
     static let known = ["locmem", "loop-roundtrip", "bridge-overhead", "redis-async-get", "redis-sync-get",
-                        "memcached-async-get", "memcached-sync-get", "http-fanout-delay", "http-small-gets", "stampede", "hedged-fanout", "http-cached-get"]
+                        "memcached-async-get", "memcached-sync-get", "http-fanout-delay", "http-small-gets", "stampede", "hedged-fanout", "http-cached-get", "inflight-10k"]
 
-    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets, stampede, hedged-fanout, http-cached-get.")
+    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets, stampede, hedged-fanout, http-cached-get, inflight-10k.")
     var scenarios: [String] = ["locmem"]
 
     @Option(help: "Seconds per measurement.")
@@ -230,6 +240,8 @@ struct TandemBench: AsyncParsableCommand {
                 try await HTTPScenarios(seconds: seconds, rounds: rounds).cachedGet(upstream: upstream).emit()
             case "hedged-fanout":
                 try await HTTPScenarios(seconds: seconds, rounds: rounds).hedgedFanOut(upstream: upstream).emit()
+            case "inflight-10k":
+                try await InflightScenario(redis: redis, upstream: upstream, seconds: max(seconds, 3)).run().emit()
             case "stampede":
                 try await StampedeScenario(rounds: max(rounds, 5)).run().emit()
             default:

@@ -201,7 +201,9 @@ struct MemcachedBackendTests {
 
     @Test(arguments: TestLoops.Kind.allCases)
     func tenThousandConcurrentAsyncGetsEachGetTheirOwnValueOnTheLoop(_ loop: TestLoops.Kind) async throws {
-        let fx = MemcachedFixture(loop: loop)
+        // 10,000 requests queue on one connection: the last waits for all the others (30 s, for
+        // sanitizer builds on a loaded machine).
+        let fx = MemcachedFixture(options: ["POLL_TIMEOUT": 30], loop: loop)
         let cache = try fx.makeCache()
         let n = 10_000
         try await cache.async.setMany(Dictionary(uniqueKeysWithValues: (0..<n).map { ("key-\($0)", "value-\($0)") }))
@@ -414,8 +416,10 @@ struct MemcachedLoopFaceTests {
             return 2
         }
         let cache = try BackendRegistry.standard.makeCache(
+            // The stuck calls can only end by the timeout; the later ones are answered by a thread of
+            // this test, which a loaded sanitizer build may take seconds to schedule: 5 s.
             alias: "half", settings: CacheSettings(backend: "memcached", location: ["127.0.0.1:\(port)"],
-                                                   options: ["POLL_TIMEOUT": 0.5, "REMOVE_FAILED_SERVERS": false]),
+                                                   options: ["POLL_TIMEOUT": 5, "REMOVE_FAILED_SERVERS": false]),
             loop: loop.loop)
         let inFlight = try await withThrowingTaskGroup(of: CacheError?.self) { group in
             for i in 0..<2 {
@@ -439,7 +443,7 @@ struct MemcachedLoopFaceTests {
         defer { servers.forEach { $0.stop() } }
         let cache = try BackendRegistry.standard.makeCache(
             alias: "stop", settings: CacheSettings(backend: "memcached", location: servers.map(\.address),
-                                                   options: ["POLL_TIMEOUT": 0.5, "RETRY_TIMEOUT": 1]),
+                                                   options: ["POLL_TIMEOUT": 5, "RETRY_TIMEOUT": 1]),
             loop: TestLoops.epoll)
         let keys = (0..<200).map { "k\($0)" }
         try await cache.async.setMany(Dictionary(uniqueKeysWithValues: keys.map { ($0, $0) }))
@@ -448,7 +452,8 @@ struct MemcachedLoopFaceTests {
         let otherKeys = keys.filter { owner[cache.makeKey($0)] == [1] }
         #expect(!stoppedKeys.isEmpty && !otherKeys.isEmpty)
         servers[0].pause(true)
-        // A batch of gets on both servers: those of the stopped one time out, the others are served.
+        // A batch of gets on both servers: those of the stopped one time out (at 5 s, so that a loaded
+        // machine cannot time out the others), the others are served.
         let results = try await withThrowingTaskGroup(of: (String, Result<String?, CacheError>).self) { group in
             for k in stoppedKeys.prefix(20) + otherKeys.prefix(20) {
                 group.addTask {
