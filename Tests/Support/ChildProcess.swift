@@ -8,6 +8,11 @@ import Glibc
 // ended at once from different threads, `Process` sometimes misses an exit and `waitUntilExit()`
 // spins forever on a zombie (the AddressSanitizer phase of CI hung on it).
 
+/// glibc's `posix_spawn_file_actions_addclosefrom_np` (2.34 and later; Swift's Glibc module does not
+/// export it).
+@_silgen_name("posix_spawn_file_actions_addclosefrom_np")
+private func spawnCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ from: Int32) -> Int32
+
 /// Starts `path` with `args` (standard output to `stdoutFD`, or /dev/null; standard input and error
 /// to /dev/null), with a clean signal mask and default handlers (a child of a dispatch worker thread
 /// would otherwise inherit one that blocks SIGTERM). Returns its PID; reap it with ``reapChild(_:)``.
@@ -22,6 +27,9 @@ func spawnChild(_ path: String, _ args: [String], stdoutFD: Int32? = nil) throws
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
     }
     posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    // Nothing else of this process's: a server holding a copy of a test's client socket would keep
+    // that connection open after the test closed it.
+    _ = spawnCloseFrom(&actions, 3)
     var attr = posix_spawnattr_t()
     posix_spawnattr_init(&attr)
     defer { posix_spawnattr_destroy(&attr) }

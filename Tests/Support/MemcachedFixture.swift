@@ -52,21 +52,35 @@ public struct MemcachedFixture: CacheFixture {
 /// servers started and killed at once from several threads, `Process` sometimes misses a child's exit
 /// and `waitUntilExit()` spins forever on a zombie (seen in the sanitizer phase of CI).
 public final class ServerProcess: @unchecked Sendable {
-    // Why @unchecked Sendable is safe: `child` is only touched through `lock`.
+    // Why @unchecked Sendable is safe: `child` is only touched through `lock`; `portValue` is set
+    // only in init, before the object is shared.
     public enum Kind: Sendable { case memcached, redis }
     public let kind: Kind
-    public let port: Int
+    /// The port (set once, in init).
+    private var portValue = 0
+    public var port: Int { portValue }
     /// The running child's PID (0: none).
     private var child: pid_t = 0
     private let lock = NSLock()
     private let extra: [String]
 
-    /// Starts the server at once.
+    /// Starts the server at once (on another free port if the first one was taken meanwhile).
     public init(_ kind: Kind, extraArguments: [String] = []) throws {
         self.kind = kind
-        port = try freeLoopbackPort()
         extra = extraArguments
-        try start()
+        var lastError: (any Error)?
+        for _ in 0..<5 {
+            let candidate = try freeLoopbackPort()
+            portValue = candidate
+            do {
+                try start()
+                return
+            } catch {
+                lastError = error
+                stop()
+            }
+        }
+        throw lastError ?? CheckFailure(message: "cannot start \(kind)", location: "ServerProcess")
     }
 
     /// `127.0.0.1:PORT`.
@@ -105,6 +119,12 @@ public final class ServerProcess: @unchecked Sendable {
         let ping = kind == .memcached ? "version\r\n" : "PING\r\n"
         for _ in 0..<500 {
             if (try? rawExchange(port: port, Array(ping.utf8), timeout: 0.2) { $0.last == 10 })?.isEmpty == false { return }
+            // Exited (its port was taken, say): no use waiting.
+            var status: Int32 = 0
+            if waitpid(child, &status, WNOHANG) == child {
+                child = 0
+                throw CheckFailure(message: "\(path) on \(port) exited at start", location: "ServerProcess")
+            }
             Thread.sleep(forTimeInterval: 0.01)
         }
         throw CheckFailure(message: "\(path) on \(port) did not start", location: "ServerProcess")
@@ -147,8 +167,18 @@ extension ServerProcess {
     }
 }
 
-/// A free TCP port on 127.0.0.1.
+/// A free TCP port on 127.0.0.1 for a server a test starts. It is taken below Linux's ephemeral range
+/// (32768 and up), so that the many client connections the tests open cannot take it between this
+/// check and the server's bind (it happened under a loaded sanitizer build); a port from the
+/// ephemeral range only if none of 200 tries is free.
 public func freeLoopbackPort() throws -> Int {
+    for _ in 0..<200 {
+        let candidate = Int.random(in: 20_000..<32_000)
+        if let (s, port) = try? boundLoopbackSocket(port: candidate) {
+            close(s)
+            return port
+        }
+    }
     let (s, port) = try boundLoopbackSocket()
     close(s)
     return port
@@ -162,10 +192,11 @@ public func silentListener() throws -> (Int32, Int) {
     return (s, port)
 }
 
-private func boundLoopbackSocket() throws -> (Int32, Int) {
+private func boundLoopbackSocket(port: Int = 0) throws -> (Int32, Int) {
     let s = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
     var addr = sockaddr_in()
     addr.sin_family = sa_family_t(AF_INET)
+    addr.sin_port = in_port_t(UInt16(port).bigEndian)
     inet_pton(AF_INET, "127.0.0.1", &addr.sin_addr)
     var len = socklen_t(MemoryLayout<sockaddr_in>.size)
     let rc = withUnsafeMutablePointer(to: &addr) { $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(s, $0, len) } }
