@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 @testable import TandemMemcached
 import Tandem
 import TandemTestSupport
@@ -391,17 +392,22 @@ struct MemcachedLoopFaceTests {
         // answer every request with a miss.
         let (listener, port) = try silentListener()
         defer { close(listener) }
+        // The thread says how far it got, so that the test never races it: 1 = waiting for the first
+        // connection, 2 = the half reply is sent and it waits for the second.
+        let stage = Box(Atomic<Int>(0))
         let served = startOnPlainThread { () -> Int in
             var conns: [Int32] = []
             defer { conns.forEach { close($0) } }
             var buf = [UInt8](repeating: 0, count: 4096)
-            var tv = timeval(tv_sec: 20, tv_usec: 0)
+            var tv = timeval(tv_sec: 60, tv_usec: 0)
             setsockopt(listener, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            stage.value.store(1, ordering: .releasing)
             let first = accept(listener, nil, nil)
             guard first >= 0 else { return 0 }
             conns.append(first)
             _ = recv(first, &buf, buf.count, 0)
-            _ = Array("VA 10 f0\r\nabc".utf8).withUnsafeBytes { send(first, $0.baseAddress, $0.count, 0) }
+            _ = Array("VA 10 f0\r\nabc".utf8).withUnsafeBytes { send(first, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            stage.value.store(2, ordering: .releasing)
             let second = accept(listener, nil, nil)
             guard second >= 0 else { return 1 }
             conns.append(second)
@@ -410,7 +416,7 @@ struct MemcachedLoopFaceTests {
                 let n = recv(second, &buf, buf.count, 0)
                 if n <= 0 { break }
                 let lines = String(decoding: buf[0..<n], as: UTF8.self).components(separatedBy: "\r\n").filter { $0.hasPrefix("mg ") }
-                for _ in lines { _ = Array("EN\r\n".utf8).withUnsafeBytes { send(second, $0.baseAddress, $0.count, 0) } }
+                for _ in lines { _ = Array("EN\r\n".utf8).withUnsafeBytes { send(second, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) } }
                 answered += lines.count
             }
             return 2
@@ -419,8 +425,9 @@ struct MemcachedLoopFaceTests {
             // The stuck calls can only end by the timeout; the later ones are answered by a thread of
             // this test, which a loaded sanitizer build may take seconds to schedule: 5 s.
             alias: "half", settings: CacheSettings(backend: "memcached", location: ["127.0.0.1:\(port)"],
-                                                   options: ["POLL_TIMEOUT": 5, "REMOVE_FAILED_SERVERS": false]),
+                                                   options: ["POLL_TIMEOUT": 5, "CONNECT_TIMEOUT": 30, "REMOVE_FAILED_SERVERS": false]),
             loop: loop.loop)
+        #expect(try await eventually(60) { stage.value.load(ordering: .acquiring) >= 1 }, "the scripted server runs")
         let inFlight = try await withThrowingTaskGroup(of: CacheError?.self) { group in
             for i in 0..<2 {
                 group.addTask {
@@ -430,7 +437,8 @@ struct MemcachedLoopFaceTests {
             return try await group.reduce(into: [CacheError?]()) { $0.append($1) }
         }
         #expect(inFlight.allSatisfy { if case .timeout = $0 { return true } else { return false } }, "the calls in flight timed out, typed: \(inFlight)")
-        // The next calls reconnect and are answered.
+        // The next calls reconnect and are answered (once the scripted server waits for them).
+        #expect(try await eventually(60) { stage.value.load(ordering: .acquiring) >= 2 }, "the half reply was sent")
         for i in 0..<3 {
             #expect(try await cache.async.get("after\(i)") as String? == nil)
         }
