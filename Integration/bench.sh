@@ -12,9 +12,18 @@ ensure_packages
 extra=()
 BIN="$TANDEM_ROOT/Integration/bench/bin"
 mkdir -p "$BIN"
+# The asyncio upstream (Integration/upstream.py), once.
+start_upstream() {
+  if [ -z "${UPSTREAM_PORT:-}" ]; then
+    UPSTREAM_PORT=$(free_port)
+    start_background upstream "$UPSTREAM_PORT" python3 "$TANDEM_ROOT/Integration/upstream.py" --port "$UPSTREAM_PORT"
+    extra+=(--upstream "http://127.0.0.1:$UPSTREAM_PORT")
+  fi
+}
 for s in "${scenarios[@]}"; do
   case "$s" in
     redis-*|inflight-10k)
+      [ "$s" = inflight-10k ] && start_upstream
       if [ -z "${REDIS_PORT:-}" ]; then
         REDIS_PORT=$(free_port)
         start_redis bench "$REDIS_PORT"
@@ -36,12 +45,8 @@ for s in "${scenarios[@]}"; do
         extra+=(--memcached-reference "$BIN/memcached_sync_get")
       fi
       ;;
-    http-fanout-delay|hedged-fanout|http-cached-get|inflight-10k)
-      if [ -z "${UPSTREAM_PORT:-}" ]; then
-        UPSTREAM_PORT=$(free_port)
-        start_background upstream "$UPSTREAM_PORT" python3 "$TANDEM_ROOT/Integration/upstream.py" --port "$UPSTREAM_PORT"
-        extra+=(--upstream "http://127.0.0.1:$UPSTREAM_PORT")
-      fi
+    http-fanout-delay|hedged-fanout|http-cached-get)
+      start_upstream
       ;;
     http-small-gets)
       ensure_packages nginx

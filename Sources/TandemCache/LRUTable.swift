@@ -22,10 +22,10 @@ struct LRUTable<Value> {
     /// The slot of `key`, if present (a slot is valid until its entry is removed).
     func slot(of key: String) -> Int? { slots[key] }
 
-    /// The value in a valid slot.
+    /// The value in a valid slot (read and changed in place, without copying it).
     subscript(slot: Int) -> Value {
-        get { nodes[slot].value! }
-        set { nodes[slot].value = newValue }
+        _read { yield nodes[slot].value! }
+        _modify { yield &nodes[slot].value! }
     }
 
     /// Makes the entry in `slot` the most recently used.
