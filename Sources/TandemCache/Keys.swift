@@ -96,6 +96,10 @@ struct KeyMaker: Sendable {
     }
 }
 
+/// Why memcached could not take `key` (too long, empty, a space or a control character), or nil: the
+/// front's rule (``KeyMaker``), for a backend that checks again right before a key reaches the wire.
+package func memcachedKeyProblem(_ key: String) -> String? { KeyMaker.problem(key) }
+
 /// Remembers which invalid keys were already warned about (bounded, so a flood of bad keys cannot grow it forever).
 final class WarnedKeys: Sendable {
     private let seen = Mutex<Set<String>>([])

@@ -47,9 +47,8 @@ final class MemcachedLoopClient: Sendable {
 
     /// The server `key` goes to now (servers set aside after a failure are left out).
     func server(for key: String) throws -> Int {
-        guard MetaRequest.isSafeKey(key) else {
-            throw CacheError.invalidKey(key: key, reason: "memcached keys are 1-250 bytes without spaces or control characters")
-        }
+        // The front has validated the key; checked again (the same rule) before a byte is written.
+        if let problem = memcachedKeyProblem(key) { throw CacheError.invalidKey(key: key, reason: problem) }
         let now = monotonicNanos()
         // Nil (no allocation) while every server is in use, the common case.
         guard let excluded = setAside.until.locked({ until in until.contains { $0 > now } ? until.map { $0 > now } : nil }) else {

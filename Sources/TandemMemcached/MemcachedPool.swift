@@ -83,6 +83,11 @@ struct MemcachedConfiguration: Sendable {
             throw CacheError.invalidSetting(alias: config.alias, field: "OPTIONS.USERNAME",
                                             reason: "SASL authentication needs the binary protocol: set OPTIONS.BINARY_PROTOCOL to true")
         }
+        if c.username == nil, o.values["ASYNC_WORKERS"] != nil {
+            // Only SASL caches have worker threads; elsewhere the option would be silently ignored.
+            throw CacheError.invalidSetting(alias: config.alias, field: "OPTIONS.ASYNC_WORKERS",
+                                            reason: "only a cache with USERNAME/PASSWORD (SASL) has async workers; the async face runs on the event loop")
+        }
         if (c.username == nil) != (c.password == nil) {
             throw CacheError.invalidSetting(alias: config.alias, field: "OPTIONS.PASSWORD", reason: "USERNAME and PASSWORD go together")
         }

@@ -161,15 +161,8 @@ struct MetaDecoder {
 }
 
 /// Builds meta-protocol requests. Keys reach here validated by the cache front (no spaces, no
-/// control characters, at most 250 bytes); ``MetaRequest/isSafeKey(_:)`` checks again before a byte
-/// is written.
+/// control characters, at most 250 bytes), and ``MemcachedLoopClient`` checks again with the same rule.
 enum MetaRequest {
-    /// True when `key` can be sent as a meta-protocol token: 1-250 bytes, no space or control byte.
-    static func isSafeKey(_ key: String) -> Bool {
-        let u = key.utf8
-        return !u.isEmpty && u.count <= 250 && u.allSatisfy { $0 > 32 && $0 != 127 }
-    }
-
     /// The TTL token memcached expects (`.never` is 0; see ``MemcachedOps/expiration(_:)``).
     static func ttl(_ expiry: CacheExpiry) -> String { String(MemcachedOps.expiration(expiry)) }
 

@@ -217,6 +217,17 @@ struct MemcachedBackendTests {
         #expect(backend.workers == nil && backend.loopClient?.loop === fx.loop, "no worker pool: the async face is on the loop")
     }
 
+    @Test func asyncWorkersWithoutSASLIsRefusedNotIgnored() throws {
+        // Without credentials there are no workers: the option would do nothing, so it is an error.
+        do {
+            _ = try memcachedCache(["127.0.0.1:1"], options: ["ASYNC_WORKERS": 4])
+            Issue.record("ASYNC_WORKERS without SASL was accepted")
+        } catch let CacheError.invalidSetting(_, field, _) {
+            #expect(field == "OPTIONS.ASYNC_WORKERS")
+        }
+        _ = try memcachedCache(["127.0.0.1:1"], options: ["ASYNC_WORKERS": 4, "BINARY_PROTOCOL": true, "USERNAME": "u", "PASSWORD": "p"])
+    }
+
     @Test func withSASLCredentialsTheAsyncFaceUsesCoalescingWorkers() async throws {
         // Credentials need the binary protocol; the test server has no SASL, so only the path is checked:
         // the async get goes to a worker (which then fails to authenticate or connect, typed).

@@ -1,4 +1,5 @@
 @testable import TandemMemcached
+import TandemCache
 import Testing
 
 /// The meta-protocol reply decoder, without a server.
@@ -56,9 +57,9 @@ struct MetaProtocolTests {
     }
 
     @Test func onlySafeKeysMayBeSent() {
-        #expect(MetaRequest.isSafeKey("a:1:key-ü"))
+        #expect(memcachedKeyProblem("a:1:key-ü") == nil)
         for bad in ["", "a b", "a\r\nmg x", "tab\there", "del\u{7f}", String(repeating: "k", count: 251)] {
-            #expect(!MetaRequest.isSafeKey(bad), "\(bad.debugDescription)")
+            #expect(memcachedKeyProblem(bad) != nil, "\(bad.debugDescription)")
         }
     }
 }
