@@ -23,6 +23,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-configuration", from: "1.4.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // epoll and eventfd, which Swift's Glibc module does not export.
@@ -42,7 +43,9 @@ let package = Package(
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
-        .systemLibrary(name: "CHiredis", pkgConfig: "hiredis", providers: [.apt(["libhiredis-dev"])]),
+        // No pkgConfig: hiredis.pc adds -D_FILE_OFFSET_BITS=64, which SwiftPM warns about in every build
+        // (users' too); the shim includes <hiredis/hiredis.h> from the default path instead.
+        .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
         .target(name: "TandemRedis", dependencies: ["TandemCache", "TandemLoop", "CHiredis", .product(name: "Logging", package: "swift-log")]),
         .systemLibrary(name: "CMemcached", pkgConfig: "libmemcached", providers: [.apt(["libmemcached-dev"])]),
         .target(name: "TandemMemcached", dependencies: ["TandemCache", "TandemLoop", "CMemcached"]),
@@ -50,6 +53,7 @@ let package = Package(
         // Typed wrappers for curl's variadic setopt/getinfo (prefixed ccurl_).
         .target(name: "CCurlShim", dependencies: ["CCurl"]),
         .target(name: "TandemHTTP", dependencies: ["TandemLoop", "TandemCache", "CCurl", "CCurlShim", .product(name: "Logging", package: "swift-log"),
+                                                   .product(name: "HTTPTypes", package: "swift-http-types"),
                                                    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                                                    .product(name: "Tracing", package: "swift-distributed-tracing")]),
         .target(name: "Tandem", dependencies: ["TandemLoop", "TandemCache", "TandemRedis", "TandemMemcached", "TandemHTTP"]),

@@ -1,3 +1,4 @@
+@_exported import HTTPTypes
 @_exported import TandemCache
 @_exported import TandemLoop
 @_exported import TandemHTTP
@@ -18,18 +19,18 @@ extension BackendRegistry {
 
 extension Caches {
     /// Builds every cache in `settings` with Tandem's standard backends. No settings: `default` is LocMem.
-    public convenience init(settings: [String: CacheSettings] = [:], loop: (any EventLoop)? = nil) throws {
+    public convenience init(settings: [String: CacheSettings] = [:], loop: (any TandemEventLoop)? = nil) throws {
         try self.init(settings: settings, loop: loop, registry: .standard)
     }
 
     /// Builds the registry from JSON in Django's `CACHES` shape with the standard backends.
-    public convenience init(json: Data, loop: (any EventLoop)? = nil) throws {
+    public convenience init(json: Data, loop: (any TandemEventLoop)? = nil) throws {
         try self.init(json: json, loop: loop, registry: .standard)
     }
 
     /// Builds the registry from `TANDEM_CACHES` or `TANDEM_CACHE_URL` with the standard backends.
     public static func fromEnvironment(
-        _ environment: [String: String] = ProcessInfo.processInfo.environment, loop: (any EventLoop)? = nil
+        _ environment: [String: String] = ProcessInfo.processInfo.environment, loop: (any TandemEventLoop)? = nil
     ) throws -> Caches {
         try fromEnvironment(environment, loop: loop, registry: .standard)
     }

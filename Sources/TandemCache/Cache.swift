@@ -12,9 +12,11 @@ import Glibc
 /// Every key-taking method also takes `version:` (the cache's VERSION when nil). Keys are made as
 /// `"\(KEY_PREFIX):\(version):\(key)"` unless a key function is configured.
 ///
-/// Blocking calls on backends that wait on I/O are checked by the async-safety guard: on an event-loop
-/// thread they throw ``TandemLoop/TandemError/blockingCallOnEventLoop(operation:)``; inside a Swift task they follow the
-/// cache's policy (`.error` by default: use ``async`` there).
+/// Every blocking call is checked by the async-safety guard, whatever the backend (so that moving a
+/// cache from LocMem to Redis never needs a code change): on an event-loop thread it throws
+/// ``TandemLoop/TandemError/blockingCallOnEventLoop(operation:)``; inside a Swift task it follows the
+/// cache's policy (`.error` by default: use ``async`` there). The `file` and `line` parameters name the
+/// caller in the guard's warnings; leave them to their defaults.
 public final class Cache: Sendable {
     let core: CacheCore
 
@@ -57,18 +59,20 @@ public final class Cache: Sendable {
 
     /// Returns the value of `key`, or nil when it is missing. Ask for `V?` to tell a stored nil
     /// (`.some(nil)`) from a miss (`nil`).
-    public func get<V: CacheValue>(_ key: String, version: Int? = nil) throws -> V? {
+    public func get<V: CacheValue>(_ key: String, version: Int? = nil, file: String = #fileID, line: Int = #line) throws -> V? {
+        try core.checkBlocking("get", file: file, line: line)
         let k = try core.key(key, version)
         return try core.decode(try core.runRead(.get) { try core.backend.get(k) }, key: k)
     }
 
     /// Returns the value of `key`, or `default` when it is missing.
-    public func get<V: CacheValue>(_ key: String, default defaultValue: V, version: Int? = nil) throws -> V {
-        try get(key, version: version) ?? defaultValue
+    public func get<V: CacheValue>(_ key: String, default defaultValue: V, version: Int? = nil, file: String = #fileID, line: Int = #line) throws -> V {
+        try get(key, version: version, file: file, line: line) ?? defaultValue
     }
 
     /// Stores `value` under `key`. A timeout of 0 or less stores nothing (and removes an old value).
-    public func set<V: CacheValue>(_ key: String, _ value: V, timeout: CacheTimeout = .default, version: Int? = nil) throws {
+    public func set<V: CacheValue>(_ key: String, _ value: V, timeout: CacheTimeout = .default, version: Int? = nil, file: String = #fileID, line: Int = #line) throws {
+        try core.checkBlocking("set", file: file, line: line)
         let k = try core.key(key, version)
         let v = try core.encode(value, key: k)
         try core.run(.set, fallback: ()) {
@@ -83,7 +87,8 @@ public final class Cache: Sendable {
     /// Stores `value` only if `key` does not exist. Returns whether it stored (with a timeout of 0 or
     /// less: whether the key was free; nothing is stored).
     @discardableResult
-    public func add<V: CacheValue>(_ key: String, _ value: V, timeout: CacheTimeout = .default, version: Int? = nil) throws -> Bool {
+    public func add<V: CacheValue>(_ key: String, _ value: V, timeout: CacheTimeout = .default, version: Int? = nil, file: String = #fileID, line: Int = #line) throws -> Bool {
+        try core.checkBlocking("add", file: file, line: line)
         let k = try core.key(key, version)
         let v = try core.encode(value, key: k)
         return try core.run(.add, fallback: false) {
@@ -107,8 +112,9 @@ public final class Cache: Sendable {
     /// processes compute a key once.
     public func getOrSet<V: CacheValue>(
         _ key: String, timeout: CacheTimeout = .default, version: Int? = nil, lock: Bool? = nil,
-        earlyRefresh: Double? = nil, _ makeDefault: () throws -> V
+        earlyRefresh: Double? = nil, file: String = #fileID, line: Int = #line, _ makeDefault: () throws -> V
     ) throws -> V {
+        try core.checkBlocking("get_or_set", file: file, line: line)
         let made = try core.key(key, version)
         let beta = core.earlyRefreshBeta(earlyRefresh)
         if let beta, let metaKey = EarlyRefresh.key(for: made) {
@@ -128,7 +134,7 @@ public final class Cache: Sendable {
                     throw error
                 }
             }
-        } else if let v: V = try get(key, version: version) {
+        } else if let v: V = try get(key, version: version, file: file, line: line) {
             return v
         }
         while true {
@@ -224,14 +230,16 @@ public final class Cache: Sendable {
     }
 
     /// Returns the values of the keys that exist (a stored nil included when `V` is optional).
-    public func getMany<V: CacheValue>(_ keys: [String], version: Int? = nil) throws -> [String: V] {
+    public func getMany<V: CacheValue>(_ keys: [String], version: Int? = nil, file: String = #fileID, line: Int = #line) throws -> [String: V] {
+        try core.checkBlocking("get_many", file: file, line: line)
         let ks = try core.keys(keys, version)
         return try core.run(.getMany, fallback: [:]) { try core.decodeMany(try core.backend.getMany(ks.map(\.made)), ks) }
     }
 
     /// Stores every item; returns the keys that could not be stored (only memcached can fail).
     @discardableResult
-    public func setMany<V: CacheValue>(_ items: [String: V], timeout: CacheTimeout = .default, version: Int? = nil) throws -> [String] {
+    public func setMany<V: CacheValue>(_ items: [String: V], timeout: CacheTimeout = .default, version: Int? = nil, file: String = #fileID, line: Int = #line) throws -> [String] {
+        try core.checkBlocking("set_many", file: file, line: line)
         let (ks, encoded) = try core.encodeMany(items, version)
         return try core.run(.setMany, fallback: ks.map(\.user)) {
             core.metrics.sets.increment(by: Int64(encoded.count))
@@ -248,7 +256,8 @@ public final class Cache: Sendable {
 
     /// Deletes `key`; returns whether it existed.
     @discardableResult
-    public func delete(_ key: String, version: Int? = nil) throws -> Bool {
+    public func delete(_ key: String, version: Int? = nil, file: String = #fileID, line: Int = #line) throws -> Bool {
+        try core.checkBlocking("delete", file: file, line: line)
         let k = try core.key(key, version)
         return try core.run(.delete, fallback: false) {
             core.metrics.deletes.increment()
@@ -257,7 +266,8 @@ public final class Cache: Sendable {
     }
 
     /// Deletes every key.
-    public func deleteMany(_ keys: [String], version: Int? = nil) throws {
+    public func deleteMany(_ keys: [String], version: Int? = nil, file: String = #fileID, line: Int = #line) throws {
+        try core.checkBlocking("delete_many", file: file, line: line)
         let ks = try core.keys(keys, version)
         try core.run(.deleteMany, fallback: ()) {
             core.metrics.deletes.increment(by: Int64(ks.count))
@@ -268,20 +278,22 @@ public final class Cache: Sendable {
     /// Adds `delta` to the integer stored under `key`, atomically where the backend is, and returns
     /// the new value. Missing key: ``CacheError/missingKey(_:)``; not an integer: ``CacheError/notAnInteger(key:)``.
     @discardableResult
-    public func incr(_ key: String, by delta: Int = 1, version: Int? = nil) throws -> Int {
+    public func incr(_ key: String, by delta: Int = 1, version: Int? = nil, file: String = #fileID, line: Int = #line) throws -> Int {
+        try core.checkBlocking("incr", file: file, line: line)
         let k = try core.key(key, version)
         return Int(try core.run(.incr) { try core.backend.incr(k, by: Int64(delta)) })
     }
 
     /// Subtracts `delta`; see ``incr(_:by:version:)``.
     @discardableResult
-    public func decr(_ key: String, by delta: Int = 1, version: Int? = nil) throws -> Int {
-        try incr(key, by: try CacheCore.negated(delta, key: key), version: version)
+    public func decr(_ key: String, by delta: Int = 1, version: Int? = nil, file: String = #fileID, line: Int = #line) throws -> Int {
+        try incr(key, by: try CacheCore.negated(delta, key: key), version: version, file: file, line: line)
     }
 
     /// Sets a new timeout on `key`; returns whether it existed. A timeout of 0 or less expires it now.
     @discardableResult
-    public func touch(_ key: String, timeout: CacheTimeout = .default, version: Int? = nil) throws -> Bool {
+    public func touch(_ key: String, timeout: CacheTimeout = .default, version: Int? = nil, file: String = #fileID, line: Int = #line) throws -> Bool {
+        try core.checkBlocking("touch", file: file, line: line)
         let k = try core.key(key, version)
         return try core.run(.touch, fallback: false) {
             switch core.resolve(timeout) {
@@ -292,7 +304,8 @@ public final class Cache: Sendable {
     }
 
     /// Returns whether `key` exists (a stored nil counts).
-    public func hasKey(_ key: String, version: Int? = nil) throws -> Bool {
+    public func hasKey(_ key: String, version: Int? = nil, file: String = #fileID, line: Int = #line) throws -> Bool {
+        try core.checkBlocking("has_key", file: file, line: line)
         let k = try core.key(key, version)
         return try core.run(.hasKey, fallback: false) { try core.backend.hasKey(k) }
     }
@@ -300,7 +313,8 @@ public final class Cache: Sendable {
     /// Moves `key` from `version` to `version + delta` and returns the new version.
     /// Missing key: ``CacheError/missingKey(_:)``.
     @discardableResult
-    public func incrVersion(_ key: String, by delta: Int = 1, version: Int? = nil) throws -> Int {
+    public func incrVersion(_ key: String, by delta: Int = 1, version: Int? = nil, file: String = #fileID, line: Int = #line) throws -> Int {
+        try core.checkBlocking("incr_version", file: file, line: line)
         let from = version ?? core.keys.defaultVersion
         let old = try core.key(key, from)
         let to = try CacheCore.shifted(version: from, by: delta, key: key)
@@ -315,12 +329,13 @@ public final class Cache: Sendable {
 
     /// Moves `key` from `version` to `version - delta`; see ``incrVersion(_:by:version:)``.
     @discardableResult
-    public func decrVersion(_ key: String, by delta: Int = 1, version: Int? = nil) throws -> Int {
-        try incrVersion(key, by: try CacheCore.negated(delta, key: key), version: version)
+    public func decrVersion(_ key: String, by delta: Int = 1, version: Int? = nil, file: String = #fileID, line: Int = #line) throws -> Int {
+        try incrVersion(key, by: try CacheCore.negated(delta, key: key), version: version, file: file, line: line)
     }
 
     /// Removes everything from the backend (for Redis: FLUSHDB of its database, as Django does).
-    public func clear() throws {
+    public func clear(file: String = #fileID, line: Int = #line) throws {
+        try core.checkBlocking("clear", file: file, line: line)
         try core.run(.clear) { try core.backend.clear() }
     }
 

@@ -203,7 +203,7 @@ extension NonBlockingCacheBackend {
 
 /// Parses an integer stored as decimal ASCII text (optional sign), as `incr` needs it. Nil if the bytes
 /// are not a canonical integer in range.
-public func parseStoredInteger(_ bytes: [UInt8]) -> Int64? {
+package func parseStoredInteger(_ bytes: [UInt8]) -> Int64? {
     guard !bytes.isEmpty, bytes.count <= 20 else { return nil }
     var i = 0
     var negative = false
@@ -227,4 +227,4 @@ public func parseStoredInteger(_ bytes: [UInt8]) -> Int64? {
 
 /// The decimal text of an integer, as stored so that `incr` and other clients can read it.
 @inlinable
-public func storedIntegerBytes(_ value: Int64) -> [UInt8] { Array(String(value).utf8) }
+package func storedIntegerBytes(_ value: Int64) -> [UInt8] { Array(String(value).utf8) }

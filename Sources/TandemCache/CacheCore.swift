@@ -200,12 +200,12 @@ final class CacheCore: Sendable {
         }
     }
 
-    /// Applies the async-safety guard to blocking calls on backends that wait on I/O.
+    /// Applies the async-safety guard to a blocking call, on every backend: the guard judges where the
+    /// call is made, not what the backend is, so that a view that passes on LocMem passes on Redis.
+    /// `file` and `line` are the caller's, for the `.warn` policy's message.
     @inline(__always)
-    func checkBlocking(_ op: CacheOp) throws {
-        if guarded {
-            try AsyncSafety.checkBlockingCall("cache '\(alias)' \(op.name)", policy: asyncUnsafePolicy)
-        }
+    func checkBlocking(_ operation: StaticString, file: String, line: Int) throws {
+        try AsyncSafety.checkBlockingCall("cache '\(alias)' \(operation)", policy: asyncUnsafePolicy, file: file, line: line)
     }
 
     // MARK: shutdown
@@ -255,7 +255,6 @@ final class CacheCore: Sendable {
     /// ``run(_:fallback:_:)``'s work, outside any span.
     @inline(__always)
     private func runUntraced<R>(_ op: CacheOp, fallback: R?, _ body: () throws -> R) throws -> R {
-        try checkBlocking(op)
         try enter()
         defer { leave() }
         if let breaker, !breaker.admit() { return try failOpen(op, CacheError.circuitOpen(alias: alias), fallback, reached: false) }

@@ -137,10 +137,10 @@ public struct BackendConfiguration: Sendable {
     /// The OPTIONS, with typed accessors whose errors name the alias and option.
     public let options: BackendOptions
     /// The loop that socket-driven backends must use.
-    public let loop: (any EventLoop)?
+    public let loop: (any TandemEventLoop)?
 
     /// Creates a configuration (the registry does this).
-    public init(alias: String, location: [String], options: BackendOptions, loop: (any EventLoop)?) {
+    public init(alias: String, location: [String], options: BackendOptions, loop: (any TandemEventLoop)?) {
         self.alias = alias
         self.location = location
         self.options = options
@@ -280,7 +280,7 @@ public struct BackendRegistry: Sendable {
     public var knownNames: [String] { entries.keys.sorted() }
 
     /// Validates `settings` and builds its cache.
-    public func makeCache(alias: String, settings: CacheSettings, loop: (any EventLoop)?) throws -> Cache {
+    public func makeCache(alias: String, settings: CacheSettings, loop: (any TandemEventLoop)?) throws -> Cache {
         guard let entry = entry(named: settings.backend) else {
             throw CacheError.unknownBackend(alias: alias, backend: settings.backend, known: knownNames)
         }

@@ -17,7 +17,7 @@ public final class Caches: Sendable {
 
     /// Builds every cache in `settings` with the backends of `registry`. With no settings at all,
     /// `default` is a LocMem cache. Settings that lack `default` are an error, as in Django.
-    public init(settings: [String: CacheSettings], loop: (any EventLoop)? = nil, registry: BackendRegistry) throws {
+    public init(settings: [String: CacheSettings], loop: (any TandemEventLoop)? = nil, registry: BackendRegistry) throws {
         let effective = settings.isEmpty ? ["default": CacheSettings()] : settings
         guard effective["default"] != nil else {
             throw CacheError.invalidSetting(alias: "default", field: "(entry)", reason: "a 'default' cache must be configured")
@@ -32,7 +32,7 @@ public final class Caches: Sendable {
 
     /// Builds the registry from JSON in Django's `CACHES` shape:
     /// `{"default": {"BACKEND": "redis", "LOCATION": [...], "TIMEOUT": 300, "KEY_PREFIX": "", "VERSION": 1, "OPTIONS": {...}}}`.
-    public convenience init(json: Data, loop: (any EventLoop)? = nil, registry: BackendRegistry) throws {
+    public convenience init(json: Data, loop: (any TandemEventLoop)? = nil, registry: BackendRegistry) throws {
         try self.init(settings: try Caches.parseJSON(json), loop: loop, registry: registry)
     }
 
@@ -55,7 +55,7 @@ public final class Caches: Sendable {
     /// Builds the registry from the environment: `TANDEM_CACHES` (the JSON form), else `TANDEM_CACHE_URL`
     /// (`locmem://name`, `dummy://`, `redis://...`, `memcached://host:port,host:port`, with optional
     /// `?timeout=&key_prefix=&version=` and backend options in the query), else LocMem.
-    public static func fromEnvironment(_ environment: [String: String], loop: (any EventLoop)? = nil, registry: BackendRegistry) throws -> Caches {
+    public static func fromEnvironment(_ environment: [String: String], loop: (any TandemEventLoop)? = nil, registry: BackendRegistry) throws -> Caches {
         try Caches(settings: try settingsFromEnvironment(environment), loop: loop, registry: registry)
     }
 

@@ -28,7 +28,7 @@ package final class LoopSocket: @unchecked Sendable {
     // owner calls in from there, and the loop calls back there (watches, timers, and the lookup's
     // `execute`).
 
-    package let loop: any EventLoop
+    package let loop: any TandemEventLoop
     package let address: ServerAddress
     /// Names the server in errors.
     package let name: String
@@ -53,7 +53,7 @@ package final class LoopSocket: @unchecked Sendable {
     private var connectTimer: TimerID?
     private var readBuffer = [UInt8](repeating: 0, count: 65536)
 
-    package init(loop: any EventLoop, address: ServerAddress, name: String, protocolName: String, connectTimeout: Double) {
+    package init(loop: any TandemEventLoop, address: ServerAddress, name: String, protocolName: String, connectTimeout: Double) {
         self.loop = loop
         self.address = address
         self.name = name

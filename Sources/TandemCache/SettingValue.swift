@@ -88,9 +88,9 @@ public enum SettingValue: Sendable, Hashable, Decodable, CustomStringConvertible
 }
 
 /// Hides secrets in settings and locations before they reach logs, errors or descriptions.
-public enum Redaction {
+package enum Redaction {
     /// `scheme://user:secret@host` becomes `scheme://user:***@host`; other text is returned unchanged.
-    public static func location(_ text: String) -> String {
+    package static func location(_ text: String) -> String {
         guard let schemeEnd = text.range(of: "://") else { return text }
         let rest = text[schemeEnd.upperBound...]
         let authorityEnd = rest.firstIndex(where: { $0 == "/" || $0 == "?" }) ?? rest.endIndex
@@ -103,7 +103,7 @@ public enum Redaction {
     }
 
     /// True for option names that hold secrets (PASSWORD, SECRET, TOKEN, ...).
-    public static func isSecret(_ optionName: String) -> Bool {
+    package static func isSecret(_ optionName: String) -> Bool {
         let n = optionName.uppercased()
         return n.contains("PASSWORD") || n.contains("SECRET") || n.contains("TOKEN") || n == "AUTH"
     }

@@ -15,7 +15,7 @@ extension Caches {
     ///   `caches.default.options.max_entries`).
     ///
     /// Values of the wrong type are errors naming the alias and field, as with the other forms.
-    public convenience init(configReader config: ConfigReader, loop: (any EventLoop)? = nil, registry: BackendRegistry = .standard) throws {
+    public convenience init(configReader config: ConfigReader, loop: (any TandemEventLoop)? = nil, registry: BackendRegistry = .standard) throws {
         let aliases = config.stringArray(forKey: ConfigKey(["caches", "aliases"])) ?? ["default"]
         var settings: [String: CacheSettings] = [:]
         for alias in aliases {

@@ -1,6 +1,7 @@
 import CCurl
 import CCurlShim
 import Foundation
+import HTTPTypes
 import Logging
 import Synchronization
 import TandemLoop
@@ -15,7 +16,7 @@ final class Transfer: @unchecked Sendable, LoopPromiseCanceller {
     // (curl calls the callbacks from `curl_multi_socket_action`, which only the loop calls), until it
     // completes `promise`. The caller reads them only after that completion (the promise's lock orders
     // the accesses), and never after a cancellation, when the loop may still be writing.
-    let request: HTTPRequest
+    let request: UpstreamRequest
     let maxBody: Int
     let multi: CurlMulti
     /// Completed by the loop when the fields below hold the response, or with an error. (It holds no
@@ -29,10 +30,10 @@ final class Transfer: @unchecked Sendable, LoopPromiseCanceller {
     var rawHeaders: [UInt8] = []
     var tooLarge = false
     var status = 0
-    var timings = HTTPResponse.Timings(connect: .zero, firstByte: .zero, total: .zero)
+    var timings = UpstreamResponse.Timings(connect: .zero, firstByte: .zero, total: .zero)
     var finalURL: String
 
-    init(request: HTTPRequest, maxBody: Int, multi: CurlMulti) {
+    init(request: UpstreamRequest, maxBody: Int, multi: CurlMulti) {
         self.request = request
         self.maxBody = maxBody
         self.multi = multi
@@ -48,12 +49,12 @@ final class Transfer: @unchecked Sendable, LoopPromiseCanceller {
     func promiseCancelled() { multi.enqueueCancel(self) }
 
     /// The response (the caller's thread, after `promise` succeeded).
-    func response() -> HTTPResponse {
+    func response() -> UpstreamResponse {
         // Taking the promise's lock orders these reads after the loop's writes in a way
         // ThreadSanitizer can see: a continuation resumed before its task finished suspending hands
         // over through the concurrency runtime's own atomics, which the sanitizer does not follow.
         _ = promise.isCompleted
-        return HTTPResponse(status: status, rawHeaders: rawHeaders, body: body, timings: timings, url: finalURL)
+        return UpstreamResponse(status: HTTPResponse.Status(code: status), rawHeaders: rawHeaders, body: body, timings: timings, url: finalURL)
     }
 }
 
@@ -73,7 +74,7 @@ private let headerCallback: ccurl_data_callback = { data, size, count, user in
     let n = size * count
     guard let user, let data else { return n }
     let t = Unmanaged<Transfer>.fromOpaque(user).takeUnretainedValue()
-    // Only copied here: the loop thread is the busy one; the caller parses (HTTPResponse.headers).
+    // Only copied here: the loop thread is the busy one; the caller parses (UpstreamResponse.headers).
     let line = UnsafeRawBufferPointer(start: data, count: n)
     if n >= 5, line[0] == UInt8(ascii: "H"), line[1] == UInt8(ascii: "T"), line[2] == UInt8(ascii: "T"),
        line[3] == UInt8(ascii: "P"), line[4] == UInt8(ascii: "/") {
@@ -113,8 +114,8 @@ private let timerCallback: ccurl_timer_callback = { _, ms, user in
 final class CurlMulti: @unchecked Sendable {
     // Why @unchecked Sendable is safe: all mutable state is touched only on `loop`'s thread; the
     // public entry points hop there first (`withLoopPromise`, `execute`).
-    let loop: any EventLoop
-    let configuration: HTTPClientConfiguration
+    let loop: any TandemEventLoop
+    let configuration: UpstreamClientConfiguration
     private var multi: UnsafeMutableRawPointer?
     private struct SocketWatch {
         var id: WatchID
@@ -134,7 +135,7 @@ final class CurlMulti: @unchecked Sendable {
     private struct HandleSetup: Equatable {
         var url: String
         var timeoutMs: Int
-        var method: HTTPMethod
+        var method: HTTPRequest.Method
     }
     private var setups: [UnsafeMutableRawPointer: HandleSetup] = [:]
     private(set) var handlesCreated = 0
@@ -163,7 +164,7 @@ final class CurlMulti: @unchecked Sendable {
         return names.contains { getenv($0).map { $0.pointee != 0 } ?? false }
     }()
 
-    init(loop: any EventLoop, configuration: HTTPClientConfiguration) {
+    init(loop: any TandemEventLoop, configuration: UpstreamClientConfiguration) {
         _ = CurlMulti.globalInit
         self.loop = loop
         self.configuration = configuration
@@ -385,9 +386,14 @@ final class CurlMulti: @unchecked Sendable {
     /// object, freed in `close()`.
     private lazy var sharedHeaderList: UnsafeMutablePointer<curl_slist>? = {
         var list: UnsafeMutablePointer<curl_slist>?
-        for (name, value) in configuration.defaultHeaders { list = curl_slist_append(list, "\(name): \(value)") }
+        for field in configuration.defaultHeaders { list = curl_slist_append(list, CurlMulti.headerLine(field)) }
         return curl_slist_append(list, "Expect:")  // no 100-continue round trip for bodies
     }()
+
+    /// A field as curl takes it: `Name: value`, or `Name;` for an empty value (`Name:` would remove it).
+    static func headerLine(_ field: HTTPField) -> String {
+        field.value.isEmpty ? "\(field.name.rawName);" : "\(field.name.rawName): \(field.value)"
+    }
 
     /// Hands a transfer to the loop (any thread).
     func enqueueStart(_ t: Transfer) {
@@ -427,7 +433,7 @@ final class CurlMulti: @unchecked Sendable {
                 defer { s.starts.removeAll() }
                 return s.starts
             }
-            for t in stranded { t.promise.fail(HTTPError.clientShutDown) }
+            for t in stranded { t.promise.fail(UpstreamError.clientShutDown) }
         }
     }
 
@@ -450,7 +456,7 @@ final class CurlMulti: @unchecked Sendable {
         if promise.isCompleted { return }  // cancelled before it got here
         let request = t.request
         guard let multi = ensureMulti() else {
-            promise.fail(HTTPError.clientShutDown)
+            promise.fail(UpstreamError.clientShutDown)
             return
         }
         let easy: UnsafeMutableRawPointer
@@ -461,7 +467,7 @@ final class CurlMulti: @unchecked Sendable {
             handlesCreated += 1
             configureOnce(e)
         } else {
-            promise.fail(HTTPError.transferFailed(url: request.url, code: -1, reason: "curl_easy_init failed"))
+            promise.fail(UpstreamError.transferFailed(url: request.url, code: -1, reason: "curl_easy_init failed"))
             return
         }
         t.easy = easy
@@ -471,7 +477,7 @@ final class CurlMulti: @unchecked Sendable {
         if rc != CURLM_OK {
             active.removeValue(forKey: easy)
             recycle(easy)
-            promise.fail(HTTPError.transferFailed(url: request.url, code: Int(rc.rawValue), reason: String(cString: curl_multi_strerror(rc))))
+            promise.fail(UpstreamError.transferFailed(url: request.url, code: Int(rc.rawValue), reason: String(cString: curl_multi_strerror(rc))))
             return
         }
         promise.onCancel(t)
@@ -506,10 +512,10 @@ final class CurlMulti: @unchecked Sendable {
             _ = ccurl_easy_setopt_slist(easy, CURLOPT_HTTPHEADER, sharedHeaderList)
         } else {
             var list: UnsafeMutablePointer<curl_slist>?
-            for (name, value) in HTTPRequest.merge(configuration.defaultHeaders, r.headers) {
-                list = curl_slist_append(list, "\(name): \(value)")
+            for field in UpstreamRequest.merge(configuration.defaultHeaders, r.headers) {
+                list = curl_slist_append(list, CurlMulti.headerLine(field))
             }
-            let hasContentType = (configuration.defaultHeaders + r.headers).contains { $0.name.lowercased() == "content-type" }
+            let hasContentType = configuration.defaultHeaders.contains(.contentType) || r.headers.contains(.contentType)
             if sendsBody && !hasContentType { list = curl_slist_append(list, "Content-Type:") }
             list = curl_slist_append(list, "Expect:")
             t.headerList = list
@@ -548,6 +554,10 @@ final class CurlMulti: @unchecked Sendable {
         if code == CURLE_OK {
             var status = 0
             _ = ccurl_easy_getinfo_long(easy, CURLINFO_RESPONSE_CODE, &status)
+            // curl reads three digits; anything else is not a status swift-http-types can hold.
+            guard (100...999).contains(status) else {
+                return .failure(UpstreamError.invalidResponse(url: url, reason: "status code \(status)"))
+            }
             var total: curl_off_t = 0
             var connect: curl_off_t = 0
             var first: curl_off_t = 0
@@ -569,7 +579,7 @@ final class CurlMulti: @unchecked Sendable {
             return .success(())
         }
         let reason = String(cString: curl_easy_strerror(code))
-        let error: HTTPError
+        let error: UpstreamError
         switch code {
         case CURLE_WRITE_ERROR where t.tooLarge, CURLE_FILESIZE_EXCEEDED:
             error = .bodyTooLarge(url: url, limit: t.maxBody)
@@ -611,7 +621,7 @@ final class CurlMulti: @unchecked Sendable {
         guard let multi else { return }
         for (easy, t) in active {
             _ = curl_multi_remove_handle(multi, easy)
-            t.promise.fail(HTTPError.clientShutDown)
+            t.promise.fail(UpstreamError.clientShutDown)
             curl_easy_cleanup(easy)
         }
         active.removeAll()

@@ -17,13 +17,13 @@ enum HTTPTracing {
         var value: Int { count.load(ordering: .relaxed) }
     }
 
-    static func span<T: Tracer>(_ tracer: T, _ request: HTTPRequest,
-                                _ body: () async throws -> HTTPResponse) async throws -> HTTPResponse {
+    static func span<T: Tracer>(_ tracer: T, _ request: UpstreamRequest,
+                                _ body: () async throws -> UpstreamResponse) async throws -> UpstreamResponse {
         let counter = AttemptCounter()
         return try await tracer.withSpan("HTTP \(request.method.rawValue)", ofKind: .client) { span in
             span.attributes["http.request.method"] = request.method.rawValue
             span.attributes["url.full"] = withoutCredentials(request.url)
-            let response: HTTPResponse
+            let response: UpstreamResponse
             do {
                 response = try await $attempts.withValue(counter) { try await body() }
             } catch {
@@ -31,14 +31,14 @@ enum HTTPTracing {
                 throw error
             }
             span.attributes["tandem.http.attempts"] = counter.value
-            span.attributes["http.response.status_code"] = response.status
+            span.attributes["http.response.status_code"] = response.status.code
             let t = response.timings
             span.attributes["tandem.http.dns_ms"] = ms(t.nameLookup)
             span.attributes["tandem.http.connect_ms"] = ms(t.connect)
             span.attributes["tandem.http.tls_ms"] = ms(t.tlsHandshake)
             span.attributes["tandem.http.first_byte_ms"] = ms(t.firstByte)
             span.attributes["tandem.http.total_ms"] = ms(t.total)
-            if response.status >= 500 { span.setStatus(SpanStatus(code: .error)) }
+            if response.status.code >= 500 { span.setStatus(SpanStatus(code: .error)) }
             return response
         }
     }

@@ -10,8 +10,8 @@ import TandemLoop
 ///
 /// The delay is fixed, or a percentile of the latencies this policy has seen (for example the 95th,
 /// so that only the slowest twentieth get a second copy). Copies cancel cleanly inside `fanOut` too.
-/// Give it to a client (``HTTPClientConfiguration/hedgingPolicy``) or to one call
-/// (``AsyncHTTPClient/send(_:retry:hedge:)``); a call with a hedging policy is not also retried.
+/// Give it to a client (``UpstreamClientConfiguration/hedgingPolicy``) or to one call
+/// (``AsyncUpstreamClient/send(_:retry:hedge:)``); a call with a hedging policy is not also retried.
 public struct HedgingPolicy: Sendable {
     /// When the next copy goes out.
     public enum Delay: Sendable {

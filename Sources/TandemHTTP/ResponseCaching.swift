@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import Synchronization
 import TandemCache
 import TandemLoop
@@ -110,8 +111,8 @@ struct StoredResponse: Sendable {
         derive()
     }
 
-    var response: HTTPResponse {
-        HTTPResponse(status: status, rawHeaders: rawHeaders, body: body,
+    var response: UpstreamResponse {
+        UpstreamResponse(status: HTTPResponse.Status(code: status), rawHeaders: rawHeaders, body: body,
                      timings: .init(connect: .zero, firstByte: .zero, total: .zero), url: url)
     }
 
@@ -150,7 +151,7 @@ struct StoredResponse: Sendable {
     var hasValidator: Bool { etag != nil || lastModified != nil }
 
     /// The stored response served with its current age (an `Age` line replaces any stored one).
-    func served(now: Double) -> HTTPResponse {
+    func served(now: Double) -> UpstreamResponse {
         var r = response
         var headers = rawHeaders
         while let last = headers.last, last == 0x0d || last == 0x0a { headers.removeLast() }
@@ -171,15 +172,15 @@ struct StoredResponse: Sendable {
     }
 
     /// A `304`'s headers replace the stored ones of the same name (RFC 9111 §3.2).
-    mutating func refresh(with notModified: HTTPResponse, requestTime: Double, responseTime: Double) {
-        let updates = notModified.headers.filter { $0.name.lowercased() != "content-length" }
-        let names = Set(updates.map { $0.name.lowercased() })
+    mutating func refresh(with notModified: UpstreamResponse, requestTime: Double, responseTime: Double) {
+        let updates = notModified.headers.filter { $0.name != .contentLength }
+        let names = Set(updates.map { $0.name.canonicalName })
         var lines = String(decoding: rawHeaders, as: UTF8.self).components(separatedBy: "\r\n").filter { !$0.isEmpty }
         lines.removeAll { line in
             guard let colon = line.firstIndex(of: ":") else { return false }
             return names.contains(line[..<colon].lowercased())
         }
-        lines += updates.map { "\($0.name): \($0.value)" }
+        lines += updates.map { "\($0.name.rawName): \($0.value)" }
         rawHeaders = Array((lines.joined(separator: "\r\n") + "\r\n\r\n").utf8)
         self.requestTime = requestTime
         self.responseTime = responseTime
@@ -307,12 +308,12 @@ final class BackgroundRefreshes: Sendable {
     func end(_ key: String) { _ = keys.locked { $0.remove(key) } }
 }
 
-extension AsyncHTTPClient {
+extension AsyncUpstreamClient {
     /// Sends a GET through the response cache; `fetch` does the network part.
-    func sendCaching(_ request: HTTPRequest, _ rc: ResponseCaching,
-                     fetch: @escaping @Sendable (HTTPRequest) async throws -> HTTPResponse) async throws -> HTTPResponse {
+    func sendCaching(_ request: UpstreamRequest, _ rc: ResponseCaching,
+                     fetch: @escaping @Sendable (UpstreamRequest) async throws -> UpstreamResponse) async throws -> UpstreamResponse {
         try request.validate()
-        let requestCC = CacheControl(request.headers.first { $0.name.lowercased() == "cache-control" }?.value)
+        let requestCC = CacheControl(request.headers[.cacheControl])
         let key = ResponseCaching.key(request.url)
         let now = Date().timeIntervalSince1970
         // A cache that fails is a miss: the upstream still answers.
@@ -340,38 +341,38 @@ extension AsyncHTTPClient {
 
         do {
             let (response, fromCache) = try await revalidate(request, rc, key, stored, requestCC, fetch: fetch)
-            if !fromCache && response.status >= 500, let served = staleIfError(stored, staleBy) { return served }
+            if !fromCache && response.status.code >= 500, let served = staleIfError(stored, staleBy) { return served }
             return response
-        } catch let e as HTTPError {
+        } catch let e as UpstreamError {
             if let served = staleIfError(stored, staleBy) { return served }
             throw e
         }
     }
 
-    private func staleIfError(_ stored: StoredResponse, _ staleBy: Double) -> HTTPResponse? {
+    private func staleIfError(_ stored: StoredResponse, _ staleBy: Double) -> UpstreamResponse? {
         guard !stored.mustRevalidate, let sie = stored.staleIfError, staleBy <= sie else { return nil }
         return stored.served(now: Date().timeIntervalSince1970)
     }
 
-    private func varyMatches(_ stored: StoredResponse, _ request: HTTPRequest) -> Bool {
+    private func varyMatches(_ stored: StoredResponse, _ request: UpstreamRequest) -> Bool {
         stored.vary.allSatisfy { name, value in
-            (request.headers.first { $0.name.lowercased() == name }?.value ?? "") == value
+            (HTTPField.Name(name).flatMap { request.headers[$0] } ?? "") == value
         }
     }
 
     /// A conditional request for a stored response. Returns the response to serve, and whether it
     /// came from the cache (a 304).
-    private func revalidate(_ request: HTTPRequest, _ rc: ResponseCaching, _ key: String, _ stored: StoredResponse,
+    private func revalidate(_ request: UpstreamRequest, _ rc: ResponseCaching, _ key: String, _ stored: StoredResponse,
                             _ requestCC: CacheControl,
-                            fetch: @escaping @Sendable (HTTPRequest) async throws -> HTTPResponse) async throws -> (HTTPResponse, Bool) {
+                            fetch: @escaping @Sendable (UpstreamRequest) async throws -> UpstreamResponse) async throws -> (UpstreamResponse, Bool) {
         guard stored.hasValidator else { return (try await fetchAndStore(request, rc, key, requestCC, fetch: fetch), false) }
         var conditional = request
-        if let etag = stored.etag { conditional.headers.append(("If-None-Match", etag)) }
-        if let lm = stored.lastModified { conditional.headers.append(("If-Modified-Since", lm)) }
+        if let etag = stored.etag { conditional.headers[.ifNoneMatch] = etag }
+        if let lm = stored.lastModified { conditional.headers[.ifModifiedSince] = lm }
         let sent = Date().timeIntervalSince1970
         let response = try await fetch(conditional)
         let received = Date().timeIntervalSince1970
-        guard response.status == 304 else {
+        guard response.status.code == 304 else {
             return (try await store(response, request, rc, key, requestCC, sent: sent, received: received), false)
         }
         var refreshed = stored
@@ -380,28 +381,28 @@ extension AsyncHTTPClient {
         return (refreshed.served(now: received), true)
     }
 
-    private func fetchAndStore(_ request: HTTPRequest, _ rc: ResponseCaching, _ key: String, _ requestCC: CacheControl,
-                               fetch: @escaping @Sendable (HTTPRequest) async throws -> HTTPResponse) async throws -> HTTPResponse {
+    private func fetchAndStore(_ request: UpstreamRequest, _ rc: ResponseCaching, _ key: String, _ requestCC: CacheControl,
+                               fetch: @escaping @Sendable (UpstreamRequest) async throws -> UpstreamResponse) async throws -> UpstreamResponse {
         let sent = Date().timeIntervalSince1970
         let response = try await fetch(request)
         return try await store(response, request, rc, key, requestCC, sent: sent, received: Date().timeIntervalSince1970)
     }
 
     /// Stores `response` if a shared cache may; returns it either way.
-    private func store(_ response: HTTPResponse, _ request: HTTPRequest, _ rc: ResponseCaching, _ key: String,
-                       _ requestCC: CacheControl, sent: Double, received: Double) async throws -> HTTPResponse {
+    private func store(_ response: UpstreamResponse, _ request: UpstreamRequest, _ rc: ResponseCaching, _ key: String,
+                       _ requestCC: CacheControl, sent: Double, received: Double) async throws -> UpstreamResponse {
         let cc = CacheControl(response.header("Cache-Control"))
-        let authorized = request.headers.contains { $0.name.lowercased() == "authorization" }
-        guard !requestCC.noStore, !cc.noStore, !cc.isPrivate, ResponseCaching.storableStatuses.contains(response.status),
+        let authorized = request.headers.contains(.authorization)
+        guard !requestCC.noStore, !cc.noStore, !cc.isPrivate, ResponseCaching.storableStatuses.contains(response.status.code),
               response.body.count <= rc.maxBodyBytes, !authorized || cc.isPublic || cc.sMaxAge != nil
         else { return response }
         var vary: [(String, String)] = []
         for name in (response.header("Vary") ?? "").split(separator: ",") {
             let n = name.trimmingCharacters(in: .whitespaces).lowercased()
             if n == "*" { return response }  // varies on everything: never reusable
-            if !n.isEmpty { vary.append((n, request.headers.first { $0.name.lowercased() == n }?.value ?? "")) }
+            if !n.isEmpty { vary.append((n, HTTPField.Name(n).flatMap { request.headers[$0] } ?? "")) }
         }
-        let entry = StoredResponse(status: response.status, rawHeaders: response.rawHeaders, body: response.body,
+        let entry = StoredResponse(status: response.status.code, rawHeaders: response.rawHeaders, body: response.body,
                                    url: response.url, requestTime: sent, responseTime: received, vary: vary)
         // Worth keeping only if it can be served: fresh for a while, revalidated, or served stale.
         guard entry.freshnessLifetime > 0 || entry.hasValidator || (entry.staleWhileRevalidate ?? 0) > 0 || (entry.staleIfError ?? 0) > 0

@@ -9,27 +9,27 @@ import TandemLoop
 /// `deadline` covers every attempt and every wait; and a shared ``RetryThrottle`` stops retries when
 /// too many attempts fail, so that retries cannot multiply an outage.
 ///
-/// Give it to a client (``HTTPClientConfiguration/retryPolicy``) or to one call
-/// (``AsyncHTTPClient/send(_:retry:)``). A policy that cannot work (fewer than one attempt, a
-/// negative backoff) fails the request with ``HTTPError/invalidRequest(reason:)`` before any I/O.
+/// Give it to a client (``UpstreamClientConfiguration/retryPolicy``) or to one call
+/// (``AsyncUpstreamClient/send(_:retry:)``). A policy that cannot work (fewer than one attempt, a
+/// negative backoff) fails the request with ``UpstreamError/invalidRequest(reason:)`` before any I/O.
 public struct RetryPolicy: Sendable {
     /// Errors that may be retried.
     public enum RetryableError: Sendable, Hashable {
-        /// ``HTTPError/connectFailed(url:reason:)``: nothing reached the upstream.
+        /// ``UpstreamError/connectFailed(url:reason:)``: nothing reached the upstream.
         case connectFailed
-        /// ``HTTPError/dnsFailed(url:reason:)``.
+        /// ``UpstreamError/dnsFailed(url:reason:)``.
         case dnsFailed
-        /// ``HTTPError/timeout(url:)``.
+        /// ``UpstreamError/timeout(url:)``.
         case timeout
-        /// ``HTTPError/upstreamClosed(url:reason:)``.
+        /// ``UpstreamError/upstreamClosed(url:reason:)``.
         case upstreamClosed
-        /// ``HTTPError/invalidResponse(url:reason:)``.
+        /// ``UpstreamError/invalidResponse(url:reason:)``.
         case invalidResponse
-        /// ``HTTPError/transferFailed(url:code:reason:)``.
+        /// ``UpstreamError/transferFailed(url:code:reason:)``.
         case transferFailed
 
         static func of(_ error: any Error) -> RetryableError? {
-            switch error as? HTTPError {
+            switch error as? UpstreamError {
             case .connectFailed?: .connectFailed
             case .dnsFailed?: .dnsFailed
             case .timeout?: .timeout

@@ -50,8 +50,31 @@ public enum AsyncSafety {
         set { state.locked { $0.policy = newValue } }
     }
 
-    /// True when the current thread is the thread of some Tandem event loop.
-    public static var onEventLoopThread: Bool { LoopThread.current != nil }
+    /// The call sites (`file:line`) the `.warn` policy has warned about so far.
+    package static var warnedSites: Set<String> { state.locked { $0.warnedSites } }
+
+    /// Checks, registered by other runtimes, that tell whether the current thread runs one of their
+    /// event loops (a SwiftNIO loop, say). Until one is registered, the guard does not look at them.
+    private static let loopThreadChecks = Mutex<[@Sendable () -> Bool]>([])
+    private static let hasLoopThreadChecks = Atomic<Bool>(false)
+
+    /// Teaches the guard to recognise another runtime's event-loop threads: a blocking call made on a
+    /// thread for which `isLoopThread` returns true is refused with
+    /// ``TandemError/blockingCallOnEventLoop(operation:)``, as on Tandem's own loops, whatever the
+    /// policy. `isLoopThread` must be cheap and must not block (it runs on every blocking call).
+    /// The Hummingbird and Vapor adapters register SwiftNIO's (`MultiThreadedEventLoopGroup.currentEventLoop != nil`).
+    public static func recogniseEventLoopThreads(_ isLoopThread: @escaping @Sendable () -> Bool) {
+        loopThreadChecks.locked { $0.append(isLoopThread) }
+        hasLoopThreadChecks.store(true, ordering: .releasing)
+    }
+
+    /// True when the current thread runs a Tandem event loop, or one that
+    /// ``recogniseEventLoopThreads(_:)`` was taught.
+    public static var onEventLoopThread: Bool {
+        if LoopThread.current != nil { return true }
+        guard hasLoopThreadChecks.load(ordering: .acquiring) else { return false }
+        return loopThreadChecks.locked { $0 }.contains { $0() }
+    }
 
     /// True when the caller runs inside a Swift task, and not in blocking code that a bridge runs
     /// inline on its own thread (`Bridge.offload` inside `Bridge.blocking`).
@@ -66,7 +89,7 @@ public enum AsyncSafety {
         policy override: AsyncUnsafePolicy? = nil,
         file: String = #fileID, line: Int = #line
     ) throws {
-        if LoopThread.current != nil {
+        if onEventLoopThread {
             throw TandemError.blockingCallOnEventLoop(operation: operation())
         }
         guard inSwiftTask else { return }
@@ -90,7 +113,7 @@ public enum AsyncSafety {
 
 /// Marks the threads that run an event loop, so that the guard can recognise them.
 /// A pthread key holds an unretained pointer to the loop object running on the thread.
-public enum LoopThread {
+package enum LoopThread {
     private static let key: pthread_key_t = {
         var k = pthread_key_t()
         let rc = pthread_key_create(&k, nil)
@@ -99,10 +122,10 @@ public enum LoopThread {
     }()
 
     /// The loop running on the current thread (as an opaque identity), or nil.
-    public static var current: UnsafeMutableRawPointer? { pthread_getspecific(key) }
+    package static var current: UnsafeMutableRawPointer? { pthread_getspecific(key) }
 
     /// Marks (or, with nil, unmarks) the current thread as running `loop`.
-    public static func set(_ loop: UnsafeMutableRawPointer?) {
+    package static func set(_ loop: UnsafeMutableRawPointer?) {
         pthread_setspecific(key, loop)
     }
 }

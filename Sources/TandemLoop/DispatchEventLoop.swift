@@ -5,7 +5,7 @@ import Synchronization
 /// The event-loop contract on a serial `DispatchQueue`, with `DispatchSource` read/write sources and
 /// timers. It proves the loop is pluggable: the contract tests, and the backend and HTTP tests, run
 /// against both loops.
-public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
+public final class DispatchEventLoop: TandemEventLoop, @unchecked Sendable {
     // Why @unchecked Sendable is safe: `watchers`, `timers` and `nextID` are only touched by blocks
     // running on `queue` (a serial queue): every method that touches them is loop-thread-only and checks
     // `inEventLoop`. `state` is a Mutex; `queue` and `name` are immutable.
@@ -208,7 +208,7 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
         timers.removeValue(forKey: id.raw)?.cancel()
     }
 
-    /// Registers a shutdown hook; see ``EventLoop/onShutdown(_:)``.
+    /// Registers a shutdown hook; see ``TandemEventLoop/onShutdown(_:)``.
     @discardableResult
     public func onShutdown(_ hook: @escaping @Sendable () -> Void) -> ShutdownHookID {
         precondition(inEventLoop, "onShutdown must be called on the loop")
@@ -216,7 +216,7 @@ public final class DispatchEventLoop: EventLoop, @unchecked Sendable {
         return shutdownHooks.add(nextID - 1, hook)
     }
 
-    /// Forgets a shutdown hook; see ``EventLoop/removeShutdownHook(_:)``.
+    /// Forgets a shutdown hook; see ``TandemEventLoop/removeShutdownHook(_:)``.
     public func removeShutdownHook(_ id: ShutdownHookID) {
         precondition(inEventLoop, "removeShutdownHook must be called on the loop")
         shutdownHooks.remove(id)
@@ -264,10 +264,10 @@ extension DispatchEventLoop: SerialExecutor, TaskExecutor {
     }
 }
 
-/// The shared loop wherever an event loop is expected: `let loop: any EventLoop = .shared`,
-/// `HTTPClient(loop: .shared)`. (The design's `EventLoop.shared`: Swift does not allow a static
+/// The shared loop wherever an event loop is expected: `let loop: any TandemEventLoop = .shared`,
+/// `UpstreamClient(loop: .shared)`. (The design's `TandemEventLoop.shared`: Swift does not allow a static
 /// member on a protocol's own name, so it is spelled `.shared` in context, or ``EventLoops/shared``.)
-extension EventLoop where Self == EpollEventLoop {
+extension TandemEventLoop where Self == EpollEventLoop {
     /// ``EventLoops/shared``.
     public static var shared: EpollEventLoop { EventLoops.shared }
 }

@@ -20,7 +20,7 @@ enum LoopJob: Sendable {
 ///
 /// It is also a `SerialExecutor` and a `TaskExecutor`: an actor can pin itself to the loop
 /// (`nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }`).
-public final class EpollEventLoop: EventLoop, @unchecked Sendable {
+public final class EpollEventLoop: TandemEventLoop, @unchecked Sendable {
     // Why @unchecked Sendable is safe: the mutable loop state (`watchers`, `fdWatches`, `timers`,
     // `heap`, `nextID`) is only touched on the loop thread. Every method that touches it is documented
     // as loop-thread-only and checks `inEventLoop` with a precondition, and `runLoop()` runs on that one
@@ -90,7 +90,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
 
     // MARK: submission (any thread)
 
-    /// Runs `work` on the loop thread; see ``EventLoop/execute(_:)``.
+    /// Runs `work` on the loop thread; see ``TandemEventLoop/execute(_:)``.
     public func execute(_ work: @escaping @Sendable () -> Void) throws {
         try submit(.closure(work))
     }
@@ -114,7 +114,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
 
     // MARK: loop-thread API
 
-    /// Watches `fd`; see ``EventLoop/watch(_:events:callback:)``. One watch per descriptor.
+    /// Watches `fd`; see ``TandemEventLoop/watch(_:events:callback:)``. One watch per descriptor.
     public func watch(_ fd: Int32, events: IOEvents, callback: @escaping @Sendable (IOEvents) -> Void) throws -> WatchID {
         precondition(inEventLoop, "watch must be called on the loop thread")
         let id = nextID
@@ -136,7 +136,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
         return WatchID(raw: id)
     }
 
-    /// Changes a watch's interest; see ``EventLoop/updateWatch(_:events:)``.
+    /// Changes a watch's interest; see ``TandemEventLoop/updateWatch(_:events:)``.
     public func updateWatch(_ id: WatchID, events: IOEvents) {
         precondition(inEventLoop, "updateWatch must be called on the loop thread")
         guard var w = watchers[id.raw], w.events != events else { return }
@@ -148,7 +148,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
         }
     }
 
-    /// Stops watching; see ``EventLoop/unwatch(_:)``.
+    /// Stops watching; see ``TandemEventLoop/unwatch(_:)``.
     public func unwatch(_ id: WatchID) {
         precondition(inEventLoop, "unwatch must be called on the loop thread")
         guard let w = watchers.removeValue(forKey: id.raw) else { return }
@@ -158,7 +158,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
         _ = epoll_ctl(epfd, EPOLL_CTL_DEL, w.fd, &ev)
     }
 
-    /// Schedules a one-shot timer; see ``EventLoop/schedule(after:_:)``.
+    /// Schedules a one-shot timer; see ``TandemEventLoop/schedule(after:_:)``.
     @discardableResult
     public func schedule(after delay: Duration, _ callback: @escaping @Sendable () -> Void) -> TimerID {
         precondition(inEventLoop, "schedule must be called on the loop thread")
@@ -170,7 +170,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
         return TimerID(raw: id)
     }
 
-    /// Cancels a timer; see ``EventLoop/cancel(_:)``.
+    /// Cancels a timer; see ``TandemEventLoop/cancel(_:)``.
     public func cancel(_ id: TimerID) {
         precondition(inEventLoop, "cancel must be called on the loop thread")
         timers.removeValue(forKey: id.raw)
@@ -179,7 +179,7 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
         }
     }
 
-    /// Registers a shutdown hook; see ``EventLoop/onShutdown(_:)``.
+    /// Registers a shutdown hook; see ``TandemEventLoop/onShutdown(_:)``.
     @discardableResult
     public func onShutdown(_ hook: @escaping @Sendable () -> Void) -> ShutdownHookID {
         precondition(inEventLoop, "onShutdown must be called on the loop thread")
@@ -187,13 +187,13 @@ public final class EpollEventLoop: EventLoop, @unchecked Sendable {
         return shutdownHooks.add(nextID - 1, hook)
     }
 
-    /// Forgets a shutdown hook; see ``EventLoop/removeShutdownHook(_:)``.
+    /// Forgets a shutdown hook; see ``TandemEventLoop/removeShutdownHook(_:)``.
     public func removeShutdownHook(_ id: ShutdownHookID) {
         precondition(inEventLoop, "removeShutdownHook must be called on the loop thread")
         shutdownHooks.remove(id)
     }
 
-    /// Stops the loop and joins its thread; see ``EventLoop/shutdown()``. Work already submitted runs
+    /// Stops the loop and joins its thread; see ``TandemEventLoop/shutdown()``. Work already submitted runs
     /// first, then the shutdown hooks (and whatever work they submit).
     public func shutdown() {
         precondition(!inEventLoop, "shutdown must not be called on the loop thread (it joins it)")

@@ -3,13 +3,13 @@ import Synchronization
 
 /// Counts loop promises created and resumed, so that tests (and leak checks) can prove every
 /// continuation is resumed exactly once.
-public enum LoopPromiseStats {
+@usableFromInline package enum LoopPromiseStats {
     @usableFromInline static let createdCount = Atomic<Int>(0)
     @usableFromInline static let resumedCount = Atomic<Int>(0)
     /// Promises created so far in this process.
-    public static var created: Int { createdCount.load(ordering: .relaxed) }
+    @usableFromInline package static var created: Int { createdCount.load(ordering: .relaxed) }
     /// Promises whose continuation was resumed so far.
-    public static var resumed: Int { resumedCount.load(ordering: .relaxed) }
+    @usableFromInline package static var resumed: Int { resumedCount.load(ordering: .relaxed) }
 }
 
 /// The result slot of one async operation driven by a loop: completed exactly once, from any thread,
@@ -22,7 +22,7 @@ public enum LoopPromiseStats {
 /// The hot paths are `@inlinable`: each caller gets code specialized for its `T`, instead of generic
 /// code that looks up type metadata on every call (which cost about 4% of the loop thread under a
 /// load of small HTTP requests).
-public final class LoopPromise<T: Sendable>: Sendable, DeferredResume {
+@usableFromInline package final class LoopPromise<T: Sendable>: Sendable, DeferredResume {
     @usableFromInline
     struct State {
         @usableFromInline var continuation: UnsafeContinuation<T, any Error>?
@@ -41,36 +41,36 @@ public final class LoopPromise<T: Sendable>: Sendable, DeferredResume {
     @usableFromInline let state = Mutex(State())
     /// The loop whose thread runs the loop-side code and the cancellation cleanup (nil: the work
     /// runs elsewhere, and the cleanup runs on the cancelling thread).
-    public let loop: (any EventLoop)?
+    @usableFromInline package let loop: (any TandemEventLoop)?
 
     @inlinable
-    init(loop: (any EventLoop)?) {
+    init(loop: (any TandemEventLoop)?) {
         self.loop = loop
         LoopPromiseStats.createdCount.add(1, ordering: .relaxed)
     }
 
     /// True once a result (or cancellation) was recorded.
     @inlinable
-    public var isCompleted: Bool { state.locked { $0.result != nil } }
+    package var isCompleted: Bool { state.locked { $0.result != nil } }
 
     /// True when the waiting task was cancelled first.
     @inlinable
-    public var isCancelled: Bool { state.locked { $0.cancelled } }
+    package var isCancelled: Bool { state.locked { $0.cancelled } }
 
     /// Completes with a value (ignored if already completed).
     @inlinable
-    public func succeed(_ value: T) { complete(.success(value)) }
+    package func succeed(_ value: T) { complete(.success(value)) }
 
     /// Completes with an error (ignored if already completed).
     @inlinable
-    public func fail(_ error: any Error) { complete(.failure(error)) }
+    package func fail(_ error: any Error) { complete(.failure(error)) }
 
     /// Completes with `result` (ignored if already completed). Returns whether this call completed it.
     ///
     /// On a loop thread that batches resumptions (``EpollEventLoop``), a waiter that is not on this
     /// loop is resumed at the end of the turn, together with the others the turn completed.
     @inlinable @discardableResult
-    public func complete(_ result: Result<T, any Error>) -> Bool {
+    package func complete(_ result: Result<T, any Error>) -> Bool {
         let batch = ResumeBatch.current
         let outcome = state.locked { s -> Completion<T> in
             guard s.result == nil else { return .alreadyCompleted }
@@ -112,7 +112,7 @@ public final class LoopPromise<T: Sendable>: Sendable, DeferredResume {
     /// Registers loop-side cleanup to run on the loop thread if the task is cancelled before the
     /// promise completes. If it was already cancelled, `cleanup` runs now (call this on the loop thread).
     @inlinable
-    public func onCancel(_ cleanup: @escaping @Sendable () -> Void) {
+    package func onCancel(_ cleanup: @escaping @Sendable () -> Void) {
         let runNow = state.locked { s -> Bool in
             if s.cancelled { return true }
             if s.result == nil { s.cleanup = cleanup }
@@ -125,7 +125,7 @@ public final class LoopPromise<T: Sendable>: Sendable, DeferredResume {
     /// ``withLoopPromise(on:_:)``), that the task was cancelled before the promise completed. The same
     /// as ``onCancel(_:)`` without a closure to allocate. If it was already cancelled, it is told now.
     @inlinable
-    public func onCancel(_ canceller: any LoopPromiseCanceller) {
+    package func onCancel(_ canceller: any LoopPromiseCanceller) {
         let runNow = state.locked { s -> Bool in
             if s.cancelled { return true }
             if s.result == nil { s.canceller = canceller }
@@ -173,7 +173,7 @@ public final class LoopPromise<T: Sendable>: Sendable, DeferredResume {
 /// Told when the task waiting on a ``LoopPromise`` is cancelled before the promise completed (see
 /// ``LoopPromise/onCancel(_:)-(any LoopPromiseCanceller)``). Called once, on the cancelling thread for a
 /// promise made by ``withPromise(waiterLoop:_:)``.
-public protocol LoopPromiseCanceller: AnyObject, Sendable {
+@usableFromInline package protocol LoopPromiseCanceller: AnyObject, Sendable {
     /// The waiting task was cancelled: undo or abandon the work (the task has already been resumed).
     func promiseCancelled()
 }
@@ -198,8 +198,8 @@ protocol DeferredResume: AnyObject, Sendable {
 /// `CancellationError` when the task is cancelled (then the promise's `onCancel` cleanup runs on the loop).
 /// If the loop is shut down, the call fails with ``TandemError/loopShutDown(loop:)``.
 @inlinable
-public func withLoopPromise<T: Sendable>(
-    on loop: any EventLoop, _ start: @escaping @Sendable (LoopPromise<T>) -> Void
+package func withLoopPromise<T: Sendable>(
+    on loop: any TandemEventLoop, _ start: @escaping @Sendable (LoopPromise<T>) -> Void
 ) async throws -> T {
     let promise = LoopPromise<T>(loop: loop)
     return try await withTaskCancellationHandler {
@@ -228,7 +228,7 @@ public func withLoopPromise<T: Sendable>(
 /// loop, such as memcached's workers) and waits for it without blocking a thread. Same guarantees as
 /// ``withLoopPromise(on:_:)``: resumed exactly once, promptly with `CancellationError` on cancellation.
 @inlinable
-public func withPromise<T: Sendable>(_ start: (LoopPromise<T>) -> Void) async throws -> T {
+package func withPromise<T: Sendable>(_ start: (LoopPromise<T>) -> Void) async throws -> T {
     try await withPromise(waiterLoop: nil, start)
 }
 
@@ -238,7 +238,7 @@ public func withPromise<T: Sendable>(_ start: (LoopPromise<T>) -> Void) async th
 /// of going through the end-of-turn batch. Cancellation is reported on the cancelling thread, to a
 /// ``LoopPromiseCanceller`` registered with ``LoopPromise/onCancel(_:)-(any LoopPromiseCanceller)``.
 @inlinable
-public func withPromise<T: Sendable>(waiterLoop: (any EventLoop)?, _ start: (LoopPromise<T>) -> Void) async throws -> T {
+package func withPromise<T: Sendable>(waiterLoop: (any TandemEventLoop)?, _ start: (LoopPromise<T>) -> Void) async throws -> T {
     let promise = LoopPromise<T>(loop: nil)
     return try await withTaskCancellationHandler {
         try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<T, any Error>) in

@@ -1,4 +1,4 @@
-/// The shutdown hooks of one loop (see ``EventLoop/onShutdown(_:)``): both loops keep theirs here and
+/// The shutdown hooks of one loop (see ``TandemEventLoop/onShutdown(_:)``): both loops keep theirs here and
 /// touch it only on their own thread.
 struct ShutdownHooks {
     private var hooks: [UInt64: @Sendable () -> Void] = [:]

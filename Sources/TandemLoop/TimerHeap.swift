@@ -62,7 +62,7 @@ struct TimerHeap {
 
 /// Nanoseconds on the monotonic clock (`CLOCK_MONOTONIC`): for deadlines and timeouts everywhere in Tandem.
 @inlinable @inline(__always)
-public func monotonicNanos() -> UInt64 {
+package func monotonicNanos() -> UInt64 {
     var ts = timespec()
     clock_gettime(CLOCK_MONOTONIC, &ts)
     return UInt64(ts.tv_sec) &* 1_000_000_000 &+ UInt64(ts.tv_nsec)

@@ -9,7 +9,7 @@ import TandemLoop
 /// Everything submitted in one loop turn goes out in one write per server; a many-key get is a quiet
 /// batch (`mg ... q` per key, then `mn`) per server, the servers asked at once.
 final class MemcachedLoopClient: Sendable {
-    let loop: any EventLoop
+    let loop: any TandemEventLoop
     private let connections: [MemcachedLoopConnection]
     private let names: [String]
     private let hasher: MemcachedHasher
@@ -22,7 +22,7 @@ final class MemcachedLoopClient: Sendable {
     }
     private let setAside: SetAside
 
-    init(loop: any EventLoop, config: MemcachedConfiguration, alias: String) throws {
+    init(loop: any TandemEventLoop, config: MemcachedConfiguration, alias: String) throws {
         self.loop = loop
         names = config.servers.map(\.description)
         guard let h = MemcachedHasher(servers: config.servers, consistent: config.consistentHashing) else {

@@ -23,7 +23,7 @@ final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
     /// request has all its replies.
     typealias Handler = (Result<MetaReply, CacheError>) -> Bool
 
-    let loop: any EventLoop
+    let loop: any TandemEventLoop
     let name: String
     let commandTimeout: UInt64
     /// Called on the loop thread when the connection fails (not when it is closed on purpose).
@@ -51,7 +51,7 @@ final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
     private var failures = 0
     private var hookID: ShutdownHookID?
 
-    init(loop: any EventLoop, address: ServerAddress, name: String, commandTimeout: Double, connectTimeout: Double) {
+    init(loop: any TandemEventLoop, address: ServerAddress, name: String, commandTimeout: Double, connectTimeout: Double) {
         self.loop = loop
         self.name = name
         self.commandTimeout = UInt64(commandTimeout * 1e9)

@@ -15,7 +15,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     // The only entry points from other threads are `command`/`pipeline`/`shutdown`, which hop to the
     // loop with `withLoopPromise` / `execute` before touching anything.
 
-    let loop: any EventLoop
+    let loop: any TandemEventLoop
     let endpoint: RedisEndpoint
     let commandTimeout: UInt64
     let connectTimeout: UInt64
@@ -47,7 +47,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     /// This connection's shutdown hook on the loop (it holds the connection until removed).
     private var hookID: ShutdownHookID?
 
-    init(loop: any EventLoop, endpoint: RedisEndpoint, commandTimeout: Double, connectTimeout: Double) {
+    init(loop: any TandemEventLoop, endpoint: RedisEndpoint, commandTimeout: Double, connectTimeout: Double) {
         self.loop = loop
         self.endpoint = endpoint
         self.commandTimeout = UInt64(commandTimeout * 1e9)

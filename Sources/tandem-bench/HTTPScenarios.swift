@@ -8,10 +8,10 @@ struct HTTPScenarios {
 
     /// Fan-out of 100 requests to `/delay/50` on the asyncio upstream: wall time against the 50 ms floor.
     func fanOutDelay(upstream: String) async throws -> BenchResult {
-        var config = HTTPClientConfiguration()
+        var config = UpstreamClientConfiguration()
         config.requestTimeout = .seconds(10)
-        let http = HTTPClient(configuration: config)
-        let requests = (0..<100).map { _ in HTTPRequest(.get, upstream + "/delay/50") }
+        let http = UpstreamClient(configuration: config)
+        let requests = (0..<100).map { _ in UpstreamRequest(.get, upstream + "/delay/50") }
         let clock = ContinuousClock()
         var walls: [Double] = []
         for round in 0..<(rounds + 1) {
@@ -32,11 +32,11 @@ struct HTTPScenarios {
     func cachedGet(upstream: String, concurrency: Int = 64) async throws -> BenchResult {
         let url = upstream + "/cacheable?id=bench-\(UInt32.random(in: 0 ... .max))&cc=max-age%3D3600&etag=b"
         let store = try Caches(settings: ["default": CacheSettings(backend: "locmem", location: ["bench-http-\(UInt64.random(in: 0 ... .max))"])]).default
-        var cachedConfig = HTTPClientConfiguration()
+        var cachedConfig = UpstreamClientConfiguration()
         cachedConfig.responseCaching = ResponseCaching(cache: store)
-        let plain = HTTPClient()
-        let cached = HTTPClient(configuration: cachedConfig)
-        func run(_ http: HTTPClient) async throws -> Double {
+        let plain = UpstreamClient()
+        let cached = UpstreamClient(configuration: cachedConfig)
+        func run(_ http: UpstreamClient) async throws -> Double {
             let clock = ContinuousClock()
             let until = clock.now + .milliseconds(Int(seconds * 1000))
             let start = clock.now
@@ -74,10 +74,10 @@ struct HTTPScenarios {
     /// (`/jitter`): the 99th percentile of the page time without hedging (the reference) and with it
     /// (a copy after 20 ms and another after 40 ms, while no answer has come), the same pages in the same run, and the extra requests hedging sent.
     func hedgedFanOut(upstream: String, pages: Int = 300) async throws -> BenchResult {
-        var config = HTTPClientConfiguration()
+        var config = UpstreamClientConfiguration()
         config.requestTimeout = .seconds(10)
-        let http = HTTPClient(configuration: config)
-        let page = (0..<20).map { _ in HTTPRequest(.get, upstream + "/jitter?fast=5&slow=200&p=0.02") }
+        let http = UpstreamClient(configuration: config)
+        let page = (0..<20).map { _ in UpstreamRequest(.get, upstream + "/jitter?fast=5&slow=200&p=0.02") }
         let hedge = HedgingPolicy(maxAttempts: 3, delay: .fixed(.milliseconds(20)))
         let clock = ContinuousClock()
         func seconds(_ d: Duration) -> Double { Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18 }
@@ -109,9 +109,9 @@ struct HTTPScenarios {
     /// Each round also runs the reference in its `socket` mode (curl driven the way Tandem drives it)
     /// and reports it on standard error: what curl's multi-socket API costs by itself.
     func smallGets(url: String, reference: String, concurrency: Int = 64) async throws -> BenchResult {
-        var config = HTTPClientConfiguration()
+        var config = UpstreamClientConfiguration()
         config.maxConnectionsPerHost = concurrency
-        let http = HTTPClient(configuration: config)
+        let http = UpstreamClient(configuration: config)
         var ref: [Double] = [], tan: [Double] = [], sock: [Double] = []
         var refCPU: [Double] = [], tanCPU: [Double] = [], sockCPU: [Double] = []
         var ratios: [Double] = [], socketRatios: [Double] = []

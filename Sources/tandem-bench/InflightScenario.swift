@@ -16,10 +16,10 @@ struct InflightScenario {
     func run() async throws -> BenchResult {
         let cache = try Caches(settings: ["default": CacheSettings(backend: "redis", location: [redis])]).default
         try await cache.async.set("inflight", "xxx", timeout: .never)
-        var config = HTTPClientConfiguration()
+        var config = UpstreamClientConfiguration()
         config.maxConnectionsPerHost = 1000
         config.requestTimeout = .seconds(30)
-        let http = HTTPClient(configuration: config)
+        let http = UpstreamClient(configuration: config)
         // Warm up both paths, so that the baseline holds what a running service already has.
         _ = try await http.async.get(upstream + "/delay/1")
         _ = try await cache.async.get("inflight") as String?

@@ -35,7 +35,7 @@ struct LoopScenarios {
     func roundTrip() throws -> [BenchResult] {
         var out: [BenchResult] = []
         let queue = DispatchQueue(label: "bench-reference")
-        let loops: [(String, any EventLoop)] = [("epoll", EpollEventLoop(name: "bench-epoll")), ("dispatch", DispatchEventLoop(name: "bench-dispatch"))]
+        let loops: [(String, any TandemEventLoop)] = [("epoll", EpollEventLoop(name: "bench-epoll")), ("dispatch", DispatchEventLoop(name: "bench-dispatch"))]
         for (name, loop) in loops {
             out.append(compare("loop-roundtrip-\(name)", rounds: rounds, unit: "s", better: "lower", reference: {
                 let sem = DispatchSemaphore(value: 0)

@@ -129,7 +129,7 @@ struct LocMemScenario {
     let seconds: Double
     let rounds: Int
 
-    func run() throws -> [BenchResult] {
+    func run() async throws -> [BenchResult] {
         let keys = (0..<1024).map { "bench-key-\($0)" }
         let value = [UInt8](repeating: 7, count: 16)
         let floor = DictionaryFloor()
@@ -139,7 +139,7 @@ struct LocMemScenario {
         let cache = caches.default
         for k in keys {
             floor.set(":1:" + k, value)
-            try cache.set(k, value)
+            try await cache.async.set(k, value)
         }
         let sink = Atomic<Int>(0)
         var results: [BenchResult] = []
@@ -213,7 +213,7 @@ struct TandemBench: AsyncParsableCommand {
         for scenario in scenarios {
             switch scenario {
             case "locmem":
-                for r in try LocMemScenario(seconds: seconds, rounds: rounds).run() { r.emit() }
+                for r in try await LocMemScenario(seconds: seconds, rounds: rounds).run() { r.emit() }
             case "loop-roundtrip":
                 for r in try LoopScenarios(iterations: iterations, rounds: rounds).roundTrip() { r.emit() }
             case "bridge-overhead":

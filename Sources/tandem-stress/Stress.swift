@@ -29,10 +29,10 @@ struct Stress: AsyncParsableCommand {
                 "locmem": CacheSettings(backend: "locmem", location: ["stress"], options: ["MAX_ENTRIES": 50]),
                 "dummy": CacheSettings(backend: "dummy"),
             ])
-            var config = HTTPClientConfiguration()
+            var config = UpstreamClientConfiguration()
             config.requestTimeout = .seconds(5)
             config.maxBodyBytes = 64 * 1024
-            let http = HTTPClient(configuration: config)
+            let http = UpstreamClient(configuration: config)
             for round in 0..<rounds {
                 for alias in ["default", "memcached", "locmem", "dummy"] {
                     let c = try caches[alias]
@@ -70,9 +70,9 @@ struct Stress: AsyncParsableCommand {
                 _ = try? await http.async.get(upstream + "/close")
                 _ = try? await http.async.get(upstream + "/bytes/100000")  // over maxBodyBytes
                 _ = try? await http.async.get("http://127.0.0.1:1/refused")
-                _ = try? await http.async.send(HTTPRequest(.post, upstream + "/echo", headers: [("X-A", "b")], body: Array("hello".utf8)))
+                _ = try? await http.async.send(UpstreamRequest(.post, upstream + "/echo", headers: [HTTPField.Name("X-A")!: "b"], body: Array("hello".utf8)))
                 let results = await http.async.fanOut(
-                    [HTTPRequest(.get, upstream + "/delay/5"), HTTPRequest(.get, upstream + "/delay/2000")],
+                    [UpstreamRequest(.get, upstream + "/delay/5"), UpstreamRequest(.get, upstream + "/delay/2000")],
                     deadline: .milliseconds(100))
                 expect(results.count == 2, "fan-out results")
                 let pending = Task { _ = try await http.async.get(upstream + "/delay/3000") }

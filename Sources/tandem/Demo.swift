@@ -95,8 +95,8 @@ struct Demo: AsyncParsableCommand {
     /// fanned out with the answers cached.
     func upstreamDemo(base: String, cache: Cache) async throws {
         let services = [("users", 40), ("orders", 60), ("recommendations", 80), ("inventory", 50), ("reviews", 30)]
-        let requests = services.map { HTTPRequest(.get, "\(base)/delay/\($0.1)?service=\($0.0)") }
-        let http = HTTPClient()
+        let requests = services.map { UpstreamRequest(.get, "\(base)/delay/\($0.1)?service=\($0.0)") }
+        let http = UpstreamClient()
         let clock = ContinuousClock()
         print("\nA dashboard view calls five upstream services (\(services.map { "\($0.0) \($0.1) ms" }.joined(separator: ", "))):")
 

@@ -137,10 +137,10 @@ struct FanOutCommand: AsyncParsableCommand {
     @Option(help: "At most this many requests at once.") var limit: Int?
 
     func run() async throws {
-        let http = HTTPClient()
+        let http = UpstreamClient()
         let clock = ContinuousClock()
         let start = clock.now
-        let results = await http.async.fanOut(urls.map { HTTPRequest(.get, $0) }, deadline: deadline.map { .milliseconds($0) }, limit: limit)
+        let results = await http.async.fanOut(urls.map { UpstreamRequest(.get, $0) }, deadline: deadline.map { .milliseconds($0) }, limit: limit)
         let wall = clock.now - start
         var failed = false
         for (url, r) in zip(urls, results) {

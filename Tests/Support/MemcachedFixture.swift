@@ -12,7 +12,7 @@ public struct MemcachedFixture: CacheFixture {
     public let servers: [String]
     public let options: [String: SettingValue]
     /// The loop the async face runs on.
-    public let loop: any EventLoop
+    public let loop: any TandemEventLoop
 
     public init(isolatedServer: String? = nil, options: [String: SettingValue] = [:], loop: TestLoops.Kind = .epoll) {
         self.loop = loop.loop

@@ -10,10 +10,10 @@ public enum TestLoops {
     public enum Kind: String, Sendable, CaseIterable, CustomStringConvertible {
         case epoll, dispatch
         public var description: String { rawValue }
-        public var loop: any EventLoop { self == .epoll ? TestLoops.epoll : TestLoops.dispatch }
+        public var loop: any TandemEventLoop { self == .epoll ? TestLoops.epoll : TestLoops.dispatch }
         /// A new loop of this kind for one test alone: load tests use one, so that their flood of work
         /// does not delay the other tests sharing `loop` past their timeouts. Shut it down afterwards.
-        public func makePrivateLoop(_ name: String) -> any EventLoop {
+        public func makePrivateLoop(_ name: String) -> any TandemEventLoop {
             self == .epoll ? EpollEventLoop(name: name) : DispatchEventLoop(name: name)
         }
     }
@@ -26,7 +26,7 @@ private let nextRedisDB = Atomic<Int>(1)
 /// the same time.
 public struct RedisFixture: CacheFixture {
     public let db: Int
-    public let loop: any EventLoop
+    public let loop: any TandemEventLoop
     public let options: [String: SettingValue]
 
     public let server: String
@@ -36,7 +36,7 @@ public struct RedisFixture: CacheFixture {
     /// - Parameter on: a loop of the test's own.
     /// The default command timeout is generous (10 s): these tests are about results, and the whole
     /// test process shares two cores and two loops with load tests and sanitizers.
-    public init(loop: TestLoops.Kind, on own: (any EventLoop)? = nil,
+    public init(loop: TestLoops.Kind, on own: (any TandemEventLoop)? = nil,
                 options: [String: SettingValue] = ["COMMAND_TIMEOUT": 10], chaos: Bool = false) {
         db = nextRedisDB.add(1, ordering: .relaxed).newValue % 4000 + 50
         self.loop = own ?? loop.loop

@@ -8,23 +8,23 @@ private let upstreamAvailable = TestServers.shouldRun(TestServers.httpUpstream !
 
 private func upstream() throws -> String { try TestServers.need(TestServers.httpUpstream, "HTTP upstream") }
 
-private func client(_ loop: TestLoops.Kind, _ configure: (inout HTTPClientConfiguration) -> Void = { _ in }) -> HTTPClient {
-    var c = HTTPClientConfiguration()
+private func client(_ loop: TestLoops.Kind, _ configure: (inout UpstreamClientConfiguration) -> Void = { _ in }) -> UpstreamClient {
+    var c = UpstreamClientConfiguration()
     c.requestTimeout = .seconds(10)
     configure(&c)
-    return HTTPClient(loop: loop.loop, configuration: c)
+    return UpstreamClient(loop: loop.loop, configuration: c)
 }
 
 /// How many connections to the upstream carried the header `X-Client: id` (so that tests running at
 /// the same time do not count each other's connections).
 private func connections(_ base: String, client id: String) async throws -> Int {
-    let plain = HTTPClient(loop: TestLoops.epoll)
+    let plain = UpstreamClient(loop: TestLoops.epoll)
     let r = try await plain.async.get(base + "/stats?client=\(id)")
     let json = try JSONSerialization.jsonObject(with: Data(r.body)) as? [String: Int]
     return json?["client_connections"] ?? -1
 }
 
-private func httpError(_ r: Result<HTTPResponse, HTTPError>) -> HTTPError? {
+private func httpError(_ r: Result<UpstreamResponse, UpstreamError>) -> UpstreamError? {
     if case .failure(let e) = r { return e }
     return nil
 }
@@ -34,20 +34,20 @@ struct HTTPClientTests {
     @Test(arguments: TestLoops.Kind.allCases)
     func getPostStatusHeadersAndBothFaces(_ loop: TestLoops.Kind) async throws {
         let base = try upstream()
-        let http = client(loop) { $0.defaultHeaders = [("X-Default", "d")] }
+        let http = client(loop) { $0.defaultHeaders = fields(["X-Default": "d"]) }
         let r = try await http.async.get(base + "/bytes/5")
         #expect(r.status == 200 && r.body == Array("xxxxx".utf8))
         #expect(r.header("content-length") == "5")
         #expect(try await http.async.get(base + "/status/503").status == 503, "an error status is a response, not an error")
-        let echo = try await http.async.send(HTTPRequest(.post, base + "/echo", headers: [("X-Trace", "t-1")], text: "hello"))
+        let echo = try await http.async.send(UpstreamRequest(.post, base + "/echo", headers: fields(["X-Trace": "t-1"]), text: "hello"))
         let json = try #require(try JSONSerialization.jsonObject(with: Data(echo.body)) as? [String: Any])
         let headers = try #require(json["headers"] as? [String: String])
         #expect(json["method"] as? String == "POST" && json["body"] as? String == "hello")
         #expect(headers["x-trace"] == "t-1" && headers["x-default"] == "d")
-        #expect(headers["user-agent"] == "tandem/\(HTTPClient.version)")
-        let put = try await http.async.send(HTTPRequest(.put, base + "/echo", text: "p"))
+        #expect(headers["user-agent"] == "tandem/\(UpstreamClient.version)")
+        let put = try await http.async.send(UpstreamRequest(.put, base + "/echo", text: "p"))
         #expect(put.text?.contains("\"PUT\"") == true)
-        #expect(try await http.async.send(HTTPRequest(.head, base + "/bytes/10")).body.isEmpty)
+        #expect(try await http.async.send(UpstreamRequest(.head, base + "/bytes/10")).body.isEmpty)
 
         let blocking = try await onPlainThread { try http.get(base + "/bytes/3") }
         #expect(blocking.body.count == 3)
@@ -58,10 +58,10 @@ struct HTTPClientTests {
     @Test(arguments: TestLoops.Kind.allCases)
     func onlyRequestsWithABodySendBodyHeadersAndOwnHeadersReplaceDefaults(_ loop: TestLoops.Kind) async throws {
         let base = try upstream()
-        let http = client(loop) { $0.defaultHeaders = [("X-Team", "default"), ("X-Keep", "k")] }
+        let http = client(loop) { $0.defaultHeaders = fields(["X-Team": "default", "X-Keep": "k"]) }
         defer { Task { await http.shutdown() } }
         /// The header lines the upstream received, lower-cased names.
-        func received(_ r: HTTPRequest) async throws -> (method: String, lines: [(String, String)], body: String) {
+        func received(_ r: UpstreamRequest) async throws -> (method: String, lines: [(String, String)], body: String) {
             let echo = try await http.async.send(r)
             let json = try #require(try JSONSerialization.jsonObject(with: Data(echo.body)) as? [String: Any])
             let lines = try #require(json["header_lines"] as? [String]).map { line -> (String, String) in
@@ -70,10 +70,10 @@ struct HTTPClientTests {
             }
             return (json["method"] as? String ?? "", lines, json["body"] as? String ?? "")
         }
-        for method in [HTTPMethod.delete, .options, .get] {
+        for method in [HTTPRequest.Method.delete, .options, .get] {
             // With headers of its own, and without (the shared header list), on both paths.
-            for own in [[], [("X-Team", "mine")]] as [[(name: String, value: String)]] {
-                let (m, lines, _) = try await received(HTTPRequest(method, base + "/echo", headers: own))
+            for own in [HTTPFields(), fields(["X-Team": "mine"])] {
+                let (m, lines, _) = try await received(UpstreamRequest(method, base + "/echo", headers: own))
                 #expect(m == method.rawValue)
                 let names = lines.map(\.0)
                 #expect(!names.contains("content-length") && !names.contains("content-type") && !names.contains("transfer-encoding"),
@@ -85,13 +85,37 @@ struct HTTPClientTests {
         }
         // The request's own field replaces the default whatever its case; a body without a content type
         // gets none; POST without a body says Content-Length: 0 and nothing else.
-        let (_, put, putBody) = try await received(HTTPRequest(.put, base + "/echo", headers: [("x-TEAM", "mine")], body: Array("abc".utf8)))
+        let (_, put, putBody) = try await received(UpstreamRequest(.put, base + "/echo", headers: fields(["x-TEAM": "mine"]), body: Array("abc".utf8)))
         #expect(put.filter { $0.0 == "x-team" }.map(\.1) == ["mine"] && putBody == "abc")
         #expect(!put.map(\.0).contains("content-type"), "no content type the request did not ask for: \(put)")
-        let (_, post, _) = try await received(HTTPRequest(.post, base + "/echo"))
+        let (_, post, _) = try await received(UpstreamRequest(.post, base + "/echo"))
         #expect(post.filter { $0.0 == "content-length" }.map(\.1) == ["0"] && !post.map(\.0).contains("content-type"), "\(post)")
-        let (_, typed, _) = try await received(HTTPRequest(.post, base + "/echo", headers: [("Content-Type", "application/json")], body: Array("{}".utf8)))
+        let (_, typed, _) = try await received(UpstreamRequest(.post, base + "/echo", headers: fields(["Content-Type": "application/json"]), body: Array("{}".utf8)))
         #expect(typed.filter { $0.0 == "content-type" }.map(\.1) == ["application/json"])
+    }
+
+    @Test(arguments: TestLoops.Kind.allCases)
+    func noFieldCanInjectAnotherAndBadNamesAndMethodsCannotBeMade(_ loop: TestLoops.Kind) async throws {
+        let base = try upstream()
+        let http = client(loop)
+        defer { Task { await http.shutdown() } }
+        #expect(HTTPField.Name("Bad Name") == nil && HTTPField.Name("a:b") == nil && HTTPField.Name("") == nil)
+        #expect(HTTPRequest.Method("GET /x HTTP/1.1\r\n") == nil && HTTPRequest.Method("") == nil)
+        // CR, LF and NUL in a value become spaces (swift-http-types): one field arrives, nothing else.
+        var headers = HTTPFields()
+        headers[HTTPField.Name("X-Evil")!] = "a\r\nInjected: 1\u{0}b"
+        let echo = try await http.async.send(UpstreamRequest(.get, base + "/echo", headers: headers))
+        let json = try #require(try JSONSerialization.jsonObject(with: Data(echo.body)) as? [String: Any])
+        let lines = try #require(json["header_lines"] as? [String])
+        #expect(!lines.contains { $0.lowercased().hasPrefix("injected") }, "\(lines)")
+        let evil = lines.filter { $0.lowercased().hasPrefix("x-evil:") }
+        #expect(evil.count == 1 && evil[0].contains("Injected: 1") && !evil[0].contains("\r"), "\(evil)")
+        // A field with an empty value is sent, not dropped.
+        let empty = try await http.async.send(UpstreamRequest(.get, base + "/echo", headers: fields(["X-Empty": ""])))
+        let emptyLines = try #require(try JSONSerialization.jsonObject(with: Data(empty.body)) as? [String: Any])["header_lines"] as? [String]
+        #expect(emptyLines?.contains { $0.lowercased().hasPrefix("x-empty:") } == true, "\(emptyLines ?? [])")
+        // Response fields parse into HTTPFields; the status is swift-http-types' own.
+        #expect(echo.status == .ok && echo.headers[.contentType] != nil)
     }
 
     @Test(.timeLimit(.minutes(3)), arguments: TestLoops.Kind.allCases)
@@ -104,45 +128,45 @@ struct HTTPClientTests {
         let run = UUID().uuidString.prefix(8)
 
         // Two failures, three attempts: the third answers.
-        let ok = try await http.async.send(HTTPRequest(.get, base + "/flaky/2?id=\(run)-a"), retry: quick)
+        let ok = try await http.async.send(UpstreamRequest(.get, base + "/flaky/2?id=\(run)-a"), retry: quick)
         let seenA = try await count("\(run)-a")
         #expect(ok.status == 200 && seenA == 3)
         // Five failures, three attempts: the last 503 is the answer.
-        let failed = try await http.async.send(HTTPRequest(.get, base + "/flaky/5?id=\(run)-b"), retry: quick)
+        let failed = try await http.async.send(UpstreamRequest(.get, base + "/flaky/5?id=\(run)-b"), retry: quick)
         let seenB = try await count("\(run)-b")
         #expect(failed.status == 503 && seenB == 3)
         // POST is not idempotent: not retried unless the policy says so.
-        let post = try await http.async.send(HTTPRequest(.post, base + "/flaky/1?id=\(run)-c", text: "x"), retry: quick)
+        let post = try await http.async.send(UpstreamRequest(.post, base + "/flaky/1?id=\(run)-c", text: "x"), retry: quick)
         let seenC = try await count("\(run)-c")
         #expect(post.status == 503 && seenC == 1)
         var unsafe = quick
         unsafe.retryNonIdempotent = true
-        let post2 = try await http.async.send(HTTPRequest(.post, base + "/flaky/1?id=\(run)-d", text: "x"), retry: unsafe)
+        let post2 = try await http.async.send(UpstreamRequest(.post, base + "/flaky/1?id=\(run)-d", text: "x"), retry: unsafe)
         let seenD = try await count("\(run)-d")
         #expect(post2.status == 200 && seenD == 2)
         // A status the policy does not name is not retried.
-        #expect(try await http.async.send(HTTPRequest(.get, base + "/status/500"), retry: quick).status == 500)
+        #expect(try await http.async.send(UpstreamRequest(.get, base + "/status/500"), retry: quick).status == 500)
         // Errors: a refused connection is retried, and its error thrown when attempts run out.
         let dead = "http://127.0.0.1:\(try freeLoopbackPort())/x"
-        await #expect(throws: HTTPError.self) { try await http.async.send(HTTPRequest(.get, dead), retry: quick) }
+        await #expect(throws: UpstreamError.self) { try await http.async.send(UpstreamRequest(.get, dead), retry: quick) }
 
         // The throttle: 4 tokens, a retry only above 2. Ten requests to an upstream that always fails:
         // the first is retried once (4 -> 3 -> 2), then nothing more is: 11 attempts instead of 30.
         var throttled = quick
         throttled.throttle = RetryThrottle(maxTokens: 4, tokenRatio: 0.1)
         for _ in 0..<10 {
-            #expect(try await http.async.send(HTTPRequest(.get, base + "/flaky/1000?id=\(run)-e"), retry: throttled).status == 503)
+            #expect(try await http.async.send(UpstreamRequest(.get, base + "/flaky/1000?id=\(run)-e"), retry: throttled).status == 503)
         }
         #expect(try await count("\(run)-e") == 11, "retries stopped at the budget")
         // A policy that cannot work is refused before any I/O.
-        await #expect(throws: HTTPError.self) {
-            try await http.async.send(HTTPRequest(.get, base + "/flaky/1?id=\(run)-f"), retry: RetryPolicy(maxAttempts: 0))
+        await #expect(throws: UpstreamError.self) {
+            try await http.async.send(UpstreamRequest(.get, base + "/flaky/1?id=\(run)-f"), retry: RetryPolicy(maxAttempts: 0))
         }
         #expect(try await count("\(run)-f") == 0)
         // The client's own policy applies to every request, fan-outs included.
         let withPolicy = client(loop) { $0.retryPolicy = quick }
         defer { Task { await withPolicy.shutdown() } }
-        let results = await withPolicy.async.fanOut((0..<3).map { HTTPRequest(.get, base + "/flaky/1?id=\(run)-g\($0)") })
+        let results = await withPolicy.async.fanOut((0..<3).map { UpstreamRequest(.get, base + "/flaky/1?id=\(run)-g\($0)") })
         #expect(results.allSatisfy { (try? $0.get().status) == 200 })
     }
 
@@ -155,25 +179,25 @@ struct HTTPClientTests {
         let run = UUID().uuidString.prefix(8)
         // The first request with an id answers after 10 s, later ones at once: the hedge (after 50 ms) wins.
         let hedge = HedgingPolicy(maxAttempts: 2, delay: .fixed(.milliseconds(50)))
-        let r = try await http.async.send(HTTPRequest(.get, base + "/slow-first/10000?id=\(run)-a"), hedge: hedge)
+        let r = try await http.async.send(UpstreamRequest(.get, base + "/slow-first/10000?id=\(run)-a"), hedge: hedge)
         #expect(r.text == "request 2", "the second copy answered first")
         let seenA = try await count("\(run)-a")
         #expect(seenA == 2, "two copies reached the upstream")
         #expect(hedge.statistics.requests == 1 && hedge.statistics.extraCopies == 1)
         #expect(try await eventuallyAsync(30) { (try? await http.handleCounts().active) == 0 }, "the slow copy's transfer was removed")
         // POST is not hedged unless the policy says so.
-        let post = try await http.async.send(HTTPRequest(.post, base + "/slow-first/300?id=\(run)-b", text: "x"), hedge: hedge)
+        let post = try await http.async.send(UpstreamRequest(.post, base + "/slow-first/300?id=\(run)-b", text: "x"), hedge: hedge)
         #expect(post.text == "request 1")
         // The throttle caps the extra copies: with an empty bucket no copy goes out.
         let throttle = RetryThrottle(maxTokens: 2, tokenRatio: 0)
         throttle.drain()
         let capped = HedgingPolicy(maxAttempts: 3, delay: .fixed(.milliseconds(20)), throttle: throttle)
-        let c = try await http.async.send(HTTPRequest(.get, base + "/slow-first/300?id=\(run)-c"), hedge: capped)
+        let c = try await http.async.send(UpstreamRequest(.get, base + "/slow-first/300?id=\(run)-c"), hedge: capped)
         #expect(c.text == "request 1" && capped.statistics.extraCopies == 0)
         // Inside a fan-out, through the client's policy.
         let hedging = client(loop) { $0.hedgingPolicy = HedgingPolicy(maxAttempts: 2, delay: .fixed(.milliseconds(50))) }
         defer { Task { await hedging.shutdown() } }
-        let results = await hedging.async.fanOut((0..<3).map { HTTPRequest(.get, base + "/slow-first/10000?id=\(run)-d\($0)") },
+        let results = await hedging.async.fanOut((0..<3).map { UpstreamRequest(.get, base + "/slow-first/10000?id=\(run)-d\($0)") },
                                                  deadline: .seconds(5))
         #expect(results.allSatisfy { (try? $0.get().text) == "request 2" }, "\(results)")
     }
@@ -191,8 +215,8 @@ struct HTTPClientTests {
         func counts(_ id: String) async throws -> Counts {
             try JSONDecoder().decode(Counts.self, from: Data(try await plain.async.get(base + "/cacheable-count?id=\(run)-\(id)").body))
         }
-        func get(_ id: String, _ query: String, _ headers: [(name: String, value: String)] = []) async throws -> HTTPResponse {
-            try await http.async.send(HTTPRequest(.get, base + "/cacheable?id=\(run)-\(id)&" + query, headers: headers))
+        func get(_ id: String, _ query: String, _ headers: HTTPFields = [:]) async throws -> UpstreamResponse {
+            try await http.async.send(UpstreamRequest(.get, base + "/cacheable?id=\(run)-\(id)&" + query, headers: headers))
         }
         func cc(_ v: String) -> String { "cc=" + (v.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? v) }
 
@@ -209,7 +233,7 @@ struct HTTPClientTests {
         // no-store and private are never stored; neither is a body over maxBodyBytes.
         for _ in 0..<2 { _ = try await get("d", cc("no-store, max-age=60")) }
         for _ in 0..<2 { _ = try await get("e", cc("private, max-age=60")) }
-        for _ in 0..<2 { _ = try await get("f", cc("max-age=60") + "&vary=X-Big", [("X-Big", String(repeating: "b", count: 100))]) }
+        for _ in 0..<2 { _ = try await get("f", cc("max-age=60") + "&vary=X-Big", fields(["X-Big": String(repeating: "b", count: 100)])) }
         let (nd, ne, nf) = (try await counts("d").requests, try await counts("e").requests, try await counts("f").requests)
         #expect(nd == 2 && ne == 2 && nf == 2)
         // no-cache and an expired entry revalidate with the ETag: a 304 serves the stored body.
@@ -218,9 +242,9 @@ struct HTTPClientTests {
         for _ in 0..<2 { #expect(try await get("h", cc("max-age=0") + "&lm=1").text == "v1") }
         #expect(try await counts("h") == Counts(requests: 2, full: 1, not_modified: 1))
         // Vary: another value of the named header is a miss; the same value a hit.
-        #expect(try await get("i", cc("max-age=60") + "&vary=X-Lang", [("X-Lang", "en")]).text == "v1 en")
-        #expect(try await get("i", cc("max-age=60") + "&vary=X-Lang", [("X-Lang", "fr")]).text == "v2 fr")
-        #expect(try await get("i", cc("max-age=60") + "&vary=X-Lang", [("X-Lang", "fr")]).text == "v2 fr")
+        #expect(try await get("i", cc("max-age=60") + "&vary=X-Lang", fields(["X-Lang": "en"])).text == "v1 en")
+        #expect(try await get("i", cc("max-age=60") + "&vary=X-Lang", fields(["X-Lang": "fr"])).text == "v2 fr")
+        #expect(try await get("i", cc("max-age=60") + "&vary=X-Lang", fields(["X-Lang": "fr"])).text == "v2 fr")
         #expect(try await counts("i").requests == 2)
         // stale-while-revalidate: the stale answer at once, one refresh in the background.
         #expect(try await get("j", cc("max-age=0, stale-while-revalidate=60")).text == "v1")
@@ -240,7 +264,7 @@ struct HTTPClientTests {
         _ = try await get("l", cc("max-age=0, must-revalidate, stale-if-error=60") + "&fail_after=1")
         #expect(try await get("l", cc("max-age=0, must-revalidate, stale-if-error=60") + "&fail_after=1").status == 500)
         // A request with Authorization is not stored (the response does not say public).
-        for _ in 0..<2 { _ = try await get("m", cc("max-age=60"), [("Authorization", "Bearer t")]) }
+        for _ in 0..<2 { _ = try await get("m", cc("max-age=60"), fields(["Authorization": "Bearer t"])) }
         #expect(try await counts("m").requests == 2)
     }
 
@@ -249,20 +273,20 @@ struct HTTPClientTests {
         let base = try upstream()
         let http = client(loop)
         let delays = [300, 10, 200, 50, 100]
-        let results = await http.async.fanOut(delays.map { HTTPRequest(.get, base + "/echo?d=\($0)&path=/delay") })
+        let results = await http.async.fanOut(delays.map { UpstreamRequest(.get, base + "/echo?d=\($0)&path=/delay") })
         #expect(results.count == 5)
         for (i, r) in results.enumerated() {
             let text = try r.get().text ?? ""
             #expect(text.contains("d=\(delays[i])"), "result \(i) belongs to request \(i)")
         }
         let mixed = await http.async.fanOut(
-            [HTTPRequest(.get, base + "/delay/10"), HTTPRequest(.get, base + "/delay/5000"), HTTPRequest(.get, base + "/never")],
+            [UpstreamRequest(.get, base + "/delay/10"), UpstreamRequest(.get, base + "/delay/5000"), UpstreamRequest(.get, base + "/never")],
             deadline: .milliseconds(400))
         #expect((try? mixed[0].get())?.text == "ok")
         #expect(httpError(mixed[1]) == .deadlineExceeded(url: base + "/delay/5000"))
         #expect(httpError(mixed[2]) == .deadlineExceeded(url: base + "/never"))
         let blocking = try await onPlainThread {
-            try http.fanOut([HTTPRequest(.get, base + "/delay/1"), HTTPRequest(.get, base + "/status/404")])
+            try http.fanOut([UpstreamRequest(.get, base + "/delay/1"), UpstreamRequest(.get, base + "/status/404")])
         }
         #expect((try? blocking[0].get())?.status == 200 && (try? blocking[1].get())?.status == 404)
         // Leaves nothing behind.
@@ -273,10 +297,10 @@ struct HTTPClientTests {
     func perRequestTimeoutAndLimit(_ loop: TestLoops.Kind) async throws {
         let base = try upstream()
         let http = client(loop)
-        await #expect(throws: HTTPError.timeout(url: base + "/never")) {
-            _ = try await http.async.send(HTTPRequest(.get, base + "/never", timeout: .milliseconds(200)))
+        await #expect(throws: UpstreamError.timeout(url: base + "/never")) {
+            _ = try await http.async.send(UpstreamRequest(.get, base + "/never", timeout: .milliseconds(200)))
         }
-        let results = await http.async.fanOut((0..<6).map { HTTPRequest(.get, base + "/echo?i=\($0)") }, limit: 2)
+        let results = await http.async.fanOut((0..<6).map { UpstreamRequest(.get, base + "/echo?i=\($0)") }, limit: 2)
         #expect(results.allSatisfy { (try? $0.get())?.status == 200 })
     }
 
@@ -338,11 +362,11 @@ struct HTTPClientTests {
     func shutDownClientOrLoopFailsRequestsWithClientShutDown(_ kind: TestLoops.Kind) async throws {
         let base = try upstream()
         let own = kind.makePrivateLoop("http-shutdown")
-        let http = HTTPClient(loop: own)
+        let http = UpstreamClient(loop: own)
         _ = try await http.async.get(base + "/bytes/1")
         // In flight when the client shuts down: failed at once, not left to their timeout.
-        let inFlight = Task { () -> HTTPError? in
-            do { _ = try await http.async.get(base + "/never"); return nil } catch let e as HTTPError { return e } catch { return nil }
+        let inFlight = Task { () -> UpstreamError? in
+            do { _ = try await http.async.get(base + "/never"); return nil } catch let e as UpstreamError { return e } catch { return nil }
         }
         var started = false
         for _ in 0..<3000 where !started {
@@ -352,18 +376,18 @@ struct HTTPClientTests {
         #expect(started, "the request reached the multi handle")
         await http.shutdown()
         #expect(await inFlight.value == .clientShutDown)
-        await #expect(throws: HTTPError.clientShutDown) { _ = try await http.async.get(base + "/bytes/1") }
+        await #expect(throws: UpstreamError.clientShutDown) { _ = try await http.async.get(base + "/bytes/1") }
         // The loop itself gone: refused at once with the same error, for a client made before.
-        let second = HTTPClient(loop: own)
+        let second = UpstreamClient(loop: own)
         try await onPlainThread { own.shutdown() }
-        await #expect(throws: HTTPError.clientShutDown) { _ = try await second.async.get(base + "/bytes/1") }
+        await #expect(throws: UpstreamError.clientShutDown) { _ = try await second.async.get(base + "/bytes/1") }
     }
 
     @Test(arguments: TestLoops.Kind.allCases)
     func keepAliveConnectionsAreReused(_ loop: TestLoops.Kind) async throws {
         let base = try upstream()
         let id = UUID().uuidString
-        let http = client(loop) { $0.defaultHeaders = [("X-Client", id)] }
+        let http = client(loop) { $0.defaultHeaders = fields(["X-Client": id]) }
         for _ in 0..<20 { _ = try await http.async.get(base + "/bytes/1") }
         for _ in 0..<5 { _ = try await onPlainThread { try http.get(base + "/bytes/1") } }
         let used = try await connections(base, client: id)
@@ -379,7 +403,7 @@ struct HTTPClientTests {
         let follow = client(loop) { $0.followRedirects = true; $0.maxRedirects = 3 }
         let r = try await follow.async.get(base + "/redirect/2")
         #expect(r.status == 200 && r.text == "arrived" && r.url.hasSuffix("/redirect/0"))
-        await #expect(throws: HTTPError.tooManyRedirects(url: base + "/redirect/5")) { _ = try await follow.async.get(base + "/redirect/5") }
+        await #expect(throws: UpstreamError.tooManyRedirects(url: base + "/redirect/5")) { _ = try await follow.async.get(base + "/redirect/5") }
     }
 
     @Test(arguments: TestLoops.Kind.allCases)
@@ -387,8 +411,8 @@ struct HTTPClientTests {
         let base = try upstream()
         let http = client(loop) { $0.maxBodyBytes = 1000 }
         #expect(try await http.async.get(base + "/bytes/1000").body.count == 1000)
-        await #expect(throws: HTTPError.bodyTooLarge(url: base + "/bytes/5000", limit: 1000)) { _ = try await http.async.get(base + "/bytes/5000") }
-        await #expect(throws: HTTPError.bodyTooLarge(url: base + "/slow-body?n=2000", limit: 1000)) {
+        await #expect(throws: UpstreamError.bodyTooLarge(url: base + "/bytes/5000", limit: 1000)) { _ = try await http.async.get(base + "/bytes/5000") }
+        await #expect(throws: UpstreamError.bodyTooLarge(url: base + "/slow-body?n=2000", limit: 1000)) {
             _ = try await http.async.get(base + "/slow-body?n=2000")
         }
     }
@@ -397,19 +421,19 @@ struct HTTPClientTests {
     func badInputIsRejectedBeforeAnyIO(_ loop: TestLoops.Kind) async throws {
         let base = try upstream()
         let id = UUID().uuidString
-        let http = client(loop) { $0.defaultHeaders = [("X-Client", id)] }
+        let http = client(loop) { $0.defaultHeaders = fields(["X-Client": id]) }
         let bad = badHTTPRequests(base: base)
         for r in bad {
             do {
                 _ = try await http.async.send(r)
                 Issue.record("accepted \(r.url)")
-            } catch let e as HTTPError {
+            } catch let e as UpstreamError {
                 switch e {
                 case .invalidURL, .invalidRequest: break
                 default: Issue.record("unexpected \(e)")
                 }
             }
-            await #expect(throws: HTTPError.self) { _ = try await onPlainThread { try http.send(r) } }
+            await #expect(throws: UpstreamError.self) { _ = try await onPlainThread { try http.send(r) } }
         }
         #expect(try await connections(base, client: id) == 0, "nothing reached the server")
         _ = try await http.async.get(base + "/bytes/1")
@@ -420,22 +444,22 @@ struct HTTPClientTests {
     func upstreamFaultsAreTypedErrors(_ loop: TestLoops.Kind) async throws {
         let base = try upstream()
         let http = client(loop)
-        await #expect(throws: HTTPError.self) { _ = try await http.async.get(base + "/garbage") }
+        await #expect(throws: UpstreamError.self) { _ = try await http.async.get(base + "/garbage") }
         do {
             _ = try await http.async.get(base + "/close")
             Issue.record("a body cut short was accepted")
-        } catch let e as HTTPError {
+        } catch let e as UpstreamError {
             guard case .upstreamClosed = e else { Issue.record("expected upstreamClosed, got \(e)"); return }
         }
         let port = try freeLoopbackPort()
         do {
             _ = try await http.async.get("http://127.0.0.1:\(port)/")
             Issue.record("connected to a closed port")
-        } catch let e as HTTPError {
+        } catch let e as UpstreamError {
             guard case .connectFailed = e else { Issue.record("expected connectFailed, got \(e)"); return }
         }
-        await #expect(throws: HTTPError.timeout(url: base + "/slow-body?n=100")) {
-            _ = try await http.async.send(HTTPRequest(.get, base + "/slow-body?n=100", timeout: .milliseconds(500)))
+        await #expect(throws: UpstreamError.timeout(url: base + "/slow-body?n=100")) {
+            _ = try await http.async.send(UpstreamRequest(.get, base + "/slow-body?n=100", timeout: .milliseconds(500)))
         }
     }
 
@@ -446,7 +470,7 @@ struct HTTPClientTests {
         do {
             _ = try await client(loop).async.get(https + "/status/200")
             Issue.record("a certificate from an unknown CA was accepted")
-        } catch let e as HTTPError {
+        } catch let e as UpstreamError {
             guard case .tlsFailure = e else { Issue.record("expected tlsFailure, got \(e)"); return }
         }
         let trusting = client(loop) { $0.caFile = ca }

@@ -12,7 +12,7 @@ import Glibc
 enum LoopKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
     case epoll, dispatch
     var testDescription: String { rawValue }
-    func make() -> any EventLoop {
+    func make() -> any TandemEventLoop {
         switch self {
         case .epoll: return EpollEventLoop(name: "test-epoll")
         case .dispatch: return DispatchEventLoop(name: "test-dispatch")
@@ -21,7 +21,7 @@ enum LoopKind: String, CaseIterable, Sendable, CustomTestStringConvertible {
 }
 
 /// Runs `body` on the loop thread and returns its result.
-func onLoop<T: Sendable>(_ loop: any EventLoop, _ body: @escaping @Sendable () throws -> T) async throws -> T {
+func onLoop<T: Sendable>(_ loop: any TandemEventLoop, _ body: @escaping @Sendable () throws -> T) async throws -> T {
     try await withLoopPromise(on: loop) { (p: LoopPromise<T>) in p.complete(Result { try body() }) }
 }
 
@@ -55,7 +55,7 @@ final class Recorder<T: Sendable>: Sendable {
 
 @Suite struct LoopContractTests {
     @Test func sharedLoopIsOneLoopUnderBothSpellings() async throws {
-        let inContext: any EventLoop = .shared
+        let inContext: any TandemEventLoop = .shared
         #expect(inContext === EventLoops.shared)
         let ran = try await onLoop(inContext) { EventLoops.shared.inEventLoop }
         #expect(ran, "work given to `.shared` runs on EventLoops.shared's thread")

@@ -105,7 +105,7 @@ final class GatedBackend: NonBlockingCacheBackend, @unchecked Sendable {
         // Never run as a service: the caches work (nothing waits for run()).
         let plain = try Caches(settings: ["default": CacheSettings(backend: "locmem", location: ["lifecycle-plain"])])
         try await plain.default.async.set("k", 1)
-        #expect(try plain.default.get("k") as Int? == 1)
+        #expect(try await onPlainThread { try plain.default.get("k") as Int? } == 1)
 
         let caches = try Caches(settings: ["default": CacheSettings(backend: "locmem", location: ["lifecycle-group"])])
         let group = ServiceGroup(services: [caches], logger: Logger(label: "test.lifecycle"))

@@ -1,6 +1,7 @@
 import Foundation
 import MetricsTestKit
 import Tandem
+import TandemTestSupport
 import Testing
 
 /// The alias/field of an invalidSetting error, or nil.
@@ -18,12 +19,12 @@ private func settingError(_ body: () throws -> Void) -> (alias: String, field: S
 private func caches(json: String) throws -> Caches { try Caches(json: Data(json.utf8)) }
 
 @Suite struct SettingsTests {
-    @Test func noSettingsGivesLocMemDefault() throws {
+    @Test func noSettingsGivesLocMemDefault() async throws {
         let caches = try Caches()
         #expect(caches.aliases == ["default"])
         #expect(caches.default.backend is LocMemBackend)
-        try caches.default.set("k", "v")
-        #expect(try caches["default"].get("k") == "v")
+        try await caches.default.async.set("k", "v")
+        #expect(try await caches["default"].async.get("k") == "v")
     }
 
     @Test func swiftValues() throws {
@@ -70,15 +71,15 @@ private func caches(json: String) throws -> Caches { try Caches(json: Data(json.
         #expect(parsed["default"]?.location == [])
     }
 
-    @Test func sameLocationSharesDifferentIsolates() throws {
+    @Test func sameLocationSharesDifferentIsolates() async throws {
         let c = try Caches(settings: [
             "default": CacheSettings(location: ["shared-A"]),
             "twin": CacheSettings(location: ["shared-A"]),
             "other": CacheSettings(location: ["shared-B"]),
         ])
-        try c.default.set("k", "v")
-        #expect(try c["twin"].get("k") == "v")
-        #expect(try c["other"].get("k") as String? == nil)
+        try await c.default.async.set("k", "v")
+        #expect(try await c["twin"].async.get("k") == "v")
+        #expect(try await c["other"].async.get("k") as String? == nil)
     }
 
     @Test func badSettingsNameAliasAndField() throws {
@@ -169,12 +170,16 @@ private func caches(json: String) throws -> Caches { try Caches(json: Data(json.
             "default": CacheSettings(location: ["metrics-\(UUID())"], metricsFactory: metrics)
         ])
         let c = caches.default
-        try c.set("a", 1)
-        _ = try c.get("a") as Int?
-        _ = try c.get("missing") as Int?
+        try await onPlainThread {
+            try c.set("a", 1)
+            _ = try c.get("a") as Int?
+            _ = try c.get("missing") as Int?
+        }
         _ = try await c.async.get("a") as Int?
-        _ = try? c.incr("missing")
-        try c.delete("a")
+        try await onPlainThread {
+            _ = try? c.incr("missing")
+            try c.delete("a")
+        }
         let hits = try metrics.expectCounter("tandem_cache_hits_total", [("alias", "default")])
         let misses = try metrics.expectCounter("tandem_cache_misses_total", [("alias", "default")])
         let sets = try metrics.expectCounter("tandem_cache_sets_total", [("alias", "default")])

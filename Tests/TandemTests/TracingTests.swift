@@ -14,7 +14,7 @@ import Tracing
         let cache = try Caches(settings: ["default": settings]).default
         _ = try await cache.async.get("k") as String?
         try await cache.async.set("k", "v")
-        _ = try cache.get("k") as String?
+        _ = try await onPlainThread { try cache.get("k") as String? }
         let spans = tracer.finishedSpans
         #expect(spans.map(\.operationName) == ["cache.get", "cache.set", "cache.get"])
         #expect(spans.allSatisfy { $0.kind == .client && $0.attributes["cache.alias"]?.toSpanAttribute() == "default" })
@@ -32,14 +32,14 @@ import Tracing
     func upstreamCallsAreSpansWithStatusAttemptsAndTimings() async throws {
         let base = try TestServers.need(TestServers.httpUpstream, "HTTP upstream")
         let tracer = InMemoryTracer()
-        var config = HTTPClientConfiguration()
+        var config = UpstreamClientConfiguration()
         config.tracer = tracer
-        let http = HTTPClient(configuration: config)
+        let http = UpstreamClient(configuration: config)
         defer { Task { await http.shutdown() } }
         let id = UUID().uuidString.prefix(8)
         // Credentials in the URL never reach the span.
         let withUser = base.replacingOccurrences(of: "http://", with: "http://user:s3cret@")
-        let r = try await http.async.send(HTTPRequest(.get, withUser + "/flaky/1?id=\(id)"),
+        let r = try await http.async.send(UpstreamRequest(.get, withUser + "/flaky/1?id=\(id)"),
                                           retry: RetryPolicy(maxAttempts: 3, initialBackoff: .milliseconds(1)))
         #expect(r.status == 200)
         let span = try #require(tracer.finishedSpans.last)

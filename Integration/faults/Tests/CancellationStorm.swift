@@ -24,9 +24,9 @@ extension Faults {
             ])
             let r = caches.default
             let m = try caches["memcached"]
-            var config = HTTPClientConfiguration()
+            var config = UpstreamClientConfiguration()
             config.requestTimeout = .seconds(30)
-            let http = HTTPClient(configuration: config)
+            let http = UpstreamClient(configuration: config)
             try await r.async.set("k", "v")
             try await m.async.set("k", "v")
             #expect(try await http.async.get(base + "/bytes/1").status == 200)

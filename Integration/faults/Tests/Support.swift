@@ -85,7 +85,7 @@ final class CallLog: Sendable {
             case .serverError: return .typedError("serverError")
             default: return .typedError("\(e)")
             }
-        case let e as HTTPError: return .typedError("\(e)")
+        case let e as UpstreamError: return .typedError("\(e)")
         case is CancellationError: return .typedError("cancelled")
         default: return .untypedError("\(type(of: error)): \(error)")
         }

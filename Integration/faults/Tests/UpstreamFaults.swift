@@ -24,7 +24,7 @@ extension Faults {
             let name: String
             let path: String
             /// The typed error expected, as a predicate.
-            let expected: @Sendable (HTTPError) -> Bool
+            let expected: @Sendable (UpstreamError) -> Bool
             /// How long the failure may take at most (the configured timeout it depends on, plus slack).
             let bound: Duration
             var testDescription: String { name }
@@ -60,7 +60,7 @@ extension Faults {
             ]
             // Warm-up on a throwaway client: libcurl, OpenSSL and the resolver open a few descriptors
             // once per process; what is measured below is what a client leaves behind.
-            let warm = HTTPClient(loop: TestLoops.epoll)
+            let warm = UpstreamClient(loop: TestLoops.epoll)
             _ = try? await warm.async.get("http://no-such-host.invalid/x")
             _ = try? await warm.async.get(base + "/garbage")
             _ = try? await warm.async.get(base + "/bytes/1")
@@ -69,15 +69,15 @@ extension Faults {
             let fdsBefore = openDescriptors()
             let described = describeDescriptors()
             let promisesBefore = (LoopPromiseStats.created, LoopPromiseStats.resumed)
-            var config = HTTPClientConfiguration()
+            var config = UpstreamClientConfiguration()
             config.connectTimeout = UpstreamFaults.connectTimeout
             config.requestTimeout = UpstreamFaults.requestTimeout
             config.maxBodyBytes = 1 << 20
-            let http = HTTPClient(loop: TestLoops.epoll, configuration: config)
+            let http = UpstreamClient(loop: TestLoops.epoll, configuration: config)
             var rows: [String: Int] = [:]
             for c in cases {
                 let start = ContinuousClock.now
-                let outcome: Result<HTTPResponse, any Error>
+                let outcome: Result<UpstreamResponse, any Error>
                 switch face {
                 case .async:
                     outcome = await Result { try await http.async.get(c.path) }
@@ -88,7 +88,7 @@ extension Faults {
                 switch outcome {
                 case .success(let r):
                     Issue.record("\(c.name): expected an error, got status \(r.status)")
-                case .failure(let e as HTTPError):
+                case .failure(let e as UpstreamError):
                     #expect(c.expected(e), "\(c.name): unexpected \(e)")
                 case .failure(let e):
                     Issue.record("\(c.name): untyped error \(e)")

@@ -1,4 +1,5 @@
 import Foundation
+import HTTPTypes
 import ServiceLifecycle
 import TandemCache
 import TandemLoop
@@ -11,14 +12,14 @@ import Tracing
 /// The multi handle keeps a connection cache, so keep-alive connections are reused across requests;
 /// easy handles are reused too. ``async`` is the async face; the methods on the client itself block
 /// (guarded: refused on a loop thread, and inside a Swift task by default).
-public final class HTTPClient: Sendable {
+public final class UpstreamClient: Sendable {
     /// Tandem's version, used in the default User-Agent.
     public static let version = "0.1.0"
 
     /// The loop that drives the transfers.
-    public let loop: any EventLoop
+    public let loop: any TandemEventLoop
     /// The configuration.
-    public let configuration: HTTPClientConfiguration
+    public let configuration: UpstreamClientConfiguration
     let multi: CurlMulti
     /// Counts requests in flight; closed by a shutdown.
     let gate = ShutdownGate()
@@ -27,10 +28,10 @@ public final class HTTPClient: Sendable {
     /// Where spans go (nil: no tracing).
     let tracer: (any Tracer)?
     /// The async face (it keeps the client alive while in use).
-    public var async: AsyncHTTPClient { AsyncHTTPClient(client: self) }
+    public var async: AsyncUpstreamClient { AsyncUpstreamClient(client: self) }
 
     /// Creates a client on `loop` (default: ``TandemLoop/EventLoops/shared``).
-    public init(loop: (any EventLoop)? = nil, configuration: HTTPClientConfiguration = HTTPClientConfiguration()) {
+    public init(loop: (any TandemEventLoop)? = nil, configuration: UpstreamClientConfiguration = UpstreamClientConfiguration()) {
         let l = loop ?? EventLoops.shared
         self.loop = l
         self.configuration = configuration
@@ -44,9 +45,9 @@ public final class HTTPClient: Sendable {
     }
 
     /// Shuts the client down. From the call on, new requests fail at once with
-    /// ``HTTPError/clientShutDown``; requests in flight get `gracePeriod` to finish (each is also
+    /// ``UpstreamError/clientShutDown``; requests in flight get `gracePeriod` to finish (each is also
     /// bounded by its own timeout); then every connection and curl handle is closed, which fails what
-    /// is still in flight with ``HTTPError/clientShutDown``. With no grace period (the default),
+    /// is still in flight with ``UpstreamError/clientShutDown``. With no grace period (the default),
     /// requests in flight fail at once. Returns the requests that were still in flight when the
     /// grace period ended.
     @discardableResult
@@ -65,31 +66,33 @@ public final class HTTPClient: Sendable {
         }
     }
 
-    private func blocking<T: Sendable>(_ what: @autoclosure () -> String, _ body: @escaping @Sendable () async throws -> T) throws -> T {
-        try AsyncSafety.checkBlockingCall(what())
+    private func blocking<T: Sendable>(_ what: @autoclosure () -> String, file: String, line: Int,
+                                       _ body: @escaping @Sendable () async throws -> T) throws -> T {
+        try AsyncSafety.checkBlockingCall(what(), file: file, line: line)
         return try Bridge.blocking(body)
     }
 
     /// Sends a request and waits for the response (blocking).
-    public func send(_ request: HTTPRequest) throws -> HTTPResponse {
+    public func send(_ request: UpstreamRequest, file: String = #fileID, line: Int = #line) throws -> UpstreamResponse {
         let a = async
-        return try blocking("HTTP \(request.method) \(request.url)") { try await a.send(request) }
+        return try blocking("HTTP \(request.method) \(request.url)", file: file, line: line) { try await a.send(request) }
     }
 
     /// GET `url` (blocking).
-    public func get(_ url: String, headers: [(name: String, value: String)] = []) throws -> HTTPResponse {
-        try send(HTTPRequest(.get, url, headers: headers))
+    public func get(_ url: String, headers: HTTPFields = [:], file: String = #fileID, line: Int = #line) throws -> UpstreamResponse {
+        try send(UpstreamRequest(.get, url, headers: headers), file: file, line: line)
     }
 
     /// POST `body` to `url` (blocking).
-    public func post(_ url: String, body: [UInt8], headers: [(name: String, value: String)] = []) throws -> HTTPResponse {
-        try send(HTTPRequest(.post, url, headers: headers, body: body))
+    public func post(_ url: String, body: [UInt8], headers: HTTPFields = [:], file: String = #fileID, line: Int = #line) throws -> UpstreamResponse {
+        try send(UpstreamRequest(.post, url, headers: headers, body: body), file: file, line: line)
     }
 
-    /// Sends every request at once and waits for all (blocking); see ``AsyncHTTPClient/fanOut(_:deadline:limit:)``.
-    public func fanOut(_ requests: [HTTPRequest], deadline: Duration? = nil, limit: Int? = nil) throws -> [Result<HTTPResponse, HTTPError>] {
+    /// Sends every request at once and waits for all (blocking); see ``AsyncUpstreamClient/fanOut(_:deadline:limit:)``.
+    public func fanOut(_ requests: [UpstreamRequest], deadline: Duration? = nil, limit: Int? = nil,
+                       file: String = #fileID, line: Int = #line) throws -> [Result<UpstreamResponse, UpstreamError>] {
         let a = async
-        return try blocking("HTTP fan-out of \(requests.count) requests") { await a.fanOut(requests, deadline: deadline, limit: limit) }
+        return try blocking("HTTP fan-out of \(requests.count) requests", file: file, line: line) { await a.fanOut(requests, deadline: deadline, limit: limit) }
     }
 
     /// Transfers in flight, idle easy handles kept for reuse, and easy handles created so far.
@@ -103,24 +106,24 @@ public final class HTTPClient: Sendable {
     }
 }
 
-/// The async face of an ``HTTPClient``: never blocks a thread.
-public struct AsyncHTTPClient: Sendable {
-    let client: HTTPClient
+/// The async face of an ``UpstreamClient``: never blocks a thread.
+public struct AsyncUpstreamClient: Sendable {
+    let client: UpstreamClient
     var multi: CurlMulti { client.multi }
 
     /// Sends a request. Bad input is rejected before any I/O. A cancelled task ends at once with
     /// `CancellationError` and its transfer is removed from the multi handle. With a retry policy (the
-    /// call's, else the client's ``HTTPClientConfiguration/retryPolicy``) a retryable answer or error
-    /// is tried again as the policy says; see ``RetryPolicy``. With ``HTTPClientConfiguration/responseCaching``
+    /// call's, else the client's ``UpstreamClientConfiguration/retryPolicy``) a retryable answer or error
+    /// is tried again as the policy says; see ``RetryPolicy``. With ``UpstreamClientConfiguration/responseCaching``
     /// a GET is answered from the cache when RFC 9111 allows; see ``ResponseCaching``. With a hedging policy (the call's, else
     /// the client's when the call brings no retry policy) copies go out as ``HedgingPolicy`` says.
-    public func send(_ request: HTTPRequest, retry: RetryPolicy? = nil, hedge: HedgingPolicy? = nil) async throws -> HTTPResponse {
+    public func send(_ request: UpstreamRequest, retry: RetryPolicy? = nil, hedge: HedgingPolicy? = nil) async throws -> UpstreamResponse {
         guard let tracer = client.tracer else { return try await sendRouted(request, retry: retry, hedge: hedge) }
         return try await HTTPTracing.span(tracer, request) { try await sendRouted(request, retry: retry, hedge: hedge) }
     }
 
     /// ``send(_:retry:hedge:)`` outside any span: through the response cache when there is one.
-    private func sendRouted(_ request: HTTPRequest, retry: RetryPolicy?, hedge: HedgingPolicy?) async throws -> HTTPResponse {
+    private func sendRouted(_ request: UpstreamRequest, retry: RetryPolicy?, hedge: HedgingPolicy?) async throws -> UpstreamResponse {
         if let caching = client.configuration.responseCaching, request.method == .get {
             return try await sendCaching(request, caching) { [self] r in try await sendUncached(r, retry: retry, hedge: hedge) }
         }
@@ -128,13 +131,13 @@ public struct AsyncHTTPClient: Sendable {
     }
 
     /// ``send(_:retry:hedge:)`` without the response cache.
-    func sendUncached(_ request: HTTPRequest, retry: RetryPolicy?, hedge: HedgingPolicy?) async throws -> HTTPResponse {
+    func sendUncached(_ request: UpstreamRequest, retry: RetryPolicy?, hedge: HedgingPolicy?) async throws -> UpstreamResponse {
         if let hedging = hedge ?? (retry == nil ? client.configuration.hedgingPolicy : nil) {
             return try await sendHedged(request, hedging)
         }
         guard let policy = retry ?? client.configuration.retryPolicy else { return try await sendOnce(request) }
         try request.validate()
-        if let problem = policy.problem { throw HTTPError.invalidRequest(reason: problem) }
+        if let problem = policy.problem { throw UpstreamError.invalidRequest(reason: problem) }
         let mayRetry = policy.retryNonIdempotent || RetryPolicy.idempotentMethods.contains(request.method.rawValue.uppercased())
         let clock = ContinuousClock()
         let deadline = policy.deadline.map { clock.now + $0 }
@@ -146,7 +149,7 @@ public struct AsyncHTTPClient: Sendable {
                 let left = deadline - clock.now
                 r.timeout = min(request.timeout ?? client.configuration.requestTimeout, left)
             }
-            let result: Result<HTTPResponse, any Error>
+            let result: Result<UpstreamResponse, any Error>
             do {
                 result = .success(try await sendOnce(r))
             } catch is CancellationError {
@@ -156,7 +159,7 @@ public struct AsyncHTTPClient: Sendable {
             }
             let retryable: Bool
             switch result {
-            case .success(let response): retryable = policy.retryableStatuses.contains(response.status)
+            case .success(let response): retryable = policy.retryableStatuses.contains(response.status.code)
             case .failure(let error): retryable = RetryPolicy.RetryableError.of(error).map(policy.retryableErrors.contains) ?? false
             }
             guard retryable else {
@@ -175,14 +178,14 @@ public struct AsyncHTTPClient: Sendable {
     }
 
     /// Sends the copies of a hedged request; the first response wins and the others are cancelled.
-    private func sendHedged(_ request: HTTPRequest, _ policy: HedgingPolicy) async throws -> HTTPResponse {
+    private func sendHedged(_ request: UpstreamRequest, _ policy: HedgingPolicy) async throws -> UpstreamResponse {
         try request.validate()
-        if let problem = policy.problem { throw HTTPError.invalidRequest(reason: problem) }
+        if let problem = policy.problem { throw UpstreamError.invalidRequest(reason: problem) }
         policy.statistics.countRequest()
         let mayHedge = policy.hedgeNonIdempotent || RetryPolicy.idempotentMethods.contains(request.method.rawValue.uppercased())
         let copies = mayHedge ? policy.maxAttempts : 1
         let delay = policy.currentDelay
-        return try await withThrowingTaskGroup(of: Result<HTTPResponse, any Error>?.self) { group in
+        return try await withThrowingTaskGroup(of: Result<UpstreamResponse, any Error>?.self) { group in
             for i in 0..<copies {
                 group.addTask {
                     if i > 0 {
@@ -217,15 +220,15 @@ public struct AsyncHTTPClient: Sendable {
                 }
             }
             if Task.isCancelled { throw CancellationError() }
-            throw lastError ?? HTTPError.cancelled(url: request.url)
+            throw lastError ?? UpstreamError.cancelled(url: request.url)
         }
     }
 
     /// One attempt: validates, then runs the transfer on the loop.
-    func sendOnce(_ request: HTTPRequest) async throws -> HTTPResponse {
+    func sendOnce(_ request: UpstreamRequest) async throws -> UpstreamResponse {
         try request.validate()
         HTTPTracing.attempts?.bump()
-        guard client.gate.enter() else { throw HTTPError.clientShutDown }
+        guard client.gate.enter() else { throw UpstreamError.clientShutDown }
         defer { client.gate.leave() }
         let m = multi
         let transfer = Transfer(request: request, maxBody: m.configuration.maxBodyBytes, multi: m)
@@ -237,24 +240,24 @@ public struct AsyncHTTPClient: Sendable {
     }
 
     /// GET `url`.
-    public func get(_ url: String, headers: [(name: String, value: String)] = []) async throws -> HTTPResponse {
-        try await send(HTTPRequest(.get, url, headers: headers))
+    public func get(_ url: String, headers: HTTPFields = [:]) async throws -> UpstreamResponse {
+        try await send(UpstreamRequest(.get, url, headers: headers))
     }
 
     /// POST `body` to `url`.
-    public func post(_ url: String, body: [UInt8], headers: [(name: String, value: String)] = []) async throws -> HTTPResponse {
-        try await send(HTTPRequest(.post, url, headers: headers, body: body))
+    public func post(_ url: String, body: [UInt8], headers: HTTPFields = [:]) async throws -> UpstreamResponse {
+        try await send(UpstreamRequest(.post, url, headers: headers, body: body))
     }
 
     /// Sends the requests concurrently and returns one result per request, in input order.
     /// Per-request timeouts still apply; when `deadline` passes, requests still running are cancelled
-    /// and reported as ``HTTPError/deadlineExceeded(url:)``; `limit` caps how many run at once.
-    public func fanOut(_ requests: [HTTPRequest], deadline: Duration? = nil, limit: Int? = nil) async -> [Result<HTTPResponse, HTTPError>] {
+    /// and reported as ``UpstreamError/deadlineExceeded(url:)``; `limit` caps how many run at once.
+    public func fanOut(_ requests: [UpstreamRequest], deadline: Duration? = nil, limit: Int? = nil) async -> [Result<UpstreamResponse, UpstreamError>] {
         let results = await TandemLoop.fanOut(deadline: deadline, limit: limit, requests.map { r in { try await self.send(r) } })
         return zip(requests, results).map { request, result in
             result.mapError { error in
                 switch error {
-                case let e as HTTPError: return e
+                case let e as UpstreamError: return e
                 case is DeadlineExceeded: return .deadlineExceeded(url: request.url)
                 case is CancellationError: return .cancelled(url: request.url)
                 default: return .transferFailed(url: request.url, code: -1, reason: "\(error)")
@@ -264,7 +267,7 @@ public struct AsyncHTTPClient: Sendable {
     }
 }
 
-extension HTTPClient: Service {
+extension UpstreamClient: Service {
     /// Runs until the service group's graceful shutdown (or the task's cancellation), then shuts the
     /// client down with a 10 s grace period (see ``shutdown(gracePeriod:)``). The client works whether
     /// or not this ever runs. List it after its loop in a `ServiceGroup`, before the services that call it.

@@ -16,7 +16,7 @@ public struct IOEvents: OptionSet, Sendable, Hashable {
     public static let error = IOEvents(rawValue: 4)
 }
 
-/// Identifies a registered descriptor watch, returned by ``EventLoop/watch(_:events:callback:)``.
+/// Identifies a registered descriptor watch, returned by ``TandemEventLoop/watch(_:events:callback:)``.
 public struct WatchID: Hashable, Sendable {
     /// The loop-unique number of the watch.
     public let raw: UInt64
@@ -24,7 +24,7 @@ public struct WatchID: Hashable, Sendable {
     public init(raw: UInt64) { self.raw = raw }
 }
 
-/// Identifies a shutdown hook, returned by ``EventLoop/onShutdown(_:)``.
+/// Identifies a shutdown hook, returned by ``TandemEventLoop/onShutdown(_:)``.
 public struct ShutdownHookID: Hashable, Sendable {
     /// The loop-unique number of the hook.
     public let raw: UInt64
@@ -32,7 +32,7 @@ public struct ShutdownHookID: Hashable, Sendable {
     public init(raw: UInt64) { self.raw = raw }
 }
 
-/// Identifies a scheduled timer, returned by ``EventLoop/schedule(after:_:)``.
+/// Identifies a scheduled timer, returned by ``TandemEventLoop/schedule(after:_:)``.
 public struct TimerID: Hashable, Sendable {
     /// The loop-unique number of the timer.
     public let raw: UInt64
@@ -52,7 +52,7 @@ public struct TimerID: Hashable, Sendable {
 ///   ``cancel(_:)`` are called on the loop thread (use ``execute(_:)`` to get there). Callbacks run on the loop thread.
 /// - ``shutdown()`` runs the hooks registered with ``onShutdown(_:)``, cancels pending timers and
 ///   watches, joins the loop thread, and makes later submissions fail with ``TandemError/loopShutDown``.
-public protocol EventLoop: AnyObject, Sendable {
+public protocol TandemEventLoop: AnyObject, Sendable {
     /// Runs `work` on the loop thread. Throws ``TandemError/loopShutDown`` after ``shutdown()``.
     func execute(_ work: @escaping @Sendable () -> Void) throws
 
@@ -96,7 +96,7 @@ public protocol EventLoop: AnyObject, Sendable {
     func shutdown()
 }
 
-extension EventLoop {
+extension TandemEventLoop {
     /// ``shutdown()`` from async code: the join happens on a thread of its own, so no cooperative
     /// thread is blocked while the loop finishes its last turn and its shutdown hooks.
     public func shutdownGracefully() async {

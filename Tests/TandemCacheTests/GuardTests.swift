@@ -1,0 +1,75 @@
+import Foundation
+import Tandem
+import TandemTestSupport
+import Testing
+
+/// The guard judges the call, not the backend: a view that passes on LocMem passes on Redis.
+@Suite struct CacheGuardTests {
+    private func cache(_ policy: AsyncUnsafePolicy? = nil, backend: String = "locmem") throws -> Cache {
+        var s = CacheSettings(backend: backend, location: ["guard-\(UUID())"])
+        if let policy { s.options["ASYNC_UNSAFE"] = .string(policy.rawValue) }
+        return try Caches(settings: ["default": s]).default
+    }
+
+    @Test(arguments: ["locmem", "dummy"])
+    func aBlockingCallInsideATaskIsRefusedOnInMemoryBackends(_ backend: String) async throws {
+        let c = try cache(backend: backend)
+        #expect(throws: TandemError.blockingCallInAsyncContext(operation: "cache 'default' set")) { try c.set("k", 1) }
+        #expect(throws: TandemError.blockingCallInAsyncContext(operation: "cache 'default' get")) { _ = try c.get("k") as Int? }
+        #expect(throws: TandemError.blockingCallInAsyncContext(operation: "cache 'default' incr")) { try c.decr("k") }
+        #expect(throws: TandemError.blockingCallInAsyncContext(operation: "cache 'default' get_or_set")) {
+            _ = try c.getOrSet("k") { 1 }
+        }
+        // The same calls from blocking code (a plain thread) are fine, and so is the async face here.
+        try await onPlainThread { try c.set("k", 1) }
+        #expect(try await c.async.get("k") as Int? == (backend == "locmem" ? 1 : nil))
+    }
+
+    @Test func aBlockingCallOnALoopThreadIsRefusedEvenWithAllow() async throws {
+        let c = try cache(.allow)
+        let loop = EpollEventLoop(name: "guard-loop")
+        defer { loop.shutdown() }
+        let refusal = try await withCheckedThrowingContinuation { (cont: CheckedContinuation<TandemError?, any Error>) in
+            do {
+                try loop.execute {
+                    do { try c.set("k", 1); cont.resume(returning: nil) } catch let e as TandemError { cont.resume(returning: e) } catch {
+                        cont.resume(throwing: error)
+                    }
+                }
+            } catch { cont.resume(throwing: error) }
+        }
+        #expect(refusal == .blockingCallOnEventLoop(operation: "cache 'default' set"))
+    }
+
+    @Test func theWarningNamesTheCallersLine() async throws {
+        let c = try cache(.warn)
+        let line = #line + 1
+        try c.set("warned", 1)
+        #expect(AsyncSafety.warnedSites.contains("\(#fileID):\(line)"), "\(AsyncSafety.warnedSites)")
+        #expect(!AsyncSafety.warnedSites.contains { $0.hasPrefix("TandemCache/") }, "no site inside Tandem: \(AsyncSafety.warnedSites)")
+        let getLine = #line + 1
+        #expect(try c.get("warned", default: 0) == 1)
+        #expect(AsyncSafety.warnedSites.contains("\(#fileID):\(getLine)"))
+    }
+
+    @Test func anotherRuntimesLoopThreadsAreRecognisedOnceRegistered() async throws {
+        let c = try cache(.allow)
+        let name = "fl-\(UInt32.random(in: 0...UInt32.max))"  // a thread name holds 15 bytes
+        /// Runs `body` on a new thread with the given name.
+        func onThread(named threadName: String, _ body: @escaping @Sendable () throws -> Void) async -> (any Error)? {
+            await withCheckedContinuation { (cont: CheckedContinuation<(any Error)?, Never>) in
+                let t = Thread {
+                    Thread.current.name = threadName
+                    do { try body(); cont.resume(returning: nil) } catch { cont.resume(returning: error) }
+                }
+                t.start()
+            }
+        }
+        #expect(await onThread(named: name) { try c.set("k", 1) } == nil, "not a loop thread before the check is registered")
+        AsyncSafety.recogniseEventLoopThreads { Thread.current.name == name }
+        let refused = await onThread(named: name) { try c.set("k", 2) }
+        #expect(refused as? TandemError == .blockingCallOnEventLoop(operation: "cache 'default' set"), "\(String(describing: refused))")
+        #expect(await onThread(named: "plain") { try c.set("k", 3) } == nil, "other threads are unaffected")
+        #expect(try await c.async.get("k") as Int? == 3)
+    }
+}
