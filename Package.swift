@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.1
 import PackageDescription
 
 let package = Package(
@@ -6,6 +6,10 @@ let package = Package(
     platforms: [.macOS(.v15)],
     products: [
         .library(name: "Tandem", targets: ["Tandem"]),
+        // The framework adapters: empty unless their trait is enabled (see `traits` below), so that an app
+        // that does not ask for them never builds SwiftNIO, Hummingbird or Vapor.
+        .library(name: "TandemHummingbird", targets: ["TandemHummingbird"]),
+        .library(name: "TandemVapor", targets: ["TandemVapor"]),
         .library(name: "TandemLoop", targets: ["TandemLoop"]),
         .library(name: "TandemCache", targets: ["TandemCache"]),
         .library(name: "TandemRedis", targets: ["TandemRedis"]),
@@ -16,6 +20,12 @@ let package = Package(
         .executable(name: "tandem-bench", targets: ["tandem-bench"]),
         .executable(name: "tandem-stress", targets: ["tandem-stress"]),
     ],
+    traits: [
+        .trait(name: "HummingbirdAdapter",
+               description: "TandemHummingbird: a PersistDriver on any Tandem cache, response-cache and error middlewares, the guard on NIO threads."),
+        .trait(name: "VaporAdapter",
+               description: "TandemVapor: Vapor's Cache and SessionDriver on any Tandem cache, response-cache and error middlewares, the guard on NIO threads."),
+    ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
@@ -24,6 +34,10 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-distributed-tracing", from: "1.7.3"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1"),
+        .package(url: "https://github.com/hummingbird-project/hummingbird-auth", from: "2.5.0"),
+        .package(url: "https://github.com/vapor/vapor", from: "4.122.3"),
     ],
     targets: [
         // epoll and eventfd, which Swift's Glibc module does not export.
@@ -57,6 +71,19 @@ let package = Package(
                                                    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                                                    .product(name: "Tracing", package: "swift-distributed-tracing")]),
         .target(name: "Tandem", dependencies: ["TandemLoop", "TandemCache", "TandemRedis", "TandemMemcached", "TandemHTTP"]),
+        // What both adapters share: the guard taught SwiftNIO's loop threads.
+        .target(name: "TandemNIO", dependencies: [
+            "Tandem",
+            .product(name: "NIOPosix", package: "swift-nio", condition: .when(traits: ["HummingbirdAdapter", "VaporAdapter"])),
+        ]),
+        .target(name: "TandemHummingbird", dependencies: [
+            "Tandem", "TandemHTTP", "TandemNIO",
+            .product(name: "Hummingbird", package: "hummingbird", condition: .when(traits: ["HummingbirdAdapter"])),
+        ]),
+        .target(name: "TandemVapor", dependencies: [
+            "Tandem", "TandemHTTP", "TandemNIO",
+            .product(name: "Vapor", package: "vapor", condition: .when(traits: ["VaporAdapter"])),
+        ]),
         // Caches(configReader:) on apple/swift-configuration, kept out of the umbrella.
         .target(name: "TandemConfiguration", dependencies: ["Tandem", .product(name: "Configuration", package: "swift-configuration")]),
         .executableTarget(
@@ -83,6 +110,17 @@ let package = Package(
         .testTarget(name: "TandemFaultTests", dependencies: ["Tandem", "TandemTestSupport", .product(name: "Logging", package: "swift-log"),
                                                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
                     path: "Integration/faults/Tests"),
+        // The adapters' tests (Integration/test.sh adapters: built once with both traits, outside the
+        // sanitizer phases); without the traits they compile to nothing.
+        .testTarget(name: "TandemHummingbirdTests", dependencies: [
+            "TandemHummingbird", "TandemTestSupport",
+            .product(name: "HummingbirdTesting", package: "hummingbird", condition: .when(traits: ["HummingbirdAdapter"])),
+            .product(name: "HummingbirdAuth", package: "hummingbird-auth", condition: .when(traits: ["HummingbirdAdapter"])),
+        ], path: "Tests/Adapters/TandemHummingbirdTests"),
+        .testTarget(name: "TandemVaporTests", dependencies: [
+            "TandemVapor", "TandemTestSupport",
+            .product(name: "VaporTesting", package: "vapor", condition: .when(traits: ["VaporAdapter"])),
+        ], path: "Tests/Adapters/TandemVaporTests"),
         .testTarget(
             name: "TandemTests",
             dependencies: ["Tandem", "TandemTestSupport", "TandemConfiguration",

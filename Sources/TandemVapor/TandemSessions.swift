@@ -1,0 +1,66 @@
+#if VaporAdapter
+import Foundation
+import Tandem
+import TandemNIO
+import Vapor
+
+/// Vapor's sessions on a Tandem cache, like Django's cache-backed sessions
+/// (`django.contrib.sessions.backends.cache`): each session is one key,
+/// `<keyPrefix><session id>`, kept for `timeout` (Django's `SESSION_COOKIE_AGE`, two weeks) from its
+/// last write. A new session's id is 32 random bytes (as Vapor's memory driver makes them) and is
+/// claimed with `add`, so two sessions can never share one.
+///
+/// `app.sessions.use(.tandem(caches["sessions"]))` and `app.middleware.use(app.sessions.middleware)`.
+public struct TandemSessions: AsyncSessionDriver {
+    /// The cache that holds the sessions.
+    public let cache: Tandem.Cache
+    /// How long a session lives after its last write.
+    public let timeout: Duration
+    /// Put in front of every session id (Django's is `django.contrib.sessions.cache`).
+    public let keyPrefix: String
+
+    /// Sessions in `cache`.
+    public init(cache: Tandem.Cache, timeout: Duration = .seconds(1_209_600), keyPrefix: String = "django.contrib.sessions.cache") {
+        self.cache = cache
+        self.timeout = timeout
+        self.keyPrefix = keyPrefix
+        NIOLoopGuard.install()
+    }
+
+    private var cacheTimeout: CacheTimeout { .seconds(Double(timeout.components.seconds)) }
+
+    public func createSession(_ data: SessionData, for request: Request) async throws -> SessionID {
+        let bytes = Array(try JSONEncoder().encode(data))
+        for _ in 0..<8 {
+            let id = SessionID(string: Data([UInt8].random(count: 32)).base64EncodedString())
+            if try await cache.async.add(keyPrefix + id.string, bytes, timeout: cacheTimeout) { return id }
+        }
+        throw Abort(.internalServerError, reason: "could not claim a new session id")
+    }
+
+    public func readSession(_ sessionID: SessionID, for request: Request) async throws -> SessionData? {
+        guard let bytes = try await cache.async.get(keyPrefix + sessionID.string) as [UInt8]? else { return nil }
+        return try? JSONDecoder().decode(SessionData.self, from: Data(bytes))
+    }
+
+    public func updateSession(_ sessionID: SessionID, to data: SessionData, for request: Request) async throws -> SessionID {
+        try await cache.async.set(keyPrefix + sessionID.string, Array(try JSONEncoder().encode(data)), timeout: cacheTimeout)
+        return sessionID
+    }
+
+    public func deleteSession(_ sessionID: SessionID, for request: Request) async throws {
+        try await cache.async.delete(keyPrefix + sessionID.string)
+    }
+}
+
+extension Application.Sessions.Provider {
+    /// Vapor's sessions on a Tandem cache: `app.sessions.use(.tandem(caches["sessions"]))`.
+    public static func tandem(_ cache: Tandem.Cache, timeout: Duration = .seconds(1_209_600),
+                              keyPrefix: String = "django.contrib.sessions.cache") -> Self {
+        .init { app in
+            let driver = TandemSessions(cache: cache, timeout: timeout, keyPrefix: keyPrefix)
+            app.sessions.use { _ in driver }
+        }
+    }
+}
+#endif

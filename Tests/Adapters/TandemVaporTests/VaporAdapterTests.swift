@@ -1,0 +1,163 @@
+#if VaporAdapter
+import Foundation
+import Synchronization
+import Tandem
+import TandemTestSupport
+import TandemVapor
+import Testing
+import Vapor
+import VaporTesting
+
+private struct Profile: Codable, Equatable { var name: String; var visits: Int }
+
+@Suite struct VaporCacheContract {
+    @Test(arguments: AdapterBackends.all)
+    func getSetNilDeletesAndExpiry(_ backend: String) async throws {
+        let tandem = try AdapterBackends.cache(backend, redisDB: 7)
+        try await withApp { app in
+            app.caches.use(.tandem(tandem))
+            let cache = app.cache
+            #expect(cache is TandemVaporCache)
+            #expect(try await cache.get("p", as: Profile.self) == nil)
+            try await cache.set("p", to: Profile(name: "ada", visits: 1))
+            #expect(try await cache.get("p", as: Profile.self) == Profile(name: "ada", visits: 1))
+            // Stored in the Tandem cache itself, as JSON.
+            let raw = try #require(try await tandem.async.get("p") as [UInt8]?)
+            #expect(String(decoding: raw, as: UTF8.self).contains("\"ada\""))
+            try await cache.set("p", to: Profile?.none)
+            #expect(try await cache.get("p", as: Profile.self) == nil, "nil deletes")
+            try await cache.delete("never-there")
+            try await cache.set("short", to: "v", expiresIn: .seconds(1))
+            try await cache.set("long", to: "v", expiresIn: .minutes(5))
+            #expect(try await cache.get("short", as: String.self) == "v")
+            try await Task.sleep(for: .milliseconds(2100))
+            #expect(try await cache.get("short", as: String.self) == nil, "the expiry is honoured")
+            #expect(try await cache.get("long", as: String.self) == "v")
+            // A value that does not decode as the type asked for is an error, not a wrong value.
+            await #expect(throws: DecodingError.self) { _ = try await cache.get("long", as: Int.self) }
+        }
+    }
+
+    @Test func requestCachesCompleteOnTheRequestsLoop() async throws {
+        let tandem = try AdapterBackends.cache("locmem", redisDB: 7)
+        try await withApp { app in
+            app.caches.use(.tandem(tandem))
+            app.get("c") { req async throws -> String in
+                try await req.cache.set("k", to: "v")
+                return try await req.cache.get("k", as: String.self) ?? "none"
+            }
+            try await app.testing().test(.GET, "c") { res async in
+                #expect(res.status == .ok && res.body.string == "v")
+            }
+        }
+    }
+}
+
+@Suite struct VaporSessions {
+    @Test(arguments: AdapterBackends.all)
+    func aSessionSurvivesAcrossRequestsInTheCache(_ backend: String) async throws {
+        let tandem = try AdapterBackends.cache(backend, redisDB: 7)
+        try await withApp { app in
+            app.sessions.use(.tandem(tandem, timeout: .seconds(300)))
+            app.middleware.use(app.sessions.middleware)
+            app.post("login") { req -> HTTPStatus in
+                req.session.data["user"] = "ada"
+                return .ok
+            }
+            app.get("me") { req -> String in req.session.data["user"] ?? "nobody" }
+            app.post("logout") { req -> HTTPStatus in
+                req.session.destroy()
+                return .ok
+            }
+            let tester = try app.testing()
+            var cookie = ""
+            try await tester.test(.POST, "login") { res async in
+                cookie = res.headers.first(name: .setCookie)?.split(separator: ";").first.map(String.init) ?? ""
+            }
+            #expect(cookie.hasPrefix("vapor-session="), "\(cookie)")
+            try await tester.test(.GET, "me", headers: ["Cookie": cookie]) { res async in #expect(res.body.string == "ada") }
+            try await tester.test(.GET, "me") { res async in #expect(res.body.string == "nobody") }
+            let id = String(cookie.dropFirst("vapor-session=".count))
+            #expect(try await tandem.async.get("django.contrib.sessions.cache" + id) as [UInt8]? != nil, "stored like Django's cache sessions")
+            try await tester.test(.POST, "logout", headers: ["Cookie": cookie]) { res async in #expect(res.status == .ok) }
+            #expect(try await tandem.async.get("django.contrib.sessions.cache" + id) as [UInt8]? == nil, "destroyed")
+        }
+    }
+}
+
+@Suite struct VaporMiddlewares {
+    @Test(arguments: AdapterBackends.all)
+    func responseCacheFollowsDjangosRules(_ backend: String) async throws {
+        let tandem = try AdapterBackends.cache(backend, redisDB: 7)
+        let counts = Mutex<[String: Int]>([:])
+        @Sendable func count(_ name: String) -> String {
+            String(counts.withLock { $0[name, default: 0] += 1; return $0[name] ?? 0 })
+        }
+        try await withApp { app in
+            app.middleware.use(TandemResponseCacheMiddleware(cache: tandem, timeout: .seconds(60)))
+            app.get("page") { _ in count("page") }
+            app.post("page") { _ in count("post") }
+            app.get("private") { _ -> Response in
+                Response(status: .ok, headers: ["Cache-Control": "private"], body: .init(string: count("private")))
+            }
+            app.get("vary") { req -> Response in
+                Response(status: .ok, headers: ["Vary": "Accept-Language"],
+                         body: .init(string: (req.headers.first(name: .acceptLanguage) ?? "-") + count("vary")))
+            }
+            let tester = try app.testing()
+            try await tester.test(.GET, "page") { res async in
+                #expect(res.body.string == "1" && res.headers.first(name: .cacheControl) == "max-age=60")
+            }
+            try await tester.test(.GET, "page") { res async in
+                #expect(res.body.string == "1" && res.headers.first(name: .age) != nil, "served from the cache")
+            }
+            try await tester.test(.POST, "page") { res async in #expect(res.body.string == "1") }
+            try await tester.test(.POST, "page") { res async in #expect(res.body.string == "2", "POST is never cached") }
+            try await tester.test(.GET, "private") { res async in #expect(res.body.string == "1") }
+            try await tester.test(.GET, "private") { res async in #expect(res.body.string == "2", "private is not stored") }
+            try await tester.test(.GET, "vary", headers: ["Accept-Language": "en"]) { res async in #expect(res.body.string == "en1") }
+            try await tester.test(.GET, "vary", headers: ["Accept-Language": "fr"]) { res async in #expect(res.body.string == "fr2") }
+            try await tester.test(.GET, "vary", headers: ["Accept-Language": "en"]) { res async in #expect(res.body.string == "en1") }
+        }
+    }
+
+    @Test func tandemErrorsBecomeStatusesThatSayWhatFailed() async throws {
+        let dead = try Caches(settings: ["default": CacheSettings(backend: "redis", location: ["redis://127.0.0.1:1/0"],
+                                                                  options: ["CONNECT_TIMEOUT": 0.2])]).default
+        try await withApp { app in
+            app.middleware.use(TandemErrorMiddleware())
+            app.get("cache") { _ async throws -> String in try await dead.async.get("k") ?? "none" }
+            app.get("upstream") { _ async throws -> String in throw UpstreamError.deadlineExceeded(url: "http://users/1") }
+            app.get("other") { _ async throws -> String in throw Abort(.conflict) }
+            let tester = try app.testing()
+            try await tester.test(.GET, "cache") { res async in #expect(res.status == .serviceUnavailable) }
+            try await tester.test(.GET, "upstream") { res async in #expect(res.status == .gatewayTimeout) }
+            try await tester.test(.GET, "other") { res async in #expect(res.status == .conflict) }
+        }
+    }
+}
+
+@Suite struct VaporGuard {
+    /// A synchronous route runs on a NIO event-loop thread: a blocking Tandem call there is refused
+    /// (and says to use `.async`), whatever the backend and the policy.
+    @Test func aBlockingCallInASynchronousRouteIsRefused() async throws {
+        let tandem = try Caches(settings: ["default": CacheSettings(backend: "locmem", location: ["guard-\(UUID())"],
+                                                                    options: ["ASYNC_UNSAFE": "allow"])]).default
+        try await withApp { app in
+            app.caches.use(.tandem(tandem))   // setting up the adapter installs the guard on NIO's threads
+            app.get("sync") { _ -> String in
+                do { try tandem.set("k", 1); return "stored" } catch { return "\(error)" }
+            }
+            app.get("async") { _ async throws -> String in
+                try await tandem.async.set("k", 2)
+                return "stored"
+            }
+            let tester = try app.testing(method: .running(hostname: "127.0.0.1", port: 0))
+            try await tester.test(.GET, "sync") { res async in
+                #expect(res.body.string.contains("on an event-loop thread") && res.body.string.contains(".async"), "\(res.body.string)")
+            }
+            try await tester.test(.GET, "async") { res async in #expect(res.body.string == "stored") }
+        }
+    }
+}
+#endif
