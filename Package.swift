@@ -120,6 +120,9 @@ let package = Package(
         .testTarget(name: "TandemVaporTests", dependencies: [
             "TandemVapor", "TandemTestSupport",
             .product(name: "VaporTesting", package: "vapor", condition: .when(traits: ["VaporAdapter"])),
+            // For the test that Tandem's public names compile next to all of theirs.
+            .product(name: "Hummingbird", package: "hummingbird", condition: .when(traits: ["HummingbirdAdapter"])),
+            "TandemHummingbird",
         ], path: "Tests/Adapters/TandemVaporTests"),
         .testTarget(
             name: "TandemTests",
