@@ -10,6 +10,7 @@ scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(locmem)
 ensure_packages
 extra=()
+views=()
 BIN="$TANDEM_ROOT/Integration/bench/bin"
 mkdir -p "$BIN"
 # The asyncio upstream (Integration/upstream.py), once.
@@ -51,35 +52,57 @@ for s in "${scenarios[@]}"; do
     http-small-gets)
       ensure_packages nginx
       NGINX_PORT=$(free_port)
-      mkdir -p "$RUN_DIR/nginx/www" "$RUN_DIR/nginx/tmp"
-      printf 'hello from nginx\n' > "$RUN_DIR/nginx/www/small.txt"
-      chmod 755 "$RUN_DIR" "$RUN_DIR/nginx" "$RUN_DIR/nginx/www"; chmod 644 "$RUN_DIR/nginx/www/small.txt"
-      cat > "$RUN_DIR/nginx/nginx.conf" <<NGINX
-worker_processes 1;
-daemon on;
-pid $RUN_DIR/nginx/nginx.pid;
-error_log $RUN_DIR/nginx/error.log;
-events { worker_connections 1024; }
-http {
-  access_log off;
-  client_body_temp_path $RUN_DIR/nginx/tmp;
-  proxy_temp_path $RUN_DIR/nginx/tmp;
-  fastcgi_temp_path $RUN_DIR/nginx/tmp;
-  uwsgi_temp_path $RUN_DIR/nginx/tmp;
-  scgi_temp_path $RUN_DIR/nginx/tmp;
-  keepalive_requests 1000000;
-  server { listen 127.0.0.1:$NGINX_PORT; root $RUN_DIR/nginx/www; }
-}
-NGINX
-      nginx -c "$RUN_DIR/nginx/nginx.conf" -p "$RUN_DIR/nginx"
-      remember_pidfile "$RUN_DIR/nginx/nginx.pid"
-      wait_port "$NGINX_PORT"
+      mkdir -p "$RUN_DIR/www"
+      printf 'hello from nginx\n' > "$RUN_DIR/www/small.txt"
+      start_nginx "$NGINX_PORT" "$RUN_DIR/www"
       gcc -O2 -o "$BIN/curl_multi_gets" "$TANDEM_ROOT/Integration/bench/curl_multi_gets.c" $(pkg-config --cflags --libs libcurl)
       extra+=(--small-file "http://127.0.0.1:$NGINX_PORT/small.txt" --curl-reference "$BIN/curl_multi_gets")
+      ;;
+    view-product|view-dashboard)
+      views+=("$s")
       ;;
     *) ;;  # tandem-bench names unknown scenarios itself
   esac
 done
+
+# The end-to-end views: the example shop (Examples/, release) and the same views in Django 5.2, both
+# ways Django is deployed (async views on uvicorn, sync views on gunicorn with threads), as many
+# workers as cores, against one Redis and nginx serving the dashboard's five documents; wrk drives
+# each in turn (Integration/bench/views.py).
+start_view_servers() {
+  ensure_packages nginx wrk
+  python3 -c "import django, uvicorn, gunicorn, httpx, redis" 2>/dev/null \
+    || python3 -m pip install -q "django==5.2.*" uvicorn gunicorn httpx redis >&2
+  local redis_port nginx_port shop_port async_port sync_port cores django_dir
+  cores=$(nproc)
+  redis_port=$(free_port); start_redis views "$redis_port"
+  write_shop_documents "$RUN_DIR/shop-www"
+  nginx_port=$(free_port); start_nginx "$nginx_port" "$RUN_DIR/shop-www"
+  (cd "$TANDEM_ROOT/Examples" && swift build -c release --product shop >&2)
+  shop_port=$(free_port)
+  TANDEM_CACHES="{\"default\": {\"BACKEND\": \"redis\", \"LOCATION\": \"redis://127.0.0.1:$redis_port/0\"},
+    \"sessions\": {\"BACKEND\": \"locmem\", \"LOCATION\": \"sessions\"}, \"pages\": {\"BACKEND\": \"locmem\", \"LOCATION\": \"pages\"}}" \
+  SHOP_UPSTREAM="http://127.0.0.1:$nginx_port" SHOP_PORT="$shop_port" SHOP_LOG_LEVEL=warning \
+    start_background shop "$shop_port" "$TANDEM_ROOT/Examples/.build/release/shop"
+  django_dir="$TANDEM_ROOT/Integration/bench/django_shop"
+  async_port=$(free_port); sync_port=$(free_port)
+  SHOP_REDIS_URL="redis://127.0.0.1:$redis_port/1" SHOP_UPSTREAM="http://127.0.0.1:$nginx_port" \
+    start_background django-async "$async_port" python3 -m uvicorn --app-dir "$django_dir" shop.asgi:application \
+      --host 127.0.0.1 --port "$async_port" --workers "$cores" --no-access-log --log-level warning
+  SHOP_REDIS_URL="redis://127.0.0.1:$redis_port/2" SHOP_UPSTREAM="http://127.0.0.1:$nginx_port" \
+    start_background django-sync "$sync_port" python3 -m gunicorn --chdir "$django_dir" -w "$cores" --threads 16 \
+      -b "127.0.0.1:$sync_port" --log-level warning shop.wsgi:application
+  export SHOP_URL="http://127.0.0.1:$shop_port" DJANGO_ASYNC_URL="http://127.0.0.1:$async_port"
+  export DJANGO_SYNC_URL="http://127.0.0.1:$sync_port"
+}
+if [ ${#views[@]} -gt 0 ]; then
+  start_view_servers
+  python3 "$TANDEM_ROOT/Integration/bench/views.py" --seconds "${TANDEM_VIEW_SECONDS:-10}" "${views[@]}"
+fi
+
+others=()
+for s in "${scenarios[@]}"; do case "$s" in view-*) ;; *) others+=("$s") ;; esac; done
+[ ${#others[@]} -gt 0 ] || exit 0
 swift build -c release --product tandem-bench >&2
 # TANDEM_BENCH_WRAPPER runs the benchmark under a profiler, e.g. "perf record -e cpu-clock -g -o /tmp/perf.data".
-${TANDEM_BENCH_WRAPPER:-} .build/release/tandem-bench "${scenarios[@]}" "${extra[@]}" ${TANDEM_BENCH_ARGS:-}
+${TANDEM_BENCH_WRAPPER:-} .build/release/tandem-bench "${others[@]}" "${extra[@]}" ${TANDEM_BENCH_ARGS:-}

@@ -94,6 +94,44 @@ stop_all() {
   STARTED_PIDS=()
 }
 
+# start_nginx PORT DOCROOT: nginx (Debian's) serving DOCROOT on 127.0.0.1:PORT with keep-alive, no log.
+start_nginx() {
+  local port=$1 root=$2 d="$RUN_DIR/nginx-$1"
+  mkdir -p "$d/tmp"
+  chmod 755 "$RUN_DIR" "$d" "$root"; find "$root" -type f -exec chmod 644 {} +
+  cat > "$d/nginx.conf" <<NGINX
+worker_processes 1;
+daemon on;
+pid $d/nginx.pid;
+error_log $d/error.log;
+events { worker_connections 4096; }
+http {
+  access_log off;
+  client_body_temp_path $d/tmp;
+  proxy_temp_path $d/tmp;
+  fastcgi_temp_path $d/tmp;
+  uwsgi_temp_path $d/tmp;
+  scgi_temp_path $d/tmp;
+  keepalive_requests 1000000;
+  types { application/json json; text/plain txt; }
+  server { listen 127.0.0.1:$port; root $root; }
+}
+NGINX
+  nginx -c "$d/nginx.conf" -p "$d"
+  remember_pidfile "$d/nginx.pid"
+  wait_port "$port"
+}
+
+# write_shop_documents DIR: the five small JSON documents the example shop's dashboard reads.
+write_shop_documents() {
+  local dir=$1 name
+  mkdir -p "$dir"
+  for name in users orders recommendations inventory reviews; do
+    printf '{"service": "%s", "items": [{"id": 1, "title": "%s one"}, {"id": 2, "title": "%s two"}, {"id": 3, "title": "%s three"}]}\n' \
+      "$name" "$name" "$name" "$name" > "$dir/$name.json"
+  done
+}
+
 # make_test_certificates: a private CA and a certificate for localhost signed by it (self-signed chain).
 make_test_certificates() {
   local d="$RUN_DIR/tls"

@@ -12,6 +12,7 @@
 #   faults   the fault and bad-input suite (Integration/faults), one test at a time, with its figures
 #   adapters the Hummingbird and Vapor adapters (both package traits on; builds SwiftNIO, Hummingbird
 #            and Vapor once, in .build-adapters; never under a sanitizer)
+#   example  the example shop's tests (Examples/test.sh: its own servers, real HTTP)
 #   thread   tests and faults again under ThreadSanitizer (build folder .build-thread)
 #   address  tests and faults again under AddressSanitizer and LeakSanitizer (.build-address), then
 #            the leak check: tandem-stress under LeakSanitizer (and once with a planted leak, which
@@ -21,9 +22,9 @@ trap stop_all EXIT INT TERM
 cd "$TANDEM_ROOT"
 
 phases=("$@")
-[ ${#phases[@]} -gt 0 ] || phases=(tests faults adapters thread address)
+[ ${#phases[@]} -gt 0 ] || phases=(tests faults adapters example thread address)
 for p in "${phases[@]}"; do
-  case "$p" in tests|faults|adapters|thread|address) ;; *) echo "unknown phase '$p' (tests, faults, adapters, thread, address)" >&2; exit 2 ;; esac
+  case "$p" in tests|faults|adapters|example|thread|address) ;; *) echo "unknown phase '$p' (tests, faults, adapters, example, thread, address)" >&2; exit 2 ;; esac
 done
 
 ensure_packages
@@ -77,6 +78,8 @@ for p in "${phases[@]}"; do
              adapter_flags=(--traits HummingbirdAdapter,VaporAdapter --scratch-path "$TANDEM_ROOT/.build-adapters")
              swift build --build-tests "${adapter_flags[@]}"
              swift test --skip-build --disable-xctest "${adapter_flags[@]}" --filter "TandemHummingbirdTests|TandemVaporTests" ;;
+    example) stop_all; printf '\n=== %s (%s)\n' "the example shop" "$(date +%H:%M:%S)" >&2
+             bash "$TANDEM_ROOT/Examples/test.sh" ;;
     thread)  say "ThreadSanitizer"; run_suite --sanitize=thread --scratch-path "$TANDEM_ROOT/.build-thread"
              run_faults --sanitize=thread --scratch-path "$TANDEM_ROOT/.build-thread" ;;
     address) say "AddressSanitizer and LeakSanitizer"; run_suite --sanitize=address --scratch-path "$TANDEM_ROOT/.build-address"

@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Tandem
 import TandemTestSupport
 import Testing
@@ -54,22 +55,28 @@ import Testing
 
     @Test func anotherRuntimesLoopThreadsAreRecognisedOnceRegistered() async throws {
         let c = try cache(.allow)
-        let name = "fl-\(UInt32.random(in: 0...UInt32.max))"  // a thread name holds 15 bytes
-        /// Runs `body` on a new thread with the given name.
-        func onThread(named threadName: String, _ body: @escaping @Sendable () throws -> Void) async -> (any Error)? {
+        /// The threads this test's make-believe runtime runs its loops on (by pthread identity).
+        let loopThreads = Box(Mutex<Set<UInt>>([]))
+        /// Runs `body` on a new plain thread, marked as one of the runtime's loop threads or not.
+        func onThread(asLoop: Bool, _ body: @escaping @Sendable () throws -> Void) async -> (any Error)? {
             await withCheckedContinuation { (cont: CheckedContinuation<(any Error)?, Never>) in
                 let t = Thread {
-                    Thread.current.name = threadName
+                    let me = UInt(pthread_self())  // pthread_t is an integer on Linux
+                    if asLoop { loopThreads.value.withLock { _ = $0.insert(me) } }
+                    defer { if asLoop { loopThreads.value.withLock { _ = $0.remove(me) } } }
                     do { try body(); cont.resume(returning: nil) } catch { cont.resume(returning: error) }
                 }
                 t.start()
             }
         }
-        #expect(await onThread(named: name) { try c.set("k", 1) } == nil, "not a loop thread before the check is registered")
-        AsyncSafety.recogniseEventLoopThreads { Thread.current.name == name }
-        let refused = await onThread(named: name) { try c.set("k", 2) }
+        #expect(await onThread(asLoop: true) { try c.set("k", 1) } == nil, "not a loop thread before the check is registered")
+        AsyncSafety.recogniseEventLoopThreads {
+            let me = UInt(pthread_self())  // pthread_t is an integer on Linux
+            return loopThreads.value.withLock { $0.contains(me) }
+        }
+        let refused = await onThread(asLoop: true) { try c.set("k", 2) }
         #expect(refused as? TandemError == .blockingCallOnEventLoop(operation: "cache 'default' set"), "\(String(describing: refused))")
-        #expect(await onThread(named: "plain") { try c.set("k", 3) } == nil, "other threads are unaffected")
+        #expect(await onThread(asLoop: false) { try c.set("k", 3) } == nil, "other threads are unaffected")
         #expect(try await c.async.get("k") as Int? == 3)
     }
 }
