@@ -34,7 +34,7 @@ def product(request, product_id):
     body = cache.get(key)
     if body is None:
         time.sleep(0.005)
-        body = json.dumps(make_product(product_id)).encode()
+        body = json.dumps(make_product(product_id), sort_keys=True, separators=(",", ":")).encode()
         cache.add(key, body, 300)
         body = cache.get(key) or body
     return HttpResponse(body, content_type="application/json")
@@ -45,7 +45,7 @@ async def product_async(request, product_id):
     body = await cache.aget(key)
     if body is None:
         await asyncio.sleep(0.005)
-        body = json.dumps(make_product(product_id)).encode()
+        body = json.dumps(make_product(product_id), sort_keys=True, separators=(",", ":")).encode()
         await cache.aadd(key, body, 300)
         body = await cache.aget(key) or body
     return HttpResponse(body, content_type="application/json")
@@ -56,7 +56,7 @@ def compose(parts):
     out = b"{" + b"".join(
         f'"{name}":'.encode() + (parts.get(name) or b"null") + b"," for name in SERVICES
     )
-    return HttpResponse(out + json.dumps({"missing": missing})[1:].encode(), content_type="application/json")
+    return HttpResponse(out + json.dumps({"missing": missing}, separators=(",", ":"))[1:].encode(), content_type="application/json")
 
 
 _sync_client = httpx.Client(timeout=DEADLINE)
