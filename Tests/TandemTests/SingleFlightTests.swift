@@ -160,7 +160,8 @@ struct ProducerFailed: Error, Equatable {}
                     return v
                 }
             }
-            #expect(try await eventually { answered.value.load(ordering: .relaxed) == 49 && producer.runs.load(ordering: .relaxed) == 1 })
+            // Bounded generously: a loaded ThreadSanitizer run missed 30 s twice on 2026-12-03 (cause not found).
+            #expect(try await eventually(120) { answered.value.load(ordering: .relaxed) == 49 && producer.runs.load(ordering: .relaxed) == 1 })
             producer.release()
             return try await group.reduce(into: [String]()) { $0.append($1) }
         }
