@@ -1,4 +1,5 @@
 import CMemcached
+import Dispatch
 import Foundation
 import Synchronization
 import TandemCache
@@ -124,6 +125,12 @@ final class MemcachedPool: @unchecked Sendable {
     /// same lock covers a handle's return, so a handle is either back before ``shutDown()`` looks
     /// (and closed there) or sees the flag (and is closed on its way back): none keeps a connection.
     private let isShutDown = Mutex(false)
+    /// One permit per handle. The wait for a free handle happens here, on the monotonic clock, and not
+    /// in `memcached_pool_fetch`: libmemcached 1.1.4 adds the timeout to `time(NULL)`, whole seconds
+    /// of the wall clock, so its wait ends anywhere between 0 and the timeout (a 1 s POOL_TIMEOUT
+    /// failed callers after a few milliseconds). Holding a permit, a caller finds a free handle, or
+    /// room to make one.
+    private let capacity: DispatchSemaphore
 
     init(config: MemcachedConfiguration, size: Int, alias: String) throws {
         let options = config.optionString(size: size)
@@ -135,6 +142,7 @@ final class MemcachedPool: @unchecked Sendable {
         self.timeout = config.poolTimeout
         self.description = config.description
         self.config = config
+        self.capacity = DispatchSemaphore(value: size)
         func set(_ b: memcached_behavior_t, _ v: UInt64) { _ = memcached_pool_behavior_set(p, b, v) }
         set(MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, config.binaryProtocol ? 1 : 0)
         set(MEMCACHED_BEHAVIOR_TCP_NODELAY, config.tcpNoDelay ? 1 : 0)
@@ -163,10 +171,17 @@ final class MemcachedPool: @unchecked Sendable {
         var idle: [UnsafeMutablePointer<memcached_st>] = []
         var rc = MEMCACHED_SUCCESS
         var now = timespec(tv_sec: 0, tv_nsec: 0)  // never wait: a handle in use is not ours to close
-        while idle.count < size, let h = memcached_pool_fetch(pool, &now, &rc) { idle.append(h) }
+        while idle.count < size, capacity.wait(timeout: .now()) == .success {
+            guard let h = memcached_pool_fetch(pool, &now, &rc) else {
+                capacity.signal()
+                break
+            }
+            idle.append(h)
+        }
         for h in idle {
             memcached_quit(h)
             _ = memcached_pool_release(pool, h)
+            capacity.signal()
         }
     }
 
@@ -186,8 +201,14 @@ final class MemcachedPool: @unchecked Sendable {
 
     /// Borrows a handle (waiting at most `timeout`), runs `body` on the calling thread, returns it.
     func withHandle<R>(_ body: (UnsafeMutablePointer<memcached_st>) throws -> R) throws -> R {
+        guard capacity.wait(timeout: .now() + timeout) == .success else {
+            throw CacheError.poolExhausted(server: description, size: size)
+        }
+        defer { capacity.signal() }
         var rc = MEMCACHED_SUCCESS
-        var wait = timespec(tv_sec: Int(timeout), tv_nsec: Int((timeout - Double(Int(timeout))) * 1e9))
+        // With a permit a handle is free or can be made; the short wait only covers a handle that
+        // `closeIdle` holds for a moment (whole seconds: see `capacity`).
+        var wait = timespec(tv_sec: 2, tv_nsec: 0)
         guard let handle = memcached_pool_fetch(pool, &wait, &rc) else {
             throw CacheError.poolExhausted(server: description, size: size)
         }

@@ -239,22 +239,39 @@ struct MemcachedBackendTests {
         #expect(threadNames().contains { $0.hasPrefix("tandem-memcache") }, "a worker thread runs: \(threadNames())")
     }
 
-    @Test func exhaustedPoolFailsWithATypedError() async throws {
-        // A server that accepts connections and never answers keeps the only handle busy.
+    @Test func exhaustedPoolFailsWithATypedErrorAfterItsWholeTimeout() async throws {
+        // A server that accepts connections and never answers keeps the only handle busy (for up to
+        // POLL_TIMEOUT; the test ends it sooner by closing the connection).
         let (listener, port) = try silentListener()
         defer { close(listener) }
-        let cache = try memcachedCache(["127.0.0.1:\(port)"], options: ["POOL_SIZE": 1, "POOL_TIMEOUT": 0.05, "POLL_TIMEOUT": 1.5, "CONNECT_TIMEOUT": 1])
+        let cache = try memcachedCache(["127.0.0.1:\(port)"], options: ["POOL_SIZE": 1, "POOL_TIMEOUT": 0.25, "POLL_TIMEOUT": 60, "CONNECT_TIMEOUT": 1])
         let slow = startOnPlainThread { try? cache.get("k") as String? }
         // The first get holds the handle once its connection waits in the listener's queue.
         var pfd = pollfd(fd: listener, events: Int16(POLLIN), revents: 0)
         #expect(poll(&pfd, 1, 10_000) == 1, "the first get connected")
-        do {
-            _ = try await onPlainThread { try cache.get("k") as String? }
-            Issue.record("the second blocking get found a free handle")
-        } catch let e as CacheError {
-            guard case .poolExhausted(_, let size) = e else { Issue.record("expected poolExhausted, got \(e)"); return }
-            #expect(size == 1)
+        // Three times, so that a wait cut short by the wall clock's second boundary (libmemcached's
+        // own pool wait ends at time(NULL) + timeout) would show: a lower bound, which load cannot
+        // break. On one plain thread, so that no round waits for a turn of the cooperative pool.
+        let outcomes = try await onPlainThread {
+            (1...3).map { _ -> (Duration, Result<String?, any Error>) in
+                let started = ContinuousClock.now
+                let result = Result { try cache.get("k") as String? }
+                return (ContinuousClock.now - started, result)
+            }
         }
+        for (round, (waited, result)) in zip(1..., outcomes) {
+            switch result {
+            case .success:
+                Issue.record("round \(round): the second blocking get found a free handle")
+            case .failure(let e):
+                guard case CacheError.poolExhausted(_, let size)? = e as? CacheError else { Issue.record("expected poolExhausted, got \(e)"); continue }
+                #expect(size == 1)
+                #expect(waited >= .milliseconds(250), "round \(round): gave up after \(waited), before POOL_TIMEOUT")
+            }
+        }
+        // Hang up on the first get so that it ends now, not after POLL_TIMEOUT.
+        let accepted = accept(listener, nil, nil)
+        if accepted >= 0 { close(accepted) }
         _ = try await slow.value()
     }
 
