@@ -10,8 +10,9 @@ public enum FaceKind: String, Sendable, CaseIterable, CustomStringConvertible {
 /// One cache seen through one face, with every operation as an `async` function, so that each
 /// behaviour of the shared suite is written once and runs against both faces.
 ///
-/// The blocking face runs on a plain thread, where a blocking caller makes the call: the guard refuses
-/// it inside a Swift task on every backend.
+/// The blocking face runs where async code hands blocking work to (`Bridge.offload`, Tandem's
+/// `sync_to_async`: a bounded pool of reused threads), off the task: the guard refuses a blocking
+/// call inside a Swift task on every backend.
 public struct Face: Sendable {
     public let cache: Cache
     public let kind: FaceKind
@@ -23,7 +24,7 @@ public struct Face: Sendable {
 
     private func blocking<R: Sendable>(_ body: @escaping @Sendable (Cache) throws -> R) async throws -> R {
         let c = cache
-        return try await onPlainThread { try body(c) }
+        return try await Bridge.offload { try body(c) }
     }
 
     public func get<V: CacheValue>(_ key: String, as: V.Type = V.self, version: Int? = nil) async throws -> V? {
