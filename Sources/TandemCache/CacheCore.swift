@@ -205,6 +205,7 @@ final class CacheCore: Sendable {
     /// `file` and `line` are the caller's, for the `.warn` policy's message.
     @inline(__always)
     func checkBlocking(_ operation: StaticString, file: String, line: Int) throws {
+        if AsyncSafety.isPlainThread { return }
         try AsyncSafety.checkBlockingCall("cache '\(alias)' \(operation)", policy: asyncUnsafePolicy, file: file, line: line)
     }
 

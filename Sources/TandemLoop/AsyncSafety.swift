@@ -54,9 +54,15 @@ public enum AsyncSafety {
     package static var warnedSites: Set<String> { state.locked { $0.warnedSites } }
 
     /// Checks, registered by other runtimes, that tell whether the current thread runs one of their
-    /// event loops (a SwiftNIO loop, say). Until one is registered, the guard does not look at them.
-    private static let loopThreadChecks = Mutex<[@Sendable () -> Bool]>([])
-    private static let hasLoopThreadChecks = Atomic<Bool>(false)
+    /// event loops (a SwiftNIO loop, say). Read on every blocking call, so without a lock: a
+    /// registration publishes a new immutable list; every list published stays alive in `published`
+    /// (registrations are few, once per runtime), so a reader never holds a freed one.
+    @usableFromInline final class LoopThreadChecks: Sendable {
+        let checks: [@Sendable () -> Bool]
+        init(_ checks: [@Sendable () -> Bool]) { self.checks = checks }
+    }
+    private static let published = Mutex<[LoopThreadChecks]>([])
+    @usableFromInline static let foreignChecks = Atomic<Unmanaged<LoopThreadChecks>?>(nil)
 
     /// Teaches the guard to recognise another runtime's event-loop threads: a blocking call made on a
     /// thread for which `isLoopThread` returns true is refused with
@@ -64,16 +70,27 @@ public enum AsyncSafety {
     /// policy. `isLoopThread` must be cheap and must not block (it runs on every blocking call).
     /// The Hummingbird and Vapor adapters register SwiftNIO's (`MultiThreadedEventLoopGroup.currentEventLoop != nil`).
     public static func recogniseEventLoopThreads(_ isLoopThread: @escaping @Sendable () -> Bool) {
-        loopThreadChecks.locked { $0.append(isLoopThread) }
-        hasLoopThreadChecks.store(true, ordering: .releasing)
+        published.locked { lists in
+            let next = LoopThreadChecks((lists.last?.checks ?? []) + [isLoopThread])
+            lists.append(next)
+            foreignChecks.store(Unmanaged.passUnretained(next), ordering: .releasing)
+        }
     }
 
     /// True when the current thread runs a Tandem event loop, or one that
     /// ``recogniseEventLoopThreads(_:)`` was taught.
     public static var onEventLoopThread: Bool {
         if LoopThread.current != nil { return true }
-        guard hasLoopThreadChecks.load(ordering: .acquiring) else { return false }
-        return loopThreadChecks.locked { $0 }.contains { $0() }
+        guard let checks = foreignChecks.load(ordering: .acquiring) else { return false }
+        return checks.takeUnretainedValue().checks.contains { $0() }
+    }
+
+    /// True when a blocking call made here needs no judging at all: not a loop thread (Tandem's, or one
+    /// a runtime taught the guard) and not inside a Swift task, the case of every blocking caller that
+    /// is where it should be. Inlined into the cache's blocking methods, so that the guard costs them
+    /// two thread-local reads and an atomic load instead of a call.
+    @inlinable package static var isPlainThread: Bool {
+        LoopThread.current == nil && foreignChecks.load(ordering: .acquiring) == nil && withUnsafeCurrentTask { $0 == nil }
     }
 
     /// True when the caller runs inside a Swift task, and not in blocking code that a bridge runs
@@ -113,8 +130,8 @@ public enum AsyncSafety {
 
 /// Marks the threads that run an event loop, so that the guard can recognise them.
 /// A pthread key holds an unretained pointer to the loop object running on the thread.
-package enum LoopThread {
-    private static let key: pthread_key_t = {
+@usableFromInline package enum LoopThread {
+    @usableFromInline static let key: pthread_key_t = {
         var k = pthread_key_t()
         let rc = pthread_key_create(&k, nil)
         precondition(rc == 0, "pthread_key_create failed: \(rc)")
@@ -122,7 +139,7 @@ package enum LoopThread {
     }()
 
     /// The loop running on the current thread (as an opaque identity), or nil.
-    package static var current: UnsafeMutableRawPointer? { pthread_getspecific(key) }
+    @inlinable @usableFromInline package static var current: UnsafeMutableRawPointer? { pthread_getspecific(key) }
 
     /// Marks (or, with nil, unmarks) the current thread as running `loop`.
     package static func set(_ loop: UnsafeMutableRawPointer?) {
