@@ -26,11 +26,15 @@ package struct PageCache: Sendable {
     package let keyPrefix: String
     package let logger: Logger
 
-    package init(cache: Cache, timeout: Int, keyPrefix: String, logger: Logger) {
+    /// A page cache as the adapters' middlewares configure it: `timeout` rounded up to whole seconds
+    /// (a page cache of 0.5 s keeps pages for 1 s, not for none), 0 or less stores only pages whose
+    /// handler names a `max-age`; the logger is labelled `label`.
+    package init(cache: Cache, timeout: Duration, keyPrefix: String, label: String) {
+        let c = timeout.components
         self.cache = cache
-        self.timeout = timeout
+        self.timeout = Int(c.seconds) + (c.attoseconds > 0 ? 1 : 0)
         self.keyPrefix = keyPrefix
-        self.logger = logger
+        self.logger = Logger(label: label)
     }
 
     /// A stored page.
@@ -115,15 +119,8 @@ package struct PageCache: Sendable {
         return id
     }
 
-    private func headerListKey(_ url: String) -> String { keyPrefix + "tandem-page-vary:" + Self.digest(url) }
-    private func pageKey(_ identity: String) -> String { keyPrefix + "tandem-page:" + Self.digest(identity) }
-
-    /// A short key part for any text (FNV-1a 64 and the length): keys stay valid on every backend.
-    private static func digest(_ text: String) -> String {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in text.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-        return String(h, radix: 16) + ":" + String(text.utf8.count)
-    }
+    private func headerListKey(_ url: String) -> String { keyPrefix + "tandem-page-vary:" + keyDigest(url) }
+    private func pageKey(_ identity: String) -> String { keyPrefix + "tandem-page:" + keyDigest(identity) }
 
     private static let magic: [UInt8] = Array("TPG1".utf8)
 

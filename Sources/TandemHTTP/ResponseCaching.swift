@@ -35,11 +35,7 @@ public struct ResponseCaching: Sendable {
     static let storableStatuses: Set<Int> = [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501]
 
     /// The cache key of a URL (hashed: URLs can be longer than memcached's keys).
-    static func key(_ url: String) -> String {
-        var h: UInt64 = 0xcbf2_9ce4_8422_2325
-        for b in url.utf8 { h = (h ^ UInt64(b)) &* 0x100_0000_01b3 }
-        return "tandem-http:" + String(h, radix: 16) + ":" + String(url.utf8.count)
-    }
+    static func key(_ url: String) -> String { "tandem-http:" + keyDigest(url) }
 }
 
 /// The `Cache-Control` directives a shared cache acts on.

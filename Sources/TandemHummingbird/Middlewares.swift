@@ -26,8 +26,7 @@ public struct TandemResponseCacheMiddleware<Context: RequestContext>: RouterMidd
     ///   - keyPrefix: put in front of every key (Django's `CACHE_MIDDLEWARE_KEY_PREFIX`).
     ///   - maxBodyBytes: larger bodies are served but not stored.
     public init(cache: Tandem.Cache, timeout: Duration = .seconds(600), keyPrefix: String = "", maxBodyBytes: Int = 1 << 20) {
-        pages = PageCache(cache: cache, timeout: Int(timeout.components.seconds), keyPrefix: keyPrefix,
-                          logger: Logger(label: "tandem.hummingbird.page-cache"))
+        pages = PageCache(cache: cache, timeout: timeout, keyPrefix: keyPrefix, label: "tandem.hummingbird.page-cache")
         self.maxBodyBytes = maxBodyBytes
         NIOLoopGuard.install()
     }

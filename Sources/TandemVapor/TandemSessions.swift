@@ -27,7 +27,9 @@ public struct TandemSessions: AsyncSessionDriver {
         NIOLoopGuard.install()
     }
 
-    private var cacheTimeout: CacheTimeout { .seconds(Double(timeout.components.seconds)) }
+    private var cacheTimeout: CacheTimeout {
+        .seconds(Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18)
+    }
 
     public func createSession(_ data: SessionData, for request: Request) async throws -> SessionID {
         let bytes = Array(try JSONEncoder().encode(data))

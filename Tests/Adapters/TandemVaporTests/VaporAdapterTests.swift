@@ -27,9 +27,11 @@ private struct Profile: Codable, Equatable { var name: String; var visits: Int }
             try await cache.set("p", to: Profile?.none)
             #expect(try await cache.get("p", as: Profile.self) == nil, "nil deletes")
             try await cache.delete("never-there")
+            let alive = AliveWindow(0.8)   // a late step on a loaded machine proves nothing about "still there"
             try await cache.set("short", to: "v", expiresIn: .seconds(1))
+            let early = try await cache.get("short", as: String.self)
+            if alive.isOpen { #expect(early == "v") }
             try await cache.set("long", to: "v", expiresIn: .minutes(5))
-            #expect(try await cache.get("short", as: String.self) == "v")
             try await Task.sleep(for: .milliseconds(2100))
             #expect(try await cache.get("short", as: String.self) == nil, "the expiry is honoured")
             #expect(try await cache.get("long", as: String.self) == "v")
