@@ -4,16 +4,10 @@
 # missing server fails them), then stops what it started.
 source "$(dirname "${BASH_SOURCE[0]}")/../Integration/lib.sh"
 trap stop_all EXIT INT TERM
-ensure_packages nginx
-
-redis_port=$(free_port); start_redis shop "$redis_port"
-memcached_port=$(free_port); start_memcached shop "$memcached_port"
-write_shop_documents "$RUN_DIR/shop-www"
-nginx_port=$(free_port); start_nginx "$nginx_port" "$RUN_DIR/shop-www"
-
+start_shop_servers
 export TANDEM_RUN_DIR="$RUN_DIR" SHOP_REQUIRE_SERVERS=1
-export SHOP_TEST_REDIS_PORT="$redis_port" SHOP_TEST_MEMCACHED="127.0.0.1:$memcached_port"
-export SHOP_TEST_UPSTREAM="http://127.0.0.1:$nginx_port"
+export SHOP_TEST_REDIS_PORT="$SHOP_REDIS_PORT" SHOP_TEST_MEMCACHED="127.0.0.1:$SHOP_MEMCACHED_PORT"
+export SHOP_TEST_UPSTREAM="http://127.0.0.1:$SHOP_NGINX_PORT"
 cd "$TANDEM_ROOT/Examples"
 swift build --build-tests
 swift test --skip-build --disable-xctest

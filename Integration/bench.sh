@@ -70,26 +70,23 @@ done
 # workers as cores, against one Redis and nginx serving the dashboard's five documents; wrk drives
 # each in turn (Integration/bench/views.py).
 start_view_servers() {
-  ensure_packages nginx wrk
+  ensure_packages wrk
   python3 -c "import django, uvicorn, gunicorn, httpx, redis" 2>/dev/null \
     || python3 -m pip install -q "django==5.2.*" uvicorn gunicorn httpx redis >&2
-  local redis_port nginx_port shop_port async_port sync_port cores django_dir
+  local shop_port async_port sync_port cores django_dir upstream
   cores=$(nproc)
-  redis_port=$(free_port); start_redis views "$redis_port"
-  write_shop_documents "$RUN_DIR/shop-www"
-  nginx_port=$(free_port); start_nginx "$nginx_port" "$RUN_DIR/shop-www"
+  start_shop_servers
+  upstream="http://127.0.0.1:$SHOP_NGINX_PORT"
   (cd "$TANDEM_ROOT/Examples" && swift build -c release --product shop >&2)
   shop_port=$(free_port)
-  TANDEM_CACHES="{\"default\": {\"BACKEND\": \"redis\", \"LOCATION\": \"redis://127.0.0.1:$redis_port/0\"},
-    \"sessions\": {\"BACKEND\": \"locmem\", \"LOCATION\": \"sessions\"}, \"pages\": {\"BACKEND\": \"locmem\", \"LOCATION\": \"pages\"}}" \
-  SHOP_UPSTREAM="http://127.0.0.1:$nginx_port" SHOP_PORT="$shop_port" SHOP_LOG_LEVEL=warning \
+  TANDEM_CACHES="$(shop_caches_json)" SHOP_UPSTREAM="$upstream" SHOP_PORT="$shop_port" SHOP_LOG_LEVEL=warning \
     start_background shop "$shop_port" "$TANDEM_ROOT/Examples/.build/release/shop"
   django_dir="$TANDEM_ROOT/Integration/bench/django_shop"
   async_port=$(free_port); sync_port=$(free_port)
-  SHOP_REDIS_URL="redis://127.0.0.1:$redis_port/1" SHOP_UPSTREAM="http://127.0.0.1:$nginx_port" \
+  SHOP_REDIS_URL="redis://127.0.0.1:$SHOP_REDIS_PORT/1" SHOP_UPSTREAM="$upstream" \
     start_background django-async "$async_port" python3 -m uvicorn --app-dir "$django_dir" shop.asgi:application \
       --host 127.0.0.1 --port "$async_port" --workers "$cores" --no-access-log --log-level warning
-  SHOP_REDIS_URL="redis://127.0.0.1:$redis_port/2" SHOP_UPSTREAM="http://127.0.0.1:$nginx_port" \
+  SHOP_REDIS_URL="redis://127.0.0.1:$SHOP_REDIS_PORT/2" SHOP_UPSTREAM="$upstream" \
     start_background django-sync "$sync_port" python3 -m gunicorn --chdir "$django_dir" -w "$cores" --threads 16 \
       -b "127.0.0.1:$sync_port" --log-level warning shop.wsgi:application
   export SHOP_URL="http://127.0.0.1:$shop_port" DJANGO_ASYNC_URL="http://127.0.0.1:$async_port"

@@ -132,6 +132,23 @@ write_shop_documents() {
   done
 }
 
+# start_shop_servers: what the example shop needs, on free loopback ports: Redis (its default cache),
+# memcached (sessions), nginx serving the dashboard's five documents. Sets SHOP_REDIS_PORT,
+# SHOP_MEMCACHED_PORT and SHOP_NGINX_PORT.
+start_shop_servers() {
+  ensure_packages nginx
+  SHOP_REDIS_PORT=$(free_port); start_redis shop "$SHOP_REDIS_PORT"
+  SHOP_MEMCACHED_PORT=$(free_port); start_memcached shop "$SHOP_MEMCACHED_PORT"
+  write_shop_documents "$RUN_DIR/shop-www"
+  SHOP_NGINX_PORT=$(free_port); start_nginx "$SHOP_NGINX_PORT" "$RUN_DIR/shop-www"
+}
+
+# shop_caches_json: the example shop's TANDEM_CACHES on the servers of start_shop_servers.
+shop_caches_json() {
+  printf '{"default": {"BACKEND": "redis", "LOCATION": "redis://127.0.0.1:%s/0"}, "sessions": {"BACKEND": "memcached", "LOCATION": "127.0.0.1:%s"}, "pages": {"BACKEND": "locmem", "LOCATION": "pages"}}' \
+    "$SHOP_REDIS_PORT" "$SHOP_MEMCACHED_PORT"
+}
+
 # make_test_certificates: a private CA and a certificate for localhost signed by it (self-signed chain).
 make_test_certificates() {
   local d="$RUN_DIR/tls"

@@ -30,22 +30,30 @@ public struct ShopConfiguration: Sendable {
     /// `SHOP_UPSTREAM` (the base URL of the five documents; default `http://127.0.0.1:8081`) and
     /// `SHOP_DASHBOARD_DEADLINE_MS`.
     public static func fromEnvironment(_ env: [String: String] = ProcessInfo.processInfo.environment) throws -> ShopConfiguration {
-        var c = ShopConfiguration(upstreamBase: env["SHOP_UPSTREAM"] ?? "http://127.0.0.1:8081")
+        let base = env["SHOP_UPSTREAM"] ?? "http://127.0.0.1:8081"
+        do {
+            try UpstreamRequest(.get, base + "/users.json").validate()
+        } catch {
+            throw ShopError.badSetting("SHOP_UPSTREAM", base, "\(error)")
+        }
+        var c = ShopConfiguration(upstreamBase: base)
         if let raw = env["SHOP_DASHBOARD_DEADLINE_MS"] {
-            guard let ms = Int(raw), ms > 0 else { throw ShopError.badSetting("SHOP_DASHBOARD_DEADLINE_MS", raw) }
+            guard let ms = Int(raw), ms > 0 else {
+                throw ShopError.badSetting("SHOP_DASHBOARD_DEADLINE_MS", raw, "not a positive number of milliseconds")
+            }
             c.dashboardDeadline = .milliseconds(ms)
         }
         return c
     }
 }
 
-/// What the shop refuses at start.
+/// What the shop refuses at start: a setting it does not understand is an error, never ignored.
 public enum ShopError: Error, CustomStringConvertible {
-    case badSetting(String, String)
+    case badSetting(String, String, String)
 
     public var description: String {
         switch self {
-        case .badSetting(let name, let value): "\(name)=\(value.debugDescription) is not a positive number of milliseconds"
+        case .badSetting(let name, let value, let reason): "\(name)=\(value.debugDescription): \(reason)"
         }
     }
 }

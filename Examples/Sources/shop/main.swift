@@ -9,7 +9,13 @@ import Tandem
 // services from SHOP_UPSTREAM, the port from SHOP_PORT (default 8080). Stops on SIGTERM or SIGINT.
 let env = ProcessInfo.processInfo.environment
 var logger = Logger(label: "shop")
-logger.logLevel = env["SHOP_LOG_LEVEL"].flatMap(Logger.Level.init(rawValue:)) ?? .info
+if let raw = env["SHOP_LOG_LEVEL"] {
+    guard let level = Logger.Level(rawValue: raw) else {
+        logger.critical("SHOP_LOG_LEVEL=\(raw.debugDescription): one of \(Logger.Level.allCases.map(\.rawValue))")
+        exit(2)
+    }
+    logger.logLevel = level
+}
 guard let port = Int(env["SHOP_PORT"] ?? "8080"), (1...65535).contains(port) else {
     logger.critical("SHOP_PORT must be a port number")
     exit(2)

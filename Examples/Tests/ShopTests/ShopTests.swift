@@ -249,3 +249,16 @@ final class OwnRedis: Sendable {
         throw ShopTestError("no free port")
     }
 }
+
+/// Settings the shop does not understand stop it at start (no servers needed).
+@Suite struct ShopSettings {
+    @Test func settingsItDoesNotUnderstandAreRefused() throws {
+        for bad in [["SHOP_UPSTREAM": "ftp://127.0.0.1"], ["SHOP_UPSTREAM": "not a url"], ["SHOP_DASHBOARD_DEADLINE_MS": "soon"],
+                    ["SHOP_DASHBOARD_DEADLINE_MS": "0"], ["SHOP_DASHBOARD_DEADLINE_MS": "-5"]] {
+            #expect(throws: ShopError.self, "\(bad)") { try ShopConfiguration.fromEnvironment(bad) }
+        }
+        let good = try ShopConfiguration.fromEnvironment(["SHOP_UPSTREAM": "http://127.0.0.1:9", "SHOP_DASHBOARD_DEADLINE_MS": "250"])
+        #expect(good.dashboardDeadline == .milliseconds(250))
+        #expect(good.upstreams.map(\.url).first == "http://127.0.0.1:9/users.json" && good.upstreams.count == 5)
+    }
+}
