@@ -50,7 +50,7 @@ let package = Package(
         .target(
             name: "TandemCache",
             dependencies: [
-                "TandemLoop",
+                "TandemLoop", "COpenSSL",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -59,6 +59,8 @@ let package = Package(
         ),
         // No pkgConfig: hiredis.pc adds -D_FILE_OFFSET_BITS=64, which SwiftPM warns about in every build
         // (users' too); the shim includes <hiredis/hiredis.h> from the default path instead.
+        // OpenSSL for TLS to Redis (both faces; the loop's sockets and the blocking connections).
+        .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
         .target(name: "TandemRedis", dependencies: ["TandemCache", "TandemLoop", "CHiredis", .product(name: "Logging", package: "swift-log")]),
         .systemLibrary(name: "CMemcached", pkgConfig: "libmemcached", providers: [.apt(["libmemcached-dev"])]),

@@ -9,7 +9,7 @@ mkdir -p "$RUN_DIR"
 STARTED_PIDS=()
 
 # The Debian packages Tandem builds against and tests with.
-TANDEM_PACKAGES=(libhiredis-dev libmemcached-dev libmemcached-tools libcurl4-openssl-dev
+TANDEM_PACKAGES=(libhiredis-dev libssl-dev libmemcached-dev libmemcached-tools libcurl4-openssl-dev
                  redis-server redis-tools memcached python3 procps openssl sasl2-bin)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -159,6 +159,31 @@ make_test_certificates() {
   printf 'subjectAltName=DNS:localhost,IP:127.0.0.1\n' > "$d/ext.cnf"
   openssl x509 -req -in "$d/server.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -out "$d/server.pem" \
     -days 2 -extfile "$d/ext.cnf" >/dev/null 2>&1
+  # For Redis over TLS: a server certificate for the name localhost only (so that connecting to
+  # 127.0.0.1 is a name mismatch), a client certificate from the same CA (mutual TLS), and a CA that
+  # signed neither (an untrusted server).
+  openssl req -newkey rsa:2048 -nodes -keyout "$d/redis.key" -out "$d/redis.csr" -subj "/CN=localhost" >/dev/null 2>&1
+  printf 'subjectAltName=DNS:localhost\n' > "$d/redis-ext.cnf"
+  openssl x509 -req -in "$d/redis.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -out "$d/redis.pem" \
+    -days 2 -extfile "$d/redis-ext.cnf" >/dev/null 2>&1
+  openssl req -newkey rsa:2048 -nodes -keyout "$d/client.key" -out "$d/client.csr" -subj "/CN=tandem-client" >/dev/null 2>&1
+  openssl x509 -req -in "$d/client.csr" -CA "$d/ca.pem" -CAkey "$d/ca.key" -CAcreateserial -out "$d/client.pem" \
+    -days 2 >/dev/null 2>&1
+  openssl req -x509 -newkey rsa:2048 -nodes -keyout "$d/other-ca.key" -out "$d/other-ca.pem" -days 2 \
+    -subj "/CN=Another CA" >/dev/null 2>&1
+}
+
+# start_redis_tls NAME PORT [extra args...]: a redis-server that speaks only TLS on PORT, with the
+# certificates of make_test_certificates.
+start_redis_tls() {
+  local name=$1 port=$2 d="$RUN_DIR/tls"; shift 2
+  rm -f "$RUN_DIR/redis-$name.pid"
+  redis-server --port 0 --tls-port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
+    --tls-cert-file "$d/redis.pem" --tls-key-file "$d/redis.key" --tls-ca-cert-file "$d/ca.pem" \
+    --pidfile "$RUN_DIR/redis-$name.pid" --logfile "$RUN_DIR/redis-$name.log" --dir "$RUN_DIR" \
+    --dbfilename "redis-$name.rdb" "$@" >/dev/null
+  remember_pidfile "$RUN_DIR/redis-$name.pid"
+  wait_port "$port"
 }
 
 # start_test_servers: every server the tests use; exports their addresses.
@@ -185,9 +210,16 @@ start_test_servers() {
   SASL_CONF_PATH="$RUN_DIR/sasl" start_memcached sasl "$ms" -S
   export TANDEM_MEMCACHED_SASL="127.0.0.1:$ms"
   export TANDEM_RUN_DIR="$RUN_DIR"
+  make_test_certificates
+  # Redis over TLS: one instance that takes any client, one that requires a client certificate.
+  local rt rm; rt=$(free_port); rm=$(free_port)
+  start_redis_tls tls "$rt" --databases 4096 --tls-auth-clients no
+  start_redis_tls mtls "$rm" --tls-auth-clients yes
+  export TANDEM_REDIS_TLS_URL="rediss://localhost:$rt"
+  export TANDEM_REDIS_MTLS_URL="rediss://localhost:$rm"
+  export TANDEM_TLS_DIR="$RUN_DIR/tls"
   if [ -f "$TANDEM_ROOT/Integration/upstream.py" ]; then
     local hp tp; hp=$(free_port); tp=$(free_port)
-    make_test_certificates
     start_background upstream "$hp" python3 "$TANDEM_ROOT/Integration/upstream.py" --port "$hp" \
       --tls-port "$tp" --cert "$RUN_DIR/tls/server.pem" --key "$RUN_DIR/tls/server.key"
     wait_port "$tp"
@@ -195,5 +227,5 @@ start_test_servers() {
     export TANDEM_HTTPS_UPSTREAM="https://localhost:$tp"
     export TANDEM_HTTPS_CA="$RUN_DIR/tls/ca.pem"
   fi
-  echo "servers: redis $rp (replica $rr, auth $ra, chaos $rc), memcached $m1 $m2 $m3${TANDEM_HTTP_UPSTREAM:+, upstream $TANDEM_HTTP_UPSTREAM}" >&2
+  echo "servers: redis $rp (replica $rr, auth $ra, chaos $rc, tls $rt, mtls $rm), memcached $m1 $m2 $m3${TANDEM_HTTP_UPSTREAM:+, upstream $TANDEM_HTTP_UPSTREAM}" >&2
 }

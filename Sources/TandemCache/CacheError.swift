@@ -27,6 +27,9 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
     case serverError(server: String, message: String)
     /// The server refused the credentials (the password is never part of the message).
     case authenticationFailed(server: String, reason: String)
+    /// A TLS connection could not be set up: `failure` says whether the server was not trusted, its
+    /// certificate named another host, or the handshake failed.
+    case tls(server: String, failure: TLSFailure)
     /// No connection could be borrowed from the pool in time.
     case poolExhausted(server: String, size: Int)
     /// The cache (or its backend) was closed.
@@ -71,6 +74,8 @@ public enum CacheError: Error, Equatable, Sendable, CustomStringConvertible {
             return "\(server) answered with an error: \(message)"
         case .authenticationFailed(let server, let reason):
             return "authentication to \(server) failed: \(reason)"
+        case .tls(let server, let failure):
+            return "TLS connection to \(server) failed: \(failure)"
         case .poolExhausted(let server, let size):
             return "no connection to \(server) became free in time (pool size \(size))"
         case .closed(let alias):

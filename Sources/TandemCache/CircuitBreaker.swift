@@ -35,7 +35,7 @@ public struct CacheResilience: Sendable, Hashable {
     static func isServerFailure(_ error: any Error) -> Bool {
         guard let e = error as? CacheError else { return false }
         switch e {
-        case .timeout, .connectionFailed, .poolExhausted, .serverError, .authenticationFailed, .circuitOpen: return true
+        case .timeout, .connectionFailed, .tls, .poolExhausted, .serverError, .authenticationFailed, .circuitOpen: return true
         default: return false
         }
     }

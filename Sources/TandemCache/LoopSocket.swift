@@ -23,6 +23,11 @@ package protocol LoopSocketDelegate: AnyObject {
 /// up off the loop thread when it is a name, then every address tried in turn within the connect
 /// timeout), the output buffer written when the socket can take it (everything written in one loop
 /// turn goes out in one write), and the reads. The owner keeps its requests, replies and timeouts.
+///
+/// With a ``TLSClientContext`` the socket speaks TLS: the handshake runs on the loop after the TCP
+/// connect, within the same connect timeout, and the delegate hears ``LoopSocketDelegate/socketConnected()``
+/// only once it is done; reads and writes go through OpenSSL (WANT_READ / WANT_WRITE wait for the
+/// socket's readiness like any other read or write).
 package final class LoopSocket: @unchecked Sendable {
     // Why @unchecked Sendable is safe: every mutable field is only touched on `loop`'s thread; the
     // owner calls in from there, and the loop calls back there (watches, timers, and the lookup's
@@ -52,16 +57,32 @@ package final class LoopSocket: @unchecked Sendable {
     private var attempt: UInt64 = 0
     private var connectTimer: TimerID?
     private var readBuffer = [UInt8](repeating: 0, count: 65536)
+    /// TLS: the context new sessions come from, the host name they check, and the session of the
+    /// current connection (from the TCP connect until close).
+    private let tls: TLSClientContext?
+    private let tlsHost: String
+    private var session: TLSSession?
+    /// The TLS handshake is under way (the TCP connect is done; `connecting` is still true).
+    private var handshaking = false
+    /// OpenSSL asked to wait for writability in a read, or a write could not finish.
+    private var tlsWantsWrite = false
 
-    package init(loop: any TandemEventLoop, address: ServerAddress, name: String, protocolName: String, connectTimeout: Double) {
+    /// - Parameters:
+    ///   - tls: speak TLS on the connection (nil: plain TCP or a Unix socket).
+    ///   - tlsHost: the name sent as SNI and checked against the server's certificate.
+    package init(loop: any TandemEventLoop, address: ServerAddress, name: String, protocolName: String, connectTimeout: Double,
+                 tls: TLSClientContext? = nil, tlsHost: String = "") {
         self.loop = loop
         self.address = address
         self.name = name
         self.protocolName = protocolName
         self.connectTimeout = UInt64(connectTimeout * 1e9)
+        self.tls = tls
+        self.tlsHost = tlsHost
     }
 
     deinit {
+        session = nil  // frees the TLS session before its socket is closed
         if fd >= 0 { Glibc.close(fd) }
     }
 
@@ -77,7 +98,11 @@ package final class LoopSocket: @unchecked Sendable {
         connecting = true
         connectTimer = loop.schedule(after: .nanoseconds(Int64(connectTimeout))) { [self] in
             connectTimer = nil
-            if connecting { fail(.timeout(operation: "\(protocolName) connect", server: name), connecting: true) }
+            if handshaking {
+                fail(.tls(server: name, failure: .unanswered), connecting: true)
+            } else if connecting {
+                fail(.timeout(operation: "\(protocolName) connect", server: name), connecting: true)
+            }
         }
         let direct: [ResolvedAddress]?
         do {
@@ -123,6 +148,9 @@ package final class LoopSocket: @unchecked Sendable {
     package func close() {
         if let w = watchID { loop.unwatch(w); watchID = nil }
         interest = []
+        session = nil
+        handshaking = false
+        tlsWantsWrite = false
         if fd >= 0 { Glibc.close(fd); fd = -1 }
         if let t = connectTimer { loop.cancel(t); connectTimer = nil }
         connecting = false
@@ -158,6 +186,10 @@ package final class LoopSocket: @unchecked Sendable {
     private func flush() {
         flushScheduled = false
         guard connected, fd >= 0 else { return }
+        if let session {
+            flushTLS(session)
+            return
+        }
         while outSent < out.count {
             let n = out.withUnsafeBytes { raw in
                 Glibc.send(fd, raw.baseAddress! + outSent, raw.count - outSent, Int32(MSG_NOSIGNAL))
@@ -182,6 +214,57 @@ package final class LoopSocket: @unchecked Sendable {
         }
     }
 
+    private func flushTLS(_ session: TLSSession) {
+        tlsWantsWrite = false
+        loop: while outSent < out.count {
+            let r = out.withUnsafeBytes { raw in session.write(UnsafeRawBufferPointer(rebasing: raw[outSent...])) }
+            switch r {
+            case .bytes(let n): outSent += n
+            case .wantWrite:
+                tlsWantsWrite = true
+                break loop
+            case .wantRead:
+                break loop  // goes on when the socket is readable (onEvent flushes what is left)
+            case .closed:
+                fail(.connectionFailed(server: name, reason: "the server closed the connection"), connecting: false)
+                return
+            case .failed(let f):
+                fail(f.error(server: name), connecting: false)
+                return
+            }
+        }
+        if outSent == out.count {
+            out.removeAll(keepingCapacity: out.count < 1 << 20)
+            outSent = 0
+        }
+        setInterest(tlsWantsWrite ? [.read, .write] : .read)
+    }
+
+    /// Starts the TLS handshake on a connected socket.
+    private func startTLS(_ context: TLSClientContext) {
+        do {
+            session = try TLSSession(context: context, fd: fd, host: tlsHost)
+        } catch {
+            fail(.tls(server: name, failure: .handshakeFailed(error.reason)), connecting: true)
+            return
+        }
+        handshaking = true
+        continueHandshake()
+    }
+
+    private func continueHandshake() {
+        guard let session else { return }
+        switch session.handshake() {
+        case .success(.done):
+            handshaking = false
+            setInterest(.read)
+            becomeConnected()
+        case .success(.wantRead): setInterest(.read)
+        case .success(.wantWrite): setInterest([.read, .write])
+        case .failure(let f): fail(.tls(server: name, failure: f), connecting: true)
+        }
+    }
+
     /// Connects to `addrs[index...]`, the first that does not refuse at once; when none is left, the
     /// connect fails with the last reason.
     private func tryAddresses(_ addrs: [ResolvedAddress], from index: Int, lastFailure: String?) {
@@ -203,11 +286,16 @@ package final class LoopSocket: @unchecked Sendable {
                     fail(.connectionFailed(server: name, reason: "cannot watch the socket: \(error)"), connecting: true)
                     return
                 }
-                if !inProgress { becomeConnected() }
+                if !inProgress { tcpConnected() }
                 return
             }
         }
         fail(.connectionFailed(server: name, reason: last ?? "no address"), connecting: true)
+    }
+
+    /// The TCP connect finished: start TLS, or tell the owner.
+    private func tcpConnected() {
+        if let tls { startTLS(tls) } else { becomeConnected() }
     }
 
     private func becomeConnected() {
@@ -220,6 +308,10 @@ package final class LoopSocket: @unchecked Sendable {
     }
 
     private func onEvent(_ ev: IOEvents) {
+        if handshaking {
+            continueHandshake()
+            return
+        }
         if connecting {
             guard fd >= 0 else { return }
             let err = ResolvedAddress.connectError(fd)
@@ -231,12 +323,45 @@ package final class LoopSocket: @unchecked Sendable {
                 tryAddresses(addresses, from: addressIndex + 1, lastFailure: "connect failed: \(String(cString: strerror(err)))")
                 return
             }
-            becomeConnected()
+            tcpConnected()
             return
         }
         guard connected else { return }
+        if session != nil {
+            // OpenSSL may need a write to read or a read to write: on any readiness, do both.
+            readAvailableTLS()
+            if connected, outSent < out.count || tlsWantsWrite { flush() }
+            return
+        }
         if ev.contains(.read) || ev.contains(.error) { readAvailable() }
         if ev.contains(.write), connected { flush() }
+    }
+
+    private func readAvailableTLS() {
+        guard let session else { return }
+        while connected {
+            let r = readBuffer.withUnsafeMutableBytes { session.read(into: $0) }
+            switch r {
+            case .bytes(let n):
+                readBuffer.withUnsafeBytes { delegate?.socketReceived(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
+            case .wantRead:
+                delegate?.socketReadDone()
+                return
+            case .wantWrite:
+                tlsWantsWrite = true
+                setInterest([.read, .write])
+                delegate?.socketReadDone()
+                return
+            case .closed:
+                delegate?.socketReadDone()
+                if connected { fail(.connectionFailed(server: name, reason: "the server closed the connection"), connecting: false) }
+                return
+            case .failed(let f):
+                delegate?.socketReadDone()
+                if connected { fail(f.error(server: name), connecting: false) }
+                return
+            }
+        }
     }
 
     private func readAvailable() {

@@ -119,8 +119,9 @@ package struct ConnectFailure: Error {
 }
 
 /// Connects to the first of `addresses` that accepts, on the calling thread, within `timeout`
-/// seconds in all. Returns a connected blocking socket that the caller owns.
-package func blockingConnect(_ addresses: [ResolvedAddress], timeout: Double) -> Result<Int32, ConnectFailure> {
+/// seconds in all. Returns a connected socket that the caller owns: blocking, or non-blocking when
+/// `keepNonBlocking` (for a caller that waits with `poll`).
+package func blockingConnect(_ addresses: [ResolvedAddress], timeout: Double, keepNonBlocking: Bool = false) -> Result<Int32, ConnectFailure> {
     let deadline = monotonicNanos() &+ UInt64(timeout * 1e9)
     var last = ConnectFailure(reason: "no address to connect to")
     for a in addresses {
@@ -149,8 +150,10 @@ package func blockingConnect(_ addresses: [ResolvedAddress], timeout: Double) ->
                     continue
                 }
             }
-            let flags = fcntl(fd, F_GETFL)
-            _ = fcntl(fd, F_SETFL, flags & ~O_NONBLOCK)
+            if !keepNonBlocking {
+                let flags = fcntl(fd, F_GETFL)
+                _ = fcntl(fd, F_SETFL, flags & ~O_NONBLOCK)
+            }
             return .success(fd)
         }
     }

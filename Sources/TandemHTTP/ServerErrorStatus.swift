@@ -12,7 +12,7 @@ package enum ServerErrorStatus {
         switch error {
         case let e as CacheError:
             switch e {
-            case .timeout, .connectionFailed, .serverError, .authenticationFailed, .poolExhausted, .circuitOpen,
+            case .timeout, .connectionFailed, .tls, .serverError, .authenticationFailed, .poolExhausted, .circuitOpen,
                  .shutDown, .closed:
                 return .serviceUnavailable
             default:

@@ -47,12 +47,13 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     /// This connection's shutdown hook on the loop (it holds the connection until removed).
     private var hookID: ShutdownHookID?
 
-    init(loop: any TandemEventLoop, endpoint: RedisEndpoint, commandTimeout: Double, connectTimeout: Double) {
+    init(loop: any TandemEventLoop, endpoint: RedisEndpoint, tls: TLSClientContext?, commandTimeout: Double, connectTimeout: Double) {
         self.loop = loop
         self.endpoint = endpoint
         self.commandTimeout = UInt64(commandTimeout * 1e9)
         self.connectTimeout = UInt64(connectTimeout * 1e9)
-        socket = LoopSocket(loop: loop, address: endpoint.address, name: endpoint.description, protocolName: "redis", connectTimeout: connectTimeout)
+        socket = LoopSocket(loop: loop, address: endpoint.address, name: endpoint.description, protocolName: "redis", connectTimeout: connectTimeout,
+                            tls: tls, tlsHost: endpoint.tlsHost)
         socket.delegate = self
     }
 

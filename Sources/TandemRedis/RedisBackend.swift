@@ -1,3 +1,4 @@
+import Logging
 import Synchronization
 import TandemCache
 import TandemLoop
@@ -29,7 +30,9 @@ final class RedisNode: Sendable {
 ///
 /// - LOCATION: `redis://[user:password@]host:port[/db]` or `unix:///path[?db=N]`; several locations:
 ///   writes go to the first, reads to one of the others at random (Django's primary/replica rule).
-///   `rediss://` is refused: Debian's hiredis 0.14 has no TLS.
+///   `rediss://host:port[/db]` speaks TLS (OpenSSL) in both faces, verifying the server's
+///   certificate and name; redis-py's `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile` and
+///   `ssl_cert_reqs` (`required` or `none`) as query parameters or OPTIONS (upper case).
 /// - OPTIONS: `CONNECT_TIMEOUT` (s, 1), `COMMAND_TIMEOUT` (s, 1), `POOL_SIZE` (blocking connections
 ///   per server, 16), `POOL_TIMEOUT` (s to wait for a pooled connection, 1), `ASYNC_CONNECTIONS` (per
 ///   server, 1), `DB`, `USERNAME`, `PASSWORD` (the URL's credentials win).
@@ -47,6 +50,7 @@ public final class RedisBackend: CacheBackend {
     /// The OPTIONS this backend understands.
     public static let optionNames: Set<String> = [
         "CONNECT_TIMEOUT", "COMMAND_TIMEOUT", "POOL_SIZE", "POOL_TIMEOUT", "ASYNC_CONNECTIONS", "DB", "USERNAME", "PASSWORD",
+        "SSL_CA_CERTS", "SSL_CERTFILE", "SSL_KEYFILE", "SSL_CERT_REQS",
     ]
 
     /// The registry entry: `redis`, and Django's and django-redis's dotted names.
@@ -70,12 +74,18 @@ public final class RedisBackend: CacheBackend {
         let asyncConnections = try o.int("ASYNC_CONNECTIONS", default: 1, range: 1...64)
         let loop = config.loop ?? EventLoops.shared
         var nodes: [RedisNode] = []
+        var contexts: [TLSClientSettings: TLSClientContext] = [:]
         for location in config.location {
             let endpoint = try RedisEndpoint.parse(location, alias: config.alias, options: o)
-            let pool = RedisBlockingPool(endpoint: endpoint, size: poolSize, connectTimeout: connectTimeout,
+            var tls: TLSClientContext?
+            if let settings = endpoint.tls {
+                tls = try contexts[settings] ?? RedisBackend.makeTLSContext(settings, endpoint: endpoint, alias: config.alias)
+                contexts[settings] = tls
+            }
+            let pool = RedisBlockingPool(endpoint: endpoint, tls: tls, size: poolSize, connectTimeout: connectTimeout,
                                          commandTimeout: commandTimeout, borrowTimeout: poolTimeout)
             let conns = (0..<asyncConnections).map { _ in
-                RedisAsyncConnection(loop: loop, endpoint: endpoint, commandTimeout: commandTimeout, connectTimeout: connectTimeout)
+                RedisAsyncConnection(loop: loop, endpoint: endpoint, tls: tls, commandTimeout: commandTimeout, connectTimeout: connectTimeout)
             }
             nodes.append(RedisNode(endpoint: endpoint, pool: pool, connections: conns))
         }
@@ -84,6 +94,24 @@ public final class RedisBackend: CacheBackend {
     }
 
     deinit { close() }
+
+    /// Loads the CA and client certificate files once, when the cache is built: a file that cannot be
+    /// used is a settings error naming it. Turning verification off is logged, once per cache.
+    private static func makeTLSContext(_ settings: TLSClientSettings, endpoint: RedisEndpoint, alias: String) throws -> TLSClientContext {
+        let context: TLSClientContext
+        do {
+            context = try TLSClientContext(settings)
+        } catch {
+            throw CacheError.invalidSetting(alias: alias, field: endpoint.tlsSource == "LOCATION" ? "LOCATION" : "OPTIONS.SSL_*",
+                                            reason: "\(error.reason) (for \(endpoint.description))")
+        }
+        if !settings.verifyPeer {
+            Logger(label: "tandem.redis").warning(
+                "TLS without certificate verification (ssl_cert_reqs=none): the connection is encrypted, but any server can pose as this one",
+                metadata: ["cache": "\(alias)", "server": "\(endpoint.description)"])
+        }
+        return context
+    }
 
     /// Redis accepts any key; keys memcached would refuse are warned about once.
     public var keyStrictness: KeyStrictness { .lenient }
@@ -216,7 +244,7 @@ public final class RedisBackend: CacheBackend {
 
     /// Runs one command on a pooled connection. `idempotent`: safe to retry after a lost reply.
     private func run(_ node: RedisNode, _ op: String, _ args: [[UInt8]], idempotent: Bool) throws -> RedisValue {
-        try node.pool.withConnection(operation: op, idempotent: idempotent) { try node.pool.run($0, args, operation: op) }
+        try node.pool.withConnection(operation: op, idempotent: idempotent) { try $0.run(args, operation: op) }
     }
 
     /// GET on a pooled blocking connection (to a replica when there are replicas).
@@ -241,7 +269,7 @@ public final class RedisBackend: CacheBackend {
     public func setMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) throws -> [String] {
         if items.isEmpty { return [] }
         let replies = try primary.pool.withConnection(operation: "SET", idempotent: true) {
-            try primary.pool.pipeline($0, items.map { RedisBackend.setCommand($0.key, $0.value, expiry, .set) }, operation: "SET")
+            try $0.pipeline(items.map { RedisBackend.setCommand($0.key, $0.value, expiry, .set) }, operation: "SET")
         }
         return zip(items, replies).compactMap { item, reply in (try? mapSet(reply, primary)) == true ? nil : item.key }
     }

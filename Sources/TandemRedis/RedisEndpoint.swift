@@ -12,34 +12,49 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
     let db: Int
     let username: String?
     let password: String?
+    /// TLS settings for a `rediss://` location; nil for plain TCP and Unix sockets.
+    let tls: TLSClientSettings?
+    /// Where the TLS settings came from, for errors: "LOCATION" or "OPTIONS".
+    let tlsSource: String
+
+    /// The name TLS checks the certificate against (and sends as SNI): the location's host.
+    var tlsHost: String {
+        if case .tcp(let host, _) = address { return host }
+        return ""
+    }
 
     /// `redis://host:port/db` or `unix:///path?db=N`, never with credentials.
     var description: String {
         switch address {
-        case .tcp(let host, let port): return "redis://\(host.contains(":") ? "[\(host)]" : host):\(port)/\(db)"
+        case .tcp(let host, let port): return "\(tls == nil ? "redis" : "rediss")://\(host.contains(":") ? "[\(host)]" : host):\(port)/\(db)"
         case .unix(let path): return "unix://\(path)?db=\(db)"
         }
     }
 
-    /// Query parameters that ask for TLS (redis-py's and others' names): refused, never ignored.
-    static let tlsParameters: Set<String> = ["tls", "ssl", "ssl_cert_reqs", "ssl_ca_certs", "ssl_certfile", "ssl_keyfile",
-                                             "ssl_check_hostname", "tls_ca_cert", "tls_cert", "tls_key", "sslmode"]
+    /// TLS settings a `rediss://` location takes as query parameters (redis-py's names), and as
+    /// OPTIONS in upper case.
+    static let tlsParameters: [String] = ["ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"]
+    /// Other names for TLS that some clients use: refused with a pointer to rediss://, never ignored.
+    static let otherTLSParameters: Set<String> = ["tls", "ssl", "ssl_check_hostname", "tls_ca_cert", "tls_cert", "tls_key", "sslmode"]
 
-    /// Parses `redis://[user:password@]host:port[/db][?db=N]` or `unix:///path[?db=N]`.
-    /// Options USERNAME, PASSWORD and DB fill what the URL does not say.
+    /// Parses `redis[s]://[user:password@]host:port[/db][?db=N]` or `unix:///path[?db=N]`; a
+    /// `rediss://` location also takes `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile` and
+    /// `ssl_cert_reqs` (`required`, the default, or `none`).
+    /// Options USERNAME, PASSWORD, DB and SSL_* fill what the URL does not say.
     static func parse(_ location: String, alias: String, options: BackendOptions) throws -> RedisEndpoint {
         func bad(_ reason: String) -> CacheError {
             .invalidSetting(alias: alias, field: "LOCATION", reason: "\(reason): \"\(Redaction.location(location))\"")
         }
-        let (scheme, rest, items) = try URLQuery.splitURL(location, expected: "expected redis://host:port[/db] or unix:///path", bad)
+        let (scheme, rest, items) = try URLQuery.splitURL(location, expected: "expected redis://host:port[/db], rediss://host:port[/db] or unix:///path", bad)
         var query: [String: String] = [:]
         for (name, value) in items { query[name.lowercased()] = value }
-        for name in query.keys where name != "db" {
-            if tlsParameters.contains(name) {
-                throw bad("query parameter '\(name)' asks for TLS, which this build cannot speak to Redis (Debian's hiredis 0.14 has none); refusing rather than sending in plain text")
+        for name in query.keys where name != "db" && !tlsParameters.contains(name) {
+            if otherTLSParameters.contains(name) {
+                throw bad("query parameter '\(name)' is not how TLS is asked for here: use a rediss:// location (with ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs)")
             }
-            throw bad("unknown query parameter '\(name)' (a Redis location takes only 'db'; put other settings in OPTIONS)")
+            throw bad("unknown query parameter '\(name)' (a Redis location takes 'db', and for rediss:// 'ssl_ca_certs', 'ssl_certfile', 'ssl_keyfile', 'ssl_cert_reqs'; put other settings in OPTIONS)")
         }
+        let tls = try parseTLS(scheme: scheme, query: query, options: options, bad: bad)
         var db = try options.int("DB", default: 0, range: 0...Int(Int32.max))
         if let d = query["db"] {
             guard let v = Int(d), (0...Int(Int32.max)).contains(v) else { throw bad("db must be a non-negative integer") }
@@ -48,12 +63,10 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
         var username = try options.string("USERNAME")
         var password = try options.string("PASSWORD")
         switch scheme {
-        case "rediss":
-            throw bad("rediss:// (TLS) is unavailable: Debian's hiredis 0.14 has no TLS support; use redis:// on a trusted network or a TLS tunnel")
         case "unix":
             guard rest.hasPrefix("/"), rest.count > 1 else { throw bad("unix:// needs an absolute socket path") }
-            return RedisEndpoint(address: .unix(path: rest), db: db, username: username, password: password)
-        case "redis":
+            return RedisEndpoint(address: .unix(path: rest), db: db, username: username, password: password, tls: nil, tlsSource: "")
+        case "redis", "rediss":
             break
         default:
             throw bad("unsupported scheme '\(scheme)'")
@@ -98,7 +111,43 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
         guard host.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7f && !"[]/@?#".unicodeScalars.contains($0) }) else {
             throw bad("the host contains a space, a control character or a reserved character")
         }
-        return RedisEndpoint(address: .tcp(host: host, port: port), db: db, username: username, password: password)
+        return RedisEndpoint(address: .tcp(host: host, port: port), db: db, username: username, password: password,
+                             tls: tls?.settings, tlsSource: tls?.source ?? "")
+    }
+
+    /// The TLS settings of a `rediss://` location, from its query parameters, then OPTIONS; an SSL
+    /// setting anywhere else is an error (it would otherwise be ignored, and the bytes go in clear).
+    private static func parseTLS(scheme: String, query: [String: String], options: BackendOptions,
+                                 bad: (String) -> CacheError) throws -> (settings: TLSClientSettings, source: String)? {
+        let fromOptions = try tlsParameters.compactMap { name in try options.string(name.uppercased()).map { (name, $0) } }
+        let fromQuery = tlsParameters.compactMap { name in query[name].map { (name, $0) } }
+        guard scheme == "rediss" else {
+            if let (name, _) = fromQuery.first {
+                throw bad("query parameter '\(name)' is a TLS setting, and this is not a rediss:// location")
+            }
+            if let (name, _) = fromOptions.first {
+                throw CacheError.invalidSetting(alias: options.alias, field: "OPTIONS.\(name.uppercased())",
+                                                reason: "a TLS setting, and the location is not rediss://")
+            }
+            return nil
+        }
+        var values: [String: String] = [:]
+        for (name, value) in fromOptions { values[name] = value }
+        for (name, value) in fromQuery { values[name] = value }
+        var settings = TLSClientSettings()
+        for (name, value) in values {
+            guard !value.isEmpty else { throw bad("'\(name)' is empty") }
+        }
+        settings.caFile = values["ssl_ca_certs"]
+        settings.certificateFile = values["ssl_certfile"]
+        settings.keyFile = values["ssl_keyfile"]
+        switch values["ssl_cert_reqs"]?.lowercased() {
+        case nil, "required", "cert_required": settings.verifyPeer = true
+        case "none", "cert_none": settings.verifyPeer = false
+        case let other?:
+            throw bad("ssl_cert_reqs must be 'required' (the default) or 'none', not '\(other)'")
+        }
+        return (settings, fromQuery.isEmpty ? "OPTIONS" : "LOCATION")
     }
 
     /// The commands that prepare a new connection: AUTH and SELECT as needed.

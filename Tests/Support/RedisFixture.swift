@@ -44,6 +44,14 @@ public struct RedisFixture: CacheFixture {
         server = (chaos ? TestServers.redisChaosURL : TestServers.redisURL) ?? "redis://127.0.0.1:1"
     }
 
+    /// Redis over TLS (the test server that takes any client), trusting the test CA.
+    public init(tlsOn loop: TestLoops.Kind) {
+        db = nextRedisDB.add(1, ordering: .relaxed).newValue % 4000 + 50
+        self.loop = loop.loop
+        options = ["COMMAND_TIMEOUT": 10, "SSL_CA_CERTS": .string((TestServers.tlsDirectory ?? "/nonexistent") + "/ca.pem")]
+        server = TestServers.redisTLSURL ?? "rediss://localhost:1"
+    }
+
     public var url: String { "\(server)/\(db)" }
     public var port: Int { TestServers.hostPort(server)?.1 ?? 1 }
     public var stores: Bool { true }

@@ -23,6 +23,13 @@ public enum TestServers {
     public static var redisChaosURL: String? { env["TANDEM_REDIS_CHAOS_URL"] }
     /// Port of the Redis instance with `requirepass` and an ACL user.
     public static var redisAuthPort: Int? { env["TANDEM_REDIS_AUTH_PORT"].flatMap(Int.init) }
+    /// `rediss://localhost:port` of a redis-server that speaks only TLS (certificate for the name
+    /// localhost, from the test CA in ``tlsDirectory``).
+    public static var redisTLSURL: String? { env["TANDEM_REDIS_TLS_URL"] }
+    /// The same, but the server requires a client certificate (`client.pem` / `client.key`).
+    public static var redisMutualTLSURL: String? { env["TANDEM_REDIS_MTLS_URL"] }
+    /// The test certificates: `ca.pem`, `client.pem`, `client.key`, `other-ca.pem` (a CA that signed nothing used).
+    public static var tlsDirectory: String? { env["TANDEM_TLS_DIR"] }
     /// `host:port` of each memcached.
     public static var memcachedServers: [String] {
         (env["TANDEM_MEMCACHED_SERVERS"] ?? "").split(separator: ",").map(String.init)

@@ -285,7 +285,7 @@ extension Faults {
         @Test func malformedLocationsAndURLsAreRefusedBeforeAnyIO() async throws {
             let base = try TestServers.need(TestServers.httpUpstream, "HTTP upstream")
             let redisLocations = ["redis://", "redis://127.0.0.1:notaport", "redis://127.0.0.1:70000", "redis://127.0.0.1:0",
-                                  "rediss://127.0.0.1:6379", "http://127.0.0.1:6379", "unix://", "unix://relative/path",
+                                  "rediss://127.0.0.1:6379?ssl_cert_reqs=sometimes", "rediss://127.0.0.1:6379?ssl_ca_certs=/no/such/ca.pem", "redis://127.0.0.1:6379?ssl_certfile=/tmp/c.pem", "http://127.0.0.1:6379", "unix://", "unix://relative/path",
                                   "redis://127.0.0.1:6379/notadb", "redis://127.0.0.1:6379/-1", "redis://127.0.0.1:6379?db=x",
                                   "redis://[::1:6379", "127.0.0.1:6379", "redis://:secret-pw@:6379"]
             let memcachedLocations = ["127.0.0.1:notaport", "127.0.0.1:0", "127.0.0.1:99999", "with space:11211", ":11211", ""]

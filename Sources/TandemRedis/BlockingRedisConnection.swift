@@ -1,0 +1,208 @@
+import CHiredis
+import TandemCache
+import TandemLoop
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// One blocking Redis connection: the calling thread does the socket I/O itself (plain TCP, a Unix
+/// socket, or TLS through OpenSSL) and waits with `poll` against the command's deadline; hiredis
+/// only formats the commands and reads the replies, as on the async face. Its one owner is the pool
+/// entry holding it; `deinit` is the one place that frees the reader, the TLS session and the socket.
+final class BlockingRedisConnection: @unchecked Sendable {
+    // Why @unchecked Sendable is safe: the pool hands a connection to exactly one borrower at a time
+    // (taken out of a Mutex-protected list, put back when the borrower is done), so only one thread
+    // ever touches the socket, the session, the reader or the flags at once.
+    private let fd: Int32
+    private var session: TLSSession?
+    private let reader: UnsafeMutablePointer<redisReader>
+    private let server: String
+    private let commandTimeout: UInt64
+    private var input = [UInt8](repeating: 0, count: 16384)
+    /// Set when the connection may be out of step with the server (I/O error, timeout).
+    var broken = false
+    /// When the connection was last handed back to the pool (monotonic nanoseconds).
+    var idleSince: UInt64 = 0
+
+    /// Connects to `endpoint` within `connectTimeout` (TCP, then the TLS handshake when `tls` is set).
+    init(endpoint: RedisEndpoint, tls: TLSClientContext?, connectTimeout: Double, commandTimeout: Double) throws {
+        server = endpoint.description
+        self.commandTimeout = UInt64(commandTimeout * 1e9)
+        let deadline = monotonicNanos() &+ UInt64(connectTimeout * 1e9)
+        switch blockingConnect(try endpoint.resolveAll(), timeout: connectTimeout, keepNonBlocking: true) {
+        case .success(let s): fd = s
+        case .failure(let f):
+            if f.timedOut { throw CacheError.timeout(operation: "redis connect", server: endpoint.description) }
+            throw CacheError.connectionFailed(server: endpoint.description, reason: f.reason)
+        }
+        guard let r = redisReaderCreate() else {
+            Glibc.close(fd)
+            throw CacheError.connectionFailed(server: endpoint.description, reason: "out of memory")
+        }
+        reader = r
+        // From here deinit frees the reader and closes the socket, also when init throws below.
+        var one: Int32 = 1
+        setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
+        if let tls {
+            session = try TLSSession(context: tls, fd: fd, host: endpoint.tlsHost)
+            do {
+                try handshake(deadline: deadline)
+            } catch CacheError.timeout {
+                throw CacheError.tls(server: server, failure: .unanswered)
+            }
+        }
+    }
+
+    deinit {
+        session = nil  // SSL_free before the socket it uses is closed
+        redisReaderFree(reader)
+        Glibc.close(fd)
+    }
+
+    private func handshake(deadline: UInt64) throws {
+        guard let session else { return }
+        while true {
+            switch session.handshake() {
+            case .success(.done): return
+            case .success(.wantRead): try wait(for: POLLIN, until: deadline, operation: "connect")
+            case .success(.wantWrite): try wait(for: POLLOUT, until: deadline, operation: "connect")
+            case .failure(let f):
+                broken = true
+                throw CacheError.tls(server: server, failure: f)
+            }
+        }
+    }
+
+    /// Runs one command.
+    func run(_ args: [[UInt8]], operation: String) throws -> RedisValue {
+        try pipeline([args], operation: operation)[0]
+    }
+
+    /// Sends every command in one write and reads every reply (a pipeline: one round trip).
+    func pipeline(_ commands: [[[UInt8]]], operation: String) throws -> [RedisValue] {
+        let deadline = monotonicNanos() &+ commandTimeout
+        do {
+            var out: [UInt8] = []
+            for c in commands { try RedisBlockingFormat.append(c, to: &out, server: server) }
+            try send(out, deadline: deadline, operation: operation)
+            var replies: [RedisValue] = []
+            replies.reserveCapacity(commands.count)
+            while replies.count < commands.count {
+                replies.append(try readReply(deadline: deadline, operation: operation))
+            }
+            return replies
+        } catch {
+            broken = true
+            throw error
+        }
+    }
+
+    /// True when the server has closed the connection while it sat idle (a restart, an idle timeout,
+    /// a `CLIENT KILL`): it has nothing to read but the end of the stream.
+    var closedWhileIdle: Bool {
+        var byte: UInt8 = 0
+        let n = recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
+        return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) || (n > 0 && session == nil)
+    }
+
+    private func send(_ bytes: [UInt8], deadline: UInt64, operation: String) throws {
+        var sent = 0
+        try bytes.withUnsafeBytes { raw in
+            while sent < raw.count {
+                let rest = UnsafeRawBufferPointer(rebasing: raw[sent...])
+                if let session {
+                    switch session.write(rest) {
+                    case .bytes(let n): sent += n
+                    case .wantWrite: try wait(for: POLLOUT, until: deadline, operation: operation)
+                    case .wantRead: try wait(for: POLLIN, until: deadline, operation: operation)
+                    case .closed: throw CacheError.connectionFailed(server: server, reason: "the server closed the connection")
+                    case .failed(let f): throw f.error(server: server)
+                    }
+                    continue
+                }
+                let n = Glibc.send(fd, rest.baseAddress, rest.count, Int32(MSG_NOSIGNAL))
+                if n > 0 {
+                    sent += n
+                } else if n < 0 && errno == EINTR {
+                    continue
+                } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
+                    try wait(for: POLLOUT, until: deadline, operation: operation)
+                } else {
+                    throw CacheError.connectionFailed(server: server, reason: "write failed: \(String(cString: strerror(errno)))")
+                }
+            }
+        }
+    }
+
+    /// The next reply: from what was already read, or after reading more.
+    private func readReply(deadline: UInt64, operation: String) throws -> RedisValue {
+        while true {
+            var reply: UnsafeMutableRawPointer?
+            if redisReaderGetReply(reader, &reply) != chiredis_ok {
+                throw CacheError.connectionFailed(server: server, reason: "protocol error")
+            }
+            if let r = reply {
+                defer { freeReplyObject(r) }
+                return RedisValue(reply: r)
+            }
+            try readMore(deadline: deadline, operation: operation)
+        }
+    }
+
+    /// Reads what the socket has (waiting for it first), into the reply reader.
+    private func readMore(deadline: UInt64, operation: String) throws {
+        if let session {
+            if !session.hasPendingBytes { try wait(for: POLLIN, until: deadline, operation: operation) }
+            let r = input.withUnsafeMutableBytes { session.read(into: $0) }
+            switch r {
+            case .bytes(let n): try feed(n)
+            case .wantRead: return
+            case .wantWrite: try wait(for: POLLOUT, until: deadline, operation: operation)
+            case .closed: throw CacheError.connectionFailed(server: server, reason: "the server closed the connection")
+            case .failed(let f): throw f.error(server: server)
+            }
+            return
+        }
+        try wait(for: POLLIN, until: deadline, operation: operation)
+        let n = input.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
+        if n > 0 {
+            try feed(n)
+        } else if n == 0 {
+            throw CacheError.connectionFailed(server: server, reason: "the server closed the connection")
+        } else if errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK {
+            throw CacheError.connectionFailed(server: server, reason: "read failed: \(String(cString: strerror(errno)))")
+        }
+    }
+
+    private func feed(_ count: Int) throws {
+        let rc = input.withUnsafeBytes { redisReaderFeed(reader, $0.baseAddress?.assumingMemoryBound(to: CChar.self), count) }
+        if rc != chiredis_ok { throw CacheError.connectionFailed(server: server, reason: "protocol error") }
+    }
+
+    /// Waits until the socket is ready for `events` (or has failed), or throws a timeout at `deadline`.
+    private func wait(for events: Int32, until deadline: UInt64, operation: String) throws {
+        while true {
+            let now = monotonicNanos()
+            guard now < deadline else { throw CacheError.timeout(operation: "redis \(operation)", server: server) }
+            var p = pollfd(fd: fd, events: Int16(events), revents: 0)
+            let ms = Int32(min(Int64(Int32.max), Int64((deadline - now + 999_999) / 1_000_000)))
+            let rc = poll(&p, 1, ms)
+            if rc > 0 { return }  // ready, or an error the next read or write reports
+            if rc < 0 && errno != EINTR {
+                throw CacheError.connectionFailed(server: server, reason: "poll failed: \(String(cString: strerror(errno)))")
+            }
+        }
+    }
+}
+
+/// Commands in the Redis protocol, formatted by hiredis.
+enum RedisBlockingFormat {
+    static func append(_ args: [[UInt8]], to out: inout [UInt8], server: String) throws {
+        var target: UnsafeMutablePointer<CChar>?
+        let len = withRedisArgv(args) { argc, argv, lens in redisFormatCommandArgv(&target, argc, argv, lens) }
+        guard len > 0, let target else { throw CacheError.serverError(server: server, message: "could not format the command") }
+        out.append(contentsOf: UnsafeRawBufferPointer(start: target, count: Int(len)))
+        redisFreeCommand(target)
+    }
+}

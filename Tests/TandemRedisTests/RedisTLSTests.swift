@@ -1,0 +1,134 @@
+import Foundation
+import Tandem
+import TandemTestSupport
+import Testing
+
+private let tlsServersAvailable = TestServers.shouldRun(TestServers.redisTLSURL != nil)
+
+/// Django's cache behaviours against a redis-server that speaks only TLS, in both faces, on both loops.
+@Suite(.enabled(if: tlsServersAvailable, Comment(rawValue: TestServers.skipMessage)))
+struct RedisTLSSemantics {
+    @Test("Redis over TLS", arguments: SemanticSuite.names, TestLoops.Kind.allCases)
+    func behaviour(_ name: String, _ loop: TestLoops.Kind) async throws {
+        _ = try TestServers.need(TestServers.redisTLSURL, "redis-server with TLS")
+        for face in FaceKind.allCases {
+            try await SemanticSuite.run(name, fixture: RedisFixture(tlsOn: loop), face: face)
+        }
+    }
+}
+
+/// What goes wrong with TLS is a typed error that says what, in both faces; nothing falls back to
+/// plain text.
+@Suite(.enabled(if: tlsServersAvailable, Comment(rawValue: TestServers.skipMessage)))
+struct RedisTLSTests {
+    static var dir: String { TestServers.tlsDirectory ?? "/nonexistent" }
+
+    /// A cache on `location` (a short connect timeout: every server here is local).
+    static func cache(_ location: String, _ options: [String: SettingValue] = [:], loop: TestLoops.Kind = .epoll) throws -> Cache {
+        var o: [String: SettingValue] = ["CONNECT_TIMEOUT": 5, "COMMAND_TIMEOUT": 10]
+        o.merge(options) { _, mine in mine }
+        return try BackendRegistry.standard.makeCache(alias: "tls-test", settings: CacheSettings(backend: "redis", location: [location], options: o),
+                                                      loop: loop.loop)
+    }
+
+    /// The error a `set` then a `get` give through `face` (nil when both succeed and agree).
+    static func failure(_ cache: Cache, _ face: FaceKind) async -> CacheError? {
+        let f = Face(cache, face)
+        do {
+            try await f.set("tls-key", "secret value")
+            #expect(try await f.get("tls-key", as: String.self) == "secret value")
+            return nil
+        } catch let e as CacheError {
+            return e
+        } catch {
+            Issue.record("not a CacheError: \(error)")
+            return nil
+        }
+    }
+
+    @Test(arguments: FaceKind.allCases, TestLoops.Kind.allCases)
+    func aServerFromAnotherCAIsNotTrusted(_ face: FaceKind, _ loop: TestLoops.Kind) async throws {
+        let url = try TestServers.need(TestServers.redisTLSURL, "redis-server with TLS")
+        let e = await Self.failure(try Self.cache(url, ["SSL_CA_CERTS": .string(Self.dir + "/other-ca.pem")], loop: loop), face)
+        guard case .tls(_, .untrustedPeer(let why))? = e else { Issue.record("expected untrustedPeer, got \(String(describing: e))"); return }
+        #expect(why.contains("certificate"), Comment(rawValue: why))
+    }
+
+    @Test(arguments: FaceKind.allCases, TestLoops.Kind.allCases)
+    func aCertificateForAnotherNameIsRefused(_ face: FaceKind, _ loop: TestLoops.Kind) async throws {
+        // The server's certificate names localhost only; connect to the same server as 127.0.0.1.
+        let url = try TestServers.need(TestServers.redisTLSURL, "redis-server with TLS")
+        let (_, port) = try #require(TestServers.hostPort(url))
+        let e = await Self.failure(try Self.cache("rediss://127.0.0.1:\(port)", ["SSL_CA_CERTS": .string(Self.dir + "/ca.pem")], loop: loop), face)
+        guard case .tls(_, .nameMismatch)? = e else { Issue.record("expected nameMismatch, got \(String(describing: e))"); return }
+    }
+
+    @Test(arguments: FaceKind.allCases, TestLoops.Kind.allCases)
+    func aPlainTextServerOnTheTLSPortFailsTheHandshake(_ face: FaceKind, _ loop: TestLoops.Kind) async throws {
+        let plain = try TestServers.need(TestServers.redisURL, "redis-server")
+        let (_, port) = try #require(TestServers.hostPort(plain))
+        // Redis waits for the end of a line that never comes: the handshake goes unanswered.
+        let e = await Self.failure(try Self.cache("rediss://localhost:\(port)", ["SSL_CA_CERTS": .string(Self.dir + "/ca.pem"), "CONNECT_TIMEOUT": 1], loop: loop), face)
+        guard case .tls(_, .handshakeFailed(let why))? = e else { Issue.record("expected handshakeFailed, got \(String(describing: e))"); return }
+        #expect(why.contains("speak TLS"), Comment(rawValue: why))
+    }
+
+    @Test(arguments: FaceKind.allCases, TestLoops.Kind.allCases)
+    func mutualTLSNeedsTheClientCertificate(_ face: FaceKind, _ loop: TestLoops.Kind) async throws {
+        let url = try TestServers.need(TestServers.redisMutualTLSURL, "redis-server with mutual TLS")
+        let ca = "ssl_ca_certs=\(Self.dir)/ca.pem"
+        let without = await Self.failure(try Self.cache("\(url)/0?\(ca)", loop: loop), face)
+        guard case .tls(_, .handshakeFailed)? = without else {
+            Issue.record("expected the server to refuse a client without a certificate, got \(String(describing: without))")
+            return
+        }
+        let with = try Self.cache("\(url)/0?\(ca)&ssl_certfile=\(Self.dir)/client.pem&ssl_keyfile=\(Self.dir)/client.key", loop: loop)
+        #expect(await Self.failure(with, face) == nil, "with the client certificate the calls go through")
+    }
+
+    @Test(arguments: FaceKind.allCases)
+    func verificationOffStillEncryptsAndTalks(_ face: FaceKind) async throws {
+        // ssl_cert_reqs=none: any certificate is taken (logged as a warning), the bytes are still TLS.
+        let url = try TestServers.need(TestServers.redisTLSURL, "redis-server with TLS")
+        let cache = try Self.cache("\(url)/3?ssl_cert_reqs=none")
+        #expect(await Self.failure(cache, face) == nil)
+        #expect(cache.backend.backendDescription.hasPrefix("rediss://"))
+    }
+
+    @Test func tlsSettingsAreCheckedWhenTheCacheIsBuilt() throws {
+        func refused(_ location: String, _ options: [String: SettingValue] = [:]) -> String? {
+            do {
+                _ = try Self.cache(location, options)
+                return nil
+            } catch let e as CacheError {
+                guard case .invalidSetting = e else { return "not invalidSetting: \(e)" }
+                return e.description
+            } catch {
+                return "\(error)"
+            }
+        }
+        let missing = refused("rediss://localhost:1/0?ssl_ca_certs=/no/such/ca.pem")
+        #expect(missing?.contains("/no/such/ca.pem") == true, Comment(rawValue: missing ?? "accepted"))
+        let keyAlone = refused("rediss://localhost:1/0", ["SSL_KEYFILE": .string(Self.dir + "/client.key")])
+        #expect(keyAlone?.contains("without a client certificate") == true, Comment(rawValue: keyAlone ?? "accepted"))
+        let wrongKey = refused("rediss://localhost:1/0?ssl_certfile=\(Self.dir)/client.pem&ssl_keyfile=\(Self.dir)/redis.key")
+        #expect(wrongKey?.contains("client key from \(Self.dir)/redis.key") == true, Comment(rawValue: wrongKey ?? "accepted"))
+        let reqs = refused("rediss://localhost:1/0?ssl_cert_reqs=sometimes")
+        #expect(reqs?.contains("ssl_cert_reqs") == true, Comment(rawValue: reqs ?? "accepted"))
+        // A TLS setting on a plain location would be ignored and the bytes sent in clear: refused.
+        let plainQuery = refused("redis://localhost:1/0?ssl_ca_certs=\(Self.dir)/ca.pem")
+        #expect(plainQuery?.contains("not a rediss://") == true, Comment(rawValue: plainQuery ?? "accepted"))
+        let plainOption = refused("redis://localhost:1/0", ["SSL_CERT_REQS": "none"])
+        #expect(plainOption?.contains("OPTIONS.SSL_CERT_REQS") == true, Comment(rawValue: plainOption ?? "accepted"))
+        #expect(refused("rediss://localhost:1/0?ssl=true")?.contains("rediss://") == true)
+    }
+
+    @Test func theCacheURLCarriesTLSSettingsAsOptions() async throws {
+        let url = try TestServers.need(TestServers.redisTLSURL, "redis-server with TLS")
+        var settings = try CacheSettings(url: "\(url)/5?ssl_ca_certs=\(Self.dir)/ca.pem")
+        settings.options["COMMAND_TIMEOUT"] = 10
+        let cache = try BackendRegistry.standard.makeCache(alias: "tls-url", settings: settings, loop: TestLoops.epoll)
+        try await cache.async.set("via-url", 7)
+        #expect(try await cache.async.get("via-url") == 7)
+    }
+}
