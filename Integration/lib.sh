@@ -186,6 +186,28 @@ start_redis_tls() {
   wait_port "$port"
 }
 
+# start_sentinels: a primary, a replica and three sentinels (redis-server --sentinel, the program
+# Debian's redis-sentinel package runs) watching them as the service "tandem"; exports where the
+# sentinels are. A failover (SENTINEL FAILOVER) swaps the two: only the fault phase does one.
+start_sentinels() {
+  local sp sr s i ports=()
+  sp=$(free_port); start_redis sentinel-primary "$sp" --databases 4096
+  sr=$(free_port); start_redis sentinel-replica "$sr" --databases 4096 --replicaof 127.0.0.1 "$sp"
+  for i in 1 2 3; do
+    s=$(free_port)
+    rm -f "$RUN_DIR/sentinel-$i.pid"
+    printf 'port %s\nbind 127.0.0.1\ndaemonize yes\npidfile %s\nlogfile %s\ndir %s\nsentinel monitor tandem 127.0.0.1 %s 2\nsentinel down-after-milliseconds tandem 2000\nsentinel failover-timeout tandem 10000\nsentinel parallel-syncs tandem 1\n' \
+      "$s" "$RUN_DIR/sentinel-$i.pid" "$RUN_DIR/sentinel-$i.log" "$RUN_DIR" "$sp" > "$RUN_DIR/sentinel-$i.conf"
+    redis-server "$RUN_DIR/sentinel-$i.conf" --sentinel >/dev/null
+    remember_pidfile "$RUN_DIR/sentinel-$i.pid"
+    wait_port "$s"
+    ports+=("127.0.0.1:$s")
+  done
+  TANDEM_REDIS_SENTINELS=$(IFS=,; echo "${ports[*]}")
+  export TANDEM_REDIS_SENTINELS
+  export TANDEM_REDIS_SENTINEL_SERVICE=tandem
+}
+
 # start_test_servers: every server the tests use; exports their addresses.
 start_test_servers() {
   local rp rr ra rc m1 m2 m3 ms
@@ -218,6 +240,7 @@ start_test_servers() {
   export TANDEM_REDIS_TLS_URL="rediss://localhost:$rt"
   export TANDEM_REDIS_MTLS_URL="rediss://localhost:$rm"
   export TANDEM_TLS_DIR="$RUN_DIR/tls"
+  start_sentinels
   if [ -f "$TANDEM_ROOT/Integration/upstream.py" ]; then
     local hp tp; hp=$(free_port); tp=$(free_port)
     start_background upstream "$hp" python3 "$TANDEM_ROOT/Integration/upstream.py" --port "$hp" \

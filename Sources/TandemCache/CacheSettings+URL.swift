@@ -1,6 +1,7 @@
 extension CacheSettings {
     /// Settings from a cache URL: `locmem://name`, `dummy://`, `redis://[user:pass@]host:port[/db]`,
-    /// `unix:///path`, `memcached://host:port[,host:port...]`.
+    /// `rediss://...` (TLS), `redis+sentinel://host:port[,host:port...]/service[/db]`, `unix:///path`,
+    /// `memcached://host:port[,host:port...]`.
     ///
     /// Query parameters `timeout`, `key_prefix` and `version` set those fields; Redis keeps `db` in its
     /// location; every other parameter becomes an OPTION (upper-cased), which the backend must know:
@@ -26,7 +27,7 @@ extension CacheSettings {
                     throw CacheError.invalidSetting(alias: alias, field: "VERSION", reason: "expected an integer, got \"\(value)\"")
                 }
                 self.version = v
-            case "db" where scheme == "redis" || scheme == "rediss" || scheme == "unix":
+            case "db" where scheme == "redis" || scheme == "rediss" || scheme == "unix" || scheme.hasSuffix("+sentinel"):
                 redisDB = value
             default: passthrough.append((name, value))
             }
@@ -37,7 +38,7 @@ extension CacheSettings {
             location = rest.isEmpty ? [] : [rest]
         case "dummy":
             backend = "dummy"
-        case "redis", "rediss", "unix":
+        case "redis", "rediss", "unix", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster":
             backend = "redis"
             location = [scheme + "://" + rest + (redisDB.map { "?db=\($0)" } ?? "")]
         case "memcached", "memcache", "pymemcache":
@@ -45,7 +46,7 @@ extension CacheSettings {
             location = rest.split(separator: ",").map(String.init).filter { !$0.isEmpty }
         default:
             throw CacheError.invalidSetting(alias: alias, field: "TANDEM_CACHE_URL",
-                                            reason: "unknown scheme '\(scheme)'; use locmem://, dummy://, redis://, unix:// or memcached://")
+                                            reason: "unknown scheme '\(scheme)'; use locmem://, dummy://, redis://, rediss://, redis+sentinel://, unix:// or memcached://")
         }
         for (name, value) in passthrough { options[name.uppercased()] = SettingValue.inferred(from: value) }
     }

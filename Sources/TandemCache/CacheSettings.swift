@@ -96,12 +96,23 @@ public struct CacheSettings: Sendable, CustomStringConvertible {
         return s
     }
 
-    /// LOCATION: a string (split on `;` or `,`) or a list of strings.
+    /// Schemes whose one URL names several hosts (`redis+sentinel://a:1,b:2/service`): a LOCATION
+    /// string with one of them is not split.
+    package static let multiHostSchemes: Set<String> = ["redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster"]
+
+    /// Splits a LOCATION string the way Django does, on `;` and `,` (several servers), except a URL
+    /// whose scheme names several hosts in one location, which stays whole.
+    package static func splitLocation(_ s: String) -> [String] {
+        let t = trimmed(s)
+        if let end = t.range(of: "://"), multiHostSchemes.contains(t[..<end.lowerBound].lowercased()) { return [t] }
+        return t.split(whereSeparator: { $0 == ";" || $0 == "," }).map { trimmed(String($0)) }.filter { !$0.isEmpty }
+    }
+
+    /// LOCATION: a string (split on `;` or `,`, except a sentinel or cluster URL) or a list of strings.
     static func parseLocation(alias: String, _ value: SettingValue) throws -> [String] {
         switch value {
         case .string(let s):
-            return s.split(whereSeparator: { $0 == ";" || $0 == "," })
-                .map { trimmed(String($0)) }.filter { !$0.isEmpty }
+            return splitLocation(s)
         case .list(let items):
             return try items.map {
                 guard case .string(let s) = $0 else {

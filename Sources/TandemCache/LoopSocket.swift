@@ -35,6 +35,9 @@ package final class LoopSocket: @unchecked Sendable {
 
     package let loop: any TandemEventLoop
     package let address: ServerAddress
+    /// Where to connect, looked up off the loop thread on every connect (a server Redis Sentinel
+    /// names, say): the addresses, and the name TLS checks. Nil: `address`.
+    private let lookup: (@Sendable () throws(CacheError) -> (addresses: [ResolvedAddress], tlsHost: String))?
     /// Names the server in errors.
     package let name: String
     /// "redis", "memcached": names the operation of a connect timeout.
@@ -60,7 +63,7 @@ package final class LoopSocket: @unchecked Sendable {
     /// TLS: the context new sessions come from, the host name they check, and the session of the
     /// current connection (from the TCP connect until close).
     private let tls: TLSClientContext?
-    private let tlsHost: String
+    private var tlsHost: String
     private var session: TLSSession?
     /// The TLS handshake is under way (the TCP connect is done; `connecting` is still true).
     private var handshaking = false
@@ -79,6 +82,21 @@ package final class LoopSocket: @unchecked Sendable {
         self.connectTimeout = UInt64(connectTimeout * 1e9)
         self.tls = tls
         self.tlsHost = tlsHost
+        lookup = nil
+    }
+
+    /// A socket whose server is looked up anew on every connect, off the loop thread (`lookup` may
+    /// block: it asks other servers). `name` names it in errors.
+    package init(loop: any TandemEventLoop, name: String, protocolName: String, connectTimeout: Double, tls: TLSClientContext? = nil,
+                 lookup: @escaping @Sendable () throws(CacheError) -> (addresses: [ResolvedAddress], tlsHost: String)) {
+        self.loop = loop
+        address = .unix(path: "")
+        self.name = name
+        self.protocolName = protocolName
+        self.connectTimeout = UInt64(connectTimeout * 1e9)
+        self.tls = tls
+        tlsHost = ""
+        self.lookup = lookup
     }
 
     deinit {
@@ -104,28 +122,37 @@ package final class LoopSocket: @unchecked Sendable {
                 fail(.timeout(operation: "\(protocolName) connect", server: name), connecting: true)
             }
         }
-        let direct: [ResolvedAddress]?
-        do {
-            direct = try address.addressesWithoutLookup(description: name)
-        } catch {
-            fail(error, connecting: true)
-            return
+        if lookup == nil {
+            let direct: [ResolvedAddress]?
+            do {
+                direct = try address.addressesWithoutLookup(description: name)
+            } catch {
+                fail(error, connecting: true)
+                return
+            }
+            if let direct {
+                tryAddresses(direct, from: 0, lastFailure: nil)
+                return
+            }
         }
-        if let direct {
-            tryAddresses(direct, from: 0, lastFailure: nil)
-            return
-        }
-        // A host name: look it up on another thread (getaddrinfo blocks) and come back to the loop.
+        // A host name, or a server to ask for: look it up on another thread (getaddrinfo and the
+        // question block) and come back to the loop.
         let mine = attempt
         let target = address
         let description = name
+        let host = tlsHost
+        let find: @Sendable () throws(CacheError) -> (addresses: [ResolvedAddress], tlsHost: String) = lookup ?? {
+            () throws(CacheError) in (try target.resolveAll(description: description), host)
+        }
         DispatchQueue.global().async { [self] in
-            let result = Result { () throws(CacheError) in try target.resolveAll(description: description) }
+            let result = Result { () throws(CacheError) in try find() }
             // If the loop is gone, its shutdown hooks have already failed everything pending.
             try? loop.execute { [self] in
                 guard attempt == mine, connecting, fd < 0 else { return }
                 switch result {
-                case .success(let addrs): tryAddresses(addrs, from: 0, lastFailure: nil)
+                case .success(let found):
+                    tlsHost = found.tlsHost
+                    tryAddresses(found.addresses, from: 0, lastFailure: nil)
                 case .failure(let e): fail(e, connecting: true)
                 }
             }

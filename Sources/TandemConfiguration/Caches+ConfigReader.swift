@@ -39,7 +39,7 @@ extension CacheSettings {
         if let list = c.stringArray(forKey: "location") {
             location = list
         } else if let one = c.string(forKey: "location") {
-            location = one.split(whereSeparator: { $0 == ";" || $0 == "," }).map { String($0).trimmingCharacters(in: .whitespaces) }
+            location = CacheSettings.splitLocation(one)
         } else if present("location") {
             throw bad("LOCATION", "expected a string or a list of strings")
         }

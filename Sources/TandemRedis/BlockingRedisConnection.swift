@@ -24,28 +24,37 @@ final class BlockingRedisConnection: @unchecked Sendable {
     var broken = false
     /// When the connection was last handed back to the pool (monotonic nanoseconds).
     var idleSince: UInt64 = 0
+    /// The sentinels' failover epoch when the connection was made (0 without sentinels).
+    let epoch: UInt64
 
     /// Connects to `endpoint` within `connectTimeout` (TCP, then the TLS handshake when `tls` is set).
-    init(endpoint: RedisEndpoint, tls: TLSClientContext?, connectTimeout: Double, commandTimeout: Double) throws {
-        server = endpoint.description
+    convenience init(endpoint: RedisEndpoint, tls: TLSClientContext?, connectTimeout: Double, commandTimeout: Double) throws {
+        try self.init(target: RedisTarget(endpoint: endpoint, sentinel: nil), tls: tls, connectTimeout: connectTimeout, commandTimeout: commandTimeout)
+    }
+
+    /// Connects to where `target` says now (a sentinel-managed primary is asked for first).
+    init(target: RedisTarget, tls: TLSClientContext?, connectTimeout: Double, commandTimeout: Double) throws {
+        server = target.endpoint.description
         self.commandTimeout = UInt64(commandTimeout * 1e9)
+        epoch = target.sentinel?.epoch ?? 0
         let deadline = monotonicNanos() &+ UInt64(connectTimeout * 1e9)
-        switch blockingConnect(try endpoint.resolveAll(), timeout: connectTimeout, keepNonBlocking: true) {
+        let found = try target.find()
+        switch blockingConnect(found.addresses, timeout: connectTimeout, keepNonBlocking: true) {
         case .success(let s): fd = s
         case .failure(let f):
-            if f.timedOut { throw CacheError.timeout(operation: "redis connect", server: endpoint.description) }
-            throw CacheError.connectionFailed(server: endpoint.description, reason: f.reason)
+            if f.timedOut { throw CacheError.timeout(operation: "redis connect", server: server) }
+            throw CacheError.connectionFailed(server: server, reason: f.reason)
         }
         guard let r = redisReaderCreate() else {
             Glibc.close(fd)
-            throw CacheError.connectionFailed(server: endpoint.description, reason: "out of memory")
+            throw CacheError.connectionFailed(server: server, reason: "out of memory")
         }
         reader = r
         // From here deinit frees the reader and closes the socket, also when init throws below.
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
         if let tls {
-            session = try TLSSession(context: tls, fd: fd, host: endpoint.tlsHost)
+            session = try TLSSession(context: tls, fd: fd, host: found.tlsHost)
             do {
                 try handshake(deadline: deadline)
             } catch CacheError.timeout {
@@ -89,7 +98,11 @@ final class BlockingRedisConnection: @unchecked Sendable {
             var replies: [RedisValue] = []
             replies.reserveCapacity(commands.count)
             while replies.count < commands.count {
-                replies.append(try readReply(deadline: deadline, operation: operation))
+                let reply = try readReply(deadline: deadline, operation: operation)
+                // A replica refused a write: the primary has moved (a failover). The caller gets the
+                // reply; the connection is not reused, so that the next one finds the new primary.
+                if RedisTarget.isReadOnly(reply) { broken = true }
+                replies.append(reply)
             }
             return replies
         } catch {

@@ -16,7 +16,8 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     // loop with `withLoopPromise` / `execute` before touching anything.
 
     let loop: any TandemEventLoop
-    let endpoint: RedisEndpoint
+    let target: RedisTarget
+    var endpoint: RedisEndpoint { target.endpoint }
     let commandTimeout: UInt64
     let connectTimeout: UInt64
     private let logger = Logger(label: "tandem.redis")
@@ -44,16 +45,25 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     private var expiredUpTo = 0
     private var timeoutTimer: TimerID?
     private var failures = 0
+    /// The sentinels' failover epoch when this connection was made (see ``RedisSentinel/epoch``).
+    private var epoch: UInt64 = 0
     /// This connection's shutdown hook on the loop (it holds the connection until removed).
     private var hookID: ShutdownHookID?
 
-    init(loop: any TandemEventLoop, endpoint: RedisEndpoint, tls: TLSClientContext?, commandTimeout: Double, connectTimeout: Double) {
+    init(loop: any TandemEventLoop, target: RedisTarget, tls: TLSClientContext?, commandTimeout: Double, connectTimeout: Double) {
         self.loop = loop
-        self.endpoint = endpoint
+        self.target = target
+        let endpoint = target.endpoint
         self.commandTimeout = UInt64(commandTimeout * 1e9)
         self.connectTimeout = UInt64(connectTimeout * 1e9)
-        socket = LoopSocket(loop: loop, address: endpoint.address, name: endpoint.description, protocolName: "redis", connectTimeout: connectTimeout,
-                            tls: tls, tlsHost: endpoint.tlsHost)
+        if target.followsFailover {
+            socket = LoopSocket(loop: loop, name: endpoint.description, protocolName: "redis", connectTimeout: connectTimeout, tls: tls) {
+                () throws(CacheError) in try target.find()
+            }
+        } else {
+            socket = LoopSocket(loop: loop, address: endpoint.address, name: endpoint.description, protocolName: "redis", connectTimeout: connectTimeout,
+                                tls: tls, tlsHost: endpoint.tlsHost)
+        }
         socket.delegate = self
     }
 
@@ -133,6 +143,11 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
             done(.failure(.shutDown("the event loop of \(endpoint.description)")))
             return
         }
+        if let sentinel = target.sentinel, epoch != sentinel.epoch, !isIdle {
+            // The sentinels announced a failover since this connection was made: it may still reach
+            // the old primary, whose writes are lost. Reconnect (asking the sentinels) first.
+            drop(.connectionFailed(server: endpoint.description, reason: "the sentinels announced a new primary"), next: .idle)
+        }
         if case .idle = state {
             startConnect()
             if case .backoff(_, let reason) = state {
@@ -160,22 +175,15 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     /// tries every address within the connect timeout); the handshake is queued first.
     private func startConnect() {
         state = .connecting
+        epoch = target.sentinel?.epoch ?? 0
         reader = redisReaderCreate()
         socket.connect()
         guard case .connecting = state else { return }  // failed at once
-        for command in endpoint.handshake {
-            let isAuth = command[0] == "AUTH".bytes
+        for command in target.handshake {
             append(command) { [self] r in
-                switch r {
-                case .success(.error(let message)):
-                    let e: CacheError = isAuth
-                        ? .authenticationFailed(server: endpoint.description, reason: message)
-                        : .serverError(server: endpoint.description, message: message)
-                    logger.error("redis handshake failed", metadata: ["server": "\(endpoint.description)", "error": "\(message)"])
-                    drop(e, next: .backoff)
-                default:
-                    break
-                }
+                guard case .success(let reply) = r, let e = target.refusal(of: command, reply: reply) else { return }
+                logger.error("redis handshake failed", metadata: ["server": "\(endpoint.description)", "error": "\(e)"])
+                drop(e, next: .backoff)
             }
         }
     }
@@ -207,6 +215,11 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
         state = .closed
     }
 
+    private var isIdle: Bool {
+        if case .idle = state { return true }
+        return false
+    }
+
     private var isClosed: Bool {
         if case .closed = state { return true }
         return false
@@ -232,6 +245,11 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
             // A command that already timed out (or whose task was cancelled) was completed with an
             // error; its promise ignores this late reply.
             p.done(.success(value))
+            if target.followsFailover && RedisTarget.isReadOnly(value) {
+                // The primary became a replica (a failover): reconnect, which asks the sentinels.
+                drop(.connectionFailed(server: endpoint.description, reason: "the server became a replica (READONLY): reconnecting to the new primary"), next: .idle)
+                return
+            }
         }
         if head == pending.count {
             pending.removeAll(keepingCapacity: pending.count < 4096)

@@ -82,10 +82,14 @@ public final class RedisBackend: CacheBackend {
                 tls = try contexts[settings] ?? RedisBackend.makeTLSContext(settings, endpoint: endpoint, alias: config.alias)
                 contexts[settings] = tls
             }
-            let pool = RedisBlockingPool(endpoint: endpoint, tls: tls, size: poolSize, connectTimeout: connectTimeout,
+            let sentinel = endpoint.sentinels.map {
+                RedisSentinel(spec: $0, description: endpoint.description, tls: tls, connectTimeout: connectTimeout, commandTimeout: commandTimeout, loop: loop)
+            }
+            let target = RedisTarget(endpoint: endpoint, sentinel: sentinel)
+            let pool = RedisBlockingPool(target: target, tls: tls, size: poolSize, connectTimeout: connectTimeout,
                                          commandTimeout: commandTimeout, borrowTimeout: poolTimeout)
             let conns = (0..<asyncConnections).map { _ in
-                RedisAsyncConnection(loop: loop, endpoint: endpoint, tls: tls, commandTimeout: commandTimeout, connectTimeout: connectTimeout)
+                RedisAsyncConnection(loop: loop, target: target, tls: tls, commandTimeout: commandTimeout, connectTimeout: connectTimeout)
             }
             nodes.append(RedisNode(endpoint: endpoint, pool: pool, connections: conns))
         }
@@ -311,6 +315,7 @@ public final class RedisBackend: CacheBackend {
         for n in [primary] + replicas {
             n.pool.close()
             for c in n.connections { c.shutdown() }
+            n.pool.target.sentinel?.stopWatching()
         }
     }
 

@@ -10,7 +10,8 @@ import Glibc
 /// A bounded pool of blocking connections to one endpoint. The calling thread does the I/O itself:
 /// no hop to another thread.
 final class RedisBlockingPool: Sendable {
-    let endpoint: RedisEndpoint
+    let target: RedisTarget
+    var endpoint: RedisEndpoint { target.endpoint }
     let size: Int
     let connectTimeout: Double
     let commandTimeout: Double
@@ -20,8 +21,8 @@ final class RedisBlockingPool: Sendable {
     private let idle = Mutex<[BlockingRedisConnection]>([])
     private let capacity: DispatchSemaphore
 
-    init(endpoint: RedisEndpoint, tls: TLSClientContext?, size: Int, connectTimeout: Double, commandTimeout: Double, borrowTimeout: Double) {
-        self.endpoint = endpoint
+    init(target: RedisTarget, tls: TLSClientContext?, size: Int, connectTimeout: Double, commandTimeout: Double, borrowTimeout: Double) {
+        self.target = target
         self.tls = tls
         self.size = size
         self.connectTimeout = connectTimeout
@@ -30,17 +31,19 @@ final class RedisBlockingPool: Sendable {
         self.capacity = DispatchSemaphore(value: size)
     }
 
+    /// True for a connection made before the sentinels announced a failover: it may still talk to
+    /// the old primary, whose writes the failover throws away.
+    private func isStale(_ conn: BlockingRedisConnection) -> Bool {
+        guard let sentinel = target.sentinel else { return false }
+        return conn.epoch != sentinel.epoch
+    }
+
     /// Connects, logs in and selects the database (on the calling thread: this is the blocking face).
     private func connect() throws -> BlockingRedisConnection {
-        let conn = try BlockingRedisConnection(endpoint: endpoint, tls: tls, connectTimeout: connectTimeout, commandTimeout: commandTimeout)
-        for command in endpoint.handshake {
-            let reply = try conn.run(command, operation: command[0] == "AUTH".bytes ? "AUTH" : "SELECT")
-            if case .error(let message) = reply {
-                if command[0] == "AUTH".bytes {
-                    throw CacheError.authenticationFailed(server: endpoint.description, reason: message)
-                }
-                throw CacheError.serverError(server: endpoint.description, message: message)
-            }
+        let conn = try BlockingRedisConnection(target: target, tls: tls, connectTimeout: connectTimeout, commandTimeout: commandTimeout)
+        for command in target.handshake {
+            let reply = try conn.run(command, operation: String(decoding: command[0], as: UTF8.self))
+            if let refusal = target.refusal(of: command, reply: reply) { throw refusal }
         }
         return conn
     }
@@ -67,7 +70,7 @@ final class RedisBlockingPool: Sendable {
         defer { capacity.signal() }
         var reused = true
         var conn: BlockingRedisConnection
-        if let c = idle.locked({ $0.popLast() }), !c.broken, !RedisBlockingPool.closedWhileIdle(c) {
+        if let c = idle.locked({ $0.popLast() }), !c.broken, !isStale(c), !RedisBlockingPool.closedWhileIdle(c) {
             conn = c
         } else {
             conn = try connect()
@@ -76,7 +79,7 @@ final class RedisBlockingPool: Sendable {
         while true {
             do {
                 let r = try body(conn)
-                if !conn.broken {
+                if !conn.broken && !isStale(conn) {
                     conn.idleSince = monotonicNanos()
                     idle.locked { $0.append(conn) }
                 }

@@ -16,6 +16,15 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
     let tls: TLSClientSettings?
     /// Where the TLS settings came from, for errors: "LOCATION" or "OPTIONS".
     let tlsSource: String
+    /// For a `redis+sentinel://` location: the sentinels to ask and the service whose primary this
+    /// endpoint is (`address` is then only a placeholder).
+    var sentinels: SentinelSpec? = nil
+
+    /// The sentinels of a `redis+sentinel://` location and the service (Sentinel's "master name").
+    struct SentinelSpec: Sendable, Hashable {
+        let hosts: [ServerAddress]
+        let service: String
+    }
 
     /// The name TLS checks the certificate against (and sends as SNI): the location's host.
     var tlsHost: String {
@@ -23,8 +32,16 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
         return ""
     }
 
-    /// `redis://host:port/db` or `unix:///path?db=N`, never with credentials.
+    /// `redis://host:port/db`, `unix:///path?db=N` or `redis+sentinel://host:port,.../service/db`,
+    /// never with credentials.
     var description: String {
+        if let sentinels {
+            let hosts = sentinels.hosts.map { a -> String in
+                guard case .tcp(let h, let p) = a else { return "?" }
+                return "\(h.contains(":") ? "[\(h)]" : h):\(p)"
+            }
+            return "\(tls == nil ? "redis" : "rediss")+sentinel://\(hosts.joined(separator: ","))/\(sentinels.service)/\(db)"
+        }
         switch address {
         case .tcp(let host, let port): return "\(tls == nil ? "redis" : "rediss")://\(host.contains(":") ? "[\(host)]" : host):\(port)/\(db)"
         case .unix(let path): return "unix://\(path)?db=\(db)"
@@ -54,7 +71,7 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
             }
             throw bad("unknown query parameter '\(name)' (a Redis location takes 'db', and for rediss:// 'ssl_ca_certs', 'ssl_certfile', 'ssl_keyfile', 'ssl_cert_reqs'; put other settings in OPTIONS)")
         }
-        let tls = try parseTLS(scheme: scheme, query: query, options: options, bad: bad)
+        let tls = try parseTLS(scheme: scheme == "rediss+sentinel" ? "rediss" : scheme, query: query, options: options, bad: bad)
         var db = try options.int("DB", default: 0, range: 0...Int(Int32.max))
         if let d = query["db"] {
             guard let v = Int(d), (0...Int(Int32.max)).contains(v) else { throw bad("db must be a non-negative integer") }
@@ -66,19 +83,35 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
         case "unix":
             guard rest.hasPrefix("/"), rest.count > 1 else { throw bad("unix:// needs an absolute socket path") }
             return RedisEndpoint(address: .unix(path: rest), db: db, username: username, password: password, tls: nil, tlsSource: "")
-        case "redis", "rediss":
+        case "redis", "rediss", "redis+sentinel", "rediss+sentinel":
             break
+        case "redis+cluster", "rediss+cluster":
+            throw bad("Redis Cluster locations are not supported yet (only redis://, rediss://, redis+sentinel://, rediss+sentinel:// and unix://)")
         default:
             throw bad("unsupported scheme '\(scheme)'")
         }
+        let sentinel = scheme.hasSuffix("+sentinel")
         var authority = rest
+        var service: String?
         if let slash = rest.firstIndex(of: "/") {
             authority = String(rest[..<slash])
-            let path = rest[rest.index(after: slash)...]
+            var path = rest[rest.index(after: slash)...]
+            if sentinel {
+                // SERVICE[/db]
+                let name = path.prefix(while: { $0 != "/" })
+                path = path.dropFirst(name.count).drop(while: { $0 == "/" })
+                guard !name.isEmpty, name.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value < 0x7f }) else {
+                    throw bad("a sentinel location names its service: redis+sentinel://host:port[,host:port...]/SERVICE[/db]")
+                }
+                service = String(name).removingPercentEncoding ?? String(name)
+            }
             if !path.isEmpty {
                 guard let v = Int(path), (0...Int(Int32.max)).contains(v) else { throw bad("the path must be a database number") }
                 db = v
             }
+        }
+        if sentinel && service == nil {
+            throw bad("a sentinel location names its service: redis+sentinel://host:port[,host:port...]/SERVICE[/db]")
         }
         if let at = authority.lastIndex(of: "@") {
             let userinfo = authority[..<at]
@@ -92,8 +125,24 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
                 password = String(userinfo).removingPercentEncoding ?? String(userinfo)
             }
         }
+        if let service {
+            let hosts = try authority.split(separator: ",", omittingEmptySubsequences: false).map {
+                try hostPort(String($0), defaultPort: 26379, bad: bad)
+            }
+            var e = RedisEndpoint(address: .tcp(host: "sentinel", port: 0), db: db, username: username, password: password,
+                                  tls: tls?.settings, tlsSource: tls?.source ?? "")
+            e.sentinels = SentinelSpec(hosts: hosts.map { .tcp(host: $0.host, port: $0.port) }, service: service)
+            return e
+        }
+        let (host, port) = try hostPort(authority, defaultPort: 6379, bad: bad)
+        return RedisEndpoint(address: .tcp(host: host, port: port), db: db, username: username, password: password,
+                             tls: tls?.settings, tlsSource: tls?.source ?? "")
+    }
+
+    /// `host[:port]` or `[v6]:port`, checked.
+    private static func hostPort(_ authority: String, defaultPort: Int, bad: (String) -> CacheError) throws -> (host: String, port: Int) {
         var host = authority
-        var port = 6379
+        var port = defaultPort
         if authority.hasPrefix("[") {
             guard let close = authority.firstIndex(of: "]") else { throw bad("unclosed [ in IPv6 address") }
             host = String(authority[authority.index(after: authority.startIndex)..<close])
@@ -108,11 +157,10 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
             port = p
         }
         guard !host.isEmpty else { throw bad("missing host") }
-        guard host.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7f && !"[]/@?#".unicodeScalars.contains($0) }) else {
+        guard host.unicodeScalars.allSatisfy({ $0.value > 0x20 && $0.value != 0x7f && !"[]/@?#,;".unicodeScalars.contains($0) }) else {
             throw bad("the host contains a space, a control character or a reserved character")
         }
-        return RedisEndpoint(address: .tcp(host: host, port: port), db: db, username: username, password: password,
-                             tls: tls?.settings, tlsSource: tls?.source ?? "")
+        return (host, port)
     }
 
     /// The TLS settings of a `rediss://` location, from its query parameters, then OPTIONS; an SSL

@@ -44,6 +44,14 @@ public struct RedisFixture: CacheFixture {
         server = (chaos ? TestServers.redisChaosURL : TestServers.redisURL) ?? "redis://127.0.0.1:1"
     }
 
+    /// Redis through the test sentinels: the primary of their service, asked for at every connect.
+    public init(sentinelOn loop: TestLoops.Kind) {
+        db = nextRedisDB.add(1, ordering: .relaxed).newValue % 4000 + 50
+        self.loop = loop.loop
+        options = ["COMMAND_TIMEOUT": 10]
+        server = "redis+sentinel://\(TestServers.redisSentinels ?? "127.0.0.1:1")/\(TestServers.redisSentinelService)"
+    }
+
     /// Redis over TLS (the test server that takes any client), trusting the test CA.
     public init(tlsOn loop: TestLoops.Kind) {
         db = nextRedisDB.add(1, ordering: .relaxed).newValue % 4000 + 50

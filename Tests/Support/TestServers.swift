@@ -28,6 +28,10 @@ public enum TestServers {
     public static var redisTLSURL: String? { env["TANDEM_REDIS_TLS_URL"] }
     /// The same, but the server requires a client certificate (`client.pem` / `client.key`).
     public static var redisMutualTLSURL: String? { env["TANDEM_REDIS_MTLS_URL"] }
+    /// `host:port,host:port,host:port` of three sentinels watching a primary and a replica.
+    public static var redisSentinels: String? { env["TANDEM_REDIS_SENTINELS"] }
+    /// The service (Sentinel's master name) the sentinels watch.
+    public static var redisSentinelService: String { env["TANDEM_REDIS_SENTINEL_SERVICE"] ?? "tandem" }
     /// The test certificates: `ca.pem`, `client.pem`, `client.key`, `other-ca.pem` (a CA that signed nothing used).
     public static var tlsDirectory: String? { env["TANDEM_TLS_DIR"] }
     /// `host:port` of each memcached.

@@ -1,0 +1,134 @@
+import Foundation
+import Synchronization
+import Tandem
+import TandemTestSupport
+import Testing
+
+extension Faults {
+    /// A Sentinel failover (`SENTINEL FAILOVER`) under load, on the test command's sentinels: the
+    /// primary and the replica swap roles, so this runs only here, in the serialized fault phase.
+    @Suite struct SentinelFailover {
+        static let timeouts: [String: SettingValue] = ["COMMAND_TIMEOUT": 1, "CONNECT_TIMEOUT": 1, "POOL_TIMEOUT": 2]
+        /// The longest a call may take: the sentinels asked (each within the connect and command
+        /// timeouts), a connect, a command, one retry of an idempotent one, and slack for a loaded
+        /// 2-core machine.
+        static let callBound: Duration = .seconds(10)
+
+        /// `host:port` of the primary the first sentinel names.
+        static func primary(_ sentinelPort: Int, _ service: String) throws -> String {
+            let reply = try RawRedis(port: sentinelPort).command(["SENTINEL", "get-master-addr-by-name", service])
+            let parts = reply.split(separator: " ")  // "*2 $host $port"
+            guard parts.count == 3 else { throw CheckFailure(message: "unexpected answer \(reply)", location: "SentinelFailover") }
+            return "\(parts[1].dropFirst()):\(parts[2].dropFirst())"
+        }
+
+        @Test(.timeLimit(.minutes(3)))
+        func failoverUnderLoadLosesNoCallAndWritesNothingToAReplica() async throws {
+            let sentinels = try TestServers.need(TestServers.redisSentinels, "redis sentinels")
+            let service = TestServers.redisSentinelService
+            let sentinelPort = try #require(TestServers.hostPort(String(sentinels.split(separator: ",")[0]))?.1)
+            // The sentinels must know the replica, and it must be in sync, before a failover can pick it.
+            let ready = try await eventuallyAsync(60) {
+                let replicas = (try? await onPlainThread { try RawRedis(port: sentinelPort).command(["SENTINEL", "replicas", service]) }) ?? ""
+                return replicas.contains("$flags $slave ") && replicas.contains("$master-link-status $ok")
+            }
+            try #require(ready, "the sentinels never saw an in-sync replica")
+            let before = try await onPlainThread { try Self.primary(sentinelPort, service) }
+
+            let cache = try Caches(settings: [
+                "default": CacheSettings(backend: "redis", location: ["redis+sentinel://\(sentinels)/\(service)/5"], options: Self.timeouts),
+            ]).default
+            let log = CallLog()
+            let acknowledged = Mutex<[(key: String, at: ContinuousClock.Instant)]>([])
+            let readOnly = Atomic<Int>(0)
+            let readOnlyBox = Box(readOnly)
+            let failoverAt = Mutex<ContinuousClock.Instant?>(nil)
+            let switchedAt = Mutex<ContinuousClock.Instant?>(nil)
+            @Sendable func note(_ error: any Error) {
+                if "\(error)".contains("READONLY") { readOnlyBox.value.add(1, ordering: .relaxed) }
+            }
+            try await underLoad(
+                duration: .seconds(14), tasks: 64, threads: 4,
+                asyncCall: { w, i in
+                    await log.run("async") {
+                        do {
+                            if i % 2 == 0 {
+                                let key = "a-\(w)-\(i)"
+                                try await cache.async.set(key, key)
+                                acknowledged.locked { $0.append((key, .now)) }
+                            } else {
+                                _ = try await cache.async.get("a-\(w)-\(i - 1)") as String?
+                            }
+                        } catch {
+                            note(error)
+                            throw error
+                        }
+                    }
+                },
+                blockingCall: { t, i in
+                    log.run("blocking") {
+                        do {
+                            if i % 2 == 0 {
+                                let key = "b-\(t)-\(i)"
+                                try cache.set(key, key)
+                                acknowledged.locked { $0.append((key, .now)) }
+                            } else {
+                                _ = try cache.get("b-\(t)-\(i - 1)") as String?
+                            }
+                        } catch {
+                            note(error)
+                            throw error
+                        }
+                    }
+                },
+                script: {
+                    try await Task.sleep(for: .seconds(2))
+                    failoverAt.locked { $0 = .now }
+                    let answer = try await onPlainThread { try RawRedis(port: sentinelPort).command(["SENTINEL", "FAILOVER", service]) }
+                    #expect(answer == "+OK", "SENTINEL FAILOVER answered \(answer)")
+                    let switched = try await eventuallyAsync(30) {
+                        (try? await onPlainThread { try Self.primary(sentinelPort, service) }).map { $0 != before } ?? false
+                    }
+                    #expect(switched, "the sentinels never named a new primary")
+                    switchedAt.locked { $0 = .now }
+                })
+
+            let failover = try #require(failoverAt.locked { $0 })
+            let switched = try #require(switchedAt.locked { $0 })
+            let after = try await onPlainThread { try Self.primary(sentinelPort, service) }
+            #expect(after != before, "the primary changed: \(before) -> \(after)")
+            #expect(log.unfinished == 0, "every call returned")
+            #expect(log.untyped.isEmpty, "every failure was a typed error: \(log.untyped.prefix(3))")
+            #expect(log.worstLatency <= Self.callBound, "no call hung: worst \(log.worstLatency)")
+            #expect(readOnlyBox.value.load(ordering: .relaxed) == 0, "no write went to a replica (READONLY answers)")
+            let asyncRecovery = try #require(log.firstSuccess(of: "async", after: switched), "async face works after the failover")
+            let blockingRecovery = try #require(log.firstSuccess(of: "blocking", after: switched), "blocking face works after the failover")
+            let asyncAllClear = log.lastFailure(of: "async", after: failover) ?? .zero
+            let blockingAllClear = log.lastFailure(of: "blocking", after: failover) ?? .zero
+
+            // Which acknowledged writes the new primary has: Redis replicates asynchronously, so the
+            // writes the old primary took in the failover window can be gone.
+            let writes = acknowledged.locked { $0 }
+            var lost: [(key: String, at: ContinuousClock.Instant)] = []
+            for chunk in stride(from: 0, to: writes.count, by: 500).map({ Array(writes[$0..<min($0 + 500, writes.count)]) }) {
+                let found: [String: String] = try await cache.async.getMany(chunk.map(\.key))
+                lost += chunk.filter { found[$0.key] == nil }
+            }
+            // The bound: only writes acknowledged from shortly before the failover began until shortly
+            // after the sentinels named the new primary can be lost.
+            let outside = lost.filter { $0.at < failover - .seconds(1) || $0.at > switched + .seconds(5) }
+            #expect(outside.count == 0, "\(outside.count) writes lost outside the failover window, first \(outside.first?.key ?? "")")
+            Figures.record("redis sentinel failover under load (64 tasks, 4 threads, SENTINEL FAILOVER)", [
+                "calls": log.all.count, "outcomes": log.outcomeCounts, "unfinished": log.unfinished,
+                "worst_call_ms": ms(log.worstLatency),
+                "sentinels_switched_after_ms": ms(switched - failover),
+                "async_first_success_after_switch_ms": ms(asyncRecovery),
+                "blocking_first_success_after_switch_ms": ms(blockingRecovery),
+                "async_last_failure_after_failover_ms": ms(asyncAllClear),
+                "blocking_last_failure_after_failover_ms": ms(blockingAllClear),
+                "acknowledged_writes": writes.count, "acknowledged_writes_lost": lost.count,
+                "readonly_answers": readOnlyBox.value.load(ordering: .relaxed),
+            ])
+        }
+    }
+}

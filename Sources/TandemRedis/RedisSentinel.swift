@@ -1,0 +1,268 @@
+import CHiredis
+import Logging
+import Synchronization
+import TandemCache
+import TandemLoop
+
+/// Asks Redis Sentinel where a service's primary is, and listens for its failovers.
+///
+/// Every new connection to the primary asks the sentinels, so that it goes to the current primary.
+/// A failover is followed three ways: the sentinels' `+switch-master` announcement (a subscription on
+/// the loop) moves the ``epoch`` on, and a connection made in an older epoch is replaced before its
+/// next command; a connection that finds a replica where it asked for the primary (a stale answer)
+/// is refused; a connection told `READONLY` is dropped. The sentinels are asked in turn, the one that
+/// answered last first.
+final class RedisSentinel: Sendable {
+    let spec: RedisEndpoint.SentinelSpec
+    /// Names the sentinels and the service in errors.
+    let description: String
+    let tls: TLSClientContext?
+    let connectTimeout: Double
+    let commandTimeout: Double
+    private let preferred = Atomic<Int>(0)
+    /// Moves on at every failover the sentinels announce (and after the announcements could have
+    /// been missed): connections made in an earlier epoch are not used again.
+    var epoch: UInt64 { epochCounter.value.load(ordering: .acquiring) }
+    private let epochCounter = EpochCounter()
+    private let watcher: SentinelWatcher
+    private let watching = Atomic<Bool>(false)
+
+    init(spec: RedisEndpoint.SentinelSpec, description: String, tls: TLSClientContext?, connectTimeout: Double, commandTimeout: Double,
+         loop: any TandemEventLoop) {
+        self.spec = spec
+        self.description = description
+        self.tls = tls
+        self.connectTimeout = connectTimeout
+        self.commandTimeout = commandTimeout
+        let counter = epochCounter
+        watcher = SentinelWatcher(loop: loop, hosts: spec.hosts, service: spec.service, tls: tls, connectTimeout: connectTimeout) {
+            counter.value.add(1, ordering: .releasing)
+        }
+    }
+
+    deinit { watcher.stop() }
+
+    /// Stops listening (the cache was closed); the next connect starts again.
+    func stopWatching() {
+        if watching.exchange(false, ordering: .acquiringAndReleasing) { watcher.stop() }
+    }
+
+    /// The primary's host and port, as the first sentinel that knows the service says (blocks: on
+    /// the blocking face's calling thread, or off the loop for the async face).
+    func primary() throws(CacheError) -> (host: String, port: Int) {
+        if !watching.exchange(true, ordering: .acquiringAndReleasing) { watcher.start() }
+        var reasons: [String] = []
+        let count = spec.hosts.count
+        let first = preferred.load(ordering: .relaxed)
+        for k in 0..<count {
+            let i = (first + k) % count
+            guard case .tcp(let host, let port) = spec.hosts[i] else { continue }
+            let name = "\(host):\(port)"
+            let endpoint = RedisEndpoint(address: .tcp(host: host, port: port), db: 0, username: nil, password: nil,
+                                         tls: tls?.settings, tlsSource: "")
+            do {
+                let conn = try BlockingRedisConnection(endpoint: endpoint, tls: tls, connectTimeout: connectTimeout, commandTimeout: commandTimeout)
+                let reply = try conn.run(["SENTINEL".bytes, "get-master-addr-by-name".bytes, spec.service.bytes], operation: "SENTINEL")
+                switch reply {
+                case .array(let items):
+                    guard items.count == 2, case .bulk(let h) = items[0], case .bulk(let p) = items[1],
+                          let p = Int(String(decoding: p, as: UTF8.self)), (1...65535).contains(p), !h.isEmpty else {
+                        reasons.append("\(name) answered something that is not a host and a port")
+                        continue
+                    }
+                    preferred.store(i, ordering: .relaxed)
+                    return (String(decoding: h, as: UTF8.self), p)
+                case .null:
+                    reasons.append("\(name) does not know the service")
+                case .error(let message):
+                    reasons.append("\(name) answered \(message)")
+                default:
+                    reasons.append("\(name) answered something that is not a host and a port")
+                }
+            } catch {
+                reasons.append("\(name): \(error)")
+            }
+        }
+        throw CacheError.connectionFailed(server: description,
+                                          reason: "no sentinel named the primary of '\(spec.service)' (\(reasons.joined(separator: "; ")))")
+    }
+}
+
+/// A failover counter shared by a ``RedisSentinel`` and its watcher.
+final class EpochCounter: Sendable {
+    let value = Atomic<UInt64>(0)
+}
+
+/// Where a node's connections go: a fixed server, or the primary the sentinels name at each connect.
+struct RedisTarget: Sendable {
+    let endpoint: RedisEndpoint
+    let sentinel: RedisSentinel?
+
+    /// True when the server can change under the connections (a sentinel-managed primary): they
+    /// check its role when they connect and reconnect when it answers `READONLY`.
+    var followsFailover: Bool { sentinel != nil }
+
+    /// The addresses to connect to and the name TLS checks (blocks: a name lookup, the sentinels).
+    func find() throws(CacheError) -> (addresses: [ResolvedAddress], tlsHost: String) {
+        guard let sentinel else { return (try endpoint.resolveAll(), endpoint.tlsHost) }
+        let (host, port) = try sentinel.primary()
+        return (try ServerAddress.tcp(host: host, port: port).resolveAll(description: endpoint.description), host)
+    }
+
+    /// The commands that prepare a new connection: AUTH and SELECT as needed, and ROLE when the
+    /// server must be a primary.
+    var handshake: [[[UInt8]]] {
+        endpoint.handshake + (followsFailover ? [["ROLE".bytes]] : [])
+    }
+
+    /// Why a reply to a handshake command means the connection is unusable (nil: it is fine).
+    func refusal(of command: [[UInt8]], reply: RedisValue) -> CacheError? {
+        if case .error(let message) = reply {
+            return command[0] == "AUTH".bytes
+                ? .authenticationFailed(server: endpoint.description, reason: message)
+                : .serverError(server: endpoint.description, message: message)
+        }
+        if command[0] == "ROLE".bytes {
+            guard case .array(let items) = reply, case .bulk(let role)? = items.first, role == "master".bytes else {
+                return .connectionFailed(server: endpoint.description, reason: "the server the sentinels named is not a primary (a failover under way?)")
+            }
+        }
+        return nil
+    }
+
+    /// True for the reply a replica gives to a write: the primary has changed.
+    static func isReadOnly(_ reply: RedisValue) -> Bool {
+        if case .error(let message) = reply { return message.hasPrefix("READONLY") }
+        return false
+    }
+}
+
+/// Subscribes to `+switch-master` on one sentinel at a time, on the loop, and calls `switched` when
+/// the service's primary changes, or when the subscription comes back after a break (an announcement
+/// may have been missed). A sentinel that fails is left for the next one after a short pause.
+final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
+    // Why @unchecked Sendable is safe: every mutable field is only touched on `loop`'s thread;
+    // `start` and `stop` hop there with `execute` before touching anything.
+    private let loop: any TandemEventLoop
+    private let hosts: [ServerAddress]
+    private let service: String
+    private let tls: TLSClientContext?
+    private let connectTimeout: Double
+    private let switched: @Sendable () -> Void
+    private let logger = Logger(label: "tandem.redis")
+
+    private var socket: LoopSocket?
+    private var reader: UnsafeMutablePointer<redisReader>?
+    private var next = 0
+    private var running = false
+    private var broken = false
+    private var retry: TimerID?
+
+    init(loop: any TandemEventLoop, hosts: [ServerAddress], service: String, tls: TLSClientContext?, connectTimeout: Double,
+         switched: @escaping @Sendable () -> Void) {
+        self.loop = loop
+        self.hosts = hosts
+        self.service = service
+        self.tls = tls
+        self.connectTimeout = connectTimeout
+        self.switched = switched
+    }
+
+    deinit {
+        if let reader { redisReaderFree(reader) }
+    }
+
+    func start() {
+        try? loop.execute { [self] in
+            guard !running else { return }
+            running = true
+            subscribe()
+        }
+    }
+
+    func stop() {
+        let work: @Sendable () -> Void = { [self] in
+            running = false
+            if let retry { loop.cancel(retry); self.retry = nil }
+            closeSocket()
+        }
+        if loop.inEventLoop { work() } else { try? loop.execute(work) }
+    }
+
+    private func closeSocket() {
+        socket?.close()
+        socket = nil
+        if let reader { redisReaderFree(reader); self.reader = nil }
+    }
+
+    private func subscribe() {
+        guard running, !hosts.isEmpty else { return }
+        let address = hosts[next % hosts.count]
+        next += 1
+        guard case .tcp(let host, let port) = address else { return }
+        let s = LoopSocket(loop: loop, address: address, name: "sentinel \(host):\(port)", protocolName: "redis sentinel",
+                           connectTimeout: connectTimeout, tls: tls, tlsHost: host)
+        s.delegate = self
+        socket = s
+        reader = redisReaderCreate()
+        var command: [UInt8] = []
+        do {
+            try RedisBlockingFormat.append(["SUBSCRIBE".bytes, "+switch-master".bytes], to: &command, server: s.name)
+        } catch {
+            return
+        }
+        s.connect()
+        s.write(command)
+    }
+
+    private func tryAgainSoon() {
+        closeSocket()
+        broken = true
+        guard running, retry == nil else { return }
+        retry = loop.schedule(after: .milliseconds(500)) { [self] in
+            retry = nil
+            subscribe()
+        }
+    }
+
+    func socketConnected() {}
+
+    func socketReceived(_ bytes: UnsafeRawBufferPointer) {
+        guard let reader, let base = bytes.baseAddress else { return }
+        if redisReaderFeed(reader, base.assumingMemoryBound(to: CChar.self), bytes.count) != chiredis_ok { tryAgainSoon() }
+    }
+
+    func socketReadDone() {
+        while let reader {
+            var reply: UnsafeMutableRawPointer?
+            guard redisReaderGetReply(reader, &reply) == chiredis_ok else {
+                tryAgainSoon()
+                return
+            }
+            guard let r = reply else { return }
+            let value = RedisValue(reply: r)
+            freeReplyObject(r)
+            handle(value)
+        }
+    }
+
+    private func handle(_ value: RedisValue) {
+        guard case .array(let items) = value, items.count == 3, case .bulk(let kind) = items[0] else { return }
+        if kind == "subscribe".bytes {
+            // Subscribed again after a break: a switch may have happened meanwhile.
+            if broken { switched() }
+            broken = false
+            return
+        }
+        // "message", "+switch-master", "<service> <old ip> <old port> <new ip> <new port>"
+        guard kind == "message".bytes, case .bulk(let payload) = items[2] else { return }
+        let words = String(decoding: payload, as: UTF8.self).split(separator: " ")
+        guard words.count == 5, words[0] == service else { return }
+        logger.warning("redis sentinel failover: new primary", metadata: [
+            "service": "\(service)", "old": "\(words[1]):\(words[2])", "new": "\(words[3]):\(words[4])",
+        ])
+        switched()
+    }
+
+    func socketFailed(_ error: CacheError, connecting: Bool) { tryAgainSoon() }
+}
