@@ -33,6 +33,9 @@ final class RedisNode: Sendable {
 ///   `rediss://host:port[/db]` speaks TLS (OpenSSL) in both faces, verifying the server's
 ///   certificate and name; redis-py's `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile` and
 ///   `ssl_cert_reqs` (`required` or `none`) as query parameters or OPTIONS (upper case).
+///   `redis+sentinel://host:port[,host:port...]/SERVICE[/db]` (or `rediss+sentinel://`): the primary
+///   of SERVICE as the sentinels name it at every connect, followed through failovers (its
+///   `+switch-master` announcements, READONLY answers and a ROLE check at connect).
 /// - OPTIONS: `CONNECT_TIMEOUT` (s, 1), `COMMAND_TIMEOUT` (s, 1), `POOL_SIZE` (blocking connections
 ///   per server, 16), `POOL_TIMEOUT` (s to wait for a pooled connection, 1), `ASYNC_CONNECTIONS` (per
 ///   server, 1), `DB`, `USERNAME`, `PASSWORD` (the URL's credentials win).
