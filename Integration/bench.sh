@@ -25,7 +25,15 @@ for s in "${scenarios[@]}"; do
   case "$s" in
     redis-*|inflight-10k)
       [ "$s" = inflight-10k ] && start_upstream
-      if [ -z "${REDIS_PORT:-}" ]; then
+      if [ "$s" = redis-tls-async-get ]; then
+        # A server of its own with a plain and a TLS port (the same data), certificates from a CA made here.
+        make_test_certificates
+        REDIS_TLS_PLAIN_PORT=$(free_port); REDIS_TLS_PORT=$(free_port)
+        start_redis bench-tls "$REDIS_TLS_PLAIN_PORT" --tls-port "$REDIS_TLS_PORT" --tls-cert-file "$RUN_DIR/tls/redis.pem" \
+          --tls-key-file "$RUN_DIR/tls/redis.key" --tls-ca-cert-file "$RUN_DIR/tls/ca.pem" --tls-auth-clients no
+        extra+=(--redis-tls "rediss://localhost:$REDIS_TLS_PORT" --redis-tls-plain "redis://127.0.0.1:$REDIS_TLS_PLAIN_PORT"
+                --redis-tls-ca "$RUN_DIR/tls/ca.pem")
+      elif [ -z "${REDIS_PORT:-}" ]; then
         REDIS_PORT=$(free_port)
         start_redis bench "$REDIS_PORT"
         extra+=(--redis "redis://127.0.0.1:$REDIS_PORT")

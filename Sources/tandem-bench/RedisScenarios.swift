@@ -136,6 +136,57 @@ struct RedisScenarios {
         return result
     }
 
+    /// 64 tasks doing async GETs of a 3-byte value over TLS (`tlsURL`, a server that also listens in
+    /// plain text at `url`), against `redis-benchmark --tls -c 64 -P 1 -t get` on the TLS port reading a
+    /// 3-byte value too; in the same rounds, Tandem's GETs over plain TCP, so that the line says what
+    /// TLS costs a GET (throughput and client CPU).
+    func tlsAsyncGet(tasks: Int = 64, tlsURL: String, caFile: String) async throws -> BenchResult {
+        let plain = try cache()
+        let secure = try Caches(settings: ["default": CacheSettings(backend: "redis", location: [tlsURL], options: ["SSL_CA_CERTS": .string(caFile)])]).default
+        try await plain.async.set("bench", "xxx", timeout: .never)
+        let (host, port) = hostPort
+        _ = try runTool("/usr/bin/redis-cli", ["-h", host, "-p", String(port), "SET", "key:__rand_int__", "xxx"])
+        let tlsPort = String(tlsURL.split(separator: ":").last ?? "")
+        let n = max(50_000, Int(seconds * 40_000))
+        var ref: [Double] = [], refCPU: [Double] = [], tan: [Double] = [], tanCPU: [Double] = [], plainRates: [Double] = [], plainCPU: [Double] = []
+        func tandemRound(_ cache: Cache) async throws -> (Double, Double) {
+            let counter = Counter()
+            let before = CPUTime.process()
+            let rate = try await asyncThroughput(tasks: tasks, seconds: seconds) {
+                _ = counter.next()
+                let v: [UInt8]? = try await cache.async.get("bench")
+                if v?.count != 3 { throw BenchError("wrong value") }
+            }
+            return (rate, (CPUTime.process() - before) / Double(max(1, counter.next())) * 1e6)
+        }
+        for _ in 0..<rounds {
+            let before = CPUTime.children()
+            let csv = try runTool("/usr/bin/redis-benchmark", ["--tls", "--cacert", caFile, "-h", "localhost", "-p", tlsPort, "-c", String(tasks),
+                                                               "-P", "1", "-t", "get", "-n", String(n), "--csv"])
+            let line = csv.split(separator: "\n").first { $0.hasPrefix("\"GET\"") } ?? ""
+            let f = line.split(separator: ",").map { Double($0.replacingOccurrences(of: "\"", with: "")) }
+            guard f.count >= 7, let rps = f[1] else { throw BenchError("cannot parse redis-benchmark output: \(csv)") }
+            ref.append(rps)
+            refCPU.append((CPUTime.children() - before) / Double(n) * 1e6)
+            let (t, tc) = try await tandemRound(secure)
+            tan.append(t)
+            tanCPU.append(tc)
+            let (p, pc) = try await tandemRound(plain)
+            plainRates.append(p)
+            plainCPU.append(pc)
+        }
+        let r = ref.max() ?? 0
+        let t = tan.max() ?? 0
+        let p = plainRates.max() ?? 0
+        var result = BenchResult(scenario: "redis-tls-async-get", reference: r, tandem: t, unit: "ops/s", ratio: r == 0 ? 0 : t / r, better: "higher")
+        result.cpuUsPerOp = median(tanCPU)
+        result.referenceCpuUsPerOp = median(refCPU)
+        result.tandemPlain = p
+        result.ratioToPlain = p == 0 ? nil : t / p
+        result.tlsCpuUsPerOp = median(tanCPU) - median(plainCPU)
+        return result
+    }
+
     /// One thread of blocking GETs, against a C loop over raw blocking hiredis: seconds per GET.
     func syncGet() throws -> BenchResult {
         guard let referenceBinary else { throw BenchError("redis-sync-get needs --redis-reference (the compiled C loop)") }

@@ -37,6 +37,11 @@ struct BenchResult: Encodable {
     var referenceSocketCpuUsPerOp: Double? = nil
     /// inflight-10k: peak growth of resident memory, megabytes.
     var rssGrowthMB: Double? = nil
+    /// redis-tls-async-get: Tandem's plain-TCP GETs in the same run, TLS against them, and what TLS
+    /// adds in client CPU per GET.
+    var tandemPlain: Double? = nil
+    var ratioToPlain: Double? = nil
+    var tlsCpuUsPerOp: Double? = nil
 
     enum CodingKeys: String, CodingKey {
         case scenario, reference, tandem, unit, ratio, better
@@ -56,6 +61,9 @@ struct BenchResult: Encodable {
         case ratioSocket = "ratio_socket"
         case referenceSocketCpuUsPerOp = "reference_socket_cpu_us_per_op"
         case rssGrowthMB = "rss_growth_mb"
+        case tandemPlain = "tandem_plain"
+        case ratioToPlain = "ratio_to_plain"
+        case tlsCpuUsPerOp = "tls_cpu_us_per_op"
     }
 
     /// Prints the JSON line that `Integration/bench.sh` collects.
@@ -173,10 +181,10 @@ struct TandemBench: AsyncParsableCommand {
         commandName: "tandem-bench",
         abstract: "Side-by-side benchmarks: a reference and Tandem in the same run, one JSON line per scenario.")
 
-    static let known = ["locmem", "loop-roundtrip", "bridge-overhead", "redis-async-get", "redis-sync-get",
+    static let known = ["locmem", "loop-roundtrip", "bridge-overhead", "redis-async-get", "redis-tls-async-get", "redis-sync-get",
                         "memcached-async-get", "memcached-sync-get", "http-fanout-delay", "http-small-gets", "stampede", "hedged-fanout", "http-cached-get", "inflight-10k"]
 
-    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets, stampede, hedged-fanout, http-cached-get, inflight-10k.")
+    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-tls-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets, stampede, hedged-fanout, http-cached-get, inflight-10k.")
     var scenarios: [String] = ["locmem"]
 
     @Option(help: "Seconds per measurement.")
@@ -193,6 +201,15 @@ struct TandemBench: AsyncParsableCommand {
 
     @Option(help: "The compiled C reference loop for redis-sync-get (Integration/bench/redis_sync_get.c).")
     var redisReference: String?
+
+    @Option(name: .customLong("redis-tls"), help: "Redis over TLS for redis-tls-async-get (rediss://localhost:port).")
+    var redisTLS: String?
+
+    @Option(name: .customLong("redis-tls-plain"), help: "The same server's plain port (redis://127.0.0.1:port), for redis-tls-async-get's plain-TCP side.")
+    var redisTLSPlain: String?
+
+    @Option(name: .customLong("redis-tls-ca"), help: "The CA file that signed --redis-tls's certificate.")
+    var redisTLSCA: String?
 
     @Option(help: "memcached server (host:port) for the memcached-* scenarios.")
     var memcached: String = "127.0.0.1:11211"
@@ -220,6 +237,12 @@ struct TandemBench: AsyncParsableCommand {
                 for r in try LoopScenarios(iterations: iterations, rounds: rounds).bridgeOverhead() { r.emit() }
             case "redis-async-get":
                 try await RedisScenarios(url: redis, seconds: seconds, rounds: rounds, referenceBinary: redisReference).asyncGet().emit()
+            case "redis-tls-async-get":
+                guard let redisTLS, let redisTLSPlain, let redisTLSCA else {
+                    throw ValidationError("redis-tls-async-get needs --redis-tls, --redis-tls-plain and --redis-tls-ca")
+                }
+                try await RedisScenarios(url: redisTLSPlain, seconds: seconds, rounds: rounds, referenceBinary: redisReference)
+                    .tlsAsyncGet(tlsURL: redisTLS, caFile: redisTLSCA).emit()
             case "redis-async-get-tasks-on-loop":
                 // The same, with the tasks' executor preference set to the loop (they resume there, no hop).
                 try await RedisScenarios(url: redis, seconds: seconds, rounds: rounds, referenceBinary: redisReference).asyncGet(onLoop: true).emit()
