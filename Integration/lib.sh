@@ -208,6 +208,30 @@ start_sentinels() {
   export TANDEM_REDIS_SENTINEL_SERVICE=tandem
 }
 
+# start_cluster: six redis-servers in cluster mode joined by `redis-cli --cluster create` with one
+# replica per primary; waits until every node says cluster_state:ok; exports the nodes.
+start_cluster() {
+  local nodes=() p bus i n
+  for i in 1 2 3 4 5 6; do
+    p=$(free_port); bus=$(free_port)
+    rm -f "$RUN_DIR/nodes-cluster-$i.conf"   # a node must not come back with another run's cluster
+    start_redis "cluster-$i" "$p" --cluster-enabled yes --cluster-port "$bus" --cluster-config-file "nodes-cluster-$i.conf" \
+      --cluster-node-timeout 2000
+    nodes+=("127.0.0.1:$p")
+  done
+  redis-cli --cluster create "${nodes[@]}" --cluster-replicas 1 --cluster-yes >"$RUN_DIR/cluster-create.log" 2>&1 \
+    || { cat "$RUN_DIR/cluster-create.log" >&2; return 1; }
+  for n in "${nodes[@]}"; do
+    i=0
+    until redis-cli -p "${n##*:}" cluster info 2>/dev/null | grep -q "cluster_state:ok"; do
+      i=$((i + 1)); [ $i -gt 300 ] && { echo "cluster node $n never reached cluster_state:ok" >&2; return 1; }
+      sleep 0.1
+    done
+  done
+  TANDEM_REDIS_CLUSTER=$(IFS=,; echo "${nodes[*]}")
+  export TANDEM_REDIS_CLUSTER
+}
+
 # start_test_servers: every server the tests use; exports their addresses.
 start_test_servers() {
   local rp rr ra rc m1 m2 m3 ms
@@ -241,6 +265,7 @@ start_test_servers() {
   export TANDEM_REDIS_MTLS_URL="rediss://localhost:$rm"
   export TANDEM_TLS_DIR="$RUN_DIR/tls"
   start_sentinels
+  start_cluster
   if [ -f "$TANDEM_ROOT/Integration/upstream.py" ]; then
     local hp tp; hp=$(free_port); tp=$(free_port)
     start_background upstream "$hp" python3 "$TANDEM_ROOT/Integration/upstream.py" --port "$hp" \

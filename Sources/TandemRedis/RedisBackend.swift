@@ -61,21 +61,48 @@ public final class RedisBackend: CacheBackend {
         name: "redis",
         aliases: ["django.core.cache.backends.redis.RedisCache", "django_redis.cache.RedisCache"],
         optionNames: optionNames
-    ) { config in try RedisBackend(configuration: config) }
+    ) { config in try RedisBackend.make(configuration: config) }
 
     private static let ignoreSIGPIPE: Void = { _ = signal(SIGPIPE, SIG_IGN) }()
+
+    /// The backend for `config`: Redis Cluster for a `redis+cluster://` location, otherwise this one.
+    static func make(configuration config: BackendConfiguration) throws -> any CacheBackend {
+        guard let first = config.location.first, first.lowercased().hasPrefix("redis+cluster://") || first.lowercased().hasPrefix("rediss+cluster://") else {
+            return try RedisBackend(configuration: config)
+        }
+        _ = RedisBackend.ignoreSIGPIPE
+        guard config.location.count == 1 else {
+            throw config.locationError("a redis+cluster:// location names every seed node itself (host:port,host:port...); give it alone")
+        }
+        let endpoint = try RedisEndpoint.parse(first, alias: config.alias, options: config.options)
+        let settings = try nodeSettings(config)
+        let tls = try endpoint.tls.map { try makeTLSContext($0, endpoint: endpoint, alias: config.alias) }
+        let cluster = RedisCluster(endpoint: endpoint, seeds: endpoint.clusterSeeds ?? [], tls: tls, settings: settings)
+        return RedisClusterBackend(cluster: cluster)
+    }
+
+    /// The timeouts, pool and loop settings every node of a backend shares, from OPTIONS.
+    static func nodeSettings(_ config: BackendConfiguration) throws -> RedisNodeSettings {
+        let o = config.options
+        let commandTimeout = try o.double("COMMAND_TIMEOUT", default: 1, range: 0.001...3600)
+        return RedisNodeSettings(
+            loop: config.loop ?? EventLoops.shared,
+            connectTimeout: try o.double("CONNECT_TIMEOUT", default: 1, range: 0.001...3600),
+            commandTimeout: commandTimeout,
+            poolSize: try o.int("POOL_SIZE", default: 16, range: 1...4096),
+            poolTimeout: try o.double("POOL_TIMEOUT", default: commandTimeout, range: 0...3600),
+            asyncConnections: try o.int("ASYNC_CONNECTIONS", default: 1, range: 1...64))
+    }
 
     /// Builds the backend from validated settings (nothing connects until the first command).
     public init(configuration config: BackendConfiguration) throws {
         _ = RedisBackend.ignoreSIGPIPE
         guard !config.location.isEmpty else { throw config.locationError("at least one redis:// location is required") }
         let o = config.options
-        let connectTimeout = try o.double("CONNECT_TIMEOUT", default: 1, range: 0.001...3600)
-        let commandTimeout = try o.double("COMMAND_TIMEOUT", default: 1, range: 0.001...3600)
-        let poolSize = try o.int("POOL_SIZE", default: 16, range: 1...4096)
-        let poolTimeout = try o.double("POOL_TIMEOUT", default: commandTimeout, range: 0...3600)
-        let asyncConnections = try o.int("ASYNC_CONNECTIONS", default: 1, range: 1...64)
-        let loop = config.loop ?? EventLoops.shared
+        let settings = try RedisBackend.nodeSettings(config)
+        let connectTimeout = settings.connectTimeout
+        let commandTimeout = settings.commandTimeout
+        let loop = settings.loop
         var nodes: [RedisNode] = []
         var contexts: [TLSClientSettings: TLSClientContext] = [:]
         for location in config.location {
@@ -88,13 +115,10 @@ public final class RedisBackend: CacheBackend {
             let sentinel = endpoint.sentinels.map {
                 RedisSentinel(spec: $0, description: endpoint.description, tls: tls, connectTimeout: connectTimeout, commandTimeout: commandTimeout, loop: loop)
             }
-            let target = RedisTarget(endpoint: endpoint, sentinel: sentinel)
-            let pool = RedisBlockingPool(target: target, tls: tls, size: poolSize, connectTimeout: connectTimeout,
-                                         commandTimeout: commandTimeout, borrowTimeout: poolTimeout)
-            let conns = (0..<asyncConnections).map { _ in
-                RedisAsyncConnection(loop: loop, target: target, tls: tls, commandTimeout: commandTimeout, connectTimeout: connectTimeout)
+            if endpoint.clusterSeeds != nil {
+                throw config.locationError("a redis+cluster:// location names every seed node itself (host:port,host:port...); give it alone")
             }
-            nodes.append(RedisNode(endpoint: endpoint, pool: pool, connections: conns))
+            nodes.append(settings.makeNode(RedisTarget(endpoint: endpoint, sentinel: sentinel), tls: tls))
         }
         primary = nodes[0]
         replicas = Array(nodes.dropFirst())
@@ -192,7 +216,7 @@ public final class RedisBackend: CacheBackend {
     static func existsCommand(_ key: String) -> [[UInt8]] { ["EXISTS".bytes, key.bytes] }
     static let flushCommand: [[UInt8]] = ["FLUSHDB".bytes]
 
-    func serverError(_ v: RedisValue, _ node: RedisNode) -> CacheError {
+    static func serverError(_ v: RedisValue, _ node: RedisNode) -> CacheError {
         if case .error(let m) = v {
             // A server that wants a password (or a different one) answers every command this way.
             if m.hasPrefix("NOAUTH") || m.hasPrefix("WRONGPASS") {
@@ -203,16 +227,16 @@ public final class RedisBackend: CacheBackend {
         return .serverError(server: node.endpoint.description, message: "unexpected reply \(v)")
     }
 
-    func mapGet(_ v: RedisValue, _ node: RedisNode) throws -> StoredValue? {
+    static func mapGet(_ v: RedisValue, _ node: RedisNode) throws -> StoredValue? {
         switch v {
         case .bulk(let b): return StoredValue(untagged: b)
         case .null: return nil
-        default: throw serverError(v, node)
+        default: throw Self.serverError(v, node)
         }
     }
 
-    func mapMGet(_ v: RedisValue, _ keys: [String], _ node: RedisNode) throws -> [String: StoredValue] {
-        guard case .array(let items) = v, items.count == keys.count else { throw serverError(v, node) }
+    static func mapMGet(_ v: RedisValue, _ keys: [String], _ node: RedisNode) throws -> [String: StoredValue] {
+        guard case .array(let items) = v, items.count == keys.count else { throw Self.serverError(v, node) }
         var out: [String: StoredValue] = [:]
         for (k, item) in zip(keys, items) {
             if case .bulk(let b) = item { out[k] = StoredValue(untagged: b) }
@@ -220,31 +244,31 @@ public final class RedisBackend: CacheBackend {
         return out
     }
 
-    func mapSet(_ v: RedisValue, _ node: RedisNode) throws -> Bool {
+    static func mapSet(_ v: RedisValue, _ node: RedisNode) throws -> Bool {
         switch v {
         case .status: return true
         case .null: return false  // NX and the key exists
-        default: throw serverError(v, node)
+        default: throw Self.serverError(v, node)
         }
     }
 
-    func mapInteger(_ v: RedisValue, _ node: RedisNode) throws -> Int64 {
-        guard case .integer(let i) = v else { throw serverError(v, node) }
+    static func mapInteger(_ v: RedisValue, _ node: RedisNode) throws -> Int64 {
+        guard case .integer(let i) = v else { throw Self.serverError(v, node) }
         return i
     }
 
-    func mapIncr(_ v: RedisValue, key: String, _ node: RedisNode) throws -> Int64 {
+    static func mapIncr(_ v: RedisValue, key: String, _ node: RedisNode) throws -> Int64 {
         switch v {
         case .integer(let i): return i
         case .null: throw CacheError.missingKey(key)
         case .error(let m) where m.contains("not an integer") || m.contains("overflow"):
             throw CacheError.notAnInteger(key: key)
-        default: throw serverError(v, node)
+        default: throw Self.serverError(v, node)
         }
     }
 
-    func mapStatus(_ v: RedisValue, _ node: RedisNode) throws {
-        if case .error = v { throw serverError(v, node) }
+    static func mapStatus(_ v: RedisValue, _ node: RedisNode) throws {
+        if case .error = v { throw Self.serverError(v, node) }
     }
 
     // MARK: blocking face
@@ -257,19 +281,19 @@ public final class RedisBackend: CacheBackend {
     /// GET on a pooled blocking connection (to a replica when there are replicas).
     public func get(_ key: String) throws -> StoredValue? {
         let n = readNode
-        return try mapGet(try run(n, "GET", RedisBackend.getCommand(key), idempotent: true), n)
+        return try Self.mapGet(try run(n, "GET", RedisBackend.getCommand(key), idempotent: true), n)
     }
 
     /// One MGET on a pooled blocking connection (to a replica when there are replicas).
     public func getMany(_ keys: [String]) throws -> [String: StoredValue] {
         if keys.isEmpty { return [:] }
         let n = readNode
-        return try mapMGet(try run(n, "MGET", RedisBackend.mgetCommand(keys), idempotent: true), keys, n)
+        return try Self.mapMGet(try run(n, "MGET", RedisBackend.mgetCommand(keys), idempotent: true), keys, n)
     }
 
     /// SET with PX (NX for `.add`) on the primary; false when `.add` found a live key.
     public func set(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) throws -> Bool {
-        try mapSet(try run(primary, "SET", RedisBackend.setCommand(key, value, expiry, mode), idempotent: mode == .set), primary)
+        try Self.mapSet(try run(primary, "SET", RedisBackend.setCommand(key, value, expiry, mode), idempotent: mode == .set), primary)
     }
 
     /// All the SETs pipelined in one round trip on the primary; returns the keys that failed.
@@ -278,39 +302,39 @@ public final class RedisBackend: CacheBackend {
         let replies = try primary.pool.withConnection(operation: "SET", idempotent: true) {
             try $0.pipeline(items.map { RedisBackend.setCommand($0.key, $0.value, expiry, .set) }, operation: "SET")
         }
-        return zip(items, replies).compactMap { item, reply in (try? mapSet(reply, primary)) == true ? nil : item.key }
+        return zip(items, replies).compactMap { item, reply in (try? Self.mapSet(reply, primary)) == true ? nil : item.key }
     }
 
     /// DEL on the primary; whether the key existed.
     public func delete(_ key: String) throws -> Bool {
-        try mapInteger(try run(primary, "DEL", RedisBackend.delCommand([key]), idempotent: false), primary) > 0
+        try Self.mapInteger(try run(primary, "DEL", RedisBackend.delCommand([key]), idempotent: false), primary) > 0
     }
 
     /// One DEL of every key on the primary.
     public func deleteMany(_ keys: [String]) throws {
         if keys.isEmpty { return }
-        _ = try mapInteger(try run(primary, "DEL", RedisBackend.delCommand(keys), idempotent: true), primary)
+        _ = try Self.mapInteger(try run(primary, "DEL", RedisBackend.delCommand(keys), idempotent: true), primary)
     }
 
     /// INCRBY on the primary, atomic; a missing key is `CacheError.missingKey`.
     public func incr(_ key: String, by delta: Int64) throws -> Int64 {
-        try mapIncr(try runScripted(primary, "INCRBY", RedisBackend.incrCommand(key, delta)), key: key, primary)
+        try Self.mapIncr(try runScripted(primary, "INCRBY", RedisBackend.incrCommand(key, delta)), key: key, primary)
     }
 
     /// PEXPIRE (or PERSIST for `.never`) on the primary; whether the key existed.
     public func touch(_ key: String, expiry: CacheExpiry) throws -> Bool {
-        try mapInteger(try runScripted(primary, "PEXPIRE", RedisBackend.touchCommand(key, expiry)), primary) == 1
+        try Self.mapInteger(try runScripted(primary, "PEXPIRE", RedisBackend.touchCommand(key, expiry)), primary) == 1
     }
 
     /// EXISTS (on a replica when there are replicas).
     public func hasKey(_ key: String) throws -> Bool {
         let n = readNode
-        return try mapInteger(try run(n, "EXISTS", RedisBackend.existsCommand(key), idempotent: true), n) > 0
+        return try Self.mapInteger(try run(n, "EXISTS", RedisBackend.existsCommand(key), idempotent: true), n) > 0
     }
 
     /// FLUSHDB on the primary's database (every key in it, as Django's RedisCache.clear does).
     public func clear() throws {
-        try mapStatus(try run(primary, "FLUSHDB", RedisBackend.flushCommand, idempotent: true), primary)
+        try Self.mapStatus(try run(primary, "FLUSHDB", RedisBackend.flushCommand, idempotent: true), primary)
     }
 
     /// Closes idle blocking connections and the async connections; the next command reconnects.
@@ -327,57 +351,57 @@ public final class RedisBackend: CacheBackend {
     /// GET on a loop-driven connection, pipelined with whatever else was sent in the same turn.
     public func asyncGet(_ key: String) async throws -> StoredValue? {
         let n = readNode
-        return try mapGet(try await n.connection.command(RedisBackend.getCommand(key)), n)
+        return try Self.mapGet(try await n.connection.command(RedisBackend.getCommand(key)), n)
     }
 
     /// One MGET on a loop-driven connection.
     public func asyncGetMany(_ keys: [String]) async throws -> [String: StoredValue] {
         if keys.isEmpty { return [:] }
         let n = readNode
-        return try mapMGet(try await n.connection.command(RedisBackend.mgetCommand(keys)), keys, n)
+        return try Self.mapMGet(try await n.connection.command(RedisBackend.mgetCommand(keys)), keys, n)
     }
 
     /// SET with PX (NX for `.add`) on the primary's loop-driven connection.
     public func asyncSet(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) async throws -> Bool {
-        try mapSet(try await primary.connection.command(RedisBackend.setCommand(key, value, expiry, mode)), primary)
+        try Self.mapSet(try await primary.connection.command(RedisBackend.setCommand(key, value, expiry, mode)), primary)
     }
 
     /// All the SETs in one write on the primary's loop-driven connection; returns the keys that failed.
     public func asyncSetMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) async throws -> [String] {
         if items.isEmpty { return [] }
         let replies = try await primary.connection.pipeline(items.map { RedisBackend.setCommand($0.key, $0.value, expiry, .set) })
-        return zip(items, replies).compactMap { item, reply in (try? mapSet(reply, primary)) == true ? nil : item.key }
+        return zip(items, replies).compactMap { item, reply in (try? Self.mapSet(reply, primary)) == true ? nil : item.key }
     }
 
     /// DEL on the primary's loop-driven connection; whether the key existed.
     public func asyncDelete(_ key: String) async throws -> Bool {
-        try mapInteger(try await primary.connection.command(RedisBackend.delCommand([key])), primary) > 0
+        try Self.mapInteger(try await primary.connection.command(RedisBackend.delCommand([key])), primary) > 0
     }
 
     /// One DEL of every key on the primary's loop-driven connection.
     public func asyncDeleteMany(_ keys: [String]) async throws {
         if keys.isEmpty { return }
-        _ = try mapInteger(try await primary.connection.command(RedisBackend.delCommand(keys)), primary)
+        _ = try Self.mapInteger(try await primary.connection.command(RedisBackend.delCommand(keys)), primary)
     }
 
     /// INCRBY on the primary's loop-driven connection: atomic in the async face too.
     public func asyncIncr(_ key: String, by delta: Int64) async throws -> Int64 {
-        try mapIncr(try await commandScripted(primary, RedisBackend.incrCommand(key, delta)), key: key, primary)
+        try Self.mapIncr(try await commandScripted(primary, RedisBackend.incrCommand(key, delta)), key: key, primary)
     }
 
     /// PEXPIRE (or PERSIST) on the primary's loop-driven connection; whether the key existed.
     public func asyncTouch(_ key: String, expiry: CacheExpiry) async throws -> Bool {
-        try mapInteger(try await commandScripted(primary, RedisBackend.touchCommand(key, expiry)), primary) == 1
+        try Self.mapInteger(try await commandScripted(primary, RedisBackend.touchCommand(key, expiry)), primary) == 1
     }
 
     /// EXISTS on a loop-driven connection.
     public func asyncHasKey(_ key: String) async throws -> Bool {
         let n = readNode
-        return try mapInteger(try await n.connection.command(RedisBackend.existsCommand(key)), n) > 0
+        return try Self.mapInteger(try await n.connection.command(RedisBackend.existsCommand(key)), n) > 0
     }
 
     /// FLUSHDB on the primary's loop-driven connection (the whole database).
     public func asyncClear() async throws {
-        try mapStatus(try await primary.connection.command(RedisBackend.flushCommand), primary)
+        try Self.mapStatus(try await primary.connection.command(RedisBackend.flushCommand), primary)
     }
 }

@@ -19,6 +19,8 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
     /// For a `redis+sentinel://` location: the sentinels to ask and the service whose primary this
     /// endpoint is (`address` is then only a placeholder).
     var sentinels: SentinelSpec? = nil
+    /// For a `redis+cluster://` location: the seed nodes the slot map is first asked of.
+    var clusterSeeds: [ServerAddress]? = nil
 
     /// The sentinels of a `redis+sentinel://` location and the service (Sentinel's "master name").
     struct SentinelSpec: Sendable, Hashable {
@@ -35,12 +37,17 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
     /// `redis://host:port/db`, `unix:///path?db=N` or `redis+sentinel://host:port,.../service/db`,
     /// never with credentials.
     var description: String {
-        if let sentinels {
-            let hosts = sentinels.hosts.map { a -> String in
+        func hostList(_ addresses: [ServerAddress]) -> String {
+            addresses.map { a -> String in
                 guard case .tcp(let h, let p) = a else { return "?" }
                 return "\(h.contains(":") ? "[\(h)]" : h):\(p)"
-            }
-            return "\(tls == nil ? "redis" : "rediss")+sentinel://\(hosts.joined(separator: ","))/\(sentinels.service)/\(db)"
+            }.joined(separator: ",")
+        }
+        if let sentinels {
+            return "\(tls == nil ? "redis" : "rediss")+sentinel://\(hostList(sentinels.hosts))/\(sentinels.service)/\(db)"
+        }
+        if let clusterSeeds {
+            return "\(tls == nil ? "redis" : "rediss")+cluster://\(hostList(clusterSeeds))"
         }
         switch address {
         case .tcp(let host, let port): return "\(tls == nil ? "redis" : "rediss")://\(host.contains(":") ? "[\(host)]" : host):\(port)/\(db)"
@@ -71,7 +78,7 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
             }
             throw bad("unknown query parameter '\(name)' (a Redis location takes 'db', and for rediss:// 'ssl_ca_certs', 'ssl_certfile', 'ssl_keyfile', 'ssl_cert_reqs'; put other settings in OPTIONS)")
         }
-        let tls = try parseTLS(scheme: scheme == "rediss+sentinel" ? "rediss" : scheme, query: query, options: options, bad: bad)
+        let tls = try parseTLS(scheme: scheme.hasPrefix("rediss+") ? "rediss" : scheme, query: query, options: options, bad: bad)
         var db = try options.int("DB", default: 0, range: 0...Int(Int32.max))
         if let d = query["db"] {
             guard let v = Int(d), (0...Int(Int32.max)).contains(v) else { throw bad("db must be a non-negative integer") }
@@ -83,14 +90,13 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
         case "unix":
             guard rest.hasPrefix("/"), rest.count > 1 else { throw bad("unix:// needs an absolute socket path") }
             return RedisEndpoint(address: .unix(path: rest), db: db, username: username, password: password, tls: nil, tlsSource: "")
-        case "redis", "rediss", "redis+sentinel", "rediss+sentinel":
+        case "redis", "rediss", "redis+sentinel", "rediss+sentinel", "redis+cluster", "rediss+cluster":
             break
-        case "redis+cluster", "rediss+cluster":
-            throw bad("Redis Cluster locations are not supported yet (only redis://, rediss://, redis+sentinel://, rediss+sentinel:// and unix://)")
         default:
             throw bad("unsupported scheme '\(scheme)'")
         }
         let sentinel = scheme.hasSuffix("+sentinel")
+        let cluster = scheme.hasSuffix("+cluster")
         var authority = rest
         var service: String?
         if let slash = rest.firstIndex(of: "/") {
@@ -124,6 +130,16 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
             } else if !userinfo.isEmpty {
                 password = String(userinfo).removingPercentEncoding ?? String(userinfo)
             }
+        }
+        if cluster {
+            guard db == 0 else { throw bad("Redis Cluster has only database 0") }
+            let seeds = try authority.split(separator: ",", omittingEmptySubsequences: false).map {
+                try hostPort(String($0), defaultPort: 6379, bad: bad)
+            }
+            var e = RedisEndpoint(address: .tcp(host: "cluster", port: 0), db: 0, username: username, password: password,
+                                  tls: tls?.settings, tlsSource: tls?.source ?? "")
+            e.clusterSeeds = seeds.map { .tcp(host: $0.host, port: $0.port) }
+            return e
         }
         if let service {
             let hosts = try authority.split(separator: ",", omittingEmptySubsequences: false).map {

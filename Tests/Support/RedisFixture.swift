@@ -30,6 +30,9 @@ public struct RedisFixture: CacheFixture {
     public let options: [String: SettingValue]
 
     public let server: String
+    /// Put in front of every key made (through the key function) when the fixture shares a server
+    /// without databases (a cluster); "" otherwise.
+    public var namespace = ""
 
     /// - Parameter chaos: use the instance reserved for tests that stall or kill connections.
     /// - Parameter loop: the loop the cache runs on (the shared loop of that kind unless `on` is given).
@@ -52,6 +55,17 @@ public struct RedisFixture: CacheFixture {
         server = "redis+sentinel://\(TestServers.redisSentinels ?? "127.0.0.1:1")/\(TestServers.redisSentinelService)"
     }
 
+    /// Redis Cluster (the test command's six nodes), each fixture in a key namespace of its own (a
+    /// cluster has one database). The "clear" behaviour flushes every primary: it runs in the fault
+    /// phase, not among the concurrent behaviours.
+    public init(clusterOn loop: TestLoops.Kind) {
+        db = nextRedisDB.add(1, ordering: .relaxed).newValue
+        self.loop = loop.loop
+        options = ["COMMAND_TIMEOUT": 10]
+        server = "redis+cluster://\(TestServers.redisCluster ?? "127.0.0.1:1")"
+        namespace = "c\(db)-"
+    }
+
     /// Redis over TLS (the test server that takes any client), trusting the test CA.
     public init(tlsOn loop: TestLoops.Kind) {
         db = nextRedisDB.add(1, ordering: .relaxed).newValue % 4000 + 50
@@ -60,7 +74,8 @@ public struct RedisFixture: CacheFixture {
         server = TestServers.redisTLSURL ?? "rediss://localhost:1"
     }
 
-    public var url: String { "\(server)/\(db)" }
+    public var url: String { namespace.isEmpty ? "\(server)/\(db)" : server }
+    public var keyNamespace: String { namespace }
     public var port: Int { TestServers.hostPort(server)?.1 ?? 1 }
     public var stores: Bool { true }
     public var culls: Bool { false }
@@ -69,6 +84,11 @@ public struct RedisFixture: CacheFixture {
     public func makeCache(_ configure: (inout CacheSettings) -> Void) throws -> Cache {
         var s = CacheSettings(backend: "redis", location: [url], options: options)
         configure(&s)
+        if !namespace.isEmpty {
+            let inner = s.keyFunction
+            let ns = namespace
+            s.keyFunction = { key, prefix, version in ns + (inner?(key, prefix, version) ?? "\(prefix):\(version):\(key)") }
+        }
         return try BackendRegistry.standard.makeCache(alias: "redis-test", settings: s, loop: loop)
     }
 

@@ -30,6 +30,8 @@ public enum TestServers {
     public static var redisMutualTLSURL: String? { env["TANDEM_REDIS_MTLS_URL"] }
     /// `host:port,host:port,host:port` of three sentinels watching a primary and a replica.
     public static var redisSentinels: String? { env["TANDEM_REDIS_SENTINELS"] }
+    /// `host:port,...` of a six-node Redis Cluster (three primaries, three replicas).
+    public static var redisCluster: String? { env["TANDEM_REDIS_CLUSTER"] }
     /// The service (Sentinel's master name) the sentinels watch.
     public static var redisSentinelService: String { env["TANDEM_REDIS_SENTINEL_SERVICE"] ?? "tandem" }
     /// The test certificates: `ca.pem`, `client.pem`, `client.key`, `other-ca.pem` (a CA that signed nothing used).

@@ -1,0 +1,248 @@
+import Dispatch
+import Logging
+import Synchronization
+import TandemCache
+import TandemLoop
+
+/// Redis Cluster's key slots: CRC16 (XMODEM) of the key, or of its hash tag, modulo 16384.
+enum ClusterSlot {
+    static let count = 16384
+
+    private static let table: [UInt16] = (0..<256).map { byte -> UInt16 in
+        var crc = UInt16(byte) << 8
+        for _ in 0..<8 { crc = crc & 0x8000 != 0 ? (crc << 1) ^ 0x1021 : crc << 1 }
+        return crc
+    }
+
+    static func crc16(_ bytes: some Collection<UInt8>) -> UInt16 {
+        var crc: UInt16 = 0
+        for b in bytes { crc = (crc << 8) ^ table[Int(UInt8(truncatingIfNeeded: crc >> 8) ^ b)] }
+        return crc
+    }
+
+    /// The slot of `key`: only the part between the first `{` and the next `}` counts when it is not
+    /// empty (a hash tag), so that `{user1}.a` and `{user1}.b` share a slot.
+    static func of(_ key: [UInt8]) -> Int {
+        if let open = key.firstIndex(of: UInt8(ascii: "{")),
+           let close = key[(open + 1)...].firstIndex(of: UInt8(ascii: "}")), close > open + 1 {
+            return Int(crc16(key[(open + 1)..<close]) & 0x3FFF)
+        }
+        return Int(crc16(key) & 0x3FFF)
+    }
+}
+
+/// How a node is built: the settings every node of a backend shares.
+struct RedisNodeSettings: Sendable {
+    let loop: any TandemEventLoop
+    let connectTimeout: Double
+    let commandTimeout: Double
+    let poolSize: Int
+    let poolTimeout: Double
+    let asyncConnections: Int
+
+    func makeNode(_ target: RedisTarget, tls: TLSClientContext?) -> RedisNode {
+        let pool = RedisBlockingPool(target: target, tls: tls, size: poolSize, connectTimeout: connectTimeout,
+                                     commandTimeout: commandTimeout, borrowTimeout: poolTimeout)
+        let conns = (0..<asyncConnections).map { _ in
+            RedisAsyncConnection(loop: loop, target: target, tls: tls, commandTimeout: commandTimeout, connectTimeout: connectTimeout)
+        }
+        return RedisNode(endpoint: target.endpoint, pool: pool, connections: conns)
+    }
+}
+
+/// The slot map of a Redis Cluster and its nodes (each a blocking pool and loop connections, made
+/// when a slot first leads to it). The map comes from `CLUSTER SLOTS`, asked of the known nodes and
+/// then the seeds; a `MOVED` answer updates one slot at once and the whole map soon after (at most
+/// once a second), as does a node that cannot be reached.
+final class RedisCluster: Sendable {
+    let seeds: [ServerAddress]
+    /// Credentials and TLS settings every node shares (its address is a placeholder).
+    let template: RedisEndpoint
+    let tls: TLSClientContext?
+    let settings: RedisNodeSettings
+    let description: String
+    private let logger = Logger(label: "tandem.redis")
+
+    private struct State {
+        /// Index into `nodes` for each slot, -1 when no node is known.
+        var slots = [Int32](repeating: -1, count: ClusterSlot.count)
+        var nodes: [RedisNode] = []
+        var byAddress: [String: Int] = [:]
+        /// Monotonic nanoseconds of the last refresh (or attempt).
+        var refreshedAt: UInt64 = 0
+        var refreshing = false
+    }
+    private let state = Mutex(State())
+
+    init(endpoint: RedisEndpoint, seeds: [ServerAddress], tls: TLSClientContext?, settings: RedisNodeSettings) {
+        self.seeds = seeds
+        template = endpoint
+        self.tls = tls
+        self.settings = settings
+        description = endpoint.description
+    }
+
+    /// The node at `host:port`, made on first use.
+    func node(host: String, port: Int) -> RedisNode {
+        let address = "\(host):\(port)"
+        return state.locked { s in
+            if let i = s.byAddress[address] { return s.nodes[i] }
+            let n = makeNode(host: host, port: port)
+            s.nodes.append(n)
+            s.byAddress[address] = s.nodes.count - 1
+            return n
+        }
+    }
+
+    private func makeNode(host: String, port: Int) -> RedisNode {
+        let endpoint = RedisEndpoint(address: .tcp(host: host, port: port), db: 0, username: template.username, password: template.password,
+                                     tls: template.tls, tlsSource: template.tlsSource)
+        return settings.makeNode(RedisTarget(endpoint: endpoint, sentinel: nil), tls: tls)
+    }
+
+    /// The node serving `slot` by the current map (nil before the first refresh or for an uncovered slot).
+    func knownNode(forSlot slot: Int) -> RedisNode? {
+        state.locked { s in s.slots[slot] >= 0 ? s.nodes[Int(s.slots[slot])] : nil }
+    }
+
+    /// The node serving `slot`, asking the cluster for its map first when it is not known (blocks).
+    func node(forSlot slot: Int) throws(CacheError) -> RedisNode {
+        if let n = knownNode(forSlot: slot) { return n }
+        try refresh()
+        guard let n = knownNode(forSlot: slot) else {
+            throw CacheError.connectionFailed(server: description, reason: "no node serves slot \(slot) (the cluster's map does not cover it)")
+        }
+        return n
+    }
+
+    /// The same for the async face: a refresh runs on a bridge thread, never on the cooperative pool.
+    func asyncNode(forSlot slot: Int) async throws -> RedisNode {
+        if let n = knownNode(forSlot: slot) { return n }
+        try await Bridge.offload { () throws in try self.refresh() }
+        guard let n = knownNode(forSlot: slot) else {
+            throw CacheError.connectionFailed(server: description, reason: "no node serves slot \(slot) (the cluster's map does not cover it)")
+        }
+        return n
+    }
+
+    /// Every node that serves slots (the primaries), asking for the map first if there is none.
+    func primaries() throws(CacheError) -> [RedisNode] {
+        if knownNode(forSlot: 0) == nil { try refresh() }
+        return state.locked { s in Set(s.slots.filter { $0 >= 0 }).sorted().map { s.nodes[Int($0)] } }
+    }
+
+    /// A `MOVED` answer: `slot` is served by `host:port` now. The whole map is refreshed soon after.
+    func moved(slot: Int, host: String, port: Int) {
+        let n = node(host: host, port: port)
+        state.locked { s in
+            if let i = s.byAddress["\(host):\(port)"] { s.slots[slot] = Int32(i) }
+        }
+        _ = n
+        refreshSoon()
+    }
+
+    /// Asks for the whole map in the background, at most once a second.
+    func refreshSoon() {
+        let go = state.locked { s -> Bool in
+            guard !s.refreshing, monotonicNanos() &- s.refreshedAt > 1_000_000_000 else { return false }
+            s.refreshing = true
+            return true
+        }
+        guard go else { return }
+        DispatchQueue.global().async {
+            try? self.refresh()
+        }
+    }
+
+    /// Asks the known nodes, then the seeds, for `CLUSTER SLOTS` and replaces the map (blocks).
+    func refresh() throws(CacheError) {
+        defer { state.locked { s in s.refreshing = false; s.refreshedAt = monotonicNanos() } }
+        var candidates: [(String, Int)] = state.locked { s in
+            s.nodes.compactMap { n in
+                if case .tcp(let h, let p) = n.endpoint.address { return (h, p) }
+                return nil
+            }
+        }
+        for seed in seeds {
+            if case .tcp(let h, let p) = seed, !candidates.contains(where: { $0 == (h, p) }) { candidates.append((h, p)) }
+        }
+        var reasons: [String] = []
+        for (host, port) in candidates {
+            let endpoint = RedisEndpoint(address: .tcp(host: host, port: port), db: 0, username: template.username, password: template.password,
+                                         tls: template.tls, tlsSource: template.tlsSource)
+            do {
+                let conn = try BlockingRedisConnection(endpoint: endpoint, tls: tls, connectTimeout: settings.connectTimeout,
+                                                       commandTimeout: settings.commandTimeout)
+                for command in endpoint.handshake {
+                    let reply = try conn.run(command, operation: "AUTH")
+                    if case .error(let m) = reply { throw CacheError.authenticationFailed(server: endpoint.description, reason: m) }
+                }
+                let reply = try conn.run(["CLUSTER".bytes, "SLOTS".bytes], operation: "CLUSTER SLOTS")
+                guard case .array(let ranges) = reply, !ranges.isEmpty else {
+                    reasons.append("\(host):\(port) answered \(reply) to CLUSTER SLOTS")
+                    continue
+                }
+                try install(ranges, askedHost: host)
+                return
+            } catch let e as CacheError {
+                reasons.append("\(host):\(port): \(e)")
+            } catch {
+                reasons.append("\(host):\(port): \(error)")
+            }
+        }
+        throw CacheError.connectionFailed(server: description, reason: "no node gave the slot map (\(reasons.joined(separator: "; ")))")
+    }
+
+    /// Installs a `CLUSTER SLOTS` answer: `[start, end, [host, port, id], replicas...]` per range.
+    private func install(_ ranges: [RedisValue], askedHost: String) throws(CacheError) {
+        var assignments: [(ClosedRange<Int>, String, Int)] = []
+        for r in ranges {
+            guard case .array(let parts) = r, parts.count >= 3, case .integer(let start) = parts[0], case .integer(let end) = parts[1],
+                  case .array(let primary) = parts[2], primary.count >= 2, case .integer(let port) = primary[1],
+                  start >= 0, end < ClusterSlot.count, start <= end, (1...65535).contains(port) else {
+                throw CacheError.serverError(server: description, message: "a CLUSTER SLOTS answer that is not a slot map")
+            }
+            var host = askedHost
+            if case .bulk(let h) = primary[0], !h.isEmpty, h != Array("?".utf8) { host = String(decoding: h, as: UTF8.self) }
+            assignments.append((Int(start)...Int(end), host, Int(port)))
+        }
+        let nodes = assignments.map { node(host: $0.1, port: $0.2) }
+        state.locked { s in
+            var slots = [Int32](repeating: -1, count: ClusterSlot.count)
+            for ((range, host, port), _) in zip(assignments, nodes) {
+                guard let i = s.byAddress["\(host):\(port)"] else { continue }
+                for slot in range { slots[slot] = Int32(i) }
+            }
+            s.slots = slots
+        }
+    }
+
+    func close() {
+        for n in state.locked({ $0.nodes }) {
+            n.pool.close()
+            for c in n.connections { c.shutdown() }
+        }
+    }
+}
+
+/// What a cluster node's answer asks of the client: go elsewhere, or try again.
+enum ClusterRedirect {
+    case moved(slot: Int, host: String, port: Int)
+    case ask(host: String, port: Int)
+    case tryAgain
+
+    /// `MOVED 3999 127.0.0.1:6381`, `ASK 3999 127.0.0.1:6381`, `TRYAGAIN ...`, `CLUSTERDOWN ...`.
+    init?(_ reply: RedisValue) {
+        guard case .error(let message) = reply else { return nil }
+        if message.hasPrefix("TRYAGAIN") || message.hasPrefix("CLUSTERDOWN") {
+            self = .tryAgain
+            return
+        }
+        let words = message.split(separator: " ")
+        guard words.count == 3, words[0] == "MOVED" || words[0] == "ASK", let slot = Int(words[1]),
+              let colon = words[2].lastIndex(of: ":"), let port = Int(words[2][words[2].index(after: colon)...]) else { return nil }
+        var host = String(words[2][..<colon])
+        if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
+        self = words[0] == "MOVED" ? .moved(slot: slot, host: host, port: port) : .ask(host: host, port: port)
+    }
+}

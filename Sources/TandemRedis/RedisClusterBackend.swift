@@ -1,0 +1,341 @@
+import TandemCache
+import TandemLoop
+
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Redis Cluster, Django's RedisCache semantics: the backend a `redis+cluster://` location makes.
+///
+/// Every command goes to the primary that serves its key's slot (CRC16, hash tags); `MOVED` updates
+/// the slot map and is followed, `ASK` is followed with `ASKING` on the target, `TRYAGAIN` and
+/// `CLUSTERDOWN` are retried with backoff within the command timeout (at most five redirections a
+/// command). Many-key operations are split by node and pipelined per node (one round trip each,
+/// the nodes in parallel on the async face), then answered as one; a key redirected in the middle
+/// of a migration is retried on its own. `incr` stays one atomic script on the key's node; `clear`
+/// flushes every primary.
+final class RedisClusterBackend: CacheBackend {
+    let cluster: RedisCluster
+    static let maxRedirects = 5
+
+    init(cluster: RedisCluster) {
+        self.cluster = cluster
+    }
+
+    deinit { close() }
+
+    var keyStrictness: KeyStrictness { .lenient }
+    var waitsOnIO: Bool { true }
+    var backendDescription: String { cluster.description }
+
+    func close() { cluster.close() }
+
+    // MARK: routing, blocking face
+
+    /// Runs `command` for `key` on the node serving its slot, following redirections.
+    private func run(_ key: String, _ op: String, _ command: [[UInt8]], idempotent: Bool) throws -> (RedisValue, RedisNode) {
+        var node = try cluster.node(forSlot: ClusterSlot.of(key.bytes))
+        var asking = false
+        let deadline = monotonicNanos() &+ UInt64(cluster.settings.commandTimeout * 1e9)
+        var redirects = 0
+        while true {
+            let reply: RedisValue
+            do {
+                reply = try node.pool.withConnection(operation: op, idempotent: idempotent) { conn in
+                    asking ? try conn.pipeline([["ASKING".bytes], command], operation: op)[1] : try conn.run(command, operation: op)
+                }
+            } catch let e as CacheError {
+                cluster.refreshSoon()  // a node that cannot be reached may have failed over
+                throw e
+            }
+            guard redirects < Self.maxRedirects, let redirect = ClusterRedirect(reply) else { return (reply, node) }
+            redirects += 1
+            switch redirect {
+            case .moved(let slot, let host, let port):
+                cluster.moved(slot: slot, host: host, port: port)
+                node = cluster.node(host: host, port: port)
+                asking = false
+            case .ask(let host, let port):
+                node = cluster.node(host: host, port: port)
+                asking = true
+            case .tryAgain:
+                let now = monotonicNanos()
+                guard now < deadline else { return (reply, node) }
+                usleep(UInt32(min(UInt64(10_000) << min(redirects, 4), (deadline - now) / 1000)))
+            }
+        }
+    }
+
+    /// ``run(_:_:_:idempotent:)`` for a script: once more as `EVAL` on `NOSCRIPT`.
+    private func runScripted(_ key: String, _ op: String, _ command: [[UInt8]]) throws -> (RedisValue, RedisNode) {
+        let (reply, node) = try run(key, op, command, idempotent: false)
+        guard let again = RedisBackend.scriptFallback(command, after: reply) else { return (reply, node) }
+        return try run(key, op, again, idempotent: false)
+    }
+
+    /// Groups keys by the node serving their slot (asking for the map when it is not known).
+    private func byNode<T>(_ items: [T], key: (T) -> String) throws -> [(RedisNode, [T])] {
+        var groups: [ObjectIdentifier: (RedisNode, [T])] = [:]
+        var order: [ObjectIdentifier] = []
+        for item in items {
+            let node = try cluster.node(forSlot: ClusterSlot.of(key(item).bytes))
+            let id = ObjectIdentifier(node)
+            if groups[id] == nil { order.append(id); groups[id] = (node, []) }
+            groups[id]?.1.append(item)
+        }
+        return order.compactMap { groups[$0] }
+    }
+
+    /// One pipeline of `commands` on `node`; nil replies for a node that failed are not possible: the
+    /// whole call throws.
+    private func pipeline(_ node: RedisNode, _ op: String, _ commands: [[[UInt8]]]) throws -> [RedisValue] {
+        do {
+            return try node.pool.withConnection(operation: op, idempotent: true) { try $0.pipeline(commands, operation: op) }
+        } catch {
+            cluster.refreshSoon()
+            throw error
+        }
+    }
+
+    func get(_ key: String) throws -> StoredValue? {
+        let (reply, node) = try run(key, "GET", RedisBackend.getCommand(key), idempotent: true)
+        return try RedisBackend.mapGet(reply, node)
+    }
+
+    func getMany(_ keys: [String]) throws -> [String: StoredValue] {
+        var out: [String: StoredValue] = [:]
+        for (node, group) in try byNode(keys, key: { $0 }) {
+            let replies = try pipeline(node, "GET", group.map { RedisBackend.getCommand($0) })
+            for (key, reply) in zip(group, replies) {
+                let value = ClusterRedirect(reply) == nil ? try RedisBackend.mapGet(reply, node) : try get(key)
+                if let value { out[key] = value }
+            }
+        }
+        return out
+    }
+
+    func set(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) throws -> Bool {
+        let (reply, node) = try run(key, "SET", RedisBackend.setCommand(key, value, expiry, mode), idempotent: mode == .set)
+        return try RedisBackend.mapSet(reply, node)
+    }
+
+    func setMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) throws -> [String] {
+        var failed: [String] = []
+        for (node, group) in try byNode(items, key: { $0.key }) {
+            let replies = try pipeline(node, "SET", group.map { RedisBackend.setCommand($0.key, $0.value, expiry, .set) })
+            for (item, reply) in zip(group, replies) {
+                let ok = ClusterRedirect(reply) == nil
+                    ? (try? RedisBackend.mapSet(reply, node)) == true
+                    : (try? set(item.key, item.value, expiry: expiry, mode: .set)) == true
+                if !ok { failed.append(item.key) }
+            }
+        }
+        return failed
+    }
+
+    func delete(_ key: String) throws -> Bool {
+        let (reply, node) = try run(key, "DEL", RedisBackend.delCommand([key]), idempotent: false)
+        return try RedisBackend.mapInteger(reply, node) > 0
+    }
+
+    func deleteMany(_ keys: [String]) throws {
+        for (node, group) in try byNode(keys, key: { $0 }) {
+            let replies = try pipeline(node, "DEL", group.map { RedisBackend.delCommand([$0]) })
+            for (key, reply) in zip(group, replies) {
+                if ClusterRedirect(reply) != nil { _ = try delete(key) } else { _ = try RedisBackend.mapInteger(reply, node) }
+            }
+        }
+    }
+
+    func incr(_ key: String, by delta: Int64) throws -> Int64 {
+        let (reply, node) = try runScripted(key, "INCRBY", RedisBackend.incrCommand(key, delta))
+        return try RedisBackend.mapIncr(reply, key: key, node)
+    }
+
+    func touch(_ key: String, expiry: CacheExpiry) throws -> Bool {
+        let (reply, node) = try runScripted(key, "PEXPIRE", RedisBackend.touchCommand(key, expiry))
+        return try RedisBackend.mapInteger(reply, node) == 1
+    }
+
+    func hasKey(_ key: String) throws -> Bool {
+        let (reply, node) = try run(key, "EXISTS", RedisBackend.existsCommand(key), idempotent: true)
+        return try RedisBackend.mapInteger(reply, node) > 0
+    }
+
+    /// FLUSHDB on every primary: the whole cluster's keys, as Django's clear does on one server.
+    func clear() throws {
+        for node in try cluster.primaries() {
+            let reply = try node.pool.withConnection(operation: "FLUSHDB", idempotent: true) { try $0.run(RedisBackend.flushCommand, operation: "FLUSHDB") }
+            try RedisBackend.mapStatus(reply, node)
+        }
+    }
+
+    // MARK: async face
+
+    private func asyncRun(_ key: String, _ command: [[UInt8]]) async throws -> (RedisValue, RedisNode) {
+        var node = try await cluster.asyncNode(forSlot: ClusterSlot.of(key.bytes))
+        var asking = false
+        let deadline = monotonicNanos() &+ UInt64(cluster.settings.commandTimeout * 1e9)
+        var redirects = 0
+        while true {
+            let reply: RedisValue
+            do {
+                reply = asking ? try await node.connection.pipeline([["ASKING".bytes], command])[1] : try await node.connection.command(command)
+            } catch let e as CacheError {
+                cluster.refreshSoon()
+                throw e
+            }
+            guard redirects < Self.maxRedirects, let redirect = ClusterRedirect(reply) else { return (reply, node) }
+            redirects += 1
+            switch redirect {
+            case .moved(let slot, let host, let port):
+                cluster.moved(slot: slot, host: host, port: port)
+                node = cluster.node(host: host, port: port)
+                asking = false
+            case .ask(let host, let port):
+                node = cluster.node(host: host, port: port)
+                asking = true
+            case .tryAgain:
+                let now = monotonicNanos()
+                guard now < deadline else { return (reply, node) }
+                try await Task.sleep(for: .nanoseconds(Int64(min(UInt64(10_000_000) << min(redirects, 4), deadline - now))))
+            }
+        }
+    }
+
+    private func asyncRunScripted(_ key: String, _ command: [[UInt8]]) async throws -> (RedisValue, RedisNode) {
+        let (reply, node) = try await asyncRun(key, command)
+        guard let again = RedisBackend.scriptFallback(command, after: reply) else { return (reply, node) }
+        return try await asyncRun(key, again)
+    }
+
+    /// Groups keys by node without blocking: a missing map is fetched on a bridge thread first.
+    private func asyncByNode<T: Sendable>(_ items: [T], key: (T) -> String) async throws -> [(RedisNode, [T])] {
+        if let first = items.first, cluster.knownNode(forSlot: ClusterSlot.of(key(first).bytes)) == nil {
+            _ = try await cluster.asyncNode(forSlot: ClusterSlot.of(key(first).bytes))
+        }
+        var groups: [ObjectIdentifier: (RedisNode, [T])] = [:]
+        var order: [ObjectIdentifier] = []
+        for item in items {
+            let slot = ClusterSlot.of(key(item).bytes)
+            let node: RedisNode
+            if let known = cluster.knownNode(forSlot: slot) { node = known } else { node = try await cluster.asyncNode(forSlot: slot) }
+            let id = ObjectIdentifier(node)
+            if groups[id] == nil { order.append(id); groups[id] = (node, []) }
+            groups[id]?.1.append(item)
+        }
+        return order.compactMap { groups[$0] }
+    }
+
+    /// Runs `work` for every group at once (one pipeline per node) and collects the results in order.
+    private func eachNode<T: Sendable, R: Sendable>(_ groups: [(RedisNode, [T])],
+                                                    _ work: @escaping @Sendable (RedisNode, [T]) async throws -> R) async throws -> [R] {
+        try await withThrowingTaskGroup(of: (Int, R).self) { group in
+            for (i, (node, items)) in groups.enumerated() {
+                group.addTask { (i, try await work(node, items)) }
+            }
+            var out = [R?](repeating: nil, count: groups.count)
+            for try await (i, r) in group { out[i] = r }
+            return out.compactMap { $0 }
+        }
+    }
+
+    private func asyncPipeline(_ node: RedisNode, _ commands: [[[UInt8]]]) async throws -> [RedisValue] {
+        do {
+            return try await node.connection.pipeline(commands)
+        } catch {
+            cluster.refreshSoon()
+            throw error
+        }
+    }
+
+    func asyncGet(_ key: String) async throws -> StoredValue? {
+        let (reply, node) = try await asyncRun(key, RedisBackend.getCommand(key))
+        return try RedisBackend.mapGet(reply, node)
+    }
+
+    func asyncGetMany(_ keys: [String]) async throws -> [String: StoredValue] {
+        let parts = try await eachNode(try await asyncByNode(keys, key: { $0 })) { node, group in
+            let replies = try await self.asyncPipeline(node, group.map { RedisBackend.getCommand($0) })
+            var out: [String: StoredValue] = [:]
+            for (key, reply) in zip(group, replies) {
+                let value = ClusterRedirect(reply) == nil ? try RedisBackend.mapGet(reply, node) : try await self.asyncGet(key)
+                if let value { out[key] = value }
+            }
+            return out
+        }
+        return parts.reduce(into: [:]) { $0.merge($1) { a, _ in a } }
+    }
+
+    func asyncSet(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) async throws -> Bool {
+        let (reply, node) = try await asyncRun(key, RedisBackend.setCommand(key, value, expiry, mode))
+        return try RedisBackend.mapSet(reply, node)
+    }
+
+    func asyncSetMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) async throws -> [String] {
+        let pairs = items.map { KeyValue(key: $0.key, value: $0.value) }
+        let parts = try await eachNode(try await asyncByNode(pairs, key: { $0.key })) { node, group in
+            let replies = try await self.asyncPipeline(node, group.map { RedisBackend.setCommand($0.key, $0.value, expiry, .set) })
+            var failed: [String] = []
+            for (item, reply) in zip(group, replies) {
+                let ok: Bool
+                if ClusterRedirect(reply) == nil {
+                    ok = (try? RedisBackend.mapSet(reply, node)) == true
+                } else {
+                    ok = (try? await self.asyncSet(item.key, item.value, expiry: expiry, mode: .set)) == true
+                }
+                if !ok { failed.append(item.key) }
+            }
+            return failed
+        }
+        return parts.flatMap { $0 }
+    }
+
+    func asyncDelete(_ key: String) async throws -> Bool {
+        let (reply, node) = try await asyncRun(key, RedisBackend.delCommand([key]))
+        return try RedisBackend.mapInteger(reply, node) > 0
+    }
+
+    func asyncDeleteMany(_ keys: [String]) async throws {
+        _ = try await eachNode(try await asyncByNode(keys, key: { $0 })) { node, group in
+            let replies = try await self.asyncPipeline(node, group.map { RedisBackend.delCommand([$0]) })
+            for (key, reply) in zip(group, replies) {
+                if ClusterRedirect(reply) != nil { _ = try await self.asyncDelete(key) } else { _ = try RedisBackend.mapInteger(reply, node) }
+            }
+            return 0
+        }
+    }
+
+    func asyncIncr(_ key: String, by delta: Int64) async throws -> Int64 {
+        let (reply, node) = try await asyncRunScripted(key, RedisBackend.incrCommand(key, delta))
+        return try RedisBackend.mapIncr(reply, key: key, node)
+    }
+
+    func asyncTouch(_ key: String, expiry: CacheExpiry) async throws -> Bool {
+        let (reply, node) = try await asyncRunScripted(key, RedisBackend.touchCommand(key, expiry))
+        return try RedisBackend.mapInteger(reply, node) == 1
+    }
+
+    func asyncHasKey(_ key: String) async throws -> Bool {
+        let (reply, node) = try await asyncRun(key, RedisBackend.existsCommand(key))
+        return try RedisBackend.mapInteger(reply, node) > 0
+    }
+
+    func asyncClear() async throws {
+        let nodes: [RedisNode]
+        if cluster.knownNode(forSlot: 0) == nil {
+            nodes = try await Bridge.offload { () throws in try self.cluster.primaries() }
+        } else {
+            nodes = try cluster.primaries()
+        }
+        for node in nodes {
+            try RedisBackend.mapStatus(try await node.connection.command(RedisBackend.flushCommand), node)
+        }
+    }
+}
+
+/// A key and its value, Sendable, for the async many-key split.
+private struct KeyValue: Sendable {
+    let key: String
+    let value: StoredValue
+}

@@ -1,0 +1,87 @@
+import Foundation
+import Tandem
+import TandemTestSupport
+import Testing
+
+private let clusterAvailable = TestServers.shouldRun(TestServers.redisCluster != nil)
+
+/// Django's cache behaviours on a six-node Redis Cluster, in both faces, on both loops ("clear",
+/// which flushes every primary, runs in the fault phase: the behaviours here share the cluster).
+@Suite(.enabled(if: clusterAvailable, Comment(rawValue: TestServers.skipMessage)))
+struct RedisClusterSemantics {
+    @Test("Redis Cluster", arguments: SemanticSuite.names.filter { $0 != "clear" }, TestLoops.Kind.allCases)
+    func behaviour(_ name: String, _ loop: TestLoops.Kind) async throws {
+        _ = try TestServers.need(TestServers.redisCluster, "Redis Cluster")
+        for face in FaceKind.allCases {
+            try await SemanticSuite.run(name, fixture: RedisFixture(clusterOn: loop), face: face)
+        }
+    }
+}
+
+@Suite(.enabled(if: clusterAvailable, Comment(rawValue: TestServers.skipMessage)))
+struct RedisClusterTests {
+    @Test func keySlotsFollowRedisCRC16AndHashTags() async throws {
+        // CLUSTER KEYSLOT on a real node is the reference.
+        let nodes = try TestServers.need(TestServers.redisCluster, "Redis Cluster")
+        let port = try #require(TestServers.hostPort(String(nodes.split(separator: ",")[0]))?.1)
+        let keys = ["", "a", "foo", "{user1000}.following", "{user1000}.followers", "foo{}{bar}", "foo{{bar}}zap", "{}x", ":1:key", "ключ", "emoji-😀"]
+        for key in keys {
+            let server = try await onPlainThread { try RawRedis(port: port).command(["CLUSTER", "KEYSLOT", key]) }
+            #expect(server == ":\(clusterKeySlot(key))", "slot of \(key)")
+        }
+    }
+
+    @Test(arguments: FaceKind.allCases, TestLoops.Kind.allCases)
+    func manyKeyOperationsSpanSlotsAndNodes(_ face: FaceKind, _ loop: TestLoops.Kind) async throws {
+        let fx = RedisFixture(clusterOn: loop)
+        let f = try fx.face(face)
+        let keys = (0..<300).map { "many-\($0)" }
+        // 300 keys fall in slots of all three primaries.
+        let primaries = Set(keys.map { clusterKeySlot(fx.namespace + ":1:" + $0) / 5462 })
+        #expect(primaries.count == 3)
+        let failed = try await f.setMany(Dictionary(uniqueKeysWithValues: keys.map { ($0, "v-\($0)") }))
+        #expect(failed.isEmpty)
+        let got: [String: String] = try await f.getMany(keys + ["missing-1", "missing-2"])
+        #expect(got.count == 300)
+        #expect(keys.allSatisfy { got[$0] == "v-\($0)" })
+        try await f.deleteMany(Array(keys.prefix(150)))
+        let left: [String: String] = try await f.getMany(keys)
+        #expect(left.count == 150 && left["many-0"] == nil && left["many-299"] == "v-many-299")
+    }
+
+    @Test func malformedClusterLocationsAreRefused() throws {
+        for bad in ["redis+cluster://127.0.0.1:7000/3", "redis+cluster://127.0.0.1:x", "redis+cluster://127.0.0.1:1,,127.0.0.1:2"] {
+            do {
+                _ = try BackendRegistry.standard.makeCache(alias: "c", settings: CacheSettings(backend: "redis", location: [bad]), loop: nil)
+                Issue.record("\(bad) was accepted")
+            } catch CacheError.invalidSetting(_, let field, _) {
+                #expect(field == "LOCATION", "\(bad)")
+            }
+        }
+        do {
+            _ = try BackendRegistry.standard.makeCache(
+                alias: "c", settings: CacheSettings(backend: "redis", location: ["redis+cluster://127.0.0.1:7000", "redis://127.0.0.1:6379"]), loop: nil)
+            Issue.record("a cluster location next to another was accepted")
+        } catch CacheError.invalidSetting(_, let field, _) {
+            #expect(field == "LOCATION")
+        }
+        let json = #"{"default": {"BACKEND": "redis", "LOCATION": "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"}}"#
+        let cache = try Caches(json: Data(json.utf8)).default
+        #expect(cache.backend.backendDescription == "redis+cluster://127.0.0.1:7000,127.0.0.1:7001")
+    }
+}
+
+/// CRC16/XMODEM of the key (or of its hash tag) modulo 16384, written here from the cluster
+/// specification so that the test does not check Tandem's function against itself.
+func clusterKeySlot(_ key: String) -> Int {
+    var bytes = Array(key.utf8)
+    if let open = bytes.firstIndex(of: 123), let close = bytes[(open + 1)...].firstIndex(of: 125), close > open + 1 {
+        bytes = Array(bytes[(open + 1)..<close])
+    }
+    var crc: UInt16 = 0
+    for b in bytes {
+        crc ^= UInt16(b) << 8
+        for _ in 0..<8 { crc = crc & 0x8000 != 0 ? (crc << 1) ^ 0x1021 : crc << 1 }
+    }
+    return Int(crc % 16384)
+}
