@@ -51,7 +51,7 @@ public struct RedisFixture: CacheFixture {
     public init(sentinelOn loop: TestLoops.Kind) {
         db = nextRedisDB.add(1, ordering: .relaxed).newValue % 4000 + 50
         self.loop = loop.loop
-        options = ["COMMAND_TIMEOUT": 10]
+        options = ["COMMAND_TIMEOUT": 10, "CONNECT_TIMEOUT": 10]  // the connect asks the sentinels first
         server = "redis+sentinel://\(TestServers.redisSentinels ?? "127.0.0.1:1")/\(TestServers.redisSentinelService)"
     }
 
@@ -61,7 +61,7 @@ public struct RedisFixture: CacheFixture {
     public init(clusterOn loop: TestLoops.Kind) {
         db = nextRedisDB.add(1, ordering: .relaxed).newValue
         self.loop = loop.loop
-        options = ["COMMAND_TIMEOUT": 10]
+        options = ["COMMAND_TIMEOUT": 10, "CONNECT_TIMEOUT": 10]
         server = "redis+cluster://\(TestServers.redisCluster ?? "127.0.0.1:1")"
         namespace = "c\(db)-"
     }
@@ -70,7 +70,9 @@ public struct RedisFixture: CacheFixture {
     public init(tlsOn loop: TestLoops.Kind) {
         db = nextRedisDB.add(1, ordering: .relaxed).newValue % 4000 + 50
         self.loop = loop.loop
-        options = ["COMMAND_TIMEOUT": 10, "SSL_CA_CERTS": .string((TestServers.tlsDirectory ?? "/nonexistent") + "/ca.pem")]
+        // A generous connect timeout too: it covers the handshake, which the one-threaded TLS server
+        // does for every new connection of every behaviour running at once (seconds, under sanitizers).
+        options = ["COMMAND_TIMEOUT": 10, "CONNECT_TIMEOUT": 10, "SSL_CA_CERTS": .string((TestServers.tlsDirectory ?? "/nonexistent") + "/ca.pem")]
         server = TestServers.redisTLSURL ?? "rediss://localhost:1"
     }
 
@@ -170,4 +172,20 @@ public final class RawRedis: @unchecked Sendable {
             return l
         }
     }
+}
+
+/// The Redis Cluster slot of `key`: CRC16/XMODEM of the key (or of its hash tag, the text between the
+/// first `{` and the next `}` when not empty) modulo 16384, written here from the cluster
+/// specification so that tests do not check Tandem's function against itself.
+public func clusterKeySlot(_ key: String) -> Int {
+    var bytes = Array(key.utf8)
+    if let open = bytes.firstIndex(of: 123), let close = bytes[(open + 1)...].firstIndex(of: 125), close > open + 1 {
+        bytes = Array(bytes[(open + 1)..<close])
+    }
+    var crc: UInt16 = 0
+    for b in bytes {
+        crc ^= UInt16(b) << 8
+        for _ in 0..<8 { crc = crc & 0x8000 != 0 ? (crc << 1) ^ 0x1021 : crc << 1 }
+    }
+    return Int(crc % 16384)
 }

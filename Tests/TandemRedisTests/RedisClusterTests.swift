@@ -70,18 +70,3 @@ struct RedisClusterTests {
         #expect(cache.backend.backendDescription == "redis+cluster://127.0.0.1:7000,127.0.0.1:7001")
     }
 }
-
-/// CRC16/XMODEM of the key (or of its hash tag) modulo 16384, written here from the cluster
-/// specification so that the test does not check Tandem's function against itself.
-func clusterKeySlot(_ key: String) -> Int {
-    var bytes = Array(key.utf8)
-    if let open = bytes.firstIndex(of: 123), let close = bytes[(open + 1)...].firstIndex(of: 125), close > open + 1 {
-        bytes = Array(bytes[(open + 1)..<close])
-    }
-    var crc: UInt16 = 0
-    for b in bytes {
-        crc ^= UInt16(b) << 8
-        for _ in 0..<8 { crc = crc & 0x8000 != 0 ? (crc << 1) ^ 0x1021 : crc << 1 }
-    }
-    return Int(crc % 16384)
-}

@@ -25,7 +25,7 @@ struct RedisTLSTests {
 
     /// A cache on `location` (a short connect timeout: every server here is local).
     static func cache(_ location: String, _ options: [String: SettingValue] = [:], loop: TestLoops.Kind = .epoll) throws -> Cache {
-        var o: [String: SettingValue] = ["CONNECT_TIMEOUT": 5, "COMMAND_TIMEOUT": 10]
+        var o: [String: SettingValue] = ["CONNECT_TIMEOUT": 10, "COMMAND_TIMEOUT": 10]
         o.merge(options) { _, mine in mine }
         return try BackendRegistry.standard.makeCache(alias: "tls-test", settings: CacheSettings(backend: "redis", location: [location], options: o),
                                                       loop: loop.loop)
