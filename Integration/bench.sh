@@ -25,7 +25,10 @@ for s in "${scenarios[@]}"; do
   case "$s" in
     redis-*|inflight-10k)
       [ "$s" = inflight-10k ] && start_upstream
-      if [ "$s" = redis-tls-async-get ]; then
+      if [ "$s" = redis-cluster-async-get ]; then
+        start_cluster
+        extra+=(--redis-cluster "$TANDEM_REDIS_CLUSTER")
+      elif [ "$s" = redis-tls-async-get ]; then
         # A server of its own with a plain and a TLS port (the same data), certificates from a CA made here.
         make_test_certificates
         REDIS_TLS_PLAIN_PORT=$(free_port); REDIS_TLS_PORT=$(free_port)

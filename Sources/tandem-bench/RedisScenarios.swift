@@ -187,6 +187,45 @@ struct RedisScenarios {
         return result
     }
 
+    /// 64 tasks doing async GETs of 3-byte values over a Redis Cluster (`seeds`: `host:port,...`), each
+    /// task its own key, the 64 keys spread over every primary; against `redis-benchmark --cluster -c 64
+    /// -P 1 -t get` on the same cluster, reading the 3-byte keys it set first (`-t set -d 3`).
+    func clusterAsyncGet(tasks: Int = 64, seeds: String) async throws -> BenchResult {
+        let cache = try Caches(settings: ["default": CacheSettings(backend: "redis", location: ["redis+cluster://\(seeds)"])]).default
+        let keys = (0..<tasks).map { "bench-\($0)" }
+        for k in keys { try await cache.async.set(k, "xxx", timeout: .never) }
+        let first = seeds.split(separator: ",")[0].split(separator: ":")
+        let (host, port) = (String(first[0]), String(first[1]))
+        _ = try runTool("/usr/bin/redis-benchmark", ["--cluster", "-h", host, "-p", port, "-t", "set", "-d", "3", "-n", "10000", "-c", "8", "--csv"])
+        let n = max(100_000, Int(seconds * 100_000))
+        var ref: [Double] = [], refCPU: [Double] = [], tan: [Double] = [], tanCPU: [Double] = []
+        for _ in 0..<rounds {
+            let before = CPUTime.children()
+            let csv = try runTool("/usr/bin/redis-benchmark", ["--cluster", "-h", host, "-p", port, "-c", String(tasks), "-P", "1",
+                                                               "-t", "get", "-d", "3", "-n", String(n), "--csv"])
+            let line = csv.split(separator: "\n").first { $0.hasPrefix("\"GET\"") } ?? ""
+            let f = line.split(separator: ",").map { Double($0.replacingOccurrences(of: "\"", with: "")) }
+            guard f.count >= 2, let rps = f[1] else { throw BenchError("cannot parse redis-benchmark output: \(csv)") }
+            ref.append(rps)
+            refCPU.append((CPUTime.children() - before) / Double(n) * 1e6)
+            let counter = Counter()
+            let cpuBefore = CPUTime.process()
+            let next = Counter()
+            tan.append(try await asyncThroughput(tasks: tasks, seconds: seconds) {
+                _ = counter.next()
+                let v: [UInt8]? = try await cache.async.get(keys[next.next() % keys.count])
+                if v?.count != 3 { throw BenchError("wrong value") }
+            })
+            tanCPU.append((CPUTime.process() - cpuBefore) / Double(max(1, counter.next())) * 1e6)
+        }
+        let r = ref.max() ?? 0
+        let t = tan.max() ?? 0
+        var result = BenchResult(scenario: "redis-cluster-async-get", reference: r, tandem: t, unit: "ops/s", ratio: r == 0 ? 0 : t / r, better: "higher")
+        result.cpuUsPerOp = median(tanCPU)
+        result.referenceCpuUsPerOp = median(refCPU)
+        return result
+    }
+
     /// One thread of blocking GETs, against a C loop over raw blocking hiredis: seconds per GET.
     func syncGet() throws -> BenchResult {
         guard let referenceBinary else { throw BenchError("redis-sync-get needs --redis-reference (the compiled C loop)") }

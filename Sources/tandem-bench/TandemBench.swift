@@ -181,10 +181,10 @@ struct TandemBench: AsyncParsableCommand {
         commandName: "tandem-bench",
         abstract: "Side-by-side benchmarks: a reference and Tandem in the same run, one JSON line per scenario.")
 
-    static let known = ["locmem", "loop-roundtrip", "bridge-overhead", "redis-async-get", "redis-tls-async-get", "redis-sync-get",
+    static let known = ["locmem", "loop-roundtrip", "bridge-overhead", "redis-async-get", "redis-tls-async-get", "redis-cluster-async-get", "redis-sync-get",
                         "memcached-async-get", "memcached-sync-get", "http-fanout-delay", "http-small-gets", "stampede", "hedged-fanout", "http-cached-get", "inflight-10k"]
 
-    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-tls-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets, stampede, hedged-fanout, http-cached-get, inflight-10k.")
+    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-tls-async-get, redis-cluster-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets, stampede, hedged-fanout, http-cached-get, inflight-10k.")
     var scenarios: [String] = ["locmem"]
 
     @Option(help: "Seconds per measurement.")
@@ -207,6 +207,9 @@ struct TandemBench: AsyncParsableCommand {
 
     @Option(name: .customLong("redis-tls-plain"), help: "The same server's plain port (redis://127.0.0.1:port), for redis-tls-async-get's plain-TCP side.")
     var redisTLSPlain: String?
+
+    @Option(name: .customLong("redis-cluster"), help: "Redis Cluster nodes (host:port,...) for redis-cluster-async-get.")
+    var redisCluster: String?
 
     @Option(name: .customLong("redis-tls-ca"), help: "The CA file that signed --redis-tls's certificate.")
     var redisTLSCA: String?
@@ -243,6 +246,10 @@ struct TandemBench: AsyncParsableCommand {
                 }
                 try await RedisScenarios(url: redisTLSPlain, seconds: seconds, rounds: rounds, referenceBinary: redisReference)
                     .tlsAsyncGet(tlsURL: redisTLS, caFile: redisTLSCA).emit()
+            case "redis-cluster-async-get":
+                guard let redisCluster else { throw ValidationError("redis-cluster-async-get needs --redis-cluster") }
+                try await RedisScenarios(url: redis, seconds: seconds, rounds: rounds, referenceBinary: redisReference)
+                    .clusterAsyncGet(seeds: redisCluster).emit()
             case "redis-async-get-tasks-on-loop":
                 // The same, with the tasks' executor preference set to the loop (they resume there, no hop).
                 try await RedisScenarios(url: redis, seconds: seconds, rounds: rounds, referenceBinary: redisReference).asyncGet(onLoop: true).emit()
