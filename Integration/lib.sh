@@ -52,7 +52,9 @@ remember_pidfile() {  # remember_pidfile FILE: waits for it and records the PID 
 # start_redis NAME PORT [extra redis-server args...]
 start_redis() {
   local name=$1 port=$2; shift 2
-  rm -f "$RUN_DIR/redis-$name.pid"
+  # No persistence, but a replication sync writes an RDB (the primary's dump, the replica's copy):
+  # a server of the next phase must not load the last phase's keys from it.
+  rm -f "$RUN_DIR/redis-$name.pid" "$RUN_DIR/redis-$name.rdb"
   redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
     --pidfile "$RUN_DIR/redis-$name.pid" --logfile "$RUN_DIR/redis-$name.log" --dir "$RUN_DIR" \
     --dbfilename "redis-$name.rdb" --enable-debug-command local "$@" >/dev/null
@@ -177,7 +179,7 @@ make_test_certificates() {
 # certificates of make_test_certificates.
 start_redis_tls() {
   local name=$1 port=$2 d="$RUN_DIR/tls"; shift 2
-  rm -f "$RUN_DIR/redis-$name.pid"
+  rm -f "$RUN_DIR/redis-$name.pid" "$RUN_DIR/redis-$name.rdb"
   redis-server --port 0 --tls-port "$port" --bind 127.0.0.1 --save '' --appendonly no --daemonize yes \
     --tls-cert-file "$d/redis.pem" --tls-key-file "$d/redis.key" --tls-ca-cert-file "$d/ca.pem" \
     --pidfile "$RUN_DIR/redis-$name.pid" --logfile "$RUN_DIR/redis-$name.log" --dir "$RUN_DIR" \

@@ -152,6 +152,10 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
     private let logger = Logger(label: "tandem.redis")
 
     private var socket: LoopSocket?
+    /// One socket per sentinel, kept for the watcher's lifetime and reconnected as needed: a socket
+    /// holds the watcher as its (weak) delegate, and a weak reference that outlives none of its
+    /// sockets would leave the watcher's side table to look leaked to LeakSanitizer.
+    private var sockets: [Int: LoopSocket] = [:]
     private var reader: UnsafeMutablePointer<redisReader>?
     private var next = 0
     private var running = false
@@ -190,18 +194,20 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
     }
 
     private func closeSocket() {
-        socket?.close()
+        socket?.close()  // kept in `sockets` for the next attempt on that sentinel
         socket = nil
         if let reader { redisReaderFree(reader); self.reader = nil }
     }
 
     private func subscribe() {
         guard running, !hosts.isEmpty else { return }
-        let address = hosts[next % hosts.count]
+        let index = next % hosts.count
+        let address = hosts[index]
         next += 1
         guard case .tcp(let host, let port) = address else { return }
-        let s = LoopSocket(loop: loop, address: address, name: "sentinel \(host):\(port)", protocolName: "redis sentinel",
-                           connectTimeout: connectTimeout, tls: tls, tlsHost: host)
+        let s = sockets[index] ?? LoopSocket(loop: loop, address: address, name: "sentinel \(host):\(port)", protocolName: "redis sentinel",
+                                             connectTimeout: connectTimeout, tls: tls, tlsHost: host)
+        sockets[index] = s
         s.delegate = self
         socket = s
         reader = redisReaderCreate()
