@@ -54,15 +54,9 @@ public enum AsyncSafety {
     package static var warnedSites: Set<String> { state.locked { $0.warnedSites } }
 
     /// Checks, registered by other runtimes, that tell whether the current thread runs one of their
-    /// event loops (a SwiftNIO loop, say). Read on every blocking call, so without a lock: a
-    /// registration publishes a new immutable list; every list published stays alive in `published`
-    /// (registrations are few, once per runtime), so a reader never holds a freed one.
-    @usableFromInline final class LoopThreadChecks: Sendable {
-        let checks: [@Sendable () -> Bool]
-        init(_ checks: [@Sendable () -> Bool]) { self.checks = checks }
-    }
-    private static let published = Mutex<[LoopThreadChecks]>([])
-    @usableFromInline static let foreignChecks = Atomic<Unmanaged<LoopThreadChecks>?>(nil)
+    /// event loops (a SwiftNIO loop, say). Until one is registered, the guard does not look at them.
+    private static let loopThreadChecks = Mutex<[@Sendable () -> Bool]>([])
+    @usableFromInline static let hasLoopThreadChecks = Atomic<Bool>(false)
 
     /// Teaches the guard to recognise another runtime's event-loop threads: a blocking call made on a
     /// thread for which `isLoopThread` returns true is refused with
@@ -70,19 +64,16 @@ public enum AsyncSafety {
     /// policy. `isLoopThread` must be cheap and must not block (it runs on every blocking call).
     /// The Hummingbird and Vapor adapters register SwiftNIO's (`MultiThreadedEventLoopGroup.currentEventLoop != nil`).
     public static func recogniseEventLoopThreads(_ isLoopThread: @escaping @Sendable () -> Bool) {
-        published.locked { lists in
-            let next = LoopThreadChecks((lists.last?.checks ?? []) + [isLoopThread])
-            lists.append(next)
-            foreignChecks.store(Unmanaged.passUnretained(next), ordering: .releasing)
-        }
+        loopThreadChecks.locked { $0.append(isLoopThread) }
+        hasLoopThreadChecks.store(true, ordering: .releasing)
     }
 
     /// True when the current thread runs a Tandem event loop, or one that
     /// ``recogniseEventLoopThreads(_:)`` was taught.
     public static var onEventLoopThread: Bool {
         if LoopThread.current != nil { return true }
-        guard let checks = foreignChecks.load(ordering: .acquiring) else { return false }
-        return checks.takeUnretainedValue().checks.contains { $0() }
+        guard hasLoopThreadChecks.load(ordering: .acquiring) else { return false }
+        return loopThreadChecks.locked { $0 }.contains { $0() }
     }
 
     /// True when a blocking call made here needs no judging at all: not a loop thread (Tandem's, or one
@@ -90,7 +81,7 @@ public enum AsyncSafety {
     /// is where it should be. Inlined into the cache's blocking methods, so that the guard costs them
     /// two thread-local reads and an atomic load instead of a call.
     @inlinable package static var isPlainThread: Bool {
-        LoopThread.current == nil && foreignChecks.load(ordering: .acquiring) == nil && !hasCurrentTask
+        LoopThread.current == nil && !hasLoopThreadChecks.load(ordering: .acquiring) && !hasCurrentTask
     }
 
     /// Whether a Swift task runs on this thread. Matched with `if case`, not compared with `== nil`:
