@@ -1,4 +1,3 @@
-import CHiredis
 import TandemCache
 import TandemLoop
 
@@ -16,7 +15,7 @@ final class BlockingRedisConnection: @unchecked Sendable {
     // ever touches the socket, the session, the reader or the flags at once.
     private let fd: Int32
     private var session: TLSSession?
-    private let reader: UnsafeMutablePointer<redisReader>
+    private let reader: RedisReplyReader
     private let server: String
     private let commandTimeout: UInt64
     private var input = [UInt8](repeating: 0, count: 16384)
@@ -45,12 +44,12 @@ final class BlockingRedisConnection: @unchecked Sendable {
             if f.timedOut { throw CacheError.timeout(operation: "redis connect", server: server) }
             throw CacheError.connectionFailed(server: server, reason: f.reason)
         }
-        guard let r = redisReaderCreate() else {
+        guard let r = RedisReplyReader() else {
             Glibc.close(fd)
             throw CacheError.connectionFailed(server: server, reason: "out of memory")
         }
         reader = r
-        // From here deinit frees the reader and closes the socket, also when init throws below.
+        // From here deinit closes the socket (and the reader frees itself), also when init throws below.
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
         if let tls {
@@ -65,7 +64,6 @@ final class BlockingRedisConnection: @unchecked Sendable {
 
     deinit {
         session = nil  // SSL_free before the socket it uses is closed
-        redisReaderFree(reader)
         Glibc.close(fd)
     }
 
@@ -83,9 +81,17 @@ final class BlockingRedisConnection: @unchecked Sendable {
         }
     }
 
-    /// Runs one command.
+    /// Runs one command: written straight from hiredis's formatted buffer, then its reply read.
     func run(_ args: [[UInt8]], operation: String) throws -> RedisValue {
-        try pipeline([args], operation: operation)[0]
+        let deadline = monotonicNanos() &+ commandTimeout
+        do {
+            let formatted = try withFormattedCommand(args) { try send($0, deadline: deadline, operation: operation) }
+            guard formatted else { throw CacheError.serverError(server: server, message: "could not format the command") }
+            return try reply(deadline: deadline, operation: operation)
+        } catch {
+            broken = true
+            throw error
+        }
     }
 
     /// Sends every command in one write and reads every reply (a pipeline: one round trip).
@@ -93,21 +99,36 @@ final class BlockingRedisConnection: @unchecked Sendable {
         let deadline = monotonicNanos() &+ commandTimeout
         do {
             var out: [UInt8] = []
-            for c in commands { try RedisBlockingFormat.append(c, to: &out, server: server) }
-            try send(out, deadline: deadline, operation: operation)
+            for c in commands {
+                guard withFormattedCommand(c, { out.append(contentsOf: $0) }) else {
+                    throw CacheError.serverError(server: server, message: "could not format the command")
+                }
+            }
+            try out.withUnsafeBytes { try send($0, deadline: deadline, operation: operation) }
             var replies: [RedisValue] = []
             replies.reserveCapacity(commands.count)
-            while replies.count < commands.count {
-                let reply = try readReply(deadline: deadline, operation: operation)
-                // A replica refused a write: the primary has moved (a failover). The caller gets the
-                // reply; the connection is not reused, so that the next one finds the new primary.
-                if RedisTarget.isReadOnly(reply) { broken = true }
-                replies.append(reply)
-            }
+            while replies.count < commands.count { replies.append(try reply(deadline: deadline, operation: operation)) }
             return replies
         } catch {
             broken = true
             throw error
+        }
+    }
+
+    /// The next reply. A replica that refused a write means the primary has moved (a failover): the
+    /// caller gets the reply, and the connection is not reused, so that the next one finds the new
+    /// primary.
+    private func reply(deadline: UInt64, operation: String) throws -> RedisValue {
+        while true {
+            switch reader.next() {
+            case .reply(let value):
+                if RedisTarget.isReadOnly(value) { broken = true }
+                return value
+            case .incomplete:
+                try readMore(deadline: deadline, operation: operation)
+            case .protocolError:
+                throw CacheError.connectionFailed(server: server, reason: "protocol error")
+            }
         }
     }
 
@@ -119,9 +140,9 @@ final class BlockingRedisConnection: @unchecked Sendable {
         return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) || (n > 0 && session == nil)
     }
 
-    private func send(_ bytes: [UInt8], deadline: UInt64, operation: String) throws {
+    private func send(_ raw: UnsafeRawBufferPointer, deadline: UInt64, operation: String) throws {
         var sent = 0
-        try bytes.withUnsafeBytes { raw in
+        do {
             while sent < raw.count {
                 let rest = UnsafeRawBufferPointer(rebasing: raw[sent...])
                 if let session {
@@ -145,21 +166,6 @@ final class BlockingRedisConnection: @unchecked Sendable {
                     throw CacheError.connectionFailed(server: server, reason: "write failed: \(String(cString: strerror(errno)))")
                 }
             }
-        }
-    }
-
-    /// The next reply: from what was already read, or after reading more.
-    private func readReply(deadline: UInt64, operation: String) throws -> RedisValue {
-        while true {
-            var reply: UnsafeMutableRawPointer?
-            if redisReaderGetReply(reader, &reply) != chiredis_ok {
-                throw CacheError.connectionFailed(server: server, reason: "protocol error")
-            }
-            if let r = reply {
-                defer { freeReplyObject(r) }
-                return RedisValue(reply: r)
-            }
-            try readMore(deadline: deadline, operation: operation)
         }
     }
 
@@ -189,8 +195,8 @@ final class BlockingRedisConnection: @unchecked Sendable {
     }
 
     private func feed(_ count: Int) throws {
-        let rc = input.withUnsafeBytes { redisReaderFeed(reader, $0.baseAddress?.assumingMemoryBound(to: CChar.self), count) }
-        if rc != chiredis_ok { throw CacheError.connectionFailed(server: server, reason: "protocol error") }
+        let ok = input.withUnsafeBytes { reader.feed(UnsafeRawBufferPointer(rebasing: $0[0..<count])) }
+        if !ok { throw CacheError.connectionFailed(server: server, reason: "protocol error") }
     }
 
     /// Waits until the socket is ready for `events` (or has failed), or throws a timeout at `deadline`.
@@ -206,16 +212,5 @@ final class BlockingRedisConnection: @unchecked Sendable {
                 throw CacheError.connectionFailed(server: server, reason: "poll failed: \(String(cString: strerror(errno)))")
             }
         }
-    }
-}
-
-/// Commands in the Redis protocol, formatted by hiredis.
-enum RedisBlockingFormat {
-    static func append(_ args: [[UInt8]], to out: inout [UInt8], server: String) throws {
-        var target: UnsafeMutablePointer<CChar>?
-        let len = withRedisArgv(args) { argc, argv, lens in redisFormatCommandArgv(&target, argc, argv, lens) }
-        guard len > 0, let target else { throw CacheError.serverError(server: server, message: "could not format the command") }
-        out.append(contentsOf: UnsafeRawBufferPointer(start: target, count: Int(len)))
-        redisFreeCommand(target)
     }
 }

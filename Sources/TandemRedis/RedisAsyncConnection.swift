@@ -1,4 +1,3 @@
-import CHiredis
 import Logging
 import TandemCache
 import TandemLoop
@@ -38,7 +37,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
 
     private var state = State.idle
     private let socket: LoopSocket
-    private var reader: UnsafeMutablePointer<redisReader>?
+    private var reader: RedisReplyReader?
     private var pending: [Pending] = []
     private var head = 0
     /// Pending entries before this index have already been failed by the timeout timer.
@@ -65,10 +64,6 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
                                 tls: tls, tlsHost: endpoint.tlsHost)
         }
         socket.delegate = self
-    }
-
-    deinit {
-        if let reader { redisReaderFree(reader) }
     }
 
     // MARK: from any thread
@@ -159,14 +154,10 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     }
 
     private func append(_ args: [[UInt8]], _ done: @escaping (Result<RedisValue, CacheError>) -> Void) {
-        var target: UnsafeMutablePointer<CChar>?
-        let len = withRedisArgv(args) { argc, argv, lens in redisFormatCommandArgv(&target, argc, argv, lens) }
-        guard len > 0, let target else {
+        guard withFormattedCommand(args, { socket.write($0) }) else {
             done(.failure(.serverError(server: endpoint.description, message: "could not format the command")))
             return
         }
-        socket.write(UnsafeRawBufferPointer(start: target, count: Int(len)))
-        redisFreeCommand(target)
         pending.append(Pending(deadline: monotonicNanos() &+ commandTimeout, done: done))
         armTimeout()
     }
@@ -176,7 +167,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     private func startConnect() {
         state = .connecting
         epoch = target.sentinel?.epoch ?? 0
-        reader = redisReaderCreate()
+        reader = RedisReplyReader()
         socket.connect()
         guard case .connecting = state else { return }  // failed at once
         for command in target.handshake {
@@ -196,8 +187,8 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     }
 
     func socketReceived(_ bytes: UnsafeRawBufferPointer) {
-        guard let reader, let base = bytes.baseAddress else { return }
-        if redisReaderFeed(reader, base.assumingMemoryBound(to: CChar.self), bytes.count) != chiredis_ok {
+        guard let reader else { return }
+        if !reader.feed(bytes) {
             drop(.connectionFailed(server: endpoint.description, reason: "protocol error"), next: .idle)
         }
     }
@@ -227,15 +218,15 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
 
     private func drainReplies() {
         guard let reader else { return }
-        while case .ready = state {
-            var reply: UnsafeMutableRawPointer?
-            if redisReaderGetReply(reader, &reply) != chiredis_ok {
+        replies: while case .ready = state {
+            let value: RedisValue
+            switch reader.next() {
+            case .reply(let v): value = v
+            case .incomplete: break replies
+            case .protocolError:
                 drop(.connectionFailed(server: endpoint.description, reason: "protocol error"), next: .idle)
                 return
             }
-            guard let r = reply else { break }
-            let value = RedisValue(reply: r)
-            freeReplyObject(r)
             guard head < pending.count else {
                 drop(.connectionFailed(server: endpoint.description, reason: "reply without a command"), next: .idle)
                 return
@@ -299,7 +290,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
         let wasConnecting: Bool
         if case .connecting = state { wasConnecting = true } else { wasConnecting = false }
         socket.close()
-        if let reader { redisReaderFree(reader); self.reader = nil }
+        reader = nil
         let victims = pending[head...]
         pending = []
         head = 0

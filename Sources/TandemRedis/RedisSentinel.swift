@@ -1,4 +1,3 @@
-import CHiredis
 import Logging
 import Synchronization
 import TandemCache
@@ -156,7 +155,7 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
     /// holds the watcher as its (weak) delegate, and a weak reference that outlives none of its
     /// sockets would leave the watcher's side table to look leaked to LeakSanitizer.
     private var sockets: [Int: LoopSocket] = [:]
-    private var reader: UnsafeMutablePointer<redisReader>?
+    private var reader: RedisReplyReader?
     private var next = 0
     private var running = false
     private var broken = false
@@ -170,10 +169,6 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
         self.tls = tls
         self.connectTimeout = connectTimeout
         self.switched = switched
-    }
-
-    deinit {
-        if let reader { redisReaderFree(reader) }
     }
 
     func start() {
@@ -196,7 +191,7 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
     private func closeSocket() {
         socket?.close()  // kept in `sockets` for the next attempt on that sentinel
         socket = nil
-        if let reader { redisReaderFree(reader); self.reader = nil }
+        reader = nil
     }
 
     private func subscribe() {
@@ -210,15 +205,9 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
         sockets[index] = s
         s.delegate = self
         socket = s
-        reader = redisReaderCreate()
-        var command: [UInt8] = []
-        do {
-            try RedisBlockingFormat.append(["SUBSCRIBE".bytes, "+switch-master".bytes], to: &command, server: s.name)
-        } catch {
-            return
-        }
+        reader = RedisReplyReader()
         s.connect()
-        s.write(command)
+        _ = withFormattedCommand(["SUBSCRIBE".bytes, "+switch-master".bytes]) { s.write($0) }  // sent once connected
     }
 
     private func tryAgainSoon() {
@@ -234,21 +223,18 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
     func socketConnected() {}
 
     func socketReceived(_ bytes: UnsafeRawBufferPointer) {
-        guard let reader, let base = bytes.baseAddress else { return }
-        if redisReaderFeed(reader, base.assumingMemoryBound(to: CChar.self), bytes.count) != chiredis_ok { tryAgainSoon() }
+        if reader?.feed(bytes) == false { tryAgainSoon() }
     }
 
     func socketReadDone() {
         while let reader {
-            var reply: UnsafeMutableRawPointer?
-            guard redisReaderGetReply(reader, &reply) == chiredis_ok else {
+            switch reader.next() {
+            case .reply(let value): handle(value)
+            case .incomplete: return
+            case .protocolError:
                 tryAgainSoon()
                 return
             }
-            guard let r = reply else { return }
-            let value = RedisValue(reply: r)
-            freeReplyObject(r)
-            handle(value)
         }
     }
 
