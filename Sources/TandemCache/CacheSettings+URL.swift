@@ -46,7 +46,7 @@ extension CacheSettings {
             location = rest.split(separator: ",").map(String.init).filter { !$0.isEmpty }
         default:
             throw CacheError.invalidSetting(alias: alias, field: "TANDEM_CACHE_URL",
-                                            reason: "unknown scheme '\(scheme)'; use locmem://, dummy://, redis://, rediss://, redis+sentinel://, unix:// or memcached://")
+                                            reason: "unknown scheme '\(scheme)'; use locmem://, dummy://, redis://, rediss://, redis+sentinel://, redis+cluster:// (or rediss+...), unix:// or memcached://")
         }
         for (name, value) in passthrough { options[name.uppercased()] = SettingValue.inferred(from: value) }
     }

@@ -133,11 +133,10 @@ final class RedisCluster: Sendable {
 
     /// A `MOVED` answer: `slot` is served by `host:port` now. The whole map is refreshed soon after.
     func moved(slot: Int, host: String, port: Int) {
-        let n = node(host: host, port: port)
+        _ = node(host: host, port: port)  // made if new, so that the slot can point at it
         state.locked { s in
             if let i = s.byAddress["\(host):\(port)"] { s.slots[slot] = Int32(i) }
         }
-        _ = n
         refreshSoon()
     }
 
@@ -206,10 +205,10 @@ final class RedisCluster: Sendable {
             if case .bulk(let h) = primary[0], !h.isEmpty, h != Array("?".utf8) { host = String(decoding: h, as: UTF8.self) }
             assignments.append((Int(start)...Int(end), host, Int(port)))
         }
-        let nodes = assignments.map { node(host: $0.1, port: $0.2) }
+        for (_, host, port) in assignments { _ = node(host: host, port: port) }  // made if new
         state.locked { s in
             var slots = [Int32](repeating: -1, count: ClusterSlot.count)
-            for ((range, host, port), _) in zip(assignments, nodes) {
+            for (range, host, port) in assignments {
                 guard let i = s.byAddress["\(host):\(port)"] else { continue }
                 for slot in range { slots[slot] = Int32(i) }
             }
@@ -244,5 +243,54 @@ enum ClusterRedirect {
         var host = String(words[2][..<colon])
         if host.hasPrefix("[") && host.hasSuffix("]") { host = String(host.dropFirst().dropLast()) }
         self = words[0] == "MOVED" ? .moved(slot: slot, host: host, port: port) : .ask(host: host, port: port)
+    }
+}
+
+/// One command's way through the cluster, shared by both faces: the node to send it to, whether it
+/// goes behind `ASKING`, and what a reply asks for next (at most five redirections, `TRYAGAIN` and
+/// `CLUSTERDOWN` retried with backoff until the command timeout).
+struct ClusterRoute {
+    static let maxRedirects = 5
+    let cluster: RedisCluster
+    private(set) var node: RedisNode
+    /// The last redirection was `ASK`: send `ASKING` first, on the same connection.
+    private(set) var asking = false
+    private var redirects = 0
+    private let deadline: UInt64
+
+    init(cluster: RedisCluster, node: RedisNode) {
+        self.cluster = cluster
+        self.node = node
+        deadline = monotonicNanos() &+ UInt64(cluster.settings.commandTimeout * 1e9)
+    }
+
+    enum Next {
+        /// The reply is the answer (possibly an error the caller maps).
+        case done
+        /// Send again, to ``node``, now.
+        case again
+        /// Send again after this many nanoseconds.
+        case againAfter(UInt64)
+    }
+
+    /// What `reply` asks for; a redirection updates the route (and `MOVED` the slot map).
+    mutating func next(after reply: RedisValue) -> Next {
+        guard redirects < Self.maxRedirects, let redirect = ClusterRedirect(reply) else { return .done }
+        redirects += 1
+        switch redirect {
+        case .moved(let slot, let host, let port):
+            cluster.moved(slot: slot, host: host, port: port)
+            node = cluster.node(host: host, port: port)
+            asking = false
+            return .again
+        case .ask(let host, let port):
+            node = cluster.node(host: host, port: port)
+            asking = true
+            return .again
+        case .tryAgain:
+            let now = monotonicNanos()
+            guard now < deadline else { return .done }
+            return .againAfter(min(UInt64(10_000_000) << min(redirects, 4), deadline - now))
+        }
     }
 }

@@ -16,7 +16,6 @@ import Glibc
 /// flushes every primary.
 final class RedisClusterBackend: CacheBackend {
     let cluster: RedisCluster
-    static let maxRedirects = 5
 
     init(cluster: RedisCluster) {
         self.cluster = cluster
@@ -34,35 +33,33 @@ final class RedisClusterBackend: CacheBackend {
 
     /// Runs `command` for `key` on the node serving its slot, following redirections.
     private func run(_ key: String, _ op: String, _ command: [[UInt8]], idempotent: Bool) throws -> (RedisValue, RedisNode) {
-        var node = try cluster.node(forSlot: ClusterSlot.of(key.bytes))
-        var asking = false
-        let deadline = monotonicNanos() &+ UInt64(cluster.settings.commandTimeout * 1e9)
-        var redirects = 0
+        var route = ClusterRoute(cluster: cluster, node: try cluster.node(forSlot: ClusterSlot.of(key.bytes)))
         while true {
-            let reply: RedisValue
-            do {
-                reply = try node.pool.withConnection(operation: op, idempotent: idempotent) { conn in
-                    asking ? try conn.pipeline([["ASKING".bytes], command], operation: op)[1] : try conn.run(command, operation: op)
-                }
-            } catch let e as CacheError {
-                cluster.refreshSoon()  // a node that cannot be reached may have failed over
-                throw e
+            let asking = route.asking
+            let reply = try reaching { try route.node.pool.withConnection(operation: op, idempotent: idempotent) { conn in
+                asking ? try conn.pipeline([["ASKING".bytes], command], operation: op)[1] : try conn.run(command, operation: op)
+            } }
+            switch route.next(after: reply) {
+            case .done: return (reply, route.node)
+            case .again: continue
+            case .againAfter(let nanos): usleep(UInt32(min(nanos / 1000, UInt64(UInt32.max))))
             }
-            guard redirects < Self.maxRedirects, let redirect = ClusterRedirect(reply) else { return (reply, node) }
-            redirects += 1
-            switch redirect {
-            case .moved(let slot, let host, let port):
-                cluster.moved(slot: slot, host: host, port: port)
-                node = cluster.node(host: host, port: port)
-                asking = false
-            case .ask(let host, let port):
-                node = cluster.node(host: host, port: port)
-                asking = true
-            case .tryAgain:
-                let now = monotonicNanos()
-                guard now < deadline else { return (reply, node) }
-                usleep(UInt32(min(UInt64(10_000) << min(redirects, 4), (deadline - now) / 1000)))
-            }
+        }
+    }
+
+    /// Runs `body`, asking for a fresh slot map soon when a node cannot be reached (it may have
+    /// failed over).
+    private func reaching<R>(_ body: () throws -> R) throws -> R {
+        do { return try body() } catch {
+            cluster.refreshSoon()
+            throw error
+        }
+    }
+
+    private func reaching<R>(_ body: () async throws -> R) async throws -> R {
+        do { return try await body() } catch {
+            cluster.refreshSoon()
+            throw error
         }
     }
 
@@ -89,12 +86,7 @@ final class RedisClusterBackend: CacheBackend {
     /// One pipeline of `commands` on `node`; nil replies for a node that failed are not possible: the
     /// whole call throws.
     private func pipeline(_ node: RedisNode, _ op: String, _ commands: [[[UInt8]]]) throws -> [RedisValue] {
-        do {
-            return try node.pool.withConnection(operation: op, idempotent: true) { try $0.pipeline(commands, operation: op) }
-        } catch {
-            cluster.refreshSoon()
-            throw error
-        }
+        try reaching { try node.pool.withConnection(operation: op, idempotent: true) { try $0.pipeline(commands, operation: op) } }
     }
 
     func get(_ key: String) throws -> StoredValue? {
@@ -173,32 +165,16 @@ final class RedisClusterBackend: CacheBackend {
     // MARK: async face
 
     private func asyncRun(_ key: String, _ command: [[UInt8]]) async throws -> (RedisValue, RedisNode) {
-        var node = try await cluster.asyncNode(forSlot: ClusterSlot.of(key.bytes))
-        var asking = false
-        let deadline = monotonicNanos() &+ UInt64(cluster.settings.commandTimeout * 1e9)
-        var redirects = 0
+        var route = ClusterRoute(cluster: cluster, node: try await cluster.asyncNode(forSlot: ClusterSlot.of(key.bytes)))
         while true {
-            let reply: RedisValue
-            do {
-                reply = asking ? try await node.connection.pipeline([["ASKING".bytes], command])[1] : try await node.connection.command(command)
-            } catch let e as CacheError {
-                cluster.refreshSoon()
-                throw e
+            let (node, asking) = (route.node, route.asking)
+            let reply = try await reaching {
+                asking ? try await node.connection.pipeline([["ASKING".bytes], command])[1] : try await node.connection.command(command)
             }
-            guard redirects < Self.maxRedirects, let redirect = ClusterRedirect(reply) else { return (reply, node) }
-            redirects += 1
-            switch redirect {
-            case .moved(let slot, let host, let port):
-                cluster.moved(slot: slot, host: host, port: port)
-                node = cluster.node(host: host, port: port)
-                asking = false
-            case .ask(let host, let port):
-                node = cluster.node(host: host, port: port)
-                asking = true
-            case .tryAgain:
-                let now = monotonicNanos()
-                guard now < deadline else { return (reply, node) }
-                try await Task.sleep(for: .nanoseconds(Int64(min(UInt64(10_000_000) << min(redirects, 4), deadline - now))))
+            switch route.next(after: reply) {
+            case .done: return (reply, route.node)
+            case .again: continue
+            case .againAfter(let nanos): try await Task.sleep(for: .nanoseconds(Int64(nanos)))
             }
         }
     }
@@ -241,12 +217,7 @@ final class RedisClusterBackend: CacheBackend {
     }
 
     private func asyncPipeline(_ node: RedisNode, _ commands: [[[UInt8]]]) async throws -> [RedisValue] {
-        do {
-            return try await node.connection.pipeline(commands)
-        } catch {
-            cluster.refreshSoon()
-            throw error
-        }
+        try await reaching { try await node.connection.pipeline(commands) }
     }
 
     func asyncGet(_ key: String) async throws -> StoredValue? {
