@@ -54,6 +54,41 @@ func asyncThroughput(tasks: Int, seconds: Double, executor: (any TaskExecutor)? 
     return Double(total) / (Double(elapsed.components.seconds) + Double(elapsed.components.attoseconds) / 1e18)
 }
 
+/// One run of redis-benchmark's GET test.
+struct RedisBenchmarkRun {
+    let requestsPerSecond: Double
+    let p50Ms: Double
+    let p99Ms: Double
+    /// Client CPU (user + system of the benchmark process) per request, microseconds.
+    let cpuUsPerRequest: Double
+}
+
+/// Runs `redis-benchmark -t get` with `target` (`-h host -p port`, plus `--tls ...` or `--cluster`).
+func redisBenchmarkGets(_ target: [String], clients: Int, pipeline: Int, requests: Int, extra: [String] = []) throws -> RedisBenchmarkRun {
+    let before = CPUTime.children()
+    let csv = try runTool("/usr/bin/redis-benchmark", target + ["-c", String(clients), "-P", String(pipeline), "-t", "get",
+                                                                "-n", String(requests), "--csv"] + extra)
+    // "GET","84033.61","0.452","0.128","0.431","0.671","0.855","1.551" (rps, avg, min, p50, p95, p99, max)
+    let line = csv.split(separator: "\n").first { $0.hasPrefix("\"GET\"") } ?? ""
+    let f = line.split(separator: ",").map { Double($0.replacingOccurrences(of: "\"", with: "")) }
+    guard f.count >= 7, let rps = f[1] else { throw BenchError("cannot parse redis-benchmark output: \(csv)") }
+    return RedisBenchmarkRun(requestsPerSecond: rps, p50Ms: f[4] ?? 0, p99Ms: f[6] ?? 0,
+                             cpuUsPerRequest: (CPUTime.children() - before) / Double(requests) * 1e6)
+}
+
+/// `tasks` tasks reading 3-byte values through `cache.async` for `seconds` (`key` picks each GET's
+/// key): GETs per second and this process's CPU per GET in microseconds.
+func tandemGets(_ cache: Cache, tasks: Int, seconds: Double, key: @escaping @Sendable () -> String) async throws -> (rate: Double, cpuUsPerOp: Double) {
+    let counter = Counter()
+    let before = CPUTime.process()
+    let rate = try await asyncThroughput(tasks: tasks, seconds: seconds) {
+        _ = counter.next()
+        let v: [UInt8]? = try await cache.async.get(key())
+        if v?.count != 3 { throw BenchError("wrong value") }
+    }
+    return (rate, (CPUTime.process() - before) / Double(max(1, counter.next())) * 1e6)
+}
+
 struct RedisScenarios {
     let url: String
     let seconds: Double
@@ -90,16 +125,9 @@ struct RedisScenarios {
         var tanCPU: [Double] = []
         var latencies: [Double] = []
         let n = max(50_000, Int(seconds * 80_000))
-        /// Runs redis-benchmark; returns (requests/s, p50 ms, p99 ms, CPU us per request).
         func benchmark(pipeline: Int, requests: Int) throws -> (Double, Double, Double, Double) {
-            let before = CPUTime.children()
-            let csv = try runTool("/usr/bin/redis-benchmark", ["-h", host, "-p", String(port), "-c", String(tasks), "-P", String(pipeline),
-                                                               "-t", "get", "-n", String(requests), "--csv"])
-            // "GET","84033.61","0.452","0.128","0.431","0.671","0.855","1.551" (rps, avg, min, p50, p95, p99, max)
-            let line = csv.split(separator: "\n").first { $0.hasPrefix("\"GET\"") } ?? ""
-            let f = line.split(separator: ",").map { Double($0.replacingOccurrences(of: "\"", with: "")) }
-            guard f.count >= 7, let rps = f[1] else { throw BenchError("cannot parse redis-benchmark output: \(csv)") }
-            return (rps, f[4] ?? 0, f[6] ?? 0, (CPUTime.children() - before) / Double(requests) * 1e6)
+            let r = try redisBenchmarkGets(["-h", host, "-p", String(port)], clients: tasks, pipeline: pipeline, requests: requests)
+            return (r.requestsPerSecond, r.p50Ms, r.p99Ms, r.cpuUsPerRequest)
         }
         for _ in 0..<rounds {
             let (rps, p50, p99, cpu) = try benchmark(pipeline: 1, requests: n)
@@ -149,29 +177,14 @@ struct RedisScenarios {
         let tlsPort = String(tlsURL.split(separator: ":").last ?? "")
         let n = max(50_000, Int(seconds * 40_000))
         var ref: [Double] = [], refCPU: [Double] = [], tan: [Double] = [], tanCPU: [Double] = [], plainRates: [Double] = [], plainCPU: [Double] = []
-        func tandemRound(_ cache: Cache) async throws -> (Double, Double) {
-            let counter = Counter()
-            let before = CPUTime.process()
-            let rate = try await asyncThroughput(tasks: tasks, seconds: seconds) {
-                _ = counter.next()
-                let v: [UInt8]? = try await cache.async.get("bench")
-                if v?.count != 3 { throw BenchError("wrong value") }
-            }
-            return (rate, (CPUTime.process() - before) / Double(max(1, counter.next())) * 1e6)
-        }
         for _ in 0..<rounds {
-            let before = CPUTime.children()
-            let csv = try runTool("/usr/bin/redis-benchmark", ["--tls", "--cacert", caFile, "-h", "localhost", "-p", tlsPort, "-c", String(tasks),
-                                                               "-P", "1", "-t", "get", "-n", String(n), "--csv"])
-            let line = csv.split(separator: "\n").first { $0.hasPrefix("\"GET\"") } ?? ""
-            let f = line.split(separator: ",").map { Double($0.replacingOccurrences(of: "\"", with: "")) }
-            guard f.count >= 7, let rps = f[1] else { throw BenchError("cannot parse redis-benchmark output: \(csv)") }
-            ref.append(rps)
-            refCPU.append((CPUTime.children() - before) / Double(n) * 1e6)
-            let (t, tc) = try await tandemRound(secure)
+            let r = try redisBenchmarkGets(["--tls", "--cacert", caFile, "-h", "localhost", "-p", tlsPort], clients: tasks, pipeline: 1, requests: n)
+            ref.append(r.requestsPerSecond)
+            refCPU.append(r.cpuUsPerRequest)
+            let (t, tc) = try await tandemGets(secure, tasks: tasks, seconds: seconds) { "bench" }
             tan.append(t)
             tanCPU.append(tc)
-            let (p, pc) = try await tandemRound(plain)
+            let (p, pc) = try await tandemGets(plain, tasks: tasks, seconds: seconds) { "bench" }
             plainRates.append(p)
             plainCPU.append(pc)
         }
@@ -195,28 +208,18 @@ struct RedisScenarios {
         let keys = (0..<tasks).map { "bench-\($0)" }
         for k in keys { try await cache.async.set(k, "xxx", timeout: .never) }
         let first = seeds.split(separator: ",")[0].split(separator: ":")
-        let (host, port) = (String(first[0]), String(first[1]))
-        _ = try runTool("/usr/bin/redis-benchmark", ["--cluster", "-h", host, "-p", port, "-t", "set", "-d", "3", "-n", "10000", "-c", "8", "--csv"])
+        let target = ["--cluster", "-h", String(first[0]), "-p", String(first[1])]
+        _ = try runTool("/usr/bin/redis-benchmark", target + ["-t", "set", "-d", "3", "-n", "10000", "-c", "8", "--csv"])
         let n = max(100_000, Int(seconds * 100_000))
         var ref: [Double] = [], refCPU: [Double] = [], tan: [Double] = [], tanCPU: [Double] = []
         for _ in 0..<rounds {
-            let before = CPUTime.children()
-            let csv = try runTool("/usr/bin/redis-benchmark", ["--cluster", "-h", host, "-p", port, "-c", String(tasks), "-P", "1",
-                                                               "-t", "get", "-d", "3", "-n", String(n), "--csv"])
-            let line = csv.split(separator: "\n").first { $0.hasPrefix("\"GET\"") } ?? ""
-            let f = line.split(separator: ",").map { Double($0.replacingOccurrences(of: "\"", with: "")) }
-            guard f.count >= 2, let rps = f[1] else { throw BenchError("cannot parse redis-benchmark output: \(csv)") }
-            ref.append(rps)
-            refCPU.append((CPUTime.children() - before) / Double(n) * 1e6)
-            let counter = Counter()
-            let cpuBefore = CPUTime.process()
+            let r = try redisBenchmarkGets(target, clients: tasks, pipeline: 1, requests: n, extra: ["-d", "3"])
+            ref.append(r.requestsPerSecond)
+            refCPU.append(r.cpuUsPerRequest)
             let next = Counter()
-            tan.append(try await asyncThroughput(tasks: tasks, seconds: seconds) {
-                _ = counter.next()
-                let v: [UInt8]? = try await cache.async.get(keys[next.next() % keys.count])
-                if v?.count != 3 { throw BenchError("wrong value") }
-            })
-            tanCPU.append((CPUTime.process() - cpuBefore) / Double(max(1, counter.next())) * 1e6)
+            let (t, tc) = try await tandemGets(cache, tasks: tasks, seconds: seconds) { keys[next.next() % keys.count] }
+            tan.append(t)
+            tanCPU.append(tc)
         }
         let r = ref.max() ?? 0
         let t = tan.max() ?? 0
