@@ -1,33 +1,22 @@
 import Foundation
 import Tandem
+@testable import TandemRedis
 import TandemTestSupport
 import Testing
 
 private let clusterAvailable = TestServers.shouldRun(TestServers.redisCluster != nil)
 
-/// Django's cache behaviours on a six-node Redis Cluster, in both faces, on both loops ("clear",
-/// which flushes every primary, runs in the fault phase: the behaviours here share the cluster).
-@Suite(.enabled(if: clusterAvailable, Comment(rawValue: TestServers.skipMessage)))
-struct RedisClusterSemantics {
-    @Test("Redis Cluster", arguments: SemanticSuite.names.filter { $0 != "clear" }, TestLoops.Kind.allCases)
-    func behaviour(_ name: String, _ loop: TestLoops.Kind) async throws {
-        _ = try TestServers.need(TestServers.redisCluster, "Redis Cluster")
-        for face in FaceKind.allCases {
-            try await SemanticSuite.run(name, fixture: RedisFixture(clusterOn: loop), face: face)
-        }
-    }
-}
-
 @Suite(.enabled(if: clusterAvailable, Comment(rawValue: TestServers.skipMessage)))
 struct RedisClusterTests {
-    @Test func keySlotsFollowRedisCRC16AndHashTags() async throws {
-        // CLUSTER KEYSLOT on a real node is the reference.
+    @Test func keySlotsAreTheServersSlots() async throws {
+        // Tandem's slot function against CLUSTER KEYSLOT on a real node: a wrong slot would only show
+        // as a MOVED per command otherwise (followed, so no behaviour test would notice).
         let nodes = try TestServers.need(TestServers.redisCluster, "Redis Cluster")
         let port = try #require(TestServers.hostPort(String(nodes.split(separator: ",")[0]))?.1)
         let keys = ["", "a", "foo", "{user1000}.following", "{user1000}.followers", "foo{}{bar}", "foo{{bar}}zap", "{}x", ":1:key", "ключ", "emoji-😀"]
         for key in keys {
             let server = try await onPlainThread { try RawRedis(port: port).command(["CLUSTER", "KEYSLOT", key]) }
-            #expect(server == ":\(clusterKeySlot(key))", "slot of \(key)")
+            #expect(server == ":\(ClusterSlot.of(Array(key.utf8)))", "slot of \(key)")
         }
     }
 

@@ -5,18 +5,6 @@ import Testing
 
 private let sentinelsAvailable = TestServers.shouldRun(TestServers.redisSentinels != nil)
 
-/// Django's cache behaviours through a `redis+sentinel://` location, in both faces, on both loops.
-@Suite(.enabled(if: sentinelsAvailable, Comment(rawValue: TestServers.skipMessage)))
-struct RedisSentinelSemantics {
-    @Test("Redis through Sentinel", arguments: SemanticSuite.names, TestLoops.Kind.allCases)
-    func behaviour(_ name: String, _ loop: TestLoops.Kind) async throws {
-        _ = try TestServers.need(TestServers.redisSentinels, "redis sentinels")
-        for face in FaceKind.allCases {
-            try await SemanticSuite.run(name, fixture: RedisFixture(sentinelOn: loop), face: face)
-        }
-    }
-}
-
 /// Finding the primary through the sentinels (the failover itself is in the fault suite: it swaps
 /// the test servers' roles).
 @Suite(.enabled(if: sentinelsAvailable, Comment(rawValue: TestServers.skipMessage)))

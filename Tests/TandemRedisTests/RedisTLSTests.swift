@@ -5,18 +5,6 @@ import Testing
 
 private let tlsServersAvailable = TestServers.shouldRun(TestServers.redisTLSURL != nil)
 
-/// Django's cache behaviours against a redis-server that speaks only TLS, in both faces, on both loops.
-@Suite(.enabled(if: tlsServersAvailable, Comment(rawValue: TestServers.skipMessage)))
-struct RedisTLSSemantics {
-    @Test("Redis over TLS", arguments: SemanticSuite.names, TestLoops.Kind.allCases)
-    func behaviour(_ name: String, _ loop: TestLoops.Kind) async throws {
-        _ = try TestServers.need(TestServers.redisTLSURL, "redis-server with TLS")
-        for face in FaceKind.allCases {
-            try await SemanticSuite.run(name, fixture: RedisFixture(tlsOn: loop), face: face)
-        }
-    }
-}
-
 /// What goes wrong with TLS is a typed error that says what, in both faces; nothing falls back to
 /// plain text.
 @Suite(.enabled(if: tlsServersAvailable, Comment(rawValue: TestServers.skipMessage)))

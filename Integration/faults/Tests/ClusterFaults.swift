@@ -123,9 +123,7 @@ extension Faults {
                 })
             let after = try await onPlainThread { try Self.nodes() }
             #expect(after.first { $0.id == target.id }?.slots.contains { $0.contains(slot) } == true, "the slot moved to the target")
-            #expect(log.unfinished == 0, "every call returned")
-            #expect(log.untyped.isEmpty, "every failure was a typed error: \(log.untyped.prefix(3))")
-            #expect(log.worstLatency <= Self.callBound, "no call hung: worst \(log.worstLatency)")
+            log.expectEveryCallReturnedTypedWithin(Self.callBound)
             #expect(wrongBox.value.load(ordering: .relaxed) == 0, "no read returned another key's value")
             let failures = log.all.filter { $0.outcome != .ok }.count
             // Every acknowledged write is there, on the slot's new node.
@@ -191,9 +189,7 @@ extension Faults {
                 })
             let killed = try #require(killedAt.locked { $0 })
             let promoted = try #require(promotedAt.locked { $0 })
-            #expect(log.unfinished == 0, "every call returned")
-            #expect(log.untyped.isEmpty, "every failure was a typed error: \(log.untyped.prefix(3))")
-            #expect(log.worstLatency <= Self.callBound, "no call hung: worst \(log.worstLatency)")
+            log.expectEveryCallReturnedTypedWithin(Self.callBound)
             let otherFailures = log.all.filter { ($0.face == "async" || $0.face == "blocking") && $0.outcome != .ok }.count
             let asyncRecovery = try #require(log.firstSuccess(of: "async-victim", after: promoted), "the victim's slots work again (async)")
             let blockingRecovery = try #require(log.firstSuccess(of: "blocking-victim", after: promoted), "the victim's slots work again (blocking)")

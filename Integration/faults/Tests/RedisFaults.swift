@@ -59,9 +59,7 @@ extension Faults {
 
             let restart = try #require(restartedAt.locked { $0 })
             let kill = try #require(killedAt.locked { $0 })
-            #expect(log.unfinished == 0, "every call returned")
-            #expect(log.untyped.isEmpty, "every failure was a typed error: \(log.untyped.prefix(3))")
-            #expect(log.worstLatency <= RedisFaults.callBound, "no call hung: worst \(log.worstLatency)")
+            log.expectEveryCallReturnedTypedWithin(RedisFaults.callBound)
             #expect(wrongBox.value.load(ordering: .relaxed) == 0, "no call returned another key's value")
             let failuresDuringOutage = log.all.filter { $0.outcome != .ok && $0.end >= kill && $0.start <= restart }.count
             #expect(failuresDuringOutage > 0, "the outage was felt (the fault really happened)")

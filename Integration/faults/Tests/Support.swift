@@ -109,6 +109,14 @@ final class CallLog: Sendable {
         return out
     }
 
+    /// What every fault test asks of its calls: each returned, each failure was a typed error, and
+    /// none took longer than `bound`.
+    func expectEveryCallReturnedTypedWithin(_ bound: Duration, sourceLocation: SourceLocation = #_sourceLocation) {
+        #expect(unfinished == 0, "every call returned", sourceLocation: sourceLocation)
+        #expect(untyped.isEmpty, "every failure was a typed error: \(untyped.prefix(3))", sourceLocation: sourceLocation)
+        #expect(worstLatency <= bound, "no call hung: worst \(worstLatency)", sourceLocation: sourceLocation)
+    }
+
     /// Time from `instant` until the first call of `face` that started after it succeeded.
     func firstSuccess(of face: String, after instant: ContinuousClock.Instant) -> Duration? {
         all.filter { $0.face == face && $0.start >= instant && $0.outcome == .ok }.map { $0.end - instant }.min()

@@ -17,7 +17,7 @@ import Vapor
             Tandem.Cache.self, Caches.self, AsyncCache.self, CacheSettings.self, CacheError.self, CacheTimeout.self,
             CacheExpiry.self, CacheResilience.self, CacheBackend.self, NonBlockingCacheBackend.self, BackendRegistry.self,
             LocMemBackend.self, DummyBackend.self, RedisBackend.self, MemcachedBackend.self, StampedeLock.self,
-            SettingValue.self, StoredValue.self, ValueKind.self, JSONCacheCodec.self, KeyStrictness.self, SetMode.self,
+            SettingValue.self, StoredValue.self, ValueKind.self, JSONCacheCodec.self, KeyStrictness.self, SetMode.self, TLSFailure.self,
             UpstreamClient.self, AsyncUpstreamClient.self, UpstreamRequest.self, UpstreamResponse.self, UpstreamError.self,
             UpstreamClientConfiguration.self, RetryPolicy.self, RetryThrottle.self, HedgingPolicy.self, ResponseCaching.self,
             (any TandemEventLoop).self, EpollEventLoop.self, DispatchEventLoop.self, EventLoops.self, IOEvents.self,
