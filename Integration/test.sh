@@ -47,11 +47,40 @@ run_suite() {
   local flags=("$@") skip="TandemFaultTests"
   case " ${flags[*]} " in *" --sanitize="*) skip="TandemFaultTests|RedisDeploymentSemantics" ;; esac
   swift build --build-tests "${flags[@]}"
-  swift test --skip-build --disable-xctest "${flags[@]}" --skip "$skip"
+  with_reports swift test --skip-build --disable-xctest "${flags[@]}" --skip "$skip"
 }
 run_faults() {
   local flags=("$@")
-  swift test --skip-build --disable-xctest "${flags[@]}" --filter TandemFaultTests
+  with_reports swift test --skip-build --disable-xctest "${flags[@]}" --filter TandemFaultTests
+}
+
+# with_reports command...: runs the command with its output also kept in a log. When it fails, every
+# sanitizer report in that log is printed once more at the very end (frames inside the runtime and
+# compiler-generated thunks left out), so that the last lines of a failed CI run say what was found.
+with_reports() {
+  local log="$RUN_DIR/run-$(date +%s%N).log" rc=0
+  "$@" 2>&1 | tee "$log" || rc=$?
+  if [ "$rc" -ne 0 ] && grep -qE '^(WARNING: ThreadSanitizer|==[0-9]+==ERROR)' "$log"; then
+    printf '\n--- sanitizer reports of the failed run (full log: %s)\n' "$log" >&2
+    awk '/^(WARNING: ThreadSanitizer|==[0-9]+==ERROR)/ { p = 1 } p { print } /^SUMMARY:/ { p = 0 }' "$log" \
+      | grep -vE '<compiler-generated>|<null>|crtstuff\.c|^\s*$' | sed -E 's/ \(BuildId: [0-9a-f]+\)//; s/ \([A-Za-z_.-]+\+0x[0-9a-f]+\)//' \
+      | head -120 >&2
+  fi
+  return "$rc"
+}
+
+# Tandem's own code takes its locks with `locked` (Sources/TandemLoop/Locked.swift), never with
+# `Mutex.withLock` (files that use a Mutex are checked; NSLock's is fine): a contended Mutex changes hands inside the kernel, where ThreadSanitizer cannot see
+# it, and every access it guards then looks like a race (the thread phase failed that way).
+lint_locks() {
+  local found
+  found=$(grep -rlE 'Mutex[<(]' Sources Tests Integration --include='*.swift' | grep -v 'Sources/TandemLoop/Locked.swift' \
+    | xargs -r grep -nHE '\.withLock[ ({]' || true)
+  if [ -n "$found" ]; then
+    printf '%s\n' "$found" >&2
+    echo "use Mutex.locked, not withLock, in Tandem's sources and tests (see Sources/TandemLoop/Locked.swift)" >&2
+    return 1
+  fi
 }
 
 leak_check() {
@@ -74,6 +103,7 @@ leak_check() {
   echo "leak check: no leaks in 30 rounds of tandem-stress; the planted leak was caught" >&2
 }
 
+lint_locks
 for p in "${phases[@]}"; do
   case "$p" in
     tests)   say "unit and server tests"; run_suite ;;

@@ -71,10 +71,10 @@ struct GetOrSet: AsyncParsableCommand {
         let (value, produceMs) = (value, produceMs)
         let got: String = try await cache.async.getOrSet(key, lock: lock ? true : nil) {
             try await Task.sleep(for: .milliseconds(produceMs))
-            computed.withLock { $0 = true }
+            computed.locked { $0 = true }
             return value
         }
-        print("\(computed.withLock { $0 } ? "computed" : "cached") \(got)")
+        print("\(computed.locked { $0 } ? "computed" : "cached") \(got)")
     }
 }
 

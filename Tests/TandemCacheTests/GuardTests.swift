@@ -62,8 +62,8 @@ import Testing
             await withCheckedContinuation { (cont: CheckedContinuation<(any Error)?, Never>) in
                 let t = Thread {
                     let me = UInt(pthread_self())  // pthread_t is an integer on Linux
-                    if asLoop { loopThreads.value.withLock { _ = $0.insert(me) } }
-                    defer { if asLoop { loopThreads.value.withLock { _ = $0.remove(me) } } }
+                    if asLoop { loopThreads.value.locked { _ = $0.insert(me) } }
+                    defer { if asLoop { loopThreads.value.locked { _ = $0.remove(me) } } }
                     do { try body(); cont.resume(returning: nil) } catch { cont.resume(returning: error) }
                 }
                 t.start()
@@ -72,7 +72,7 @@ import Testing
         #expect(await onThread(asLoop: true) { try c.set("k", 1) } == nil, "not a loop thread before the check is registered")
         AsyncSafety.recogniseEventLoopThreads {
             let me = UInt(pthread_self())  // pthread_t is an integer on Linux
-            return loopThreads.value.withLock { $0.contains(me) }
+            return loopThreads.value.locked { $0.contains(me) }
         }
         let refused = await onThread(asLoop: true) { try c.set("k", 2) }
         #expect(refused as? TandemError == .blockingCallOnEventLoop(operation: "cache 'default' set"), "\(String(describing: refused))")

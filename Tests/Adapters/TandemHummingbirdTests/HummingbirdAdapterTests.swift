@@ -184,8 +184,8 @@ struct Token: Codable, Sendable, Equatable { var user: String; var n: Int }
 /// Counts calls by name.
 final class Counter: Sendable {
     private let counts = Mutex<[String: Int]>([:])
-    func bump(_ name: String) -> Int { counts.withLock { $0[name, default: 0] += 1; return $0[name]! } }
-    func value(_ name: String) -> Int { counts.withLock { $0[name, default: 0] } }
+    func bump(_ name: String) -> Int { counts.locked { $0[name, default: 0] += 1; return $0[name]! } }
+    func value(_ name: String) -> Int { counts.locked { $0[name, default: 0] } }
 }
 
 @Suite struct HummingbirdErrorsAndGuard {
@@ -214,13 +214,13 @@ final class Counter: Sendable {
         let cache = try AdapterBackends.cache("locmem", redisDB: 6)
         let refusal = Mutex<String?>(nil)
         router.get("/blocking") { _, _ -> String in
-            do { try cache.set("k", 1) } catch { refusal.withLock { $0 = "\(error)" } }
+            do { try cache.set("k", 1) } catch { refusal.locked { $0 = "\(error)" } }
             return "done"
         }
         try await Application(router: router).test(.router) { client in
             try await client.execute(uri: "/blocking", method: .get) { #expect($0.status == .ok) }
         }
-        let message = try #require(refusal.withLock { $0 })
+        let message = try #require(refusal.locked { $0 })
         #expect(message.contains("inside a Swift task") && message.contains(".async"), "\(message)")
     }
 

@@ -93,7 +93,7 @@ private struct Profile: Codable, Equatable { var name: String; var visits: Int }
         let tandem = try AdapterBackends.cache(backend, redisDB: 7)
         let counts = Mutex<[String: Int]>([:])
         @Sendable func count(_ name: String) -> String {
-            String(counts.withLock { $0[name, default: 0] += 1; return $0[name] ?? 0 })
+            String(counts.locked { $0[name, default: 0] += 1; return $0[name] ?? 0 })
         }
         try await withApp { app in
             app.middleware.use(TandemResponseCacheMiddleware(cache: tandem, timeout: .seconds(60)))
