@@ -35,10 +35,14 @@ final class RedisNode: Sendable {
 ///   `ssl_cert_reqs` (`required` or `none`) as query parameters or OPTIONS (upper case).
 ///   `redis+sentinel://host:port[,host:port...]/SERVICE[/db]` (or `rediss+sentinel://`): the primary
 ///   of SERVICE as the sentinels name it at every connect, followed through failovers (its
-///   `+switch-master` announcements, READONLY answers and a ROLE check at connect).
+///   `+switch-master` announcements, READONLY answers and a ROLE check at connect). With
+///   `READ_FROM_REPLICAS` true, reads go to the healthy replicas the sentinels list (in turn; the
+///   primary when none is healthy), writes to the primary; replicas copy writes asynchronously, so a
+///   read right after a write may not see it yet.
 /// - OPTIONS: `CONNECT_TIMEOUT` (s, 1), `COMMAND_TIMEOUT` (s, 1), `POOL_SIZE` (blocking connections
 ///   per server, 16), `POOL_TIMEOUT` (s to wait for a pooled connection, 1), `ASYNC_CONNECTIONS` (per
-///   server, 1), `DB`, `USERNAME`, `PASSWORD` (the URL's credentials win).
+///   server, 1), `DB`, `USERNAME`, `PASSWORD` (the URL's credentials win), `READ_FROM_REPLICAS`
+///   (Sentinel only, false).
 /// - Blocking face: the calling thread talks to Redis on a pooled connection. Async face: connections
 ///   owned by the loop, commands submitted in one loop turn go out in one write.
 /// - `clear()` runs FLUSHDB on the primary's database, as Django does: it removes every key in that
@@ -53,7 +57,7 @@ public final class RedisBackend: CacheBackend {
     /// The OPTIONS this backend understands.
     public static let optionNames: Set<String> = [
         "CONNECT_TIMEOUT", "COMMAND_TIMEOUT", "POOL_SIZE", "POOL_TIMEOUT", "ASYNC_CONNECTIONS", "DB", "USERNAME", "PASSWORD",
-        "SSL_CA_CERTS", "SSL_CERTFILE", "SSL_KEYFILE", "SSL_CERT_REQS",
+        "SSL_CA_CERTS", "SSL_CERTFILE", "SSL_KEYFILE", "SSL_CERT_REQS", "READ_FROM_REPLICAS",
     ]
 
     /// The registry entry: `redis`, and Django's and django-redis's dotted names.
@@ -73,6 +77,10 @@ public final class RedisBackend: CacheBackend {
         _ = RedisBackend.ignoreSIGPIPE
         guard config.location.count == 1 else {
             throw config.locationError("a redis+cluster:// location names every seed node itself (host:port,host:port...); give it alone")
+        }
+        if try config.options.bool("READ_FROM_REPLICAS", default: false) {
+            throw CacheError.invalidSetting(alias: config.alias, field: "OPTIONS.READ_FROM_REPLICAS",
+                                            reason: "reads from cluster replicas are not supported yet: on a cluster every command goes to its slot's primary")
         }
         let endpoint = try RedisEndpoint.parse(first, alias: config.alias, options: config.options)
         let settings = try nodeSettings(config)
@@ -103,7 +111,9 @@ public final class RedisBackend: CacheBackend {
         let connectTimeout = settings.connectTimeout
         let commandTimeout = settings.commandTimeout
         let loop = settings.loop
+        let readFromReplicas = try o.bool("READ_FROM_REPLICAS", default: false)
         var nodes: [RedisNode] = []
+        var replicaReaders: [RedisNode] = []
         var contexts: [TLSClientSettings: TLSClientContext] = [:]
         for location in config.location {
             let endpoint = try RedisEndpoint.parse(location, alias: config.alias, options: o)
@@ -119,9 +129,16 @@ public final class RedisBackend: CacheBackend {
                 throw config.locationError("a redis+cluster:// location names every seed node itself (host:port,host:port...); give it alone")
             }
             nodes.append(settings.makeNode(RedisTarget(endpoint: endpoint, sentinel: sentinel), tls: tls))
+            if readFromReplicas, sentinel != nil {
+                replicaReaders.append(settings.makeNode(RedisTarget(endpoint: endpoint, sentinel: sentinel, readsReplica: true), tls: tls))
+            }
+        }
+        if readFromReplicas && replicaReaders.isEmpty {
+            throw CacheError.invalidSetting(alias: config.alias, field: "OPTIONS.READ_FROM_REPLICAS",
+                                            reason: "only for a redis+sentinel:// location (with redis:// locations, reads already go to the ones after the first)")
         }
         primary = nodes[0]
-        replicas = Array(nodes.dropFirst())
+        replicas = Array(nodes.dropFirst()) + replicaReaders
     }
 
     deinit { close() }
@@ -150,7 +167,8 @@ public final class RedisBackend: CacheBackend {
     public var waitsOnIO: Bool { true }
     /// The primary (and replicas), without credentials.
     public var backendDescription: String {
-        ([primary] + replicas).map(\.endpoint.description).joined(separator: ",")
+        var seen: Set<String> = []  // a sentinel location's replica readers share its description
+        return ([primary] + replicas).map(\.endpoint.description).filter { seen.insert($0).inserted }.joined(separator: ",")
     }
 
     /// Where reads go: a random replica, or the primary when there is none.

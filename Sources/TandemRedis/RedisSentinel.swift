@@ -49,6 +49,62 @@ final class RedisSentinel: Sendable {
     /// The primary's host and port, as the first sentinel that knows the service says (blocks: on
     /// the blocking face's calling thread, or off the loop for the async face).
     func primary() throws(CacheError) -> (host: String, port: Int) {
+        try ask(["SENTINEL".bytes, "get-master-addr-by-name".bytes, spec.service.bytes], what: "the primary") { reply in
+            switch reply {
+            case .array(let items):
+                guard items.count == 2, case .bulk(let h) = items[0], case .bulk(let p) = items[1],
+                      let address = Self.address(h, p) else { return .failure("something that is not a host and a port") }
+                return .success(address)
+            case .null: return .failure("that it does not know the service")
+            case .error(let message): return .failure(SentinelAnswer(message))
+            default: return .failure("something that is not a host and a port")
+            }
+        }
+    }
+
+    /// A replica of the service to read from: the healthy replicas the first sentinel that knows the
+    /// service lists (not down by anyone's account, not disconnected, its link to the primary up),
+    /// taken in turn; the primary when there is none (reads are then served where writes go, as
+    /// redis-py's Sentinel does).
+    func replica() throws(CacheError) -> (host: String, port: Int) {
+        let healthy = try ask(["SENTINEL".bytes, "replicas".bytes, spec.service.bytes], what: "the replicas") { reply in
+            switch reply {
+            case .array(let entries):
+                var found: [(host: String, port: Int)] = []
+                for case .array(let fields) in entries {
+                    var info: [String: String] = [:]
+                    var i = 0
+                    while i + 1 < fields.count {
+                        if case .bulk(let k) = fields[i], case .bulk(let v) = fields[i + 1] {
+                            info[String(decoding: k, as: UTF8.self)] = String(decoding: v, as: UTF8.self)
+                        }
+                        i += 2
+                    }
+                    let flags = Set((info["flags"] ?? "").split(separator: ",").map(String.init))
+                    guard flags.isDisjoint(with: ["s_down", "o_down", "disconnected"]), info["master-link-status"] == "ok",
+                          let ip = info["ip"], let port = info["port"], let address = Self.address(Array(ip.utf8), Array(port.utf8)) else { continue }
+                    found.append(address)
+                }
+                return .success(found)
+            case .error(let message): return .failure(SentinelAnswer(message))
+            default: return .failure("something that is not a list of replicas")
+            }
+        }
+        guard !healthy.isEmpty else { return try primary() }
+        return healthy[Int(nextReplica.add(1, ordering: .relaxed).newValue % UInt64(healthy.count))]
+    }
+    private let nextReplica = Atomic<UInt64>(0)
+
+    /// A host and a port from a sentinel's answer (nil: not one).
+    private static func address(_ host: [UInt8], _ port: [UInt8]) -> (host: String, port: Int)? {
+        guard let p = Int(String(decoding: port, as: UTF8.self)), (1...65535).contains(p), !host.isEmpty else { return nil }
+        return (String(decoding: host, as: UTF8.self), p)
+    }
+
+    /// Asks the sentinels in turn (the one that answered last first) until one gives an answer
+    /// `parse` accepts; the error names every sentinel and what it said. Starts the failover
+    /// watcher on first use.
+    private func ask<T>(_ command: [[UInt8]], what: String, _ parse: (RedisValue) -> Result<T, SentinelAnswer>) throws(CacheError) -> T {
         if !watching.exchange(true, ordering: .acquiringAndReleasing) { watcher.start() }
         var reasons: [String] = []
         let count = spec.hosts.count
@@ -61,30 +117,27 @@ final class RedisSentinel: Sendable {
                                          tls: tls?.settings, tlsSource: "")
             do {
                 let conn = try BlockingRedisConnection(endpoint: endpoint, tls: tls, connectTimeout: connectTimeout, commandTimeout: commandTimeout)
-                let reply = try conn.run(["SENTINEL".bytes, "get-master-addr-by-name".bytes, spec.service.bytes], operation: "SENTINEL")
-                switch reply {
-                case .array(let items):
-                    guard items.count == 2, case .bulk(let h) = items[0], case .bulk(let p) = items[1],
-                          let p = Int(String(decoding: p, as: UTF8.self)), (1...65535).contains(p), !h.isEmpty else {
-                        reasons.append("\(name) answered something that is not a host and a port")
-                        continue
-                    }
+                switch parse(try conn.run(command, operation: "SENTINEL")) {
+                case .success(let answer):
                     preferred.store(i, ordering: .relaxed)
-                    return (String(decoding: h, as: UTF8.self), p)
-                case .null:
-                    reasons.append("\(name) does not know the service")
-                case .error(let message):
-                    reasons.append("\(name) answered \(message)")
-                default:
-                    reasons.append("\(name) answered something that is not a host and a port")
+                    return answer
+                case .failure(let why):
+                    reasons.append("\(name) answered \(why.text)")
                 }
             } catch {
                 reasons.append("\(name): \(error)")
             }
         }
         throw CacheError.connectionFailed(server: description,
-                                          reason: "no sentinel named the primary of '\(spec.service)' (\(reasons.joined(separator: "; ")))")
+                                          reason: "no sentinel named \(what) of '\(spec.service)' (\(reasons.joined(separator: "; ")))")
     }
+}
+
+/// Why a sentinel's answer was not what was asked for.
+struct SentinelAnswer: Error, ExpressibleByStringLiteral {
+    let text: String
+    init(stringLiteral text: String) { self.text = text }
+    init(_ text: String) { self.text = text }
 }
 
 /// A failover counter shared by a ``RedisSentinel`` and its watcher.
@@ -96,6 +149,9 @@ final class EpochCounter: Sendable {
 struct RedisTarget: Sendable {
     let endpoint: RedisEndpoint
     let sentinel: RedisSentinel?
+    /// Connections for reads only, to a replica the sentinels list (or the primary when they list
+    /// none healthy). Such a connection takes any role: a read is right on either.
+    var readsReplica = false
 
     /// True when the server can change under the connections (a sentinel-managed primary): they
     /// check its role when they connect and reconnect when it answers `READONLY`.
@@ -104,14 +160,14 @@ struct RedisTarget: Sendable {
     /// The addresses to connect to and the name TLS checks (blocks: a name lookup, the sentinels).
     func find() throws(CacheError) -> (addresses: [ResolvedAddress], tlsHost: String) {
         guard let sentinel else { return (try endpoint.resolveAll(), endpoint.tlsHost) }
-        let (host, port) = try sentinel.primary()
+        let (host, port) = try readsReplica ? sentinel.replica() : sentinel.primary()
         return (try ServerAddress.tcp(host: host, port: port).resolveAll(description: endpoint.description), host)
     }
 
     /// The commands that prepare a new connection: AUTH and SELECT as needed, and ROLE when the
     /// server must be a primary.
     var handshake: [[[UInt8]]] {
-        endpoint.handshake + (followsFailover ? [["ROLE".bytes]] : [])
+        endpoint.handshake + (followsFailover && !readsReplica ? [["ROLE".bytes]] : [])
     }
 
     /// Why a reply to a handshake command means the connection is unusable (nil: it is fine).

@@ -45,6 +45,67 @@ struct RedisSentinelTests {
         }
     }
 
+    /// The replica the test sentinels watch, once they list it healthy (bounded wait): its port.
+    static func healthyReplicaPort() async throws -> Int {
+        let sentinels = try TestServers.need(TestServers.redisSentinels, "redis sentinels")
+        let sentinelPort = try #require(TestServers.hostPort(String(sentinels.split(separator: ",")[0]))?.1)
+        let service = TestServers.redisSentinelService
+        for _ in 0..<150 {
+            let listed = try await onPlainThread { try RawRedis(port: sentinelPort).command(["SENTINEL", "replicas", service]) }
+            if listed.contains("$master-link-status $ok"), !listed.contains("s_down"),
+               let m = listed.firstMatch(of: /\$port \$(\d+)/), let port = Int(m.1) {
+                return port
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw CheckFailure(message: "the sentinels did not list a healthy replica within 15 s", location: "RedisSentinelTests")
+    }
+
+    /// How many GETs a Redis server has answered (INFO commandstats).
+    static func getsAnswered(port: Int) async throws -> Int {
+        let info = try await onPlainThread { try RawRedis(port: port).command(["INFO", "commandstats"]) }
+        guard let m = info.firstMatch(of: /cmdstat_get:calls=(\d+)/) else { return 0 }
+        return Int(m.1) ?? 0
+    }
+
+    @Test(arguments: FaceKind.allCases, TestLoops.Kind.allCases)
+    func readsGoToTheReplicaWhenAskedAndWritesToThePrimary(_ face: FaceKind, _ loop: TestLoops.Kind) async throws {
+        let sentinels = try TestServers.need(TestServers.redisSentinels, "redis sentinels")
+        let replicaPort = try await Self.healthyReplicaPort()
+        let json = #"{"default": {"BACKEND": "redis", "LOCATION": "redis+sentinel://\#(sentinels)/\#(TestServers.redisSentinelService)/11", "#
+            + #""OPTIONS": {"CONNECT_TIMEOUT": 10, "COMMAND_TIMEOUT": 10, "READ_FROM_REPLICAS": true}}}"#
+        let cache = try Caches(json: Data(json.utf8), loop: loop.loop).default
+        let f = Face(cache, face)
+        let key = "replica-read-\(face)-\(loop)-\(UInt32.random(in: 0 ... .max))"
+        try await f.set(key, "written")  // a write sent to the replica would be refused (READONLY)
+        // Replication is asynchronous: wait (bounded) until the replica has the value.
+        var seen: String?
+        for _ in 0..<100 where seen == nil {
+            seen = try await f.get(key, as: String.self)
+            if seen == nil { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(seen == "written")
+        let before = try await Self.getsAnswered(port: replicaPort)
+        for _ in 0..<20 { #expect(try await f.get(key, as: String.self) == "written") }
+        let after = try await Self.getsAnswered(port: replicaPort)
+        #expect(after - before >= 20, "the replica answered \(after - before) of 20 reads")
+        try await f.delete(key)
+    }
+
+    @Test func readFromReplicasIsRefusedWhereItCannotApply() throws {
+        for (location, words) in [("redis://127.0.0.1:1", "only for a redis+sentinel:// location"),
+                                  ("redis+cluster://127.0.0.1:1,127.0.0.1:2", "not supported yet")] {
+            let json = #"{"default": {"BACKEND": "redis", "LOCATION": "\#(location)", "OPTIONS": {"READ_FROM_REPLICAS": true}}}"#
+            do {
+                _ = try Caches(json: Data(json.utf8)).default
+                Issue.record("READ_FROM_REPLICAS was accepted for \(location)")
+            } catch CacheError.invalidSetting(_, let field, let reason) {
+                #expect(field == "OPTIONS.READ_FROM_REPLICAS")
+                #expect(reason.contains(words), Comment(rawValue: reason))
+            }
+        }
+    }
+
     @Test func malformedSentinelLocationsAreRefused() throws {
         for bad in ["redis+sentinel://127.0.0.1:26379", "redis+sentinel://127.0.0.1:26379/", "redis+sentinel://127.0.0.1:x/svc",
                     "redis+sentinel://127.0.0.1:1,,127.0.0.1:2/svc", "redis+sentinel://127.0.0.1:1/svc/notadb",
