@@ -21,6 +21,17 @@ start_upstream() {
     extra+=(--upstream "http://127.0.0.1:$UPSTREAM_PORT")
   fi
 }
+# nginx serving a small file (http-small-gets, ahc-peer), once.
+start_small_file() {
+  if [ -z "${NGINX_PORT:-}" ]; then
+    ensure_packages nginx
+    NGINX_PORT=$(free_port)
+    mkdir -p "$RUN_DIR/www"
+    printf 'hello from nginx\n' > "$RUN_DIR/www/small.txt"
+    start_nginx "$NGINX_PORT" "$RUN_DIR/www"
+    extra+=(--small-file "http://127.0.0.1:$NGINX_PORT/small.txt")
+  fi
+}
 for s in "${scenarios[@]}"; do
   case "$s" in
     redis-*|inflight-10k)
@@ -61,13 +72,16 @@ for s in "${scenarios[@]}"; do
       start_upstream
       ;;
     http-small-gets)
-      ensure_packages nginx
-      NGINX_PORT=$(free_port)
-      mkdir -p "$RUN_DIR/www"
-      printf 'hello from nginx\n' > "$RUN_DIR/www/small.txt"
-      start_nginx "$NGINX_PORT" "$RUN_DIR/www"
+      start_small_file
       gcc -O2 -o "$BIN/curl_multi_gets" "$TANDEM_ROOT/Integration/bench/curl_multi_gets.c" $(pkg-config --cflags --libs libcurl)
-      extra+=(--small-file "http://127.0.0.1:$NGINX_PORT/small.txt" --curl-reference "$BIN/curl_multi_gets")
+      extra+=(--curl-reference "$BIN/curl_multi_gets")
+      ;;
+    ahc-peer)
+      # swift-server's async-http-client on the same workloads (a package of its own: Integration/peer).
+      start_small_file
+      start_upstream
+      (cd "$TANDEM_ROOT/Integration/peer" && swift build -c release >&2)
+      extra+=(--ahc-peer "$TANDEM_ROOT/Integration/peer/.build/release/ahc-peer")
       ;;
     view-product|view-dashboard)
       views+=("$s")

@@ -11,7 +11,15 @@ struct HTTPScenarios {
         var config = UpstreamClientConfiguration()
         config.requestTimeout = .seconds(10)
         let http = UpstreamClient(configuration: config)
-        let requests = (0..<100).map { _ in UpstreamRequest(.get, upstream + "/delay/50") }
+        let wall = try await fanOutWall(http, url: upstream + "/delay/50", count: 100)
+        await http.shutdown()
+        return BenchResult(scenario: "http-fanout-delay", reference: 0.050, tandem: wall, unit: "s", ratio: wall / 0.050, better: "lower")
+    }
+
+    /// The median wall time, in seconds, of `rounds` fan-outs of `count` GETs of `url` (after an
+    /// untimed one that opens the connections).
+    func fanOutWall(_ http: UpstreamClient, url: String, count: Int) async throws -> Double {
+        let requests = (0..<count).map { _ in UpstreamRequest(.get, url) }
         let clock = ContinuousClock()
         var walls: [Double] = []
         for round in 0..<(rounds + 1) {
@@ -21,9 +29,7 @@ struct HTTPScenarios {
             guard results.allSatisfy({ (try? $0.get())?.status == 200 }) else { throw BenchError("fan-out had failures") }
             if round > 0 { walls.append(Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18) }  // round 0 opens the connections
         }
-        let wall = walls.sorted()[walls.count / 2]
-        await http.shutdown()
-        return BenchResult(scenario: "http-fanout-delay", reference: 0.050, tandem: wall, unit: "s", ratio: wall / 0.050, better: "lower")
+        return walls.sorted()[walls.count / 2]
     }
 
     /// `http-cached-get`: 64 tasks GETting a fresh, cacheable upstream response (`max-age=3600`) for
@@ -129,20 +135,11 @@ struct HTTPScenarios {
             let (r, refCost) = try runReference([])
             ref.append(r)
             refCPU.append(refCost * 1e6)
-            let ownCPU = CPUTime.process()
-            let counter = Counter()
-            let samples = LatencySamples()
-            let t = try await asyncThroughput(tasks: concurrency, seconds: seconds,
-                                              executor: ProcessInfo.processInfo.environment["TANDEM_BENCH_ON_LOOP"] == "1" ? EventLoops.shared : nil) {
-                let start = counter.next() & 15 == 0 ? ContinuousClock.now : nil
-                let response = try await http.async.get(url)
-                if let start { samples.add(ContinuousClock.now - start) }
-                if response.status != 200 { throw BenchError("status \(response.status)") }
-            }
-            let ownCost = (CPUTime.process() - ownCPU) / (t * seconds)
+            let (t, ownCostUs, roundLatencies) = try await smallGetsRound(http, url: url, concurrency: concurrency)
+            let ownCost = ownCostUs / 1e6
             tan.append(t)
-            tanCPU.append(ownCost * 1e6)
-            latencies += samples.microseconds
+            tanCPU.append(ownCostUs)
+            latencies += roundLatencies
             let (so, socketCost) = try runReference(["socket"])
             sock.append(so)
             sockCPU.append(socketCost * 1e6)
@@ -163,6 +160,81 @@ struct HTTPScenarios {
         result.p50Us = percentile(latencies, 0.50)
         result.p99Us = percentile(latencies, 0.99)
         return result
+    }
+
+    /// One timed round of `concurrency` tasks GETting `url` for `seconds`: requests per second, client
+    /// CPU (user + system, all threads) per request in microseconds, and the latencies of every 16th request.
+    func smallGetsRound(_ http: UpstreamClient, url: String, concurrency: Int) async throws -> (Double, Double, [Double]) {
+        let ownCPU = CPUTime.process()
+        let counter = Counter()
+        let samples = LatencySamples()
+        let t = try await asyncThroughput(tasks: concurrency, seconds: seconds,
+                                          executor: ProcessInfo.processInfo.environment["TANDEM_BENCH_ON_LOOP"] == "1" ? EventLoops.shared : nil) {
+            let start = counter.next() & 15 == 0 ? ContinuousClock.now : nil
+            let response = try await http.async.get(url)
+            if let start { samples.add(ContinuousClock.now - start) }
+            if response.status != 200 { throw BenchError("status \(response.status)") }
+        }
+        return (t, (CPUTime.process() - ownCPU) / (t * seconds) * 1e6, samples.microseconds)
+    }
+
+    /// `ahc-peer`: Tandem against swift-server's async-http-client (`Integration/peer`, run as a child
+    /// process) on the same two workloads in the same run. Small GETs: 64 tasks against nginx, each
+    /// client allowed 64 connections, alternating rounds (at least 5), medians; fan-out: 100 GETs of
+    /// `/delay/50` at once, each client allowed 100 connections, the median round. Ratios are
+    /// Tandem / async-http-client.
+    func againstAsyncHTTPClient(smallURL: String, upstream: String, peer: String, concurrency: Int = 64) async throws -> [BenchResult] {
+        /// Runs the peer and reads its JSON line.
+        func runPeer(_ args: [String]) throws -> [String: Any] {
+            let out = try runTool(peer, args)
+            guard let line = out.split(separator: "\n").last,
+                  let object = try JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any],
+                  object["value"] is Double else { throw BenchError("ahc-peer printed no result: \(out)") }
+            return object
+        }
+        var config = UpstreamClientConfiguration()
+        config.maxConnectionsPerHost = concurrency
+        let http = UpstreamClient(configuration: config)
+        var peerOps: [Double] = [], peerCPU: [Double] = [], peerP50: [Double] = [], peerP99: [Double] = []
+        var ops: [Double] = [], cpu: [Double] = [], ratios: [Double] = [], latencies: [Double] = []
+        _ = try await smallGetsRound(http, url: smallURL, concurrency: concurrency)  // opens Tandem's connections, as the peer does before timing
+        for _ in 0..<max(rounds, 5) {
+            let p = try runPeer(["small-gets", smallURL, String(concurrency), String(seconds)])
+            let (t, tCPU, tLatencies) = try await smallGetsRound(http, url: smallURL, concurrency: concurrency)
+            let pOps = p["value"] as? Double ?? 0
+            peerOps.append(pOps)
+            peerCPU.append(p["cpu_us_per_op"] as? Double ?? 0)
+            peerP50.append(p["p50_us"] as? Double ?? 0)
+            peerP99.append(p["p99_us"] as? Double ?? 0)
+            ops.append(t)
+            cpu.append(tCPU)
+            latencies += tLatencies
+            ratios.append(pOps > 0 ? t / pOps : 0)
+            FileHandle.standardError.write(Data(String(format: "ahc-peer small-gets round: async-http-client %.0f req/s %.1f us CPU/req, tandem %.0f req/s %.1f us (%.2f)\n",
+                                                       pOps, peerCPU.last ?? 0, t, tCPU, ratios.last ?? 0).utf8))
+        }
+        await http.shutdown()
+        var small = BenchResult(scenario: "http-small-gets", reference: median(peerOps), tandem: median(ops), unit: "ops/s",
+                                ratio: median(ratios), better: "higher")
+        small.referenceName = "async-http-client"
+        small.cpuUsPerOp = median(cpu)
+        small.referenceCpuUsPerOp = median(peerCPU)
+        small.p50Us = percentile(latencies, 0.50)
+        small.p99Us = percentile(latencies, 0.99)
+        small.referenceP50Us = median(peerP50)
+        small.referenceP99Us = median(peerP99)
+
+        var fanConfig = UpstreamClientConfiguration()
+        fanConfig.requestTimeout = .seconds(10)
+        fanConfig.maxConnectionsPerHost = 100
+        let fanHTTP = UpstreamClient(configuration: fanConfig)
+        let peerWall = try runPeer(["fanout", upstream + "/delay/50", "100", String(max(rounds, 5))])["value"] as? Double ?? 0
+        let wall = try await HTTPScenarios(seconds: seconds, rounds: max(rounds, 5)).fanOutWall(fanHTTP, url: upstream + "/delay/50", count: 100)
+        await fanHTTP.shutdown()
+        var fan = BenchResult(scenario: "http-fanout-delay", reference: peerWall, tandem: wall, unit: "s",
+                              ratio: peerWall > 0 ? wall / peerWall : 0, better: "lower")
+        fan.referenceName = "async-http-client"
+        return [small, fan]
     }
 }
 

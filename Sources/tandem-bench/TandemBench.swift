@@ -42,6 +42,8 @@ struct BenchResult: Encodable {
     var tandemPlain: Double? = nil
     var ratioToPlain: Double? = nil
     var tlsCpuUsPerOp: Double? = nil
+    /// The reference when it is not the scenario's usual one (`ahc-peer`: "async-http-client").
+    var referenceName: String? = nil
 
     enum CodingKeys: String, CodingKey {
         case scenario, reference, tandem, unit, ratio, better
@@ -64,6 +66,7 @@ struct BenchResult: Encodable {
         case tandemPlain = "tandem_plain"
         case ratioToPlain = "ratio_to_plain"
         case tlsCpuUsPerOp = "tls_cpu_us_per_op"
+        case referenceName = "reference_name"
     }
 
     /// Prints the JSON line that `Integration/bench.sh` collects.
@@ -182,9 +185,9 @@ struct TandemBench: AsyncParsableCommand {
         abstract: "Side-by-side benchmarks: a reference and Tandem in the same run, one JSON line per scenario.")
 
     static let known = ["locmem", "loop-roundtrip", "bridge-overhead", "redis-async-get", "redis-tls-async-get", "redis-cluster-async-get", "redis-sync-get",
-                        "memcached-async-get", "memcached-sync-get", "http-fanout-delay", "http-small-gets", "stampede", "hedged-fanout", "http-cached-get", "inflight-10k"]
+                        "memcached-async-get", "memcached-sync-get", "http-fanout-delay", "http-small-gets", "stampede", "hedged-fanout", "http-cached-get", "inflight-10k", "ahc-peer"]
 
-    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-tls-async-get, redis-cluster-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets, stampede, hedged-fanout, http-cached-get, inflight-10k.")
+    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-tls-async-get, redis-cluster-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets, stampede, hedged-fanout, http-cached-get, inflight-10k, ahc-peer.")
     var scenarios: [String] = ["locmem"]
 
     @Option(help: "Seconds per measurement.")
@@ -229,6 +232,9 @@ struct TandemBench: AsyncParsableCommand {
     @Option(help: "The compiled C reference loop for http-small-gets (Integration/bench/curl_multi_gets.c).")
     var curlReference: String?
 
+    @Option(name: .customLong("ahc-peer"), help: "The async-http-client peer (Integration/peer, built in release) for the ahc-peer scenario.")
+    var ahcPeer: String?
+
     func run() async throws {
         for scenario in scenarios {
             switch scenario {
@@ -266,6 +272,10 @@ struct TandemBench: AsyncParsableCommand {
             case "http-small-gets":
                 guard let curlReference else { throw ValidationError("http-small-gets needs --curl-reference") }
                 try await HTTPScenarios(seconds: seconds, rounds: rounds).smallGets(url: smallFile, reference: curlReference).emit()
+            case "ahc-peer":
+                guard let ahcPeer else { throw ValidationError("ahc-peer needs --ahc-peer (Integration/bench.sh ahc-peer builds it)") }
+                for r in try await HTTPScenarios(seconds: seconds, rounds: rounds)
+                    .againstAsyncHTTPClient(smallURL: smallFile, upstream: upstream, peer: ahcPeer) { r.emit() }
             case "http-cached-get":
                 try await HTTPScenarios(seconds: seconds, rounds: rounds).cachedGet(upstream: upstream).emit()
             case "hedged-fanout":
