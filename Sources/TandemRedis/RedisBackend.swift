@@ -12,12 +12,15 @@ final class RedisNode: Sendable {
     let endpoint: RedisEndpoint
     let pool: RedisBlockingPool
     let connections: [RedisAsyncConnection]
+    /// Serves reads only (a cluster replica behind `READONLY`): never given a write.
+    let readsOnly: Bool
     private let next = Atomic<Int>(0)
 
-    init(endpoint: RedisEndpoint, pool: RedisBlockingPool, connections: [RedisAsyncConnection]) {
+    init(endpoint: RedisEndpoint, pool: RedisBlockingPool, connections: [RedisAsyncConnection], readsOnly: Bool = false) {
         self.endpoint = endpoint
         self.pool = pool
         self.connections = connections
+        self.readsOnly = readsOnly
     }
 
     /// The async connection for the next command (round robin).
@@ -38,11 +41,12 @@ final class RedisNode: Sendable {
 ///   `+switch-master` announcements, READONLY answers and a ROLE check at connect). With
 ///   `READ_FROM_REPLICAS` true, reads go to the healthy replicas the sentinels list (in turn; the
 ///   primary when none is healthy), writes to the primary; replicas copy writes asynchronously, so a
-///   read right after a write may not see it yet.
+///   read right after a write may not see it yet. On `redis+cluster://` the same option sends reads
+///   to the replicas of each slot's primary (behind `READONLY`).
 /// - OPTIONS: `CONNECT_TIMEOUT` (s, 1), `COMMAND_TIMEOUT` (s, 1), `POOL_SIZE` (blocking connections
 ///   per server, 16), `POOL_TIMEOUT` (s to wait for a pooled connection, 1), `ASYNC_CONNECTIONS` (per
 ///   server, 1), `DB`, `USERNAME`, `PASSWORD` (the URL's credentials win), `READ_FROM_REPLICAS`
-///   (Sentinel only, false).
+///   (Sentinel and Cluster, false).
 /// - Blocking face: the calling thread talks to Redis on a pooled connection. Async face: connections
 ///   owned by the loop, commands submitted in one loop turn go out in one write.
 /// - `clear()` runs FLUSHDB on the primary's database, as Django does: it removes every key in that
@@ -78,14 +82,11 @@ public final class RedisBackend: CacheBackend {
         guard config.location.count == 1 else {
             throw config.locationError("a redis+cluster:// location names every seed node itself (host:port,host:port...); give it alone")
         }
-        if try config.options.bool("READ_FROM_REPLICAS", default: false) {
-            throw CacheError.invalidSetting(alias: config.alias, field: "OPTIONS.READ_FROM_REPLICAS",
-                                            reason: "reads from cluster replicas are not supported yet: on a cluster every command goes to its slot's primary")
-        }
         let endpoint = try RedisEndpoint.parse(first, alias: config.alias, options: config.options)
         let settings = try nodeSettings(config)
         let tls = try endpoint.tls.map { try makeTLSContext($0, endpoint: endpoint, alias: config.alias) }
-        let cluster = RedisCluster(endpoint: endpoint, seeds: endpoint.clusterSeeds ?? [], tls: tls, settings: settings)
+        let cluster = RedisCluster(endpoint: endpoint, seeds: endpoint.clusterSeeds ?? [], tls: tls, settings: settings,
+                                   readFromReplicas: try config.options.bool("READ_FROM_REPLICAS", default: false))
         return RedisClusterBackend(cluster: cluster)
     }
 
@@ -135,7 +136,7 @@ public final class RedisBackend: CacheBackend {
         }
         if readFromReplicas && replicaReaders.isEmpty {
             throw CacheError.invalidSetting(alias: config.alias, field: "OPTIONS.READ_FROM_REPLICAS",
-                                            reason: "only for a redis+sentinel:// location (with redis:// locations, reads already go to the ones after the first)")
+                                            reason: "only for a redis+sentinel:// or redis+cluster:// location (with redis:// locations, reads already go to the ones after the first)")
         }
         primary = nodes[0]
         replicas = Array(nodes.dropFirst()) + replicaReaders

@@ -46,20 +46,23 @@ struct RedisNodeSettings: Sendable {
         let conns = (0..<asyncConnections).map { _ in
             RedisAsyncConnection(loop: loop, target: target, tls: tls, commandTimeout: commandTimeout, connectTimeout: connectTimeout)
         }
-        return RedisNode(endpoint: target.endpoint, pool: pool, connections: conns)
+        return RedisNode(endpoint: target.endpoint, pool: pool, connections: conns, readsOnly: target.clusterReplica)
     }
 }
 
 /// The slot map of a Redis Cluster and its nodes (each a blocking pool and loop connections, made
 /// when a slot first leads to it). The map comes from `CLUSTER SLOTS`, asked of the known nodes and
 /// then the seeds; a `MOVED` answer updates one slot at once and the whole map soon after (at most
-/// once a second), as does a node that cannot be reached.
+/// once a second), as does a node that cannot be reached. With `readFromReplicas`, each primary's
+/// replicas (as `CLUSTER SLOTS` lists them) get nodes of their own that send `READONLY` when they
+/// connect and serve reads of that primary's slots in turn.
 final class RedisCluster: Sendable {
     let seeds: [ServerAddress]
     /// Credentials and TLS settings every node shares (its address is a placeholder).
     let template: RedisEndpoint
     let tls: TLSClientContext?
     let settings: RedisNodeSettings
+    let readFromReplicas: Bool
     let description: String
     private let logger = Logger(label: "tandem.redis")
 
@@ -67,59 +70,76 @@ final class RedisCluster: Sendable {
         /// Index into `nodes` for each slot, -1 when no node is known.
         var slots = [Int32](repeating: -1, count: ClusterSlot.count)
         var nodes: [RedisNode] = []
+        /// `host:port` of a primary's node, `replica host:port` of a replica's read-only node.
         var byAddress: [String: Int] = [:]
+        /// The read-only replica nodes of each primary node (by index into `nodes`).
+        var readers: [Int32: [Int32]] = [:]
+        var nextReader = 0
         /// Monotonic nanoseconds of the last refresh (or attempt).
         var refreshedAt: UInt64 = 0
         var refreshing = false
     }
     private let state = Mutex(State())
 
-    init(endpoint: RedisEndpoint, seeds: [ServerAddress], tls: TLSClientContext?, settings: RedisNodeSettings) {
+    init(endpoint: RedisEndpoint, seeds: [ServerAddress], tls: TLSClientContext?, settings: RedisNodeSettings, readFromReplicas: Bool = false) {
         self.seeds = seeds
         template = endpoint
         self.tls = tls
         self.settings = settings
+        self.readFromReplicas = readFromReplicas
         description = endpoint.description
     }
 
-    /// The node at `host:port`, made on first use.
-    func node(host: String, port: Int) -> RedisNode {
-        let address = "\(host):\(port)"
-        return state.locked { s in
-            if let i = s.byAddress[address] { return s.nodes[i] }
-            let n = makeNode(host: host, port: port)
-            s.nodes.append(n)
-            s.byAddress[address] = s.nodes.count - 1
-            return n
-        }
+    /// The node at `host:port` (a replica's read-only node when `replica`), made on first use.
+    func node(host: String, port: Int, replica: Bool = false) -> RedisNode {
+        state.locked { s in s.nodes[Int(nodeIndex(host: host, port: port, replica: replica, &s))] }
     }
 
-    private func makeNode(host: String, port: Int) -> RedisNode {
+    /// The index of the node at `host:port` in `s.nodes`, made if new (call under the lock).
+    private func nodeIndex(host: String, port: Int, replica: Bool, _ s: inout State) -> Int32 {
+        let address = replica ? "replica \(host):\(port)" : "\(host):\(port)"
+        if let i = s.byAddress[address] { return Int32(i) }
         let endpoint = RedisEndpoint(address: .tcp(host: host, port: port), db: 0, username: template.username, password: template.password,
                                      tls: template.tls, tlsSource: template.tlsSource)
-        return settings.makeNode(RedisTarget(endpoint: endpoint, sentinel: nil), tls: tls)
+        s.nodes.append(settings.makeNode(RedisTarget(endpoint: endpoint, sentinel: nil, clusterReplica: replica), tls: tls))
+        s.byAddress[address] = s.nodes.count - 1
+        return Int32(s.nodes.count - 1)
     }
 
-    /// The node serving `slot` by the current map (nil before the first refresh or for an uncovered slot).
-    func knownNode(forSlot slot: Int) -> RedisNode? {
-        state.locked { s in s.slots[slot] >= 0 ? s.nodes[Int(s.slots[slot])] : nil }
+    /// The node serving `slot` by the current map (nil before the first refresh or for an uncovered
+    /// slot); for a read, one of its primary's replicas in turn when the cluster reads from replicas
+    /// and the map lists any. When it lists none, the read goes to the primary and the map is asked
+    /// for again soon (at most once a second): a cluster lists its replicas in `CLUSTER SLOTS` only
+    /// some seconds after they join, and a replica that failed comes back.
+    func knownNode(forSlot slot: Int, reading: Bool = false) -> RedisNode? {
+        let (node, noReplica) = state.locked { s -> (RedisNode?, Bool) in
+            let primary = s.slots[slot]
+            guard primary >= 0 else { return (nil, false) }
+            guard reading, readFromReplicas else { return (s.nodes[Int(primary)], false) }
+            guard let readers = s.readers[primary], !readers.isEmpty else { return (s.nodes[Int(primary)], true) }
+            s.nextReader &+= 1
+            return (s.nodes[Int(readers[s.nextReader % readers.count])], false)
+        }
+        if noReplica { refreshSoon() }
+        return node
     }
 
-    /// The node serving `slot`, asking the cluster for its map first when it is not known (blocks).
-    func node(forSlot slot: Int) throws(CacheError) -> RedisNode {
-        if let n = knownNode(forSlot: slot) { return n }
+    /// The node serving `slot` (see ``knownNode(forSlot:reading:)``), asking the cluster for its map
+    /// first when it is not known (blocks).
+    func node(forSlot slot: Int, reading: Bool = false) throws(CacheError) -> RedisNode {
+        if let n = knownNode(forSlot: slot, reading: reading) { return n }
         try refresh()
-        guard let n = knownNode(forSlot: slot) else {
+        guard let n = knownNode(forSlot: slot, reading: reading) else {
             throw CacheError.connectionFailed(server: description, reason: "no node serves slot \(slot) (the cluster's map does not cover it)")
         }
         return n
     }
 
     /// The same for the async face: a refresh runs on a bridge thread, never on the cooperative pool.
-    func asyncNode(forSlot slot: Int) async throws -> RedisNode {
-        if let n = knownNode(forSlot: slot) { return n }
+    func asyncNode(forSlot slot: Int, reading: Bool = false) async throws -> RedisNode {
+        if let n = knownNode(forSlot: slot, reading: reading) { return n }
         try await Bridge.offload { () throws in try self.refresh() }
-        guard let n = knownNode(forSlot: slot) else {
+        guard let n = knownNode(forSlot: slot, reading: reading) else {
             throw CacheError.connectionFailed(server: description, reason: "no node serves slot \(slot) (the cluster's map does not cover it)")
         }
         return n
@@ -133,10 +153,7 @@ final class RedisCluster: Sendable {
 
     /// A `MOVED` answer: `slot` is served by `host:port` now. The whole map is refreshed soon after.
     func moved(slot: Int, host: String, port: Int) {
-        _ = node(host: host, port: port)  // made if new, so that the slot can point at it
-        state.locked { s in
-            if let i = s.byAddress["\(host):\(port)"] { s.slots[slot] = Int32(i) }
-        }
+        state.locked { s in s.slots[slot] = nodeIndex(host: host, port: port, replica: false, &s) }
         refreshSoon()
     }
 
@@ -192,27 +209,37 @@ final class RedisCluster: Sendable {
         throw CacheError.connectionFailed(server: description, reason: "no node gave the slot map (\(reasons.joined(separator: "; ")))")
     }
 
-    /// Installs a `CLUSTER SLOTS` answer: `[start, end, [host, port, id], replicas...]` per range.
+    /// Installs a `CLUSTER SLOTS` answer: `[start, end, [host, port, id], replicas...]` per range
+    /// (the replicas, each `[host, port, id]`, only when reading from them).
     private func install(_ ranges: [RedisValue], askedHost: String) throws(CacheError) {
-        var assignments: [(ClosedRange<Int>, String, Int)] = []
+        typealias Address = (host: String, port: Int)
+        /// `[host, port, ...]`, the host empty or `?` meaning the node that was asked.
+        func address(_ value: RedisValue) -> Address? {
+            guard case .array(let parts) = value, parts.count >= 2, case .integer(let port) = parts[1], (1...65535).contains(port) else { return nil }
+            guard case .bulk(let h) = parts[0], !h.isEmpty, h != Array("?".utf8) else { return (askedHost, Int(port)) }
+            return (String(decoding: h, as: UTF8.self), Int(port))
+        }
+        var assignments: [(ClosedRange<Int>, Address, [Address])] = []
         for r in ranges {
             guard case .array(let parts) = r, parts.count >= 3, case .integer(let start) = parts[0], case .integer(let end) = parts[1],
-                  case .array(let primary) = parts[2], primary.count >= 2, case .integer(let port) = primary[1],
-                  start >= 0, end < ClusterSlot.count, start <= end, (1...65535).contains(port) else {
+                  let primary = address(parts[2]), start >= 0, end < ClusterSlot.count, start <= end else {
                 throw CacheError.serverError(server: description, message: "a CLUSTER SLOTS answer that is not a slot map")
             }
-            var host = askedHost
-            if case .bulk(let h) = primary[0], !h.isEmpty, h != Array("?".utf8) { host = String(decoding: h, as: UTF8.self) }
-            assignments.append((Int(start)...Int(end), host, Int(port)))
+            let replicas = readFromReplicas ? parts.dropFirst(3).compactMap(address) : []
+            assignments.append((Int(start)...Int(end), primary, replicas))
         }
-        for (_, host, port) in assignments { _ = node(host: host, port: port) }  // made if new
         state.locked { s in
             var slots = [Int32](repeating: -1, count: ClusterSlot.count)
-            for (range, host, port) in assignments {
-                guard let i = s.byAddress["\(host):\(port)"] else { continue }
-                for slot in range { slots[slot] = Int32(i) }
+            var readers: [Int32: [Int32]] = [:]
+            for (range, primary, replicas) in assignments {
+                let i = nodeIndex(host: primary.host, port: primary.port, replica: false, &s)
+                for slot in range { slots[slot] = i }
+                if !replicas.isEmpty {
+                    readers[i] = replicas.map { nodeIndex(host: $0.host, port: $0.port, replica: true, &s) }
+                }
             }
             s.slots = slots
+            s.readers = readers
         }
     }
 

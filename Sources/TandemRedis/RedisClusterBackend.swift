@@ -1,3 +1,4 @@
+import Logging
 import TandemCache
 import TandemLoop
 
@@ -13,7 +14,8 @@ import Glibc
 /// command). Many-key operations are split by node and pipelined per node (one round trip each,
 /// the nodes in parallel on the async face), then answered as one; a key redirected in the middle
 /// of a migration is retried on its own. `incr` stays one atomic script on the key's node; `clear`
-/// flushes every primary.
+/// flushes every primary. With `READ_FROM_REPLICAS`, `get`, `get_many` and `has_key` go to the
+/// replicas of their slot's primary (a replica that cannot be reached sends the read to the primary).
 final class RedisClusterBackend: CacheBackend {
     let cluster: RedisCluster
 
@@ -31,14 +33,22 @@ final class RedisClusterBackend: CacheBackend {
 
     // MARK: routing, blocking face
 
-    /// Runs `command` for `key` on the node serving its slot, following redirections.
-    private func run(_ key: String, _ op: String, _ command: [[UInt8]], idempotent: Bool) throws -> (RedisValue, RedisNode) {
-        var route = ClusterRoute(cluster: cluster, node: try cluster.node(forSlot: ClusterSlot.of(key.bytes)))
+    /// Runs `command` for `key` on the node serving its slot (a replica for a read, when the cluster
+    /// reads from replicas), following redirections.
+    private func run(_ key: String, _ op: String, _ command: [[UInt8]], idempotent: Bool, reading: Bool = false) throws -> (RedisValue, RedisNode) {
+        let slot = ClusterSlot.of(key.bytes)
+        var route = ClusterRoute(cluster: cluster, node: try cluster.node(forSlot: slot, reading: reading))
         while true {
             let asking = route.asking
-            let reply = try reaching { try route.node.pool.withConnection(operation: op, idempotent: idempotent) { conn in
-                asking ? try conn.pipeline([["ASKING".bytes], command], operation: op)[1] : try conn.run(command, operation: op)
-            } }
+            let reply: RedisValue
+            do {
+                reply = try reaching { try route.node.pool.withConnection(operation: op, idempotent: idempotent) { conn in
+                    asking ? try conn.pipeline([["ASKING".bytes], command], operation: op)[1] : try conn.run(command, operation: op)
+                } }
+            } catch let error as CacheError where Self.replicaUnreachable(route.node, error) {
+                route = ClusterRoute(cluster: cluster, node: try cluster.node(forSlot: slot))
+                continue
+            }
             switch route.next(after: reply) {
             case .done: return (reply, route.node)
             case .again: continue
@@ -46,6 +56,17 @@ final class RedisClusterBackend: CacheBackend {
             }
         }
     }
+
+    /// True when a read-only replica node could not be reached: the read goes to the primary.
+    /// The fallback is logged (a warning): reads that should spread over replicas load the primary.
+    private static func replicaUnreachable(_ node: RedisNode, _ error: CacheError) -> Bool {
+        guard node.readsOnly, case .connectionFailed = error else { return false }
+        logger.warning("redis cluster replica unreachable; the read goes to the primary",
+                       metadata: ["replica": "\(node.endpoint.description)", "error": "\(error)"])
+        return true
+    }
+
+    private static let logger = Logger(label: "tandem.redis")
 
     /// Runs `body`, asking for a fresh slot map soon when a node cannot be reached (it may have
     /// failed over).
@@ -70,12 +91,13 @@ final class RedisClusterBackend: CacheBackend {
         return try run(key, op, again, idempotent: false)
     }
 
-    /// Groups keys by the node serving their slot (asking for the map when it is not known).
-    private func byNode<T>(_ items: [T], key: (T) -> String) throws -> [(RedisNode, [T])] {
+    /// Groups keys by the node serving their slot (asking for the map when it is not known); for a
+    /// read, by replica when the cluster reads from replicas.
+    private func byNode<T>(_ items: [T], reading: Bool = false, key: (T) -> String) throws -> [(RedisNode, [T])] {
         var groups: [ObjectIdentifier: (RedisNode, [T])] = [:]
         var order: [ObjectIdentifier] = []
         for item in items {
-            let node = try cluster.node(forSlot: ClusterSlot.of(key(item).bytes))
+            let node = try cluster.node(forSlot: ClusterSlot.of(key(item).bytes), reading: reading)
             let id = ObjectIdentifier(node)
             if groups[id] == nil { order.append(id); groups[id] = (node, []) }
             groups[id]?.1.append(item)
@@ -90,14 +112,22 @@ final class RedisClusterBackend: CacheBackend {
     }
 
     func get(_ key: String) throws -> StoredValue? {
-        let (reply, node) = try run(key, "GET", RedisBackend.getCommand(key), idempotent: true)
+        let (reply, node) = try run(key, "GET", RedisBackend.getCommand(key), idempotent: true, reading: true)
         return try RedisBackend.mapGet(reply, node)
     }
 
     func getMany(_ keys: [String]) throws -> [String: StoredValue] {
         var out: [String: StoredValue] = [:]
-        for (node, group) in try byNode(keys, key: { $0 }) {
-            let replies = try pipeline(node, "GET", group.map { RedisBackend.getCommand($0) })
+        for (readNode, group) in try byNode(keys, reading: true, key: { $0 }) {
+            var node = readNode
+            let commands = group.map { RedisBackend.getCommand($0) }
+            let replies: [RedisValue]
+            do {
+                replies = try pipeline(node, "GET", commands)
+            } catch let error as CacheError where Self.replicaUnreachable(node, error) {
+                node = try cluster.node(forSlot: ClusterSlot.of(group[0].bytes))  // a replica serves one primary's slots
+                replies = try pipeline(node, "GET", commands)
+            }
             for (key, reply) in zip(group, replies) {
                 let value = ClusterRedirect(reply) == nil ? try RedisBackend.mapGet(reply, node) : try get(key)
                 if let value { out[key] = value }
@@ -150,7 +180,7 @@ final class RedisClusterBackend: CacheBackend {
     }
 
     func hasKey(_ key: String) throws -> Bool {
-        let (reply, node) = try run(key, "EXISTS", RedisBackend.existsCommand(key), idempotent: true)
+        let (reply, node) = try run(key, "EXISTS", RedisBackend.existsCommand(key), idempotent: true, reading: true)
         return try RedisBackend.mapInteger(reply, node) > 0
     }
 
@@ -164,12 +194,19 @@ final class RedisClusterBackend: CacheBackend {
 
     // MARK: async face
 
-    private func asyncRun(_ key: String, _ command: [[UInt8]]) async throws -> (RedisValue, RedisNode) {
-        var route = ClusterRoute(cluster: cluster, node: try await cluster.asyncNode(forSlot: ClusterSlot.of(key.bytes)))
+    private func asyncRun(_ key: String, _ command: [[UInt8]], reading: Bool = false) async throws -> (RedisValue, RedisNode) {
+        let slot = ClusterSlot.of(key.bytes)
+        var route = ClusterRoute(cluster: cluster, node: try await cluster.asyncNode(forSlot: slot, reading: reading))
         while true {
             let (node, asking) = (route.node, route.asking)
-            let reply = try await reaching {
-                asking ? try await node.connection.pipeline([["ASKING".bytes], command])[1] : try await node.connection.command(command)
+            let reply: RedisValue
+            do {
+                reply = try await reaching {
+                    asking ? try await node.connection.pipeline([["ASKING".bytes], command])[1] : try await node.connection.command(command)
+                }
+            } catch let error as CacheError where Self.replicaUnreachable(node, error) {
+                route = ClusterRoute(cluster: cluster, node: try await cluster.asyncNode(forSlot: slot))
+                continue
             }
             switch route.next(after: reply) {
             case .done: return (reply, route.node)
@@ -186,7 +223,7 @@ final class RedisClusterBackend: CacheBackend {
     }
 
     /// Groups keys by node without blocking: a missing map is fetched on a bridge thread first.
-    private func asyncByNode<T: Sendable>(_ items: [T], key: (T) -> String) async throws -> [(RedisNode, [T])] {
+    private func asyncByNode<T: Sendable>(_ items: [T], reading: Bool = false, key: (T) -> String) async throws -> [(RedisNode, [T])] {
         if let first = items.first, cluster.knownNode(forSlot: ClusterSlot.of(key(first).bytes)) == nil {
             _ = try await cluster.asyncNode(forSlot: ClusterSlot.of(key(first).bytes))
         }
@@ -195,7 +232,11 @@ final class RedisClusterBackend: CacheBackend {
         for item in items {
             let slot = ClusterSlot.of(key(item).bytes)
             let node: RedisNode
-            if let known = cluster.knownNode(forSlot: slot) { node = known } else { node = try await cluster.asyncNode(forSlot: slot) }
+            if let known = cluster.knownNode(forSlot: slot, reading: reading) {
+                node = known
+            } else {
+                node = try await cluster.asyncNode(forSlot: slot, reading: reading)
+            }
             let id = ObjectIdentifier(node)
             if groups[id] == nil { order.append(id); groups[id] = (node, []) }
             groups[id]?.1.append(item)
@@ -221,13 +262,21 @@ final class RedisClusterBackend: CacheBackend {
     }
 
     func asyncGet(_ key: String) async throws -> StoredValue? {
-        let (reply, node) = try await asyncRun(key, RedisBackend.getCommand(key))
+        let (reply, node) = try await asyncRun(key, RedisBackend.getCommand(key), reading: true)
         return try RedisBackend.mapGet(reply, node)
     }
 
     func asyncGetMany(_ keys: [String]) async throws -> [String: StoredValue] {
-        let parts = try await eachNode(try await asyncByNode(keys, key: { $0 })) { node, group in
-            let replies = try await self.asyncPipeline(node, group.map { RedisBackend.getCommand($0) })
+        let parts = try await eachNode(try await asyncByNode(keys, reading: true, key: { $0 })) { readNode, group in
+            var node = readNode
+            let commands = group.map { RedisBackend.getCommand($0) }
+            let replies: [RedisValue]
+            do {
+                replies = try await self.asyncPipeline(node, commands)
+            } catch let error as CacheError where Self.replicaUnreachable(node, error) {
+                node = try await self.cluster.asyncNode(forSlot: ClusterSlot.of(group[0].bytes))  // a replica serves one primary's slots
+                replies = try await self.asyncPipeline(node, commands)
+            }
             var out: [String: StoredValue] = [:]
             for (key, reply) in zip(group, replies) {
                 let value = ClusterRedirect(reply) == nil ? try RedisBackend.mapGet(reply, node) : try await self.asyncGet(key)
@@ -288,7 +337,7 @@ final class RedisClusterBackend: CacheBackend {
     }
 
     func asyncHasKey(_ key: String) async throws -> Bool {
-        let (reply, node) = try await asyncRun(key, RedisBackend.existsCommand(key))
+        let (reply, node) = try await asyncRun(key, RedisBackend.existsCommand(key), reading: true)
         return try RedisBackend.mapInteger(reply, node) > 0
     }
 

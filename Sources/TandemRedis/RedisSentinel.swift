@@ -152,6 +152,9 @@ struct RedisTarget: Sendable {
     /// Connections for reads only, to a replica the sentinels list (or the primary when they list
     /// none healthy). Such a connection takes any role: a read is right on either.
     var readsReplica = false
+    /// A connection to a cluster replica for reads: it sends `READONLY` after the handshake, so
+    /// that the replica answers reads of its primary's slots instead of redirecting them.
+    var clusterReplica = false
 
     /// True when the server can change under the connections (a sentinel-managed primary): they
     /// check its role when they connect and reconnect when it answers `READONLY`.
@@ -164,10 +167,10 @@ struct RedisTarget: Sendable {
         return (try ServerAddress.tcp(host: host, port: port).resolveAll(description: endpoint.description), host)
     }
 
-    /// The commands that prepare a new connection: AUTH and SELECT as needed, and ROLE when the
-    /// server must be a primary.
+    /// The commands that prepare a new connection: AUTH and SELECT as needed, ROLE when the server
+    /// must be a primary, READONLY for a cluster replica that serves reads.
     var handshake: [[[UInt8]]] {
-        endpoint.handshake + (followsFailover && !readsReplica ? [["ROLE".bytes]] : [])
+        endpoint.handshake + (followsFailover && !readsReplica ? [["ROLE".bytes]] : []) + (clusterReplica ? [["READONLY".bytes]] : [])
     }
 
     /// Why a reply to a handshake command means the connection is unusable (nil: it is fine).

@@ -38,6 +38,76 @@ struct RedisClusterTests {
         #expect(left.count == 150 && left["many-0"] == nil && left["many-299"] == "v-many-299")
     }
 
+    /// The ports of the cluster's replicas (CLUSTER NODES), once each of them is in sync with its
+    /// primary (`master_link_status:up`) and every node lists it in CLUSTER SLOTS; waits at most
+    /// 15 s for `count` of them.
+    static func syncedReplicaPorts(seed port: Int, count: Int) async throws -> [Int] {
+        var synced: [Int] = []
+        for _ in 0..<150 {
+            let nodes = try await onPlainThread { try RawRedis(port: port).command(["CLUSTER", "NODES"]) }
+            let replicas = nodes.split(separator: "\n").compactMap { line -> Int? in
+                let fields = line.split(separator: " ")
+                guard fields.count > 2, fields[2].split(separator: ",").contains("slave"), !fields[2].contains("fail"),
+                      let address = fields[1].split(separator: "@").first, let colon = address.lastIndex(of: ":") else { return nil }
+                return Int(address[address.index(after: colon)...])
+            }
+            synced = []
+            for replica in replicas {
+                let info = try await onPlainThread { try RawRedis(port: replica).command(["INFO", "replication"]) }
+                if info.contains("master_link_status:up") { synced.append(replica) }
+            }
+            // Every node's CLUSTER SLOTS must list the replicas too: a new cluster leaves them out for
+            // some seconds after CLUSTER NODES shows them.
+            var listed = true
+            for node in nodes.split(separator: "\n").compactMap({ $0.split(separator: " ").dropFirst().first?.split(separator: "@").first }) {
+                guard let colon = node.lastIndex(of: ":"), let port = Int(node[node.index(after: colon)...]) else { continue }
+                let slots = try await onPlainThread { try RawRedis(port: port).command(["CLUSTER", "SLOTS"]) }
+                for replica in synced where !slots.contains(":\(replica) ") { listed = false }  // `:port $id`
+            }
+            if synced.count >= count && listed { return synced }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw CheckFailure(message: "\(synced.count) of \(count) cluster replicas were in sync and listed by every node's CLUSTER SLOTS after 15 s", location: "RedisClusterTests")
+    }
+
+    /// GETs answered by each of `ports` (INFO commandstats), summed.
+    static func getsAnswered(ports: [Int]) async throws -> Int {
+        var total = 0
+        for port in ports { total += try await RedisSentinelTests.getsAnswered(port: port) }
+        return total
+    }
+
+    @Test(arguments: FaceKind.allCases, TestLoops.Kind.allCases)
+    func readsGoToReplicasWhenAskedAndWritesToPrimaries(_ face: FaceKind, _ loop: TestLoops.Kind) async throws {
+        let nodes = try TestServers.need(TestServers.redisCluster, "Redis Cluster")
+        let seed = try #require(TestServers.hostPort(String(nodes.split(separator: ",")[0]))?.1)
+        let replicas = try await Self.syncedReplicaPorts(seed: seed, count: 3)
+        let json = #"{"default": {"BACKEND": "redis", "LOCATION": "redis+cluster://\#(nodes)", "KEY_PREFIX": "ro-\#(face)-\#(loop)", "#
+            + #""OPTIONS": {"CONNECT_TIMEOUT": 10, "COMMAND_TIMEOUT": 10, "READ_FROM_REPLICAS": true}}}"#
+        let f = Face(try Caches(json: Data(json.utf8), loop: loop.loop).default, face)
+        let keys = (0..<30).map { "k\($0)-\(UInt32.random(in: 0 ... .max))" }  // slots of every primary
+        // Writes succeed: one sent to a replica would be redirected (MOVED), never stored there.
+        #expect(try await f.setMany(Dictionary(uniqueKeysWithValues: keys.map { ($0, "v-\($0)") })).isEmpty)
+        // Replication is asynchronous: wait (bounded) until the replicas have every value.
+        var seen: [String: String] = [:]
+        for _ in 0..<100 where seen.count < keys.count {
+            seen = try await f.getMany(keys)
+            if seen.count < keys.count { try await Task.sleep(for: .milliseconds(50)) }
+        }
+        #expect(seen.count == keys.count && keys.allSatisfy { seen[$0] == "v-\($0)" })
+        let before = try await Self.getsAnswered(ports: replicas)
+        for key in keys { #expect(try await f.get(key, as: String.self) == "v-\(key)") }
+        let many: [String: String] = try await f.getMany(keys)
+        #expect(many.count == keys.count)
+        let after = try await Self.getsAnswered(ports: replicas)
+        // 30 single GETs and a many-key get pipelined as 30 GETs, all on replicas (the test's cases run
+        // at once, so others' reads may add to the count, never take from it).
+        #expect(after - before >= 2 * keys.count, "the replicas answered \(after - before) of \(2 * keys.count) reads")
+        try await f.set(keys[0] + "-n", 1)
+        #expect(try await f.incr(keys[0] + "-n", by: 2) == 3)  // a script that writes: on the primary
+        try await f.deleteMany(keys + [keys[0] + "-n"])
+    }
+
     @Test func malformedClusterLocationsAreRefused() throws {
         for bad in ["redis+cluster://127.0.0.1:7000/3", "redis+cluster://127.0.0.1:x", "redis+cluster://127.0.0.1:1,,127.0.0.1:2"] {
             do {

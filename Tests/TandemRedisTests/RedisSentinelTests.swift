@@ -93,9 +93,9 @@ struct RedisSentinelTests {
     }
 
     @Test func readFromReplicasIsRefusedWhereItCannotApply() throws {
-        for (location, words) in [("redis://127.0.0.1:1", "only for a redis+sentinel:// location"),
-                                  ("redis+cluster://127.0.0.1:1,127.0.0.1:2", "not supported yet")] {
-            let json = #"{"default": {"BACKEND": "redis", "LOCATION": "\#(location)", "OPTIONS": {"READ_FROM_REPLICAS": true}}}"#
+        for (location, words) in [(#""redis://127.0.0.1:1""#, "only for a redis+sentinel:// or redis+cluster:// location"),
+                                  (#"["redis://127.0.0.1:1", "redis://127.0.0.1:2"]"#, "reads already go to the ones after the first")] {
+            let json = #"{"default": {"BACKEND": "redis", "LOCATION": \#(location), "OPTIONS": {"READ_FROM_REPLICAS": true}}}"#
             do {
                 _ = try Caches(json: Data(json.utf8)).default
                 Issue.record("READ_FROM_REPLICAS was accepted for \(location)")
