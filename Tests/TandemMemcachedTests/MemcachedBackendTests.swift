@@ -114,7 +114,7 @@ struct MemcachedBackendTests {
         let procs = try await onPlainThread { try (0..<3).map { _ in try MemcachedProcess() } }
         defer { procs.forEach { $0.stop() } }
         let addresses = procs.map(\.address)
-        let cache = try memcachedCache(addresses, options: ["RETRY_TIMEOUT": 1, "POLL_TIMEOUT": 0.5, "CONNECT_TIMEOUT": 0.5])
+        let cache = try memcachedCache(addresses, options: ["RETRY_TIMEOUT": 1, "POLL_TIMEOUT": 3, "CONNECT_TIMEOUT": 3])  // a dead server refuses at once: generous timeouts cost nothing and survive a loaded machine
         let n = 300
         try await cache.async.setMany(Dictionary(uniqueKeysWithValues: (0..<n).map { ("key-\($0)", $0) }))
         let victim = addresses[1]
