@@ -46,7 +46,8 @@ final class RedisNode: Sendable {
 /// - OPTIONS: `CONNECT_TIMEOUT` (s, 1), `COMMAND_TIMEOUT` (s, 1), `POOL_SIZE` (blocking connections
 ///   per server, 16), `POOL_TIMEOUT` (s to wait for a pooled connection, 1), `ASYNC_CONNECTIONS` (per
 ///   server, 1), `DB`, `USERNAME`, `PASSWORD` (the URL's credentials win), `READ_FROM_REPLICAS`
-///   (Sentinel and Cluster, false).
+///   (Sentinel and Cluster, false), `SENTINEL_USERNAME` and `SENTINEL_PASSWORD` (the sentinels' own
+///   login, for sentinels run with `requirepass`; the location's credentials are the data nodes').
 /// - Blocking face: the calling thread talks to Redis on a pooled connection. Async face: connections
 ///   owned by the loop, commands submitted in one loop turn go out in one write.
 /// - `clear()` runs FLUSHDB on the primary's database, as Django does: it removes every key in that
@@ -61,7 +62,7 @@ public final class RedisBackend: CacheBackend {
     /// The OPTIONS this backend understands.
     public static let optionNames: Set<String> = [
         "CONNECT_TIMEOUT", "COMMAND_TIMEOUT", "POOL_SIZE", "POOL_TIMEOUT", "ASYNC_CONNECTIONS", "DB", "USERNAME", "PASSWORD",
-        "SSL_CA_CERTS", "SSL_CERTFILE", "SSL_KEYFILE", "SSL_CERT_REQS", "READ_FROM_REPLICAS",
+        "SSL_CA_CERTS", "SSL_CERTFILE", "SSL_KEYFILE", "SSL_CERT_REQS", "READ_FROM_REPLICAS", "SENTINEL_USERNAME", "SENTINEL_PASSWORD",
     ]
 
     /// The registry entry: `redis`, and Django's and django-redis's dotted names.

@@ -26,6 +26,17 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
     struct SentinelSpec: Sendable, Hashable {
         let hosts: [ServerAddress]
         let service: String
+        /// The sentinels' own credentials (`SENTINEL_USERNAME`, `SENTINEL_PASSWORD`): a sentinel
+        /// with `requirepass` wants them; the location's credentials are the data nodes'.
+        var username: String? = nil
+        var password: String? = nil
+
+        /// What a connection to a sentinel sends first: AUTH when the sentinels want a password.
+        var handshake: [[[UInt8]]] {
+            guard let password else { return [] }
+            if let username { return [["AUTH".bytes, username.bytes, password.bytes]] }
+            return [["AUTH".bytes, password.bytes]]
+        }
     }
 
     /// The name TLS checks the certificate against (and sends as SNI): the location's host.
@@ -86,6 +97,12 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
         }
         var username = try options.string("USERNAME")
         var password = try options.string("PASSWORD")
+        if !scheme.hasSuffix("+sentinel") {
+            for name in ["SENTINEL_USERNAME", "SENTINEL_PASSWORD"] where try options.string(name) != nil {
+                throw CacheError.invalidSetting(alias: alias, field: "OPTIONS.\(name)",
+                                                reason: "only for a redis+sentinel:// or rediss+sentinel:// location (this one is \(scheme)://)")
+            }
+        }
         switch scheme {
         case "unix":
             guard rest.hasPrefix("/"), rest.count > 1 else { throw bad("unix:// needs an absolute socket path") }
@@ -147,7 +164,12 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
             }
             var e = RedisEndpoint(address: .tcp(host: "sentinel", port: 0), db: db, username: username, password: password,
                                   tls: tls?.settings, tlsSource: tls?.source ?? "")
-            e.sentinels = SentinelSpec(hosts: hosts.map { .tcp(host: $0.host, port: $0.port) }, service: service)
+            e.sentinels = SentinelSpec(hosts: hosts.map { .tcp(host: $0.host, port: $0.port) }, service: service,
+                                       username: try options.string("SENTINEL_USERNAME"), password: try options.string("SENTINEL_PASSWORD"))
+            if e.sentinels?.username != nil && e.sentinels?.password == nil {
+                throw CacheError.invalidSetting(alias: alias, field: "OPTIONS.SENTINEL_USERNAME",
+                                                reason: "a sentinel user name needs OPTIONS.SENTINEL_PASSWORD too")
+            }
             return e
         }
         let (host, port) = try hostPort(authority, defaultPort: 6379, bad: bad)

@@ -34,7 +34,8 @@ final class RedisSentinel: Sendable {
         self.connectTimeout = connectTimeout
         self.commandTimeout = commandTimeout
         let counter = epochCounter
-        watcher = SentinelWatcher(loop: loop, hosts: spec.hosts, service: spec.service, tls: tls, connectTimeout: connectTimeout) {
+        watcher = SentinelWatcher(loop: loop, hosts: spec.hosts, service: spec.service, login: spec.handshake, tls: tls,
+                                  connectTimeout: connectTimeout) {
             counter.value.add(1, ordering: .releasing)
         }
     }
@@ -107,6 +108,7 @@ final class RedisSentinel: Sendable {
     private func ask<T>(_ command: [[UInt8]], what: String, _ parse: (RedisValue) -> Result<T, SentinelAnswer>) throws(CacheError) -> T {
         if !watching.exchange(true, ordering: .acquiringAndReleasing) { watcher.start() }
         var reasons: [String] = []
+        var loginRefusals = 0
         let count = spec.hosts.count
         let first = preferred.load(ordering: .relaxed)
         for k in 0..<count {
@@ -117,20 +119,36 @@ final class RedisSentinel: Sendable {
                                          tls: tls?.settings, tlsSource: "")
             do {
                 let conn = try BlockingRedisConnection(endpoint: endpoint, tls: tls, connectTimeout: connectTimeout, commandTimeout: commandTimeout)
+                for login in spec.handshake {
+                    if case .error(let message) = try conn.run(login, operation: "AUTH") { throw SentinelLoginRefused(message: message) }
+                }
                 switch parse(try conn.run(command, operation: "SENTINEL")) {
                 case .success(let answer):
                     preferred.store(i, ordering: .relaxed)
                     return answer
+                case .failure(let why) where why.text.hasPrefix("NOAUTH"):
+                    reasons.append("\(name) wants a password (OPTIONS.SENTINEL_PASSWORD): \(why.text)")
+                    loginRefusals += 1
                 case .failure(let why):
                     reasons.append("\(name) answered \(why.text)")
                 }
+            } catch let refused as SentinelLoginRefused {
+                reasons.append("\(name) refused OPTIONS.SENTINEL_PASSWORD: \(refused.message)")
+                loginRefusals += 1
             } catch {
                 reasons.append("\(name): \(error)")
             }
         }
-        throw CacheError.connectionFailed(server: description,
-                                          reason: "no sentinel named \(what) of '\(spec.service)' (\(reasons.joined(separator: "; ")))")
+        let why = "no sentinel named \(what) of '\(spec.service)' (\(reasons.joined(separator: "; ")))"
+        // Every sentinel refused the credentials: a settings problem, not an outage.
+        if loginRefusals == count { throw CacheError.authenticationFailed(server: description, reason: why) }
+        throw CacheError.connectionFailed(server: description, reason: why)
     }
+}
+
+/// A sentinel answered AUTH (or a command sent without it) with an error.
+struct SentinelLoginRefused: Error {
+    let message: String
 }
 
 /// Why a sentinel's answer was not what was asked for.
@@ -204,6 +222,8 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
     private let loop: any TandemEventLoop
     private let hosts: [ServerAddress]
     private let service: String
+    /// AUTH, when the sentinels want a password: sent before SUBSCRIBE.
+    private let login: [[[UInt8]]]
     private let tls: TLSClientContext?
     private let connectTimeout: Double
     private let switched: @Sendable () -> Void
@@ -218,13 +238,16 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
     private var next = 0
     private var running = false
     private var broken = false
+    /// A sentinel refused the login or the subscription: logged once until a subscription works.
+    private var refusalLogged = false
     private var retry: TimerID?
 
-    init(loop: any TandemEventLoop, hosts: [ServerAddress], service: String, tls: TLSClientContext?, connectTimeout: Double,
-         switched: @escaping @Sendable () -> Void) {
+    init(loop: any TandemEventLoop, hosts: [ServerAddress], service: String, login: [[[UInt8]]], tls: TLSClientContext?,
+         connectTimeout: Double, switched: @escaping @Sendable () -> Void) {
         self.loop = loop
         self.hosts = hosts
         self.service = service
+        self.login = login
         self.tls = tls
         self.connectTimeout = connectTimeout
         self.switched = switched
@@ -266,7 +289,8 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
         socket = s
         reader = RedisReplyReader()
         s.connect()
-        _ = withFormattedCommand(["SUBSCRIBE".bytes, "+switch-master".bytes]) { s.write($0) }  // sent once connected
+        for command in login { _ = withFormattedCommand(command) { s.write($0) } }  // all sent once connected
+        _ = withFormattedCommand(["SUBSCRIBE".bytes, "+switch-master".bytes]) { s.write($0) }
     }
 
     private func tryAgainSoon() {
@@ -298,11 +322,23 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
     }
 
     private func handle(_ value: RedisValue) {
+        if case .error(let message) = value {
+            // A wrong or missing SENTINEL_PASSWORD: the subscription cannot work on this sentinel.
+            if !refusalLogged {
+                refusalLogged = true
+                logger.warning("redis sentinel refused the failover subscription", metadata: [
+                    "service": "\(service)", "reason": "\(message)",
+                ])
+            }
+            tryAgainSoon()
+            return
+        }
         guard case .array(let items) = value, items.count == 3, case .bulk(let kind) = items[0] else { return }
         if kind == "subscribe".bytes {
             // Subscribed again after a break: a switch may have happened meanwhile.
             if broken { switched() }
             broken = false
+            refusalLogged = false
             return
         }
         // "message", "+switch-master", "<service> <old ip> <old port> <new ip> <new port>"

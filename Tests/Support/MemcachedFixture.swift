@@ -54,7 +54,9 @@ public struct MemcachedFixture: CacheFixture {
 public final class ServerProcess: @unchecked Sendable {
     // Why @unchecked Sendable is safe: `child` is only touched through `lock`; `portValue` is set
     // only in init, before the object is shared.
-    public enum Kind: Sendable { case memcached, redis }
+    /// `sentinel`: `redis-server --sentinel` with a config file made at each start, whose lines
+    /// after `port`, `bind` and `dir` are the extra arguments (`sentinel monitor ...`, `requirepass ...`).
+    public enum Kind: Sendable { case memcached, redis, sentinel }
     public let kind: Kind
     /// The port (set once, in init).
     private var portValue = 0
@@ -98,13 +100,24 @@ public final class ServerProcess: @unchecked Sendable {
             return ("/usr/bin/redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                                               "--daemonize", "no", "--enable-debug-command", "local", "--dir", "/tmp",
                                               "--dbfilename", "tandem-test-\(port).rdb", "--repl-diskless-sync-delay", "0"] + extra)
+        case .sentinel:
+            return ("/usr/bin/redis-server", [sentinelConfigPath, "--sentinel"])
         }
+    }
+
+    private var sentinelConfigPath: String { "/tmp/tandem-test-sentinel-\(port).conf" }
+
+    /// A sentinel's config file, written afresh at each start (a sentinel rewrites its own).
+    private func writeSentinelConfig() throws {
+        let text = (["port \(port)", "bind 127.0.0.1", "dir /tmp"] + extra).joined(separator: "\n") + "\n"
+        try Data(text.utf8).write(to: URL(fileURLWithPath: sentinelConfigPath))
     }
 
     /// Starts (or restarts, on the same port) the server and waits until it answers.
     public func start() throws {
         lock.lock()
         defer { lock.unlock() }
+        if kind == .sentinel { try writeSentinelConfig() }
         let (path, args) = commandLine
         child = try spawnChild(path, args)
         if let dir = ProcessInfo.processInfo.environment["TANDEM_RUN_DIR"] {

@@ -119,3 +119,63 @@ struct RedisSentinelTests {
         }
     }
 }
+
+/// Sentinels run with `requirepass`: a primary and a sentinel of the test's own (one sentinel, so
+/// that nothing here can start a failover of the shared test servers).
+@Suite(.serialized, .enabled(if: TestServers.shouldRun(TestServers.redisURL != nil), Comment(rawValue: TestServers.skipMessage)))
+struct RedisSentinelLoginTests {
+    @Test(arguments: FaceKind.allCases)
+    func sentinelsThatWantAPasswordGetSentinelPassword(_ face: FaceKind) async throws {
+        let primary = try await onPlainThread { try ServerProcess(.redis) }
+        defer { primary.stop() }
+        let sentinel = try await onPlainThread {
+            try ServerProcess(.sentinel, extraArguments: ["sentinel monitor guarded 127.0.0.1 \(primary.port) 1", "requirepass s3cret"])
+        }
+        defer { sentinel.stop() }
+        func cache(_ extra: String) throws -> Cache {
+            let json = #"{"default": {"BACKEND": "redis", "LOCATION": "redis+sentinel://127.0.0.1:\#(sentinel.port)/guarded", "#
+                + #""OPTIONS": {"CONNECT_TIMEOUT": 10, "COMMAND_TIMEOUT": 10\#(extra)}}}"#
+            return try Caches(json: Data(json.utf8)).default
+        }
+        // No password, then a wrong one: a typed login error naming the option; nothing written.
+        for extra in ["", #", "SENTINEL_PASSWORD": "wrong""#] {
+            do {
+                try await Face(cache(extra), face).set("k", "v")
+                Issue.record("a write went through sentinels that want a password (options: \(extra))")
+            } catch CacheError.authenticationFailed(let server, let reason) {
+                #expect(server.contains("guarded"))
+                #expect(reason.contains("SENTINEL_PASSWORD"), Comment(rawValue: reason))
+                #expect(!reason.contains("wrong"), "the password is not repeated in the error")
+            }
+        }
+        #expect(try await onPlainThread { try RawRedis(port: primary.port).command(["EXISTS", ":1:k"]) } == ":0")
+
+        let good = try cache(#", "SENTINEL_PASSWORD": "s3cret""#)
+        try await Face(good, face).set("k", "v")
+        #expect(try await Face(good, face).get("k", as: String.self) == "v")
+        #expect(try await onPlainThread { try RawRedis(port: primary.port).command(["GET", ":1:k"]) } == "$v", "the primary the sentinel named holds it")
+        // The failover watcher logged in too: its subscription is among the sentinel's clients.
+        let subscribed = try await eventuallyAsync(20) {
+            let clients = try? await onPlainThread { () throws -> String in
+                let raw = try RawRedis(port: sentinel.port)
+                _ = try raw.command(["AUTH", "s3cret"])
+                return try raw.command(["CLIENT", "LIST"])
+            }
+            return clients?.contains(" sub=1 ") == true
+        }
+        #expect(subscribed, "the watcher subscribed to +switch-master on the sentinel that wants a password")
+    }
+
+    @Test func sentinelCredentialsAreRefusedWhereThereAreNoSentinels() throws {
+        for (location, options) in [("redis://127.0.0.1:6379", ["SENTINEL_PASSWORD": SettingValue.string("x")]),
+                                    ("redis+cluster://127.0.0.1:7000", ["SENTINEL_USERNAME": "u", "SENTINEL_PASSWORD": "x"]),
+                                    ("redis+sentinel://127.0.0.1:26379/svc", ["SENTINEL_USERNAME": "u"])] {
+            do {
+                _ = try Caches(settings: ["default": CacheSettings(backend: "redis", location: [location], options: options)])
+                Issue.record("accepted \(options) for \(location)")
+            } catch CacheError.invalidSetting(_, let field, _) {
+                #expect(field.hasPrefix("OPTIONS.SENTINEL_"), Comment(rawValue: field))
+            }
+        }
+    }
+}
