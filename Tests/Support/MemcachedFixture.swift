@@ -167,6 +167,7 @@ public final class ServerProcess: @unchecked Sendable {
             kill(child, SIGKILL)
             reapChild(child)
         }
+        if kind == .sentinel { try? FileManager.default.removeItem(atPath: sentinelConfigPath) }
     }
 }
 
