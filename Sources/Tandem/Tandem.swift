@@ -19,19 +19,22 @@ extension BackendRegistry {
 
 extension Caches {
     /// Builds every cache in `settings` with Tandem's standard backends. No settings: `default` is LocMem.
-    public convenience init(settings: [String: CacheSettings] = [:], loop: (any TandemEventLoop)? = nil) throws {
-        try self.init(settings: settings, loop: loop, registry: .standard)
+    /// Redis and memcached run on `loop` when given, else on `loopGroup`'s loops (default:
+    /// ``TandemLoop/EventLoops/group``, a loop per core).
+    public convenience init(settings: [String: CacheSettings] = [:], loop: (any TandemEventLoop)? = nil, loopGroup: TandemEventLoopGroup? = nil) throws {
+        try self.init(settings: settings, loop: loop, loopGroup: loopGroup, registry: .standard)
     }
 
     /// Builds the registry from JSON in Django's `CACHES` shape with the standard backends.
-    public convenience init(json: Data, loop: (any TandemEventLoop)? = nil) throws {
-        try self.init(json: json, loop: loop, registry: .standard)
+    public convenience init(json: Data, loop: (any TandemEventLoop)? = nil, loopGroup: TandemEventLoopGroup? = nil) throws {
+        try self.init(json: json, loop: loop, loopGroup: loopGroup, registry: .standard)
     }
 
     /// Builds the registry from `TANDEM_CACHES` or `TANDEM_CACHE_URL` with the standard backends.
     public static func fromEnvironment(
-        _ environment: [String: String] = ProcessInfo.processInfo.environment, loop: (any TandemEventLoop)? = nil
+        _ environment: [String: String] = ProcessInfo.processInfo.environment, loop: (any TandemEventLoop)? = nil,
+        loopGroup: TandemEventLoopGroup? = nil
     ) throws -> Caches {
-        try fromEnvironment(environment, loop: loop, registry: .standard)
+        try fromEnvironment(environment, loop: loop, loopGroup: loopGroup, registry: .standard)
     }
 }

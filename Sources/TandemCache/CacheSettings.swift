@@ -147,15 +147,26 @@ public struct BackendConfiguration: Sendable {
     public let location: [String]
     /// The OPTIONS, with typed accessors whose errors name the alias and option.
     public let options: BackendOptions
-    /// The loop that socket-driven backends must use.
+    /// The loop that socket-driven backends must use (nil: ``loopGroup``'s loops, or the default group's).
     public let loop: (any TandemEventLoop)?
+    /// The loops socket-driven backends spread their connections over when no single ``loop`` is given
+    /// (nil: ``TandemLoop/EventLoops/group``).
+    public let loopGroup: TandemEventLoopGroup?
 
     /// Creates a configuration (the registry does this).
-    public init(alias: String, location: [String], options: BackendOptions, loop: (any TandemEventLoop)?) {
+    public init(alias: String, location: [String], options: BackendOptions, loop: (any TandemEventLoop)?, loopGroup: TandemEventLoopGroup? = nil) {
         self.alias = alias
         self.location = location
         self.options = options
         self.loop = loop
+        self.loopGroup = loopGroup
+    }
+
+    /// The loops to use: ``loop`` alone when given, else ``loopGroup``'s, else the process-wide
+    /// group's (which this starts on first use).
+    public var loops: [any TandemEventLoop] {
+        if let loop { return [loop] }
+        return (loopGroup ?? EventLoops.group).loops
     }
 
     /// An ``CacheError/invalidSetting(alias:field:reason:)`` for the LOCATION.
@@ -290,8 +301,9 @@ public struct BackendRegistry: Sendable {
     /// The short names of every registered backend.
     public var knownNames: [String] { entries.keys.sorted() }
 
-    /// Validates `settings` and builds its cache.
-    public func makeCache(alias: String, settings: CacheSettings, loop: (any TandemEventLoop)?) throws -> Cache {
+    /// Validates `settings` and builds its cache: on `loop` alone when given, else on `loopGroup`'s loops
+    /// (nil: ``TandemLoop/EventLoops/group``).
+    public func makeCache(alias: String, settings: CacheSettings, loop: (any TandemEventLoop)?, loopGroup: TandemEventLoopGroup? = nil) throws -> Cache {
         guard let entry = entry(named: settings.backend) else {
             throw CacheError.unknownBackend(alias: alias, backend: settings.backend, known: knownNames)
         }
@@ -328,7 +340,7 @@ public struct BackendRegistry: Sendable {
             stampedeLock: lock,
             earlyRefreshBeta: options.values["EARLY_REFRESH_BETA"] == nil
                 ? nil : try options.double("EARLY_REFRESH_BETA", default: 1, range: 0.000_001...1_000_000))
-        let backend = try entry.make(BackendConfiguration(alias: alias, location: settings.location, options: options, loop: loop))
+        let backend = try entry.make(BackendConfiguration(alias: alias, location: settings.location, options: options, loop: loop, loopGroup: loopGroup))
         return Cache(alias: alias, backend: backend, timeout: settings.timeout, keyPrefix: settings.keyPrefix,
                      version: settings.version, keyFunction: settings.keyFunction, codec: settings.codec,
                      asyncUnsafePolicy: policy, metricsFactory: settings.metricsFactory, resilience: resilience,

@@ -17,14 +17,18 @@ public final class Caches: Sendable {
 
     /// Builds every cache in `settings` with the backends of `registry`. With no settings at all,
     /// `default` is a LocMem cache. Settings that lack `default` are an error, as in Django.
-    public init(settings: [String: CacheSettings], loop: (any TandemEventLoop)? = nil, registry: BackendRegistry) throws {
+    /// Socket-driven backends run on `loop` when given, else spread over `loopGroup`'s loops (default:
+    /// ``TandemLoop/EventLoops/group``, a loop per core). Give at most one of the two.
+    public init(settings: [String: CacheSettings], loop: (any TandemEventLoop)? = nil, loopGroup: TandemEventLoopGroup? = nil,
+                registry: BackendRegistry) throws {
+        precondition(loop == nil || loopGroup == nil, "give Caches a loop or a loop group, not both")
         let effective = settings.isEmpty ? ["default": CacheSettings()] : settings
         guard effective["default"] != nil else {
             throw CacheError.invalidSetting(alias: "default", field: "(entry)", reason: "a 'default' cache must be configured")
         }
         var built: [String: Cache] = [:]
         for (alias, s) in effective {
-            built[alias] = try registry.makeCache(alias: alias, settings: s, loop: loop)
+            built[alias] = try registry.makeCache(alias: alias, settings: s, loop: loop, loopGroup: loopGroup)
         }
         self.caches = built
         self.settings = effective
@@ -32,8 +36,8 @@ public final class Caches: Sendable {
 
     /// Builds the registry from JSON in Django's `CACHES` shape:
     /// `{"default": {"BACKEND": "redis", "LOCATION": [...], "TIMEOUT": 300, "KEY_PREFIX": "", "VERSION": 1, "OPTIONS": {...}}}`.
-    public convenience init(json: Data, loop: (any TandemEventLoop)? = nil, registry: BackendRegistry) throws {
-        try self.init(settings: try Caches.parseJSON(json), loop: loop, registry: registry)
+    public convenience init(json: Data, loop: (any TandemEventLoop)? = nil, loopGroup: TandemEventLoopGroup? = nil, registry: BackendRegistry) throws {
+        try self.init(settings: try Caches.parseJSON(json), loop: loop, loopGroup: loopGroup, registry: registry)
     }
 
     /// Parses Django-shaped JSON into settings (without building anything).
@@ -55,12 +59,19 @@ public final class Caches: Sendable {
     /// Builds the registry from the environment: `TANDEM_CACHES` (the JSON form), else `TANDEM_CACHE_URL`
     /// (`locmem://name`, `dummy://`, `redis://...`, `memcached://host:port,host:port`, with optional
     /// `?timeout=&key_prefix=&version=` and backend options in the query), else LocMem.
-    public static func fromEnvironment(_ environment: [String: String], loop: (any TandemEventLoop)? = nil, registry: BackendRegistry) throws -> Caches {
-        try Caches(settings: try settingsFromEnvironment(environment), loop: loop, registry: registry)
+    /// `TANDEM_EVENT_LOOPS` (the size of ``TandemLoop/EventLoops/group``) is checked here too.
+    public static func fromEnvironment(_ environment: [String: String], loop: (any TandemEventLoop)? = nil, loopGroup: TandemEventLoopGroup? = nil,
+                                       registry: BackendRegistry) throws -> Caches {
+        try Caches(settings: try settingsFromEnvironment(environment), loop: loop, loopGroup: loopGroup, registry: registry)
     }
 
     /// The settings `fromEnvironment` would build.
     public static func settingsFromEnvironment(_ environment: [String: String]) throws -> [String: CacheSettings] {
+        do {
+            _ = try EventLoops.loopCount(environment: environment)
+        } catch let e as EventLoopSettingError {
+            throw CacheError.invalidSetting(alias: "(all)", field: e.name, reason: "\(e.reason), got \"\(e.value)\"")
+        }
         if let json = environment["TANDEM_CACHES"], !json.isEmpty {
             return try parseJSON(Data(json.utf8))
         }

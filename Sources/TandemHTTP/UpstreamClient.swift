@@ -16,11 +16,18 @@ public final class UpstreamClient: Sendable {
     /// Tandem's version, used in the default User-Agent.
     public static let version = "0.1.0"
 
-    /// The loop that drives the transfers.
+    /// The first of ``loops`` (the only one for a client made on one loop).
     public let loop: any TandemEventLoop
+    /// The loops that drive the transfers, each with a curl multi handle (and connection cache) of its own.
+    public let loops: [any TandemEventLoop]
     /// The configuration.
     public let configuration: UpstreamClientConfiguration
-    let multi: CurlMulti
+    /// One multi handle per loop, in the order of ``loops``.
+    let multis: [CurlMulti]
+    private let picker: LoopPicker
+    /// The multi handle for the next request: the one on the caller's loop when the caller runs on one
+    /// of ``loops``, else the next in turn.
+    var multi: CurlMulti { multis[picker.index()] }
     /// Counts requests in flight; closed by a shutdown.
     let gate = ShutdownGate()
     /// Cached responses being refreshed in the background (stale-while-revalidate).
@@ -30,18 +37,33 @@ public final class UpstreamClient: Sendable {
     /// The async face (it keeps the client alive while in use).
     public var async: AsyncUpstreamClient { AsyncUpstreamClient(client: self) }
 
-    /// Creates a client on `loop` (default: ``TandemLoop/EventLoops/shared``).
-    public init(loop: (any TandemEventLoop)? = nil, configuration: UpstreamClientConfiguration = UpstreamClientConfiguration()) {
-        let l = loop ?? EventLoops.shared
-        self.loop = l
+    /// Creates a client on `loop` alone when given, else on every loop of `loopGroup` (default:
+    /// ``TandemLoop/EventLoops/group``, a loop per core). On several loops each keeps its own
+    /// connections, and the connection limits of `configuration` (``UpstreamClientConfiguration/maxConnections``,
+    /// ``UpstreamClientConfiguration/maxConnectionsPerHost``, ``UpstreamClientConfiguration/maxIdleConnections``)
+    /// are shared out between the loops: each gets the limit divided by the number of loops, at least 1.
+    /// Give at most one of `loop` and `loopGroup`.
+    public init(loop: (any TandemEventLoop)? = nil, loopGroup: TandemEventLoopGroup? = nil,
+                configuration: UpstreamClientConfiguration = UpstreamClientConfiguration()) {
+        precondition(loop == nil || loopGroup == nil, "give UpstreamClient a loop or a loop group, not both")
+        let ls = loop.map { [$0] } ?? (loopGroup ?? EventLoops.group).loops
+        self.loop = ls[0]
+        self.loops = ls
         self.configuration = configuration
         self.tracer = CacheTracing.resolve(configuration.tracer)
-        self.multi = CurlMulti(loop: l, configuration: configuration)
+        var perLoop = configuration
+        if ls.count > 1 {
+            func share(_ limit: Int) -> Int { limit > 0 ? max(1, limit / ls.count) : limit }
+            perLoop.maxConnections = share(configuration.maxConnections)
+            perLoop.maxConnectionsPerHost = share(configuration.maxConnectionsPerHost)
+            perLoop.maxIdleConnections = share(configuration.maxIdleConnections)
+        }
+        self.multis = ls.map { CurlMulti(loop: $0, configuration: perLoop) }
+        self.picker = LoopPicker(ls)
     }
 
     deinit {
-        let m = multi
-        try? loop.execute { m.close() }
+        for m in multis { try? m.loop.execute { m.close() } }
     }
 
     /// Shuts the client down. From the call on, new requests fail at once with
@@ -59,10 +81,11 @@ public final class UpstreamClient: Sendable {
     }
 
     private func closeTransfers() async {
-        let m = multi
-        _ = try? await withLoopPromise(on: loop) { (p: LoopPromise<Bool>) in
-            m.close()
-            p.succeed(true)
+        for m in multis {
+            _ = try? await withLoopPromise(on: m.loop) { (p: LoopPromise<Bool>) in
+                m.close()
+                p.succeed(true)
+            }
         }
     }
 
@@ -95,14 +118,18 @@ public final class UpstreamClient: Sendable {
         return try blocking("HTTP fan-out of \(requests.count) requests", file: file, line: line) { await a.fanOut(requests, deadline: deadline, limit: limit) }
     }
 
-    /// Transfers in flight, idle easy handles kept for reuse, and easy handles created so far.
+    /// Transfers in flight, idle easy handles kept for reuse, and easy handles created so far (summed
+    /// over the loops).
     public func handleCounts() async throws -> (active: Int, idle: Int, created: Int) {
-        let m = multi
-        let c = try await withLoopPromise(on: loop) { (p: LoopPromise<[Int]>) in
-            let c = m.counts()
-            p.succeed([c.active, c.idle, c.created])
+        var total = (active: 0, idle: 0, created: 0)
+        for m in multis {
+            let c = try await withLoopPromise(on: m.loop) { (p: LoopPromise<[Int]>) in
+                let c = m.counts()
+                p.succeed([c.active, c.idle, c.created])
+            }
+            total = (total.active + c[0], total.idle + c[1], total.created + c[2])
         }
-        return (c[0], c[1], c[2])
+        return total
     }
 }
 

@@ -277,4 +277,58 @@ public enum EventLoops {
     /// The shared default loop (an ``EpollEventLoop``), started on first use and kept for the life of
     /// the process. Everything that waits on sockets uses it unless given another loop.
     public static let shared: EpollEventLoop = EpollEventLoop(name: "tandem-shared-loop")
+
+    /// The most loops ``group`` starts by default, however many cores there are. Each loop keeps its
+    /// own connection to every Redis server and its own curl connection cache, and one loop already
+    /// drives about 130,000-180,000 Redis GETs a second (BENCHMARKS.md, "A loop per core"): past 8 the
+    /// servers, not the client's loops, are what a request waits on, while connections keep
+    /// multiplying. `TANDEM_EVENT_LOOPS` sets any count from 1 to 256.
+    public static let maximumDefaultLoops = 8
+
+    /// The process-wide loop group: ``shared`` and, on a machine with more cores, more loops
+    /// (`tandem-shared-loop-1`, ...): one per core up to ``maximumDefaultLoops``, or
+    /// `TANDEM_EVENT_LOOPS` when set. Redis caches and upstream clients made without a loop use it.
+    /// The loops beyond the first start when the group is first used.
+    public static let group: TandemEventLoopGroup = {
+        let count: Int
+        do {
+            count = try loopCount(environment: ProcessInfo.processInfo.environment)
+        } catch {
+            // Settings read through `Caches.fromEnvironment` or `CacheSettings(url:)` report this as a
+            // typed error first; code that reaches the group without them learns it here.
+            preconditionFailure("\(error)")
+        }
+        return TandemEventLoopGroup(loops: [shared] + (1..<max(1, count)).map { EpollEventLoop(name: "tandem-shared-loop-\($0)") })
+    }()
+
+    /// The size of ``group`` for `environment`: `TANDEM_EVENT_LOOPS` when set (1 to 256), else one
+    /// per active core, at most ``maximumDefaultLoops``.
+    /// - Throws: ``EventLoopSettingError`` when `TANDEM_EVENT_LOOPS` is not a whole number from 1 to 256.
+    public static func loopCount(environment: [String: String]) throws -> Int {
+        guard let raw = environment["TANDEM_EVENT_LOOPS"] else {
+            return min(maximumDefaultLoops, max(1, ProcessInfo.processInfo.activeProcessorCount))
+        }
+        guard let n = Int(raw.trimmingCharacters(in: .whitespaces)), (1...256).contains(n) else {
+            throw EventLoopSettingError(name: "TANDEM_EVENT_LOOPS", value: raw, reason: "must be a whole number of loops from 1 to 256")
+        }
+        return n
+    }
+}
+
+/// A loop setting from the environment that cannot be used.
+public struct EventLoopSettingError: Error, CustomStringConvertible, Sendable, Equatable {
+    /// The variable's name.
+    public let name: String
+    /// Its value.
+    public let value: String
+    /// What is wrong with it.
+    public let reason: String
+    /// Names the variable, its value and the rule.
+    public var description: String { "\(name)='\(value)': \(reason)" }
+    /// An error for the variable `name` whose `value` breaks `reason`.
+    public init(name: String, value: String, reason: String) {
+        self.name = name
+        self.value = value
+        self.reason = reason
+    }
 }

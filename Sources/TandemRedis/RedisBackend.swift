@@ -14,19 +14,19 @@ final class RedisNode: Sendable {
     let connections: [RedisAsyncConnection]
     /// Serves reads only (a cluster replica behind `READONLY`): never given a write.
     let readsOnly: Bool
-    private let next = Atomic<Int>(0)
+    private let picker: LoopPicker
 
     init(endpoint: RedisEndpoint, pool: RedisBlockingPool, connections: [RedisAsyncConnection], readsOnly: Bool = false) {
         self.endpoint = endpoint
         self.pool = pool
         self.connections = connections
         self.readsOnly = readsOnly
+        picker = LoopPicker(connections.map(\.loop))
     }
 
-    /// The async connection for the next command (round robin).
-    var connection: RedisAsyncConnection {
-        connections.count == 1 ? connections[0] : connections[next.add(1, ordering: .relaxed).newValue % connections.count]
-    }
+    /// The async connection for the next command: the first one on the caller's loop when the caller
+    /// runs on a loop that has one, else the next in turn.
+    var connection: RedisAsyncConnection { connections[picker.index()] }
 }
 
 /// Redis through libhiredis, Django's RedisCache semantics.
@@ -45,7 +45,7 @@ final class RedisNode: Sendable {
 ///   to the replicas of each slot's primary (behind `READONLY`).
 /// - OPTIONS: `CONNECT_TIMEOUT` (s, 1), `COMMAND_TIMEOUT` (s, 1), `POOL_SIZE` (blocking connections
 ///   per server, 16), `POOL_TIMEOUT` (s to wait for a pooled connection, 1), `ASYNC_CONNECTIONS` (per
-///   server, 1), `DB`, `USERNAME`, `PASSWORD` (the URL's credentials win), `READ_FROM_REPLICAS`
+///   server; default one per loop, spread over the loops), `DB`, `USERNAME`, `PASSWORD` (the URL's credentials win), `READ_FROM_REPLICAS`
 ///   (Sentinel and Cluster, false), `SENTINEL_USERNAME` and `SENTINEL_PASSWORD` (the sentinels' own
 ///   login, for sentinels run with `requirepass`; the location's credentials are the data nodes').
 /// - Blocking face: the calling thread talks to Redis on a pooled connection. Async face: connections
@@ -96,12 +96,12 @@ public final class RedisBackend: CacheBackend {
         let o = config.options
         let commandTimeout = try o.double("COMMAND_TIMEOUT", default: 1, range: 0.001...3600)
         return RedisNodeSettings(
-            loop: config.loop ?? EventLoops.shared,
+            loops: config.loops,
             connectTimeout: try o.double("CONNECT_TIMEOUT", default: 1, range: 0.001...3600),
             commandTimeout: commandTimeout,
             poolSize: try o.int("POOL_SIZE", default: 16, range: 1...4096),
             poolTimeout: try o.double("POOL_TIMEOUT", default: commandTimeout, range: 0...3600),
-            asyncConnections: try o.int("ASYNC_CONNECTIONS", default: 1, range: 1...64))
+            asyncConnections: try o.int("ASYNC_CONNECTIONS", default: config.loops.count, range: 1...256))
     }
 
     /// Builds the backend from validated settings (nothing connects until the first command).
@@ -112,7 +112,7 @@ public final class RedisBackend: CacheBackend {
         let settings = try RedisBackend.nodeSettings(config)
         let connectTimeout = settings.connectTimeout
         let commandTimeout = settings.commandTimeout
-        let loop = settings.loop
+        let loop = settings.loops[0]
         let readFromReplicas = try o.bool("READ_FROM_REPLICAS", default: false)
         var nodes: [RedisNode] = []
         var replicaReaders: [RedisNode] = []

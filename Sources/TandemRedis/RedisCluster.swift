@@ -33,7 +33,8 @@ enum ClusterSlot {
 
 /// How a node is built: the settings every node of a backend shares.
 struct RedisNodeSettings: Sendable {
-    let loop: any TandemEventLoop
+    /// The loops a node's async connections are spread over (connection i on loop i mod count).
+    let loops: [any TandemEventLoop]
     let connectTimeout: Double
     let commandTimeout: Double
     let poolSize: Int
@@ -43,8 +44,8 @@ struct RedisNodeSettings: Sendable {
     func makeNode(_ target: RedisTarget, tls: TLSClientContext?) -> RedisNode {
         let pool = RedisBlockingPool(target: target, tls: tls, size: poolSize, connectTimeout: connectTimeout,
                                      commandTimeout: commandTimeout, borrowTimeout: poolTimeout)
-        let conns = (0..<asyncConnections).map { _ in
-            RedisAsyncConnection(loop: loop, target: target, tls: tls, commandTimeout: commandTimeout, connectTimeout: connectTimeout)
+        let conns = (0..<asyncConnections).map { i in
+            RedisAsyncConnection(loop: loops[i % loops.count], target: target, tls: tls, commandTimeout: commandTimeout, connectTimeout: connectTimeout)
         }
         return RedisNode(endpoint: target.endpoint, pool: pool, connections: conns, readsOnly: target.clusterReplica)
     }

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Tandem
+@testable import TandemHTTP
 import TandemTestSupport
 import Testing
 
@@ -493,4 +494,56 @@ func eventuallyZero(_ value: () async throws -> Int) async throws -> Bool {
         try await Task.sleep(for: .milliseconds(20))
     }
     return try await value() == 0
+}
+
+/// An HTTP client on a loop group: a curl multi handle per loop.
+@Suite(.enabled(if: upstreamAvailable, Comment(rawValue: TestServers.skipMessage)))
+struct HTTPLoopGroupTests {
+    @Test func requestsSpreadOverTheLoopsAndCallersUseTheirOwnLoops() async throws {
+        let base = try upstream()
+        let group = TandemEventLoopGroup(loops: [EpollEventLoop(name: "http-group-e"), DispatchEventLoop(name: "http-group-d")])
+        defer { group.shutdown() }
+        var config = UpstreamClientConfiguration()
+        config.requestTimeout = .seconds(10)
+        let http = UpstreamClient(loopGroup: group, configuration: config)
+        #expect(http.multis.count == 2)
+        #expect(http.multis.map { ObjectIdentifier($0.loop) } == group.loops.map { ObjectIdentifier($0) })
+        for (i, loop) in group.loops.enumerated() {
+            let chosen = try await withLoopPromise(on: loop) { (p: LoopPromise<[Bool]>) in
+                p.succeed((0..<4).map { _ in http.multi === http.multis[i] })
+            }
+            #expect(chosen == [true, true, true, true], "a caller on loop \(i) is served by that loop's multi handle")
+        }
+        let statuses = await withTaskGroup(of: Int.self) { tasks in
+            for n in 0..<40 {
+                tasks.addTask { (try? await http.async.get(base + "/echo?n=\(n)").status.code) ?? -1 }
+            }
+            return await tasks.reduce(into: [Int]()) { $0.append($1) }
+        }
+        #expect(statuses.filter { $0 == 200 }.count == 40, "every request answered: \(statuses.filter { $0 != 200 })")
+        for (i, m) in http.multis.enumerated() {
+            let created = try await withLoopPromise(on: m.loop) { (p: LoopPromise<Int>) in p.succeed(m.counts().created) }
+            #expect(created >= 1, "loop \(i)'s multi handle carried requests")
+        }
+        let counts = try await http.handleCounts()
+        #expect(counts.active == 0 && counts.created >= 2)
+        #expect(await http.shutdown() == 0)
+        await #expect(throws: UpstreamError.clientShutDown) { try await http.async.get(base + "/echo") }
+    }
+
+    @Test func connectionLimitsAreSharedOutBetweenTheLoops() throws {
+        let group = TandemEventLoopGroup(count: 2, name: "http-group-limits")
+        defer { group.shutdown() }
+        var config = UpstreamClientConfiguration()
+        config.maxConnections = 10
+        config.maxConnectionsPerHost = 1
+        config.maxIdleConnections = 0
+        let http = UpstreamClient(loopGroup: group, configuration: config)
+        for m in http.multis {
+            #expect(m.configuration.maxConnections == 5)
+            #expect(m.configuration.maxConnectionsPerHost == 1, "a limit below the loop count is at least one per loop")
+            #expect(m.configuration.maxIdleConnections == 0, "0 (no idle connections kept) stays 0")
+        }
+        #expect(http.configuration.maxConnections == 10, "the client reports the configuration it was given")
+    }
 }

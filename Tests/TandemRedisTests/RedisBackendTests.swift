@@ -350,3 +350,54 @@ struct RedisScriptTests {
         #expect(try await onPlainThread { try cache.get("m") as Int? } == 1 + 3 + 10 + 3 + 10)
     }
 }
+
+/// A Redis cache on a loop group: a connection per loop, each caller served by its own loop's.
+@Suite(.enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)))
+struct RedisLoopGroupTests {
+    private func cache(on group: TandemEventLoopGroup, options: [String: SettingValue] = [:]) throws -> (Cache, RedisBackend) {
+        let url = try TestServers.need(TestServers.redisURL, "redis primary") + "/4093"
+        let cache = try Caches(settings: ["default": CacheSettings(backend: "redis", location: [url], keyPrefix: "group-\(UUID().uuidString)",
+                                                                   options: ["COMMAND_TIMEOUT": 10].merging(options) { $1 })],
+                               loopGroup: group).default
+        return (cache, try #require(cache.backend as? RedisBackend))
+    }
+
+    @Test func connectionsAreSpreadOverTheLoopsAndCallersUseTheirOwnLoops() async throws {
+        let group = TandemEventLoopGroup(loops: [EpollEventLoop(name: "redis-group-e"), DispatchEventLoop(name: "redis-group-d")])
+        defer { group.shutdown() }
+        let (cache, backend) = try cache(on: group)
+        let conns = backend.primary.connections
+        #expect(conns.map { ObjectIdentifier($0.loop) } == group.loops.map { ObjectIdentifier($0) }, "ASYNC_CONNECTIONS defaults to one per loop, in order")
+        for (i, loop) in group.loops.enumerated() {
+            let chosen = try await withLoopPromise(on: loop) { (p: LoopPromise<[Int]>) in
+                p.succeed((0..<4).map { _ in ObjectIdentifier(backend.primary.connection) == ObjectIdentifier(conns[0]) ? 0 : 1 })
+            }
+            #expect(chosen == [Int](repeating: i, count: 4), "a caller on loop \(i) is served by that loop's connection")
+        }
+        // Off the loops: both connections carry the load, and every caller gets its own value back.
+        let keys = (0..<400).map { "k\($0)" }
+        let wrong = try await withThrowingTaskGroup(of: Bool.self) { tasks in
+            for k in keys {
+                tasks.addTask {
+                    try await cache.async.set(k, "v-" + k)
+                    return try await cache.async.get(k) as String? != "v-" + k
+                }
+            }
+            return try await tasks.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(wrong == 0)
+        let blockingRead = try await onPlainThread { () throws -> [String: String] in try cache.getMany(keys) }
+        #expect(blockingRead.count == 400 && blockingRead["k7"] == "v-k7", "the blocking face reads what both loops' connections wrote")
+        try await cache.async.deleteMany(keys)
+    }
+
+    @Test func moreConnectionsThanLoopsTakeTheLoopsInTurn() async throws {
+        let group = TandemEventLoopGroup(count: 2, name: "redis-group-n")
+        defer { group.shutdown() }
+        let (cache, backend) = try cache(on: group, options: ["ASYNC_CONNECTIONS": 5])
+        let loops = group.loops.map { ObjectIdentifier($0) }
+        #expect(backend.primary.connections.map { ObjectIdentifier($0.loop) } == [loops[0], loops[1], loops[0], loops[1], loops[0]])
+        try await cache.async.set("n", 7)
+        #expect(try await cache.async.incr("n", by: 3) == 10)
+    }
+}

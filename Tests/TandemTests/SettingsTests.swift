@@ -147,6 +147,11 @@ private func caches(json: String) throws -> Caches { try Caches(json: Data(json.
         #expect(mc.backend == "memcached" && mc.location == ["127.0.0.1:11211", "127.0.0.1:11212"])
 
         #expect(settingError { _ = try Caches.fromEnvironment(["TANDEM_CACHE_URL": "mongo://x"]) }?.field == "TANDEM_CACHE_URL")
+        for bad in ["0", "many", "300"] {
+            let e = settingError { _ = try Caches.fromEnvironment(["TANDEM_EVENT_LOOPS": bad]) }
+            #expect(e?.field == "TANDEM_EVENT_LOOPS" && e?.reason.contains("\"\(bad)\"") == true, "\(String(describing: e))")
+        }
+        #expect(try Caches.fromEnvironment(["TANDEM_EVENT_LOOPS": "3"]).default.backend is LocMemBackend)
         #expect(settingError { _ = try Caches.fromEnvironment(["TANDEM_CACHE_URL": "no-scheme"]) }?.field == "TANDEM_CACHE_URL")
         #expect(settingError { _ = try Caches.fromEnvironment(["TANDEM_CACHE_URL": "locmem://x?version=two"]) }?.field == "VERSION")
         #expect(settingError { _ = try Caches.fromEnvironment(["TANDEM_CACHE_URL": "locmem://x?timeout=soon"]) }?.field == "TIMEOUT")

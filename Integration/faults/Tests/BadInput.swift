@@ -242,7 +242,7 @@ extension Faults {
                 ("redis", "redis://127.0.0.1:1", "COMMAND_TIMEOUT", [1]), ("redis", "redis://127.0.0.1:1", "COMMAND_TIMEOUT", -1),
                 ("redis", "redis://127.0.0.1:1", "POOL_SIZE", "8"), ("redis", "redis://127.0.0.1:1", "POOL_SIZE", 0),
                 ("redis", "redis://127.0.0.1:1", "POOL_SIZE", 2.5), ("redis", "redis://127.0.0.1:1", "POOL_TIMEOUT", -1),
-                ("redis", "redis://127.0.0.1:1", "ASYNC_CONNECTIONS", 0), ("redis", "redis://127.0.0.1:1", "ASYNC_CONNECTIONS", 65),
+                ("redis", "redis://127.0.0.1:1", "ASYNC_CONNECTIONS", 0), ("redis", "redis://127.0.0.1:1", "ASYNC_CONNECTIONS", 257),
                 ("redis", "redis://127.0.0.1:1", "DB", "one"), ("redis", "redis://127.0.0.1:1", "DB", -1),
                 ("redis", "redis://127.0.0.1:1", "USERNAME", 7), ("redis", "redis://127.0.0.1:1", "PASSWORD", 12345),
                 ("redis", "redis://127.0.0.1:1", "ASYNC_UNSAFE", "sometimes"), ("redis", "redis://127.0.0.1:1", "NO_SUCH_OPTION", 1),

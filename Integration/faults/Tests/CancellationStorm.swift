@@ -28,6 +28,9 @@ extension Faults {
             config.requestTimeout = .seconds(30)
             let http = UpstreamClient(configuration: config)
             try await r.async.set("k", "v")
+            // Off the loops, calls take the cache's async connections (one per loop) in turn: enough
+            // of them that every connection is open before the connections are counted.
+            for _ in 0..<(2 * EventLoops.group.count) { _ = try await r.async.get("k") as String? }
             try await m.async.set("k", "v")
             #expect(try await http.async.get(base + "/bytes/1").status == 200)
             let connectionsBefore = try await onPlainThread { try redisCommand(port: redis.port, ["CLIENT", "LIST"]) }

@@ -1,0 +1,91 @@
+import Foundation
+import ServiceLifecycle
+import Synchronization
+
+/// A fixed set of event loops, each on its own thread, so that a process's socket work spreads over
+/// several cores instead of one.
+///
+/// Whatever is given a group instead of a single loop keeps one resource per loop: a Redis cache
+/// opens an async connection per server on each loop (so `ASYNC_CONNECTIONS` defaults to the group's
+/// size), an ``UpstreamClient`` keeps a curl multi handle per loop. A call made on one of the group's
+/// loops (from an actor or task pinned to it) is served by that loop; any other call takes the loops
+/// in turn. The blocking faces do not use loops and are unchanged.
+///
+/// The process-wide default is ``EventLoops/group``: one loop per core, at most
+/// ``EventLoops/maximumDefaultLoops``, whose first loop is ``EventLoops/shared``.
+public final class TandemEventLoopGroup: Sendable {
+    /// The loops, in a fixed order.
+    public let loops: [any TandemEventLoop]
+    private let picker: LoopPicker
+
+    /// Starts `count` ``EpollEventLoop``s named `name-0`, `name-1`, ...
+    /// - Precondition: `count` is at least 1.
+    public convenience init(count: Int, name: String = "tandem-loop") {
+        precondition(count >= 1, "a loop group needs at least one loop (got \(count))")
+        self.init(loops: (0..<count).map { EpollEventLoop(name: "\(name)-\($0)") })
+    }
+
+    /// Groups loops that already exist (any mix of ``EpollEventLoop`` and ``DispatchEventLoop``).
+    /// - Precondition: `loops` is not empty and names no loop twice.
+    public init(loops: [any TandemEventLoop]) {
+        precondition(!loops.isEmpty, "a loop group needs at least one loop")
+        precondition(Set(loops.map { ObjectIdentifier($0) }).count == loops.count, "a loop group names a loop twice")
+        self.loops = loops
+        picker = LoopPicker(loops)
+    }
+
+    /// The number of loops.
+    public var count: Int { loops.count }
+
+    /// The loop the caller runs on, when it is one of this group's; otherwise the next loop in turn.
+    public func next() -> any TandemEventLoop { loops[picker.index()] }
+
+    /// The group's loop the caller runs on, or nil off the group's loops.
+    public var current: (any TandemEventLoop)? { picker.currentIndex().map { loops[$0] } }
+
+    /// Shuts every loop down (see ``TandemEventLoop/shutdown()``). Must not be called on one of them.
+    public func shutdown() {
+        for loop in loops { loop.shutdown() }
+    }
+
+    /// ``shutdown()`` from async code, without blocking a cooperative thread.
+    public func shutdownGracefully() async {
+        for loop in loops { await loop.shutdownGracefully() }
+    }
+}
+
+extension TandemEventLoopGroup: Service {
+    /// Runs until the service group's graceful shutdown (or the task's cancellation), then shuts every
+    /// loop down; see ``EpollEventLoop/run()``. List it first in a `ServiceGroup`.
+    public func run() async throws {
+        try? await gracefulShutdown()
+        await shutdownGracefully()
+    }
+}
+
+/// Chooses among per-loop resources: the one on the caller's loop when the caller runs on one of
+/// `loops`, else the next in turn. One check of a thread-local and a short scan; no lock.
+package final class LoopPicker: Sendable {
+    /// The loops' identities (`LoopThread.current` on their threads), as integers.
+    private let identities: [UInt]
+    private let turn = Atomic<Int>(0)
+
+    /// A picker over `loops`, in their order.
+    package init(_ loops: [any TandemEventLoop]) {
+        identities = loops.map { UInt(bitPattern: ObjectIdentifier($0)) }
+    }
+
+    /// The index of the loop the caller runs on, or nil.
+    package func currentIndex() -> Int? {
+        guard let current = LoopThread.current else { return nil }
+        let id = UInt(bitPattern: current)
+        return identities.firstIndex(of: id)
+    }
+
+    /// The index of the caller's loop, or the next index in turn.
+    package func index() -> Int {
+        if identities.count == 1 { return 0 }
+        if let i = currentIndex() { return i }
+        return turn.add(1, ordering: .relaxed).newValue % identities.count
+    }
+}
