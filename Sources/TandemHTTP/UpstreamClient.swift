@@ -26,7 +26,7 @@ public final class UpstreamClient: Sendable {
     let multis: [CurlMulti]
     private let picker: LoopPicker
     /// The multi handle for the next request: the one on the caller's loop when the caller runs on one
-    /// of ``loops``, else the next in turn.
+    /// of ``loops``, else the one the calling thread was given (see ``TandemEventLoopGroup``).
     var multi: CurlMulti { multis[picker.index()] }
     /// Counts requests in flight; closed by a shutdown.
     let gate = ShutdownGate()

@@ -8,8 +8,10 @@ import Synchronization
 /// Whatever is given a group instead of a single loop keeps one resource per loop: a Redis cache
 /// opens an async connection per server on each loop (so `ASYNC_CONNECTIONS` defaults to the group's
 /// size), an ``UpstreamClient`` keeps a curl multi handle per loop. A call made on one of the group's
-/// loops (from an actor or task pinned to it) is served by that loop; any other call takes the loops
-/// in turn. The blocking faces do not use loops and are unchanged.
+/// loops (from an actor or task pinned to it) is served by that loop; any other call by the loop its
+/// thread was given (threads of the cooperative pool are spread over the loops in turn, each keeping
+/// its loop, so that a loop takes a thread's calls in the batches it made them). The blocking faces
+/// do not use loops and are unchanged.
 ///
 /// The process-wide default is ``EventLoops/group``: one loop per core, at most
 /// ``EventLoops/maximumDefaultLoops``, whose first loop is ``EventLoops/shared``.
@@ -17,6 +19,7 @@ public final class TandemEventLoopGroup: Sendable {
     /// The loops, in a fixed order.
     public let loops: [any TandemEventLoop]
     private let picker: LoopPicker
+    private let turn = Atomic<Int>(0)
 
     /// Starts `count` ``EpollEventLoop``s named `name-0`, `name-1`, ...
     /// - Precondition: `count` is at least 1.
@@ -38,7 +41,10 @@ public final class TandemEventLoopGroup: Sendable {
     public var count: Int { loops.count }
 
     /// The loop the caller runs on, when it is one of this group's; otherwise the next loop in turn.
-    public func next() -> any TandemEventLoop { loops[picker.index()] }
+    public func next() -> any TandemEventLoop {
+        if let i = picker.currentIndex() { return loops[i] }
+        return loops[turn.add(1, ordering: .relaxed).newValue % loops.count]
+    }
 
     /// The group's loop the caller runs on, or nil off the group's loops.
     public var current: (any TandemEventLoop)? { picker.currentIndex().map { loops[$0] } }
@@ -64,11 +70,10 @@ extension TandemEventLoopGroup: Service {
 }
 
 /// Chooses among per-loop resources: the one on the caller's loop when the caller runs on one of
-/// `loops`, else the next in turn. One check of a thread-local and a short scan; no lock.
+/// `loops`, else the calling thread's own (see ``index()``). Two thread-local reads and a short scan; no lock.
 package final class LoopPicker: Sendable {
     /// The loops' identities (`LoopThread.current` on their threads), as integers.
     private let identities: [UInt]
-    private let turn = Atomic<Int>(0)
 
     /// A picker over `loops`, in their order.
     package init(_ loops: [any TandemEventLoop]) {
@@ -82,10 +87,32 @@ package final class LoopPicker: Sendable {
         return identities.firstIndex(of: id)
     }
 
-    /// The index of the caller's loop, or the next index in turn.
+    /// The index of the caller's loop; off the loops, the index the calling thread was given the
+    /// first time it asked (threads are numbered in turn as they first ask), so that each thread of
+    /// the cooperative pool feeds one loop: a loop then takes a thread's calls in the batches that
+    /// thread submitted them in, and two threads do not contend for one loop's queue.
     package func index() -> Int {
         if identities.count == 1 { return 0 }
         if let i = currentIndex() { return i }
-        return turn.add(1, ordering: .relaxed).newValue % identities.count
+        return CallerThread.number % identities.count
+    }
+}
+
+/// Numbers threads in the order they first ask, for ``LoopPicker``.
+package enum CallerThread {
+    private static let key: pthread_key_t = {
+        var k = pthread_key_t()
+        let rc = pthread_key_create(&k, nil)
+        precondition(rc == 0, "pthread_key_create failed: \(rc)")
+        return k
+    }()
+    private static let next = Atomic<Int>(0)
+
+    /// This thread's number (stored as number + 1, so that 0 means "not numbered yet").
+    package static var number: Int {
+        if let stored = pthread_getspecific(key) { return Int(bitPattern: stored) - 1 }
+        let n = next.add(1, ordering: .relaxed).oldValue
+        pthread_setspecific(key, UnsafeRawPointer(bitPattern: n + 1))
+        return n
     }
 }

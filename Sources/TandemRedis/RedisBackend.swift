@@ -25,7 +25,7 @@ final class RedisNode: Sendable {
     }
 
     /// The async connection for the next command: the first one on the caller's loop when the caller
-    /// runs on a loop that has one, else the next in turn.
+    /// runs on a loop that has one, else the one the calling thread was given (see ``LoopPicker``).
     var connection: RedisAsyncConnection { connections[picker.index()] }
 }
 

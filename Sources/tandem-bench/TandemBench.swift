@@ -185,9 +185,9 @@ struct TandemBench: AsyncParsableCommand {
         abstract: "Side-by-side benchmarks: a reference and Tandem in the same run, one JSON line per scenario.")
 
     static let known = ["locmem", "loop-roundtrip", "bridge-overhead", "redis-async-get", "redis-tls-async-get", "redis-cluster-async-get", "redis-sync-get",
-                        "memcached-async-get", "memcached-sync-get", "http-fanout-delay", "http-small-gets", "stampede", "hedged-fanout", "http-cached-get", "inflight-10k", "ahc-peer"]
+                        "memcached-async-get", "memcached-sync-get", "http-fanout-delay", "http-small-gets", "stampede", "hedged-fanout", "http-cached-get", "inflight-10k", "ahc-peer", "loop-group"]
 
-    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-tls-async-get, redis-cluster-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets, stampede, hedged-fanout, http-cached-get, inflight-10k, ahc-peer.")
+    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-tls-async-get, redis-cluster-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets, stampede, hedged-fanout, http-cached-get, inflight-10k, ahc-peer, loop-group.")
     var scenarios: [String] = ["locmem"]
 
     @Option(help: "Seconds per measurement.")
@@ -282,6 +282,8 @@ struct TandemBench: AsyncParsableCommand {
                 try await HTTPScenarios(seconds: seconds, rounds: rounds).hedgedFanOut(upstream: upstream).emit()
             case "inflight-10k":
                 try await InflightScenario(redis: redis, upstream: upstream, seconds: max(seconds, 3)).run().emit()
+            case "loop-group":
+                for r in try await LoopGroupScenario(redis: redis, smallFile: smallFile, seconds: seconds, rounds: rounds).run() { r.emit() }
             case "stampede":
                 try await StampedeScenario(rounds: max(rounds, 5)).run().emit()
             default:

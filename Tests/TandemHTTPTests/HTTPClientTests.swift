@@ -501,7 +501,8 @@ func eventuallyZero(_ value: () async throws -> Int) async throws -> Bool {
 struct HTTPLoopGroupTests {
     @Test func requestsSpreadOverTheLoopsAndCallersUseTheirOwnLoops() async throws {
         let base = try upstream()
-        let group = TandemEventLoopGroup(loops: [EpollEventLoop(name: "http-group-e"), DispatchEventLoop(name: "http-group-d")])
+        let epoll = EpollEventLoop(name: "http-group-e"), dispatch = DispatchEventLoop(name: "http-group-d")
+        let group = TandemEventLoopGroup(loops: [epoll, dispatch])
         defer { group.shutdown() }
         var config = UpstreamClientConfiguration()
         config.requestTimeout = .seconds(10)
@@ -514,13 +515,15 @@ struct HTTPLoopGroupTests {
             }
             #expect(chosen == [true, true, true, true], "a caller on loop \(i) is served by that loop's multi handle")
         }
+        // Tasks that prefer each loop as their executor (20 each), and 20 on the cooperative pool.
+        let executors: [(any TaskExecutor)?] = [epoll, dispatch, nil]
         let statuses = await withTaskGroup(of: Int.self) { tasks in
-            for n in 0..<40 {
-                tasks.addTask { (try? await http.async.get(base + "/echo?n=\(n)").status.code) ?? -1 }
+            for n in 0..<60 {
+                tasks.addTask(executorPreference: executors[n % 3]) { (try? await http.async.get(base + "/echo?n=\(n)").status.code) ?? -1 }
             }
             return await tasks.reduce(into: [Int]()) { $0.append($1) }
         }
-        #expect(statuses.filter { $0 == 200 }.count == 40, "every request answered: \(statuses.filter { $0 != 200 })")
+        #expect(statuses.filter { $0 == 200 }.count == 60, "every request answered: \(statuses.filter { $0 != 200 })")
         for (i, m) in http.multis.enumerated() {
             let created = try await withLoopPromise(on: m.loop) { (p: LoopPromise<Int>) in p.succeed(m.counts().created) }
             #expect(created >= 1, "loop \(i)'s multi handle carried requests")

@@ -46,7 +46,16 @@ import Testing
         let picker = LoopPicker([a, b, a, b])
         #expect(try await onLoop(a) { (0..<4).map { _ in picker.index() } } == [0, 0, 0, 0])
         #expect(try await onLoop(b) { (0..<4).map { _ in picker.index() } } == [1, 1, 1, 1])
-        #expect(Set((0..<8).map { _ in picker.index() }) == [0, 1, 2, 3], "off the loops every resource takes its turn")
+        // Off the loops, each thread keeps the resource it was given: the one its number names (threads
+        // are numbered in turn as they first ask, so consecutive threads take consecutive resources).
+        let fromThreads = try await withThrowingTaskGroup(of: ([Int], Int).self) { tasks in
+            for _ in 0..<4 { tasks.addTask { try await onPlainThread { ((0..<3).map { _ in picker.index() }, CallerThread.number) } } }
+            return try await tasks.reduce(into: [([Int], Int)]()) { $0.append($1) }
+        }
+        for (indices, number) in fromThreads {
+            #expect(indices == [Int](repeating: number % 4, count: 3), "thread \(number) keeps resource \(number % 4): \(indices)")
+        }
+        #expect(Set(fromThreads.map(\.1)).count == 4, "every thread has a number of its own")
     }
 
     @Test func groupAsAServiceShutsEveryLoopDown() async throws {

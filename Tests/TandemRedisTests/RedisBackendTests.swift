@@ -374,7 +374,7 @@ struct RedisLoopGroupTests {
             }
             #expect(chosen == [Int](repeating: i, count: 4), "a caller on loop \(i) is served by that loop's connection")
         }
-        // Off the loops: both connections carry the load, and every caller gets its own value back.
+        // Off the loops (each cooperative thread on the connection it was given): every caller gets its own value back.
         let keys = (0..<400).map { "k\($0)" }
         let wrong = try await withThrowingTaskGroup(of: Bool.self) { tasks in
             for k in keys {

@@ -1,0 +1,68 @@
+import Foundation
+import Tandem
+
+/// `loop-group`: the same Redis GET and small-HTTP-GET loads on a loop group of 1 and of 2 loops,
+/// rounds alternating, in one run. Each line is N = 2 against N = 1 (`reference`: N = 1), with the
+/// client CPU per operation of both, so that what a second loop buys (or costs) is read directly.
+struct LoopGroupScenario {
+    let redis: String
+    let smallFile: String
+    let seconds: Double
+    let rounds: Int
+    let tasks = 64
+
+    func run() async throws -> [BenchResult] {
+        let one = TandemEventLoopGroup(count: 1, name: "bench-n1")
+        let two = TandemEventLoopGroup(count: 2, name: "bench-n2")
+        defer {
+            one.shutdown()
+            two.shutdown()
+        }
+        func redisCache(_ group: TandemEventLoopGroup) throws -> Cache {
+            try Caches(settings: ["default": CacheSettings(backend: "redis", location: [redis])], loopGroup: group).default
+        }
+        func client(_ group: TandemEventLoopGroup) -> UpstreamClient {
+            var config = UpstreamClientConfiguration()
+            config.maxConnectionsPerHost = tasks
+            return UpstreamClient(loopGroup: group, configuration: config)
+        }
+        let caches = [try redisCache(one), try redisCache(two)]
+        let clients = [client(one), client(two)]
+        try await caches[0].async.set("bench", "xxx", timeout: .never)
+        let http = HTTPScenarios(seconds: seconds, rounds: rounds)
+        // Opens every connection before timing.
+        for c in clients { _ = try await http.smallGetsRound(c, url: smallFile, concurrency: tasks) }
+        var redisRate: [[Double]] = [[], []], redisCPU: [[Double]] = [[], []]
+        var httpRate: [[Double]] = [[], []], httpCPU: [[Double]] = [[], []], httpLatencies: [[Double]] = [[], []]
+        for _ in 0..<max(rounds, 3) {
+            for n in 0..<2 {
+                let (rate, cpu) = try await tandemGets(caches[n], tasks: tasks, seconds: seconds) { "bench" }
+                redisRate[n].append(rate)
+                redisCPU[n].append(cpu)
+                let (t, c, l) = try await http.smallGetsRound(clients[n], url: smallFile, concurrency: tasks)
+                httpRate[n].append(t)
+                httpCPU[n].append(c)
+                httpLatencies[n] += l
+            }
+            FileHandle.standardError.write(Data(String(format: "loop-group round: redis N=1 %.0f GET/s %.1f us, N=2 %.0f GET/s %.1f us; http N=1 %.0f req/s %.1f us, N=2 %.0f req/s %.1f us\n",
+                                                       redisRate[0].last ?? 0, redisCPU[0].last ?? 0, redisRate[1].last ?? 0, redisCPU[1].last ?? 0,
+                                                       httpRate[0].last ?? 0, httpCPU[0].last ?? 0, httpRate[1].last ?? 0, httpCPU[1].last ?? 0).utf8))
+        }
+        for c in clients { await c.shutdown() }
+        var redisLine = BenchResult(scenario: "redis-async-get-loops", reference: median(redisRate[0]), tandem: median(redisRate[1]), unit: "ops/s",
+                                    ratio: median(redisRate[1]) / max(1, median(redisRate[0])), better: "higher")
+        redisLine.referenceName = "tandem, 1 loop (tandem: 2 loops)"
+        redisLine.cpuUsPerOp = median(redisCPU[1])
+        redisLine.referenceCpuUsPerOp = median(redisCPU[0])
+        var httpLine = BenchResult(scenario: "http-small-gets-loops", reference: median(httpRate[0]), tandem: median(httpRate[1]), unit: "ops/s",
+                                   ratio: median(httpRate[1]) / max(1, median(httpRate[0])), better: "higher")
+        httpLine.referenceName = "tandem, 1 loop (tandem: 2 loops)"
+        httpLine.cpuUsPerOp = median(httpCPU[1])
+        httpLine.referenceCpuUsPerOp = median(httpCPU[0])
+        httpLine.p50Us = percentile(httpLatencies[1], 0.50)
+        httpLine.p99Us = percentile(httpLatencies[1], 0.99)
+        httpLine.referenceP50Us = percentile(httpLatencies[0], 0.50)
+        httpLine.referenceP99Us = percentile(httpLatencies[0], 0.99)
+        return [redisLine, httpLine]
+    }
+}
