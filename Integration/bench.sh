@@ -6,6 +6,11 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 trap stop_all EXIT INT TERM
 cd "$TANDEM_ROOT"
 
+# The references are one-threaded C clients (redis-benchmark, memaslap, the curl loops), so every
+# scenario runs Tandem on one loop too, unless TANDEM_EVENT_LOOPS says otherwise; loop-group measures
+# one loop against two in the same run.
+export TANDEM_EVENT_LOOPS="${TANDEM_EVENT_LOOPS:-1}"
+
 scenarios=("$@")
 [ ${#scenarios[@]} -gt 0 ] || scenarios=(locmem)
 ensure_packages

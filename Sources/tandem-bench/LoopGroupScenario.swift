@@ -3,7 +3,8 @@ import Tandem
 
 /// `loop-group`: the same Redis GET and small-HTTP-GET loads on a loop group of 1 and of 2 loops,
 /// rounds alternating, in one run. Each line is N = 2 against N = 1 (`reference`: N = 1), with the
-/// client CPU per operation of both, so that what a second loop buys (or costs) is read directly.
+/// client CPU per operation of both, so that what a second loop buys (or costs) is read directly, and
+/// the CPU of the loop threads alone per operation (`loop_cpu_us_per_op`): what one loop can carry.
 struct LoopGroupScenario {
     let redis: String
     let smallFile: String
@@ -32,16 +33,21 @@ struct LoopGroupScenario {
         let http = HTTPScenarios(seconds: seconds, rounds: rounds)
         // Opens every connection before timing.
         for c in clients { _ = try await http.smallGetsRound(c, url: smallFile, concurrency: tasks) }
-        var redisRate: [[Double]] = [[], []], redisCPU: [[Double]] = [[], []]
+        var redisRate: [[Double]] = [[], []], redisCPU: [[Double]] = [[], []], redisLoopCPU: [[Double]] = [[], []], httpLoopCPU: [[Double]] = [[], []]
+        let prefixes = ["bench-n1-", "bench-n2-"]
         var httpRate: [[Double]] = [[], []], httpCPU: [[Double]] = [[], []], httpLatencies: [[Double]] = [[], []]
         for _ in 0..<max(rounds, 3) {
             for n in 0..<2 {
+                var loopBefore = ThreadCPU.seconds(named: prefixes[n])
                 let (rate, cpu) = try await tandemGets(caches[n], tasks: tasks, seconds: seconds) { "bench" }
                 redisRate[n].append(rate)
                 redisCPU[n].append(cpu)
+                redisLoopCPU[n].append((ThreadCPU.seconds(named: prefixes[n]) - loopBefore) / (rate * seconds) * 1e6)
+                loopBefore = ThreadCPU.seconds(named: prefixes[n])
                 let (t, c, l) = try await http.smallGetsRound(clients[n], url: smallFile, concurrency: tasks)
                 httpRate[n].append(t)
                 httpCPU[n].append(c)
+                httpLoopCPU[n].append((ThreadCPU.seconds(named: prefixes[n]) - loopBefore) / (t * seconds) * 1e6)
                 httpLatencies[n] += l
             }
             FileHandle.standardError.write(Data(String(format: "loop-group round: redis N=1 %.0f GET/s %.1f us, N=2 %.0f GET/s %.1f us; http N=1 %.0f req/s %.1f us, N=2 %.0f req/s %.1f us\n",
@@ -54,15 +60,40 @@ struct LoopGroupScenario {
         redisLine.referenceName = "tandem, 1 loop (tandem: 2 loops)"
         redisLine.cpuUsPerOp = median(redisCPU[1])
         redisLine.referenceCpuUsPerOp = median(redisCPU[0])
+        redisLine.loopCpuUsPerOp = median(redisLoopCPU[1])
+        redisLine.referenceLoopCpuUsPerOp = median(redisLoopCPU[0])
         var httpLine = BenchResult(scenario: "http-small-gets-loops", reference: median(httpRate[0]), tandem: median(httpRate[1]), unit: "ops/s",
                                    ratio: median(httpRate[1]) / max(1, median(httpRate[0])), better: "higher")
         httpLine.referenceName = "tandem, 1 loop (tandem: 2 loops)"
         httpLine.cpuUsPerOp = median(httpCPU[1])
         httpLine.referenceCpuUsPerOp = median(httpCPU[0])
+        httpLine.loopCpuUsPerOp = median(httpLoopCPU[1])
+        httpLine.referenceLoopCpuUsPerOp = median(httpLoopCPU[0])
         httpLine.p50Us = percentile(httpLatencies[1], 0.50)
         httpLine.p99Us = percentile(httpLatencies[1], 0.99)
         httpLine.referenceP50Us = percentile(httpLatencies[0], 0.50)
         httpLine.referenceP99Us = percentile(httpLatencies[0], 0.99)
         return [redisLine, httpLine]
+    }
+}
+
+/// CPU time of this process's threads by name (`/proc/self/task/*/comm` and `stat`).
+enum ThreadCPU {
+    /// User + system seconds of the threads whose name starts with `prefix`.
+    static func seconds(named prefix: String) -> Double {
+        let tasks = (try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []
+        let ticks = Double(sysconf(Int32(_SC_CLK_TCK)))
+        var total = 0.0
+        for t in tasks {
+            guard let comm = try? String(contentsOfFile: "/proc/self/task/\(t)/comm", encoding: .utf8),
+                  comm.hasPrefix(prefix),
+                  let stat = try? String(contentsOfFile: "/proc/self/task/\(t)/stat", encoding: .utf8),
+                  let close = stat.lastIndex(of: ")") else { continue }
+            // After "pid (comm) ": state is field 3; utime and stime are fields 14 and 15.
+            let fields = stat[stat.index(after: close)...].split(separator: " ")
+            guard fields.count > 12, let user = Double(fields[11]), let system = Double(fields[12]) else { continue }
+            total += (user + system) / ticks
+        }
+        return total
     }
 }

@@ -44,6 +44,9 @@ struct BenchResult: Encodable {
     var tlsCpuUsPerOp: Double? = nil
     /// The reference when it is not the scenario's usual one (`ahc-peer`: "async-http-client").
     var referenceName: String? = nil
+    /// Loop-group lines: CPU of the loop threads alone per operation (Tandem's side, the reference's side).
+    var loopCpuUsPerOp: Double? = nil
+    var referenceLoopCpuUsPerOp: Double? = nil
 
     enum CodingKeys: String, CodingKey {
         case scenario, reference, tandem, unit, ratio, better
@@ -67,6 +70,8 @@ struct BenchResult: Encodable {
         case ratioToPlain = "ratio_to_plain"
         case tlsCpuUsPerOp = "tls_cpu_us_per_op"
         case referenceName = "reference_name"
+        case loopCpuUsPerOp = "loop_cpu_us_per_op"
+        case referenceLoopCpuUsPerOp = "reference_loop_cpu_us_per_op"
     }
 
     /// Prints the JSON line that `Integration/bench.sh` collects.
