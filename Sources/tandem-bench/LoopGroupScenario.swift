@@ -55,20 +55,19 @@ struct LoopGroupScenario {
                                                        httpRate[0].last ?? 0, httpCPU[0].last ?? 0, httpRate[1].last ?? 0, httpCPU[1].last ?? 0).utf8))
         }
         for c in clients { await c.shutdown() }
-        var redisLine = BenchResult(scenario: "redis-async-get-loops", reference: median(redisRate[0]), tandem: median(redisRate[1]), unit: "ops/s",
-                                    ratio: median(redisRate[1]) / max(1, median(redisRate[0])), better: "higher")
-        redisLine.referenceName = "tandem, 1 loop (tandem: 2 loops)"
-        redisLine.cpuUsPerOp = median(redisCPU[1])
-        redisLine.referenceCpuUsPerOp = median(redisCPU[0])
-        redisLine.loopCpuUsPerOp = median(redisLoopCPU[1])
-        redisLine.referenceLoopCpuUsPerOp = median(redisLoopCPU[0])
-        var httpLine = BenchResult(scenario: "http-small-gets-loops", reference: median(httpRate[0]), tandem: median(httpRate[1]), unit: "ops/s",
-                                   ratio: median(httpRate[1]) / max(1, median(httpRate[0])), better: "higher")
-        httpLine.referenceName = "tandem, 1 loop (tandem: 2 loops)"
-        httpLine.cpuUsPerOp = median(httpCPU[1])
-        httpLine.referenceCpuUsPerOp = median(httpCPU[0])
-        httpLine.loopCpuUsPerOp = median(httpLoopCPU[1])
-        httpLine.referenceLoopCpuUsPerOp = median(httpLoopCPU[0])
+        /// One line: 2 loops (`tandem`) against 1 loop (`reference`), medians of the rounds.
+        func line(_ scenario: String, rate: [[Double]], cpu: [[Double]], loopCPU: [[Double]]) -> BenchResult {
+            var r = BenchResult(scenario: scenario, reference: median(rate[0]), tandem: median(rate[1]), unit: "ops/s",
+                                ratio: median(rate[1]) / max(1, median(rate[0])), better: "higher")
+            r.referenceName = "tandem, 1 loop (tandem: 2 loops)"
+            r.cpuUsPerOp = median(cpu[1])
+            r.referenceCpuUsPerOp = median(cpu[0])
+            r.loopCpuUsPerOp = median(loopCPU[1])
+            r.referenceLoopCpuUsPerOp = median(loopCPU[0])
+            return r
+        }
+        let redisLine = line("redis-async-get-loops", rate: redisRate, cpu: redisCPU, loopCPU: redisLoopCPU)
+        var httpLine = line("http-small-gets-loops", rate: httpRate, cpu: httpCPU, loopCPU: httpLoopCPU)
         httpLine.p50Us = percentile(httpLatencies[1], 0.50)
         httpLine.p99Us = percentile(httpLatencies[1], 0.99)
         httpLine.referenceP50Us = percentile(httpLatencies[0], 0.50)
