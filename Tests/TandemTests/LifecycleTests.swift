@@ -119,4 +119,31 @@ final class GatedBackend: NonBlockingCacheBackend, @unchecked Sendable {
         #expect(caches.default.isShutDown)
         await #expect(throws: CacheError.shutDown("cache 'default'")) { try await caches.default.async.get("k") as Int? }
     }
+
+    /// The README's service group on a loop group: Redis and HTTP spread over two loops, then the
+    /// group's graceful shutdown stops the caches, the client and every loop.
+    @Test(.timeLimit(.minutes(3)), .enabled(if: TestServers.shouldRun(TestServers.redisURL != nil && TestServers.httpUpstream != nil),
+                                            Comment(rawValue: TestServers.skipMessage)))
+    func aLoopGroupInAServiceGroupStopsLastWithEveryLoop() async throws {
+        let redis = try TestServers.need(TestServers.redisURL, "redis primary") + "/4094"
+        let upstream = try TestServers.need(TestServers.httpUpstream, "HTTP upstream")
+        let loops = TandemEventLoopGroup(count: 2, name: "lifecycle-group")
+        let caches = try Caches(settings: ["default": CacheSettings(backend: "redis", location: [redis], keyPrefix: "lifecycle-\(UUID().uuidString)")],
+                                loopGroup: loops)
+        let http = UpstreamClient(loopGroup: loops)
+        let group = ServiceGroup(services: [loops, caches, http], logger: Logger(label: "test.lifecycle"))
+        try await withThrowingTaskGroup(of: Void.self) { tasks in
+            tasks.addTask { try await group.run() }
+            try await caches.default.async.set("k", 3)
+            #expect(try await caches.default.async.get("k") as Int? == 3)
+            #expect(try await http.async.get(upstream + "/bytes/1").status == .ok)
+            await group.triggerGracefulShutdown()
+            try await tasks.waitForAll()
+        }
+        await #expect(throws: CacheError.shutDown("cache 'default'")) { try await caches.default.async.get("k") as Int? }
+        await #expect(throws: UpstreamError.clientShutDown) { try await http.async.get(upstream + "/bytes/1") }
+        for loop in loops.loops {
+            #expect(throws: TandemError.self, "every loop of the group has stopped") { try loop.execute {} }
+        }
+    }
 }
