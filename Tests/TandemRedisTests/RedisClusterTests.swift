@@ -129,3 +129,62 @@ struct RedisClusterTests {
         #expect(cache.backend.backendDescription == "redis+cluster://127.0.0.1:7000,127.0.0.1:7001")
     }
 }
+
+/// `rediss+cluster://`: a cluster of the test's own whose nodes speak TLS to clients and to each other.
+@Suite(.enabled(if: TestServers.shouldRun(TestServers.tlsDirectory != nil), Comment(rawValue: TestServers.skipMessage)))
+struct RedisTLSClusterTests {
+    @Test(.timeLimit(.minutes(2)))
+    func tlsClusterServesBothFacesAcrossItsNodes() async throws {
+        let dir = try #require(TestServers.tlsDirectory)
+        let run = UUID().uuidString.prefix(8)
+        var nodes: [(server: ServerProcess, tls: Int)] = []
+        defer {
+            for n in nodes { n.server.stop() }
+            for i in 0..<3 { try? FileManager.default.removeItem(atPath: "/tmp/tandem-tls-cluster-\(run)-\(i).conf") }
+        }
+        for i in 0..<3 {
+            let tls = try freeLoopbackPort(), bus = try freeLoopbackPort()
+            let server = try await onPlainThread {
+                try ServerProcess(.redis, extraArguments: [
+                    "--tls-port", String(tls), "--tls-cluster", "yes", "--tls-auth-clients", "no",
+                    "--tls-cert-file", "\(dir)/server.pem", "--tls-key-file", "\(dir)/server.key", "--tls-ca-cert-file", "\(dir)/ca.pem",
+                    "--cluster-enabled", "yes", "--cluster-port", String(bus), "--cluster-node-timeout", "2000",
+                    "--cluster-config-file", "/tmp/tandem-tls-cluster-\(run)-\(i).conf",
+                ])
+            }
+            nodes.append((server, tls))
+        }
+        let addresses = nodes.map { "127.0.0.1:\($0.tls)" }
+        let created = try await onPlainThread {
+            try runProgram("/usr/bin/redis-cli", ["--tls", "--cacert", "\(dir)/ca.pem", "--cluster", "create"] + addresses + ["--cluster-yes"], seconds: 60)
+        }
+        #expect(created.status == 0, Comment(rawValue: created.output))
+        for n in nodes {
+            let ok = try await eventuallyAsync(30) {
+                ((try? await onPlainThread { try RawRedis(port: n.server.port).command(["CLUSTER", "INFO"]) }) ?? "").contains("cluster_state:ok")
+            }
+            #expect(ok, "node \(n.tls) reached cluster_state:ok")
+        }
+        let json = #"{"default": {"BACKEND": "redis", "LOCATION": "rediss+cluster://localhost:\#(nodes[0].tls)", "#
+            + #""OPTIONS": {"CONNECT_TIMEOUT": 10, "COMMAND_TIMEOUT": 10, "SSL_CA_CERTS": "\#(dir)/ca.pem"}}}"#
+        let cache = try Caches(json: Data(json.utf8)).default
+        let keys = (0..<60).map { "tls-\($0)" }
+        #expect(Set(keys.map { ClusterSlot.of(Array((":1:" + $0).utf8)) / 5462 }).count == 3, "the keys fall on all three nodes")
+        for face in FaceKind.allCases {
+            let f = Face(cache, face)
+            #expect(try await f.setMany(Dictionary(uniqueKeysWithValues: keys.map { ($0, "\(face)-" + $0) })).isEmpty)
+            let read = try await f.getMany(keys, as: String.self)
+            #expect(read.count == 60 && read["tls-7"] == "\(face)-tls-7", "\(face): every key read back over TLS from its node")
+            try await f.set("tls-counter-\(face)", 41)
+            #expect(try await f.incr("tls-counter-\(face)") == 42)
+        }
+        // Each node holds the keys of its slots: the cluster really spread them.
+        var held = 0
+        for n in nodes {
+            let count = try await onPlainThread { try RawRedis(port: n.server.port).command(["DBSIZE"]) }
+            held += Int(count.dropFirst()) ?? 0
+            #expect(count != ":0", "node \(n.tls) holds some keys")
+        }
+        #expect(held >= 60)
+    }
+}

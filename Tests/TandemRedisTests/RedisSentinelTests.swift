@@ -166,6 +166,39 @@ struct RedisSentinelLoginTests {
         #expect(subscribed, "the watcher subscribed to +switch-master on the sentinel that wants a password")
     }
 
+    /// `rediss+sentinel://`: TLS to the sentinels and to the primary they name (a primary and a sentinel
+    /// of the test's own, speaking TLS on ports of their own beside the plain ones the start-up check uses).
+    @Test(.enabled(if: TestServers.shouldRun(TestServers.tlsDirectory != nil), Comment(rawValue: TestServers.skipMessage)), arguments: FaceKind.allCases)
+    func tlsThroughSentinelReachesThePrimaryTheSentinelNames(_ face: FaceKind) async throws {
+        let dir = try #require(TestServers.tlsDirectory)
+        let primaryTLS = try freeLoopbackPort(), sentinelTLS = try freeLoopbackPort()
+        let certificate = ["tls-cert-file \(dir)/server.pem", "tls-key-file \(dir)/server.key", "tls-ca-cert-file \(dir)/ca.pem", "tls-auth-clients no"]
+        let primary = try await onPlainThread {
+            try ServerProcess(.redis, extraArguments: ["--tls-port", String(primaryTLS)] + certificate.flatMap { line in
+                let parts = line.split(separator: " ", maxSplits: 1).map(String.init)
+                return ["--" + parts[0], parts[1]]
+            })
+        }
+        defer { primary.stop() }
+        // The sentinel watches the primary's TLS port (so that is the address it names) over TLS.
+        let sentinel = try await onPlainThread {
+            try ServerProcess(.sentinel, extraArguments: ["tls-port \(sentinelTLS)", "tls-replication yes"] + certificate
+                              + ["sentinel monitor secured 127.0.0.1 \(primaryTLS) 1"])
+        }
+        defer { sentinel.stop() }
+        let json = #"{"default": {"BACKEND": "redis", "LOCATION": "rediss+sentinel://localhost:\#(sentinelTLS)/secured", "#
+            + #""OPTIONS": {"CONNECT_TIMEOUT": 10, "COMMAND_TIMEOUT": 10, "SSL_CA_CERTS": "\#(dir)/ca.pem"}}}"#
+        let cache = try Caches(json: Data(json.utf8)).default
+        try await Face(cache, face).set("k", "over tls")
+        #expect(try await Face(cache, face).get("k", as: String.self) == "over tls")
+        #expect(try await onPlainThread { try RawRedis(port: primary.port).command(["GET", ":1:k"]) } == "$over tls",
+                "the primary the sentinel named holds it")
+        // The same sentinel asked in plain text is refused: the TLS location really spoke TLS to it.
+        let plainJSON = #"{"default": {"BACKEND": "redis", "LOCATION": "redis+sentinel://127.0.0.1:\#(sentinelTLS)/secured", "#
+            + #""OPTIONS": {"CONNECT_TIMEOUT": 2, "COMMAND_TIMEOUT": 2}}}"#
+        await #expect(throws: CacheError.self) { try await Face(try Caches(json: Data(plainJSON.utf8)).default, face).set("k", "plain") }
+    }
+
     @Test func sentinelCredentialsAreRefusedWhereThereAreNoSentinels() throws {
         for (location, options) in [("redis://127.0.0.1:6379", ["SENTINEL_PASSWORD": SettingValue.string("x")]),
                                     ("redis+cluster://127.0.0.1:7000", ["SENTINEL_USERNAME": "u", "SENTINEL_PASSWORD": "x"]),
