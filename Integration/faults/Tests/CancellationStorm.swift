@@ -70,8 +70,12 @@ extension Faults {
                     }
                 }
             }
-            // Let every call get in flight, then cancel them all.
+            // Let every call get in flight (each makes its promise; under a sanitizer 10,000 tasks can
+            // take more than a second to start, so wait for them, within a bound), then cancel them all.
             try await Task.sleep(for: .seconds(1))
+            for _ in 0..<600 where LoopPromiseStats.created - created0 < 10_000 {
+                try await Task.sleep(for: .milliseconds(50))
+            }
             let inFlight = LoopPromiseStats.created - created0
             cancelledAt.locked { $0 = .now }
             group.cancel()
