@@ -169,6 +169,12 @@ public struct BackendConfiguration: Sendable {
         return (loopGroup ?? EventLoops.group).loops
     }
 
+    /// The first of ``loops``, for a backend that runs on one loop, without starting the default
+    /// group's other loops (its first is ``TandemLoop/EventLoops/shared``).
+    public var firstLoop: any TandemEventLoop {
+        loop ?? loopGroup?.loops[0] ?? EventLoops.shared
+    }
+
     /// An ``CacheError/invalidSetting(alias:field:reason:)`` for the LOCATION.
     public func locationError(_ reason: String) -> CacheError {
         .invalidSetting(alias: alias, field: "LOCATION", reason: reason)

@@ -22,6 +22,7 @@ public final class Caches: Sendable {
     public init(settings: [String: CacheSettings], loop: (any TandemEventLoop)? = nil, loopGroup: TandemEventLoopGroup? = nil,
                 registry: BackendRegistry) throws {
         precondition(loop == nil || loopGroup == nil, "give Caches a loop or a loop group, not both")
+        if loop == nil, loopGroup == nil { try Caches.checkLoopSetting(ProcessInfo.processInfo.environment) }
         let effective = settings.isEmpty ? ["default": CacheSettings()] : settings
         guard effective["default"] != nil else {
             throw CacheError.invalidSetting(alias: "default", field: "(entry)", reason: "a 'default' cache must be configured")
@@ -67,11 +68,7 @@ public final class Caches: Sendable {
 
     /// The settings `fromEnvironment` would build.
     public static func settingsFromEnvironment(_ environment: [String: String]) throws -> [String: CacheSettings] {
-        do {
-            _ = try EventLoops.loopCount(environment: environment)
-        } catch let e as EventLoopSettingError {
-            throw CacheError.invalidSetting(alias: "(all)", field: e.name, reason: "\(e.reason), got \"\(e.value)\"")
-        }
+        try checkLoopSetting(environment)
         if let json = environment["TANDEM_CACHES"], !json.isEmpty {
             return try parseJSON(Data(json.utf8))
         }
@@ -79,6 +76,17 @@ public final class Caches: Sendable {
             return ["default": try CacheSettings(url: url, alias: "default")]
         }
         return [:]
+    }
+
+    /// Checks `TANDEM_EVENT_LOOPS` in `environment` (the size of ``TandemLoop/EventLoops/group``, which
+    /// caches built without a loop use): a bad value is ``CacheError/invalidSetting(alias:field:reason:)``
+    /// naming it, before anything would start the group.
+    static func checkLoopSetting(_ environment: [String: String]) throws {
+        do {
+            _ = try EventLoops.loopCount(environment: environment)
+        } catch let e as EventLoopSettingError {
+            throw CacheError.invalidSetting(alias: "(all)", field: e.name, reason: "\(e.reason), got \"\(e.value)\"")
+        }
     }
 
     /// The cache registered as `alias`; ``CacheError/unknownAlias(_:known:)`` when there is none.

@@ -7,7 +7,7 @@ import Synchronization
 ///
 /// Whatever is given a group instead of a single loop keeps one resource per loop: a Redis cache
 /// opens an async connection per server on each loop (so `ASYNC_CONNECTIONS` defaults to the group's
-/// size), an ``UpstreamClient`` keeps a curl multi handle per loop. A call made on one of the group's
+/// size), an `UpstreamClient` keeps a curl multi handle per loop. A call made on one of the group's
 /// loops (from an actor or task pinned to it) is served by that loop; any other call by the loop its
 /// thread was given (threads of the cooperative pool are spread over the loops in turn, each keeping
 /// its loop, so that a loop takes a thread's calls in the batches it made them). The blocking faces
@@ -69,50 +69,65 @@ extension TandemEventLoopGroup: Service {
     }
 }
 
-/// Chooses among per-loop resources: the one on the caller's loop when the caller runs on one of
-/// `loops`, else the calling thread's own (see ``index()``). Two thread-local reads and a short scan; no lock.
+/// Chooses among per-loop resources (a Redis node's connections, a client's curl multi handles): the
+/// loop is the caller's own when the caller runs on one of them, else the one its thread was given
+/// (see ``index()``); among several resources on that loop, each call takes the next in turn. Two
+/// thread-local reads and a short scan; no lock.
 package final class LoopPicker: Sendable {
-    /// The loops' identities (`LoopThread.current` on their threads), as integers.
+    /// The distinct loops' identities (`LoopThread.current` on their threads), in order of first appearance.
     private let identities: [UInt]
+    /// For each distinct loop, the indices of the resources on it.
+    private let resourcesOnLoop: [[Int]]
+    private let resourceCount: Int
+    private let turn = Atomic<Int>(0)
 
-    /// A picker over `loops`, in their order.
+    /// A picker over resources on `loops` (one entry per resource; a loop may carry several).
     package init(_ loops: [any TandemEventLoop]) {
-        identities = loops.map { UInt(bitPattern: ObjectIdentifier($0)) }
+        var ids: [UInt] = []
+        var onLoop: [[Int]] = []
+        for (i, loop) in loops.enumerated() {
+            let id = UInt(bitPattern: ObjectIdentifier(loop))
+            if let slot = ids.firstIndex(of: id) {
+                onLoop[slot].append(i)
+            } else {
+                ids.append(id)
+                onLoop.append([i])
+            }
+        }
+        identities = ids
+        resourcesOnLoop = onLoop
+        resourceCount = loops.count
     }
 
-    /// The index of the loop the caller runs on, or nil.
+    /// Which of the distinct loops (in order of first appearance) the caller runs on, or nil.
     package func currentIndex() -> Int? {
         guard let current = LoopThread.current else { return nil }
-        let id = UInt(bitPattern: current)
-        return identities.firstIndex(of: id)
+        return identities.firstIndex(of: UInt(bitPattern: current))
     }
 
-    /// The index of the caller's loop; off the loops, the index the calling thread was given the
-    /// first time it asked (threads are numbered in turn as they first ask), so that each thread of
-    /// the cooperative pool feeds one loop: a loop then takes a thread's calls in the batches that
-    /// thread submitted them in, and two threads do not contend for one loop's queue.
+    /// The resource for the next call. Its loop: the caller's, when it runs on one of them; off the
+    /// loops, the one the calling thread was given the first time it asked (threads are numbered in
+    /// turn as they first ask), so that each thread of the cooperative pool feeds one loop: a loop then
+    /// takes a thread's calls in the batches that thread submitted them in, and two threads do not
+    /// contend for one loop's queue. Several resources on that loop are taken in turn, call by call.
     package func index() -> Int {
-        if identities.count == 1 { return 0 }
-        if let i = currentIndex() { return i }
-        return CallerThread.number % identities.count
+        if resourceCount == 1 { return 0 }
+        let slot = identities.count == 1 ? 0 : (currentIndex() ?? CallerThread.number % identities.count)
+        let candidates = resourcesOnLoop[slot]
+        return candidates.count == 1 ? candidates[0] : candidates[turn.add(1, ordering: .relaxed).newValue % candidates.count]
     }
 }
 
 /// Numbers threads in the order they first ask, for ``LoopPicker``.
 package enum CallerThread {
-    private static let key: pthread_key_t = {
-        var k = pthread_key_t()
-        let rc = pthread_key_create(&k, nil)
-        precondition(rc == 0, "pthread_key_create failed: \(rc)")
-        return k
-    }()
+    private static let slot = ThreadSlot()
     private static let next = Atomic<Int>(0)
 
-    /// This thread's number (stored as number + 1, so that 0 means "not numbered yet").
+    /// This thread's number (stored as number + 1, so that a nil slot means "not numbered yet").
     package static var number: Int {
-        if let stored = pthread_getspecific(key) { return Int(bitPattern: stored) - 1 }
+        if let stored = slot.value { return Int(bitPattern: stored) - 1 }
         let n = next.add(1, ordering: .relaxed).oldValue
-        pthread_setspecific(key, UnsafeRawPointer(bitPattern: n + 1))
+        slot.set(UnsafeMutableRawPointer(bitPattern: n + 1))
         return n
     }
 }

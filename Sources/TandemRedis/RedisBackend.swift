@@ -24,8 +24,8 @@ final class RedisNode: Sendable {
         picker = LoopPicker(connections.map(\.loop))
     }
 
-    /// The async connection for the next command: the first one on the caller's loop when the caller
-    /// runs on a loop that has one, else the one the calling thread was given (see ``LoopPicker``).
+    /// The async connection for the next command: one on the caller's loop when the caller runs on a
+    /// loop that has one, else on the loop the calling thread was given; several there in turn (see ``LoopPicker``).
     var connection: RedisAsyncConnection { connections[picker.index()] }
 }
 

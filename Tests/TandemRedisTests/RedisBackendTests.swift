@@ -397,6 +397,14 @@ struct RedisLoopGroupTests {
         let (cache, backend) = try cache(on: group, options: ["ASYNC_CONNECTIONS": 5])
         let loops = group.loops.map { ObjectIdentifier($0) }
         #expect(backend.primary.connections.map { ObjectIdentifier($0.loop) } == [loops[0], loops[1], loops[0], loops[1], loops[0]])
+        // Every connection carries commands: a caller on loop 0 takes its three in turn, on loop 1 its two.
+        let conns = backend.primary.connections.map { ObjectIdentifier($0) }
+        for (loop, expected) in [(group.loops[0], [0, 2, 4]), (group.loops[1], [1, 3])] {
+            let used = try await withLoopPromise(on: loop) { (p: LoopPromise<[Int]>) in
+                p.succeed((0..<6).compactMap { _ in conns.firstIndex(of: ObjectIdentifier(backend.primary.connection)) })
+            }
+            #expect(Set(used) == Set(expected), "connections used from that loop: \(used)")
+        }
         try await cache.async.set("n", 7)
         #expect(try await cache.async.incr("n", by: 3) == 10)
     }
