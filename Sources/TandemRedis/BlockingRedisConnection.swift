@@ -25,6 +25,8 @@ final class BlockingRedisConnection: @unchecked Sendable {
     var idleSince: UInt64 = 0
     /// The sentinels' failover epoch when the connection was made (0 without sentinels).
     let epoch: UInt64
+    /// For a Sentinel replica reader: whether it fell back to the primary (set by the pool from ROLE).
+    var placement = ReplicaPlacement()
 
     /// Connects to `endpoint` within `connectTimeout` (TCP, then the TLS handshake when `tls` is set).
     convenience init(endpoint: RedisEndpoint, tls: TLSClientContext?, connectTimeout: Double, commandTimeout: Double) throws {
@@ -36,6 +38,7 @@ final class BlockingRedisConnection: @unchecked Sendable {
         server = target.endpoint.description
         self.commandTimeout = UInt64(commandTimeout * 1e9)
         epoch = target.sentinel?.epoch ?? 0
+        if let sentinel = target.sentinel { placement.connecting(sentinel) }
         let deadline = monotonicNanos() &+ UInt64(connectTimeout * 1e9)
         let found = try target.find()
         switch blockingConnect(found.addresses, timeout: connectTimeout, keepNonBlocking: true) {

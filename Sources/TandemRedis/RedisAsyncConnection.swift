@@ -46,6 +46,10 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     private var failures = 0
     /// The sentinels' failover epoch when this connection was made (see ``RedisSentinel/epoch``).
     private var epoch: UInt64 = 0
+    /// For a Sentinel replica reader: whether it fell back to the primary, and when to leave it.
+    private var placement = ReplicaPlacement()
+    /// The reader should leave the primary as soon as nothing is in flight.
+    private var moveWanted = false
     /// This connection's shutdown hook on the loop (it holds the connection until removed).
     private var hookID: ShutdownHookID?
 
@@ -143,6 +147,10 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
             // the old primary, whose writes are lost. Reconnect (asking the sentinels) first.
             drop(.connectionFailed(server: endpoint.description, reason: "the sentinels announced a new primary"), next: .idle)
         }
+        if target.readsReplica, let sentinel = target.sentinel, case .ready = state, placement.shouldMove(sentinel) {
+            moveWanted = true
+            leaveIfQuiet()
+        }
         if case .idle = state {
             startConnect()
             if case .backoff(_, let reason) = state {
@@ -167,12 +175,16 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     private func startConnect() {
         state = .connecting
         epoch = target.sentinel?.epoch ?? 0
+        if let sentinel = target.sentinel { placement.connecting(sentinel) }
+        moveWanted = false
         reader = RedisReplyReader()
         socket.connect()
         guard case .connecting = state else { return }  // failed at once
         for command in target.handshake {
             append(command) { [self] r in
-                guard case .success(let reply) = r, let e = target.refusal(of: command, reply: reply) else { return }
+                guard case .success(let reply) = r else { return }
+                if target.readsReplica, command[0] == "ROLE".bytes { placement.learned(role: reply) }
+                guard let e = target.refusal(of: command, reply: reply) else { return }
                 logger.error("redis handshake failed", metadata: ["server": "\(endpoint.description)", "error": "\(e)"])
                 drop(e, next: .backoff)
             }
@@ -246,6 +258,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
             pending.removeAll(keepingCapacity: pending.count < 4096)
             head = 0
             expiredUpTo = 0
+            if moveWanted { leaveIfQuiet() }
         } else if head > 1024 && head * 2 > pending.count {
             pending.removeFirst(head)
             expiredUpTo = max(0, expiredUpTo - head)
@@ -280,6 +293,21 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
             return
         }
         armTimeout()
+    }
+
+    /// A replica reader on the primary leaves it once nothing is in flight: the connection closes
+    /// quietly and the next command connects where the sentinels now say.
+    private func leaveIfQuiet() {
+        guard moveWanted, head == pending.count, case .ready = state else { return }
+        moveWanted = false
+        logger.info("redis replica reader leaves the primary to ask the sentinels again", metadata: ["server": "\(endpoint.description)"])
+        socket.close()
+        reader = nil
+        pending.removeAll(keepingCapacity: true)
+        head = 0
+        expiredUpTo = 0
+        if let t = timeoutTimer { loop.cancel(t); timeoutTimer = nil }
+        state = .idle
     }
 
     private enum Next { case idle, backoff }

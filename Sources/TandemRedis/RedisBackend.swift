@@ -40,7 +40,8 @@ final class RedisNode: Sendable {
 ///   of SERVICE as the sentinels name it at every connect, followed through failovers (its
 ///   `+switch-master` announcements, READONLY answers and a ROLE check at connect). With
 ///   `READ_FROM_REPLICAS` true, reads go to the healthy replicas the sentinels list (in turn; the
-///   primary when none is healthy), writes to the primary; replicas copy writes asynchronously, so a
+///   primary when none is healthy, until the sentinels announce one back, or for at most 5 s), writes
+///   to the primary; replicas copy writes asynchronously, so a
 ///   read right after a write may not see it yet. On `redis+cluster://` the same option sends reads
 ///   to the replicas of each slot's primary (behind `READONLY`).
 /// - OPTIONS: `CONNECT_TIMEOUT` (s, 1), `COMMAND_TIMEOUT` (s, 1), `POOL_SIZE` (blocking connections

@@ -31,11 +31,12 @@ final class RedisBlockingPool: Sendable {
         self.capacity = DispatchSemaphore(value: size)
     }
 
-    /// True for a connection made before the sentinels announced a failover: it may still talk to
-    /// the old primary, whose writes the failover throws away.
+    /// True for a connection made before the sentinels announced a failover (it may still talk to
+    /// the old primary, whose writes the failover throws away), or a replica reader that fell back to
+    /// the primary and should ask the sentinels again (``ReplicaPlacement``).
     private func isStale(_ conn: BlockingRedisConnection) -> Bool {
         guard let sentinel = target.sentinel else { return false }
-        return conn.epoch != sentinel.epoch
+        return conn.epoch != sentinel.epoch || (target.readsReplica && conn.placement.shouldMove(sentinel))
     }
 
     /// Connects, logs in and selects the database (on the calling thread: this is the blocking face).
@@ -43,6 +44,7 @@ final class RedisBlockingPool: Sendable {
         let conn = try BlockingRedisConnection(target: target, tls: tls, connectTimeout: connectTimeout, commandTimeout: commandTimeout)
         for command in target.handshake {
             let reply = try conn.run(command, operation: String(decoding: command[0], as: UTF8.self))
+            if target.readsReplica, command[0] == "ROLE".bytes { conn.placement.learned(role: reply) }
             if let refusal = target.refusal(of: command, reply: reply) { throw refusal }
         }
         return conn

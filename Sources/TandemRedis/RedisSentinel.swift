@@ -23,6 +23,15 @@ final class RedisSentinel: Sendable {
     /// been missed): connections made in an earlier epoch are not used again.
     var epoch: UInt64 { epochCounter.value.load(ordering: .acquiring) }
     private let epochCounter = EpochCounter()
+    /// Moves on when the sentinels announce a replica back (`-sdown`) or a new one (`+slave`), and after
+    /// the announcements could have been missed: a replica reader that fell back to the primary then
+    /// asks again (see ``ReplicaPlacement``).
+    var replicaEpoch: UInt64 { replicaEpochCounter.value.load(ordering: .acquiring) }
+    private let replicaEpochCounter = EpochCounter()
+    /// How long a replica reader that fell back to the primary stays there at most before asking the
+    /// sentinels again, when no announcement came (one missed, or a replica whose link to the primary
+    /// was not yet up when it was announced).
+    static let fallbackRecheckNanos: UInt64 = 5_000_000_000
     private let watcher: SentinelWatcher
     private let watching = Atomic<Bool>(false)
 
@@ -34,9 +43,11 @@ final class RedisSentinel: Sendable {
         self.connectTimeout = connectTimeout
         self.commandTimeout = commandTimeout
         let counter = epochCounter
+        let replicaCounter = replicaEpochCounter
         watcher = SentinelWatcher(loop: loop, hosts: spec.hosts, service: spec.service, login: spec.handshake, tls: tls,
-                                  connectTimeout: connectTimeout) {
-            counter.value.add(1, ordering: .releasing)
+                                  connectTimeout: connectTimeout) { event in
+            if event != .replicasChanged { counter.value.add(1, ordering: .releasing) }
+            if event != .primaryChanged { replicaCounter.value.add(1, ordering: .releasing) }
         }
     }
 
@@ -163,6 +174,44 @@ final class EpochCounter: Sendable {
     let value = Atomic<UInt64>(0)
 }
 
+/// Where a Sentinel replica reader's connection landed, kept by the connection in both faces. When
+/// the sentinels list no healthy replica, a reader connects to the primary; it leaves it (between
+/// commands, so that nothing in flight is lost) once the sentinels announce a replica back, or at the
+/// latest ``RedisSentinel/fallbackRecheckNanos`` later, and asks again.
+struct ReplicaPlacement {
+    /// The connection reads from the primary, for want of a healthy replica.
+    private(set) var onPrimary = false
+    private var replicaEpoch: UInt64 = 0
+    private var since: UInt64 = 0
+
+    /// A connect begins (before the sentinels are asked, so that no announcement falls in between).
+    mutating func connecting(_ sentinel: RedisSentinel) {
+        onPrimary = false
+        replicaEpoch = sentinel.replicaEpoch
+        since = monotonicNanos()
+    }
+
+    /// The ROLE reply of the new connection.
+    mutating func learned(role reply: RedisValue) {
+        onPrimary = RedisTarget.isPrimaryRole(reply)
+    }
+
+    /// True when the connection should be replaced by one the sentinels place anew.
+    func shouldMove(_ sentinel: RedisSentinel) -> Bool {
+        onPrimary && (sentinel.replicaEpoch != replicaEpoch || monotonicNanos() &- since >= RedisSentinel.fallbackRecheckNanos)
+    }
+}
+
+/// What a ``SentinelWatcher`` heard.
+enum SentinelEvent: Sendable {
+    /// `+switch-master`: a failover named a new primary.
+    case primaryChanged
+    /// `-sdown` or `+slave` for one of the service's replicas: one is back or new.
+    case replicasChanged
+    /// The subscription came back after a break: either may have happened meanwhile.
+    case resubscribed
+}
+
 /// Where a node's connections go: a fixed server, or the primary the sentinels name at each connect.
 struct RedisTarget: Sendable {
     let endpoint: RedisEndpoint
@@ -186,9 +235,16 @@ struct RedisTarget: Sendable {
     }
 
     /// The commands that prepare a new connection: AUTH and SELECT as needed, ROLE when the server
-    /// must be a primary, READONLY for a cluster replica that serves reads.
+    /// must be a primary (or, for a replica reader, to learn whether it fell back to the primary),
+    /// READONLY for a cluster replica that serves reads.
     var handshake: [[[UInt8]]] {
-        endpoint.handshake + (followsFailover && !readsReplica ? [["ROLE".bytes]] : []) + (clusterReplica ? [["READONLY".bytes]] : [])
+        endpoint.handshake + (followsFailover ? [["ROLE".bytes]] : []) + (clusterReplica ? [["READONLY".bytes]] : [])
+    }
+
+    /// True for a ROLE reply from a primary.
+    static func isPrimaryRole(_ reply: RedisValue) -> Bool {
+        guard case .array(let items) = reply, case .bulk(let role)? = items.first else { return false }
+        return role == "master".bytes
     }
 
     /// Why a reply to a handshake command means the connection is unusable (nil: it is fine).
@@ -198,8 +254,8 @@ struct RedisTarget: Sendable {
                 ? .authenticationFailed(server: endpoint.description, reason: message)
                 : .serverError(server: endpoint.description, message: message)
         }
-        if command[0] == "ROLE".bytes {
-            guard case .array(let items) = reply, case .bulk(let role)? = items.first, role == "master".bytes else {
+        if command[0] == "ROLE".bytes, !readsReplica {
+            guard Self.isPrimaryRole(reply) else {
                 return .connectionFailed(server: endpoint.description, reason: "the server the sentinels named is not a primary (a failover under way?)")
             }
         }
@@ -213,9 +269,9 @@ struct RedisTarget: Sendable {
     }
 }
 
-/// Subscribes to `+switch-master` on one sentinel at a time, on the loop, and calls `switched` when
-/// the service's primary changes, or when the subscription comes back after a break (an announcement
-/// may have been missed). A sentinel that fails is left for the next one after a short pause.
+/// Subscribes to `+switch-master`, `-sdown` and `+slave` on one sentinel at a time, on the loop, and
+/// tells `heard` when the service's primary changes, when one of its replicas is back or new, or when
+/// the subscription comes back after a break (an announcement may have been missed). A sentinel that fails is left for the next one after a short pause.
 final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
     // Why @unchecked Sendable is safe: every mutable field is only touched on `loop`'s thread;
     // `start` and `stop` hop there with `execute` before touching anything.
@@ -226,7 +282,7 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
     private let login: [[[UInt8]]]
     private let tls: TLSClientContext?
     private let connectTimeout: Double
-    private let switched: @Sendable () -> Void
+    private let heard: @Sendable (SentinelEvent) -> Void
     private let logger = Logger(label: "tandem.redis")
 
     private var socket: LoopSocket?
@@ -243,14 +299,14 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
     private var retry: TimerID?
 
     init(loop: any TandemEventLoop, hosts: [ServerAddress], service: String, login: [[[UInt8]]], tls: TLSClientContext?,
-         connectTimeout: Double, switched: @escaping @Sendable () -> Void) {
+         connectTimeout: Double, heard: @escaping @Sendable (SentinelEvent) -> Void) {
         self.loop = loop
         self.hosts = hosts
         self.service = service
         self.login = login
         self.tls = tls
         self.connectTimeout = connectTimeout
-        self.switched = switched
+        self.heard = heard
     }
 
     func start() {
@@ -290,7 +346,7 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
         reader = RedisReplyReader()
         s.connect()
         for command in login { _ = withFormattedCommand(command) { s.write($0) } }  // all sent once connected
-        _ = withFormattedCommand(["SUBSCRIBE".bytes, "+switch-master".bytes]) { s.write($0) }
+        _ = withFormattedCommand(["SUBSCRIBE".bytes, "+switch-master".bytes, "-sdown".bytes, "+slave".bytes]) { s.write($0) }
     }
 
     private func tryAgainSoon() {
@@ -335,20 +391,30 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
         }
         guard case .array(let items) = value, items.count == 3, case .bulk(let kind) = items[0] else { return }
         if kind == "subscribe".bytes {
-            // Subscribed again after a break: a switch may have happened meanwhile.
-            if broken { switched() }
+            // Subscribed again after a break: a switch may have happened meanwhile (one confirmation
+            // per channel; the first one clears `broken`).
+            if broken { heard(.resubscribed) }
             broken = false
             refusalLogged = false
             return
         }
-        // "message", "+switch-master", "<service> <old ip> <old port> <new ip> <new port>"
-        guard kind == "message".bytes, case .bulk(let payload) = items[2] else { return }
+        guard kind == "message".bytes, case .bulk(let channel) = items[1], case .bulk(let payload) = items[2] else { return }
         let words = String(decoding: payload, as: UTF8.self).split(separator: " ")
-        guard words.count == 5, words[0] == service else { return }
-        logger.warning("redis sentinel failover: new primary", metadata: [
-            "service": "\(service)", "old": "\(words[1]):\(words[2])", "new": "\(words[3]):\(words[4])",
-        ])
-        switched()
+        if channel == "+switch-master".bytes {
+            // "<service> <old ip> <old port> <new ip> <new port>"
+            guard words.count == 5, words[0] == service else { return }
+            logger.warning("redis sentinel failover: new primary", metadata: [
+                "service": "\(service)", "old": "\(words[1]):\(words[2])", "new": "\(words[3]):\(words[4])",
+            ])
+            heard(.primaryChanged)
+        } else {
+            // "-sdown" / "+slave": "slave <name> <ip> <port> @ <service> <primary ip> <primary port>"
+            guard words.count == 8, words[0] == "slave", words[4] == "@", words[5] == service else { return }
+            logger.info("redis sentinel: a replica is back or new", metadata: [
+                "service": "\(service)", "event": "\(String(decoding: channel, as: UTF8.self))", "replica": "\(words[2]):\(words[3])",
+            ])
+            heard(.replicasChanged)
+        }
     }
 
     func socketFailed(_ error: CacheError, connecting: Bool) { tryAgainSoon() }

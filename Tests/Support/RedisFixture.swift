@@ -189,3 +189,56 @@ public func clusterKeySlot(_ key: String) -> Int {
     }
     return Int(crc % 16384)
 }
+
+/// The test command's sentinels and the servers they watch, as tests see them.
+public enum SentinelServers {
+    /// The port of the first sentinel.
+    public static func firstSentinelPort() throws -> Int {
+        let sentinels = try TestServers.need(TestServers.redisSentinels, "redis sentinels")
+        guard let port = TestServers.hostPort(String(sentinels.split(separator: ",")[0]))?.1 else {
+            throw CheckFailure(message: "no port in \(sentinels)", location: "SentinelServers")
+        }
+        return port
+    }
+
+    /// The replica the sentinels watch, once they list it healthy (not down, its link to the primary
+    /// up; waits at most `seconds`): its port.
+    public static func healthyReplicaPort(within seconds: Int = 15) async throws -> Int {
+        let sentinelPort = try firstSentinelPort()
+        let service = TestServers.redisSentinelService
+        for _ in 0..<(seconds * 10) {
+            let listed = try await onPlainThread { try RawRedis(port: sentinelPort).command(["SENTINEL", "replicas", service]) }
+            if listed.contains("$master-link-status $ok"), !listed.contains("s_down"),
+               let m = listed.firstMatch(of: /\$port \$(\d+)/), let port = Int(m.1) {
+                return port
+            }
+            try await Task.sleep(for: .milliseconds(100))
+        }
+        throw CheckFailure(message: "the sentinels did not list a healthy replica within \(seconds) s", location: "SentinelServers")
+    }
+
+    /// True once the sentinels hold the replica on `port` subjectively down.
+    public static func replicaIsDown(port: Int) async throws -> Bool {
+        let sentinelPort = try firstSentinelPort()
+        let listed = try await onPlainThread {
+            try RawRedis(port: sentinelPort).command(["SENTINEL", "replicas", TestServers.redisSentinelService])
+        }
+        return listed.contains("s_down") && listed.contains("$port $\(port)")
+    }
+
+    /// How many GETs a Redis server has answered (INFO commandstats).
+    public static func getsAnswered(port: Int) async throws -> Int {
+        let info = try await onPlainThread { try RawRedis(port: port).command(["INFO", "commandstats"]) }
+        guard let m = info.firstMatch(of: /cmdstat_get:calls=(\d+)/) else { return 0 }
+        return Int(m.1) ?? 0
+    }
+
+    /// The process id of the Redis server on `port` (INFO server).
+    public static func processID(port: Int) async throws -> Int32 {
+        let info = try await onPlainThread { try RawRedis(port: port).command(["INFO", "server"]) }
+        guard let m = info.firstMatch(of: /process_id:(\d+)/), let pid = Int32(m.1) else {
+            throw CheckFailure(message: "no process_id in INFO server of port \(port)", location: "SentinelServers")
+        }
+        return pid
+    }
+}

@@ -73,7 +73,7 @@ struct RedisClusterTests {
     /// GETs answered by each of `ports` (INFO commandstats), summed.
     static func getsAnswered(ports: [Int]) async throws -> Int {
         var total = 0
-        for port in ports { total += try await RedisSentinelTests.getsAnswered(port: port) }
+        for port in ports { total += try await SentinelServers.getsAnswered(port: port) }
         return total
     }
 

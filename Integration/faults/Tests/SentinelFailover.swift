@@ -128,5 +128,113 @@ extension Faults {
                 "readonly_answers": readOnlyBox.value.load(ordering: .relaxed),
             ])
         }
+
+
+        /// A wrong value read back: a read answered from the wrong key or corrupted.
+        struct WrongValue: Error, CustomStringConvertible {
+            let key: String
+            let got: String?
+            var description: String { "\(key) read back as \(got ?? "nil")" }
+        }
+
+        /// `READ_FROM_REPLICAS` with the only replica frozen (SIGSTOP) until the sentinels hold it down:
+        /// readers fall back to the primary and reads go on; once it is thawed and the sentinels list it
+        /// again, readers return to it (both faces), and no read ever returns a wrong value.
+        @Test(.timeLimit(.minutes(3)))
+        func replicaReadersFallBackToThePrimaryAndReturn() async throws {
+            let sentinels = try TestServers.need(TestServers.redisSentinels, "redis sentinels")
+            let service = TestServers.redisSentinelService
+            let replicaPort = try await SentinelServers.healthyReplicaPort(within: 60)
+            let replicaPID = try await SentinelServers.processID(port: replicaPort)
+            let cache = try Caches(settings: [
+                "default": CacheSettings(backend: "redis", location: ["redis+sentinel://\(sentinels)/\(service)/6"],
+                                         options: Self.timeouts.merging(["READ_FROM_REPLICAS": true]) { $1 }),
+            ]).default
+            let keys = (0..<64).map { "replica-fallback-\($0)" }
+            try await cache.async.setMany(Dictionary(uniqueKeysWithValues: keys.map { ($0, "value of \($0)") }))
+            // Replication is asynchronous: every key on the replica before the reads begin.
+            let copied = try await eventuallyAsync(20) {
+                let found: [String: String] = (try? await cache.async.getMany(keys)) ?? [:]
+                return found.count == keys.count
+            }
+            try #require(copied, "the replica never had the keys")
+
+            @Sendable func check(_ key: String, _ got: String?) throws {
+                if got != "value of \(key)" { throw WrongValue(key: key, got: got) }
+            }
+            let log = CallLog()
+            let stoppedAt = Mutex<ContinuousClock.Instant?>(nil)
+            let downAt = Mutex<ContinuousClock.Instant?>(nil)
+            let thawedAt = Mutex<ContinuousClock.Instant?>(nil)
+            let thawed = Atomic<Bool>(false)
+            let thawedBox = Box(thawed)
+            defer { if !thawedBox.value.load(ordering: .relaxed) { kill(pid_t(replicaPID), SIGCONT) } }
+            try await underLoad(
+                duration: .seconds(20), tasks: 32, threads: 2,
+                asyncCall: { w, i in
+                    let key = keys[(w * 7 + i) % keys.count]
+                    await log.run("async") { try check(key, try await cache.async.get(key)) }
+                },
+                blockingCall: { t, i in
+                    let key = keys[(t * 13 + i) % keys.count]
+                    log.run("blocking") { try check(key, try cache.get(key)) }
+                },
+                script: {
+                    try await Task.sleep(for: .seconds(1))
+                    stoppedAt.locked { $0 = .now }
+                    #expect(kill(pid_t(replicaPID), SIGSTOP) == 0, "the replica was frozen")
+                    let down = try await eventuallyAsync(20) { (try? await SentinelServers.replicaIsDown(port: replicaPort)) ?? false }
+                    #expect(down, "the sentinels never held the frozen replica down")
+                    downAt.locked { $0 = .now }
+                    // Reads go on, from the primary, while the replica stays frozen.
+                    try await Task.sleep(for: .seconds(6))
+                    thawedBox.value.store(true, ordering: .relaxed)
+                    #expect(kill(pid_t(replicaPID), SIGCONT) == 0, "the replica was thawed")
+                    thawedAt.locked { $0 = .now }
+                })
+
+            let stopped = try #require(stoppedAt.locked { $0 })
+            let down = try #require(downAt.locked { $0 })
+            let thawedInstant = try #require(thawedAt.locked { $0 })
+            log.expectEveryCallReturnedTypedWithin(Self.callBound)
+            // Fallback: reads that began once the sentinels held the replica down, and ended before it
+            // was thawed, succeeded (served by the primary) in both faces.
+            for face in ["async", "blocking"] {
+                let servedWhileDown = log.all.filter { $0.face == face && $0.start >= down && $0.end < thawedInstant && $0.outcome == .ok }.count
+                #expect(servedWhileDown > 0, "\(face) reads were served while the replica was down")
+            }
+            let asyncFallback = log.firstSuccess(of: "async", after: down)
+            let blockingFallback = log.firstSuccess(of: "blocking", after: down)
+
+            // Return: once the sentinels list the replica healthy again, reads of both faces reach it.
+            _ = try await SentinelServers.healthyReplicaPort(within: 30)
+            let listedAgain = ContinuousClock.now
+            var returned: [String: Duration] = [:]
+            for face in ["async", "blocking"] {
+                let came = try await eventuallyAsync(30) {
+                    let before = (try? await SentinelServers.getsAnswered(port: replicaPort)) ?? 0
+                    for key in keys.prefix(20) {
+                        let got: String? = face == "async"
+                            ? try? await cache.async.get(key)
+                            : try? await onPlainThread { try cache.get(key) as String? }
+                        if got != "value of \(key)" { return false }
+                    }
+                    let after = (try? await SentinelServers.getsAnswered(port: replicaPort)) ?? 0
+                    return after - before >= 20
+                }
+                #expect(came, "\(face) reads came back to the replica")
+                returned[face] = .now - listedAgain
+            }
+            try await cache.async.deleteMany(keys)
+            Figures.record("redis sentinel replica frozen under read load (READ_FROM_REPLICAS, 32 tasks, 2 threads)", [
+                "calls": log.all.count, "outcomes": log.outcomeCounts, "unfinished": log.unfinished,
+                "worst_call_ms": ms(log.worstLatency),
+                "sentinels_held_down_after_ms": ms(down - stopped),
+                "async_first_read_after_down_ms": asyncFallback.map(ms) ?? -1,
+                "blocking_first_read_after_down_ms": blockingFallback.map(ms) ?? -1,
+                "async_back_on_replica_after_listed_ms": returned["async"].map(ms) ?? -1,
+                "blocking_back_on_replica_after_listed_ms": returned["blocking"].map(ms) ?? -1,
+            ])
+        }
     }
 }
