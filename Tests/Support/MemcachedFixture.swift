@@ -120,15 +120,7 @@ public final class ServerProcess: @unchecked Sendable {
         if kind == .sentinel { try writeSentinelConfig() }
         let (path, args) = commandLine
         child = try spawnChild(path, args)
-        if let dir = ProcessInfo.processInfo.environment["TANDEM_RUN_DIR"] {
-            let file = dir + "/spawned.pids"
-            if !FileManager.default.fileExists(atPath: file) { _ = FileManager.default.createFile(atPath: file, contents: nil) }
-            if let h = FileHandle(forWritingAtPath: file) {
-                h.seekToEndOfFile()
-                h.write(Data("\(child)\n".utf8))
-                try? h.close()
-            }
-        }
+        recordSpawnedPID(child)
         let ping = kind == .memcached ? "version\r\n" : "PING\r\n"
         for _ in 0..<500 {
             if (try? rawExchange(port: port, Array(ping.utf8), timeout: 0.2) { $0.last == 10 })?.isEmpty == false { return }
@@ -168,6 +160,19 @@ public final class ServerProcess: @unchecked Sendable {
             reapChild(child)
         }
         if kind == .sentinel { try? FileManager.default.removeItem(atPath: sentinelConfigPath) }
+    }
+}
+
+/// Records `pid` in `$TANDEM_RUN_DIR/spawned.pids`, so that the test command stops that server even if
+/// the test process dies.
+public func recordSpawnedPID(_ pid: pid_t) {
+    guard let dir = ProcessInfo.processInfo.environment["TANDEM_RUN_DIR"] else { return }
+    let file = dir + "/spawned.pids"
+    if !FileManager.default.fileExists(atPath: file) { _ = FileManager.default.createFile(atPath: file, contents: nil) }
+    if let h = FileHandle(forWritingAtPath: file) {
+        h.seekToEndOfFile()
+        h.write(Data("\(pid)\n".utf8))
+        try? h.close()
     }
 }
 

@@ -232,13 +232,69 @@ public enum SentinelServers {
         guard let m = info.firstMatch(of: /cmdstat_get:calls=(\d+)/) else { return 0 }
         return Int(m.1) ?? 0
     }
+}
 
-    /// The process id of the Redis server on `port` (INFO server).
-    public static func processID(port: Int) async throws -> Int32 {
-        let info = try await onPlainThread { try RawRedis(port: port).command(["INFO", "server"]) }
-        guard let m = info.firstMatch(of: /process_id:(\d+)/), let pid = Int32(m.1) else {
-            throw CheckFailure(message: "no process_id in INFO server of port \(port)", location: "SentinelServers")
+/// A daemonized `redis-server` the test command started (Integration/lib.sh `start_redis`), as it
+/// reports its own settings: a test can kill it and start it again on the same port, with the same
+/// files (a cluster node keeps its identity through its nodes file).
+public struct RedisDaemon: Sendable {
+    /// The settings read back with CONFIG GET.
+    private let settings: [String: String]
+    public let port: Int
+    /// The process id when it was read.
+    public let pid: Int32
+
+    /// Reads the settings of the server on `port`.
+    public init(port: Int) throws {
+        self.port = port
+        let raw = try RawRedis(port: port)
+        var found: [String: String] = [:]
+        for name in ["dir", "pidfile", "logfile", "dbfilename", "cluster-enabled", "cluster-port", "cluster-config-file",
+                     "cluster-node-timeout", "databases"] {
+            // "*2 $name $value" (values here hold no spaces)
+            let parts = try raw.command(["CONFIG", "GET", name]).split(separator: " ")
+            if parts.count == 3 { found[name] = String(parts[2].dropFirst()) }
         }
-        return pid
+        settings = found
+        let info = try raw.command(["INFO", "server"])
+        guard let m = info.firstMatch(of: /process_id:(\d+)/), let pid = Int32(m.1) else {
+            throw CheckFailure(message: "no process_id in INFO server of port \(port)", location: "RedisDaemon")
+        }
+        self.pid = pid
+    }
+
+    /// Starts it again (after it was killed) with the settings read, waits until it answers, and
+    /// records the new process for the test command to stop. Its dump file is removed first, so that
+    /// a replica starts empty and copies its primary afresh.
+    public func restart() throws {
+        guard let dir = settings["dir"], let pidfile = settings["pidfile"], let logfile = settings["logfile"],
+              let dbfilename = settings["dbfilename"] else {
+            throw CheckFailure(message: "CONFIG GET did not give dir, pidfile, logfile and dbfilename", location: "RedisDaemon")
+        }
+        try? FileManager.default.removeItem(atPath: pidfile)
+        try? FileManager.default.removeItem(atPath: dir + "/" + dbfilename)
+        var args = ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--daemonize", "yes",
+                    "--pidfile", pidfile, "--logfile", logfile, "--dir", dir, "--dbfilename", dbfilename,
+                    "--enable-debug-command", "local"]
+        if let databases = settings["databases"] { args += ["--databases", databases] }
+        if settings["cluster-enabled"] == "yes" {
+            for name in ["cluster-enabled", "cluster-port", "cluster-config-file", "cluster-node-timeout"] {
+                if let value = settings[name] { args += ["--" + name, value] }
+            }
+        }
+        let run = try runProgram("/usr/bin/redis-server", args, seconds: 20)
+        guard run.status == 0 else { throw CheckFailure(message: "redis-server exited with \(run.status)", location: "RedisDaemon") }
+        for _ in 0..<500 {
+            if let text = try? String(contentsOfFile: pidfile, encoding: .utf8), let pid = Int32(text.trimmingCharacters(in: .whitespacesAndNewlines)) {
+                recordSpawnedPID(pid)
+                for _ in 0..<500 {
+                    if (try? RawRedis(port: port).command(["PING"])) == "+PONG" { return }
+                    Thread.sleep(forTimeInterval: 0.01)
+                }
+                throw CheckFailure(message: "redis-server on \(port) did not answer after its restart", location: "RedisDaemon")
+            }
+            Thread.sleep(forTimeInterval: 0.01)
+        }
+        throw CheckFailure(message: "redis-server on \(port) wrote no pid file", location: "RedisDaemon")
     }
 }

@@ -20,6 +20,8 @@ extension Faults {
             let id: String
             let port: Int
             let primary: Bool
+            /// The id of a replica's primary ("-" for a primary).
+            let primaryID: String
             let failed: Bool
             let slots: [ClosedRange<Int>]
         }
@@ -41,7 +43,7 @@ extension Faults {
                             return a...(parts.count > 1 ? Int(parts[1]) ?? a : a)
                         }
                         return Node(id: String(f[0]), port: Int(portText) ?? 0, primary: f[2].contains("master"),
-                                    failed: f[2].contains("fail"), slots: slots)
+                                    primaryID: String(f[3]), failed: f[2].contains("fail"), slots: slots)
                     }
                 } catch {
                     lastError = error
@@ -142,11 +144,103 @@ extension Faults {
             ])
         }
 
+        /// A read answered with a wrong value.
+        struct WrongValue: Error, CustomStringConvertible {
+            let key: String
+            let got: String?
+            var description: String { "\(key) read back as \(got ?? "nil")" }
+        }
+
+        /// `READ_FROM_REPLICAS` with a replica killed (SIGKILL) under reads of its primary's slots: every
+        /// read is answered, by the primary, while the replica is gone; once it is started again and in
+        /// sync, reads reach it again.
+        @Test(.timeLimit(.minutes(3)))
+        func replicaKilledUnderReadsSendsThemToItsPrimaryUntilItIsBack() async throws {
+            let seeds = try TestServers.need(TestServers.redisCluster, "Redis Cluster")
+            let nodes = try await onPlainThread { try Self.nodes() }
+            let primaries = Dictionary(nodes.filter { $0.primary && !$0.failed && !$0.slots.isEmpty }.map { ($0.id, $0) }) { a, _ in a }
+            let victim = try #require(nodes.first { !$0.primary && !$0.failed && primaries[$0.primaryID] != nil }, "a live replica of a live primary")
+            let primary = try #require(primaries[victim.primaryID])
+            let daemon = try await onPlainThread { try RedisDaemon(port: victim.port) }
+            let cache = try Caches(settings: ["default": CacheSettings(
+                backend: "redis", location: ["redis+cluster://\(seeds)"],
+                options: Self.timeouts.merging(["READ_FROM_REPLICAS": true]) { $1 })]).default
+            // 64 keys in the primary's slots (the made key is ":1:<key>").
+            let keys: [String] = Array((0..<100_000).lazy.map { "replica-kill-\($0)" }
+                .filter { key in primary.slots.contains { $0.contains(clusterKeySlot(":1:" + key)) } }.prefix(64))
+            try await cache.async.setMany(Dictionary(uniqueKeysWithValues: keys.map { ($0, "value of \($0)") }))
+            @Sendable func onReplica() async -> Int { (try? await SentinelServers.getsAnswered(port: victim.port)) ?? 0 }
+            // Replication is asynchronous, and a cluster lists a replica some time after it joined:
+            // wait until reads of these keys reach the replica and find every value.
+            let reaching = try await eventuallyAsync(30) {
+                let before = await onReplica()
+                let found: [String: String] = (try? await cache.async.getMany(keys)) ?? [:]
+                let after = await onReplica()
+                return found.count == keys.count && after - before >= keys.count
+            }
+            try #require(reaching, "reads of the primary's slots never reached its replica")
+
+            @Sendable func check(_ key: String, _ got: String?) throws {
+                if got != "value of \(key)" { throw WrongValue(key: key, got: got) }
+            }
+            let log = CallLog()
+            let killedAt = Mutex<ContinuousClock.Instant?>(nil)
+            try await underLoad(
+                duration: .seconds(8), tasks: 32, threads: 2,
+                asyncCall: { w, i in
+                    let key = keys[(w * 7 + i) % keys.count]
+                    await log.run("async") { try check(key, try await cache.async.get(key)) }
+                },
+                blockingCall: { t, i in
+                    let key = keys[(t * 13 + i) % keys.count]
+                    log.run("blocking") { try check(key, try cache.get(key)) }
+                },
+                script: {
+                    try await Task.sleep(for: .seconds(2))
+                    killedAt.locked { $0 = .now }
+                    #expect(kill(daemon.pid, SIGKILL) == 0, "the replica was killed")
+                })
+            let killed = try #require(killedAt.locked { $0 })
+            log.expectEveryCallReturnedTypedWithin(Self.callBound)
+            // Reads are idempotent: one that met the dead replica went to the primary instead of failing.
+            let failed = log.all.filter { $0.outcome != .ok }.count
+            #expect(failed == 0, "no read failed: \(log.outcomeCounts)")
+            let afterKill = log.all.filter { $0.start >= killed && $0.outcome == .ok }.count
+            #expect(afterKill > 0, "reads were served after the kill")
+
+            // Back: started again on its port with its nodes file, it copies its primary; reads reach it.
+            try await onPlainThread { try daemon.restart() }
+            let restarted = ContinuousClock.now
+            let synced = try await eventuallyAsync(30) {
+                let info = (try? await onPlainThread { try RawRedis(port: victim.port).command(["INFO", "replication"]) }) ?? ""
+                return info.contains("master_link_status:up")
+            }
+            #expect(synced, "the restarted replica copied its primary")
+            let back = try await eventuallyAsync(30) {
+                let before = await onReplica()
+                for key in keys.prefix(16) where (try? await cache.async.get(key) as String?) != "value of \(key)" { return false }
+                for key in keys.prefix(16) where (try? await onPlainThread { try cache.get(key) as String? }) != "value of \(key)" { return false }
+                let after = await onReplica()
+                return after - before >= 32
+            }
+            #expect(back, "reads reached the replica again after its restart")
+            let backAfter = ContinuousClock.now - restarted
+            try await cache.async.deleteMany(keys)
+            Figures.record("redis cluster replica killed under reads (READ_FROM_REPLICAS, 32 tasks, 2 threads, SIGKILL, restarted)", [
+                "calls": log.all.count, "outcomes": log.outcomeCounts, "unfinished": log.unfinished,
+                "worst_call_ms": ms(log.worstLatency), "reads_after_kill": afterKill,
+                "reads_on_replica_again_after_restart_ms": ms(backAfter),
+            ])
+        }
+
         @Test(.timeLimit(.minutes(3)))
         func primaryKilledUnderLoadFailsOverToItsReplica() async throws {
             let cache = try Self.cache()
             let before = try await onPlainThread { try Self.nodes() }
-            let victim = try #require(before.first { $0.primary && !$0.failed && !$0.slots.isEmpty })
+            // A primary with a live replica to promote (an earlier test may have killed a replica).
+            let victim = try #require(before.first { p in
+                p.primary && !p.failed && !p.slots.isEmpty && before.contains { !$0.primary && !$0.failed && $0.primaryID == p.id }
+            })
             let victimSlots = victim.slots
             let info = try await onPlainThread { try RawRedis(port: victim.port).command(["INFO", "server"]) }
             let pidLine = info.split(whereSeparator: { $0.isNewline || $0 == " " }).first { $0.hasPrefix("process_id:") }

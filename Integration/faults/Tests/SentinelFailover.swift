@@ -145,7 +145,7 @@ extension Faults {
             let sentinels = try TestServers.need(TestServers.redisSentinels, "redis sentinels")
             let service = TestServers.redisSentinelService
             let replicaPort = try await SentinelServers.healthyReplicaPort(within: 60)
-            let replicaPID = try await SentinelServers.processID(port: replicaPort)
+            let replicaPID = try await onPlainThread { try RedisDaemon(port: replicaPort).pid }
             let cache = try Caches(settings: [
                 "default": CacheSettings(backend: "redis", location: ["redis+sentinel://\(sentinels)/\(service)/6"],
                                          options: Self.timeouts.merging(["READ_FROM_REPLICAS": true]) { $1 }),
