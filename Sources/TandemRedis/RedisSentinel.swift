@@ -297,6 +297,8 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
     /// A sentinel refused the login or the subscription: logged once until a subscription works.
     private var refusalLogged = false
     private var retry: TimerID?
+    /// Subscription attempts that failed since the last one that worked.
+    private var failuresInARow = 0
 
     init(loop: any TandemEventLoop, hosts: [ServerAddress], service: String, login: [[[UInt8]]], tls: TLSClientContext?,
          connectTimeout: Double, heard: @escaping @Sendable (SentinelEvent) -> Void) {
@@ -349,11 +351,23 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
         _ = withFormattedCommand(["SUBSCRIBE".bytes, "+switch-master".bytes, "-sdown".bytes, "+slave".bytes]) { s.write($0) }
     }
 
+    /// How long to wait before the next subscription attempt after `failures` in a row: 500 ms while
+    /// the sentinels are tried in turn the first time (a dead one is passed over quickly), then twice
+    /// as long at each further failure, up to 10 s (every sentinel down, or refusing the login, is
+    /// asked a few times a minute, not twice a second).
+    static func retryDelayMilliseconds(failuresInARow failures: Int, sentinels: Int) -> Int {
+        let beyond = failures - max(1, sentinels)
+        guard beyond > 0 else { return 500 }
+        return min(10_000, 500 << min(beyond, 5))
+    }
+
     private func tryAgainSoon() {
         closeSocket()
         broken = true
         guard running, retry == nil else { return }
-        retry = loop.schedule(after: .milliseconds(500)) { [self] in
+        failuresInARow += 1
+        let delay = Self.retryDelayMilliseconds(failuresInARow: failuresInARow, sentinels: hosts.count)
+        retry = loop.schedule(after: .milliseconds(Int64(delay))) { [self] in
             retry = nil
             subscribe()
         }
@@ -396,6 +410,7 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
             if broken { heard(.resubscribed) }
             broken = false
             refusalLogged = false
+            failuresInARow = 0
             return
         }
         guard kind == "message".bytes, case .bulk(let channel) = items[1], case .bulk(let payload) = items[2] else { return }

@@ -101,6 +101,43 @@ struct RedisSentinelTests {
 /// that nothing here can start a failover of the shared test servers).
 @Suite(.serialized, .enabled(if: TestServers.shouldRun(TestServers.redisURL != nil), Comment(rawValue: TestServers.skipMessage)))
 struct RedisSentinelLoginTests {
+    /// Connections a sentinel that wants `password` has accepted so far (INFO stats; this asking
+    /// connection included).
+    static func connectionsReceived(_ sentinel: ServerProcess, password: String) async throws -> Int {
+        let stats = try await onPlainThread { () throws -> String in
+            let raw = try RawRedis(port: sentinel.port)
+            _ = try raw.command(["AUTH", password])
+            return try raw.command(["INFO", "stats"])
+        }
+        guard let m = stats.firstMatch(of: /total_connections_received:(\d+)/), let n = Int(m.1) else {
+            throw CheckFailure(message: "no total_connections_received in INFO stats", location: "RedisSentinelLoginTests")
+        }
+        return n
+    }
+
+    /// The failover watcher of a cache whose SENTINEL_PASSWORD every sentinel refuses backs off (500 ms,
+    /// then twice as long at each refusal, up to 10 s) instead of logging in again twice a second for
+    /// as long as the cache lives. Over 6 s that is at most 4 attempts (12 without the backoff); a slow
+    /// machine only makes fewer.
+    @Test func aWatcherTheSentinelsRefuseBacksOff() async throws {
+        let primary = try await onPlainThread { try ServerProcess(.redis) }
+        defer { primary.stop() }
+        let sentinel = try await onPlainThread {
+            try ServerProcess(.sentinel, extraArguments: ["sentinel monitor guarded 127.0.0.1 \(primary.port) 1", "requirepass s3cret"])
+        }
+        defer { sentinel.stop() }
+        let json = #"{"default": {"BACKEND": "redis", "LOCATION": "redis+sentinel://127.0.0.1:\#(sentinel.port)/guarded", "#
+            + #""OPTIONS": {"CONNECT_TIMEOUT": 10, "COMMAND_TIMEOUT": 10, "SENTINEL_PASSWORD": "wrong"}}}"#
+        let cache = try Caches(json: Data(json.utf8)).default
+        await #expect(throws: CacheError.self) { try await cache.async.set("k", "v") }  // starts the watcher
+        let before = try await Self.connectionsReceived(sentinel, password: "s3cret")
+        try await Task.sleep(for: .seconds(6))
+        let after = try await Self.connectionsReceived(sentinel, password: "s3cret")
+        let attempts = after - before - 1  // less the second asking connection
+        #expect(attempts <= 6, "the watcher logged in \(attempts) times in 6 s")
+        withExtendedLifetime(cache) {}
+    }
+
     @Test(arguments: FaceKind.allCases)
     func sentinelsThatWantAPasswordGetSentinelPassword(_ face: FaceKind) async throws {
         let primary = try await onPlainThread { try ServerProcess(.redis) }
