@@ -144,12 +144,6 @@ extension Faults {
             ])
         }
 
-        /// A read answered with a wrong value.
-        struct WrongValue: Error, CustomStringConvertible {
-            let key: String
-            let got: String?
-            var description: String { "\(key) read back as \(got ?? "nil")" }
-        }
 
         /// `READ_FROM_REPLICAS` with a replica killed (SIGKILL) under reads of its primary's slots: every
         /// read is answered, by the primary, while the replica is gone; once it is started again and in
@@ -180,21 +174,9 @@ extension Faults {
             }
             try #require(reaching, "reads of the primary's slots never reached its replica")
 
-            @Sendable func check(_ key: String, _ got: String?) throws {
-                if got != "value of \(key)" { throw WrongValue(key: key, got: got) }
-            }
             let log = CallLog()
             let killedAt = Mutex<ContinuousClock.Instant?>(nil)
-            try await underLoad(
-                duration: .seconds(8), tasks: 32, threads: 2,
-                asyncCall: { w, i in
-                    let key = keys[(w * 7 + i) % keys.count]
-                    await log.run("async") { try check(key, try await cache.async.get(key)) }
-                },
-                blockingCall: { t, i in
-                    let key = keys[(t * 13 + i) % keys.count]
-                    log.run("blocking") { try check(key, try cache.get(key)) }
-                },
+            try await underReadLoad(cache, keys: keys, log: log, duration: .seconds(8), tasks: 32, threads: 2,
                 script: {
                     try await Task.sleep(for: .seconds(2))
                     killedAt.locked { $0 = .now }

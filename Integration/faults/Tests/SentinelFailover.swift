@@ -130,12 +130,6 @@ extension Faults {
         }
 
 
-        /// A wrong value read back: a read answered from the wrong key or corrupted.
-        struct WrongValue: Error, CustomStringConvertible {
-            let key: String
-            let got: String?
-            var description: String { "\(key) read back as \(got ?? "nil")" }
-        }
 
         /// `READ_FROM_REPLICAS` with the only replica frozen (SIGSTOP) until the sentinels hold it down:
         /// readers fall back to the primary and reads go on; once it is thawed and the sentinels list it
@@ -159,9 +153,6 @@ extension Faults {
             }
             try #require(copied, "the replica never had the keys")
 
-            @Sendable func check(_ key: String, _ got: String?) throws {
-                if got != "value of \(key)" { throw WrongValue(key: key, got: got) }
-            }
             let log = CallLog()
             let stoppedAt = Mutex<ContinuousClock.Instant?>(nil)
             let downAt = Mutex<ContinuousClock.Instant?>(nil)
@@ -169,16 +160,7 @@ extension Faults {
             let thawed = Atomic<Bool>(false)
             let thawedBox = Box(thawed)
             defer { if !thawedBox.value.load(ordering: .relaxed) { kill(pid_t(replicaPID), SIGCONT) } }
-            try await underLoad(
-                duration: .seconds(20), tasks: 32, threads: 2,
-                asyncCall: { w, i in
-                    let key = keys[(w * 7 + i) % keys.count]
-                    await log.run("async") { try check(key, try await cache.async.get(key)) }
-                },
-                blockingCall: { t, i in
-                    let key = keys[(t * 13 + i) % keys.count]
-                    log.run("blocking") { try check(key, try cache.get(key)) }
-                },
+            try await underReadLoad(cache, keys: keys, log: log, duration: .seconds(20), tasks: 32, threads: 2,
                 script: {
                     try await Task.sleep(for: .seconds(1))
                     stoppedAt.locked { $0 = .now }

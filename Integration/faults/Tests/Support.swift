@@ -166,3 +166,31 @@ func underLoad(
     while threadsDoneBox.value.load(ordering: .relaxed) < threads { try await Task.sleep(for: .milliseconds(10)) }
 }
 
+
+/// A read answered with a wrong value.
+struct WrongValue: Error, CustomStringConvertible {
+    let key: String
+    let got: String?
+    var description: String { "\(key) read back as \(got ?? "nil")" }
+}
+
+/// ``underLoad(duration:tasks:threads:asyncCall:blockingCall:script:)`` with every worker reading
+/// `keys` (each stored as "value of <key>") in both faces, logged in `log` as "async" and "blocking";
+/// a read that returns anything else is a ``WrongValue`` (an untyped failure in the log).
+func underReadLoad(_ cache: Cache, keys: [String], log: CallLog, duration: Duration, tasks: Int, threads: Int,
+                   script: @escaping @Sendable () async throws -> Void) async throws {
+    @Sendable func check(_ key: String, _ got: String?) throws {
+        if got != "value of \(key)" { throw WrongValue(key: key, got: got) }
+    }
+    try await underLoad(
+        duration: duration, tasks: tasks, threads: threads,
+        asyncCall: { w, i in
+            let key = keys[(w * 7 + i) % keys.count]
+            await log.run("async") { try check(key, try await cache.async.get(key)) }
+        },
+        blockingCall: { t, i in
+            let key = keys[(t * 13 + i) % keys.count]
+            log.run("blocking") { try check(key, try cache.get(key)) }
+        },
+        script: script)
+}
