@@ -47,10 +47,12 @@ import Testing
         #expect(Set(try await onLoop(a) { (0..<4).map { _ in picker.index() } }) == [0, 2], "on loop a: a's two resources, in turn")
         #expect(Set(try await onLoop(b) { (0..<4).map { _ in picker.index() } }) == [1, 3], "on loop b: b's two resources, in turn")
         // Off the loops, each thread keeps the loop it was given: the one its number names (threads are
-        // numbered in turn as they first ask, so consecutive threads take consecutive loops).
-        let fromThreads = try await withThrowingTaskGroup(of: ([Int], Int).self) { tasks in
-            for _ in 0..<4 { tasks.addTask { try await onPlainThread { ((0..<4).map { _ in picker.index() }, CallerThread.number) } } }
-            return try await tasks.reduce(into: [([Int], Int)]()) { $0.append($1) }
+        // numbered in turn as they first ask, so consecutive threads take consecutive loops). The
+        // threads run one after another: the turn among a loop's resources is shared by every caller,
+        // so threads calling at once could each meet the same resource every time.
+        var fromThreads: [([Int], Int)] = []
+        for _ in 0..<4 {
+            fromThreads.append(try await onPlainThread { ((0..<4).map { _ in picker.index() }, CallerThread.number) })
         }
         for (indices, number) in fromThreads {
             let expected: Set<Int> = number % 2 == 0 ? [0, 2] : [1, 3]
