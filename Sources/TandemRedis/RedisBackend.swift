@@ -55,6 +55,10 @@ final class RedisNode: Sendable {
 ///   to the primary; replicas copy writes asynchronously, so a
 ///   read right after a write may not see it yet. On `redis+cluster://` the same option sends reads
 ///   to the replicas of each slot's primary (behind `READONLY`).
+/// - Connections the server closed (a restart, `CLIENT KILL`, an idle timeout) are replaced at the
+///   next command. A read (`get`, `get_many`, `has_key`) that meets such a connection is sent once
+///   more on the new one, in both faces; a write is not (it may have been applied), and fails with
+///   ``CacheError/connectionFailed(server:reason:)``.
 /// - OPTIONS: `CONNECT_TIMEOUT` (s, 1), `COMMAND_TIMEOUT` (s, 1), `POOL_SIZE` (blocking connections
 ///   per server, 16), `POOL_TIMEOUT` (s to wait for a pooled connection, 1), `ASYNC_CONNECTIONS` (per
 ///   server; default one per loop, spread over the loops), `DB`, `USERNAME`, `PASSWORD` (the URL's credentials win), `READ_FROM_REPLICAS`
@@ -383,14 +387,26 @@ public final class RedisBackend: CacheBackend {
     /// GET on a loop-driven connection, pipelined with whatever else was sent in the same turn.
     public func asyncGet(_ key: String) async throws -> StoredValue? {
         let n = readNode
-        return try Self.mapGet(try await n.connection.command(RedisBackend.getCommand(key)), n)
+        return try Self.mapGet(try await Self.read(n, RedisBackend.getCommand(key)), n)
+    }
+
+    /// Sends a read on `node`'s loop-driven connection; when the connection fails under it (the server
+    /// closed it: a restart, `CLIENT KILL`, an idle timeout the loop had not seen yet), sends it once
+    /// more, on the connection made anew, as the blocking face retries an idempotent command. A
+    /// server that is down fails the second attempt at once.
+    private static func read(_ node: RedisNode, _ command: [[UInt8]]) async throws -> RedisValue {
+        do {
+            return try await node.connection.command(command)
+        } catch CacheError.connectionFailed {
+            return try await node.connection.command(command)
+        }
     }
 
     /// One MGET on a loop-driven connection.
     public func asyncGetMany(_ keys: [String]) async throws -> [String: StoredValue] {
         if keys.isEmpty { return [:] }
         let n = readNode
-        return try Self.mapMGet(try await n.connection.command(RedisBackend.mgetCommand(keys)), keys, n)
+        return try Self.mapMGet(try await Self.read(n, RedisBackend.mgetCommand(keys)), keys, n)
     }
 
     /// SET with PX (NX for `.add`) on the primary's loop-driven connection.
@@ -429,7 +445,7 @@ public final class RedisBackend: CacheBackend {
     /// EXISTS on a loop-driven connection.
     public func asyncHasKey(_ key: String) async throws -> Bool {
         let n = readNode
-        return try Self.mapInteger(try await n.connection.command(RedisBackend.existsCommand(key)), n) > 0
+        return try Self.mapInteger(try await Self.read(n, RedisBackend.existsCommand(key)), n) > 0
     }
 
     /// FLUSHDB on the primary's loop-driven connection (the whole database).
