@@ -56,9 +56,10 @@ final class RedisNode: Sendable {
 ///   read right after a write may not see it yet. On `redis+cluster://` the same option sends reads
 ///   to the replicas of each slot's primary (behind `READONLY`).
 /// - Connections the server closed (a restart, `CLIENT KILL`, an idle timeout) are replaced at the
-///   next command. A read (`get`, `get_many`, `has_key`) that meets such a connection is sent once
-///   more on the new one, in both faces; a write is not (it may have been applied), and fails with
-///   ``CacheError/connectionFailed(server:reason:)``.
+///   next command. An idempotent command that meets such a connection (`get`, `get_many`, `has_key`,
+///   `set`, `set_many`, `delete_many`, `clear`) is sent once more on the new one, in both faces; the
+///   others (`add`, `delete`, `incr`, `touch`: a lost reply cannot say whether they were applied)
+///   fail with ``CacheError/connectionFailed(server:reason:)``.
 /// - OPTIONS: `CONNECT_TIMEOUT` (s, 1), `COMMAND_TIMEOUT` (s, 1), `POOL_SIZE` (blocking connections
 ///   per server, 16), `POOL_TIMEOUT` (s to wait for a pooled connection, 1), `ASYNC_CONNECTIONS` (per
 ///   server; default one per loop, spread over the loops), `DB`, `USERNAME`, `PASSWORD` (the URL's credentials win), `READ_FROM_REPLICAS`
@@ -387,37 +388,47 @@ public final class RedisBackend: CacheBackend {
     /// GET on a loop-driven connection, pipelined with whatever else was sent in the same turn.
     public func asyncGet(_ key: String) async throws -> StoredValue? {
         let n = readNode
-        return try Self.mapGet(try await Self.read(n, RedisBackend.getCommand(key)), n)
+        return try Self.mapGet(try await Self.idempotent(n, RedisBackend.getCommand(key)), n)
     }
 
-    /// Sends a read on `node`'s loop-driven connection; when the connection fails under it (the server
-    /// closed it: a restart, `CLIENT KILL`, an idle timeout the loop had not seen yet), sends it once
-    /// more, on the connection made anew, as the blocking face retries an idempotent command. A
-    /// server that is down fails the second attempt at once.
-    private static func read(_ node: RedisNode, _ command: [[UInt8]]) async throws -> RedisValue {
+    /// Runs `attempt` (an idempotent command on a loop-driven connection); when the connection fails
+    /// under it (the server closed it: a restart, `CLIENT KILL`, an idle timeout the loop had not seen
+    /// yet), runs it once more, on the connection made anew: the same commands the blocking face
+    /// retries (``run(_:_:_:idempotent:)``). A server that is down fails the second attempt at once
+    /// (its connection is backing off).
+    private static func onceMore<R>(_ attempt: () async throws -> R) async throws -> R {
         do {
-            return try await node.connection.command(command)
+            return try await attempt()
         } catch CacheError.connectionFailed {
-            return try await node.connection.command(command)
+            return try await attempt()
         }
+    }
+
+    /// ``onceMore(_:)`` for one command on `node`.
+    private static func idempotent(_ node: RedisNode, _ command: [[UInt8]]) async throws -> RedisValue {
+        try await onceMore { try await node.connection.command(command) }
     }
 
     /// One MGET on a loop-driven connection.
     public func asyncGetMany(_ keys: [String]) async throws -> [String: StoredValue] {
         if keys.isEmpty { return [:] }
         let n = readNode
-        return try Self.mapMGet(try await Self.read(n, RedisBackend.mgetCommand(keys)), keys, n)
+        return try Self.mapMGet(try await Self.idempotent(n, RedisBackend.mgetCommand(keys)), keys, n)
     }
 
     /// SET with PX (NX for `.add`) on the primary's loop-driven connection.
     public func asyncSet(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) async throws -> Bool {
-        try Self.mapSet(try await primary.connection.command(RedisBackend.setCommand(key, value, expiry, mode)), primary)
+        let command = RedisBackend.setCommand(key, value, expiry, mode)
+        // SET is idempotent; SET NX (`add`) is not: a lost reply cannot say whether it stored the value.
+        let reply = mode == .set ? try await Self.idempotent(primary, command) : try await primary.connection.command(command)
+        return try Self.mapSet(reply, primary)
     }
 
     /// All the SETs in one write on the primary's loop-driven connection; returns the keys that failed.
     public func asyncSetMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) async throws -> [String] {
         if items.isEmpty { return [] }
-        let replies = try await primary.connection.pipeline(items.map { RedisBackend.setCommand($0.key, $0.value, expiry, .set) })
+        let commands = items.map { RedisBackend.setCommand($0.key, $0.value, expiry, .set) }
+        let replies = try await Self.onceMore { try await primary.connection.pipeline(commands) }
         return zip(items, replies).compactMap { item, reply in (try? Self.mapSet(reply, primary)) == true ? nil : item.key }
     }
 
@@ -429,7 +440,7 @@ public final class RedisBackend: CacheBackend {
     /// One DEL of every key on the primary's loop-driven connection.
     public func asyncDeleteMany(_ keys: [String]) async throws {
         if keys.isEmpty { return }
-        _ = try Self.mapInteger(try await primary.connection.command(RedisBackend.delCommand(keys)), primary)
+        _ = try Self.mapInteger(try await Self.idempotent(primary, RedisBackend.delCommand(keys)), primary)
     }
 
     /// INCRBY on the primary's loop-driven connection: atomic in the async face too.
@@ -445,11 +456,11 @@ public final class RedisBackend: CacheBackend {
     /// EXISTS on a loop-driven connection.
     public func asyncHasKey(_ key: String) async throws -> Bool {
         let n = readNode
-        return try Self.mapInteger(try await Self.read(n, RedisBackend.existsCommand(key)), n) > 0
+        return try Self.mapInteger(try await Self.idempotent(n, RedisBackend.existsCommand(key)), n) > 0
     }
 
     /// FLUSHDB on the primary's loop-driven connection (the whole database).
     public func asyncClear() async throws {
-        try Self.mapStatus(try await primary.connection.command(RedisBackend.flushCommand), primary)
+        try Self.mapStatus(try await Self.idempotent(primary, RedisBackend.flushCommand), primary)
     }
 }
