@@ -22,7 +22,7 @@ import Synchronization
 /// The hot paths are `@inlinable`: each caller gets code specialized for its `T`, instead of generic
 /// code that looks up type metadata on every call (which cost about 4% of the loop thread under a
 /// load of small HTTP requests).
-@usableFromInline package final class LoopPromise<T: Sendable>: Sendable, DeferredResume {
+@usableFromInline package final class LoopPromise<T: Sendable>: Sendable {
     @usableFromInline
     struct State {
         @usableFromInline var continuation: UnsafeContinuation<T, any Error>?
@@ -38,13 +38,16 @@ import Synchronization
         @usableFromInline var waiterOnLoop = false
         @inlinable init() {}
     }
-    @usableFromInline let state = Mutex(State())
+    /// Set in the initializer rather than by a default value: a stored property's default is
+    /// evaluated by a generic function of its own, which looks up `State<T>`'s metadata on every call.
+    @usableFromInline let state: Mutex<State>
     /// The loop whose thread runs the loop-side code and the cancellation cleanup (nil: the work
     /// runs elsewhere, and the cleanup runs on the cancelling thread).
     @usableFromInline package let loop: (any TandemEventLoop)?
 
     @inlinable
     init(loop: (any TandemEventLoop)?) {
+        self.state = Mutex(State())
         self.loop = loop
         LoopPromiseStats.createdCount.add(1, ordering: .relaxed)
     }
@@ -88,14 +91,17 @@ import Synchronization
         switch outcome {
         case .alreadyCompleted: return false
         case .noWaiterYet: return true
-        case .deferred: batch?.add(self); return true
+        case .deferred:
+            // A closure without captures, made in this specialized code: the batch resumes through
+            // it without generic code (no type metadata looked up per completion).
+            batch?.add(self) { unsafeDowncast($0, to: LoopPromise<T>.self).resumeDeferred() }
+            return true
         case .resumeNow(let c): resume(c, result); return true
         }
     }
 
-    /// Resumes a continuation whose completion was deferred to the loop's resume batch. It is reached
-    /// through the `DeferredResume` protocol, so it is specialized here (no tuple or generic type
-    /// metadata looked up at run time on this path).
+    /// Resumes a continuation whose completion was deferred to the loop's resume batch (reached
+    /// through the specialized closure ``complete(_:)`` hands the batch).
     @inlinable
     func resumeDeferred() {
         var result: Result<T, any Error>?
@@ -187,10 +193,17 @@ enum Completion<T: Sendable> {
     case resumeNow(UnsafeContinuation<T, any Error>)
 }
 
-/// A completed promise whose continuation waits in a loop's resume batch.
+/// A completed promise whose continuation waits in a loop's resume batch, with the function that
+/// resumes it (specialized for the promise's type where it was completed).
 @usableFromInline
-protocol DeferredResume: AnyObject, Sendable {
-    func resumeDeferred()
+struct DeferredResume: Sendable {
+    @usableFromInline let promise: any AnyObject & Sendable
+    @usableFromInline let resume: @Sendable (AnyObject) -> Void
+    @inlinable init(promise: any AnyObject & Sendable, resume: @escaping @Sendable (AnyObject) -> Void) {
+        self.promise = promise
+        self.resume = resume
+    }
+    @inlinable func run() { resume(promise) }
 }
 
 /// Runs `start` on `loop`'s thread with a fresh promise and waits for it without blocking a thread.
@@ -254,10 +267,11 @@ package func withPromise<T: Sendable>(waiterLoop: (any TandemEventLoop)?, _ star
 /// A lone one is resumed on the loop thread, as it would have been at once; several are handed to the
 /// global executor in a single hop, so that the loop thread (the busy one under load) does not pay one
 /// wake-up of a cooperative thread per completion. Each continuation is still resumed exactly once.
-/// The batch holds the completed promises themselves (no closure per completion).
+/// The batch holds the completed promises with a capture-free resume function each (nothing allocated
+/// per completion beyond the array slot).
 @usableFromInline
 final class ResumeBatch {
-    private var items: [any DeferredResume] = []
+    private var items: [DeferredResume] = []
     private static let slot = ThreadSlot()
 
     /// The batch of the loop running on this thread, if it batches.
@@ -276,7 +290,9 @@ final class ResumeBatch {
     }
 
     @usableFromInline
-    func add(_ item: any DeferredResume) { items.append(item) }
+    func add(_ promise: any AnyObject & Sendable, _ resume: @escaping @Sendable (AnyObject) -> Void) {
+        items.append(DeferredResume(promise: promise, resume: resume))
+    }
 
     /// Resumes what the turn completed.
     func flush() {
@@ -284,17 +300,17 @@ final class ResumeBatch {
         if items.count == 1 {
             let item = items[0]
             items.removeAll(keepingCapacity: true)
-            item.resumeDeferred()
+            item.run()
             return
         }
         let batch = HandedBatch(items: items)
         items = []
         items.reserveCapacity(batch.items.count)
-        DispatchQueue.global().async { for item in batch.items { item.resumeDeferred() } }
+        DispatchQueue.global().async { for item in batch.items { item.run() } }
     }
 }
 
 /// A batch of completed promises handed to another thread to resume.
 struct HandedBatch: Sendable {
-    let items: [any DeferredResume]
+    let items: [DeferredResume]
 }
