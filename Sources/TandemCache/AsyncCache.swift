@@ -9,7 +9,7 @@ public struct AsyncCache: Sendable {
     /// Returns the value of `key`, or nil when it is missing; see ``Cache/get(_:version:)``.
     public func get<V: CacheValue>(_ key: String, version: Int? = nil) async throws -> V? {
         let k = try core.key(key, version)
-        return try core.decode(try await core.runReadAsync(.get) { try await core.backend.asyncGet(k) }, key: k)
+        return try core.decode(try await core.asyncGet(k), key: k)
     }
 
     /// Returns the value of `key`, or `default` when it is missing.
@@ -163,7 +163,7 @@ public struct AsyncCache: Sendable {
 
     /// The value of `made` as this caller's type and as stored, if it is there.
     private func readShared<V: CacheValue>(_ made: String) async throws -> (V, StoredValue)? {
-        guard let stored = try await core.runReadAsync(.get, { try await core.backend.asyncGet(made) }),
+        guard let stored = try await core.asyncGet(made),
               let v: V = try core.decode(stored, key: made) else { return nil }
         return (v, stored)
     }

@@ -80,6 +80,8 @@ final class CacheCore: Sendable {
     let breaker: CircuitBreaker?
     /// Where spans go (nil: no tracing).
     let tracer: (any Tracer)?
+    /// No tracer, breaker or latency timing: a call needs only the shutdown gate and the error count.
+    private let plain: Bool
 
     /// The early-refresh beta a `getOrSet` call uses: the call's (0 or less: off), else the cache's.
     func earlyRefreshBeta(_ call: Double?) -> Double? {
@@ -118,6 +120,7 @@ final class CacheCore: Sendable {
         self.metrics = CacheMetrics(alias: alias, factory: metricsFactory)
         self.logger = logger
         self.guarded = backend.waitsOnIO
+        self.plain = self.tracer == nil && breaker == nil && !metrics.timing
     }
 
     // MARK: preparation shared by both faces
@@ -245,6 +248,23 @@ final class CacheCore: Sendable {
     @inline(__always)
     func runRead(_ op: CacheOp, _ body: () throws -> StoredValue?) throws -> StoredValue? {
         try run(op, fallback: .some(nil), body)
+    }
+
+    /// The backend's async GET of the made key `k`, as ``runReadAsync(_:_:)`` runs it. Neither generic
+    /// nor inlined into the caller, and with one suspension point on the plain path (no tracer,
+    /// breaker or timing): a caller's task keeps every frame on the path of a call in flight
+    /// allocated, so this path stays small and the rest lives in ``asyncGetTraced(_:)``.
+    @inline(never)
+    func asyncGet(_ k: String) async throws -> StoredValue? {
+        guard plain else { return try await asyncGetTraced(k) }
+        try enter()
+        defer { leave() }
+        do { return try await backend.asyncGet(k) } catch { return try failOpen(.get, error, .some(nil), reached: true) }
+    }
+
+    @inline(never)
+    private func asyncGetTraced(_ k: String) async throws -> StoredValue? {
+        try await runReadAsync(.get) { try await backend.asyncGet(k) }
     }
 
     /// ``runRead(_:_:)`` for the async face.

@@ -34,6 +34,9 @@ public final class UpstreamClient: Sendable {
     let backgroundRefreshes = BackgroundRefreshes()
     /// Where spans go (nil: no tracing).
     let tracer: (any Tracer)?
+    /// No tracer, response cache, retry or hedging policy: a call that brings no policy of its own is
+    /// one attempt.
+    let plainRequests: Bool
     /// The async face (it keeps the client alive while in use).
     public var async: AsyncUpstreamClient { AsyncUpstreamClient(client: self) }
 
@@ -51,6 +54,8 @@ public final class UpstreamClient: Sendable {
         self.loops = ls
         self.configuration = configuration
         self.tracer = CacheTracing.resolve(configuration.tracer)
+        self.plainRequests = tracer == nil && configuration.responseCaching == nil && configuration.retryPolicy == nil
+            && configuration.hedgingPolicy == nil
         var perLoop = configuration
         if ls.count > 1 {
             func share(_ limit: Int) -> Int { limit > 0 ? max(1, limit / ls.count) : limit }
@@ -144,7 +149,19 @@ public struct AsyncUpstreamClient: Sendable {
     /// is tried again as the policy says; see ``RetryPolicy``. With ``UpstreamClientConfiguration/responseCaching``
     /// a GET is answered from the cache when RFC 9111 allows; see ``ResponseCaching``. With a hedging policy (the call's, else
     /// the client's when the call brings no retry policy) copies go out as ``HedgingPolicy`` says.
+    ///
+    /// A plain request (no span, response cache, retry or hedging policy) goes straight to one attempt:
+    /// a task keeps the frame of every function on its path allocated while its request is in flight,
+    /// so the features a call does not use stay in functions of their own, off its path.
     public func send(_ request: UpstreamRequest, retry: RetryPolicy? = nil, hedge: HedgingPolicy? = nil) async throws -> UpstreamResponse {
+        if retry == nil && hedge == nil && client.plainRequests { return try await sendOnce(request) }
+        return try await sendWithFeatures(request, retry: retry, hedge: hedge)
+    }
+
+    /// ``send(_:retry:hedge:)`` in a span when there is a tracer, through the response cache when
+    /// there is one, under the retry or hedging policy.
+    @inline(never)
+    private func sendWithFeatures(_ request: UpstreamRequest, retry: RetryPolicy?, hedge: HedgingPolicy?) async throws -> UpstreamResponse {
         guard let tracer = client.tracer else { return try await sendRouted(request, retry: retry, hedge: hedge) }
         return try await HTTPTracing.span(tracer, request) { try await sendRouted(request, retry: retry, hedge: hedge) }
     }
@@ -163,6 +180,14 @@ public struct AsyncUpstreamClient: Sendable {
             return try await sendHedged(request, hedging)
         }
         guard let policy = retry ?? client.configuration.retryPolicy else { return try await sendOnce(request) }
+        return try await sendRetrying(request, policy)
+    }
+
+    /// ``send(_:retry:hedge:)`` under a retry policy. A function of its own: its frame (the request,
+    /// the last answer, the policy's state) is large, and a caller's task keeps every frame on its
+    /// path allocated while a request is in flight, so calls without a policy do not carry it.
+    @inline(never)
+    private func sendRetrying(_ request: UpstreamRequest, _ policy: RetryPolicy) async throws -> UpstreamResponse {
         try request.validate()
         if let problem = policy.problem { throw UpstreamError.invalidRequest(reason: problem) }
         let mayRetry = policy.retryNonIdempotent || RetryPolicy.idempotentMethods.contains(request.method.rawValue.uppercased())
@@ -205,6 +230,7 @@ public struct AsyncUpstreamClient: Sendable {
     }
 
     /// Sends the copies of a hedged request; the first response wins and the others are cancelled.
+    @inline(never)
     private func sendHedged(_ request: UpstreamRequest, _ policy: HedgingPolicy) async throws -> UpstreamResponse {
         try request.validate()
         if let problem = policy.problem { throw UpstreamError.invalidRequest(reason: problem) }

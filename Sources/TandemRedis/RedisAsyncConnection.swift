@@ -73,23 +73,41 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     // MARK: from any thread
 
     /// Sends one command and waits for its reply without blocking a thread.
-    func command(_ args: [[UInt8]]) async throws -> RedisValue {
-        do {
-            return try await withLoopPromise(on: loop) { (p: LoopPromise<RedisValue>) in
-                self.send(args) { r in p.complete(r.mapError { $0 }) }
+    ///
+    /// - Parameter idempotent: when the connection fails under the command (the server closed it: a
+    ///   restart, `CLIENT KILL`, an idle timeout the loop had not seen yet), send it once more, on the
+    ///   connection made anew: what the blocking face does for the same commands. A server that is
+    ///   down fails the second attempt at once (the connection is backing off). The retry is a loop
+    ///   around one suspension point rather than a wrapper function: every async frame on this path
+    ///   stays allocated in the caller's task while the command is in flight.
+    func command(_ args: [[UInt8]], idempotent: Bool = false) async throws -> RedisValue {
+        var again = idempotent
+        while true {
+            do {
+                return try await withLoopPromise(on: loop) { (p: LoopPromise<RedisValue>) in
+                    self.send(args) { r in p.complete(r.mapError { $0 }) }
+                }
+            } catch CacheError.connectionFailed where again {
+                again = false
+            } catch TandemError.loopShutDown {
+                throw CacheError.shutDown("the event loop of \(endpoint.description)")
             }
-        } catch TandemError.loopShutDown {
-            throw CacheError.shutDown("the event loop of \(endpoint.description)")
         }
     }
 
-    /// Sends several commands in one write and waits for all their replies.
-    func pipeline(_ commands: [[[UInt8]]]) async throws -> [RedisValue] {
+    /// Sends several commands in one write and waits for all their replies (`idempotent`: as for
+    /// ``command(_:idempotent:)``, the whole pipeline once more).
+    func pipeline(_ commands: [[[UInt8]]], idempotent: Bool = false) async throws -> [RedisValue] {
         if commands.isEmpty { return [] }
-        do {
-            return try await pipelineOnLoop(commands)
-        } catch TandemError.loopShutDown {
-            throw CacheError.shutDown("the event loop of \(endpoint.description)")
+        var again = idempotent
+        while true {
+            do {
+                return try await pipelineOnLoop(commands)
+            } catch CacheError.connectionFailed where again {
+                again = false
+            } catch TandemError.loopShutDown {
+                throw CacheError.shutDown("the event loop of \(endpoint.description)")
+            }
         }
     }
 

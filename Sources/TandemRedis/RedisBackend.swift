@@ -391,22 +391,12 @@ public final class RedisBackend: CacheBackend {
         return try Self.mapGet(try await Self.idempotent(n, RedisBackend.getCommand(key)), n)
     }
 
-    /// Runs `attempt` (an idempotent command on a loop-driven connection); when the connection fails
-    /// under it (the server closed it: a restart, `CLIENT KILL`, an idle timeout the loop had not seen
-    /// yet), runs it once more, on the connection made anew: the same commands the blocking face
-    /// retries (``run(_:_:_:idempotent:)``). A server that is down fails the second attempt at once
-    /// (its connection is backing off).
-    private static func onceMore<R>(_ attempt: () async throws -> R) async throws -> R {
-        do {
-            return try await attempt()
-        } catch CacheError.connectionFailed {
-            return try await attempt()
-        }
-    }
-
-    /// ``onceMore(_:)`` for one command on `node`.
+    /// One idempotent command on `node`'s loop-driven connection, sent once more if the server closed
+    /// the connection under it: the same commands the blocking face retries (``run(_:_:_:idempotent:)``);
+    /// see ``RedisAsyncConnection/command(_:idempotent:)``.
+    @inline(__always)
     private static func idempotent(_ node: RedisNode, _ command: [[UInt8]]) async throws -> RedisValue {
-        try await onceMore { try await node.connection.command(command) }
+        try await node.connection.command(command, idempotent: true)
     }
 
     /// One MGET on a loop-driven connection.
@@ -428,7 +418,7 @@ public final class RedisBackend: CacheBackend {
     public func asyncSetMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) async throws -> [String] {
         if items.isEmpty { return [] }
         let commands = items.map { RedisBackend.setCommand($0.key, $0.value, expiry, .set) }
-        let replies = try await Self.onceMore { try await primary.connection.pipeline(commands) }
+        let replies = try await primary.connection.pipeline(commands, idempotent: true)
         return zip(items, replies).compactMap { item, reply in (try? Self.mapSet(reply, primary)) == true ? nil : item.key }
     }
 
