@@ -3,6 +3,11 @@
  *   socket: driven the way Tandem drives curl (the multi-socket API: curl_multi_socket_action on epoll
  *           readiness, curl's socket and timer callbacks), with nothing else on top; it shows what
  *           the API Tandem must use costs by itself.
+ * Both modes do the work Tandem does for each request: the same options (request and connect
+ * timeouts, which make curl keep timers; Tandem's User-Agent; no `Expect:`; HTTP protocols only; the
+ * body size limit), the response's header lines and body copied into buffers of the handle (reset for
+ * each request, as Tandem's transfer starts empty), and the status code read and checked (not 200
+ * counts as a failure).
  * Usage: curl_multi_gets URL CONCURRENCY SECONDS [perform|socket] ; prints requests per second. */
 #include <curl/curl.h>
 #include <stdio.h>
@@ -18,7 +23,39 @@ static long curl_timeout_ms = -1;
 static unsigned registered[65536];
 static long done = 0, failed = 0;
 
-static size_t discard(char *p, size_t s, size_t n, void *u) { (void)p; (void)u; return s * n; }
+/* What one handle received: header lines and body, kept between requests and emptied for each. */
+struct received {
+    char *headers, *body;
+    size_t header_len, header_cap, body_len, body_cap;
+};
+
+static const size_t max_body = 16u * 1024 * 1024;  /* Tandem's default maxBodyBytes */
+
+static int append(char **buf, size_t *len, size_t *cap, const char *p, size_t n) {
+    if (*len + n > *cap) {
+        size_t c = *cap ? *cap : 256;
+        while (c < *len + n) c *= 2;
+        char *b = realloc(*buf, c);
+        if (!b) return 0;
+        *buf = b;
+        *cap = c;
+    }
+    memcpy(*buf + *len, p, n);
+    *len += n;
+    return 1;
+}
+
+static size_t on_body(char *p, size_t s, size_t n, void *u) {
+    struct received *r = u;
+    if (r->body_len + s * n > max_body) return 0;
+    return append(&r->body, &r->body_len, &r->body_cap, p, s * n) ? s * n : 0;
+}
+
+static size_t on_header(char *p, size_t s, size_t n, void *u) {
+    struct received *r = u;
+    if (s * n >= 5 && memcmp(p, "HTTP/", 5) == 0) r->header_len = 0;  /* a new response */
+    return append(&r->headers, &r->header_len, &r->header_cap, p, s * n) ? s * n : 0;
+}
 
 static double now(void) {
     struct timespec ts;
@@ -52,8 +89,13 @@ static void restart_finished(CURLM *multi) {
     while ((m = curl_multi_info_read(multi, &left)) != NULL) {
         if (m->msg != CURLMSG_DONE) continue;
         CURL *e = m->easy_handle;
-        if (m->data.result == CURLE_OK) done++; else failed++;
+        long status = 0;
+        curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
+        if (m->data.result == CURLE_OK && status == 200) done++; else failed++;
         curl_multi_remove_handle(multi, e);
+        struct received *r = NULL;
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, (char **)&r);
+        r->header_len = r->body_len = 0;
         curl_multi_add_handle(multi, e);
     }
 }
@@ -88,11 +130,32 @@ int main(int argc, char **argv) {
         curl_multi_setopt(multi, CURLMOPT_SOCKETFUNCTION, on_socket);
         curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_timer);
     }
+    struct curl_slist *headers = curl_slist_append(NULL, "Expect:");
+    struct received *received = calloc((size_t)concurrency, sizeof *received);
     for (int i = 0; i < concurrency; i++) {
         CURL *e = curl_easy_init();
         curl_easy_setopt(e, CURLOPT_URL, url);
-        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, discard);
+        curl_easy_setopt(e, CURLOPT_PRIVATE, &received[i]);
+        curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
+        curl_easy_setopt(e, CURLOPT_WRITEDATA, &received[i]);
+        curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+        curl_easy_setopt(e, CURLOPT_HEADERDATA, &received[i]);
         curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+        curl_easy_setopt(e, CURLOPT_PROTOCOLS, (long)(CURLPROTO_HTTP | CURLPROTO_HTTPS));  /* as Tandem sets it */
+#pragma GCC diagnostic pop
+        curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, 5000L);
+        curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, 30000L);
+        curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)max_body);
+        curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+        curl_easy_setopt(e, CURLOPT_MAXREDIRS, 5L);
+        curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_2TLS);
+        curl_easy_setopt(e, CURLOPT_USERAGENT, "tandem/0.1.0");
+        curl_easy_setopt(e, CURLOPT_PROXY, "");
+        curl_easy_setopt(e, CURLOPT_NOPROXY, "");
+        curl_easy_setopt(e, CURLOPT_HTTPHEADER, headers);
+        curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
         curl_multi_add_handle(multi, e);
     }
     double start = now(), end = start + seconds;
