@@ -131,9 +131,12 @@ int main(int argc, char **argv) {
         curl_multi_setopt(multi, CURLMOPT_TIMERFUNCTION, on_timer);
     }
     struct curl_slist *headers = curl_slist_append(NULL, "Expect:");
+    /* main owns the handles, their buffers and the header list, and frees them at the end. */
     struct received *received = calloc((size_t)concurrency, sizeof *received);
+    CURL **easies = calloc((size_t)concurrency, sizeof *easies);
+    if (!received || !easies) { fprintf(stderr, "out of memory\n"); return 1; }
     for (int i = 0; i < concurrency; i++) {
-        CURL *e = curl_easy_init();
+        CURL *e = easies[i] = curl_easy_init();
         curl_easy_setopt(e, CURLOPT_URL, url);
         curl_easy_setopt(e, CURLOPT_PRIVATE, &received[i]);
         curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_body);
@@ -170,6 +173,16 @@ int main(int argc, char **argv) {
         if (!socket_api) curl_multi_poll(multi, NULL, 0, 100, NULL);
     }
     double elapsed = now() - start;
+    for (int i = 0; i < concurrency; i++) {
+        curl_multi_remove_handle(multi, easies[i]);
+        curl_easy_cleanup(easies[i]);
+        free(received[i].headers);
+        free(received[i].body);
+    }
+    curl_multi_cleanup(multi);
+    curl_slist_free_all(headers);
+    free(easies);
+    free(received);
     if (failed > done / 100) { fprintf(stderr, "%ld requests failed\n", failed); return 1; }
     printf("%.1f\n", done / elapsed);
     return 0;

@@ -93,7 +93,9 @@ import Synchronization
         case .noWaiterYet: return true
         case .deferred:
             // A closure without captures, made in this specialized code: the batch resumes through
-            // it without generic code (no type metadata looked up per completion).
+            // it without generic code (no type metadata looked up per completion). The downcast is
+            // sound because `DeferredResume.run()` only ever passes the closure the promise it was
+            // stored with, which is `self`, a `LoopPromise<T>`.
             batch?.add(self) { unsafeDowncast($0, to: LoopPromise<T>.self).resumeDeferred() }
             return true
         case .resumeNow(let c): resume(c, result); return true
