@@ -83,7 +83,9 @@ async def handle(reader, writer):
                 code = int(arg or 200)
                 writer.write(response(code, f"status {code}".encode(), keep_alive=keep))
             elif name == "bytes":
-                writer.write(response(200, b"x" * int(arg or 0), keep_alive=keep))
+                r = response(200, b"x" * int(arg or 0), keep_alive=keep)
+                # A HEAD answer has the GET answer's headers and no body.
+                writer.write(r.split(b"\r\n\r\n", 1)[0] + b"\r\n\r\n" if method == "HEAD" else r)
             elif name == "echo":
                 payload = {"method": method, "path": target, "headers": headers, "header_lines": header_lines,
                            "body": body.decode("utf-8", "replace")}
