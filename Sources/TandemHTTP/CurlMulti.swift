@@ -394,6 +394,12 @@ final class CurlMulti: @unchecked Sendable {
         _ = ccurl_easy_setopt_closesocket_callback(easy, closeSocketCallback)
         _ = ccurl_easy_setopt_pointer(easy, CURLOPT_CLOSESOCKETDATA, me)
         _ = ccurl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
+        // Each easy handle keeps a receive buffer for as long as it lives (in flight or pooled): 8 KB
+        // instead of curl's 16 KB. Measured with 64 concurrent GETs against nginx, against 16 KB:
+        // 64 KB bodies 0.63-0.67 of the C loop instead of 0.57-0.58 (the buffers stay in cache), 1 MB
+        // bodies and small ones the same within noise, and 1,000 requests in flight 2.5 MB less
+        // resident (inflight-10k). 4 KB lost 10-15 % on 64 KB and 1 MB bodies.
+        _ = ccurl_easy_setopt_long(easy, CURLOPT_BUFFERSIZE, 8192)
         _ = ccurl_easy_setopt_long(easy, CURLOPT_PROTOCOLS, Int(CURLPROTO_HTTP | CURLPROTO_HTTPS))
         _ = ccurl_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, milliseconds(c.connectTimeout))
         _ = ccurl_easy_setopt_off(easy, CURLOPT_MAXFILESIZE_LARGE, curl_off_t(c.maxBodyBytes))
