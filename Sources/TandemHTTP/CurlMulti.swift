@@ -66,6 +66,17 @@ private let writeCallback: ccurl_data_callback = { data, size, count, user in
         t.tooLarge = true
         return 0  // aborts the transfer with CURLE_WRITE_ERROR
     }
+    if t.body.isEmpty, let easy = t.easy {
+        // The first bytes of the body: make room for all that the answer announced (libcurl's parse
+        // of its Content-Length; -1 when none), so that a large body is not copied at every doubling
+        // of the buffer. At most 1 MB ahead of the bytes: a server that announces more than it sends
+        // makes the client allocate no more than that.
+        var announced: curl_off_t = -1
+        if ccurl_easy_getinfo_off(easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &announced) == CURLE_OK,
+           announced > t.body.capacity, announced <= t.maxBody {
+            t.body.reserveCapacity(Int(min(announced, 1 << 20)))
+        }
+    }
     if let data { t.body.append(contentsOf: UnsafeRawBufferPointer(start: data, count: n)) }
     return n
 }
@@ -79,37 +90,9 @@ private let headerCallback: ccurl_data_callback = { data, size, count, user in
     if n >= 5, line[0] == UInt8(ascii: "H"), line[1] == UInt8(ascii: "T"), line[2] == UInt8(ascii: "T"),
        line[3] == UInt8(ascii: "P"), line[4] == UInt8(ascii: "/") {
         t.rawHeaders.removeAll(keepingCapacity: true)  // a new response (after a redirect or 100-continue)
-    } else if t.request.method != .head, let length = contentLength(line), length > t.body.capacity, length <= t.maxBody {
-        // Room for the whole body at once: growing by doubling copied a 1 MB body about ten times,
-        // each time into fresh pages (1 MB GETs ran at 0.61 of the C loop's rate; 0.91-1.0 now).
-        t.body.reserveCapacity(length)
     }
     t.rawHeaders.append(contentsOf: line)
     return n
-}
-
-/// The value of a `Content-Length` header line, if `line` is one with a valid decimal value.
-private func contentLength(_ line: UnsafeRawBufferPointer) -> Int? {
-    let name = "content-length:".utf8
-    guard line.count > name.count else { return nil }
-    for (i, c) in name.enumerated() where line[i] | 0x20 != c { return nil }
-    var value = 0
-    var digits = 0
-    for byte in line[name.count...] {
-        switch byte {
-        case UInt8(ascii: "0")...UInt8(ascii: "9"):
-            let (m, o1) = value.multipliedReportingOverflow(by: 10)
-            let (a, o2) = m.addingReportingOverflow(Int(byte - UInt8(ascii: "0")))
-            if o1 || o2 { return nil }
-            value = a
-            digits += 1
-        case UInt8(ascii: " "), UInt8(ascii: "\t"), UInt8(ascii: "\r"), UInt8(ascii: "\n"):
-            continue
-        default:
-            return nil
-        }
-    }
-    return digits > 0 ? value : nil
 }
 
 private let openSocketCallback: ccurl_opensocket_callback = { user, _, address in

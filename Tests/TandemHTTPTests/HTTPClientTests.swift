@@ -426,9 +426,9 @@ struct HTTPClientTests {
         }
     }
 
-    /// A body announced by `Content-Length` is received into one buffer of that size (growing by
-    /// doubling copied a large body about ten times), and arrives whole on both faces; a HEAD answer's
-    /// `Content-Length` reserves nothing.
+    /// A body announced by `Content-Length` (up to 1 MB) is received into one buffer of that size
+    /// (growing by doubling copied a large body about ten times), and arrives whole on both faces; a
+    /// HEAD answer's `Content-Length` reserves nothing.
     @Test(arguments: TestLoops.Kind.allCases)
     func largeBodyIsReceivedIntoOneBufferOfItsAnnouncedSize(_ loop: TestLoops.Kind) async throws {
         let base = try upstream()
