@@ -142,15 +142,19 @@ import Synchronization
         if runNow { canceller.promiseCancelled() }
     }
 
+    /// Installs the waiting task's continuation; if the promise was already completed (its task was
+    /// cancelled first), resumes it at once and returns false: the work is not to be started.
     @inlinable
-    func install(_ c: UnsafeContinuation<T, any Error>, waiterOnLoop: Bool = false) {
+    func install(_ c: UnsafeContinuation<T, any Error>, waiterOnLoop: Bool = false) -> Bool {
         let ready = state.locked { s -> Result<T, any Error>? in
             if let r = s.result { return r }
             s.continuation = c
             s.waiterOnLoop = waiterOnLoop
             return nil
         }
-        if let ready { resume(c, ready) }
+        guard let ready else { return true }
+        resume(c, ready)
+        return false
     }
 
     @inlinable
@@ -222,8 +226,7 @@ package func withLoopPromise<T: Sendable>(
         // continuation is enough.
         try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<T, any Error>) in
             let onLoop = loop.inEventLoop
-            promise.install(c, waiterOnLoop: onLoop)
-            if promise.isCompleted { return }
+            guard promise.install(c, waiterOnLoop: onLoop) else { return }
             if onLoop {
                 start(promise)
             } else {
@@ -257,8 +260,7 @@ package func withPromise<T: Sendable>(waiterLoop: (any TandemEventLoop)?, _ star
     let promise = LoopPromise<T>(loop: nil)
     return try await withTaskCancellationHandler {
         try await withUnsafeThrowingContinuation { (c: UnsafeContinuation<T, any Error>) in
-            promise.install(c, waiterOnLoop: waiterLoop?.inEventLoop ?? false)
-            if !promise.isCompleted { start(promise) }
+            if promise.install(c, waiterOnLoop: waiterLoop?.inEventLoop ?? false) { start(promise) }
         }
     } onCancel: {
         promise.cancel()

@@ -1,18 +1,22 @@
 import Logging
+import Synchronization
 import TandemCache
 import TandemLoop
 
 /// One Redis connection driven by an event loop: the loop does the socket I/O, hiredis's reply reader
 /// parses, hiredis's formatter builds the commands.
 ///
-/// Everything submitted in one loop turn goes out in one write (auto-pipelining). Replies come back
+/// Everything submitted in one loop turn goes out in one write (auto-pipelining). Commands from other
+/// threads wait in a queue that one loop job drains, with the waiting task's promise (no closure, no
+/// inbox entry per command). Replies come back
 /// in order. A command that outlives its timeout fails with ``CacheError/timeout(operation:server:)``
 /// and its late reply is dropped; a broken connection fails every pending command with a typed error
 /// and the next command reconnects (with backoff after failed attempts).
 final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
-    // Why @unchecked Sendable is safe: every mutable field below is only touched on `loop`'s thread.
-    // The only entry points from other threads are `command`/`pipeline`/`shutdown`, which hop to the
-    // loop with `withLoopPromise` / `execute` before touching anything.
+    // Why @unchecked Sendable is safe: every mutable field below is only touched on `loop`'s thread,
+    // except `incoming`, a Mutex. The only entry points from other threads are `command` (which only
+    // queues under that Mutex and schedules the drain with `execute`), `pipeline` and `shutdown`
+    // (which hop to the loop with `withLoopPromise` / `execute` before touching anything).
 
     let loop: any TandemEventLoop
     let target: RedisTarget
@@ -30,9 +34,37 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
         /// The loop shut down: every command fails at once.
         case closed
     }
+    /// Where a command's reply goes: the promise of the task that sent it (no closure per command),
+    /// or a closure (the handshake's commands, the parts of a pipeline).
+    private enum Waiter {
+        case promise(LoopPromise<RedisValue>)
+        case callback((Result<RedisValue, CacheError>) -> Void)
+
+        func finish(_ result: Result<RedisValue, CacheError>) {
+            switch self {
+            case .promise(let p):
+                switch result {
+                case .success(let v): p.succeed(v)
+                case .failure(let e): p.fail(e)
+                }
+            case .callback(let f): f(result)
+            }
+        }
+    }
     private struct Pending {
         let deadline: UInt64
-        let done: (Result<RedisValue, CacheError>) -> Void
+        let waiter: Waiter
+    }
+    /// A command sent from another thread, waiting for the loop.
+    private struct Queued: Sendable {
+        let args: [[UInt8]]
+        let promise: LoopPromise<RedisValue>
+    }
+    /// Commands queued by other threads; one loop job sends all of them (the commands submitted
+    /// while the loop was busy cost one job, not a closure and an inbox entry each).
+    private struct Incoming {
+        var commands: [Queued] = []
+        var drainQueued = false
     }
 
     private var state = State.idle
@@ -52,6 +84,9 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     private var moveWanted = false
     /// This connection's shutdown hook on the loop (it holds the connection until removed).
     private var hookID: ShutdownHookID?
+    private let incoming = Mutex(Incoming())
+    /// The drained queue, kept for its capacity (loop thread).
+    private var drained: [Queued] = []
 
     init(loop: any TandemEventLoop, target: RedisTarget, tls: TLSClientContext?, commandTimeout: Double, connectTimeout: Double) {
         self.loop = loop
@@ -89,14 +124,53 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
         var again = idempotent
         while true {
             do {
-                return try await withLoopPromise(on: loop) { (p: LoopPromise<RedisValue>) in
-                    self.send(args) { r in p.complete(r.mapError { $0 }) }
+                return try await withPromise(waiterLoop: loop) { (p: LoopPromise<RedisValue>) in
+                    submit(args, p)
                 }
             } catch {
                 try retryAfter(error, allowed: again)
                 again = false
             }
         }
+    }
+
+    /// Hands a command to the loop: sent at once on the loop thread, otherwise queued for the loop's
+    /// next drain (the first command queued since the last drain schedules it).
+    @inline(never)
+    private func submit(_ args: [[UInt8]], _ promise: LoopPromise<RedisValue>) {
+        if loop.inEventLoop {
+            send(args, .promise(promise))
+            return
+        }
+        let schedule = incoming.locked { s -> Bool in
+            s.commands.append(Queued(args: args, promise: promise))
+            if s.drainQueued { return false }
+            s.drainQueued = true
+            return true
+        }
+        guard schedule else { return }
+        do {
+            try loop.execute { [self] in drainIncoming() }
+        } catch {
+            // The loop is gone: nothing queued will be sent. Fail what waits (a later submitter
+            // finds the queue empty and not scheduled, and fails its own command the same way).
+            let stranded = incoming.locked { s -> [Queued] in
+                s.drainQueued = false
+                defer { s.commands.removeAll() }
+                return s.commands
+            }
+            for q in stranded { q.promise.fail(error) }
+        }
+    }
+
+    /// Sends what other threads queued; a command whose task was cancelled meanwhile is not sent.
+    private func drainIncoming() {
+        incoming.locked { s in
+            swap(&s.commands, &drained)
+            s.drainQueued = false
+        }
+        for q in drained where !q.promise.isCompleted { send(q.args, .promise(q.promise)) }
+        drained.removeAll(keepingCapacity: true)
     }
 
     /// Returns when a command that failed with `error` is to be sent once more (`allowed`: it is
@@ -131,7 +205,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
             var results = [RedisValue](repeating: .null, count: commands.count)
             var remaining = commands.count
             for (i, c) in commands.enumerated() {
-                self.send(c) { r in
+                self.send(c, .callback { r in
                     switch r {
                     case .success(let v):
                         results[i] = v
@@ -140,7 +214,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
                     case .failure(let e):
                         p.fail(e)
                     }
-                }
+                })
             }
         }
     }
@@ -160,19 +234,19 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
 
     // MARK: loop thread
 
-    private func send(_ args: [[UInt8]], _ done: @escaping (Result<RedisValue, CacheError>) -> Void) {
+    private func send(_ args: [[UInt8]], _ done: Waiter) {
         if hookID == nil, !isClosed {
             hookID = loop.onShutdown { [self] in loopShuttingDown() }
         }
         if case .backoff(let until, let reason) = state {
             if monotonicNanos() < until {
-                done(.failure(.connectionFailed(server: endpoint.description, reason: "reconnecting after: \(reason)")))
+                done.finish(.failure(.connectionFailed(server: endpoint.description, reason: "reconnecting after: \(reason)")))
                 return
             }
             state = .idle
         }
         if case .closed = state {
-            done(.failure(.shutDown("the event loop of \(endpoint.description)")))
+            done.finish(.failure(.shutDown("the event loop of \(endpoint.description)")))
             return
         }
         if let sentinel = target.sentinel, epoch != sentinel.epoch, !isIdle {
@@ -187,19 +261,19 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
         if case .idle = state {
             startConnect()
             if case .backoff(_, let reason) = state {
-                done(.failure(.connectionFailed(server: endpoint.description, reason: reason)))
+                done.finish(.failure(.connectionFailed(server: endpoint.description, reason: reason)))
                 return
             }
         }
         append(args, done)
     }
 
-    private func append(_ args: [[UInt8]], _ done: @escaping (Result<RedisValue, CacheError>) -> Void) {
+    private func append(_ args: [[UInt8]], _ done: Waiter) {
         guard withFormattedCommand(args, { socket.write($0) }) else {
-            done(.failure(.serverError(server: endpoint.description, message: "could not format the command")))
+            done.finish(.failure(.serverError(server: endpoint.description, message: "could not format the command")))
             return
         }
-        pending.append(Pending(deadline: monotonicNanos() &+ commandTimeout, done: done))
+        pending.append(Pending(deadline: monotonicNanos() &+ commandTimeout, waiter: done))
         armTimeout()
     }
 
@@ -214,13 +288,13 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
         socket.connect()
         guard case .connecting = state else { return }  // failed at once
         for command in target.handshake {
-            append(command) { [self] r in
+            append(command, .callback { [self] r in
                 guard case .success(let reply) = r else { return }
                 if target.readsReplica, command[0] == "ROLE".bytes { placement.learned(role: reply) }
                 guard let e = target.refusal(of: command, reply: reply) else { return }
                 logger.error("redis handshake failed", metadata: ["server": "\(endpoint.description)", "error": "\(e)"])
                 drop(e, next: .backoff)
-            }
+            })
         }
     }
 
@@ -280,7 +354,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
             head += 1
             // A command that already timed out (or whose task was cancelled) was completed with an
             // error; its promise ignores this late reply.
-            p.done(.success(value))
+            p.waiter.finish(.success(value))
             if target.followsFailover && RedisTarget.isReadOnly(value) {
                 // The primary became a replica (a failover): reconnect, which asks the sentinels.
                 drop(.connectionFailed(server: endpoint.description, reason: "the server became a replica (READONLY): reconnecting to the new primary"), next: .idle)
@@ -319,7 +393,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
             i += 1
         }
         expiredUpTo = i
-        for v in victims { v.done(.failure(.timeout(operation: "redis command", server: endpoint.description))) }
+        for v in victims { v.waiter.finish(.failure(.timeout(operation: "redis command", server: endpoint.description))) }
         // The oldest command has waited three timeouts: the connection is stuck, not just slow.
         if head < pending.count, now &- (pending[head].deadline &- commandTimeout) > max(3 * commandTimeout, commandTimeout + 1_000_000_000) {
             drop(.timeout(operation: "redis command", server: endpoint.description), next: .idle)
@@ -362,7 +436,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
         } else {
             state = .idle
         }
-        for v in victims { v.done(.failure(error)) }
+        for v in victims { v.waiter.finish(.failure(error)) }
     }
 
     private func enterBackoff(_ reason: String) {
