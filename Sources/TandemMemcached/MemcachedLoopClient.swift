@@ -62,18 +62,12 @@ final class MemcachedLoopClient: Sendable {
 
     // MARK: one request, one reply
 
-    /// Sends `request` to server `index` and interprets its one reply.
-    private func exchange<T: Sendable>(_ index: Int, _ request: [UInt8],
-                                       _ interpret: @escaping @Sendable (MetaReply) throws -> T) async throws -> T {
+    /// Sends `request` to server `index` and returns its one reply, which the caller interprets (in
+    /// its task, not on the loop; no closure per request).
+    private func exchange(_ index: Int, _ request: [UInt8]) async throws -> MetaReply {
         do {
-            return try await withLoopPromise(on: loop) { (p: LoopPromise<T>) in
-                self.connections[index].send(request) { r in
-                    switch r {
-                    case .success(let reply): p.complete(Result { try interpret(reply) })
-                    case .failure(let e): p.fail(e)
-                    }
-                    return true
-                }
+            return try await withPromise(waiterLoop: loop) { (p: LoopPromise<MetaReply>) in
+                connections[index].submit(request, p)
             }
         } catch TandemError.loopShutDown {
             throw CacheError.shutDown("the event loop of memcached \(names[index])")
@@ -89,12 +83,11 @@ final class MemcachedLoopClient: Sendable {
 
     func get(_ key: String) async throws -> StoredValue? {
         let s = try server(for: key)
-        return try await exchange(s, MetaRequest.get(key)) { [self] reply in
-            switch reply.code {
-            case .value: return StoredValue(bytes: reply.value, kind: ValueKind(rawValue: reply.clientFlags))
-            case .miss: return nil
-            default: throw unexpected(reply, s, "get")
-            }
+        let reply = try await exchange(s, MetaRequest.get(key))
+        switch reply.code {
+        case .value: return StoredValue(bytes: reply.value, kind: ValueKind(rawValue: reply.clientFlags))
+        case .miss: return nil
+        default: throw unexpected(reply, s, "get")
         }
     }
 
@@ -102,21 +95,15 @@ final class MemcachedLoopClient: Sendable {
         let s = try server(for: key)
         var req: [UInt8] = []
         MetaRequest.set(&req, key: key, value: value, expiry: expiry, add: mode == .add)
-        enum Outcome: Sendable { case stored(Bool), tooLarge }
-        let outcome = try await exchange(s, req) { [self] reply -> Outcome in
-            switch reply.code {
-            case .stored: return .stored(true)
-            case .notStored, .exists: return .stored(false)
-            case .error(_, let message) where message.lowercased().contains("too large"): return .tooLarge
-            default: throw unexpected(reply, s, mode == .add ? "add" : "set")
-            }
-        }
-        switch outcome {
-        case .stored(let ok): return ok
-        case .tooLarge:
+        let reply = try await exchange(s, req)
+        switch reply.code {
+        case .stored: return true
+        case .notStored, .exists: return false
+        case .error(_, let message) where message.lowercased().contains("too large"):
             // As Django does: a value that cannot be stored must not leave a stale one behind.
             _ = try? await delete(key)
             throw CacheError.valueTooLarge(key: key, size: value.bytes.count, limit: nil)
+        default: throw unexpected(reply, s, mode == .add ? "add" : "set")
         }
     }
 
@@ -124,12 +111,11 @@ final class MemcachedLoopClient: Sendable {
         let s = try server(for: key)
         var req: [UInt8] = []
         MetaRequest.line(&req, "md", key)
-        return try await exchange(s, req) { [self] reply in
-            switch reply.code {
-            case .stored: return true
-            case .notFound: return false
-            default: throw unexpected(reply, s, "delete")
-            }
+        let reply = try await exchange(s, req)
+        switch reply.code {
+        case .stored: return true
+        case .notFound: return false
+        default: throw unexpected(reply, s, "delete")
         }
     }
 
@@ -142,18 +128,18 @@ final class MemcachedLoopClient: Sendable {
             MetaRequest.line(&req, "ma", key, "v D\(d.magnitude) M\(d >= 0 ? "I" : "D")")
             return req
         }
-        let value = try await exchange(s, request(delta)) { [self] reply -> UInt64 in
-            switch reply.code {
-            case .value:
-                guard let v = UInt64(String(decoding: reply.value, as: UTF8.self)) else { throw CacheError.notAnInteger(key: key) }
-                return v
-            case .notFound: throw CacheError.missingKey(key)
-            case .error(_, let message) where message.lowercased().contains("non-numeric"): throw CacheError.notAnInteger(key: key)
-            default: throw unexpected(reply, s, "incr")
-            }
+        let reply = try await exchange(s, request(delta))
+        let value: UInt64
+        switch reply.code {
+        case .value:
+            guard let v = UInt64(String(decoding: reply.value, as: UTF8.self)) else { throw CacheError.notAnInteger(key: key) }
+            value = v
+        case .notFound: throw CacheError.missingKey(key)
+        case .error(_, let message) where message.lowercased().contains("non-numeric"): throw CacheError.notAnInteger(key: key)
+        default: throw unexpected(reply, s, "incr")
         }
         guard value <= UInt64(Int64.max) else {
-            if delta > 0 { _ = try? await exchange(s, request(-delta)) { _ in () } }
+            if delta > 0 { _ = try? await exchange(s, request(-delta)) }
             throw CacheError.notAnInteger(key: key)
         }
         return Int64(value)
@@ -163,12 +149,11 @@ final class MemcachedLoopClient: Sendable {
         let s = try server(for: key)
         var req: [UInt8] = []
         MetaRequest.line(&req, "mg", key, "T\(MetaRequest.ttl(expiry))")
-        return try await exchange(s, req) { [self] reply in
-            switch reply.code {
-            case .stored: return true
-            case .miss: return false
-            default: throw unexpected(reply, s, "touch")
-            }
+        let reply = try await exchange(s, req)
+        switch reply.code {
+        case .stored: return true
+        case .miss: return false
+        default: throw unexpected(reply, s, "touch")
         }
     }
 
@@ -176,12 +161,11 @@ final class MemcachedLoopClient: Sendable {
         let s = try server(for: key)
         var req: [UInt8] = []
         MetaRequest.line(&req, "mg", key)
-        return try await exchange(s, req) { [self] reply in
-            switch reply.code {
-            case .stored: return true
-            case .miss: return false
-            default: throw unexpected(reply, s, "has_key")
-            }
+        let reply = try await exchange(s, req)
+        switch reply.code {
+        case .stored: return true
+        case .miss: return false
+        default: throw unexpected(reply, s, "has_key")
         }
     }
 
@@ -192,9 +176,8 @@ final class MemcachedLoopClient: Sendable {
                 var req: [UInt8] = []
                 MetaRequest.line(&req, "flush_all")
                 group.addTask {
-                    try await self.exchange(i, req) { [self] reply in
-                        guard reply.code == .ok else { throw unexpected(reply, i, "flush_all") }
-                    }
+                    let reply = try await self.exchange(i, req)
+                    guard reply.code == .ok else { throw self.unexpected(reply, i, "flush_all") }
                 }
             }
             try await group.waitForAll()

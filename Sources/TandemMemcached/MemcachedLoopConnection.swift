@@ -15,9 +15,10 @@ import Glibc
 /// ``CacheError/connectionFailed(server:reason:)``), the failure is reported (so that the server can
 /// be set aside), and the next request reconnects, with a short backoff after failed attempts.
 final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
-    // Why @unchecked Sendable is safe: every mutable field below is only touched on `loop`'s thread;
-    // `send` and `close` are documented as loop-thread only and callers hop there first
-    // (``MemcachedLoopClient`` does, with `withLoopPromise` or `execute`).
+    // Why @unchecked Sendable is safe: every mutable field below is only touched on `loop`'s thread,
+    // except `incoming`, which locks. `send` and `close` are documented as loop-thread only and
+    // callers hop there first (``MemcachedLoopClient`` does, with `withLoopPromise` or `execute`);
+    // `submit`, from any thread, only queues under `incoming`'s lock and schedules the drain job.
 
     /// Called with a reply (or once with the failure that ended the request); returns true when the
     /// request has all its replies.
@@ -38,9 +39,35 @@ final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
         case backoff(until: UInt64, reason: String)
         case closed
     }
+    /// Where a request's replies go: the promise of the task waiting for its one reply (no closure
+    /// per request), or a handler (a quiet batch of several replies).
+    private enum Waiter {
+        case reply(LoopPromise<MetaReply>)
+        case handler(Handler)
+
+        /// Hands over a reply; true when the request has all its replies.
+        func take(_ reply: MetaReply) -> Bool {
+            switch self {
+            case .reply(let p): p.succeed(reply); return true
+            case .handler(let h): return h(.success(reply))
+            }
+        }
+
+        func fail(_ error: CacheError) {
+            switch self {
+            case .reply(let p): p.fail(error)
+            case .handler(let h): _ = h(.failure(error))
+            }
+        }
+    }
     private struct Pending {
         let deadline: UInt64
-        let handler: Handler
+        let waiter: Waiter
+    }
+    /// A one-reply request from another thread, waiting for the loop.
+    private struct Queued: Sendable {
+        let request: [UInt8]
+        let promise: LoopPromise<MetaReply>
     }
 
     private var state = State.idle
@@ -50,6 +77,10 @@ final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
     private var timeoutTimer: TimerID?
     private var failures = 0
     private var hookID: ShutdownHookID?
+    /// Requests queued by other threads; one loop job sends all of them.
+    private let incoming = LoopQueue<Queued>()
+    /// The drained queue, kept for its capacity (loop thread).
+    private var drained: [Queued] = []
 
     init(loop: any TandemEventLoop, address: ServerAddress, name: String, commandTimeout: Double, connectTimeout: Double) {
         self.loop = loop
@@ -59,22 +90,51 @@ final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
         socket.delegate = self
     }
 
+    // MARK: any thread
+
+    /// Sends `request`, one meta-protocol command with one reply, which completes `promise`: at once
+    /// on the loop thread, otherwise through the queue that the loop's next drain sends (the first
+    /// request queued since the last drain schedules it). Fails the promise with
+    /// ``TandemError/loopShutDown(loop:)`` when the loop is gone.
+    func submit(_ request: [UInt8], _ promise: LoopPromise<MetaReply>) {
+        if loop.inEventLoop {
+            send(request, .reply(promise))
+            return
+        }
+        incoming.add(Queued(request: request, promise: promise)) {
+            try loop.execute { [self] in drainIncoming() }
+        } stranded: { q, error in
+            q.promise.fail(error)  // the loop is gone: nothing queued will be sent
+        }
+    }
+
     // MARK: loop thread
+
+    /// Sends what other threads queued; a request whose task was cancelled meanwhile is not sent.
+    private func drainIncoming() {
+        incoming.take(into: &drained)
+        for q in drained where !q.promise.isCompleted { send(q.request, .reply(q.promise)) }
+        drained.removeAll(keepingCapacity: true)
+    }
 
     /// Queues `request` (whole meta-protocol commands) with its reply handler. Loop thread only.
     func send(_ request: [UInt8], _ handler: @escaping Handler) {
+        send(request, .handler(handler))
+    }
+
+    private func send(_ request: [UInt8], _ waiter: Waiter) {
         if hookID == nil, !isClosed {
             hookID = loop.onShutdown { [self] in loopShuttingDown() }
         }
         if case .backoff(let until, let reason) = state {
             if monotonicNanos() < until {
-                _ = handler(.failure(.connectionFailed(server: name, reason: "reconnecting after: \(reason)")))
+                waiter.fail(.connectionFailed(server: name, reason: "reconnecting after: \(reason)"))
                 return
             }
             state = .idle
         }
         if case .closed = state {
-            _ = handler(.failure(.shutDown("the event loop of memcached \(name)")))
+            waiter.fail(.shutDown("the event loop of memcached \(name)"))
             return
         }
         if case .idle = state {
@@ -82,12 +142,12 @@ final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
             decoder.reset()
             socket.connect()
             if case .backoff(_, let reason) = state {
-                _ = handler(.failure(.connectionFailed(server: name, reason: reason)))
+                waiter.fail(.connectionFailed(server: name, reason: reason))
                 return
             }
         }
         socket.write(request)
-        pending.append(Pending(deadline: monotonicNanos() &+ commandTimeout, handler: handler))
+        pending.append(Pending(deadline: monotonicNanos() &+ commandTimeout, waiter: waiter))
         armTimeout()
     }
 
@@ -137,7 +197,7 @@ final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
                 drop(.connectionFailed(server: name, reason: "a reply without a request"), next: .idle)
                 return
             }
-            if pending[head].handler(.success(reply)) { head += 1 }
+            if pending[head].waiter.take(reply) { head += 1 }
         }
         if head == pending.count {
             pending.removeAll(keepingCapacity: pending.count < 4096)
@@ -195,7 +255,7 @@ final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
         } else if !isClosed {
             state = .idle
         }
-        for v in victims { _ = v.handler(.failure(error)) }
+        for v in victims { v.waiter.fail(error) }
         if report { onFailure?(error) }
     }
 }

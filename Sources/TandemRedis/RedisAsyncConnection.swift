@@ -1,5 +1,4 @@
 import Logging
-import Synchronization
 import TandemCache
 import TandemLoop
 
@@ -14,7 +13,7 @@ import TandemLoop
 /// and the next command reconnects (with backoff after failed attempts).
 final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     // Why @unchecked Sendable is safe: every mutable field below is only touched on `loop`'s thread,
-    // except `incoming`, a Mutex. The only entry points from other threads are `command` (which only
+    // except `incoming`, which locks. The only entry points from other threads are `command` (which only
     // queues under that Mutex and schedules the drain with `execute`), `pipeline` and `shutdown`
     // (which hop to the loop with `withLoopPromise` / `execute` before touching anything).
 
@@ -60,12 +59,6 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
         let args: [[UInt8]]
         let promise: LoopPromise<RedisValue>
     }
-    /// Commands queued by other threads; one loop job sends all of them (the commands submitted
-    /// while the loop was busy cost one job, not a closure and an inbox entry each).
-    private struct Incoming {
-        var commands: [Queued] = []
-        var drainQueued = false
-    }
 
     private var state = State.idle
     private let socket: LoopSocket
@@ -84,7 +77,8 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     private var moveWanted = false
     /// This connection's shutdown hook on the loop (it holds the connection until removed).
     private var hookID: ShutdownHookID?
-    private let incoming = Mutex(Incoming())
+    /// Commands queued by other threads; one loop job sends all of them.
+    private let incoming = LoopQueue<Queued>()
     /// The drained queue, kept for its capacity (loop thread).
     private var drained: [Queued] = []
 
@@ -142,33 +136,16 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
             send(args, .promise(promise))
             return
         }
-        let schedule = incoming.locked { s -> Bool in
-            s.commands.append(Queued(args: args, promise: promise))
-            if s.drainQueued { return false }
-            s.drainQueued = true
-            return true
-        }
-        guard schedule else { return }
-        do {
+        incoming.add(Queued(args: args, promise: promise)) {
             try loop.execute { [self] in drainIncoming() }
-        } catch {
-            // The loop is gone: nothing queued will be sent. Fail what waits (a later submitter
-            // finds the queue empty and not scheduled, and fails its own command the same way).
-            let stranded = incoming.locked { s -> [Queued] in
-                s.drainQueued = false
-                defer { s.commands.removeAll() }
-                return s.commands
-            }
-            for q in stranded { q.promise.fail(error) }
+        } stranded: { q, error in
+            q.promise.fail(error)  // the loop is gone: nothing queued will be sent
         }
     }
 
     /// Sends what other threads queued; a command whose task was cancelled meanwhile is not sent.
     private func drainIncoming() {
-        incoming.locked { s in
-            swap(&s.commands, &drained)
-            s.drainQueued = false
-        }
+        incoming.take(into: &drained)
         for q in drained where !q.promise.isCompleted { send(q.args, .promise(q.promise)) }
         drained.removeAll(keepingCapacity: true)
     }

@@ -1,0 +1,55 @@
+import Synchronization
+
+/// Work that other threads hand to an object owned by an event loop (a connection), drained on the
+/// loop thread by one job per batch: the submissions that arrive while the loop is busy cost one
+/// loop job together, not a closure and an inbox entry each.
+///
+/// The owner calls ``add(_:schedule:stranded:)`` from any thread; the first item since the last
+/// drain runs `schedule`, which submits the owner's drain job to its loop; the drain job calls
+/// ``take(into:)`` and handles what it got. Nothing queued is lost: when the loop is gone (`schedule`
+/// throws), every item still queued is handed back to fail.
+@usableFromInline package final class LoopQueue<Item: Sendable>: Sendable {
+    @usableFromInline
+    struct State {
+        @usableFromInline var items: [Item] = []
+        @usableFromInline var drainQueued = false
+        @inlinable init() {}
+    }
+    @usableFromInline let state: Mutex<State>
+
+    @inlinable package init() { state = Mutex(State()) }
+
+    /// Queues `item` (any thread). If it is the first since the last drain, runs `schedule`; if that
+    /// throws, every item still queued (this one included) goes to `stranded` with the error, and the
+    /// queue is empty and unscheduled again.
+    @inlinable
+    package func add(_ item: Item, schedule: () throws -> Void, stranded: (Item, any Error) -> Void) {
+        let first = state.withLock { s -> Bool in
+            s.items.append(item)
+            if s.drainQueued { return false }
+            s.drainQueued = true
+            return true
+        }
+        guard first else { return }
+        do {
+            try schedule()
+        } catch {
+            let left = state.withLock { s -> [Item] in
+                s.drainQueued = false
+                defer { s.items.removeAll() }
+                return s.items
+            }
+            for i in left { stranded(i, error) }
+        }
+    }
+
+    /// Moves what is queued into `batch`, which should be empty (loop thread, in the drain job; keep
+    /// `batch` between drains for its capacity). Items added from now on schedule a new drain.
+    @inlinable
+    package func take(into batch: inout [Item]) {
+        state.withLock { s in
+            swap(&s.items, &batch)
+            s.drainQueued = false
+        }
+    }
+}
