@@ -165,6 +165,13 @@ package final class LoopSocket: @unchecked Sendable {
         if connected { scheduleFlush() }
     }
 
+    /// Queues the bytes that `fill` appends to the outgoing buffer in place (no buffer of their own);
+    /// they go out at the end of this loop turn (or once connected).
+    package func write(_ fill: (inout [UInt8]) -> Void) {
+        fill(&out)
+        if connected { scheduleFlush() }
+    }
+
     /// Queues bytes; they go out at the end of this loop turn (or once connected).
     package func write(_ bytes: [UInt8]) {
         out.append(contentsOf: bytes)

@@ -84,12 +84,11 @@ final class BlockingRedisConnection: @unchecked Sendable {
         }
     }
 
-    /// Runs one command: written straight from hiredis's formatted buffer, then its reply read.
+    /// Runs one command: written in one piece, then its reply read.
     func run(_ args: [[UInt8]], operation: String) throws -> RedisValue {
         let deadline = monotonicNanos() &+ commandTimeout
         do {
-            let formatted = try withFormattedCommand(args) { try send($0, deadline: deadline, operation: operation) }
-            guard formatted else { throw CacheError.serverError(server: server, message: "could not format the command") }
+            try RESP.command(args).withUnsafeBytes { try send($0, deadline: deadline, operation: operation) }
             return try reply(deadline: deadline, operation: operation)
         } catch {
             broken = true
@@ -102,11 +101,7 @@ final class BlockingRedisConnection: @unchecked Sendable {
         let deadline = monotonicNanos() &+ commandTimeout
         do {
             var out: [UInt8] = []
-            for c in commands {
-                guard withFormattedCommand(c, { out.append(contentsOf: $0) }) else {
-                    throw CacheError.serverError(server: server, message: "could not format the command")
-                }
-            }
+            for c in commands { RESP.append(c, to: &out) }
             try out.withUnsafeBytes { try send($0, deadline: deadline, operation: operation) }
             var replies: [RedisValue] = []
             replies.reserveCapacity(commands.count)

@@ -3,7 +3,7 @@ import TandemCache
 import TandemLoop
 
 /// One Redis connection driven by an event loop: the loop does the socket I/O, hiredis's reply reader
-/// parses, hiredis's formatter builds the commands.
+/// parses, ``RESP`` writes the commands into the socket's buffer.
 ///
 /// Everything submitted in one loop turn goes out in one write (auto-pipelining). Commands from other
 /// threads wait in a queue that one loop job drains, with the waiting task's promise (no closure, no
@@ -246,10 +246,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     }
 
     private func append(_ args: [[UInt8]], _ done: Waiter) {
-        guard withFormattedCommand(args, { socket.write($0) }) else {
-            done.finish(.failure(.serverError(server: endpoint.description, message: "could not format the command")))
-            return
-        }
+        socket.write { RESP.append(args, to: &$0) }
         pending.append(Pending(deadline: monotonicNanos() &+ commandTimeout, waiter: done))
         armTimeout()
     }

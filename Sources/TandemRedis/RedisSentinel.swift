@@ -347,8 +347,8 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
         socket = s
         reader = RedisReplyReader()
         s.connect()
-        for command in login { _ = withFormattedCommand(command) { s.write($0) } }  // all sent once connected
-        _ = withFormattedCommand(["SUBSCRIBE".bytes, "+switch-master".bytes, "-sdown".bytes, "+slave".bytes]) { s.write($0) }
+        for command in login { s.write { RESP.append(command, to: &$0) } }  // all sent once connected
+        s.write { RESP.append(["SUBSCRIBE".bytes, "+switch-master".bytes, "-sdown".bytes, "+slave".bytes], to: &$0) }
     }
 
     /// How long to wait before the next subscription attempt after `failures` in a row: 500 ms while

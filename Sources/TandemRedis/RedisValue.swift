@@ -38,50 +38,6 @@ enum RedisValue: Sendable, Equatable {
     }
 }
 
-/// Builds the argv arrays hiredis wants (pointers and explicit lengths: binary-safe, so a key with
-/// CR, LF, space or NUL is one argument and can never become a second command). Short commands pin
-/// each argument in place (no copy); long ones (MGET of many keys) are flattened into one buffer.
-func withRedisArgv<R>(_ args: [[UInt8]], _ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafeMutablePointer<Int>) -> R) -> R {
-    withUnsafeTemporaryAllocation(of: UnsafePointer<CChar>?.self, capacity: max(1, args.count)) { ptrs in
-        withUnsafeTemporaryAllocation(of: Int.self, capacity: max(1, args.count)) { lens in
-            if args.count <= 16 {
-                return pin(args, 0, ptrs, lens, body)
-            }
-            var flat: [UInt8] = []
-            flat.reserveCapacity(args.reduce(1) { $0 + $1.count })
-            for (i, a) in args.enumerated() {
-                lens[i] = a.count
-                flat += a
-            }
-            flat.append(0)
-            return flat.withUnsafeBufferPointer { buf in
-                let base = UnsafeRawPointer(buf.baseAddress!).assumingMemoryBound(to: CChar.self)
-                var at = 0
-                for i in 0..<args.count {
-                    ptrs[i] = base + at
-                    at += lens[i]
-                }
-                return body(Int32(args.count), ptrs.baseAddress!, lens.baseAddress!)
-            }
-        }
-    }
-}
-
-private let emptyArgument: [CChar] = [0]
-
-private func pin<R>(_ args: [[UInt8]], _ i: Int, _ ptrs: UnsafeMutableBufferPointer<UnsafePointer<CChar>?>,
-                    _ lens: UnsafeMutableBufferPointer<Int>,
-                    _ body: (Int32, UnsafeMutablePointer<UnsafePointer<CChar>?>, UnsafeMutablePointer<Int>) -> R) -> R {
-    if i == args.count { return body(Int32(args.count), ptrs.baseAddress!, lens.baseAddress!) }
-    return args[i].withUnsafeBufferPointer { b in
-        lens[i] = b.count
-        return emptyArgument.withUnsafeBufferPointer { empty in
-            ptrs[i] = b.baseAddress.map { UnsafeRawPointer($0).assumingMemoryBound(to: CChar.self) } ?? empty.baseAddress
-            return pin(args, i + 1, ptrs, lens, body)
-        }
-    }
-}
-
 /// A command's arguments as bytes.
 @inline(__always)
 func cmd(_ parts: [UInt8]...) -> [[UInt8]] { parts }
@@ -90,15 +46,43 @@ extension String {
     @inline(__always) var bytes: [UInt8] { Array(utf8) }
 }
 
-/// Formats one command in the Redis protocol (hiredis's formatter) and hands the bytes to `body`
-/// before they are freed. False when hiredis could not format it.
-func withFormattedCommand(_ args: [[UInt8]], _ body: (UnsafeRawBufferPointer) throws -> Void) rethrows -> Bool {
-    var target: UnsafeMutablePointer<CChar>?
-    let len = withRedisArgv(args) { argc, argv, lens in redisFormatCommandArgv(&target, argc, argv, lens) }
-    guard len > 0, let target else { return false }
-    defer { redisFreeCommand(target) }
-    try body(UnsafeRawBufferPointer(start: target, count: Int(len)))
-    return true
+/// Commands in Redis's protocol (RESP): an array of bulk strings, each with its length, so an
+/// argument with CR, LF, space or NUL is one argument and can never become a second command. Written
+/// straight into the buffer that goes to the socket (hiredis formatted each command into a buffer of
+/// its own with `sprintf`, then Tandem copied it).
+enum RESP {
+    /// Appends one command to `out`.
+    static func append(_ args: [[UInt8]], to out: inout [UInt8]) {
+        header(UInt8(ascii: "*"), args.count, &out)
+        for a in args {
+            header(UInt8(ascii: "$"), a.count, &out)
+            out.append(contentsOf: a)
+            out.append(13)
+            out.append(10)
+        }
+    }
+
+    /// One command's bytes.
+    static func command(_ args: [[UInt8]]) -> [UInt8] {
+        var out: [UInt8] = []
+        out.reserveCapacity(args.reduce(16) { $0 + $1.count + 16 })
+        append(args, to: &out)
+        return out
+    }
+
+    /// `*<count>\r\n` or `$<length>\r\n`.
+    private static func header(_ kind: UInt8, _ n: Int, _ out: inout [UInt8]) {
+        out.append(kind)
+        let first = out.count
+        var v = n
+        repeat {
+            out.append(UInt8(ascii: "0") + UInt8(v % 10))
+            v /= 10
+        } while v > 0
+        out[first...].reverse()
+        out.append(13)
+        out.append(10)
+    }
 }
 
 /// hiredis's reply reader over the bytes of one connection: fed what arrives, asked for the replies
