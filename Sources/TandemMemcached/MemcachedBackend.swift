@@ -48,7 +48,7 @@ public final class MemcachedBackend: CacheBackend {
         config = try MemcachedConfiguration.parse(configuration)
         pool = try MemcachedPool(config: config, size: config.poolSize, alias: configuration.alias)
         if config.username == nil {
-            loopClient = try MemcachedLoopClient(loop: configuration.firstLoop, config: config, alias: configuration.alias)
+            loopClient = try MemcachedLoopClient(loops: configuration.loops, config: config, alias: configuration.alias)
             asyncPool = nil
             workers = nil
         } else {

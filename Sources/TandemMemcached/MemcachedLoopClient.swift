@@ -2,15 +2,20 @@ import Synchronization
 import TandemCache
 import TandemLoop
 
-/// memcached's async face on the event loop: one meta-protocol connection per server, owned by the
-/// loop; keys go to the server libmemcached's own distribution names (``MemcachedHasher``), so the
-/// blocking face always finds what this face wrote. No thread of its own.
+/// memcached's async face on the event loops: on each loop, one meta-protocol connection per server,
+/// owned by that loop; keys go to the server libmemcached's own distribution names
+/// (``MemcachedHasher``), so the blocking face always finds what this face wrote. No thread of its own.
 ///
-/// Everything submitted in one loop turn goes out in one write per server; a many-key get is a quiet
-/// batch (`mg ... q` per key, then `mn`) per server, the servers asked at once.
+/// A call is served by the loop its caller runs on, else by the loop its thread was given (as for
+/// Redis, see ``LoopPicker``). Everything submitted on a loop in one turn goes out in one write per
+/// server; a many-key get is a quiet batch (`mg ... q` per key, then `mn`) per server, the servers
+/// asked at once.
 final class MemcachedLoopClient: Sendable {
-    let loop: any TandemEventLoop
-    private let connections: [MemcachedLoopConnection]
+    /// The loops, in the order of ``perLoop``.
+    let loops: [any TandemEventLoop]
+    /// Per loop: a connection to every server, in the order of the configured servers.
+    private let perLoop: [[MemcachedLoopConnection]]
+    private let picker: LoopPicker
     private let names: [String]
     private let hasher: MemcachedHasher
     private let removeFailedServers: Bool
@@ -22,8 +27,11 @@ final class MemcachedLoopClient: Sendable {
     }
     private let setAside: SetAside
 
-    init(loop: any TandemEventLoop, config: MemcachedConfiguration, alias: String) throws {
-        self.loop = loop
+    /// - Precondition: `loops` is not empty.
+    init(loops: [any TandemEventLoop], config: MemcachedConfiguration, alias: String) throws {
+        precondition(!loops.isEmpty, "memcached's async face needs a loop")
+        self.loops = loops
+        picker = LoopPicker(loops)
         names = config.servers.map(\.description)
         guard let h = MemcachedHasher(servers: config.servers, consistent: config.consistentHashing) else {
             throw CacheError.invalidSetting(alias: alias, field: "LOCATION", reason: "libmemcached rejected the server list")
@@ -32,17 +40,28 @@ final class MemcachedLoopClient: Sendable {
         removeFailedServers = config.removeFailedServers
         retryNanos = UInt64(config.retryTimeout) * 1_000_000_000
         setAside = SetAside(count: config.servers.count)
-        connections = config.servers.map { s in
-            MemcachedLoopConnection(loop: loop, address: s.address, name: s.description,
-                                    commandTimeout: Double(config.pollTimeoutMs) / 1000, connectTimeout: Double(config.connectTimeoutMs) / 1000)
-        }
-        for (i, c) in connections.enumerated() {
-            c.onFailure = { [setAside, removeFailedServers, retryNanos] _ in
-                guard removeFailedServers, retryNanos > 0 else { return }
-                let until = monotonicNanos() &+ retryNanos
-                setAside.until.locked { $0[i] = until }
+        perLoop = loops.map { loop in
+            config.servers.map { s in
+                MemcachedLoopConnection(loop: loop, address: s.address, name: s.description,
+                                        commandTimeout: Double(config.pollTimeoutMs) / 1000, connectTimeout: Double(config.connectTimeoutMs) / 1000)
             }
         }
+        // A failure on any loop's connection sets its server aside for every loop, as one client would.
+        for connections in perLoop {
+            for (i, c) in connections.enumerated() {
+                c.onFailure = { [setAside, removeFailedServers, retryNanos] _ in
+                    guard removeFailedServers, retryNanos > 0 else { return }
+                    let until = monotonicNanos() &+ retryNanos
+                    setAside.until.locked { $0[i] = until }
+                }
+            }
+        }
+    }
+
+    /// The loop the next call goes to and its connections (one per server).
+    var next: (loop: any TandemEventLoop, connections: [MemcachedLoopConnection]) {
+        let i = picker.index()
+        return (loops[i], perLoop[i])
     }
 
     /// The server `key` goes to now (servers set aside after a failure are left out).
@@ -65,6 +84,7 @@ final class MemcachedLoopClient: Sendable {
     /// Sends `request` to server `index` and returns its one reply, which the caller interprets (in
     /// its task, not on the loop; no closure per request).
     private func exchange(_ index: Int, _ request: [UInt8]) async throws -> MetaReply {
+        let (loop, connections) = next
         do {
             return try await withPromise(waiterLoop: loop) { (p: LoopPromise<MetaReply>) in
                 connections[index].submit(request, p)
@@ -172,7 +192,7 @@ final class MemcachedLoopClient: Sendable {
     /// flush_all on every server (every key there, as Django's memcached clear does).
     func clear() async throws {
         try await withThrowingTaskGroup(of: Void.self) { group in
-            for i in connections.indices {
+            for i in names.indices {
                 var req: [UInt8] = []
                 MetaRequest.line(&req, "flush_all")
                 group.addTask {
@@ -216,13 +236,14 @@ final class MemcachedLoopClient: Sendable {
     /// with the first error (a server error reply, or a connection failure).
     private func batches(_ requests: [(Int, [UInt8], [Int])], operation: String) async throws -> [(Int, MetaReply)] {
         let names = self.names
+        let (loop, connections) = next
         do {
             return try await withLoopPromise(on: loop) { (p: LoopPromise<[(Int, MetaReply)]>) in
                 var remaining = requests.count
                 var collected: [(Int, MetaReply)] = []
                 for (s, req, _) in requests {
                     var failure: CacheError?
-                    self.connections[s].send(req) { r in
+                    connections[s].send(req) { r in
                         switch r {
                         case .failure(let e):
                             p.fail(e)
@@ -270,10 +291,12 @@ final class MemcachedLoopClient: Sendable {
         }
     }
 
-    /// Closes every connection (on the loop); the next request reconnects.
+    /// Closes every connection (each on its loop); the next request reconnects.
     func close() {
-        let work: @Sendable () -> Void = { [connections] in for c in connections { c.close() } }
-        if loop.inEventLoop { work() } else { try? loop.execute(work) }
+        for (loop, connections) in zip(loops, perLoop) {
+            let work: @Sendable () -> Void = { for c in connections { c.close() } }
+            if loop.inEventLoop { work() } else { try? loop.execute(work) }
+        }
     }
 }
 

@@ -214,7 +214,7 @@ struct MemcachedBackendTests {
         }
         #expect(wrong == 0, "each waiter got its own value")
         let backend = try #require(cache.backend as? MemcachedBackend)
-        #expect(backend.workers == nil && backend.loopClient?.loop === fx.loop, "no worker pool: the async face is on the loop")
+        #expect(backend.workers == nil && backend.loopClient?.loops.map(ObjectIdentifier.init) == [ObjectIdentifier(fx.loop)], "no worker pool: the async face is on the loop")
     }
 
     @Test func asyncWorkersWithoutSASLIsRefusedNotIgnored() throws {
@@ -511,5 +511,48 @@ struct MemcachedLoopFaceTests {
         }
         // After the retry timeout the resumed server is used again and still has its keys.
         #expect(try await eventuallyAsync(30) { (try? await cache.async.get(stoppedKeys[0]) as String?) == stoppedKeys[0] })
+    }
+}
+
+/// A memcached cache on a loop group: on each loop a connection per server, each caller served by its
+/// own loop's connections.
+@Suite(.enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)))
+struct MemcachedLoopGroupTests {
+    @Test func eachLoopHasItsConnectionsAndCallersUseTheirOwnLoops() async throws {
+        let group = TandemEventLoopGroup(loops: [EpollEventLoop(name: "mc-group-e"), DispatchEventLoop(name: "mc-group-d")])
+        defer { group.shutdown() }
+        let servers = TestServers.memcachedServers
+        let cache = try Caches(settings: ["default": CacheSettings(backend: "memcached", location: servers, keyPrefix: "group-\(UUID().uuidString)",
+                                                                   options: ["POLL_TIMEOUT": 10])],
+                               loopGroup: group).default
+        let client = try #require((cache.backend as? MemcachedBackend)?.loopClient)
+        #expect(client.loops.map(ObjectIdentifier.init) == group.loops.map(ObjectIdentifier.init), "one set of connections per loop, in order")
+        for (i, loop) in group.loops.enumerated() {
+            let served = try await withLoopPromise(on: loop) { (p: LoopPromise<[Bool]>) in
+                p.succeed((0..<4).map { _ in
+                    let next = client.next
+                    return next.loop === loop && next.connections.count == servers.count && next.connections.allSatisfy { $0.loop === loop }
+                })
+            }
+            #expect(served == [true, true, true, true], "a caller on loop \(i) is served by that loop's connections")
+        }
+        // Off the loops (each cooperative thread on the loop it was given): every caller gets its own value back.
+        let keys = (0..<400).map { "k\($0)" }
+        let wrong = try await withThrowingTaskGroup(of: Bool.self) { tasks in
+            for k in keys {
+                tasks.addTask {
+                    try await cache.async.set(k, "v-" + k)
+                    return try await cache.async.get(k) as String? != "v-" + k
+                }
+            }
+            return try await tasks.reduce(0) { $0 + ($1 ? 1 : 0) }
+        }
+        #expect(wrong == 0)
+        let many = try await cache.async.getMany(keys) as [String: String]
+        #expect(many.count == 400 && many["k7"] == "v-k7", "a many-key get on one loop's connections finds what both loops wrote")
+        let blockingRead = try await onPlainThread { () throws -> [String: String] in try cache.getMany(keys) }
+        #expect(blockingRead.count == 400 && blockingRead["k7"] == "v-k7", "the blocking face reads what both loops' connections wrote")
+        try await cache.async.deleteMany(keys)
+        #expect(try await cache.async.getMany(keys) as [String: String] == [:])
     }
 }
