@@ -24,7 +24,7 @@ import Synchronization
     /// queue is empty and unscheduled again.
     @inlinable
     package func add(_ item: Item, schedule: () throws -> Void, stranded: (Item, any Error) -> Void) {
-        let first = state.withLock { s -> Bool in
+        let first = state.locked { s -> Bool in
             s.items.append(item)
             if s.drainQueued { return false }
             s.drainQueued = true
@@ -34,7 +34,7 @@ import Synchronization
         do {
             try schedule()
         } catch {
-            let left = state.withLock { s -> [Item] in
+            let left = state.locked { s -> [Item] in
                 s.drainQueued = false
                 defer { s.items.removeAll() }
                 return s.items
@@ -47,7 +47,7 @@ import Synchronization
     /// `batch` between drains for its capacity). Items added from now on schedule a new drain.
     @inlinable
     package func take(into batch: inout [Item]) {
-        state.withLock { s in
+        state.locked { s in
             swap(&s.items, &batch)
             s.drainQueued = false
         }

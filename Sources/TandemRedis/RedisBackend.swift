@@ -205,10 +205,14 @@ public final class RedisBackend: CacheBackend {
         return 1
         """.utf8)
 
-    static func getCommand(_ key: String) -> [[UInt8]] { ["GET".bytes, key.bytes] }
+    /// The names of the hottest commands, made once (a literal's bytes would be a new array per call).
+    static let getName = "GET".bytes
+    static let setName = "SET".bytes
+
+    static func getCommand(_ key: String) -> [[UInt8]] { [getName, key.bytes] }
     static func mgetCommand(_ keys: [String]) -> [[UInt8]] { ["MGET".bytes] + keys.map(\.bytes) }
     static func setCommand(_ key: String, _ value: StoredValue, _ expiry: CacheExpiry, _ mode: SetMode) -> [[UInt8]] {
-        var c: [[UInt8]] = ["SET".bytes, key.bytes, value.untaggedBytes]
+        var c: [[UInt8]] = [setName, key.bytes, value.untaggedBytes]
         if let ms = expiry.milliseconds { c += ["PX".bytes, String(ms).bytes] }
         if mode == .add { c.append("NX".bytes) }
         return c
