@@ -30,3 +30,17 @@ public struct DummyFixture: CacheFixture {
     }
     public func passTime(_ seconds: Double) async throws {}
 }
+
+/// Sets each key to `"v-" + key` and reads it back, one task per key, all at once: how many tasks
+/// read something other than their own value (0 when every call got its own answer).
+public func tasksNotReadingTheirOwnWrites(_ cache: Cache, _ keys: [String]) async throws -> Int {
+    try await withThrowingTaskGroup(of: Bool.self) { tasks in
+        for k in keys {
+            tasks.addTask {
+                try await cache.async.set(k, "v-" + k)
+                return try await cache.async.get(k) as String? != "v-" + k
+            }
+        }
+        return try await tasks.reduce(0) { $0 + ($1 ? 1 : 0) }
+    }
+}

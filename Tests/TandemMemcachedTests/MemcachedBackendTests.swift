@@ -538,16 +538,7 @@ struct MemcachedLoopGroupTests {
         }
         // Off the loops (each cooperative thread on the loop it was given): every caller gets its own value back.
         let keys = (0..<400).map { "k\($0)" }
-        let wrong = try await withThrowingTaskGroup(of: Bool.self) { tasks in
-            for k in keys {
-                tasks.addTask {
-                    try await cache.async.set(k, "v-" + k)
-                    return try await cache.async.get(k) as String? != "v-" + k
-                }
-            }
-            return try await tasks.reduce(0) { $0 + ($1 ? 1 : 0) }
-        }
-        #expect(wrong == 0)
+        #expect(try await tasksNotReadingTheirOwnWrites(cache, keys) == 0)
         let many = try await cache.async.getMany(keys) as [String: String]
         #expect(many.count == 400 && many["k7"] == "v-k7", "a many-key get on one loop's connections finds what both loops wrote")
         let blockingRead = try await onPlainThread { () throws -> [String: String] in try cache.getMany(keys) }

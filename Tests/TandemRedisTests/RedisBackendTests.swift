@@ -430,16 +430,7 @@ struct RedisLoopGroupTests {
         }
         // Off the loops (each cooperative thread on the connection it was given): every caller gets its own value back.
         let keys = (0..<400).map { "k\($0)" }
-        let wrong = try await withThrowingTaskGroup(of: Bool.self) { tasks in
-            for k in keys {
-                tasks.addTask {
-                    try await cache.async.set(k, "v-" + k)
-                    return try await cache.async.get(k) as String? != "v-" + k
-                }
-            }
-            return try await tasks.reduce(0) { $0 + ($1 ? 1 : 0) }
-        }
-        #expect(wrong == 0)
+        #expect(try await tasksNotReadingTheirOwnWrites(cache, keys) == 0)
         let blockingRead = try await onPlainThread { () throws -> [String: String] in try cache.getMany(keys) }
         #expect(blockingRead.count == 400 && blockingRead["k7"] == "v-k7", "the blocking face reads what both loops' connections wrote")
         try await cache.async.deleteMany(keys)
