@@ -4,9 +4,14 @@ import Synchronization
 /// loop thread by one job per batch: the submissions that arrive while the loop is busy cost one
 /// loop job together, not a closure and an inbox entry each.
 ///
-/// ``LoopQueueOwner`` puts it to use: ``LoopQueueOwner/submit(_:_:)`` from any thread, the first item
-/// since the last drain schedules the owner's drain job on its loop. Nothing queued is lost: when the
-/// loop is gone, every item still queued is handed back to fail.
+/// The owner calls ``add(_:schedule:stranded:)`` from any thread; the first item since the last
+/// drain runs `schedule`, which submits the owner's drain job to its loop; the drain job calls
+/// ``take()``, handles the items and hands the buffer back with ``recycle(_:)``. Nothing queued is
+/// lost: when the loop is gone (`schedule` throws), every item still queued is handed back to fail.
+///
+/// The owners (the Redis and memcached connections) each write their few lines of submit and drain
+/// around it with their concrete types: as a protocol extension over the owner, the same lines were
+/// not specialized by the compiler, and every call looked up generic metadata.
 @usableFromInline package final class LoopQueue<Item: Sendable>: Sendable {
     @usableFromInline
     struct State {
@@ -65,56 +70,5 @@ import Synchronization
         state.locked { s in
             if s.spare.capacity < buffer.capacity { s.spare = buffer }
         }
-    }
-}
-
-/// A piece of work queued for a loop with the promise it completes.
-@usableFromInline package struct QueuedWork<Work: Sendable, Value: Sendable>: Sendable {
-    @usableFromInline let work: Work
-    @usableFromInline let promise: LoopPromise<Value>
-    @inlinable init(_ work: Work, _ promise: LoopPromise<Value>) {
-        self.work = work
-        self.promise = promise
-    }
-}
-
-/// An object owned by a loop (a connection) that other threads give work to, each piece with the
-/// promise of the task waiting for it: ``submit(_:_:)`` starts it at once on the loop thread, else
-/// queues it in ``incoming``, which one loop job drains. A piece whose task was cancelled before the
-/// drain is not started; when the loop is gone, queued promises fail with its error
-/// (``TandemError/loopShutDown(loop:)``).
-package protocol LoopQueueOwner: AnyObject, Sendable {
-    associatedtype Work: Sendable
-    associatedtype Value: Sendable
-    /// The loop whose thread runs ``start(_:_:)``.
-    var loop: any TandemEventLoop { get }
-    /// Work from other threads, waiting for the loop.
-    var incoming: LoopQueue<QueuedWork<Work, Value>> { get }
-    /// Starts `work`, which completes `promise` (loop thread).
-    func start(_ work: Work, _ promise: LoopPromise<Value>)
-}
-
-extension LoopQueueOwner {
-    /// Starts `work` at once on the loop thread; from another thread, queues it for the loop's next
-    /// drain (the first piece queued since the last drain schedules it).
-    @inlinable
-    package func submit(_ work: Work, _ promise: LoopPromise<Value>) {
-        if loop.inEventLoop {
-            start(work, promise)
-            return
-        }
-        incoming.add(QueuedWork(work, promise)) {
-            try loop.execute { self.drainIncoming() }
-        } stranded: { q, error in
-            q.promise.fail(error)  // the loop is gone: nothing queued will start
-        }
-    }
-
-    /// Starts what other threads queued (loop thread).
-    @inlinable
-    package func drainIncoming() {
-        let batch = incoming.take()
-        for q in batch where !q.promise.isCompleted { start(q.work, q.promise) }
-        incoming.recycle(batch)
     }
 }

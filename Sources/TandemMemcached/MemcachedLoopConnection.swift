@@ -14,7 +14,7 @@ import Glibc
 /// flight on it fails with a typed error (``CacheError/timeout(operation:server:)`` or
 /// ``CacheError/connectionFailed(server:reason:)``), the failure is reported (so that the server can
 /// be set aside), and the next request reconnects, with a short backoff after failed attempts.
-final class MemcachedLoopConnection: LoopSocketDelegate, LoopQueueOwner, @unchecked Sendable {
+final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
     // Why @unchecked Sendable is safe: every mutable field below is only touched on `loop`'s thread,
     // except `incoming`, which locks. `send` and `close` are documented as loop-thread only and
     // callers hop there first (``MemcachedLoopClient`` does, with `withLoopPromise` or `execute`);
@@ -64,6 +64,11 @@ final class MemcachedLoopConnection: LoopSocketDelegate, LoopQueueOwner, @unchec
         let deadline: UInt64
         let waiter: Waiter
     }
+    /// A one-reply request from another thread, waiting for the loop.
+    private struct Queued: Sendable {
+        let request: [UInt8]
+        let promise: LoopPromise<MetaReply>
+    }
 
     private var state = State.idle
     private var decoder = MetaDecoder()
@@ -72,11 +77,8 @@ final class MemcachedLoopConnection: LoopSocketDelegate, LoopQueueOwner, @unchec
     private var timeoutTimer: TimerID?
     private var failures = 0
     private var hookID: ShutdownHookID?
-    /// One-reply requests queued by other threads with their promises; one loop job sends all of
-    /// them. Callers submit with ``LoopQueueOwner/submit(_:_:)``: at once on the loop thread,
-    /// otherwise through this queue; a loop that is gone fails the promise with
-    /// ``TandemError/loopShutDown(loop:)``.
-    let incoming = LoopQueue<QueuedWork<[UInt8], MetaReply>>()
+    /// One-reply requests queued by other threads; one loop job sends all of them.
+    private let incoming = LoopQueue<Queued>()
 
     init(loop: any TandemEventLoop, address: ServerAddress, name: String, commandTimeout: Double, connectTimeout: Double) {
         self.loop = loop
@@ -86,12 +88,31 @@ final class MemcachedLoopConnection: LoopSocketDelegate, LoopQueueOwner, @unchec
         socket.delegate = self
     }
 
+    // MARK: any thread
+
+    /// Sends `request`, one meta-protocol command with one reply, which completes `promise`: at once
+    /// on the loop thread, otherwise through the queue that the loop's next drain sends (the first
+    /// request queued since the last drain schedules it). Fails the promise with
+    /// ``TandemError/loopShutDown(loop:)`` when the loop is gone.
+    func submit(_ request: [UInt8], _ promise: LoopPromise<MetaReply>) {
+        if loop.inEventLoop {
+            send(request, .reply(promise))
+            return
+        }
+        incoming.add(Queued(request: request, promise: promise)) {
+            try loop.execute { [self] in drainIncoming() }
+        } stranded: { q, error in
+            q.promise.fail(error)  // the loop is gone: nothing queued will be sent
+        }
+    }
+
     // MARK: loop thread
 
-    /// Sends `request`, one meta-protocol command with one reply, which completes `promise` (loop
-    /// thread; ``LoopQueueOwner``).
-    func start(_ request: [UInt8], _ promise: LoopPromise<MetaReply>) {
-        send(request, .reply(promise))
+    /// Sends what other threads queued; a request whose task was cancelled meanwhile is not sent.
+    private func drainIncoming() {
+        let batch = incoming.take()
+        for q in batch where !q.promise.isCompleted { send(q.request, .reply(q.promise)) }
+        incoming.recycle(batch)
     }
 
     /// Queues `request` (whole meta-protocol commands) with its reply handler. Loop thread only.

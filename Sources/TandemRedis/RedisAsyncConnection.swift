@@ -11,7 +11,7 @@ import TandemLoop
 /// in order. A command that outlives its timeout fails with ``CacheError/timeout(operation:server:)``
 /// and its late reply is dropped; a broken connection fails every pending command with a typed error
 /// and the next command reconnects (with backoff after failed attempts).
-final class RedisAsyncConnection: LoopSocketDelegate, LoopQueueOwner, @unchecked Sendable {
+final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     // Why @unchecked Sendable is safe: every mutable field below is only touched on `loop`'s thread,
     // except `incoming`, which locks. The only entry points from other threads are `command` (which only
     // queues under that Mutex and schedules the drain with `execute`), `pipeline` and `shutdown`
@@ -54,6 +54,11 @@ final class RedisAsyncConnection: LoopSocketDelegate, LoopQueueOwner, @unchecked
         let deadline: UInt64
         let waiter: Waiter
     }
+    /// A command sent from another thread, waiting for the loop.
+    private struct Queued: Sendable {
+        let args: [[UInt8]]
+        let promise: LoopPromise<RedisValue>
+    }
 
     private var state = State.idle
     private let socket: LoopSocket
@@ -72,8 +77,8 @@ final class RedisAsyncConnection: LoopSocketDelegate, LoopQueueOwner, @unchecked
     private var moveWanted = false
     /// This connection's shutdown hook on the loop (it holds the connection until removed).
     private var hookID: ShutdownHookID?
-    /// Commands queued by other threads; one loop job sends all of them (``LoopQueueOwner``).
-    let incoming = LoopQueue<QueuedWork<[[UInt8]], RedisValue>>()
+    /// Commands queued by other threads; one loop job sends all of them.
+    private let incoming = LoopQueue<Queued>()
 
     init(loop: any TandemEventLoop, target: RedisTarget, tls: TLSClientContext?, commandTimeout: Double, connectTimeout: Double) {
         self.loop = loop
@@ -121,10 +126,26 @@ final class RedisAsyncConnection: LoopSocketDelegate, LoopQueueOwner, @unchecked
         }
     }
 
-    /// Sends a command that another thread queued, or that a caller on the loop submitted (loop
-    /// thread; ``LoopQueueOwner``).
-    func start(_ args: [[UInt8]], _ promise: LoopPromise<RedisValue>) {
-        send(args, .promise(promise))
+    /// Hands a command to the loop: sent at once on the loop thread, otherwise queued for the loop's
+    /// next drain (the first command queued since the last drain schedules it).
+    @inline(never)
+    private func submit(_ args: [[UInt8]], _ promise: LoopPromise<RedisValue>) {
+        if loop.inEventLoop {
+            send(args, .promise(promise))
+            return
+        }
+        incoming.add(Queued(args: args, promise: promise)) {
+            try loop.execute { [self] in drainIncoming() }
+        } stranded: { q, error in
+            q.promise.fail(error)  // the loop is gone: nothing queued will be sent
+        }
+    }
+
+    /// Sends what other threads queued; a command whose task was cancelled meanwhile is not sent.
+    private func drainIncoming() {
+        let batch = incoming.take()
+        for q in batch where !q.promise.isCompleted { send(q.args, .promise(q.promise)) }
+        incoming.recycle(batch)
     }
 
     /// Returns when a command that failed with `error` is to be sent once more (`allowed`: it is
