@@ -7,14 +7,13 @@ import TandemLoop
 ///
 /// Everything submitted in one loop turn goes out in one write (auto-pipelining). Commands from other
 /// threads wait in a queue that one loop job drains, with the waiting task's promise (no closure, no
-/// inbox entry per command). Replies come back
-/// in order. A command that outlives its timeout fails with ``CacheError/timeout(operation:server:)``
+/// inbox entry per command). Replies come back in order. A command that outlives its timeout fails with ``CacheError/timeout(operation:server:)``
 /// and its late reply is dropped; a broken connection fails every pending command with a typed error
 /// and the next command reconnects (with backoff after failed attempts).
 final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     // Why @unchecked Sendable is safe: every mutable field below is only touched on `loop`'s thread,
-    // except `incoming`, which locks. The only entry points from other threads are `command` (which only
-    // queues under that Mutex and schedules the drain with `execute`), `pipeline` and `shutdown`
+    // except `incoming`, which locks. The only entry points from other threads are `command` (which
+    // only queues under that lock and schedules the drain with `execute`), `pipeline` and `shutdown`
     // (which hop to the loop with `withLoopPromise` / `execute` before touching anything).
 
     let loop: any TandemEventLoop
