@@ -4,15 +4,15 @@ import Synchronization
 /// loop thread by one job per batch: the submissions that arrive while the loop is busy cost one
 /// loop job together, not a closure and an inbox entry each.
 ///
-/// The owner calls ``add(_:schedule:stranded:)`` from any thread; the first item since the last
-/// drain runs `schedule`, which submits the owner's drain job to its loop; the drain job calls
-/// ``take()``, handles the items and hands the buffer back with ``recycle(_:)``. Nothing queued is
-/// lost: when the loop is gone (`schedule` throws), every item still queued is handed back to fail.
+/// The owner calls ``add(_:schedule:)`` from any thread; the first item since the last drain runs
+/// `schedule`, which submits the owner's drain job to its loop; the drain job calls ``drain(_:)``.
+/// Nothing queued is lost: when the loop is gone (`schedule` throws), every item still queued fails
+/// with that error; an item whose task was cancelled before the drain is not started.
 ///
-/// The owners (the Redis and memcached connections) each write their few lines of submit and drain
-/// around it with their concrete types: as a protocol extension over the owner, the same lines were
-/// not specialized by the compiler, and every call looked up generic metadata.
-@usableFromInline package final class LoopQueue<Item: Sendable>: Sendable {
+/// The owners (the Redis and memcached connections) call it with their concrete item types, so that
+/// the compiler specializes it: as a protocol extension over the owners, the same code was not
+/// specialized, and every call looked up generic metadata.
+@usableFromInline package final class LoopQueue<Item: LoopQueueItem>: Sendable {
     @usableFromInline
     struct State {
         @usableFromInline var items: [Item] = []
@@ -26,10 +26,10 @@ import Synchronization
     @inlinable package init() { state = Mutex(State()) }
 
     /// Queues `item` (any thread). If it is the first since the last drain, runs `schedule`; if that
-    /// throws, every item still queued (this one included) goes to `stranded` with the error, and the
-    /// queue is empty and unscheduled again.
+    /// throws, every item still queued (this one included) fails with the error, and the queue is
+    /// empty and unscheduled again.
     @inlinable
-    package func add(_ item: Item, schedule: () throws -> Void, stranded: (Item, any Error) -> Void) {
+    package func add(_ item: Item, schedule: () throws -> Void) {
         let first = state.locked { s -> Bool in
             s.items.append(item)
             if s.drainQueued { return false }
@@ -45,14 +45,22 @@ import Synchronization
                 defer { s.items.removeAll() }
                 return s.items
             }
-            for i in left { stranded(i, error) }
+            for i in left { i.fail(error) }
         }
     }
 
-    /// Takes what is queued (loop thread, in the drain job); items added from now on schedule a new
-    /// drain. Hand the batch back with ``recycle(_:)`` once handled, for its capacity.
+    /// Starts what is queued, in order, skipping the items already abandoned (loop thread, in the
+    /// drain job). Items added from now on schedule a new drain.
     @inlinable
-    package func take() -> [Item] {
+    package func drain(_ start: (Item) -> Void) {
+        let batch = take()
+        for item in batch where !item.isAbandoned { start(item) }
+        recycle(batch)
+    }
+
+    /// Takes what is queued; items added from now on schedule a new drain.
+    @inlinable
+    func take() -> [Item] {
         state.locked { s -> [Item] in
             s.drainQueued = false
             var batch = s.spare
@@ -64,11 +72,19 @@ import Synchronization
 
     /// Keeps a handled batch's buffer (emptied) for a later drain.
     @inlinable
-    package func recycle(_ batch: consuming [Item]) {
+    func recycle(_ batch: consuming [Item]) {
         var buffer = batch
         buffer.removeAll(keepingCapacity: true)
         state.locked { s in
             if s.spare.capacity < buffer.capacity { s.spare = buffer }
         }
     }
+}
+
+/// An item of a ``LoopQueue``: a piece of work with the promise of the task waiting for it.
+@usableFromInline package protocol LoopQueueItem: Sendable {
+    /// True when the waiting task no longer wants the work (its promise completed, by cancellation).
+    var isAbandoned: Bool { get }
+    /// Fails the waiting task (the loop is gone).
+    func fail(_ error: any Error)
 }

@@ -65,9 +65,11 @@ final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
         let waiter: Waiter
     }
     /// A one-reply request from another thread, waiting for the loop.
-    private struct Queued: Sendable {
+    private struct Queued: LoopQueueItem {
         let request: [UInt8]
         let promise: LoopPromise<MetaReply>
+        var isAbandoned: Bool { promise.isCompleted }
+        func fail(_ error: any Error) { promise.fail(error) }
     }
 
     private var state = State.idle
@@ -100,20 +102,11 @@ final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
             return
         }
         incoming.add(Queued(request: request, promise: promise)) {
-            try loop.execute { [self] in drainIncoming() }
-        } stranded: { q, error in
-            q.promise.fail(error)  // the loop is gone: nothing queued will be sent
+            try loop.execute { [self] in incoming.drain { send($0.request, .reply($0.promise)) } }
         }
     }
 
     // MARK: loop thread
-
-    /// Sends what other threads queued; a request whose task was cancelled meanwhile is not sent.
-    private func drainIncoming() {
-        let batch = incoming.take()
-        for q in batch where !q.promise.isCompleted { send(q.request, .reply(q.promise)) }
-        incoming.recycle(batch)
-    }
 
     /// Queues `request` (whole meta-protocol commands) with its reply handler. Loop thread only.
     func send(_ request: [UInt8], _ handler: @escaping Handler) {

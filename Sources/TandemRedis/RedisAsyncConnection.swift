@@ -54,9 +54,11 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
         let waiter: Waiter
     }
     /// A command sent from another thread, waiting for the loop.
-    private struct Queued: Sendable {
+    private struct Queued: LoopQueueItem {
         let args: [[UInt8]]
         let promise: LoopPromise<RedisValue>
+        var isAbandoned: Bool { promise.isCompleted }
+        func fail(_ error: any Error) { promise.fail(error) }
     }
 
     private var state = State.idle
@@ -134,17 +136,8 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
             return
         }
         incoming.add(Queued(args: args, promise: promise)) {
-            try loop.execute { [self] in drainIncoming() }
-        } stranded: { q, error in
-            q.promise.fail(error)  // the loop is gone: nothing queued will be sent
+            try loop.execute { [self] in incoming.drain { send($0.args, .promise($0.promise)) } }
         }
-    }
-
-    /// Sends what other threads queued; a command whose task was cancelled meanwhile is not sent.
-    private func drainIncoming() {
-        let batch = incoming.take()
-        for q in batch where !q.promise.isCompleted { send(q.args, .promise(q.promise)) }
-        incoming.recycle(batch)
     }
 
     /// Returns when a command that failed with `error` is to be sent once more (`allowed`: it is

@@ -522,6 +522,7 @@ struct MemcachedLoopGroupTests {
         let group = TandemEventLoopGroup(loops: [EpollEventLoop(name: "mc-group-e"), DispatchEventLoop(name: "mc-group-d")])
         defer { group.shutdown() }
         let servers = TestServers.memcachedServers
+        try #require(!servers.isEmpty, "memcached servers are not configured: \(TestServers.skipMessage)")
         let cache = try Caches(settings: ["default": CacheSettings(backend: "memcached", location: servers, keyPrefix: "group-\(UUID().uuidString)",
                                                                    options: ["POLL_TIMEOUT": 10])],
                                loopGroup: group).default
