@@ -140,7 +140,7 @@ public enum AsyncSafety {
     }()
 
     /// The loop running on the current thread (as an opaque identity), or nil.
-    @inlinable @usableFromInline package static var current: UnsafeMutableRawPointer? { pthread_getspecific(key) }
+    @inlinable package static var current: UnsafeMutableRawPointer? { pthread_getspecific(key) }
 
     /// Marks (or, with nil, unmarks) the current thread as running `loop`.
     package static func set(_ loop: UnsafeMutableRawPointer?) {
