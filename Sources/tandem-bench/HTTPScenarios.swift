@@ -239,6 +239,23 @@ struct HTTPScenarios {
 }
 
 /// CPU time (user + system, in seconds) of this process or of its finished children.
+/// Client CPU time summed over several timed rounds, and per operation: all the rounds' CPU time
+/// over all their operations (issue 16's definition of client CPU per operation).
+struct CPUTally {
+    private var seconds = 0.0
+    private var operations = 0
+
+    /// Adds a round's CPU seconds and operations; returns that round's microseconds per operation.
+    mutating func add(seconds roundSeconds: Double, operations roundOperations: Int) -> Double {
+        seconds += roundSeconds
+        operations += roundOperations
+        return roundSeconds / Double(max(1, roundOperations)) * 1e6
+    }
+
+    /// Microseconds of CPU per operation over every round added.
+    var microsecondsPerOperation: Double { seconds / Double(max(1, operations)) * 1e6 }
+}
+
 enum CPUTime {
     static func process() -> Double { read(RUSAGE_SELF.rawValue) }
     static func children() -> Double { read(RUSAGE_CHILDREN.rawValue) }

@@ -34,8 +34,7 @@ struct MemcachedScenarios {
         var tan: [Double] = []
         var refCPU: [Double] = []
         var tanCPU: [Double] = []
-        var tanSeconds = 0.0
-        var tanGets = 0
+        var tanTally = CPUTally()
         var threads = 0
         var misses = 0
         var latencies: [Double] = []
@@ -66,10 +65,7 @@ struct MemcachedScenarios {
                 if v?.count != 1024 { throw BenchError("wrong value") }
             })
             latencies += samples.microseconds
-            let gets = counter.next()
-            tanSeconds += CPUTime.process() - before
-            tanGets += gets
-            tanCPU.append((CPUTime.process() - before) / Double(max(1, gets)) * 1e6)
+            tanCPU.append(tanTally.add(seconds: CPUTime.process() - before, operations: counter.next()))
             threads = max(threads, threadCount.next())
             FileHandle.standardError.write(Data(String(format: "memcached-async-get round: memaslap %.0f ops/s %.2f us CPU/op; tandem %.0f gets/s %.2f us CPU/get, loop thread parked %d times\n",
                                                        tps, refCPU.last ?? 0, tan.last ?? 0, tanCPU.last ?? 0, loopThreadParks() - parksBefore).utf8))
@@ -78,7 +74,7 @@ struct MemcachedScenarios {
         let t = tan.max() ?? 0
         var result = BenchResult(scenario: "memcached-async-get", reference: r, tandem: t, unit: "ops/s", ratio: t / r, better: "higher")
         // All the Tandem rounds' CPU time divided by all their gets, as for redis-async-get.
-        result.cpuUsPerOp = tanSeconds / Double(max(1, tanGets)) * 1e6
+        result.cpuUsPerOp = tanTally.microsecondsPerOperation
         result.referenceCpuUsPerOp = median(refCPU)
         result.threads = threads
         result.referenceMisses = misses

@@ -125,8 +125,7 @@ struct RedisScenarios {
         var refP99: [Double] = []
         var tan: [Double] = []
         var tanCPU: [Double] = []
-        var tanSeconds = 0.0
-        var tanGets = 0
+        var tanTally = CPUTally()
         var latencies: [Double] = []
         let n = max(50_000, Int(seconds * 80_000))
         func benchmark(pipeline: Int, requests: Int) throws -> (Double, Double, Double, Double) {
@@ -151,10 +150,7 @@ struct RedisScenarios {
                 if let start { samples.add(ContinuousClock.now - start) }
                 if v?.count != 3 { throw BenchError("wrong value") }
             })
-            let gets = counter.next()
-            tanSeconds += CPUTime.process() - before
-            tanGets += gets
-            tanCPU.append((CPUTime.process() - before) / Double(max(1, gets)) * 1e6)
+            tanCPU.append(tanTally.add(seconds: CPUTime.process() - before, operations: counter.next()))
             latencies += samples.microseconds
             FileHandle.standardError.write(Data(String(format: "redis-async-get round: redis-benchmark %.0f GET/s %.2f us CPU/GET; tandem %.0f GET/s %.2f us CPU/GET, loop thread parked %d times\n",
                                                        rps, cpu, tan.last ?? 0, tanCPU.last ?? 0, loopThreadParks() - parksBefore).utf8))
@@ -167,7 +163,7 @@ struct RedisScenarios {
         result.ratioPipelined = rp > 0 ? t / rp : nil
         // The process's CPU time over all the Tandem rounds divided by all their GETs (issue 16's
         // definition); the per-round figures are on standard error.
-        result.cpuUsPerOp = tanSeconds / Double(max(1, tanGets)) * 1e6
+        result.cpuUsPerOp = tanTally.microsecondsPerOperation
         result.referenceCpuUsPerOp = median(refCPU)
         result.p50Us = percentile(latencies, 0.50)
         result.p99Us = percentile(latencies, 0.99)
