@@ -36,7 +36,7 @@ CACHEABLE = {}  # /cacheable id -> counts
 
 def http_date(t):
     return formatdate(t, usegmt=True)
-REASONS = {200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently", 302: "Found",
+REASONS = {200: "OK", 201: "Created", 204: "No Content", 206: "Partial Content", 301: "Moved Permanently", 302: "Found",
            400: "Bad Request", 404: "Not Found", 418: "I'm a teapot", 500: "Internal Server Error",
            502: "Bad Gateway", 503: "Service Unavailable"}
 
@@ -44,7 +44,7 @@ REASONS = {200: "OK", 201: "Created", 204: "No Content", 301: "Moved Permanently
 def response(status, body=b"", headers=None, keep_alive=True):
     head = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}", f"Content-Length: {len(body)}",
             "Connection: " + ("keep-alive" if keep_alive else "close")]
-    for k, v in (headers or {}).items():
+    for k, v in (headers.items() if isinstance(headers, dict) else headers or []):
         head.append(f"{k}: {v}")
     return ("\r\n".join(head) + "\r\n\r\n").encode() + body
 
@@ -147,8 +147,19 @@ async def handle(reader, writer):
                 # /cacheable?id=X&cc=<Cache-Control>&etag=E&lm=1&vary=<header>&expires=<s>&age=<s>&fail_after=<n>:
                 # a response with those caching headers; the body counts the full answers for id X;
                 # If-None-Match equal to the ETag (or If-Modified-Since with lm) answers 304.
+                # cc2= and vary2= add a second Cache-Control or Vary line, cookie=1 a Set-Cookie line;
+                # a request with Range gets a 206 ("part N"); any method but GET and HEAD gets a 204
+                # ("changes" counted) with Location: <location=> when given.
                 key = "cacheable:" + params.get("id", "")
-                c = CACHEABLE.setdefault(key, {"requests": 0, "full": 0, "not_modified": 0})
+                c = CACHEABLE.setdefault(key, {"requests": 0, "full": 0, "not_modified": 0, "partial": 0, "changes": 0})
+                if method not in ("GET", "HEAD"):
+                    c["changes"] += 1
+                    extra = [("Location", unquote(params["location"]))] if "location" in params else []
+                    writer.write(response(204, b"", extra, keep))
+                    await writer.drain()
+                    if not keep:
+                        return
+                    continue
                 c["requests"] += 1
                 etag = params.get("etag")
                 hdrs = {"Date": http_date(time.time())}
@@ -164,18 +175,30 @@ async def handle(reader, writer):
                     hdrs["Expires"] = http_date(time.time() + int(params["expires"]))
                 if "age" in params:
                     hdrs["Age"] = params["age"]
+                hdrs = list(hdrs.items())
+                if "cc2" in params:
+                    hdrs.append(("Cache-Control", unquote(params["cc2"])))
+                if "vary2" in params:
+                    hdrs.append(("Vary", params["vary2"]))
+                if "cookie" in params:
+                    hdrs.append(("Set-Cookie", f"session=s{c['full'] + 1}; Path=/"))
                 fail_after = int(params.get("fail_after", "0"))
-                if fail_after and c["requests"] > fail_after:
+                if "range" in headers:
+                    c["partial"] += 1
+                    hdrs.append(("Content-Range", "bytes 0-5/100"))
+                    writer.write(response(206, f"part {c['partial']}".encode(), hdrs, keep))
+                elif fail_after and c["requests"] > fail_after:
                     writer.write(response(500, b"failing", keep_alive=keep))
                 elif (etag and headers.get("if-none-match") == '"' + etag + '"') or ("lm" in params and "if-modified-since" in headers):
                     c["not_modified"] += 1
                     writer.write(response(304, b"", hdrs, keep))
                 else:
                     c["full"] += 1
-                    vary_value = headers.get(params["vary"].lower(), "") if "vary" in params else ""
+                    vary_value = " ".join(headers[params[v].lower()] for v in ("vary", "vary2") if params.get(v, "").lower() in headers)
                     writer.write(response(200, f"v{c['full']} {vary_value}".strip().encode(), hdrs, keep))
             elif name == "cacheable-count":
-                c = CACHEABLE.get("cacheable:" + params.get("id", ""), {"requests": 0, "full": 0, "not_modified": 0})
+                c = CACHEABLE.get("cacheable:" + params.get("id", ""),
+                                  {"requests": 0, "full": 0, "not_modified": 0, "partial": 0, "changes": 0})
                 writer.write(response(200, json.dumps(c).encode(), {"Content-Type": "application/json"}, keep))
             elif name == "flaky-count":
                 writer.write(response(200, str(FLAKY.get(params.get("id", ""), 0)).encode(), keep_alive=keep))

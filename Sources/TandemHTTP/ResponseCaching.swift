@@ -1,5 +1,6 @@
 import Foundation
 import HTTPTypes
+import Logging
 import Synchronization
 import TandemCache
 import TandemLoop
@@ -7,9 +8,23 @@ import TandemLoop
 /// Stores upstream GET responses in a Tandem cache and answers from it as a shared cache does
 /// (RFC 9111, with RFC 5861's stale-while-revalidate and stale-if-error):
 ///
+/// The cache is shared: whatever one caller stores, every client on the same `cache` may be served.
+/// So every decision is taken on the headers the request actually sends (the client's
+/// ``UpstreamClientConfiguration/defaultHeaders`` and User-Agent included), on every line of a list
+/// field (a second `Cache-Control` or `Vary` line counts as much as the first), and where RFC 9111
+/// leaves a choice, on the side that can never serve one caller's response to another:
+///
 /// - Stored: responses to GET requests without `Authorization` (unless the response says `public` or
-///   `s-maxage`), with a status RFC 9111 lets a cache store by default, a body of at most
-///   ``maxBodyBytes``, and no `no-store` or `private` in `Cache-Control` (and no `no-store` in the request's).
+///   `s-maxage`), with a status RFC 9111 lets a cache store by default (not `206 Partial Content`),
+///   a body of at most ``maxBodyBytes``, no `Set-Cookie`, and no `no-store` or `private` in
+///   `Cache-Control` (and no `no-store` in the request's).
+/// - Not looked up and not stored: requests with `Range` or `If-Range` (a partial answer belongs to
+///   the range asked for).
+/// - Found by the request's URL: the entry keeps the URL it was stored for and a lookup compares it
+///   (the key is a digest of the URL, so two URLs may share a key; the second is then a miss).
+/// - Invalidated (RFC 9111 §4.4): a `2xx` or `3xx` answer to a PUT, POST, PATCH or DELETE (any method
+///   but GET, HEAD, OPTIONS and TRACE) drops what is stored for its URL, and for its `Location` and
+///   `Content-Location` when they have the request's origin.
 /// - Fresh for `s-maxage`, else `max-age`, else `Expires` minus `Date`; its age counts the `Age` header
 ///   and the time it has been stored. A fresh response is served with an `Age` header and no request.
 /// - Stale (or `no-cache`): revalidated with `If-None-Match` / `If-Modified-Since` when it has an
@@ -31,8 +46,15 @@ public struct ResponseCaching: Sendable {
         self.maxBodyBytes = maxBodyBytes
     }
 
-    /// Statuses a cache may store without explicit freshness (RFC 9110 §15.1).
-    static let storableStatuses: Set<Int> = [200, 203, 204, 206, 300, 301, 308, 404, 405, 410, 414, 501]
+    /// Statuses a cache may store without explicit freshness (RFC 9110 §15.1), less `206`: a partial
+    /// answer must never be served to a request for the whole (or for another range).
+    static let storableStatuses: Set<Int> = [200, 203, 204, 300, 301, 308, 404, 405, 410, 414, 501]
+
+    /// Methods whose successful answer invalidates what is stored for the URL (RFC 9111 §4.4): all
+    /// but the safe ones.
+    static func invalidates(_ method: HTTPRequest.Method) -> Bool {
+        method != .get && method != .head && method != .options && method != .trace
+    }
 
     /// The cache key of a URL (hashed: URLs can be longer than memcached's keys).
     static func key(_ url: String) -> String { "tandem-http:" + keyDigest(url) }
@@ -78,7 +100,10 @@ struct StoredResponse: Sendable {
     var status: Int
     var rawHeaders: [UInt8]
     var body: [UInt8]
+    /// The URL that answered (after redirects).
     var url: String
+    /// The URL the entry was stored for: a lookup whose request URL differs is a miss.
+    var requestURL: String
     /// When the request was sent and the response received (seconds since 1970).
     var requestTime: Double
     var responseTime: Double
@@ -95,12 +120,13 @@ struct StoredResponse: Sendable {
     var etag: String?
     var lastModified: String?
 
-    init(status: Int, rawHeaders: [UInt8], body: [UInt8], url: String, requestTime: Double, responseTime: Double,
-         vary: [(String, String)]) {
+    init(status: Int, rawHeaders: [UInt8], body: [UInt8], url: String, requestURL: String, requestTime: Double,
+         responseTime: Double, vary: [(String, String)]) {
         self.status = status
         self.rawHeaders = rawHeaders
         self.body = body
         self.url = url
+        self.requestURL = requestURL
         self.requestTime = requestTime
         self.responseTime = responseTime
         self.vary = vary
@@ -116,7 +142,7 @@ struct StoredResponse: Sendable {
     /// and `Age` values, the directives and the validators.
     mutating func derive() {
         let r = response
-        let cc = CacheControl(r.header("Cache-Control"))
+        let cc = CacheControl(r.combinedHeader("Cache-Control"))
         dateValue = r.header("Date").flatMap(HTTPDate.parse) ?? responseTime
         ageValue = r.header("Age").flatMap { Double($0) } ?? 0
         if let s = cc.sMaxAge {
@@ -185,9 +211,9 @@ struct StoredResponse: Sendable {
 
     // MARK: stored form
 
-    private static let magic: [UInt8] = Array("TRC1".utf8)
+    private static let magic: [UInt8] = Array("TRC2".utf8)
 
-    /// `TRC1`, then status, the times and the parsed values as fixed-width fields, then length-prefixed
+    /// `TRC2`, then status, the times and the parsed values as fixed-width fields, then length-prefixed
     /// strings and byte runs: no JSON to parse on a hit.
     var encoded: [UInt8] {
         var w = ByteWriter()
@@ -198,6 +224,7 @@ struct StoredResponse: Sendable {
         }
         w.u64((noCache ? 1 : 0) | (mustRevalidate ? 2 : 0) | (etag != nil ? 4 : 0) | (lastModified != nil ? 8 : 0))
         w.string(url)
+        w.string(requestURL)
         w.string(etag ?? "")
         w.string(lastModified ?? "")
         w.u64(UInt64(vary.count))
@@ -216,7 +243,7 @@ struct StoredResponse: Sendable {
             guard let x = r.u64() else { return nil }
             d.append(Double(bitPattern: x))
         }
-        guard let flags = r.u64(), let url = r.string(), let etag = r.string(), let lm = r.string(), let n = r.u64(), n < 1024
+        guard let flags = r.u64(), let url = r.string(), let requestURL = r.string(), let etag = r.string(), let lm = r.string(), let n = r.u64(), n < 1024
         else { return nil }
         var vary: [(String, String)] = []
         for _ in 0..<n {
@@ -228,6 +255,7 @@ struct StoredResponse: Sendable {
         self.rawHeaders = headers
         self.body = body
         self.url = url
+        self.requestURL = requestURL
         self.requestTime = d[0]
         self.responseTime = d[1]
         self.vary = vary
@@ -309,13 +337,16 @@ extension AsyncUpstreamClient {
     func sendCaching(_ request: UpstreamRequest, _ rc: ResponseCaching,
                      fetch: @escaping @Sendable (UpstreamRequest) async throws -> UpstreamResponse) async throws -> UpstreamResponse {
         try request.validate()
-        let requestCC = CacheControl(request.headers[.cacheControl])
+        let sent = client.sentHeaders(request)
+        // A range request is neither served from the cache nor stored: its answer is a part.
+        if sent.contains(.range) || sent.contains(.ifRange) { return try await fetch(request) }
+        let requestCC = CacheControl(sent[values: .cacheControl].joined(separator: ", "))
         let key = ResponseCaching.key(request.url)
         let now = Date().timeIntervalSince1970
         // A cache that fails is a miss: the upstream still answers.
         var entry: StoredResponse? = requestCC.noStore ? nil : ((try? await rc.cache.async.get(key) as [UInt8]?) ?? nil)
             .flatMap { StoredResponse(encoded: $0) }
-        if let e = entry, !varyMatches(e, request) { entry = nil }
+        if let e = entry, e.requestURL != request.url || !varyMatches(e, sent) { entry = nil }
         guard let stored = entry else { return try await fetchAndStore(request, rc, key, requestCC, fetch: fetch) }
 
         let age = stored.currentAge(now: now)
@@ -350,10 +381,14 @@ extension AsyncUpstreamClient {
         return stored.served(now: Date().timeIntervalSince1970)
     }
 
-    private func varyMatches(_ stored: StoredResponse, _ request: UpstreamRequest) -> Bool {
-        stored.vary.allSatisfy { name, value in
-            (HTTPField.Name(name).flatMap { request.headers[$0] } ?? "") == value
-        }
+    /// Whether the headers a request sends have the values the stored response's `Vary` recorded.
+    private func varyMatches(_ stored: StoredResponse, _ sent: HTTPFields) -> Bool {
+        stored.vary.allSatisfy { name, value in varyValue(name, sent) == value }
+    }
+
+    /// A request's value of a header named by `Vary`: every line of it, joined (absent: "").
+    private func varyValue(_ name: String, _ sent: HTTPFields) -> String {
+        HTTPField.Name(name).map { sent[values: $0].joined(separator: ", ") } ?? ""
     }
 
     /// A conditional request for a stored response. Returns the response to serve, and whether it
@@ -373,7 +408,14 @@ extension AsyncUpstreamClient {
         }
         var refreshed = stored
         refreshed.refresh(with: response, requestTime: sent, responseTime: received)
-        try? await put(refreshed, rc, key)
+        // The 304's headers join the stored ones: if they make the answer one a shared cache must not
+        // keep (private, no-store, a cookie), it is served to this caller and dropped from the cache.
+        let cc = CacheControl(response.combinedHeader("Cache-Control"))
+        if cc.noStore || cc.isPrivate || response.header("Set-Cookie") != nil {
+            _ = try? await rc.cache.async.delete(key)
+        } else {
+            try? await put(refreshed, rc, key)
+        }
         return (refreshed.served(now: received), true)
     }
 
@@ -387,19 +429,22 @@ extension AsyncUpstreamClient {
     /// Stores `response` if a shared cache may; returns it either way.
     private func store(_ response: UpstreamResponse, _ request: UpstreamRequest, _ rc: ResponseCaching, _ key: String,
                        _ requestCC: CacheControl, sent: Double, received: Double) async throws -> UpstreamResponse {
-        let cc = CacheControl(response.header("Cache-Control"))
-        let authorized = request.headers.contains(.authorization)
+        let cc = CacheControl(response.combinedHeader("Cache-Control"))
+        let headersSent = client.sentHeaders(request)
+        let authorized = headersSent.contains(.authorization)
         guard !requestCC.noStore, !cc.noStore, !cc.isPrivate, ResponseCaching.storableStatuses.contains(response.status.code),
-              response.body.count <= rc.maxBodyBytes, !authorized || cc.isPublic || cc.sMaxAge != nil
+              response.body.count <= rc.maxBodyBytes, !authorized || cc.isPublic || cc.sMaxAge != nil,
+              response.header("Set-Cookie") == nil
         else { return response }
         var vary: [(String, String)] = []
-        for name in (response.header("Vary") ?? "").split(separator: ",") {
+        for name in (response.combinedHeader("Vary") ?? "").split(separator: ",") {
             let n = name.trimmingCharacters(in: .whitespaces).lowercased()
-            if n == "*" { return response }  // varies on everything: never reusable
-            if !n.isEmpty { vary.append((n, HTTPField.Name(n).flatMap { request.headers[$0] } ?? "")) }
+            if n == "*" || HTTPField.Name(n) == nil && !n.isEmpty { return response }  // never reusable
+            if !n.isEmpty { vary.append((n, varyValue(n, headersSent))) }
         }
         let entry = StoredResponse(status: response.status.code, rawHeaders: response.rawHeaders, body: response.body,
-                                   url: response.url, requestTime: sent, responseTime: received, vary: vary)
+                                   url: response.url, requestURL: request.url, requestTime: sent, responseTime: received,
+                                   vary: vary)
         // Worth keeping only if it can be served: fresh for a while, revalidated, or served stale.
         guard entry.freshnessLifetime > 0 || entry.hasValidator || (entry.staleWhileRevalidate ?? 0) > 0 || (entry.staleIfError ?? 0) > 0
         else { return response }
@@ -413,4 +458,58 @@ extension AsyncUpstreamClient {
         let keep = entry.freshnessLifetime + max(entry.staleWhileRevalidate ?? 0, entry.staleIfError ?? 0)
         try await rc.cache.async.set(key, entry.encoded, timeout: .seconds(max(entry.hasValidator ? 3600 : 60, keep)))
     }
+}
+
+extension UpstreamClient {
+    /// The header fields `request` goes out with: the client's defaults, the request's own (which
+    /// win), and the User-Agent libcurl adds when neither names one. What the shared response cache
+    /// decides on (`Authorization`, `Vary`, `Range`, the request's `Cache-Control`).
+    func sentHeaders(_ request: UpstreamRequest) -> HTTPFields {
+        var sent = UpstreamRequest.merge(configuration.defaultHeaders, request.headers)
+        if !sent.contains(.userAgent) { sent[.userAgent] = configuration.userAgent }
+        return sent
+    }
+}
+
+extension AsyncUpstreamClient {
+    /// After a `2xx` or `3xx` answer to a method that changes the resource, drops what the response
+    /// cache holds for the request's URL and for the answer's `Location` and `Content-Location` when
+    /// they name the same origin (RFC 9111 §4.4). A failed delete is logged: the stored answer then
+    /// stays until it expires.
+    func invalidateStored(after response: UpstreamResponse, to request: UpstreamRequest, _ rc: ResponseCaching) async {
+        guard (200..<400).contains(response.status.code) else { return }
+        var urls = [request.url]
+        if let target = URL(string: request.url), let origin = Origin(target) {
+            for name in ["Location", "Content-Location"] {
+                guard let value = response.header(name), let u = URL(string: value, relativeTo: target)?.absoluteURL,
+                      Origin(u) == origin else { continue }
+                urls.append(u.absoluteString)
+            }
+        }
+        for url in Set(urls) {
+            do {
+                _ = try await rc.cache.async.delete(ResponseCaching.key(url))
+            } catch {
+                ResponseCaching.logger.warning("response cache: could not drop the stored answer after a change; it is served until it expires",
+                                               metadata: ["method": "\(request.method)", "url": "\(url)", "error": "\(error)"])
+            }
+        }
+    }
+}
+
+/// A URL's scheme, host and port (the default port when none is written), compared case-insensitively.
+private struct Origin: Equatable {
+    var scheme: String
+    var host: String
+    var port: Int
+    init?(_ url: URL) {
+        guard let scheme = url.scheme?.lowercased(), let host = url.host?.lowercased() else { return nil }
+        self.scheme = scheme
+        self.host = host
+        self.port = url.port ?? (scheme == "https" ? 443 : 80)
+    }
+}
+
+extension ResponseCaching {
+    static let logger = Logger(label: "tandem.http.cache")
 }

@@ -1,5 +1,6 @@
 import Foundation
 import HTTPTypes
+import Logging
 import ServiceLifecycle
 import TandemCache
 import TandemLoop
@@ -65,6 +66,10 @@ public final class UpstreamClient: Sendable {
         }
         self.multis = ls.map { CurlMulti(loop: $0, configuration: perLoop) }
         self.picker = LoopPicker(ls)
+        if !configuration.verifyTLS {
+            Logger(label: "tandem.http").warning(
+                "TLS verification is off for this upstream client (verifyTLS = false): any server can pose as an https upstream")
+        }
     }
 
     deinit {
@@ -168,10 +173,13 @@ public struct AsyncUpstreamClient: Sendable {
 
     /// ``send(_:retry:hedge:)`` outside any span: through the response cache when there is one.
     private func sendRouted(_ request: UpstreamRequest, retry: RetryPolicy?, hedge: HedgingPolicy?) async throws -> UpstreamResponse {
-        if let caching = client.configuration.responseCaching, request.method == .get {
+        guard let caching = client.configuration.responseCaching else { return try await sendUncached(request, retry: retry, hedge: hedge) }
+        if request.method == .get {
             return try await sendCaching(request, caching) { [self] r in try await sendUncached(r, retry: retry, hedge: hedge) }
         }
-        return try await sendUncached(request, retry: retry, hedge: hedge)
+        let response = try await sendUncached(request, retry: retry, hedge: hedge)
+        if ResponseCaching.invalidates(request.method) { await invalidateStored(after: response, to: request, caching) }
+        return response
     }
 
     /// ``send(_:retry:hedge:)`` without the response cache.

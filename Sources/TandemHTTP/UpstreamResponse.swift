@@ -78,6 +78,19 @@ public struct UpstreamResponse: Sendable {
         return found
     }
 
+    /// Every line named `name` (case-insensitive) joined with ", ", as RFC 9110 §5.3 combines the lines
+    /// of a list field (`Cache-Control`, `Vary`); nil when there is none. Decisions on a list field read
+    /// this, never only its first line.
+    func combinedHeader(_ name: String) -> String? {
+        let wanted = Array(name.utf8)
+        var found: [String] = []
+        forEachHeaderLine { n, v in
+            guard n.count == wanted.count, zip(n, wanted).allSatisfy({ $0 | 0x20 == $1 | 0x20 }) else { return }
+            found.append(String(decoding: v, as: UTF8.self))
+        }
+        return found.isEmpty ? nil : found.joined(separator: ", ")
+    }
+
     /// Creates a response (the client does this).
     public init(status: HTTPResponse.Status, rawHeaders: [UInt8], body: [UInt8], timings: Timings, url: String) {
         self.status = status

@@ -269,6 +269,80 @@ struct HTTPClientTests {
         #expect(try await counts("m").requests == 2)
     }
 
+    /// Two clients share one cache: nothing one of them is answered may be served to the other when
+    /// the answer belongs to its caller (issue 29's five reproduced cases, and the URL check).
+    @Test(.timeLimit(.minutes(3)), arguments: TestLoops.Kind.allCases)
+    func sharedResponseCacheNeverServesOneCallersAnswerToAnother(_ loop: TestLoops.Kind) async throws {
+        let base = try upstream()
+        let store = try Caches(settings: ["default": CacheSettings(backend: "locmem", location: ["http-\(UUID())"],
+                                                                options: ["MAX_ENTRIES": 10_000])]).default
+        let alice = client(loop) {
+            $0.responseCaching = ResponseCaching(cache: store)
+            $0.defaultHeaders = fields(["Authorization": "Bearer alice"])
+        }
+        let shared = client(loop) { $0.responseCaching = ResponseCaching(cache: store) }
+        let plain = client(loop)
+        defer { Task { await alice.shutdown(); await shared.shutdown(); await plain.shutdown() } }
+        let run = UUID().uuidString.prefix(8)
+        struct Counts: Decodable, Equatable { var requests: Int; var full: Int; var partial: Int; var changes: Int }
+        func counts(_ id: String) async throws -> Counts {
+            try JSONDecoder().decode(Counts.self, from: Data(try await plain.async.get(base + "/cacheable-count?id=\(run)-\(id)").body))
+        }
+        func url(_ id: String, _ query: String) -> String { base + "/cacheable?id=\(run)-\(id)&cc=max-age%3D60" + query }
+        func get(_ http: UpstreamClient, _ id: String, _ query: String = "", _ headers: HTTPFields = [:]) async throws -> UpstreamResponse {
+            try await http.async.send(UpstreamRequest(.get, url(id, query), headers: headers))
+        }
+
+        // A second Cache-Control line that says private or no-store is read: never stored.
+        for (id, second) in [("private", "private"), ("nostore", "no-store")] {
+            #expect(try await get(shared, id, "&cc2=" + second).text == "v1")
+            #expect(try await get(shared, id, "&cc2=" + second).text == "v2", "Cache-Control: \(second) on a second line")
+        }
+        // A second Vary line naming Cookie: another caller's cookie is a miss, the same cookie a hit.
+        #expect(try await get(shared, "vary", "&vary=X-Lang&vary2=Cookie", fields(["Cookie": "u=a"])).text == "v1 u=a")
+        #expect(try await get(shared, "vary", "&vary=X-Lang&vary2=Cookie", fields(["Cookie": "u=b"])).text == "v2 u=b")
+        #expect(try await get(shared, "vary", "&vary=X-Lang&vary2=Cookie", fields(["Cookie": "u=b"])).text == "v2 u=b")
+        // Authorization from the client's default headers: the answer is not stored for anyone.
+        #expect(try await get(alice, "auth").text == "v1")
+        #expect(try await get(alice, "auth").text == "v2")
+        #expect(try await get(shared, "auth").text == "v3", "alice's authorized answer served to another client")
+        // A 206 answering a Range request is neither stored nor served to a plain GET; a range request
+        // is not answered with the stored whole either.
+        let part = try await get(shared, "range", "", fields(["Range": "bytes=0-5"]))
+        #expect(part.status == 206 && part.text == "part 1")
+        #expect(try await get(shared, "range").text == "v1")
+        #expect(try await get(shared, "range").text == "v1")
+        let part2 = try await get(shared, "range", "", fields(["Range": "bytes=0-5"]))
+        #expect(part2.status == 206 && part2.text == "part 2")
+        #expect(try await counts("range") == Counts(requests: 3, full: 1, partial: 2, changes: 0))
+        // A response with Set-Cookie is never replayed.
+        let first = try await get(shared, "cookie", "&cookie=1")
+        #expect(first.header("Set-Cookie") == "session=s1; Path=/")
+        let second = try await get(shared, "cookie", "&cookie=1")
+        #expect(second.text == "v2" && second.header("Set-Cookie") == "session=s2; Path=/")
+        // A successful PUT, POST, PATCH or DELETE drops the stored GET of its URL, and of its Location
+        // on the same origin.
+        for method in [HTTPRequest.Method.put, .post, .patch, .delete] {
+            let id = "change-\(method)"
+            #expect(try await get(shared, id).text == "v1")
+            #expect(try await get(shared, id).text == "v1")
+            _ = try await shared.async.send(UpstreamRequest(method, url(id, "")))
+            #expect(try await get(shared, id).text == "v2", "\(method) did not invalidate")
+        }
+        let target = url("located", "")
+        #expect(try await get(shared, "located").text == "v1")
+        let encoded = target.addingPercentEncoding(withAllowedCharacters: .alphanumerics) ?? target
+        _ = try await shared.async.send(UpstreamRequest(.post, url("poster", "&location=" + encoded)))
+        #expect(try await get(shared, "located").text == "v2", "POST with Location did not invalidate the located URL")
+        // An entry stored under a URL's key for another URL (a digest collision) is a miss.
+        let victim = url("victim", "")
+        let other = StoredResponse(status: 200, rawHeaders: Array("Cache-Control: max-age=60\r\n\r\n".utf8),
+                                   body: Array("someone else's".utf8), url: base + "/other", requestURL: base + "/other",
+                                   requestTime: Date().timeIntervalSince1970, responseTime: Date().timeIntervalSince1970, vary: [])
+        try await store.async.set(ResponseCaching.key(victim), other.encoded, timeout: .seconds(60))
+        #expect(try await get(shared, "victim").text == "v1")
+    }
+
     @Test(arguments: TestLoops.Kind.allCases)
     func fanOutKeepsInputOrderAndHonoursTheDeadline(_ loop: TestLoops.Kind) async throws {
         let base = try upstream()
