@@ -192,10 +192,15 @@ public struct AsyncCache: Sendable {
     }
 
     /// Deletes `key`; returns whether it existed.
+    ///
+    /// On a cache that fails open (`IGNORE_EXCEPTIONS`, or an open circuit breaker) a server failure
+    /// returns `false`, counted and logged at warning, and the key stays on the server. Pass
+    /// `failOpen: false` for a delete that must take effect (a logout, a lock release, an
+    /// invalidation): the failure is then thrown as on any other cache.
     @discardableResult
-    public func delete(_ key: String, version: Int? = nil) async throws -> Bool {
+    public func delete(_ key: String, version: Int? = nil, failOpen: Bool = true) async throws -> Bool {
         let k = try core.key(key, version)
-        return try await core.runAsync(.delete, fallback: false) {
+        return try await core.runAsync(.delete, fallback: failOpen ? false : nil) {
             core.metrics.deletes.increment()
             return try await core.backend.asyncDelete(k)
         }

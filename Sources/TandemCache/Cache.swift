@@ -255,11 +255,16 @@ public final class Cache: Sendable {
     }
 
     /// Deletes `key`; returns whether it existed.
+    ///
+    /// On a cache that fails open (`IGNORE_EXCEPTIONS`, or an open circuit breaker) a server failure
+    /// returns `false`, counted and logged at warning, and the key stays on the server. Pass
+    /// `failOpen: false` for a delete that must take effect (a logout, a lock release, an
+    /// invalidation): the failure is then thrown as on any other cache.
     @discardableResult
-    public func delete(_ key: String, version: Int? = nil, file: String = #fileID, line: Int = #line) throws -> Bool {
+    public func delete(_ key: String, version: Int? = nil, failOpen: Bool = true, file: String = #fileID, line: Int = #line) throws -> Bool {
         try core.checkBlocking("delete", file: file, line: line)
         let k = try core.key(key, version)
-        return try core.run(.delete, fallback: false) {
+        return try core.run(.delete, fallback: failOpen ? false : nil) {
             core.metrics.deletes.increment()
             return try core.backend.delete(k)
         }

@@ -1,4 +1,5 @@
 import Logging
+import Synchronization
 import Metrics
 import Tracing
 import TandemLoop
@@ -6,6 +7,15 @@ import TandemLoop
 /// The operations the front records metrics for.
 enum CacheOp: Int, CaseIterable, Sendable {
     case get, getMany, set, add, setMany, delete, deleteMany, incr, touch, hasKey, clear
+
+    /// Whether the operation changes what is stored: a swallowed failure of one is a write that did
+    /// not happen, so it is logged at warning (reads only at debug: a miss is Django's contract).
+    var writes: Bool {
+        switch self {
+        case .get, .getMany, .hasKey: false
+        case .set, .add, .setMany, .delete, .deleteMany, .incr, .touch, .clear: true
+        }
+    }
 
     var name: String {
         switch self {
@@ -31,6 +41,9 @@ struct CacheMetrics: Sendable {
     let sets: Counter
     let deletes: Counter
     let errors: Counter
+    /// Per operation: server failures that fail-open (`IGNORE_EXCEPTIONS`) or an open breaker turned
+    /// into a miss, a `false` or a no-op instead of an error.
+    let swallowed: [Counter]
     let latency: [Metrics.Timer]
     /// Clock reads cost; without a metrics backend there is nobody to report latency to.
     let timing: Bool
@@ -43,6 +56,9 @@ struct CacheMetrics: Sendable {
         sets = Counter(label: "tandem_cache_sets_total", dimensions: dims, factory: f)
         deletes = Counter(label: "tandem_cache_deletes_total", dimensions: dims, factory: f)
         errors = Counter(label: "tandem_cache_errors_total", dimensions: dims, factory: f)
+        swallowed = CacheOp.allCases.map {
+            Counter(label: "tandem_cache_fail_open_total", dimensions: dims + [("op", $0.name)], factory: f)
+        }
         latency = CacheOp.allCases.map {
             Metrics.Timer(label: "tandem_cache_duration", dimensions: dims + [("op", $0.name)], factory: f)
         }
@@ -80,6 +96,8 @@ final class CacheCore: Sendable {
     let breaker: CircuitBreaker?
     /// Where spans go (nil: no tracing).
     let tracer: (any Tracer)?
+    /// When a swallowed write of each operation was last logged.
+    let swallowedLog = RateLimitedLog(interval: .seconds(10))
     /// No tracer, breaker or latency timing: a call needs only the shutdown gate and the error count.
     private let plain: Bool
 
@@ -327,8 +345,25 @@ final class CacheCore: Sendable {
                            metadata: ["op": "\(op.name)", "error": "\(error)"])
         }
         let e = failed(op, error)
-        if resilience.failOpen, serverFailure, let fallback { return fallback }
+        if resilience.failOpen, serverFailure, let fallback {
+            swallowed(op, error)
+            return fallback
+        }
         throw e
+    }
+
+    /// Records a server failure that failing open hid from the caller: counted per operation; a write,
+    /// delete or touch is logged at warning, at most once per ``swallowedLog``'s interval per operation
+    /// (with how many went unlogged since), a read at debug.
+    private func swallowed(_ op: CacheOp, _ error: any Error) {
+        metrics.swallowed[op.rawValue].increment()
+        guard op.writes else {
+            logger.debug("cache read failed; answered as a miss (fail-open)", metadata: ["op": "\(op.name)", "error": "\(error)"])
+            return
+        }
+        guard let unlogged = swallowedLog.shouldLog(op.rawValue) else { return }
+        logger.warning("cache write failed and was not applied (fail-open): the server still has what it had",
+                       metadata: ["op": "\(op.name)", "error": "\(error)", "unlogged_since_last": "\(unlogged)"])
     }
 
     private func failed(_ op: CacheOp, _ error: any Error) -> any Error {
@@ -340,5 +375,31 @@ final class CacheCore: Sendable {
     private func elapsedNanos(since start: ContinuousClock.Instant) -> Int64 {
         let d = ContinuousClock.now - start
         return d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000
+    }
+}
+
+/// Says whether to log an event of a kind now: at most once per interval per kind, counting the events
+/// it held back in between.
+final class RateLimitedLog: Sendable {
+    private struct Slot { var last: ContinuousClock.Instant?; var held = 0 }
+    private let interval: Duration
+    private let slots = Mutex<[Int: Slot]>([:])
+
+    init(interval: Duration) { self.interval = interval }
+
+    /// nil: do not log now. Otherwise log, and the number of events of `kind` held back since the last
+    /// one logged.
+    func shouldLog(_ kind: Int, now: ContinuousClock.Instant = .now) -> Int? {
+        slots.locked { slots in
+            var slot = slots[kind] ?? Slot()
+            defer { slots[kind] = slot }
+            if let last = slot.last, now - last < interval {
+                slot.held += 1
+                return nil
+            }
+            let held = slot.held
+            slot = Slot(last: now, held: 0)
+            return held
+        }
     }
 }

@@ -57,7 +57,7 @@ public struct TandemPersistDriver: PersistDriver {
     }
 
     public func remove(key: String) async throws {
-        try await cache.async.delete(key)
+        try await cache.async.delete(key, failOpen: false)
     }
 }
 

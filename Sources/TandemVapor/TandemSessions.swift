@@ -51,7 +51,7 @@ public struct TandemSessions: AsyncSessionDriver {
     }
 
     public func deleteSession(_ sessionID: SessionID, for request: Request) async throws {
-        try await cache.async.delete(keyPrefix + sessionID.string)
+        try await cache.async.delete(keyPrefix + sessionID.string, failOpen: false)
     }
 }
 
