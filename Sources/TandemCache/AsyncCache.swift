@@ -21,7 +21,7 @@ public struct AsyncCache: Sendable {
     public func set<V: CacheValue>(_ key: String, _ value: V, timeout: CacheTimeout = .default, version: Int? = nil) async throws {
         let k = try core.key(key, version)
         let v = try core.encode(value, key: k)
-        try await core.runAsync(.set, fallback: ()) {
+        try await core.runAsync(.set, key: k, fallback: ()) {
             switch core.resolve(timeout) {
             case .expired: _ = try await core.backend.asyncDelete(k)
             case .expiry(let e): _ = try await core.backend.asyncSet(k, v, expiry: e, mode: .set)
@@ -35,7 +35,7 @@ public struct AsyncCache: Sendable {
     public func add<V: CacheValue>(_ key: String, _ value: V, timeout: CacheTimeout = .default, version: Int? = nil) async throws -> Bool {
         let k = try core.key(key, version)
         let v = try core.encode(value, key: k)
-        return try await core.runAsync(.add, fallback: false) {
+        return try await core.runAsync(.add, key: k, fallback: false) {
             switch core.resolve(timeout) {
             case .expired: return try await !core.backend.asyncHasKey(k)
             case .expiry(let e): return try await core.backend.asyncSet(k, v, expiry: e, mode: .add)
@@ -51,7 +51,7 @@ public struct AsyncCache: Sendable {
         let made = try core.key(key, version)
         let beta = core.earlyRefreshBeta(earlyRefresh)
         if let beta, let metaKey = EarlyRefresh.key(for: made) {
-            let found = try await core.runAsync(.getMany, fallback: [:]) { try await core.backend.asyncGetMany([made, metaKey]) }
+            let found = try await core.runAsync(.getMany, key: made, fallback: [:]) { try await core.backend.asyncGetMany([made, metaKey]) }
             if let stored = found[made], let v: V = try core.decode(stored, key: made) {
                 // Early refresh: one caller recomputes before expiry; the others keep this value meanwhile.
                 guard EarlyRefresh(found[metaKey])?.shouldRefresh(beta: beta) == true, let flight = core.flights.tryLead(made) else {
@@ -105,14 +105,15 @@ public struct AsyncCache: Sendable {
         _ beta: Double?, _ makeDefault: () async throws -> V
     ) async throws -> (V, StoredValue) {
         if let hit: (V, StoredValue) = try await readShared(made) { return hit }
-        var held: String?
+        var held: HeldLock?
         if let lock, let lockKey = StampedeLock.key(for: made) {
             // A lock that cannot be taken because the server failed does not stop the computation.
-            let taken = (try? await core.runAsync(.add, fallback: true) {
-                try await core.backend.asyncSet(lockKey, StampedeLock.token(), expiry: .after(seconds: lock.timeoutSeconds), mode: .add)
+            let token = StampedeLock.token()
+            let taken = (try? await core.runAsync(.add, key: lockKey, fallback: true) {
+                try await core.backend.asyncSet(lockKey, token, expiry: .after(seconds: lock.timeoutSeconds), mode: .add)
             }) ?? true
             if taken {
-                held = lockKey
+                held = HeldLock(key: lockKey, token: token)
             } else {
                 let clock = ContinuousClock()
                 let deadline = clock.now + lock.wait
@@ -131,10 +132,10 @@ public struct AsyncCache: Sendable {
                 try await add(key, fresh, timeout: timeout, version: version)
                 result = try await readShared(made) as (V, StoredValue)? ?? (fresh, try core.encode(fresh, key: made))
             }
-            if let held { _ = try? await core.backend.asyncDelete(held) }
+            if let held { await core.release(held) }
             return result
         } catch {
-            if let held { _ = try? await core.backend.asyncDelete(held) }
+            if let held { await core.release(held) }
             throw error
         }
     }
@@ -150,7 +151,7 @@ public struct AsyncCache: Sendable {
         let took = clock.now - start
         let encoded = try core.encode(fresh, key: made)
         guard case .expiry(let e) = core.resolve(timeout) else { return (fresh, encoded) }
-        let stored = try await core.runAsync(replacing ? .set : .add, fallback: false) {
+        let stored = try await core.runAsync(replacing ? .set : .add, key: made, fallback: false) {
             try await core.backend.asyncSet(made, encoded, expiry: e, mode: replacing ? .set : .add)
         }
         if stored, case .after(let seconds) = e {
@@ -200,7 +201,7 @@ public struct AsyncCache: Sendable {
     @discardableResult
     public func delete(_ key: String, version: Int? = nil, failOpen: Bool = true) async throws -> Bool {
         let k = try core.key(key, version)
-        return try await core.runAsync(.delete, fallback: failOpen ? false : nil) {
+        return try await core.runAsync(.delete, key: k, fallback: failOpen ? false : nil) {
             core.metrics.deletes.increment()
             return try await core.backend.asyncDelete(k)
         }
@@ -219,7 +220,7 @@ public struct AsyncCache: Sendable {
     @discardableResult
     public func incr(_ key: String, by delta: Int = 1, version: Int? = nil) async throws -> Int {
         let k = try core.key(key, version)
-        return Int(try await core.runAsync(.incr) { try await core.backend.asyncIncr(k, by: Int64(delta)) })
+        return Int(try await core.runAsync(.incr, key: k) { try await core.backend.asyncIncr(k, by: Int64(delta)) })
     }
 
     /// Subtracts `delta`; see ``Cache/incr(_:by:version:)``.
@@ -232,7 +233,7 @@ public struct AsyncCache: Sendable {
     @discardableResult
     public func touch(_ key: String, timeout: CacheTimeout = .default, version: Int? = nil) async throws -> Bool {
         let k = try core.key(key, version)
-        return try await core.runAsync(.touch, fallback: false) {
+        return try await core.runAsync(.touch, key: k, fallback: false) {
             switch core.resolve(timeout) {
             case .expired: return try await core.backend.asyncDelete(k)
             case .expiry(let e): return try await core.backend.asyncTouch(k, expiry: e)
@@ -243,7 +244,7 @@ public struct AsyncCache: Sendable {
     /// Returns whether `key` exists (a stored nil counts).
     public func hasKey(_ key: String, version: Int? = nil) async throws -> Bool {
         let k = try core.key(key, version)
-        return try await core.runAsync(.hasKey, fallback: false) { try await core.backend.asyncHasKey(k) }
+        return try await core.runAsync(.hasKey, key: k, fallback: false) { try await core.backend.asyncHasKey(k) }
     }
 
     /// Moves `key` to `version + delta`; see ``Cache/incrVersion(_:by:version:)``.
@@ -253,7 +254,7 @@ public struct AsyncCache: Sendable {
         let old = try core.key(key, from)
         let to = try CacheCore.shifted(version: from, by: delta, key: key)
         let new = try core.key(key, to)
-        guard let value = try await core.runAsync(.get, { try await core.backend.asyncGet(old) }) else {
+        guard let value = try await core.runAsync(.get, key: old, { try await core.backend.asyncGet(old) }) else {
             throw CacheError.missingKey(key)
         }
         try await core.runAsync(.set) {

@@ -62,7 +62,7 @@ public final class Cache: Sendable {
     public func get<V: CacheValue>(_ key: String, version: Int? = nil, file: String = #fileID, line: Int = #line) throws -> V? {
         try core.checkBlocking("get", file: file, line: line)
         let k = try core.key(key, version)
-        return try core.decode(try core.runRead(.get) { try core.backend.get(k) }, key: k)
+        return try core.decode(try core.runRead(.get, key: k) { try core.backend.get(k) }, key: k)
     }
 
     /// Returns the value of `key`, or `default` when it is missing.
@@ -75,7 +75,7 @@ public final class Cache: Sendable {
         try core.checkBlocking("set", file: file, line: line)
         let k = try core.key(key, version)
         let v = try core.encode(value, key: k)
-        try core.run(.set, fallback: ()) {
+        try core.run(.set, key: k, fallback: ()) {
             switch core.resolve(timeout) {
             case .expired: _ = try core.backend.delete(k)
             case .expiry(let e): _ = try core.backend.set(k, v, expiry: e, mode: .set)
@@ -91,7 +91,7 @@ public final class Cache: Sendable {
         try core.checkBlocking("add", file: file, line: line)
         let k = try core.key(key, version)
         let v = try core.encode(value, key: k)
-        return try core.run(.add, fallback: false) {
+        return try core.run(.add, key: k, fallback: false) {
             switch core.resolve(timeout) {
             case .expired: return try !core.backend.hasKey(k)
             case .expiry(let e): return try core.backend.set(k, v, expiry: e, mode: .add)
@@ -118,7 +118,7 @@ public final class Cache: Sendable {
         let made = try core.key(key, version)
         let beta = core.earlyRefreshBeta(earlyRefresh)
         if let beta, let metaKey = EarlyRefresh.key(for: made) {
-            let found = try core.run(.getMany, fallback: [:]) { try core.backend.getMany([made, metaKey]) }
+            let found = try core.run(.getMany, key: made, fallback: [:]) { try core.backend.getMany([made, metaKey]) }
             if let stored = found[made], let v: V = try core.decode(stored, key: made) {
                 guard EarlyRefresh(found[metaKey])?.shouldRefresh(beta: beta) == true, let flight = core.flights.tryLead(made) else {
                     return v
@@ -167,13 +167,14 @@ public final class Cache: Sendable {
         _ beta: Double?, _ makeDefault: () throws -> V
     ) throws -> (V, StoredValue) {
         if let hit: (V, StoredValue) = try readShared(made) { return hit }
-        var held: String?
+        var held: HeldLock?
         if let lock, let lockKey = StampedeLock.key(for: made) {
-            let taken = (try? core.run(.add, fallback: true) {
-                try core.backend.set(lockKey, StampedeLock.token(), expiry: .after(seconds: lock.timeoutSeconds), mode: .add)
+            let token = StampedeLock.token()
+            let taken = (try? core.run(.add, key: lockKey, fallback: true) {
+                try core.backend.set(lockKey, token, expiry: .after(seconds: lock.timeoutSeconds), mode: .add)
             }) ?? true
             if taken {
-                held = lockKey
+                held = HeldLock(key: lockKey, token: token)
             } else {
                 let clock = ContinuousClock()
                 let deadline = clock.now + lock.wait
@@ -193,10 +194,10 @@ public final class Cache: Sendable {
                 try add(key, fresh, timeout: timeout, version: version)
                 result = try readShared(made) as (V, StoredValue)? ?? (fresh, try core.encode(fresh, key: made))
             }
-            if let held { _ = try? core.backend.delete(held) }
+            if let held { core.release(held) }
             return result
         } catch {
-            if let held { _ = try? core.backend.delete(held) }
+            if let held { core.release(held) }
             throw error
         }
     }
@@ -211,7 +212,7 @@ public final class Cache: Sendable {
         let took = clock.now - start
         let encoded = try core.encode(fresh, key: made)
         guard case .expiry(let e) = core.resolve(timeout) else { return (fresh, encoded) }
-        let stored = try core.run(replacing ? .set : .add, fallback: false) {
+        let stored = try core.run(replacing ? .set : .add, key: made, fallback: false) {
             try core.backend.set(made, encoded, expiry: e, mode: replacing ? .set : .add)
         }
         if stored, case .after(let seconds) = e {
@@ -224,7 +225,7 @@ public final class Cache: Sendable {
 
     /// The value of `made` as this caller's type and as stored, if it is there.
     private func readShared<V: CacheValue>(_ made: String) throws -> (V, StoredValue)? {
-        guard let stored = try core.runRead(.get, { try core.backend.get(made) }),
+        guard let stored = try core.runRead(.get, key: made, { try core.backend.get(made) }),
               let v: V = try core.decode(stored, key: made) else { return nil }
         return (v, stored)
     }
@@ -264,7 +265,7 @@ public final class Cache: Sendable {
     public func delete(_ key: String, version: Int? = nil, failOpen: Bool = true, file: String = #fileID, line: Int = #line) throws -> Bool {
         try core.checkBlocking("delete", file: file, line: line)
         let k = try core.key(key, version)
-        return try core.run(.delete, fallback: failOpen ? false : nil) {
+        return try core.run(.delete, key: k, fallback: failOpen ? false : nil) {
             core.metrics.deletes.increment()
             return try core.backend.delete(k)
         }
@@ -286,7 +287,7 @@ public final class Cache: Sendable {
     public func incr(_ key: String, by delta: Int = 1, version: Int? = nil, file: String = #fileID, line: Int = #line) throws -> Int {
         try core.checkBlocking("incr", file: file, line: line)
         let k = try core.key(key, version)
-        return Int(try core.run(.incr) { try core.backend.incr(k, by: Int64(delta)) })
+        return Int(try core.run(.incr, key: k) { try core.backend.incr(k, by: Int64(delta)) })
     }
 
     /// Subtracts `delta`; see ``incr(_:by:version:)``.
@@ -300,7 +301,7 @@ public final class Cache: Sendable {
     public func touch(_ key: String, timeout: CacheTimeout = .default, version: Int? = nil, file: String = #fileID, line: Int = #line) throws -> Bool {
         try core.checkBlocking("touch", file: file, line: line)
         let k = try core.key(key, version)
-        return try core.run(.touch, fallback: false) {
+        return try core.run(.touch, key: k, fallback: false) {
             switch core.resolve(timeout) {
             case .expired: return try core.backend.delete(k)
             case .expiry(let e): return try core.backend.touch(k, expiry: e)
@@ -312,7 +313,7 @@ public final class Cache: Sendable {
     public func hasKey(_ key: String, version: Int? = nil, file: String = #fileID, line: Int = #line) throws -> Bool {
         try core.checkBlocking("has_key", file: file, line: line)
         let k = try core.key(key, version)
-        return try core.run(.hasKey, fallback: false) { try core.backend.hasKey(k) }
+        return try core.run(.hasKey, key: k, fallback: false) { try core.backend.hasKey(k) }
     }
 
     /// Moves `key` from `version` to `version + delta` and returns the new version.
@@ -324,7 +325,7 @@ public final class Cache: Sendable {
         let old = try core.key(key, from)
         let to = try CacheCore.shifted(version: from, by: delta, key: key)
         let new = try core.key(key, to)
-        guard let value = try core.run(.get, { try core.backend.get(old) }) else { throw CacheError.missingKey(key) }
+        guard let value = try core.run(.get, key: old, { try core.backend.get(old) }) else { throw CacheError.missingKey(key) }
         try core.run(.set) {
             if case .expiry(let e) = core.resolve(.default) { _ = try core.backend.set(new, value, expiry: e, mode: .set) }
             _ = try core.backend.delete(old)

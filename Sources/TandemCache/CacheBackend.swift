@@ -161,6 +161,37 @@ public protocol CacheBackend: AnyObject, Sendable {
     func asyncHasKey(_ key: String) async throws -> Bool
     /// Async ``clear()``.
     func asyncClear() async throws
+
+    /// Deletes `key` only while it holds `expected`'s bytes, in one step on the server (a script, a
+    /// compare-and-swap, a compare under the store's lock); whether it deleted it. What a stampede
+    /// lock's holder uses to release its own lock and never the next holder's.
+    func deleteIfEqual(_ key: String, _ expected: StoredValue) throws -> Bool
+    /// ``deleteIfEqual(_:_:)`` without blocking a thread.
+    func asyncDeleteIfEqual(_ key: String, _ expected: StoredValue) async throws -> Bool
+
+    /// The server a call on the made key `key` goes to, named for the front's circuit breakers (one per
+    /// server, so that one dead server of several opens only its own). nil (the default): the backend
+    /// has one breaker for all its calls.
+    func breakerScope(forKey key: String) -> String?
+}
+
+extension CacheBackend {
+    /// One breaker for the whole backend.
+    public func breakerScope(forKey key: String) -> String? { nil }
+
+    /// A get, a compare and a delete: not one step, so another client's write between the get and the
+    /// delete is lost. Every built-in backend replaces it with an atomic one; a backend of your own
+    /// should too.
+    public func deleteIfEqual(_ key: String, _ expected: StoredValue) throws -> Bool {
+        guard try get(key)?.bytes == expected.bytes else { return false }
+        return try delete(key)
+    }
+
+    /// ``deleteIfEqual(_:_:)``'s fallback on the async face (the same caveat).
+    public func asyncDeleteIfEqual(_ key: String, _ expected: StoredValue) async throws -> Bool {
+        guard try await asyncGet(key)?.bytes == expected.bytes else { return false }
+        return try await asyncDelete(key)
+    }
 }
 
 /// A backend whose operations never wait (in-process memory): its async entries simply call the
@@ -199,6 +230,8 @@ extension NonBlockingCacheBackend {
     public func asyncHasKey(_ key: String) async throws -> Bool { try hasKey(key) }
     /// Calls ``clear()``.
     public func asyncClear() async throws { try clear() }
+    /// The blocking call, which does not wait.
+    public func asyncDeleteIfEqual(_ key: String, _ expected: StoredValue) async throws -> Bool { try deleteIfEqual(key, expected) }
 }
 
 /// Parses an integer stored as decimal ASCII text (optional sign), as `incr` needs it. Nil if the bytes

@@ -92,8 +92,8 @@ final class CacheCore: Sendable {
     let flights = SingleFlights()
     /// Fail-open and breaker settings.
     let resilience: CacheResilience
-    /// The breaker, when the settings ask for one.
-    let breaker: CircuitBreaker?
+    /// The breakers, one per server, when the settings ask for them.
+    let breakers: CircuitBreakers?
     /// Where spans go (nil: no tracing).
     let tracer: (any Tracer)?
     /// When a swallowed write of each operation was last logged.
@@ -124,8 +124,8 @@ final class CacheCore: Sendable {
     ) {
         self.tracer = CacheTracing.resolve(tracer)
         self.resilience = resilience
-        self.breaker = resilience.breakerThreshold > 0
-            ? CircuitBreaker(threshold: resilience.breakerThreshold, cooldown: resilience.breakerCooldown) : nil
+        self.breakers = resilience.breakerThreshold > 0
+            ? CircuitBreakers(threshold: resilience.breakerThreshold, cooldown: resilience.breakerCooldown) : nil
         var logger = Logger(label: "tandem.cache")
         logger[metadataKey: "cache"] = "\(alias)"
         self.alias = alias
@@ -138,7 +138,7 @@ final class CacheCore: Sendable {
         self.metrics = CacheMetrics(alias: alias, factory: metricsFactory)
         self.logger = logger
         self.guarded = backend.waitsOnIO
-        self.plain = self.tracer == nil && breaker == nil && !metrics.timing
+        self.plain = self.tracer == nil && breakers == nil && !metrics.timing
     }
 
     // MARK: preparation shared by both faces
@@ -255,19 +255,20 @@ final class CacheCore: Sendable {
     // MARK: recording
 
     /// Runs one backend call of `op` with the guard, the shutdown gate, the breaker and metrics.
-    /// `fallback`: what the call returns instead of a server failure when the cache fails open (nil:
-    /// this call never fails open).
+    /// `key`: the made key the call works on (its server's breaker is the one consulted; nil, for calls
+    /// on several keys or none, the backend-wide one). `fallback`: what the call returns instead of a
+    /// server failure when the cache fails open (nil: this call never fails open).
     @inline(__always)
-    func run<R>(_ op: CacheOp, fallback: R? = nil, _ body: () throws -> R) throws -> R {
-        guard let tracer else { return try runUntraced(op, fallback: fallback, body) }
-        return try CacheTracing.span(tracer, op, alias: alias) { try runUntraced(op, fallback: fallback, body) }
+    func run<R>(_ op: CacheOp, key: String? = nil, fallback: R? = nil, _ body: () throws -> R) throws -> R {
+        guard let tracer else { return try runUntraced(op, key: key, fallback: fallback, body) }
+        return try CacheTracing.span(tracer, op, alias: alias) { try runUntraced(op, key: key, fallback: fallback, body) }
     }
 
     /// ``run(_:fallback:_:)`` for a read of one stored value (a miss when failing open). Not generic, so
     /// the hot path is specialized whatever type the caller decodes into.
     @inline(__always)
-    func runRead(_ op: CacheOp, _ body: () throws -> StoredValue?) throws -> StoredValue? {
-        try run(op, fallback: .some(nil), body)
+    func runRead(_ op: CacheOp, key: String, _ body: () throws -> StoredValue?) throws -> StoredValue? {
+        try run(op, key: key, fallback: .some(nil), body)
     }
 
     /// The backend's async GET of the made key `k`, as ``runReadAsync(_:_:)`` runs it, with one
@@ -281,68 +282,81 @@ final class CacheCore: Sendable {
         guard plain else { return try await asyncGetTraced(k) }
         try enter()
         defer { leave() }
-        do { return try await backend.asyncGet(k) } catch { return try failOpen(.get, error, .some(nil), reached: true) }
+        do { return try await backend.asyncGet(k) } catch { return try failOpen(.get, error, .some(nil), breaker: nil) }
     }
 
     @inline(never)
     private func asyncGetTraced(_ k: String) async throws -> StoredValue? {
-        try await runReadAsync(.get) { try await backend.asyncGet(k) }
+        try await runReadAsync(.get, key: k) { try await backend.asyncGet(k) }
     }
 
     /// ``runRead(_:_:)`` for the async face.
     @inline(__always)
-    func runReadAsync(_ op: CacheOp, _ body: () async throws -> StoredValue?) async throws -> StoredValue? {
-        try await runAsync(op, fallback: .some(nil), body)
+    func runReadAsync(_ op: CacheOp, key: String, _ body: () async throws -> StoredValue?) async throws -> StoredValue? {
+        try await runAsync(op, key: key, fallback: .some(nil), body)
     }
 
     /// ``run(_:fallback:_:)``'s work, outside any span.
     @inline(__always)
-    private func runUntraced<R>(_ op: CacheOp, fallback: R?, _ body: () throws -> R) throws -> R {
+    private func runUntraced<R>(_ op: CacheOp, key: String?, fallback: R?, _ body: () throws -> R) throws -> R {
         try enter()
         defer { leave() }
-        if let breaker, !breaker.admit() { return try failOpen(op, CacheError.circuitOpen(alias: alias), fallback, reached: false) }
+        let breaker = breaker(for: key)
+        if let breaker, !breaker.admit() { return try failOpen(op, circuitOpen(breaker), fallback, breaker: nil) }
         if !metrics.timing {
-            do { return recorded(try body()) } catch { return try failOpen(op, error, fallback, reached: true) }
+            do { return recorded(try body(), breaker) } catch { return try failOpen(op, error, fallback, breaker: breaker) }
         }
         let start = ContinuousClock.now
         defer { metrics.latency[op.rawValue].recordNanoseconds(elapsedNanos(since: start)) }
-        do { return recorded(try body()) } catch { return try failOpen(op, error, fallback, reached: true) }
+        do { return recorded(try body(), breaker) } catch { return try failOpen(op, error, fallback, breaker: breaker) }
     }
+
+    /// The breaker of the server `key` lives on (the backend-wide one for nil or a backend that does not
+    /// say); nil without breakers.
+    @inline(__always)
+    private func breaker(for key: String?) -> CircuitBreaker? {
+        guard let breakers else { return nil }
+        return breakers.breaker(for: key.flatMap { backend.breakerScope(forKey: $0) })
+    }
+
+    private func circuitOpen(_ breaker: CircuitBreaker) -> CacheError { .circuitOpen(alias: alias) }
 
     /// ``run(_:fallback:_:)`` for the async face.
     @inline(__always)
-    func runAsync<R>(_ op: CacheOp, fallback: R? = nil, _ body: () async throws -> R) async throws -> R {
-        guard let tracer else { return try await runAsyncUntraced(op, fallback: fallback, body) }
-        return try await CacheTracing.span(tracer, op, alias: alias) { try await runAsyncUntraced(op, fallback: fallback, body) }
+    func runAsync<R>(_ op: CacheOp, key: String? = nil, fallback: R? = nil, _ body: () async throws -> R) async throws -> R {
+        guard let tracer else { return try await runAsyncUntraced(op, key: key, fallback: fallback, body) }
+        return try await CacheTracing.span(tracer, op, alias: alias) { try await runAsyncUntraced(op, key: key, fallback: fallback, body) }
     }
 
     @inline(__always)
-    private func runAsyncUntraced<R>(_ op: CacheOp, fallback: R?, _ body: () async throws -> R) async throws -> R {
+    private func runAsyncUntraced<R>(_ op: CacheOp, key: String?, fallback: R?, _ body: () async throws -> R) async throws -> R {
         try enter()
         defer { leave() }
-        if let breaker, !breaker.admit() { return try failOpen(op, CacheError.circuitOpen(alias: alias), fallback, reached: false) }
+        let breaker = breaker(for: key)
+        if let breaker, !breaker.admit() { return try failOpen(op, circuitOpen(breaker), fallback, breaker: nil) }
         if !metrics.timing {
-            do { return recorded(try await body()) } catch { return try failOpen(op, error, fallback, reached: true) }
+            do { return recorded(try await body(), breaker) } catch { return try failOpen(op, error, fallback, breaker: breaker) }
         }
         let start = ContinuousClock.now
         defer { metrics.latency[op.rawValue].recordNanoseconds(elapsedNanos(since: start)) }
-        do { return recorded(try await body()) } catch { return try failOpen(op, error, fallback, reached: true) }
+        do { return recorded(try await body(), breaker) } catch { return try failOpen(op, error, fallback, breaker: breaker) }
     }
 
-    /// A call that reached the server and succeeded closes the breaker.
+    /// A call that reached the server and succeeded closes its server's breaker.
     @inline(__always)
-    private func recorded<R>(_ r: R) -> R {
+    private func recorded<R>(_ r: R, _ breaker: CircuitBreaker?) -> R {
         breaker?.record(failed: false)
         return r
     }
 
-    /// Counts the failure (in the breaker too when the call `reached` the server); with fail-open, a
+    /// Counts the failure (in `breaker`, the breaker of the server the call reached, if any: only a
+    /// failure that says the server is unreachable or unresponsive counts there); with fail-open, a
     /// server failure of a call that has a fallback returns the fallback instead of throwing.
-    private func failOpen<R>(_ op: CacheOp, _ error: any Error, _ fallback: R?, reached: Bool) throws -> R {
+    private func failOpen<R>(_ op: CacheOp, _ error: any Error, _ fallback: R?, breaker: CircuitBreaker?) throws -> R {
         let serverFailure = CacheResilience.isServerFailure(error)
-        if reached, let breaker, breaker.record(failed: serverFailure) {
-            logger.warning("circuit breaker opened: calls skip the server for the cool-down",
-                           metadata: ["op": "\(op.name)", "error": "\(error)"])
+        if let breaker, breaker.record(failed: CacheResilience.isUnreachable(error)) {
+            logger.warning("circuit breaker opened: calls to this server skip it for the cool-down",
+                           metadata: ["op": "\(op.name)", "server": "\(breaker.server ?? "all")", "error": "\(error)"])
         }
         let e = failed(op, error)
         if resilience.failOpen, serverFailure, let fallback {

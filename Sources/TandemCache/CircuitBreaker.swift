@@ -4,13 +4,18 @@ import TandemLoop
 /// How a cache behaves when its server fails: off by default (errors stay typed and every call tries
 /// the server).
 public struct CacheResilience: Sendable, Hashable {
-    /// Django-redis's `IGNORE_EXCEPTIONS`: a read that fails because the server failed is a miss, a
-    /// write that fails is logged and counted (the `errors` counter) but not thrown. Semantic errors
-    /// (an invalid key, a value that is not an integer) are still thrown, and so is every `incr`,
-    /// `clear` and `incrVersion` failure (there is no value to make up).
+    /// Django-redis's `IGNORE_EXCEPTIONS`: a read that fails because the server failed is a miss; a
+    /// write, delete or touch that fails is not applied and not thrown, but counted per operation
+    /// (`tandem_cache_fail_open_total`) and logged at warning (at most once per 10 s per operation).
+    /// Semantic errors (an invalid key, a value that is not an integer) are still thrown, and so is
+    /// every `incr`, `clear` and `incrVersion` failure (there is no value to make up), and a
+    /// `delete(_:failOpen: false)`.
     public var failOpen: Bool
-    /// After this many consecutive server failures the breaker opens: calls skip the server and fail
-    /// at once (``CacheError/circuitOpen(alias:)``, or a miss with ``failOpen``). 0: no breaker.
+    /// After this many consecutive failures of one server to answer (a connection failure or a
+    /// timeout; an error the server answers with does not count) that server's breaker opens: calls
+    /// for keys on that server skip it and fail at once (``CacheError/circuitOpen(alias:)``, or a
+    /// miss with ``failOpen``). There is a breaker per server where the backend places keys on
+    /// servers (memcached with several servers, Redis Cluster), else one per cache. 0: no breaker.
     public var breakerThreshold: Int
     /// How long an open breaker skips the server before one call probes it; the probe's outcome
     /// closes the breaker or opens it for another cool-down.
@@ -41,7 +46,49 @@ public struct CacheResilience: Sendable, Hashable {
     }
 }
 
-/// Counts consecutive server failures of one cache and decides whether a call may try the server.
+extension CacheResilience {
+    /// True when an error says the server could not be reached or did not answer in time: the only
+    /// failures a breaker counts. A server that answers with an error (WRONGTYPE, OOM, NOAUTH) is up,
+    /// and a pool with no free connection is a local condition.
+    static func isUnreachable(_ error: any Error) -> Bool {
+        guard let e = error as? CacheError else { return false }
+        switch e {
+        case .timeout, .connectionFailed: return true
+        default: return false
+        }
+    }
+}
+
+/// A cache's breakers: one per server its backend names (``CacheBackend/breakerScope(forKey:)``), and
+/// one for calls that no single server answers (several keys, `clear`) or a backend with one server.
+/// A dead server of several then opens its own breaker only.
+final class CircuitBreakers: Sendable {
+    private let threshold: Int
+    private let cooldown: Duration
+    /// For calls that name no server.
+    let whole: CircuitBreaker
+    private let byServer = Mutex<[String: CircuitBreaker]>([:])
+
+    init(threshold: Int, cooldown: Duration) {
+        self.threshold = threshold
+        self.cooldown = cooldown
+        whole = CircuitBreaker(threshold: threshold, cooldown: cooldown, server: nil)
+    }
+
+    /// The breaker of `server` (made at its first call), or the backend-wide one for nil.
+    func breaker(for server: String?) -> CircuitBreaker {
+        guard let server else { return whole }
+        return byServer.locked { map in
+            if let b = map[server] { return b }
+            let b = CircuitBreaker(threshold: threshold, cooldown: cooldown, server: server)
+            map[server] = b
+            return b
+        }
+    }
+}
+
+/// Counts consecutive failures of one server (or of a backend as a whole) and decides whether a call
+/// may try it.
 final class CircuitBreaker: Sendable {
     private struct State {
         var failures = 0
@@ -52,8 +99,12 @@ final class CircuitBreaker: Sendable {
     private let threshold: Int
     private let cooldownNanos: UInt64
 
-    init(threshold: Int, cooldown: Duration) {
+    /// The server this breaker guards (nil: the backend as a whole).
+    let server: String?
+
+    init(threshold: Int, cooldown: Duration, server: String? = nil) {
         self.threshold = threshold
+        self.server = server
         let c = cooldown.components
         cooldownNanos = UInt64(max(0, c.seconds)) * 1_000_000_000 + UInt64(max(0, c.attoseconds / 1_000_000_000))
     }

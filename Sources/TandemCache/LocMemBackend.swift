@@ -170,6 +170,18 @@ public final class LocMemBackend: NonBlockingCacheBackend {
         }
     }
 
+    /// Compares and deletes under the store's lock.
+    public func deleteIfEqual(_ key: String, _ expected: StoredValue) throws -> Bool {
+        let now = clock.now()
+        return store.state.locked { s in
+            guard let i = s.entries.slot(of: key), s.entries[i].expiresAt > now, s.entries[i].value.bytes == expected.bytes else {
+                return false
+            }
+            s.entries.remove(slot: i)
+            return true
+        }
+    }
+
     /// Removes every key.
     public func deleteMany(_ keys: [String]) throws {
         store.state.locked { s in
@@ -243,6 +255,8 @@ public final class DummyBackend: NonBlockingCacheBackend {
     public func delete(_ key: String) throws -> Bool { false }
     /// Nothing to delete.
     public func deleteMany(_ keys: [String]) throws {}
+    /// Nothing is stored: false.
+    public func deleteIfEqual(_ key: String, _ expected: StoredValue) throws -> Bool { false }
     /// Every key is missing: `CacheError.missingKey`.
     public func incr(_ key: String, by delta: Int64) throws -> Int64 { throw CacheError.missingKey(key) }
     /// Nothing to touch: false.

@@ -28,12 +28,53 @@ public struct StampedeLock: Sendable, Hashable {
         return k.utf8.count <= 250 ? k : nil
     }
 
-    /// A token that tells this holder's lock from another's (for logs; the value is not compared).
+    /// A token that tells this holder's lock from another's: the release deletes the lock only while it
+    /// still holds the token, so a holder that overran ``timeout`` never frees the next holder's lock.
     static func token() -> StoredValue {
         StoredValue(bytes: Array("locked-\(UInt64.random(in: .min ... .max))".utf8), kind: .string)
     }
 
     var timeoutSeconds: Double {
         Double(timeout.components.seconds) + Double(timeout.components.attoseconds) / 1e18
+    }
+}
+
+/// A stampede lock this caller took: its key and the token stored under it.
+struct HeldLock: Sendable {
+    let key: String
+    let token: StoredValue
+}
+
+extension CacheCore {
+    /// Releases `held` if this caller still holds it: one compare-and-delete on the server, never
+    /// failing open. A lock that expired and was taken by another caller is left to that caller. A
+    /// release that fails is counted and logged at warning (nothing is thrown: the value is computed
+    /// and stored); the lock then expires after its timeout, and until then other callers wait for it
+    /// at most their `wait`.
+    func release(_ held: HeldLock) {
+        do {
+            if try !run(.delete, key: held.key, { try backend.deleteIfEqual(held.key, held.token) }) { lockLost(held) }
+        } catch {
+            releaseFailed(held, error)
+        }
+    }
+
+    /// ``release(_:)`` for the async face.
+    func release(_ held: HeldLock) async {
+        do {
+            if try await !runAsync(.delete, key: held.key, { try await backend.asyncDeleteIfEqual(held.key, held.token) }) { lockLost(held) }
+        } catch {
+            releaseFailed(held, error)
+        }
+    }
+
+    private func lockLost(_ held: HeldLock) {
+        logger.info("stampede lock expired before its holder finished; another caller's lock was left alone",
+                    metadata: ["lock": "\(held.key)"])
+    }
+
+    private func releaseFailed(_ held: HeldLock, _ error: any Error) {
+        logger.warning("stampede lock not released: other callers wait for it until it expires",
+                       metadata: ["lock": "\(held.key)", "error": "\(error)"])
     }
 }

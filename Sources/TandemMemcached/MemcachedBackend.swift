@@ -31,6 +31,8 @@ public final class MemcachedBackend: CacheBackend {
     /// (the meta protocol has no SASL).
     let asyncPool: MemcachedPool?
     let workers: MemcachedWorkers?
+    /// Where each key lives, for the front's per-server breakers (nil with one server).
+    private let placement: MemcachedHasher?
 
     /// The registry entry: `memcached`, and Django's dotted names for its memcached backends.
     public static let registryEntry = BackendEntry(
@@ -47,6 +49,7 @@ public final class MemcachedBackend: CacheBackend {
     public init(configuration: BackendConfiguration) throws {
         config = try MemcachedConfiguration.parse(configuration)
         pool = try MemcachedPool(config: config, size: config.poolSize, alias: configuration.alias)
+        placement = config.servers.count > 1 ? MemcachedHasher(servers: config.servers, consistent: config.consistentHashing) : nil
         if config.username == nil {
             loopClient = try MemcachedLoopClient(loops: configuration.loops, config: config, alias: configuration.alias)
             asyncPool = nil
@@ -67,6 +70,13 @@ public final class MemcachedBackend: CacheBackend {
     public var waitsOnIO: Bool { true }
     /// The servers.
     public var backendDescription: String { "memcached://" + config.description }
+
+    /// The server libmemcached's distribution (over every configured server) places `key` on, so that
+    /// a dead server opens only its own breaker.
+    public func breakerScope(forKey key: String) -> String? {
+        guard let placement else { return nil }
+        return config.servers[placement.server(for: key)].description
+    }
 
     /// Coalescing counters of the worker-thread async face (SASL caches only; zero on the loop face):
     /// gets, round trips that carried them, largest batch.
@@ -102,6 +112,8 @@ public final class MemcachedBackend: CacheBackend {
     }
     /// A delete on a pooled handle; whether the key existed.
     public func delete(_ key: String) throws -> Bool { try blocking { try $0.delete(key) } }
+    /// A get with the key's CAS and a compare-and-swap that expires it (see ``MemcachedOps/deleteIfEqual(_:_:)``).
+    public func deleteIfEqual(_ key: String, _ expected: StoredValue) throws -> Bool { try blocking { try $0.deleteIfEqual(key, expected) } }
     /// Deletes each key on one pooled handle.
     public func deleteMany(_ keys: [String]) throws { try blocking { ops in for k in keys { _ = try ops.delete(k) } } }
     /// memcached's own incr/decr, atomic (memcached never goes below 0); a missing key is `CacheError.missingKey`.
@@ -174,6 +186,11 @@ public final class MemcachedBackend: CacheBackend {
     public func asyncDelete(_ key: String) async throws -> Bool {
         if let loopClient { return try await loopClient.delete(key) }
         return try await onWorker { try $0.delete(key) }
+    }
+    /// `mg` with the CAS, then `md` with it (on a worker with SASL: as the blocking face).
+    public func asyncDeleteIfEqual(_ key: String, _ expected: StoredValue) async throws -> Bool {
+        if let loopClient { return try await loopClient.deleteIfEqual(key, expected) }
+        return try await onWorker { try $0.deleteIfEqual(key, expected) }
     }
     /// Deletes each key (pipelined per server).
     public func asyncDeleteMany(_ keys: [String]) async throws {

@@ -139,6 +139,29 @@ final class MemcachedLoopClient: Sendable {
         }
     }
 
+    /// Deletes `key` if it holds `expected`'s bytes: `mg` with the CAS, then `md` with that CAS (`C`),
+    /// which memcached refuses (`EX`) if anyone wrote the key in between. Both on the same server.
+    func deleteIfEqual(_ key: String, _ expected: StoredValue) async throws -> Bool {
+        let s = try server(for: key)
+        var get: [UInt8] = []
+        MetaRequest.line(&get, "mg", key, "v c")
+        let found = try await exchange(s, get)
+        switch found.code {
+        case .value: break
+        case .miss: return false
+        default: throw unexpected(found, s, "delete")
+        }
+        guard found.value == expected.bytes, let cas = found.cas else { return false }
+        var delete: [UInt8] = []
+        MetaRequest.line(&delete, "md", key, "C\(cas)")
+        let reply = try await exchange(s, delete)
+        switch reply.code {
+        case .stored: return true
+        case .exists, .notFound: return false
+        default: throw unexpected(reply, s, "delete")
+        }
+    }
+
     /// memcached's own atomic arithmetic (`ma`); a result above `Int64.max` (from a value another
     /// client stored) is undone and refused, as in the blocking face.
     func incr(_ key: String, by delta: Int64) async throws -> Int64 {

@@ -75,6 +75,13 @@ struct MemcachedOps {
         }
         guard rc == MEMCACHED_SUCCESS || rc == MEMCACHED_SOME_ERRORS else { throw error(rc, operation: "get_many") }
         var out: [String: StoredValue] = [:]
+        try fetchResults(operation: "get_many") { key, value, _ in out[key] = value }
+        return out
+    }
+
+    /// Reads the results of the `memcached_mget` just sent: each key, its value and its CAS (0 unless
+    /// the handle asks for CAS). A connection problem with no result at all throws.
+    private func fetchResults(operation: String, _ each: (String, StoredValue, UInt64) -> Void) throws {
         // The result lives in memory we own: libmemcached frees results *it* allocated when the fetch
         // loop ends, so a result it allocated would be freed twice. Ours it only resets; we free its
         // contents once (memcached_result_free) and the struct once (deallocate).
@@ -83,18 +90,47 @@ struct MemcachedOps {
         guard let result = memcached_result_create(handle, storage) else { throw CacheError.serverError(server: server, message: "out of memory") }
         defer { memcached_result_free(result) }
         var frc = MEMCACHED_SUCCESS
+        var any = false
         while memcached_fetch_result(handle, result, &frc) != nil {
             let klen = memcached_result_key_length(result)
             guard let kp = memcached_result_key_value(result) else { continue }
             let key = String(decoding: UnsafeRawBufferPointer(start: kp, count: klen), as: UTF8.self)
             let vlen = memcached_result_length(result)
             let bytes = memcached_result_value(result).map { Array(UnsafeRawBufferPointer(start: $0, count: vlen)) } ?? []
-            out[key] = StoredValue(bytes: bytes, kind: ValueKind(rawValue: memcached_result_flags(result)))
+            any = true
+            each(key, StoredValue(bytes: bytes, kind: ValueKind(rawValue: memcached_result_flags(result))), memcached_result_cas(result))
         }
-        if out.isEmpty, frc != MEMCACHED_END, frc != MEMCACHED_SUCCESS, frc != MEMCACHED_NOTFOUND, isConnectionProblem(frc) {
-            throw error(frc, operation: "get_many")
+        if !any, frc != MEMCACHED_END, frc != MEMCACHED_SUCCESS, frc != MEMCACHED_NOTFOUND, isConnectionProblem(frc) {
+            throw error(frc, operation: operation)
         }
-        return out
+    }
+
+    /// An expiration memcached reads as an absolute time before it started: the item expires at once.
+    /// A compare-and-swap with it is a delete that happens only if nobody wrote the item since it was
+    /// read (libmemcached has no delete with a CAS).
+    static let expireNow = time_t(thirtyDays + 1)
+
+    /// Deletes `key` if it holds `expected`'s bytes: a get with its CAS, then a compare-and-swap with
+    /// ``expireNow``, which fails if anyone wrote the key in between.
+    func deleteIfEqual(_ key: String, _ expected: StoredValue) throws -> Bool {
+        let previous = memcached_behavior_get(handle, MEMCACHED_BEHAVIOR_SUPPORT_CAS)
+        _ = memcached_behavior_set(handle, MEMCACHED_BEHAVIOR_SUPPORT_CAS, 1)
+        defer { _ = memcached_behavior_set(handle, MEMCACHED_BEHAVIOR_SUPPORT_CAS, previous) }
+        var found: (StoredValue, UInt64)?
+        let rc = key.withCString { k -> memcached_return_t in
+            var p: UnsafePointer<CChar>? = UnsafePointer(k)
+            var length = strlen(k)
+            return memcached_mget(handle, &p, &length, 1)
+        }
+        guard rc == MEMCACHED_SUCCESS || rc == MEMCACHED_SOME_ERRORS else { throw error(rc, operation: "delete") }
+        try fetchResults(operation: "delete") { k, value, cas in if k == key { found = (value, cas) } }
+        guard let (value, cas) = found, cas != 0, value.bytes == expected.bytes else { return false }
+        let swap = key.withCString { k in memcached_cas(handle, k, strlen(k), "", 0, MemcachedOps.expireNow, value.kind.rawValue, cas) }
+        switch swap {
+        case MEMCACHED_SUCCESS, MEMCACHED_STORED: return true
+        case MEMCACHED_DATA_EXISTS, MEMCACHED_NOTFOUND, MEMCACHED_NOTSTORED: return false
+        default: throw error(swap, operation: "delete")
+        }
     }
 
     /// Stores a value. Too large: ``CacheError/valueTooLarge(key:size:limit:)``, and the old value is

@@ -31,6 +31,8 @@ struct MetaReply: Sendable, Equatable {
     var opaque: Int?
     /// The value of a `VA` reply.
     var value: [UInt8] = []
+    /// The item's CAS (`c` flag), when asked for.
+    var cas: UInt64?
 }
 
 /// Why the bytes from a server are not the meta protocol.
@@ -120,7 +122,7 @@ struct MetaDecoder {
         MetaProtocolError(reason: "an unknown reply \(String(decoding: buffer[start..<min(lineEnd, start + 40)], as: UTF8.self).debugDescription)")
     }
 
-    /// Reads the flags Tandem asks for (`f` client flags, `O` opaque) from the tokens in `from..<to`;
+    /// Reads the flags Tandem asks for (`f` client flags, `O` opaque, `c` CAS) from the tokens in `from..<to`;
     /// others are ignored.
     private func parseFlags(from: Int, to end: Int, into reply: inout MetaReply) throws(MetaProtocolError) {
         var i = from
@@ -143,6 +145,8 @@ struct MetaDecoder {
                 reply.clientFlags = UInt32(value)
             case 79:  // O
                 reply.opaque = digits > 0 && !other ? Int(value) : nil
+            case 99:  // c
+                reply.cas = digits > 0 && !other ? value : nil
             default:
                 break
             }

@@ -204,6 +204,10 @@ public final class RedisBackend: CacheBackend {
         redis.call('PERSIST', KEYS[1])
         return 1
         """.utf8)
+    static let deleteIfEqualScript = Array("""
+        if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+        return 0
+        """.utf8)
 
     /// The names of the hottest commands, made once (a literal's bytes would be a new array per call).
     static let getName = "GET".bytes
@@ -222,10 +226,17 @@ public final class RedisBackend: CacheBackend {
     /// server), so that a call sends `EVALSHA` and 40 bytes instead of the script's source.
     static let incrScriptSHA = "e3d1ac791c6d2b2d2746564351d80421f000bba3".bytes
     static let persistScriptSHA = "f0f51002038002ef83d61771704fe9b1c0ec5751".bytes
-    private static let scriptsBySHA: [[UInt8]: [UInt8]] = [incrScriptSHA: incrScript, persistScriptSHA: persistScript]
+    static let deleteIfEqualScriptSHA = "7f8f6677b8f2b4b65b9b9905151ced126e6b7e49".bytes
+    private static let scriptsBySHA: [[UInt8]: [UInt8]] = [
+        incrScriptSHA: incrScript, persistScriptSHA: persistScript, deleteIfEqualScriptSHA: deleteIfEqualScript,
+    ]
 
     static func incrCommand(_ key: String, _ delta: Int64) -> [[UInt8]] {
         ["EVALSHA".bytes, incrScriptSHA, "1".bytes, key.bytes, String(delta).bytes]
+    }
+    /// GET, compare with `expected`, DEL: one script, so nothing runs between the compare and the delete.
+    static func deleteIfEqualCommand(_ key: String, _ expected: StoredValue) -> [[UInt8]] {
+        ["EVALSHA".bytes, deleteIfEqualScriptSHA, "1".bytes, key.bytes, expected.untaggedBytes]
     }
     static func touchCommand(_ key: String, _ expiry: CacheExpiry) -> [[UInt8]] {
         if let ms = expiry.milliseconds { return ["PEXPIRE".bytes, key.bytes, String(ms).bytes] }
@@ -370,6 +381,11 @@ public final class RedisBackend: CacheBackend {
         try Self.mapInteger(try runScripted(primary, "PEXPIRE", RedisBackend.touchCommand(key, expiry)), primary) == 1
     }
 
+    /// The compare-and-delete script on the primary; whether it deleted the key.
+    public func deleteIfEqual(_ key: String, _ expected: StoredValue) throws -> Bool {
+        try Self.mapInteger(try runScripted(primary, "DEL", RedisBackend.deleteIfEqualCommand(key, expected)), primary) > 0
+    }
+
     /// EXISTS (on a replica when there are replicas).
     public func hasKey(_ key: String) throws -> Bool {
         let n = readNode
@@ -451,6 +467,11 @@ public final class RedisBackend: CacheBackend {
     /// PEXPIRE (or PERSIST) on the primary's loop-driven connection; whether the key existed.
     public func asyncTouch(_ key: String, expiry: CacheExpiry) async throws -> Bool {
         try Self.mapInteger(try await commandScripted(primary, RedisBackend.touchCommand(key, expiry)), primary) == 1
+    }
+
+    /// The compare-and-delete script on the primary's loop-driven connection.
+    public func asyncDeleteIfEqual(_ key: String, _ expected: StoredValue) async throws -> Bool {
+        try Self.mapInteger(try await commandScripted(primary, RedisBackend.deleteIfEqualCommand(key, expected)), primary) > 0
     }
 
     /// EXISTS on a loop-driven connection.

@@ -31,6 +31,12 @@ final class RedisClusterBackend: CacheBackend {
 
     func close() { cluster.close() }
 
+    /// The primary serving `key`'s slot, as the map knows it now (nil before the map is known: the
+    /// backend-wide breaker), so that a dead node opens only its own breaker.
+    func breakerScope(forKey key: String) -> String? {
+        cluster.knownNode(forSlot: ClusterSlot.of(key.bytes))?.endpoint.description
+    }
+
     // MARK: routing, blocking face
 
     /// Runs `command` for `key` on the node serving its slot (a replica for a read, when the cluster
@@ -181,6 +187,11 @@ final class RedisClusterBackend: CacheBackend {
         return try RedisBackend.mapInteger(reply, node) == 1
     }
 
+    func deleteIfEqual(_ key: String, _ expected: StoredValue) throws -> Bool {
+        let (reply, node) = try runScripted(key, "DEL", RedisBackend.deleteIfEqualCommand(key, expected))
+        return try RedisBackend.mapInteger(reply, node) > 0
+    }
+
     func hasKey(_ key: String) throws -> Bool {
         let (reply, node) = try run(key, "EXISTS", RedisBackend.existsCommand(key), idempotent: true, reading: true)
         return try RedisBackend.mapInteger(reply, node) > 0
@@ -196,7 +207,9 @@ final class RedisClusterBackend: CacheBackend {
 
     // MARK: async face
 
-    private func asyncRun(_ key: String, _ command: [[UInt8]], reading: Bool = false) async throws -> (RedisValue, RedisNode) {
+    /// ``run(_:_:_:idempotent:reading:)`` on the loop-driven connections: the same route, and the same
+    /// commands sent once more after a connection the server closed under them (`idempotent`).
+    private func asyncRun(_ key: String, _ command: [[UInt8]], idempotent: Bool, reading: Bool = false) async throws -> (RedisValue, RedisNode) {
         let slot = ClusterSlot.of(key.bytes)
         var route = ClusterRoute(cluster: cluster, node: try await cluster.asyncNode(forSlot: slot, reading: reading))
         while true {
@@ -204,7 +217,8 @@ final class RedisClusterBackend: CacheBackend {
             let reply: RedisValue
             do {
                 reply = try await reaching {
-                    asking ? try await node.connection.pipeline([["ASKING".bytes], command])[1] : try await node.connection.command(command)
+                    asking ? try await node.connection.pipeline([["ASKING".bytes], command], idempotent: idempotent)[1]
+                        : try await node.connection.command(command, idempotent: idempotent)
                 }
             } catch let error as CacheError where Self.replicaUnreachable(node, error) {
                 route = ClusterRoute(cluster: cluster, node: try await cluster.asyncNode(forSlot: slot))
@@ -219,9 +233,9 @@ final class RedisClusterBackend: CacheBackend {
     }
 
     private func asyncRunScripted(_ key: String, _ command: [[UInt8]]) async throws -> (RedisValue, RedisNode) {
-        let (reply, node) = try await asyncRun(key, command)
+        let (reply, node) = try await asyncRun(key, command, idempotent: false)
         guard let again = RedisBackend.scriptFallback(command, after: reply) else { return (reply, node) }
-        return try await asyncRun(key, again)
+        return try await asyncRun(key, again, idempotent: false)
     }
 
     /// Groups keys by node without blocking: a missing map is fetched on a bridge thread first.
@@ -260,11 +274,11 @@ final class RedisClusterBackend: CacheBackend {
     }
 
     private func asyncPipeline(_ node: RedisNode, _ commands: [[[UInt8]]]) async throws -> [RedisValue] {
-        try await reaching { try await node.connection.pipeline(commands) }
+        try await reaching { try await node.connection.pipeline(commands, idempotent: true) }
     }
 
     func asyncGet(_ key: String) async throws -> StoredValue? {
-        let (reply, node) = try await asyncRun(key, RedisBackend.getCommand(key), reading: true)
+        let (reply, node) = try await asyncRun(key, RedisBackend.getCommand(key), idempotent: true, reading: true)
         return try RedisBackend.mapGet(reply, node)
     }
 
@@ -290,7 +304,7 @@ final class RedisClusterBackend: CacheBackend {
     }
 
     func asyncSet(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) async throws -> Bool {
-        let (reply, node) = try await asyncRun(key, RedisBackend.setCommand(key, value, expiry, mode))
+        let (reply, node) = try await asyncRun(key, RedisBackend.setCommand(key, value, expiry, mode), idempotent: mode == .set)
         return try RedisBackend.mapSet(reply, node)
     }
 
@@ -314,7 +328,7 @@ final class RedisClusterBackend: CacheBackend {
     }
 
     func asyncDelete(_ key: String) async throws -> Bool {
-        let (reply, node) = try await asyncRun(key, RedisBackend.delCommand([key]))
+        let (reply, node) = try await asyncRun(key, RedisBackend.delCommand([key]), idempotent: false)
         return try RedisBackend.mapInteger(reply, node) > 0
     }
 
@@ -338,8 +352,13 @@ final class RedisClusterBackend: CacheBackend {
         return try RedisBackend.mapInteger(reply, node) == 1
     }
 
+    func asyncDeleteIfEqual(_ key: String, _ expected: StoredValue) async throws -> Bool {
+        let (reply, node) = try await asyncRunScripted(key, RedisBackend.deleteIfEqualCommand(key, expected))
+        return try RedisBackend.mapInteger(reply, node) > 0
+    }
+
     func asyncHasKey(_ key: String) async throws -> Bool {
-        let (reply, node) = try await asyncRun(key, RedisBackend.existsCommand(key), reading: true)
+        let (reply, node) = try await asyncRun(key, RedisBackend.existsCommand(key), idempotent: true, reading: true)
         return try RedisBackend.mapInteger(reply, node) > 0
     }
 

@@ -356,6 +356,77 @@ private func holdersOf(_ keys: [String], on servers: [ServerProcess]) throws -> 
     return out
 }
 
+/// The circuit breaker is per server: with three servers and one dead, calls for the live servers'
+/// keys never meet an open breaker, while the dead server's keys soon skip it (issue 29).
+@Suite(.enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)))
+struct MemcachedBreakerTests {
+    @Test(.timeLimit(.minutes(3)), arguments: TestLoops.Kind.allCases)
+    func aDeadServerOpensOnlyItsOwnBreaker(_ loop: TestLoops.Kind) async throws {
+        let servers = try await onPlainThread { try (0..<3).map { _ in try ServerProcess(.memcached) } }
+        defer { servers.forEach { $0.stop() } }
+        let cache = try BackendRegistry.standard.makeCache(
+            alias: "breakers",
+            settings: CacheSettings(backend: "memcached", location: servers.map(\.address), options: [
+                "CIRCUIT_BREAKER_THRESHOLD": 3, "CIRCUIT_BREAKER_COOLDOWN": 600, "REMOVE_FAILED_SERVERS": false,
+                "CONNECT_TIMEOUT": 1, "POLL_TIMEOUT": 1000,
+            ]),
+            loop: loop.loop)
+        let keys = (0..<90).map { "b\($0)" }
+        try await cache.async.setMany(Dictionary(uniqueKeysWithValues: keys.map { ($0, $0) }))
+        let holders = try await onPlainThread { try holdersOf(keys.map { cache.makeKey($0) }, on: servers) }
+        let deadKeys = keys.filter { holders[cache.makeKey($0)] == [1] }
+        let liveKeys = keys.filter { holders[cache.makeKey($0)] == [0] || holders[cache.makeKey($0)] == [2] }
+        try #require(deadKeys.count >= 5 && liveKeys.count >= 20, "keys on every server: \(deadKeys.count) dead, \(liveKeys.count) live")
+        servers[1].stop()
+
+        let liveFailures = Box(Atomic<Int>(0))
+        let liveReads = Box(Atomic<Int>(0))
+        var deadOutcomes: [String] = []
+        // Rounds in which the dead server's keys fail several times in a row (enough to open a breaker
+        // shared by all servers), each followed by the live keys, in both faces.
+        for _ in 0..<3 {
+            for k in deadKeys.prefix(5) {
+                do {
+                    _ = try await cache.async.get(k) as String?
+                    deadOutcomes.append("ok")
+                } catch let e as CacheError {
+                    if case .circuitOpen = e { deadOutcomes.append("open") } else { deadOutcomes.append("failed") }
+                }
+            }
+            for k in liveKeys {
+                do {
+                    let async: String? = try await cache.async.get(k)
+                    let blocking: String? = try await onPlainThread { try cache.get(k) }
+                    if async != k || blocking != k { liveFailures.value.add(1, ordering: .relaxed) }
+                } catch {
+                    Issue.record("a live server's key \(k) failed: \(error)")
+                    liveFailures.value.add(1, ordering: .relaxed)
+                }
+            }
+        }
+        // Under load: 8 tasks read live keys while one keeps asking for the dead server's keys.
+        try await withThrowingTaskGroup(of: Void.self) { group in
+            for t in 0..<9 {
+                group.addTask {
+                    for i in 0..<300 {
+                        if t == 8 {
+                            _ = try? await cache.async.get(deadKeys[i % deadKeys.count]) as String?
+                            continue
+                        }
+                        let k = liveKeys[(i + t) % liveKeys.count]
+                        if (try? await cache.async.get(k) as String?) != k { liveFailures.value.add(1, ordering: .relaxed) }
+                        liveReads.value.add(1, ordering: .relaxed)
+                    }
+                }
+            }
+            try await group.waitForAll()
+        }
+        #expect(liveFailures.value.load(ordering: .relaxed) == 0, "\(liveFailures.value.load(ordering: .relaxed)) failed reads of live keys out of \(liveReads.value.load(ordering: .relaxed)) concurrent ones")
+        #expect(deadOutcomes.prefix(3) == ["failed", "failed", "failed"] && deadOutcomes.dropFirst(3).allSatisfy { $0 == "open" },
+                "the dead server's keys failed 3 times, then met its open breaker: \(deadOutcomes)")
+    }
+}
+
 /// The async face on the loop against servers of the test's own.
 @Suite(.enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)))
 struct MemcachedLoopFaceTests {

@@ -373,7 +373,8 @@ struct RedisScriptTests {
         let server = try await onPlainThread { try ServerProcess(.redis) }
         defer { server.stop() }
         // The digests Tandem sends are the server's own for the scripts' sources.
-        for (source, sha) in [(RedisBackend.incrScript, RedisBackend.incrScriptSHA), (RedisBackend.persistScript, RedisBackend.persistScriptSHA)] {
+        for (source, sha) in [(RedisBackend.incrScript, RedisBackend.incrScriptSHA), (RedisBackend.persistScript, RedisBackend.persistScriptSHA),
+                              (RedisBackend.deleteIfEqualScript, RedisBackend.deleteIfEqualScriptSHA)] {
             let loaded = try await onPlainThread { try redisCommand(port: server.port, ["SCRIPT", "LOAD", String(decoding: source, as: UTF8.self)]) }
             #expect(loaded.contains(String(decoding: sha, as: UTF8.self)), "SCRIPT LOAD answered \(loaded.debugDescription)")
         }

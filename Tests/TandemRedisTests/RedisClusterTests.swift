@@ -1,4 +1,5 @@
 import Foundation
+import Synchronization
 import Tandem
 @testable import TandemRedis
 import TandemTestSupport
@@ -186,5 +187,119 @@ struct RedisTLSClusterTests {
             #expect(count != ":0", "node \(n.tls) holds some keys")
         }
         #expect(held >= 60)
+    }
+}
+
+/// Redirections read without a cluster.
+struct ClusterRedirectTests {
+    @Test func anEmptyEndpointMeansTheNodeThatAnswered() {
+        #expect(ClusterRedirect(.error("MOVED 3999 :6380")) == .moved(slot: 3999, host: nil, port: 6380))
+        #expect(ClusterRedirect(.error("ASK 3999 :6380")) == .ask(host: nil, port: 6380))
+        #expect(ClusterRedirect(.error("MOVED 3999 10.0.0.2:6381")) == .moved(slot: 3999, host: "10.0.0.2", port: 6381))
+        #expect(ClusterRedirect(.error("MOVED 3999 [::1]:6381")) == .moved(slot: 3999, host: "::1", port: 6381))
+        #expect(ClusterRedirect(.error("TRYAGAIN Multiple keys request during rehashing of slot")) == .tryAgain)
+        #expect(ClusterRedirect(.error("MOVED 3999")) == nil)
+        #expect(ClusterRedirect(.error("WRONGTYPE Operation against a key")) == nil)
+    }
+}
+
+/// A one-node cluster on a scripted socket: `CLUSTER SLOTS` names the node itself for every slot;
+/// the second read (GET or EXISTS) is left unanswered and its connection closed (so it meets a
+/// connection that answered before); other reads answer (GET: "v", EXISTS: 1); anything else gets +OK. Each connection is served by a thread of its own.
+private final class ScriptedClusterNode: Sendable {
+    let listener: Int32
+    let port: Int
+    /// The reads seen, as "GET#connection".
+    let seen = Mutex<[String]>([])
+    private let connections = Atomic<Int>(0)
+    private let reads = Atomic<Int>(0)
+
+    init() throws {
+        (listener, port) = try silentListener()
+        let node = self
+        Thread.detachNewThread { node.acceptLoop() }
+    }
+
+    func stop() { shutdown(listener, Int32(SHUT_RDWR)); close(listener) }
+
+    private func acceptLoop() {
+        while true {
+            let fd = accept(listener, nil, nil)
+            guard fd >= 0 else { return }
+            let n = connections.add(1, ordering: .relaxed).newValue
+            var tv = timeval(tv_sec: 30, tv_usec: 0)
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
+            let node = self
+            Thread.detachNewThread { node.serve(fd, n) }
+        }
+    }
+
+    private func serve(_ fd: Int32, _ n: Int) {
+        defer { close(fd) }
+        var buffer: [UInt8] = []
+        var chunk = [UInt8](repeating: 0, count: 4096)
+        while true {
+            while let (command, used) = ScriptedClusterNode.parse(buffer) {
+                buffer.removeFirst(used)
+                let name = command.first?.uppercased() ?? ""
+                var reply = "+OK\r\n"
+                if name == "CLUSTER" {
+                    let id = String(repeating: "a", count: 40)
+                    reply = "*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:\(port)\r\n$40\r\n\(id)\r\n"
+                } else if name == "GET" || name == "EXISTS" {
+                    seen.locked { $0.append("\(name)#\(n)") }
+                    if reads.add(1, ordering: .relaxed).newValue == 2 { return }  // unanswered, connection closed
+                    reply = name == "GET" ? "$1\r\nv\r\n" : ":1\r\n"
+                }
+                _ = Array(reply.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
+            }
+            let got = recv(fd, &chunk, chunk.count, 0)
+            guard got > 0 else { return }
+            buffer += chunk[0..<got]
+        }
+    }
+
+    /// One RESP command (an array of bulk strings) from the front of `b`, and the bytes it took.
+    static func parse(_ b: [UInt8]) -> ([String], Int)? {
+        func line(_ from: Int) -> (String, Int)? {
+            var i = from
+            while i + 1 < b.count {
+                if b[i] == 13 && b[i + 1] == 10 { return (String(decoding: b[from..<i], as: UTF8.self), i + 2) }
+                i += 1
+            }
+            return nil
+        }
+        guard let (head, afterHead) = line(0), head.hasPrefix("*"), let count = Int(head.dropFirst()) else { return nil }
+        var at = afterHead
+        var args: [String] = []
+        for _ in 0..<count {
+            guard let (len, afterLen) = line(at), len.hasPrefix("$"), let n = Int(len.dropFirst()), b.count >= afterLen + n + 2 else { return nil }
+            args.append(String(decoding: b[afterLen..<(afterLen + n)], as: UTF8.self))
+            at = afterLen + n + 2
+        }
+        return (args, at)
+    }
+}
+
+/// Both faces of a cluster send an idempotent read once more when the server closed its connection
+/// under it, as the plain backend does (the async face did not).
+struct ClusterRetryTests {
+    @Test(.timeLimit(.minutes(2)), arguments: FaceKind.allCases, TestLoops.Kind.allCases)
+    func anIdempotentReadWhoseConnectionTheServerClosesIsSentOnceMore(_ face: FaceKind, _ loop: TestLoops.Kind) async throws {
+        let node = try ScriptedClusterNode()
+        defer { node.stop() }
+        let cache = try BackendRegistry.standard.makeCache(
+            alias: "cluster-retry",
+            settings: CacheSettings(backend: "redis", location: ["redis+cluster://127.0.0.1:\(node.port)"],
+                                    options: ["CONNECT_TIMEOUT": 10, "COMMAND_TIMEOUT": 10]),
+            loop: loop.loop)
+        func read() async throws -> String? {
+            face == .async ? try await cache.async.get("k") : try await onPlainThread { try cache.get("k") }
+        }
+        #expect(try await read() == "v")
+        #expect(try await read() == "v", "the second GET was answered on a new connection")
+        let seen = node.seen.locked { $0 }
+        #expect(seen.count == 3 && seen[0] == seen[1] && seen[2] != seen[1] && seen.allSatisfy { $0.hasPrefix("GET#") },
+                "the second GET seen twice, the second time on a new connection: \(seen)")
     }
 }

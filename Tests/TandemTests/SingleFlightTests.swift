@@ -203,3 +203,51 @@ struct ProducerFailed: Error, Equatable {}
         }
     }
 }
+
+/// The stampede lock is released only by its holder (issue 29): a holder whose computation outlived
+/// the lock's timeout, while another caller took the lock, leaves that caller's lock alone.
+@Suite struct StampedeLockOwnershipTests {
+    static func overrunLeavesTheNextHoldersLock(_ backend: String, _ face: FaceKind) async throws {
+        let cache = try SingleFlightTests.caches(backend)
+        let lockKey = cache.makeKey("slow") + ":tandem-lock"
+        let other = StoredValue(bytes: Array("locked-by-the-next-holder".utf8), kind: .string)
+        // The producer overruns: meanwhile its lock expired and the next caller took it (written
+        // straight to the backend, as that caller's add would).
+        switch face {
+        case .async:
+            let v = try await cache.async.getOrSet("slow", lock: true) { () async throws -> String in
+                _ = try await cache.backend.asyncSet(lockKey, other, expiry: .after(seconds: 60), mode: .set)
+                return "v"
+            }
+            #expect(v == "v")
+        case .blocking:
+            let v = try await onPlainThread {
+                try cache.getOrSet("slow", lock: true) { () throws -> String in
+                    _ = try cache.backend.set(lockKey, other, expiry: .after(seconds: 60), mode: .set)
+                    return "v"
+                }
+            }
+            #expect(v == "v")
+        }
+        let left = try await cache.backend.asyncGet(lockKey)
+        #expect(left?.bytes == other.bytes, "the next holder's lock is still there: \(String(describing: left))")
+        // A holder that finishes in time releases its own lock.
+        let fastLock = cache.makeKey("fast") + ":tandem-lock"
+        switch face {
+        case .async: _ = try await cache.async.getOrSet("fast", lock: true) { "v" }
+        case .blocking: _ = try await onPlainThread { try cache.getOrSet("fast", lock: true) { "v" } }
+        }
+        #expect(try await cache.backend.asyncGet(fastLock) == nil, "the holder's own lock was released")
+    }
+
+    @Test(.timeLimit(.minutes(2)), arguments: FaceKind.allCases)
+    func onLocMem(_ face: FaceKind) async throws {
+        try await StampedeLockOwnershipTests.overrunLeavesTheNextHoldersLock("locmem", face)
+    }
+
+    @Test(.timeLimit(.minutes(2)), .enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)),
+          arguments: ["redis", "memcached"], FaceKind.allCases)
+    func onAServer(_ backend: String, _ face: FaceKind) async throws {
+        try await StampedeLockOwnershipTests.overrunLeavesTheNextHoldersLock(backend, face)
+    }
+}
