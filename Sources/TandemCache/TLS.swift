@@ -242,7 +242,12 @@ package final class TLSSession {
         switch SSL_get_error(ssl, rc) {
         case copenssl_error_want_read: return .wantRead
         case copenssl_error_want_write: return .wantWrite
-        case copenssl_error_zero_return, copenssl_error_syscall:
+        case copenssl_error_zero_return:
+            // The server's close_notify: it ended the session. OpenSSL sets no errno for it.
+            ERR_clear_error()
+            if !receivedData { return .failed(.tls(.handshakeFailed("the server ended the TLS session before its first reply (does it require a client certificate?)"))) }
+            return .closed
+        case copenssl_error_syscall:
             let e = errno
             ERR_clear_error()
             if e == EAGAIN || e == EWOULDBLOCK || e == EINTR { return .wantRead }
