@@ -62,6 +62,11 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     }
 
     private var state = State.idle
+    /// Set while a connection to a sentinel-named primary waits for its handshake's `ROLE` to say it
+    /// is the primary: commands sent meanwhile wait in ``held`` instead of going out with the
+    /// handshake, so that no write reaches a node that has just been demoted.
+    private var confirming = false
+    private var held: [(args: [[UInt8]], waiter: Waiter)] = []
     private let socket: LoopSocket
     private var reader: RedisReplyReader?
     private var pending: [Pending] = []
@@ -232,6 +237,10 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
                 return
             }
         }
+        if confirming {
+            held.append((args, done))
+            return
+        }
         append(args, done)
     }
 
@@ -252,13 +261,34 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
         socket.connect()
         guard case .connecting = state else { return }  // failed at once
         for command in target.handshake {
+            // A primary that follows the sentinels is confirmed by ROLE before anything else is sent.
+            let confirms = command[0] == "ROLE".bytes && !target.readsReplica
+            if confirms { confirming = true }
             append(command, .callback { [self] r in
-                guard case .success(let reply) = r else { return }
+                guard case .success(let reply) = r else {
+                    // Unconfirmed (a timeout, or a drop that already failed what was held): start over.
+                    if case .failure(let e) = r, confirms, confirming { drop(e, next: .idle) }
+                    return
+                }
                 if target.readsReplica, command[0] == "ROLE".bytes { placement.learned(role: reply) }
-                guard let e = target.refusal(of: command, reply: reply) else { return }
-                logger.error("redis handshake failed", metadata: ["server": "\(endpoint.description)", "error": "\(e)"])
-                drop(e, next: .backoff)
+                if let e = target.refusal(of: command, reply: reply) {
+                    logger.error("redis handshake failed", metadata: ["server": "\(endpoint.description)", "error": "\(e)"])
+                    drop(e, next: .backoff)
+                    return
+                }
+                if confirms { releaseHeld() }
             })
+        }
+    }
+
+    /// ROLE said primary: the commands that waited go out, in the order they were sent.
+    private func releaseHeld() {
+        confirming = false
+        let waiting = held
+        held = []
+        for h in waiting {
+            if case .promise(let p) = h.waiter, p.isCompleted { continue }  // its task was cancelled meanwhile
+            append(h.args, h.waiter)
         }
     }
 
@@ -400,7 +430,11 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
         } else {
             state = .idle
         }
+        let waiting = held
+        held = []
+        confirming = false
         for v in victims { v.waiter.finish(.failure(error)) }
+        for h in waiting { h.waiter.finish(.failure(error)) }
     }
 
     private func enterBackoff(_ reason: String) {

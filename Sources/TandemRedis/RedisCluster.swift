@@ -1,4 +1,5 @@
 import Dispatch
+import Foundation
 import Logging
 import Synchronization
 import TandemCache
@@ -79,8 +80,16 @@ final class RedisCluster: Sendable {
         /// Monotonic nanoseconds of the last refresh (or attempt).
         var refreshedAt: UInt64 = 0
         var refreshing = false
+        /// Why the last refresh failed (nil when it installed a map).
+        var refreshFailure: String?
     }
     private let state = Mutex(State())
+    /// Held for the whole of a refresh, so that one runs at a time; a caller that waited for it uses
+    /// the map it installed instead of asking again.
+    private let refreshLock = NSLock()
+    /// The least time between two refreshes a caller waits for (an uncovered slot asks at most this
+    /// often); the background refresh after `MOVED` keeps the same pace.
+    static let refreshInterval: UInt64 = 1_000_000_000
 
     init(endpoint: RedisEndpoint, seeds: [ServerAddress], tls: TLSClientContext?, settings: RedisNodeSettings, readFromReplicas: Bool = false) {
         self.seeds = seeds
@@ -129,26 +138,41 @@ final class RedisCluster: Sendable {
     /// first when it is not known (blocks).
     func node(forSlot slot: Int, reading: Bool = false) throws(CacheError) -> RedisNode {
         if let n = knownNode(forSlot: slot, reading: reading) { return n }
-        try refresh()
-        guard let n = knownNode(forSlot: slot, reading: reading) else {
-            throw CacheError.connectionFailed(server: description, reason: "no node serves slot \(slot) (the cluster's map does not cover it)")
-        }
-        return n
+        try refreshShared()
+        return try covered(slot, reading)
     }
 
     /// The same for the async face: a refresh runs on a bridge thread, never on the cooperative pool.
     func asyncNode(forSlot slot: Int, reading: Bool = false) async throws -> RedisNode {
         if let n = knownNode(forSlot: slot, reading: reading) { return n }
-        try await Bridge.offload { () throws in try self.refresh() }
+        try await Bridge.offload { () throws in try self.refreshShared() }
+        return try covered(slot, reading)
+    }
+
+    private func covered(_ slot: Int, _ reading: Bool) throws(CacheError) -> RedisNode {
         guard let n = knownNode(forSlot: slot, reading: reading) else {
-            throw CacheError.connectionFailed(server: description, reason: "no node serves slot \(slot) (the cluster's map does not cover it)")
+            let failure = state.locked { $0.refreshFailure }
+            throw CacheError.connectionFailed(server: description, reason: failure.map { "the slot map could not be had: \($0)" }
+                ?? "no node serves slot \(slot) (the cluster's map does not cover it; asked again at most once a second)")
         }
         return n
     }
 
+    /// A refresh for a caller that needs the map now (no map yet, or an uncovered slot): one at a time;
+    /// a caller that waited for another's refresh uses its map, and none is asked for again within
+    /// ``refreshInterval`` of the last one.
+    func refreshShared() throws(CacheError) {
+        let arrived = monotonicNanos()
+        refreshLock.lock()
+        defer { refreshLock.unlock() }
+        let last = state.locked { $0.refreshedAt }
+        if last != 0, last >= arrived || monotonicNanos() &- last < RedisCluster.refreshInterval { return }
+        try refreshHoldingLock()
+    }
+
     /// Every node that serves slots (the primaries), asking for the map first if there is none.
     func primaries() throws(CacheError) -> [RedisNode] {
-        if knownNode(forSlot: 0) == nil { try refresh() }
+        if knownNode(forSlot: 0) == nil { try refreshShared() }
         return state.locked { s in Set(s.slots.filter { $0 >= 0 }).sorted().map { s.nodes[Int($0)] } }
     }
 
@@ -161,7 +185,7 @@ final class RedisCluster: Sendable {
     /// Asks for the whole map in the background, at most once a second.
     func refreshSoon() {
         let go = state.locked { s -> Bool in
-            guard !s.refreshing, monotonicNanos() &- s.refreshedAt > 1_000_000_000 else { return false }
+            guard !s.refreshing, monotonicNanos() &- s.refreshedAt > RedisCluster.refreshInterval else { return false }
             s.refreshing = true
             return true
         }
@@ -171,18 +195,34 @@ final class RedisCluster: Sendable {
         }
     }
 
-    /// Asks the known nodes, then the seeds, for `CLUSTER SLOTS` and replaces the map (blocks).
+    /// Asks the current map's nodes, then the seeds, for `CLUSTER SLOTS` and replaces the map (blocks
+    /// while another refresh runs, then runs its own).
     func refresh() throws(CacheError) {
-        defer { state.locked { s in s.refreshing = false; s.refreshedAt = monotonicNanos() } }
-        var candidates: [(String, Int)] = state.locked { s in
-            s.nodes.compactMap { n in
-                if case .tcp(let h, let p) = n.endpoint.address { return (h, p) }
+        refreshLock.lock()
+        defer { refreshLock.unlock() }
+        try refreshHoldingLock()
+    }
+
+    /// Where a refresh asks, in order: the nodes of the current map (primaries, then the replicas it
+    /// reads from), then the seeds; never a node the map no longer names.
+    func refreshCandidates() -> [(host: String, port: Int)] {
+        var out: [(host: String, port: Int)] = state.locked { s in
+            let used = Set(s.slots.filter { $0 >= 0 }).sorted() + s.readers.keys.sorted().flatMap { s.readers[$0] ?? [] }
+            return used.compactMap { i in
+                if case .tcp(let h, let p) = s.nodes[Int(i)].endpoint.address { return (h, p) }
                 return nil
             }
         }
         for seed in seeds {
-            if case .tcp(let h, let p) = seed, !candidates.contains(where: { $0 == (h, p) }) { candidates.append((h, p)) }
+            if case .tcp(let h, let p) = seed, !out.contains(where: { $0 == (h, p) }) { out.append((h, p)) }
         }
+        var seen: Set<String> = []
+        return out.filter { seen.insert("\($0.host):\($0.port)").inserted }
+    }
+
+    private func refreshHoldingLock() throws(CacheError) {
+        defer { state.locked { s in s.refreshing = false; s.refreshedAt = monotonicNanos() } }
+        let candidates = refreshCandidates()
         var reasons: [String] = []
         for (host, port) in candidates {
             let endpoint = RedisEndpoint(address: .tcp(host: host, port: port), db: 0, username: template.username, password: template.password,
@@ -207,12 +247,16 @@ final class RedisCluster: Sendable {
                 reasons.append("\(host):\(port): \(error)")
             }
         }
-        throw CacheError.connectionFailed(server: description, reason: "no node gave the slot map (\(reasons.joined(separator: "; ")))")
+        let reason = "no node gave the slot map (\(reasons.joined(separator: "; ")))"
+        state.locked { $0.refreshFailure = reason }
+        throw CacheError.connectionFailed(server: description, reason: reason)
     }
 
     /// Installs a `CLUSTER SLOTS` answer: `[start, end, [host, port, id], replicas...]` per range
-    /// (the replicas, each `[host, port, id]`, only when reading from them).
-    private func install(_ ranges: [RedisValue], askedHost: String) throws(CacheError) {
+    /// (the replicas, each `[host, port, id]`, only when reading from them). Nodes the new map does
+    /// not name are released: they leave the map at once, and their connections are closed once the
+    /// calls in flight on them have had their command timeout to end.
+    func install(_ ranges: [RedisValue], askedHost: String) throws(CacheError) {
         typealias Address = (host: String, port: Int)
         /// `[host, port, ...]`, the host empty or `?` meaning the node that was asked.
         func address(_ value: RedisValue) -> Address? {
@@ -229,7 +273,7 @@ final class RedisCluster: Sendable {
             let replicas = readFromReplicas ? parts.dropFirst(3).compactMap(address) : []
             assignments.append((Int(start)...Int(end), primary, replicas))
         }
-        state.locked { s in
+        let released = state.locked { s -> [RedisNode] in
             var slots = [Int32](repeating: -1, count: ClusterSlot.count)
             var readers: [Int32: [Int32]] = [:]
             for (range, primary, replicas) in assignments {
@@ -239,10 +283,47 @@ final class RedisCluster: Sendable {
                     readers[i] = replicas.map { nodeIndex(host: $0.host, port: $0.port, replica: true, &s) }
                 }
             }
-            s.slots = slots
-            s.readers = readers
+            // Keep only the nodes this map names, renumbered.
+            let named = Set(slots.filter { $0 >= 0 } + readers.values.flatMap { $0 })
+            var renumbered: [Int32: Int32] = [:]
+            var kept: [RedisNode] = []
+            var released: [RedisNode] = []
+            for (i, n) in s.nodes.enumerated() {
+                if named.contains(Int32(i)) {
+                    renumbered[Int32(i)] = Int32(kept.count)
+                    kept.append(n)
+                } else {
+                    released.append(n)
+                }
+            }
+            s.nodes = kept
+            s.slots = slots.map { $0 >= 0 ? renumbered[$0] ?? -1 : -1 }
+            s.readers = Dictionary(uniqueKeysWithValues: readers.compactMap { k, v in
+                renumbered[k].map { ($0, v.compactMap { renumbered[$0] }) }
+            })
+            s.byAddress = s.byAddress.compactMapValues { renumbered[Int32($0)].map(Int.init) }
+            s.refreshFailure = nil
+            return released
+        }
+        retire(released)
+    }
+
+    /// Closes released nodes' connections after the longest a call in flight on them can still take.
+    private func retire(_ nodes: [RedisNode]) {
+        guard !nodes.isEmpty else { return }
+        logger.info("cluster nodes left the slot map; their connections close after the calls in flight",
+                    metadata: ["nodes": "\(nodes.map(\.endpoint.description))"])
+        let grace = settings.commandTimeout + settings.connectTimeout + 1
+        DispatchQueue.global().asyncAfter(deadline: .now() + grace) {
+            for n in nodes {
+                n.pool.close()
+                for c in n.connections { c.shutdown() }
+            }
         }
     }
+
+    /// The addresses of the nodes the cluster keeps (for tests).
+    var nodeAddresses: [String] { state.locked { s in s.nodes.map(\.endpoint.description) } }
 
     func close() {
         for n in state.locked({ $0.nodes }) {

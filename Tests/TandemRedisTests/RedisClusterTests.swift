@@ -203,82 +203,41 @@ struct ClusterRedirectTests {
     }
 }
 
-/// A one-node cluster on a scripted socket: `CLUSTER SLOTS` names the node itself for every slot;
-/// the second read (GET or EXISTS) is left unanswered and its connection closed (so it meets a
-/// connection that answered before); other reads answer (GET: "v", EXISTS: 1); anything else gets +OK. Each connection is served by a thread of its own.
+/// A one-node cluster on a scripted socket: `CLUSTER SLOTS` names the node itself for `slots`; the
+/// second read (GET or EXISTS) is left unanswered and its connection closed (so it meets a
+/// connection that answered before); other reads answer (GET: "v", EXISTS: 1); anything else gets +OK.
 private final class ScriptedClusterNode: Sendable {
-    let listener: Int32
+    private let server = Mutex<ScriptedRedis?>(nil)
     let port: Int
+
+    init(slots: ClosedRange<Int> = 0...16383) throws {
+        let port = Box(Atomic<Int>(0))
+        let mapsAsked = Box(Atomic<Int>(0))
+        let reads = Box(Atomic<Int>(0))
+        let s = try ScriptedRedis { command, _ in
+            switch command.first?.uppercased() ?? "" {
+            case "CLUSTER":
+                mapsAsked.value.add(1, ordering: .relaxed)
+                let id = String(repeating: "a", count: 40)
+                return .reply("*1\r\n*3\r\n:\(slots.lowerBound)\r\n:\(slots.upperBound)\r\n*3\r\n$9\r\n127.0.0.1\r\n:\(port.value.load(ordering: .relaxed))\r\n$40\r\n\(id)\r\n")
+            case "GET", "EXISTS":
+                if reads.value.add(1, ordering: .relaxed).newValue == 2 { return .hangUp }
+                return .reply(command[0].uppercased() == "GET" ? "$1\r\nv\r\n" : ":1\r\n")
+            default:
+                return .reply("+OK\r\n")
+            }
+        }
+        port.value.store(s.port, ordering: .relaxed)
+        self.port = s.port
+        self.counters = (mapsAsked, reads)
+        server.locked { $0 = s }
+    }
+    private let counters: (maps: Box<Atomic<Int>>, reads: Box<Atomic<Int>>)
+
+    var mapsAskedCount: Int { counters.maps.value.load(ordering: .relaxed) }
     /// The reads seen, as "GET#connection".
-    let seen = Mutex<[String]>([])
-    private let connections = Atomic<Int>(0)
-    private let reads = Atomic<Int>(0)
-
-    init() throws {
-        (listener, port) = try silentListener()
-        let node = self
-        Thread.detachNewThread { node.acceptLoop() }
-    }
-
-    func stop() { shutdown(listener, Int32(SHUT_RDWR)); close(listener) }
-
-    private func acceptLoop() {
-        while true {
-            let fd = accept(listener, nil, nil)
-            guard fd >= 0 else { return }
-            let n = connections.add(1, ordering: .relaxed).newValue
-            var tv = timeval(tv_sec: 30, tv_usec: 0)
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, socklen_t(MemoryLayout<timeval>.size))
-            let node = self
-            Thread.detachNewThread { node.serve(fd, n) }
-        }
-    }
-
-    private func serve(_ fd: Int32, _ n: Int) {
-        defer { close(fd) }
-        var buffer: [UInt8] = []
-        var chunk = [UInt8](repeating: 0, count: 4096)
-        while true {
-            while let (command, used) = ScriptedClusterNode.parse(buffer) {
-                buffer.removeFirst(used)
-                let name = command.first?.uppercased() ?? ""
-                var reply = "+OK\r\n"
-                if name == "CLUSTER" {
-                    let id = String(repeating: "a", count: 40)
-                    reply = "*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:\(port)\r\n$40\r\n\(id)\r\n"
-                } else if name == "GET" || name == "EXISTS" {
-                    seen.locked { $0.append("\(name)#\(n)") }
-                    if reads.add(1, ordering: .relaxed).newValue == 2 { return }  // unanswered, connection closed
-                    reply = name == "GET" ? "$1\r\nv\r\n" : ":1\r\n"
-                }
-                _ = Array(reply.utf8).withUnsafeBytes { send(fd, $0.baseAddress, $0.count, Int32(MSG_NOSIGNAL)) }
-            }
-            let got = recv(fd, &chunk, chunk.count, 0)
-            guard got > 0 else { return }
-            buffer += chunk[0..<got]
-        }
-    }
-
-    /// One RESP command (an array of bulk strings) from the front of `b`, and the bytes it took.
-    static func parse(_ b: [UInt8]) -> ([String], Int)? {
-        func line(_ from: Int) -> (String, Int)? {
-            var i = from
-            while i + 1 < b.count {
-                if b[i] == 13 && b[i + 1] == 10 { return (String(decoding: b[from..<i], as: UTF8.self), i + 2) }
-                i += 1
-            }
-            return nil
-        }
-        guard let (head, afterHead) = line(0), head.hasPrefix("*"), let count = Int(head.dropFirst()) else { return nil }
-        var at = afterHead
-        var args: [String] = []
-        for _ in 0..<count {
-            guard let (len, afterLen) = line(at), len.hasPrefix("$"), let n = Int(len.dropFirst()), b.count >= afterLen + n + 2 else { return nil }
-            args.append(String(decoding: b[afterLen..<(afterLen + n)], as: UTF8.self))
-            at = afterLen + n + 2
-        }
-        return (args, at)
-    }
+    var seen: [String] { server.locked { $0?.log ?? [] }.filter { $0.hasPrefix("recv GET") }.map { String($0.dropFirst(5)) } }
+    func stop() { server.locked { $0?.stop() } }
 }
 
 /// Both faces of a cluster send an idempotent read once more when the server closed its connection
@@ -298,8 +257,69 @@ struct ClusterRetryTests {
         }
         #expect(try await read() == "v")
         #expect(try await read() == "v", "the second GET was answered on a new connection")
-        let seen = node.seen.locked { $0 }
+        let seen = node.seen
         #expect(seen.count == 3 && seen[0] == seen[1] && seen[2] != seen[1] && seen.allSatisfy { $0.hasPrefix("GET#") },
                 "the second GET seen twice, the second time on a new connection: \(seen)")
+    }
+}
+
+/// The slot map's upkeep (issue 29): nodes that leave it are released and never asked again; an
+/// uncovered slot asks for the map once for everyone waiting, at most once a second.
+struct ClusterMapTests {
+    private static func cluster(seeds: [Int]) -> RedisCluster {
+        let settings = RedisNodeSettings(loops: [TestLoops.epoll], connectTimeout: 1, commandTimeout: 1, poolSize: 1, poolTimeout: 1,
+                                         asyncConnections: 1)
+        let template = RedisEndpoint(address: .tcp(host: "cluster", port: 0), db: 0, username: nil, password: nil, tls: nil, tlsSource: "")
+        return RedisCluster(endpoint: template, seeds: seeds.map { .tcp(host: "127.0.0.1", port: $0) }, tls: nil, settings: settings)
+    }
+
+    private static func map(_ ranges: [(ClosedRange<Int>, Int)]) -> [RedisValue] {
+        ranges.map { range, port in
+            .array([.integer(Int64(range.lowerBound)), .integer(Int64(range.upperBound)),
+                    .array([.bulk(Array("127.0.0.1".utf8)), .integer(Int64(port)), .bulk(Array(String(repeating: "a", count: 40).utf8))])])
+        }
+    }
+
+    @Test func nodesThatLeaveTheMapAreReleasedAndNotAskedAgain() throws {
+        let c = ClusterMapTests.cluster(seeds: [7000])
+        defer { c.close() }
+        try c.install(ClusterMapTests.map([(0...8000, 7001), (8001...16383, 7002)]), askedHost: "127.0.0.1")
+        #expect(Set(c.nodeAddresses) == ["redis://127.0.0.1:7001/0", "redis://127.0.0.1:7002/0"])
+        // 7002 hands its slots to 7003 and leaves.
+        try c.install(ClusterMapTests.map([(0...8000, 7001), (8001...16383, 7003)]), askedHost: "127.0.0.1")
+        #expect(Set(c.nodeAddresses) == ["redis://127.0.0.1:7001/0", "redis://127.0.0.1:7003/0"])
+        #expect(c.refreshCandidates().map(\.port) == [7001, 7003, 7000], "the current map's nodes, then the seeds")
+        #expect(c.knownNode(forSlot: 9000)?.endpoint.description == "redis://127.0.0.1:7003/0")
+        #expect(c.knownNode(forSlot: 10)?.endpoint.description == "redis://127.0.0.1:7001/0")
+    }
+
+    @Test(.timeLimit(.minutes(1)), arguments: TestLoops.Kind.allCases)
+    func anUncoveredSlotAsksForTheMapOnceForEveryoneWaiting(_ loop: TestLoops.Kind) async throws {
+        let node = try ScriptedClusterNode(slots: 0...100)
+        defer { node.stop() }
+        let cache = try BackendRegistry.standard.makeCache(
+            alias: "uncovered",
+            settings: CacheSettings(backend: "redis", location: ["redis+cluster://127.0.0.1:\(node.port)"],
+                                    options: ["CONNECT_TIMEOUT": 10, "COMMAND_TIMEOUT": 10]),
+            loop: loop.loop)
+        let key = try #require((0..<1000).map { "u\($0)" }.first { ClusterSlot.of(Array(cache.makeKey($0).utf8)) > 100 })
+        let failures = try await withThrowingTaskGroup(of: String.self) { group in
+            for i in 0..<40 {
+                group.addTask {
+                    do {
+                        if i % 4 == 0 { _ = try await onPlainThread { try cache.get(key) as String? } } else { _ = try await cache.async.get(key) as String? }
+                        return "answered"
+                    } catch let e as CacheError {
+                        if case .connectionFailed(_, let reason) = e, reason.contains("does not cover") { return "uncovered" }
+                        return "\(e)"
+                    }
+                }
+            }
+            var out: [String] = []
+            for try await r in group { out.append(r) }
+            return out
+        }
+        #expect(failures.allSatisfy { $0 == "uncovered" }, "\(Set(failures))")
+        #expect(node.mapsAskedCount <= 3, "the map was asked for \(node.mapsAskedCount) times by 40 callers")
     }
 }

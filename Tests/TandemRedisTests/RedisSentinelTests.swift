@@ -226,3 +226,38 @@ struct RedisSentinelLoginTests {
         }
     }
 }
+
+/// A connection to the primary the sentinels name sends nothing but its handshake until `ROLE` has
+/// said it is the primary (issue 29): a scripted sentinel names a scripted node that answers ROLE
+/// after 150 ms; the SET the test sends at once must reach the node only after that answer, on both
+/// faces and loops. (Before, the async face sent it in the handshake's write.)
+struct SentinelRoleFirstTests {
+    @Test(.timeLimit(.minutes(1)), arguments: FaceKind.allCases, TestLoops.Kind.allCases)
+    func commandsWaitForRoleToConfirmThePrimary(_ face: FaceKind, _ loop: TestLoops.Kind) async throws {
+        let node = try ScriptedRedis { command, _ in
+            switch command.first?.uppercased() ?? "" {
+            case "ROLE": return .replyAfter(milliseconds: 150, "*3\r\n$6\r\nmaster\r\n:0\r\n*0\r\n")
+            default: return .reply("+OK\r\n")
+            }
+        }
+        defer { node.stop() }
+        let nodePort = node.port
+        let sentinel = try ScriptedRedis { command, _ in
+            switch command.first?.uppercased() ?? "" {
+            case "SENTINEL": return .reply(ScriptedRedis.array(["127.0.0.1", String(nodePort)]))
+            case "SUBSCRIBE":
+                return .reply(command.dropFirst().enumerated().map { i, channel in
+                    "*3\r\n" + ScriptedRedis.bulk("subscribe") + ScriptedRedis.bulk(channel) + ":\(i + 1)\r\n"
+                }.joined())
+            default: return .reply("+OK\r\n")
+            }
+        }
+        defer { sentinel.stop() }
+        let cache = try RedisSentinelTests.cache("redis+sentinel://127.0.0.1:\(sentinel.port)/svc/0", loop: loop)
+        try await Face(cache, face).set("k", "v")
+        let log = node.log.filter { $0.contains("ROLE") || $0.contains("SET") }
+        let roleAnswered = try #require(log.firstIndex { $0.hasPrefix("sent ROLE") }, "\(log)")
+        let setReceived = try #require(log.firstIndex { $0.hasPrefix("recv SET") }, "\(log)")
+        #expect(setReceived > roleAnswered, "the SET reached the node before ROLE was answered: \(log)")
+    }
+}
