@@ -104,6 +104,8 @@ leak_check() {
 }
 
 lint_locks
+# The README's code blocks, as test sources: a snippet that no longer compiles fails the build.
+python3 "$TANDEM_ROOT/Integration/readme_snippets.py"
 for p in "${phases[@]}"; do
   case "$p" in
     tests)   say "unit and server tests"; run_suite ;;

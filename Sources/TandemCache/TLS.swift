@@ -41,12 +41,17 @@ package struct TLSClientSettings: Sendable, Hashable {
     package var keyFile: String?
     /// Check the server's certificate and name (`ssl_cert_reqs=required`, the default).
     package var verifyPeer: Bool
+    /// Check that the certificate names the host connected to (`ssl_check_hostname`, true by
+    /// default); false still checks the chain.
+    package var checkHostname: Bool
 
-    package init(caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil, verifyPeer: Bool = true) {
+    package init(caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil, verifyPeer: Bool = true,
+                 checkHostname: Bool = true) {
         self.caFile = caFile
         self.certificateFile = certificateFile
         self.keyFile = keyFile
         self.verifyPeer = verifyPeer
+        self.checkHostname = checkHostname
     }
 }
 
@@ -143,7 +148,7 @@ package final class TLSSession {
         _ = copenssl_set_mode(s, copenssl_mode_partial_write | copenssl_mode_moving_buffer)
         let isIP = TLSSession.isIPAddress(host)
         if !isIP { _ = copenssl_set_sni(s, host) }
-        if verifies {
+        if verifies && context.settings.checkHostname {
             let ok: Int32
             if isIP {
                 ok = X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(s), host)

@@ -79,7 +79,7 @@ public final class RedisBackend: CacheBackend {
     /// The OPTIONS this backend understands.
     public static let optionNames: Set<String> = [
         "CONNECT_TIMEOUT", "COMMAND_TIMEOUT", "POOL_SIZE", "POOL_TIMEOUT", "ASYNC_CONNECTIONS", "DB", "USERNAME", "PASSWORD",
-        "SSL_CA_CERTS", "SSL_CERTFILE", "SSL_KEYFILE", "SSL_CERT_REQS", "READ_FROM_REPLICAS", "SENTINEL_USERNAME", "SENTINEL_PASSWORD",
+        "SSL_CA_CERTS", "SSL_CERTFILE", "SSL_KEYFILE", "SSL_CERT_REQS", "SSL_CHECK_HOSTNAME", "READ_FROM_REPLICAS", "SENTINEL_USERNAME", "SENTINEL_PASSWORD",
     ]
 
     /// The registry entry: `redis`, and Django's and django-redis's dotted names.
@@ -175,6 +175,10 @@ public final class RedisBackend: CacheBackend {
         if !settings.verifyPeer {
             Logger(label: "tandem.redis").warning(
                 "TLS without certificate verification (ssl_cert_reqs=none): the connection is encrypted, but any server can pose as this one",
+                metadata: ["cache": "\(alias)", "server": "\(endpoint.description)"])
+        } else if !settings.checkHostname {
+            Logger(label: "tandem.redis").warning(
+                "TLS without a host name check (ssl_check_hostname=false): any server with a certificate from a trusted CA can pose as this one",
                 metadata: ["cache": "\(alias)", "server": "\(endpoint.description)"])
         }
         return context

@@ -106,11 +106,16 @@ final class RedisCluster: Sendable {
     }
 
     /// The index of the node at `host:port` in `s.nodes`, made if new (call under the lock).
-    private func nodeIndex(host: String, port: Int, replica: Bool, _ s: inout State) -> Int32 {
+    /// `announced`: from a slot map, the name the node announces (nil: none), which TLS checks; a
+    /// node whose announced name changed is made anew. Without it (a redirection names only an
+    /// address) the node known at that address is used as it is.
+    private func nodeIndex(host: String, port: Int, replica: Bool, announced: String?? = .none, _ s: inout State) -> Int32 {
         let address = replica ? "replica \(host):\(port)" : "\(host):\(port)"
-        if let i = s.byAddress[address] { return Int32(i) }
-        let endpoint = RedisEndpoint(address: .tcp(host: host, port: port), db: 0, username: template.username, password: template.password,
+        let hostname: String? = announced ?? nil
+        if let i = s.byAddress[address], announced == nil || s.nodes[i].endpoint.announcedHostname == hostname { return Int32(i) }
+        var endpoint = RedisEndpoint(address: .tcp(host: host, port: port), db: 0, username: template.username, password: template.password,
                                      tls: template.tls, tlsSource: template.tlsSource)
+        endpoint.announcedHostname = hostname
         s.nodes.append(settings.makeNode(RedisTarget(endpoint: endpoint, sentinel: nil, clusterReplica: replica), tls: tls))
         s.byAddress[address] = s.nodes.count - 1
         return Int32(s.nodes.count - 1)
@@ -257,12 +262,21 @@ final class RedisCluster: Sendable {
     /// not name are released: they leave the map at once, and their connections are closed once the
     /// calls in flight on them have had their command timeout to end.
     func install(_ ranges: [RedisValue], askedHost: String) throws(CacheError) {
-        typealias Address = (host: String, port: Int)
-        /// `[host, port, ...]`, the host empty or `?` meaning the node that was asked.
+        typealias Address = (host: String, port: Int, hostname: String?)
+        /// `[host, port, id, metadata]`, the host empty or `?` meaning the node that was asked; the
+        /// metadata (Redis 7: `hostname <name>` when the node announces one) gives the name TLS checks.
         func address(_ value: RedisValue) -> Address? {
             guard case .array(let parts) = value, parts.count >= 2, case .integer(let port) = parts[1], (1...65535).contains(port) else { return nil }
-            guard case .bulk(let h) = parts[0], !h.isEmpty, h != Array("?".utf8) else { return (askedHost, Int(port)) }
-            return (String(decoding: h, as: UTF8.self), Int(port))
+            var hostname: String?
+            if parts.count >= 4, case .array(let meta) = parts[3] {
+                for i in stride(from: 0, to: meta.count - 1, by: 2) {
+                    if case .bulk(let k) = meta[i], k == Array("hostname".utf8), case .bulk(let v) = meta[i + 1], !v.isEmpty {
+                        hostname = String(decoding: v, as: UTF8.self)
+                    }
+                }
+            }
+            guard case .bulk(let h) = parts[0], !h.isEmpty, h != Array("?".utf8) else { return (askedHost, Int(port), hostname) }
+            return (String(decoding: h, as: UTF8.self), Int(port), hostname)
         }
         var assignments: [(ClosedRange<Int>, Address, [Address])] = []
         for r in ranges {
@@ -277,10 +291,10 @@ final class RedisCluster: Sendable {
             var slots = [Int32](repeating: -1, count: ClusterSlot.count)
             var readers: [Int32: [Int32]] = [:]
             for (range, primary, replicas) in assignments {
-                let i = nodeIndex(host: primary.host, port: primary.port, replica: false, &s)
+                let i = nodeIndex(host: primary.host, port: primary.port, replica: false, announced: .some(primary.hostname), &s)
                 for slot in range { slots[slot] = i }
                 if !replicas.isEmpty {
-                    readers[i] = replicas.map { nodeIndex(host: $0.host, port: $0.port, replica: true, &s) }
+                    readers[i] = replicas.map { nodeIndex(host: $0.host, port: $0.port, replica: true, announced: .some($0.hostname), &s) }
                 }
             }
             // Keep only the nodes this map names, renumbered.
@@ -392,13 +406,13 @@ struct ClusterRoute {
         redirects += 1
         switch redirect {
         case .moved(let slot, let host, let port):
-            let host = host ?? node.endpoint.tlsHost
+            let host = host ?? node.endpoint.host
             cluster.moved(slot: slot, host: host, port: port)
             node = cluster.node(host: host, port: port)
             asking = false
             return .again
         case .ask(let host, let port):
-            node = cluster.node(host: host ?? node.endpoint.tlsHost, port: port)
+            node = cluster.node(host: host ?? node.endpoint.host, port: port)
             asking = true
             return .again
         case .tryAgain:

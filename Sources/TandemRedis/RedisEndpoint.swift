@@ -21,6 +21,9 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
     var sentinels: SentinelSpec? = nil
     /// For a `redis+cluster://` location: the seed nodes the slot map is first asked of.
     var clusterSeeds: [ServerAddress]? = nil
+    /// The host name a cluster node announces (`cluster-announce-hostname`) while the map gives its
+    /// IP address: TLS checks the certificate against it (and sends it as SNI).
+    var announcedHostname: String? = nil
 
     /// The sentinels of a `redis+sentinel://` location and the service (Sentinel's "master name").
     struct SentinelSpec: Sendable, Hashable {
@@ -39,8 +42,12 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
         }
     }
 
-    /// The name TLS checks the certificate against (and sends as SNI): the location's host.
-    var tlsHost: String {
+    /// The name TLS checks the certificate against (and sends as SNI): the host name the node
+    /// announces, else the location's host.
+    var tlsHost: String { announcedHostname ?? host }
+
+    /// The host connected to ("" for a Unix socket).
+    var host: String {
         if case .tcp(let host, _) = address { return host }
         return ""
     }
@@ -70,11 +77,15 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
     /// OPTIONS in upper case.
     static let tlsParameters: [String] = ["ssl_ca_certs", "ssl_certfile", "ssl_keyfile", "ssl_cert_reqs"]
     /// Other names for TLS that some clients use: refused with a pointer to rediss://, never ignored.
-    static let otherTLSParameters: Set<String> = ["tls", "ssl", "ssl_check_hostname", "tls_ca_cert", "tls_cert", "tls_key", "sslmode"]
+    static let otherTLSParameters: Set<String> = ["tls", "ssl", "tls_ca_cert", "tls_cert", "tls_key", "sslmode"]
+    /// redis-py's `ssl_check_hostname` (true by default): false checks the certificate's chain but not
+    /// the name in it.
+    static let checkHostnameParameter = "ssl_check_hostname"
 
     /// Parses `redis[s]://[user:password@]host:port[/db][?db=N]` or `unix:///path[?db=N]`; a
-    /// `rediss://` location also takes `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile` and
-    /// `ssl_cert_reqs` (`required`, the default, or `none`).
+    /// `rediss://` location also takes `ssl_ca_certs`, `ssl_certfile`, `ssl_keyfile`,
+    /// `ssl_cert_reqs` (`required`, the default, or `none`) and `ssl_check_hostname` (`true`, the
+    /// default, or `false`).
     /// Options USERNAME, PASSWORD, DB and SSL_* fill what the URL does not say.
     static func parse(_ location: String, alias: String, options: BackendOptions) throws -> RedisEndpoint {
         func bad(_ reason: String) -> CacheError {
@@ -83,7 +94,7 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
         let (scheme, rest, items) = try URLQuery.splitURL(location, expected: "expected redis://host:port[/db], rediss://host:port[/db] or unix:///path", bad)
         var query: [String: String] = [:]
         for (name, value) in items { query[name.lowercased()] = value }
-        for name in query.keys where name != "db" && !tlsParameters.contains(name) {
+        for name in query.keys where name != "db" && !tlsParameters.contains(name) && name != checkHostnameParameter {
             if otherTLSParameters.contains(name) {
                 throw bad("query parameter '\(name)' is not how TLS is asked for here: use a rediss:// location (with ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs)")
             }
@@ -206,18 +217,27 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
     private static func parseTLS(scheme: String, query: [String: String], options: BackendOptions,
                                  bad: (String) -> CacheError) throws -> (settings: TLSClientSettings, source: String)? {
         let fromOptions = try tlsParameters.compactMap { name in try options.string(name.uppercased()).map { (name, $0) } }
-        let fromQuery = tlsParameters.compactMap { name in query[name].map { (name, $0) } }
+        let fromQuery = (tlsParameters + [checkHostnameParameter]).compactMap { name in query[name].map { (name, $0) } }
+        // OPTIONS.SSL_CHECK_HOSTNAME: a boolean, or its text.
+        let checkOption: String?
+        if let text = try? options.string(checkHostnameParameter.uppercased()) {
+            checkOption = text
+        } else {
+            checkOption = options.values[checkHostnameParameter.uppercased()] != nil
+                ? String(try options.bool(checkHostnameParameter.uppercased(), default: true)) : nil
+        }
         guard scheme == "rediss" else {
             if let (name, _) = fromQuery.first {
                 throw bad("query parameter '\(name)' is a TLS setting, and this is not a rediss:// location")
             }
-            if let (name, _) = fromOptions.first {
+            if let name = fromOptions.first?.0 ?? (checkOption != nil ? checkHostnameParameter : nil) {
                 throw CacheError.invalidSetting(alias: options.alias, field: "OPTIONS.\(name.uppercased())",
                                                 reason: "a TLS setting, and the location is not rediss://")
             }
             return nil
         }
         var values: [String: String] = [:]
+        if let checkOption { values[checkHostnameParameter] = checkOption }
         for (name, value) in fromOptions { values[name] = value }
         for (name, value) in fromQuery { values[name] = value }
         var settings = TLSClientSettings()
@@ -232,6 +252,12 @@ struct RedisEndpoint: Sendable, CustomStringConvertible {
         case "none", "cert_none": settings.verifyPeer = false
         case let other?:
             throw bad("ssl_cert_reqs must be 'required' (the default) or 'none', not '\(other)'")
+        }
+        switch values[checkHostnameParameter]?.lowercased() {
+        case nil, "true", "1", "yes": settings.checkHostname = true
+        case "false", "0", "no": settings.checkHostname = false
+        case let other?:
+            throw bad("ssl_check_hostname must be 'true' (the default) or 'false', not '\(other)'")
         }
         return (settings, fromQuery.isEmpty ? "OPTIONS" : "LOCATION")
     }

@@ -42,8 +42,9 @@ public struct TandemResponseCacheMiddleware: AsyncMiddleware {
         if let page = await pages.lookup(method: method, authority: authority, path: path, headers: requestFields) {
             var headers = HeaderConversion.headers(page.headers)
             headers.replaceOrAdd(name: "Age", value: String(page.age))
-            let body: Response.Body = method == .head ? .empty : .init(data: Data(page.body))
-            return Response(status: HTTPResponseStatus(statusCode: page.status), headers: headers, body: body)
+            // The whole body, for HEAD too: Vapor leaves it out of a HEAD answer and keeps the
+            // Content-Length the GET would have, as it does for an answer that is not cached.
+            return Response(status: HTTPResponseStatus(statusCode: page.status), headers: headers, body: .init(data: Data(page.body)))
         }
         let response = try await next.respond(to: request)
         let responseFields = HeaderConversion.fields(response.headers)
@@ -64,6 +65,11 @@ public struct TandemResponseCacheMiddleware: AsyncMiddleware {
 /// anonymous `500`; a mistake in the route (a bad key, a blocking call where it must not block)
 /// stays a `500`. Clients get the status only; the log has the details. Other errors pass through to
 /// Vapor's `ErrorMiddleware`. Add it after `ErrorMiddleware` (so that it runs inside it).
+///
+/// The order of the middlewares does not decide what a client sees: Tandem's errors are Vapor
+/// `AbortError`s with the same statuses and only the status's phrase as their reason, so that an
+/// error thrown outside this middleware (by the session middleware before it, say) reaches Vapor's
+/// `ErrorMiddleware` as the same status, with no server address in the body.
 public struct TandemErrorMiddleware: AsyncMiddleware {
     /// The middleware.
     public init() { NIOLoopGuard.install() }
@@ -78,6 +84,36 @@ public struct TandemErrorMiddleware: AsyncMiddleware {
             ])
             throw Abort(HTTPResponseStatus(statusCode: status.code))
         }
+    }
+}
+
+/// Tandem's errors as Vapor answers, whichever middleware sees them: the status ``TandemErrorMiddleware``
+/// gives, and the status's phrase as the reason (the error's own text names servers and keys; it goes
+/// to the log, never into a response body).
+extension CacheError: AbortError {
+    /// `503` for a cache server that failed, `500` for a mistake in the call.
+    public var status: HTTPResponseStatus { ServerErrorStatus.vaporStatus(self) }
+    /// The status's phrase only.
+    public var reason: String { status.reasonPhrase }
+}
+
+extension UpstreamError: AbortError {
+    /// `502`, `504` or `503` for an upstream that failed, `500` for a mistake in the request.
+    public var status: HTTPResponseStatus { ServerErrorStatus.vaporStatus(self) }
+    /// The status's phrase only.
+    public var reason: String { status.reasonPhrase }
+}
+
+extension TandemError: AbortError {
+    /// `503` for a loop that shut down, `500` for a blocking call where it must not block.
+    public var status: HTTPResponseStatus { ServerErrorStatus.vaporStatus(self) }
+    /// The status's phrase only.
+    public var reason: String { status.reasonPhrase }
+}
+
+extension ServerErrorStatus {
+    static func vaporStatus(_ error: any Error) -> HTTPResponseStatus {
+        HTTPResponseStatus(statusCode: status(for: error)?.code ?? 500)
     }
 }
 

@@ -27,9 +27,7 @@ public struct TandemVaporCache: Vapor.Cache, Sendable {
         let cache = self.cache
         let promise = eventLoop.makePromise(of: [UInt8]?.self)
         promise.completeWithTask { try await cache.async.get(key) as [UInt8]? }
-        return promise.futureResult.flatMapThrowing { bytes in
-            try bytes.map { try JSONDecoder().decode(T.self, from: Data($0)) }
-        }
+        return promise.futureResult.flatMapThrowing(JSONDecoding<T>().decode)
     }
 
     public func set<T: Encodable>(_ key: String, to value: T?) -> EventLoopFuture<Void> {
@@ -58,6 +56,15 @@ public struct TandemVaporCache: Vapor.Cache, Sendable {
 
     public func `for`(_ request: Request) -> TandemVaporCache {
         TandemVaporCache(cache: cache, eventLoop: request.eventLoop)
+    }
+}
+
+/// Decodes stored JSON bytes as `T`, passed to NIO's `@Sendable` callbacks as a method: a closure that
+/// names a generic `T` would capture its metatype, which is not `Sendable` (a compiler warning).
+private struct JSONDecoding<T: Decodable>: @unchecked Sendable {
+    // Why @unchecked Sendable is safe: the struct stores nothing; it only carries the type to decode into.
+    func decode(_ bytes: [UInt8]?) throws -> T? {
+        try bytes.map { try JSONDecoder().decode(T.self, from: Data($0)) }
     }
 }
 

@@ -280,6 +280,26 @@ struct ClusterMapTests {
         }
     }
 
+    /// Redis 7 announces a node's host name (`cluster-announce-hostname`) in CLUSTER SLOTS's metadata
+    /// while the first field stays its IP: TLS checks the certificate against the name (issue 29).
+    @Test func anAnnouncedHostnameIsTheNameTLSChecks() throws {
+        let c = ClusterMapTests.cluster(seeds: [7000])
+        defer { c.close() }
+        let id = RedisValue.bulk(Array(String(repeating: "b", count: 40).utf8))
+        func node(_ port: Int, _ meta: [String]) -> RedisValue {
+            .array([.bulk(Array("127.0.0.1".utf8)), .integer(Int64(port)), id, .array(meta.map { .bulk(Array($0.utf8)) })])
+        }
+        try c.install([.array([.integer(0), .integer(8000), node(7001, ["hostname", "node1.example"])]),
+                       .array([.integer(8001), .integer(16383), node(7002, [])])], askedHost: "127.0.0.1")
+        let named = try #require(c.knownNode(forSlot: 10)?.endpoint)
+        #expect(named.tlsHost == "node1.example" && named.host == "127.0.0.1")
+        #expect(c.knownNode(forSlot: 9000)?.endpoint.tlsHost == "127.0.0.1", "no name announced: the address")
+        // The name changes: the node is made anew with it.
+        try c.install([.array([.integer(0), .integer(16383), node(7001, ["hostname", "node1.other"])])], askedHost: "127.0.0.1")
+        #expect(c.knownNode(forSlot: 10)?.endpoint.tlsHost == "node1.other")
+        #expect(c.nodeAddresses == ["redis://127.0.0.1:7001/0"])
+    }
+
     @Test func nodesThatLeaveTheMapAreReleasedAndNotAskedAgain() throws {
         let c = ClusterMapTests.cluster(seeds: [7000])
         defer { c.close() }

@@ -74,6 +74,27 @@ struct RedisTLSTests {
         #expect(await Self.failure(with, face) == nil, "with the client certificate the calls go through")
     }
 
+    /// redis-py's `ssl_check_hostname=false`: the chain is still checked, the name is not (issue 29).
+    @Test(arguments: FaceKind.allCases, TestLoops.Kind.allCases)
+    func hostnameCheckOffStillChecksTheChain(_ face: FaceKind, _ loop: TestLoops.Kind) async throws {
+        let url = try TestServers.need(TestServers.redisTLSURL, "redis-server with TLS")
+        let (_, port) = try #require(TestServers.hostPort(url))
+        // The certificate names localhost only: by IP it is a mismatch, unless the name check is off.
+        let byIP = "rediss://127.0.0.1:\(port)/4?ssl_ca_certs=\(Self.dir)/ca.pem"
+        #expect(await Self.failure(try Self.cache(byIP + "&ssl_check_hostname=false", loop: loop), face) == nil)
+        #expect(await Self.failure(try Self.cache(byIP, ["SSL_CHECK_HOSTNAME": false], loop: loop), face) == nil)
+        guard case .tls(_, .nameMismatch)? = await Self.failure(try Self.cache(byIP + "&ssl_check_hostname=true", loop: loop), face) else {
+            Issue.record("ssl_check_hostname=true must check the name")
+            return
+        }
+        // ... and a certificate from another CA is still refused.
+        let otherCA = "rediss://127.0.0.1:\(port)/4?ssl_ca_certs=\(Self.dir)/other-ca.pem&ssl_check_hostname=false"
+        guard case .tls(_, .untrustedPeer)? = await Self.failure(try Self.cache(otherCA, loop: loop), face) else {
+            Issue.record("the chain must still be checked with ssl_check_hostname=false")
+            return
+        }
+    }
+
     @Test(arguments: FaceKind.allCases)
     func verificationOffStillEncryptsAndTalks(_ face: FaceKind) async throws {
         // ssl_cert_reqs=none: any certificate is taken (logged as a warning), the bytes are still TLS.
@@ -109,6 +130,11 @@ struct RedisTLSTests {
         let plainOption = refused("redis://localhost:1/0", ["SSL_CERT_REQS": "none"])
         #expect(plainOption?.contains("OPTIONS.SSL_CERT_REQS") == true, Comment(rawValue: plainOption ?? "accepted"))
         #expect(refused("rediss://localhost:1/0?ssl=true")?.contains("rediss://") == true)
+        let check = refused("rediss://localhost:1/0?ssl_check_hostname=maybe")
+        #expect(check?.contains("ssl_check_hostname") == true, Comment(rawValue: check ?? "accepted"))
+        let checkPlain = refused("redis://localhost:1/0", ["SSL_CHECK_HOSTNAME": false])
+        #expect(checkPlain?.contains("OPTIONS.SSL_CHECK_HOSTNAME") == true, Comment(rawValue: checkPlain ?? "accepted"))
+        #expect(refused("rediss://localhost:1/0", ["SSL_CHECK_HOSTNAME": 3])?.contains("SSL_CHECK_HOSTNAME") == true)
     }
 
     @Test func theCacheURLCarriesTLSSettingsAsOptions() async throws {

@@ -139,6 +139,76 @@ private struct Profile: Codable, Equatable { var name: String; var visits: Int }
     }
 }
 
+/// What a new Vapor user stumbled on (issue 30).
+@Suite struct VaporEdges {
+    /// A dead session store answers 503 with no server address in the body, whether the error
+    /// middleware runs inside or outside the session middleware.
+    @Test(arguments: [true, false])
+    func aDeadSessionStoreIsA503WithoutAddressesInEitherOrder(_ errorMiddlewareFirst: Bool) async throws {
+        let dead = try Caches(settings: ["default": CacheSettings(backend: "memcached", location: ["127.0.0.1:1"],
+                                                                  options: ["CONNECT_TIMEOUT": 0.2])]).default
+        try await withApp { app in
+            app.sessions.use(.tandem(dead))
+            if errorMiddlewareFirst {
+                app.middleware.use(TandemErrorMiddleware())
+                app.middleware.use(app.sessions.middleware)
+            } else {
+                app.middleware.use(app.sessions.middleware)
+                app.middleware.use(TandemErrorMiddleware())
+            }
+            app.post("login") { req -> HTTPStatus in
+                req.session.data["user"] = "ada"
+                return .ok
+            }
+            try await app.testing().test(.POST, "login") { res async in
+                #expect(res.status == .serviceUnavailable, "\(res.status)")
+                #expect(!res.body.string.contains("127.0.0.1") && !res.body.string.contains("connection"), "\(res.body.string)")
+            }
+        }
+    }
+
+    /// A HEAD answered from the page cache carries the headers the GET would, Content-Length included.
+    @Test func aCachedHeadCarriesTheGetsContentLength() async throws {
+        let tandem = try AdapterBackends.cache("locmem", redisDB: 7)
+        try await withApp { app in
+            app.middleware.use(TandemResponseCacheMiddleware(cache: tandem, timeout: .seconds(60)))
+            app.get("page") { _ in "forty bytes of body, give or take a few!" }
+            let tester = try app.testing(method: .running(hostname: "127.0.0.1", port: 0))
+            var lengths: [String] = []
+            for _ in 0..<2 {
+                try await tester.test(.HEAD, "page") { res async in
+                    lengths.append(res.headers.first(name: .contentLength) ?? "none")
+                    #expect(res.body.readableBytes == 0)
+                }
+            }
+            #expect(lengths == ["40", "40"], "uncached, then cached: \(lengths)")
+        }
+    }
+
+    /// Sessions live as long as their cookies: here a cookie of 1 s, so the stored session is gone
+    /// after 2.5 s (with the old two-week default it stayed).
+    @Test func sessionsAreKeptForTheirCookiesLifetime() async throws {
+        let tandem = try AdapterBackends.cache("locmem", redisDB: 7)
+        try await withApp { app in
+            app.sessions.use(.tandem(tandem))
+            app.sessions.configuration.cookieFactory = { id in HTTPCookies.Value(string: id.string, maxAge: 1) }
+            app.middleware.use(app.sessions.middleware)
+            app.post("login") { req -> HTTPStatus in
+                req.session.data["user"] = "ada"
+                return .ok
+            }
+            var cookie = ""
+            try await app.testing().test(.POST, "login") { res async in
+                cookie = res.headers.first(name: .setCookie)?.split(separator: ";").first.map(String.init) ?? ""
+            }
+            let key = "django.contrib.sessions.cache" + String(cookie.dropFirst("vapor-session=".count))
+            #expect(try await tandem.async.hasKey(key), "stored")
+            try await Task.sleep(for: .milliseconds(2500))
+            #expect(try await tandem.async.hasKey(key) == false, "kept as long as the cookie (1 s), not two weeks")
+        }
+    }
+}
+
 @Suite struct VaporGuard {
     /// A synchronous route runs on a NIO event-loop thread: a blocking Tandem call there is refused
     /// (and says to use `.async`), whatever the backend and the policy.
