@@ -276,7 +276,23 @@ extension TandemEventLoop where Self == EpollEventLoop {
 public enum EventLoops {
     /// The shared default loop (an ``EpollEventLoop``), started on first use and kept for the life of
     /// the process. Everything that waits on sockets uses it unless given another loop.
-    public static let shared: EpollEventLoop = EpollEventLoop(name: "tandem-shared-loop")
+    public static let shared: EpollEventLoop = processWide(EpollEventLoop(name: "tandem-shared-loop"))
+
+    /// The process-wide loops and group: a service group's graceful shutdown leaves them running (as
+    /// SwiftNIO's singleton group refuses to shut down), so that an application that stops does not
+    /// stop the loops another one in the same process still uses. ``EpollEventLoop/shutdown()`` still
+    /// stops one when called directly.
+    private static let processWideObjects = Mutex<Set<ObjectIdentifier>>([])
+
+    private static func processWide<T: AnyObject>(_ object: T) -> T {
+        processWideObjects.locked { _ = $0.insert(ObjectIdentifier(object)) }
+        return object
+    }
+
+    /// Whether `object` is ``shared``, ``group`` or one of its loops.
+    static func belongsToProcess(_ object: AnyObject) -> Bool {
+        processWideObjects.locked { $0.contains(ObjectIdentifier(object)) }
+    }
 
     /// The most loops ``group`` starts by default, however many cores there are. Each loop keeps its
     /// own connection to every Redis server and its own curl connection cache, and one loop already
@@ -298,7 +314,7 @@ public enum EventLoops {
             // typed error first; code that reaches the group without them learns it here.
             preconditionFailure("\(error)")
         }
-        return TandemEventLoopGroup(loops: [shared] + (1..<max(1, count)).map { EpollEventLoop(name: "tandem-shared-loop-\($0)") })
+        return processWide(TandemEventLoopGroup(loops: [shared] + (1..<max(1, count)).map { processWide(EpollEventLoop(name: "tandem-shared-loop-\($0)")) }))
     }()
 
     /// The size of ``group`` for `environment`: `TANDEM_EVENT_LOOPS` when set (1 to 256), else one

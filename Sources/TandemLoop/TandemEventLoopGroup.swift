@@ -62,9 +62,11 @@ public final class TandemEventLoopGroup: Sendable {
 
 extension TandemEventLoopGroup: Service {
     /// Runs until the service group's graceful shutdown (or the task's cancellation), then shuts every
-    /// loop down; see ``EpollEventLoop/run()``. List it first in a `ServiceGroup`.
+    /// loop down; see ``EpollEventLoop/run()``. List it first in a `ServiceGroup`. ``EventLoops/group``
+    /// is left running: it belongs to the process, and another application in it may still use it.
     public func run() async throws {
         try? await gracefulShutdown()
+        if EventLoops.belongsToProcess(self) { return }
         await shutdownGracefully()
     }
 }

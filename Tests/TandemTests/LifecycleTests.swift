@@ -120,6 +120,27 @@ final class GatedBackend: NonBlockingCacheBackend, @unchecked Sendable {
         await #expect(throws: CacheError.shutDown("cache 'default'")) { try await caches.default.async.get("k") as Int? }
     }
 
+    /// The process-wide loops belong to the process (issue 30): an application whose service group
+    /// lists them stops its caches, and the loops go on for the next application in the process.
+    @Test(.timeLimit(.minutes(1)))
+    func theProcessWideLoopsOutliveAServiceGroupThatListsThem() async throws {
+        for round in 0..<2 {
+            let caches = try Caches(settings: ["default": CacheSettings(backend: "locmem", location: ["pw-\(UUID())"])])
+            let group = ServiceGroup(services: [EventLoops.group, EventLoops.shared, caches], logger: Logger(label: "test.lifecycle"))
+            try await withThrowingTaskGroup(of: Void.self) { tasks in
+                tasks.addTask { try await group.run() }
+                try await caches.default.async.set("k", round)
+                await group.triggerGracefulShutdown()
+                try await tasks.waitForAll()
+            }
+            await #expect(throws: CacheError.shutDown("cache 'default'")) { try await caches.default.async.get("k") as Int? }
+            for loop in EventLoops.group.loops {
+                let ran = try await withLoopPromise(on: loop) { (p: LoopPromise<Bool>) in p.succeed(loop.inEventLoop) }
+                #expect(ran, "round \(round): a process-wide loop still runs work")
+            }
+        }
+    }
+
     /// The README's service group on a loop group: Redis and HTTP spread over two loops, then the
     /// group's graceful shutdown stops the caches, the client and every loop.
     @Test(.timeLimit(.minutes(3)), .enabled(if: TestServers.shouldRun(TestServers.redisURL != nil && TestServers.httpUpstream != nil),

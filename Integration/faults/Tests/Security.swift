@@ -95,6 +95,32 @@ extension Faults {
             Figures.record("Redis AUTH and ACL", ["refusals": refusals])
         }
 
+        /// What weakens security or loses a write is said in the log (issue 29): an upstream client
+        /// without TLS verification, once per client; a write a fail-open cache did not apply, at
+        /// warning, once per interval and operation however many there are.
+        @Test(.timeLimit(.minutes(1)))
+        func weakenedTLSAndSwallowedWritesAreLoggedAsWarnings() async throws {
+            let logs = LogCapture.shared
+            let before = logs.all.count
+            var config = UpstreamClientConfiguration()
+            config.verifyTLS = false
+            let unverified = UpstreamClient(configuration: config)
+            let alias = "swallowing-\(UUID().uuidString.prefix(8))"
+            let cache = try Caches(settings: [
+                "default": CacheSettings(backend: "locmem", location: [alias]),
+                alias: CacheSettings(backend: "redis", location: ["redis://127.0.0.1:\(try freeLoopbackPort())/0"],
+                                     options: ["IGNORE_EXCEPTIONS": true, "CONNECT_TIMEOUT": 0.5]),
+            ])[alias]
+            for _ in 0..<5 { try await cache.async.set("k", "v") }
+            _ = try await cache.async.delete("k")
+            await unverified.shutdown()
+            let new = logs.all.dropFirst(before)
+            #expect(new.filter { $0.hasPrefix("warning") && $0.contains("TLS verification is off") }.count == 1, "\(Array(new))")
+            let swallowed = new.filter { $0.hasPrefix("warning") && $0.contains("cache=\(alias)") && $0.contains("was not applied") }
+            #expect(swallowed.filter { $0.contains("op=set") }.count == 1, "five swallowed sets, one warning: \(swallowed)")
+            #expect(swallowed.filter { $0.contains("op=delete") }.count == 1, "\(swallowed)")
+        }
+
         @Test(.timeLimit(.minutes(1)))
         func secretsNeverAppearInLogsErrorsOrDescriptions() async throws {
             let logs = LogCapture.shared

@@ -254,5 +254,33 @@ final class Counter: Sendable {
         #expect(caches.default.isShutDown, "the application's graceful shutdown reached the caches")
         await #expect(throws: UpstreamError.clientShutDown) { _ = try await http.async.get("http://127.0.0.1:1/") }
     }
+
+    /// A request in flight when the application's graceful shutdown begins (what SIGTERM does) completes
+    /// with 200, using the cache: Hummingbird stops its server first, and Tandem's services after it.
+    @Test(.timeLimit(.minutes(1)))
+    func aRequestInFlightAtShutdownCompletes() async throws {
+        let caches = try Caches(settings: ["default": CacheSettings(backend: "locmem", location: ["inflight-\(UUID())"])])
+        let entered = Box(Mutex(false))
+        let router = Router()
+        router.get("/slow") { _, _ -> String in
+            entered.value.locked { $0 = true }
+            try await Task.sleep(for: .milliseconds(800))
+            try await caches.default.async.set("k", "finished")
+            return try await caches.default.async.get("k") ?? "none"
+        }
+        var app = Application(router: router)
+        app.addServices(caches)
+        let caller = UpstreamClient()
+        defer { Task { await caller.shutdown() } }
+        let response = Box(Mutex<Task<UpstreamResponse, any Error>?>(nil))
+        try await app.test(.live) { client in
+            let port = try #require(client.port)
+            response.value.locked { $0 = Task { try await caller.async.get("http://127.0.0.1:\(port)/slow") } }
+            #expect(try await eventuallyAsync(10) { entered.value.locked { $0 } }, "the request reached its handler")
+        }   // leaving the closure starts the application's graceful shutdown
+        let r = try await #require(response.value.locked { $0 }).value
+        #expect(r.status == 200 && r.text == "finished", "\(r.status) \(r.text ?? "")")
+        #expect(caches.default.isShutDown)
+    }
 }
 #endif

@@ -209,6 +209,68 @@ private struct Profile: Codable, Equatable { var name: String; var visits: Int }
     }
 }
 
+/// Tandem's lifecycle in a Vapor application (issue 30): `app.tandem` shuts the caches and the client
+/// down after Vapor has drained its requests, and never stops the loops another application uses.
+@Suite struct VaporLifecycle {
+    /// What `serve` does on SIGTERM: the server stops, then `app.asyncShutdown()`. A request in flight
+    /// then completes with 200, using the cache after the shutdown began; the caches and the client
+    /// refuse calls once it is over.
+    @Test(.timeLimit(.minutes(1)))
+    func aRequestInFlightAtShutdownCompletes() async throws {
+        let caches = try Caches(settings: ["default": CacheSettings(backend: "locmem", location: ["inflight-\(UUID())"])])
+        let client = UpstreamClient()
+        let app = try await Application.make(.testing)
+        app.tandem.caches = caches
+        app.tandem.upstreamClient = client
+        let entered = Box(Mutex(false))
+        app.get("slow") { _ async throws -> String in
+            entered.value.locked { $0 = true }
+            try await Task.sleep(for: .milliseconds(800))
+            try await caches.default.async.set("k", "finished")
+            return try await caches.default.async.get("k") ?? "none"
+        }
+        let server = app.http.server.shared
+        try await server.start(address: .hostname("127.0.0.1", port: 0))
+        defer { Task { await server.shutdown() } }  // already stopped by app.tandem; stops it if that failed
+        let port = try #require(server.localAddress?.port)
+        let caller = UpstreamClient()
+        defer { Task { await caller.shutdown() } }
+        let response = Task { try await caller.async.get("http://127.0.0.1:\(port)/slow") }
+        #expect(try await eventuallyAsync(10) { entered.value.locked { $0 } }, "the request reached its handler")
+        try await app.asyncShutdown()
+        let r = try await response.value
+        #expect(r.status == 200 && r.text == "finished", "\(r.status) \(r.text ?? "")")
+        await #expect(throws: CacheError.shutDown("cache 'default'")) { try await caches.default.async.get("k") as String? }
+        await #expect(throws: UpstreamError.clientShutDown) { try await client.async.get("http://127.0.0.1:\(port)/slow") }
+    }
+
+    /// Two applications made, used and shut down one after the other in one process, with Redis and
+    /// memcached: the second works (before, stopping the first stopped the process-wide loops).
+    @Test(.timeLimit(.minutes(1)))
+    func twoApplicationsOneAfterTheOther() async throws {
+        for round in 0..<2 {
+            let redis = try AdapterBackends.cache("redis", redisDB: 7)
+            let memcached = try AdapterBackends.cache("memcached", redisDB: 7)
+            try await withApp { app in
+                app.tandem.caches = try Caches(settings: ["default": CacheSettings(backend: "locmem", location: ["two-\(UUID())"])])
+                app.caches.use(.tandem(redis))
+                app.sessions.use(.tandem(memcached))
+                app.middleware.use(app.sessions.middleware)
+                app.get("round") { req async throws -> String in
+                    req.session.data["round"] = "\(round)"
+                    try await req.cache.set("round", to: round)
+                    return "\(try await req.cache.get("round", as: Int.self) ?? -1)"
+                }
+                try await app.testing().test(.GET, "round") { res async in
+                    #expect(res.status == .ok && res.body.string == "\(round)", "round \(round): \(res.status) \(res.body.string)")
+                }
+            }
+            _ = await redis.shutdown(gracePeriod: .zero)
+            _ = await memcached.shutdown(gracePeriod: .zero)
+        }
+    }
+}
+
 @Suite struct VaporGuard {
     /// A synchronous route runs on a NIO event-loop thread: a blocking Tandem call there is refused
     /// (and says to use `.async`), whatever the backend and the policy.
