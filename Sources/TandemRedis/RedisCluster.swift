@@ -82,6 +82,10 @@ final class RedisCluster: Sendable {
         var refreshing = false
         /// Why the last refresh failed (nil when it installed a map).
         var refreshFailure: String?
+        /// An async caller's refresh is running (on one offload thread); the other async callers that
+        /// need the map wait here instead of holding offload threads on the refresh lock.
+        var asyncRefreshRunning = false
+        var asyncRefreshWaiters: [CheckedContinuation<Void, Never>] = []
     }
     private let state = Mutex(State())
     /// Held for the whole of a refresh, so that one runs at a time; a caller that waited for it uses
@@ -150,8 +154,39 @@ final class RedisCluster: Sendable {
     /// The same for the async face: a refresh runs on a bridge thread, never on the cooperative pool.
     func asyncNode(forSlot slot: Int, reading: Bool = false) async throws -> RedisNode {
         if let n = knownNode(forSlot: slot, reading: reading) { return n }
-        try await Bridge.offload { () throws in try self.refreshShared() }
+        try await asyncRefreshShared()
         return try covered(slot, reading)
+    }
+
+    /// ``refreshShared()`` for async callers: one of them runs it on an offload thread, the others
+    /// suspend until it is done (a suspended task holds no thread; offload threads blocked on the
+    /// refresh lock would starve other blocking work of the process's offload pool).
+    private func asyncRefreshShared() async throws {
+        let leads = state.locked { s -> Bool in
+            if s.asyncRefreshRunning { return false }
+            s.asyncRefreshRunning = true
+            return true
+        }
+        guard leads else {
+            await withCheckedContinuation { (c: CheckedContinuation<Void, Never>) in
+                let now = state.locked { s -> Bool in
+                    guard s.asyncRefreshRunning else { return true }
+                    s.asyncRefreshWaiters.append(c)
+                    return false
+                }
+                if now { c.resume() }
+            }
+            return
+        }
+        defer {
+            let waiters = state.locked { s -> [CheckedContinuation<Void, Never>] in
+                s.asyncRefreshRunning = false
+                defer { s.asyncRefreshWaiters = [] }
+                return s.asyncRefreshWaiters
+            }
+            for w in waiters { w.resume() }
+        }
+        try await Bridge.offload { () throws in try self.refreshShared() }
     }
 
     private func covered(_ slot: Int, _ reading: Bool) throws(CacheError) -> RedisNode {
