@@ -202,18 +202,28 @@ final class Recorder<T: Sendable>: Sendable {
         let loop = kind.make()
         defer { loop.shutdown() }
         let order = Recorder<Int>()
+        // The expected order is the order of the deadlines as scheduled: each is taken just
+        // before its call, so a stalled thread (ThreadSanitizer, a loaded machine) that moves a
+        // later call's deadline past an earlier one changes the expectation, not the verdict.
+        let deadlines = Recorder<(ms: Int, at: ContinuousClock.Instant)>()
         try await onLoop(loop) {
-            loop.schedule(after: .milliseconds(60)) { order.add(60) }
-            loop.schedule(after: .milliseconds(20)) { order.add(20) }
+            func at(_ ms: Int) -> Duration {
+                deadlines.add((ms, ContinuousClock.now + .milliseconds(ms)))
+                return .milliseconds(ms)
+            }
+            loop.schedule(after: at(60)) { order.add(60) }
+            loop.schedule(after: at(20)) { order.add(20) }
             let c = loop.schedule(after: .milliseconds(30)) { order.add(-30) }
-            loop.schedule(after: .milliseconds(40)) { order.add(40) }
-            loop.schedule(after: .zero) { order.add(0) }
+            loop.schedule(after: at(40)) { order.add(40) }
+            loop.schedule(after: at(0)) { order.add(0) }
             loop.cancel(c)
             loop.cancel(TimerID(raw: 999_999))  // unknown ids are ignored
         }
         #expect(try await eventually { order.all.count == 4 })
         try await Task.sleep(for: .milliseconds(50))
-        #expect(order.all == [0, 20, 40, 60])
+        let expected = deadlines.all.sorted { $0.at < $1.at }.map(\.ms)
+        #expect(order.all == expected)
+        #expect(!order.all.contains(-30), "a cancelled timer never fires")
     }
 
     @Test(arguments: LoopKind.allCases)
@@ -259,7 +269,8 @@ final class Recorder<T: Sendable>: Sendable {
     func shutdownRunsSubmittedWorkDropsTimersAndRefusesLater(_ kind: LoopKind) async throws {
         let loop = kind.make()
         let ran = Recorder<String>()
-        try await onLoop(loop) { loop.schedule(after: .seconds(30)) { ran.add("timer") } }
+        // A day: the timer can never come due before the shutdown below, however loaded the machine.
+        try await onLoop(loop) { loop.schedule(after: .seconds(86_400)) { ran.add("timer") } }
         for i in 0..<100 { try loop.execute { ran.add("job\(i)") } }
         try await Bridge.offload { loop.shutdown() }
         #expect(ran.all.count == 100, "work submitted before shutdown ran")
