@@ -50,7 +50,7 @@ let package = Package(
         .target(
             name: "TandemCache",
             dependencies: [
-                "TandemLoop", "COpenSSL",
+                "TandemLoop",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -61,10 +61,14 @@ let package = Package(
         // (users' too); the shim includes <hiredis/hiredis.h> from the default path instead.
         // OpenSSL for TLS to Redis (both faces; the loop's sockets and the blocking connections).
         .systemLibrary(name: "COpenSSL", pkgConfig: "openssl", providers: [.apt(["libssl-dev"])]),
+        // Between the loop and the backends: sockets on a loop and on the calling thread, TLS, server
+        // addresses. The backends that speak their protocol themselves (Redis, memcached's async
+        // face) drive it; the cache front does not link OpenSSL.
+        .target(name: "TandemTransport", dependencies: ["TandemLoop", "TandemCache", "COpenSSL"]),
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
-        .target(name: "TandemRedis", dependencies: ["TandemCache", "TandemLoop", "CHiredis", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "TandemRedis", dependencies: ["TandemCache", "TandemLoop", "TandemTransport", "CHiredis", .product(name: "Logging", package: "swift-log")]),
         .systemLibrary(name: "CMemcached", pkgConfig: "libmemcached", providers: [.apt(["libmemcached-dev"])]),
-        .target(name: "TandemMemcached", dependencies: ["TandemCache", "TandemLoop", "CMemcached"]),
+        .target(name: "TandemMemcached", dependencies: ["TandemCache", "TandemLoop", "TandemTransport", "CMemcached"]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
         // Typed wrappers for curl's variadic setopt/getinfo (prefixed ccurl_).
         .target(name: "CCurlShim", dependencies: ["CCurl"]),
@@ -107,6 +111,7 @@ let package = Package(
         .testTarget(name: "TandemRedisTests", dependencies: ["TandemRedis", "Tandem", "TandemTestSupport"]),
         .testTarget(name: "TandemMemcachedTests", dependencies: ["TandemMemcached", "Tandem", "TandemTestSupport"]),
         .testTarget(name: "TandemHTTPTests", dependencies: ["TandemHTTP", "Tandem", "TandemTestSupport"]),
+        .testTarget(name: "TandemTransportTests", dependencies: ["TandemTransport", "Tandem", "TandemTestSupport"]),
         .testTarget(name: "TandemCacheTests", dependencies: ["TandemCache", "Tandem", "TandemTestSupport"]),
         // The fault and bad-input suite (Integration/faults/run.sh runs it on its own, one test at a time).
         .testTarget(name: "TandemFaultTests", dependencies: ["Tandem", "TandemTestSupport", .product(name: "Logging", package: "swift-log"),

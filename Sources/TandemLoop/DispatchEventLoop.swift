@@ -87,7 +87,7 @@ public final class DispatchEventLoop: TandemEventLoop, @unchecked Sendable {
         let id = nextID
         nextID += 1
         let d = DupFD(fd)
-        if d.fd < 0 { throw TandemError.system(operation: "dup(fd \(fd))", errno: errno) }
+        if d.fd < 0 { throw TandemError.system(operation: "dup(fd \(fd))", errno: Errno.current.code) }
         watchers[id] = Watcher(fd: fd, dupFD: d, events: [], callback: callback)
         updateWatch(WatchID(raw: id), events: events)
         return WatchID(raw: id)

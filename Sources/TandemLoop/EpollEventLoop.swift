@@ -81,9 +81,9 @@ public final class EpollEventLoop: TandemEventLoop, @unchecked Sendable {
         self.afterShutdown = DispatchQueue(label: name + ".after-shutdown")
         epfd = epoll_create1(Int32(EPOLL_CLOEXEC))
         wakeFD = eventfd(0, Int32(EFD_NONBLOCK | EFD_CLOEXEC))
-        precondition(epfd >= 0 && wakeFD >= 0, "epoll_create1/eventfd failed: errno \(errno)")
+        precondition(epfd >= 0 && wakeFD >= 0, "epoll_create1/eventfd failed: \(Errno.current)")
         var ev = ctandemsys_epoll_event(EPOLLIN.rawValue, 0)
-        precondition(epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, &ev) == 0, "epoll_ctl(eventfd) failed: errno \(errno)")
+        precondition(epoll_ctl(epfd, EPOLL_CTL_ADD, wakeFD, &ev) == 0, "epoll_ctl(eventfd) failed: \(Errno.current)")
         let thread = Thread { [self] in self.runLoop() }
         thread.name = name
         thread.stackSize = 1 << 21
@@ -133,7 +133,7 @@ public final class EpollEventLoop: TandemEventLoop, @unchecked Sendable {
         let id = nextID
         var ev = ctandemsys_epoll_event(EpollEventLoop.mask(events), id)
         if epoll_ctl(epfd, EPOLL_CTL_ADD, fd, &ev) != 0 {
-            let e = errno
+            let e = Errno.current.code
             if e == EEXIST { throw TandemError.system(operation: "watch fd \(fd): already watched", errno: e) }
             throw TandemError.system(operation: "epoll_ctl(ADD, fd \(fd))", errno: e)
         }
@@ -157,7 +157,7 @@ public final class EpollEventLoop: TandemEventLoop, @unchecked Sendable {
         watchers[id.raw] = w
         var ev = ctandemsys_epoll_event(EpollEventLoop.mask(events), id.raw)
         if epoll_ctl(epfd, EPOLL_CTL_MOD, w.fd, &ev) != 0 {
-            logger.debug("epoll_ctl(MOD) failed", metadata: ["fd": "\(w.fd)", "errno": "\(errno)"])
+            logger.debug("epoll_ctl(MOD) failed", metadata: ["fd": "\(w.fd)", "error": "\(Errno.current)"])
         }
     }
 
@@ -267,8 +267,8 @@ public final class EpollEventLoop: TandemEventLoop, @unchecked Sendable {
                 }
             }
             hadWork = n > 0
-            if n < 0 && errno != EINTR {
-                logger.error("epoll_wait failed", metadata: ["errno": "\(errno)"])
+            if n < 0, case let e = Errno.current, !e.isInterrupted {
+                logger.error("epoll_wait failed", metadata: ["error": "\(e)"])
             }
             for i in 0..<max(0, Int(n)) {
                 let (id, flags) = events.withUnsafeBufferPointer {

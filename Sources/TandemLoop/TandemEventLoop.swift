@@ -158,7 +158,7 @@ public enum TandemError: Error, Equatable, CustomStringConvertible, Sendable {
         case .loopShutDown(let loop):
             return "event loop '\(loop)' has been shut down; no more work can be submitted"
         case .system(let op, let e):
-            return "\(op) failed with errno \(e)"
+            return "\(op) failed: \(Errno(e)) (errno \(e))"
         }
     }
 }

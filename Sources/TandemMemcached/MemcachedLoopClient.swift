@@ -1,5 +1,6 @@
 import Synchronization
 import TandemCache
+import TandemTransport
 import TandemLoop
 
 /// memcached's async face on the event loops: on each loop, one meta-protocol connection per server,

@@ -1,5 +1,6 @@
 import Logging
 import TandemCache
+import TandemTransport
 import TandemLoop
 
 #if canImport(Glibc)

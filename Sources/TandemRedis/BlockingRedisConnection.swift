@@ -1,4 +1,5 @@
 import TandemCache
+import TandemTransport
 import TandemLoop
 
 #if canImport(Glibc)
@@ -6,8 +7,10 @@ import Glibc
 #endif
 
 /// One blocking Redis connection: the calling thread does the socket I/O itself (plain TCP, a Unix
-/// socket, or TLS through OpenSSL) and waits with `poll` against the command's deadline; hiredis
-/// only formats the commands and reads the replies, as on the async face. Its one owner is the pool
+/// socket, or TLS through OpenSSL). Commands are RESP written by ``RESP``; hiredis's reader parses
+/// the replies, as on the async face. A plain socket is blocking with the command timeout as its
+/// receive timeout, so a round trip is one write and one read; TLS waits with `poll` against the
+/// command's deadline. Its one owner is the pool
 /// entry holding it; `deinit` is the one place that frees the reader, the TLS session and the socket.
 final class BlockingRedisConnection: @unchecked Sendable {
     // Why @unchecked Sendable is safe: the pool hands a connection to exactly one borrower at a time
@@ -19,6 +22,8 @@ final class BlockingRedisConnection: @unchecked Sendable {
     private let server: String
     private let commandTimeout: UInt64
     private var input = [UInt8](repeating: 0, count: 16384)
+    /// The command in progress has read nothing yet: its first read may block in `recv`.
+    private var awaitingFirstRead = false
     /// Set when the connection may be out of step with the server (I/O error, timeout).
     var broken = false
     /// When the connection was last handed back to the pool (monotonic nanoseconds).
@@ -41,7 +46,7 @@ final class BlockingRedisConnection: @unchecked Sendable {
         if let sentinel = target.sentinel { placement.connecting(sentinel) }
         let deadline = monotonicNanos() &+ UInt64(connectTimeout * 1e9)
         let found = try target.find()
-        switch blockingConnect(found.addresses, timeout: connectTimeout, keepNonBlocking: true) {
+        switch blockingConnect(found.addresses, timeout: connectTimeout, keepNonBlocking: tls != nil) {
         case .success(let s): fd = s
         case .failure(let f):
             if f.timedOut { throw CacheError.timeout(operation: "redis connect", server: server) }
@@ -55,6 +60,11 @@ final class BlockingRedisConnection: @unchecked Sendable {
         // From here deinit closes the socket (and the reader frees itself), also when init throws below.
         var one: Int32 = 1
         setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, socklen_t(MemoryLayout<Int32>.size))
+        if tls == nil {
+            // The first read of a reply blocks in `recv` for at most the command timeout.
+            var limit = timeval(tv_sec: Int(commandTimeout), tv_usec: Int((commandTimeout - commandTimeout.rounded(.down)) * 1e6))
+            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+        }
         if let tls {
             session = try TLSSession(context: tls, fd: fd, host: found.tlsHost)
             do {
@@ -87,6 +97,7 @@ final class BlockingRedisConnection: @unchecked Sendable {
     /// Runs one command: written in one piece, then its reply read.
     func run(_ args: [[UInt8]], operation: String) throws -> RedisValue {
         let deadline = monotonicNanos() &+ commandTimeout
+        awaitingFirstRead = true
         do {
             try RESP.command(args).withUnsafeBytes { try send($0, deadline: deadline, operation: operation) }
             return try reply(deadline: deadline, operation: operation)
@@ -99,6 +110,7 @@ final class BlockingRedisConnection: @unchecked Sendable {
     /// Sends every command in one write and reads every reply (a pipeline: one round trip).
     func pipeline(_ commands: [[[UInt8]]], operation: String) throws -> [RedisValue] {
         let deadline = monotonicNanos() &+ commandTimeout
+        awaitingFirstRead = true
         do {
             var out: [UInt8] = []
             for c in commands { RESP.append(c, to: &out) }
@@ -135,39 +147,39 @@ final class BlockingRedisConnection: @unchecked Sendable {
     var closedWhileIdle: Bool {
         var byte: UInt8 = 0
         let n = recv(fd, &byte, 1, Int32(MSG_PEEK | MSG_DONTWAIT))
-        return n == 0 || (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR) || (n > 0 && session == nil)
+        if n < 0 {
+            let e = Errno.current
+            return !(e.wouldBlock || e.isInterrupted)
+        }
+        return n == 0 || session == nil
     }
 
     private func send(_ raw: UnsafeRawBufferPointer, deadline: UInt64, operation: String) throws {
         var sent = 0
-        do {
-            while sent < raw.count {
-                let rest = UnsafeRawBufferPointer(rebasing: raw[sent...])
-                if let session {
-                    switch session.write(rest) {
-                    case .bytes(let n): sent += n
-                    case .wantWrite: try wait(for: POLLOUT, until: deadline, operation: operation)
-                    case .wantRead: try wait(for: POLLIN, until: deadline, operation: operation)
-                    case .closed: throw CacheError.connectionFailed(server: server, reason: "the server closed the connection")
-                    case .failed(let f): throw f.error(server: server)
-                    }
-                    continue
+        while sent < raw.count {
+            let rest = UnsafeRawBufferPointer(rebasing: raw[sent...])
+            if let session {
+                switch session.write(rest) {
+                case .bytes(let n): sent += n
+                case .wantWrite: try wait(for: POLLOUT, until: deadline, operation: operation)
+                case .wantRead: try wait(for: POLLIN, until: deadline, operation: operation)
+                case .closed: throw CacheError.connectionFailed(server: server, reason: "the server closed the connection")
+                case .failed(let f): throw f.error(server: server)
                 }
-                let n = Glibc.send(fd, rest.baseAddress, rest.count, Int32(MSG_NOSIGNAL))
-                if n > 0 {
-                    sent += n
-                } else if n < 0 && errno == EINTR {
-                    continue
-                } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
-                    try wait(for: POLLOUT, until: deadline, operation: operation)
-                } else {
-                    throw CacheError.connectionFailed(server: server, reason: "write failed: \(String(cString: strerror(errno)))")
-                }
+                continue
+            }
+            switch SocketIO.send(fd, rest, dontWait: true) {
+            case .bytes(let n): sent += n
+            case .wouldBlock: try wait(for: POLLOUT, until: deadline, operation: operation)
+            case .closed: throw CacheError.connectionFailed(server: server, reason: "the server closed the connection")
+            case .failed(let e): throw CacheError.connectionFailed(server: server, reason: "write failed: \(e)")
             }
         }
     }
 
-    /// Reads what the socket has (waiting for it first), into the reply reader.
+    /// Reads what the socket has into the reply reader. The first read of a command blocks in
+    /// `recv` (the socket's receive timeout is the command timeout, so it ends by the deadline);
+    /// later reads of the same command wait with `poll` for the time that is left.
     private func readMore(deadline: UInt64, operation: String) throws {
         if let session {
             if !session.hasPendingBytes { try wait(for: POLLIN, until: deadline, operation: operation) }
@@ -181,14 +193,15 @@ final class BlockingRedisConnection: @unchecked Sendable {
             }
             return
         }
-        try wait(for: POLLIN, until: deadline, operation: operation)
-        let n = input.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-        if n > 0 {
-            try feed(n)
-        } else if n == 0 {
-            throw CacheError.connectionFailed(server: server, reason: "the server closed the connection")
-        } else if errno != EINTR && errno != EAGAIN && errno != EWOULDBLOCK {
-            throw CacheError.connectionFailed(server: server, reason: "read failed: \(String(cString: strerror(errno)))")
+        let blocking = awaitingFirstRead
+        awaitingFirstRead = false
+        switch input.withUnsafeMutableBytes({ SocketIO.receive(fd, into: $0, dontWait: !blocking) }) {
+        case .bytes(let n): try feed(n)
+        case .closed: throw CacheError.connectionFailed(server: server, reason: "the server closed the connection")
+        case .failed(let e): throw CacheError.connectionFailed(server: server, reason: "read failed: \(e)")
+        case .wouldBlock:
+            if blocking && monotonicNanos() >= deadline { throw CacheError.timeout(operation: "redis \(operation)", server: server) }
+            try wait(for: POLLIN, until: deadline, operation: operation)
         }
     }
 
@@ -199,16 +212,10 @@ final class BlockingRedisConnection: @unchecked Sendable {
 
     /// Waits until the socket is ready for `events` (or has failed), or throws a timeout at `deadline`.
     private func wait(for events: Int32, until deadline: UInt64, operation: String) throws {
-        while true {
-            let now = monotonicNanos()
-            guard now < deadline else { throw CacheError.timeout(operation: "redis \(operation)", server: server) }
-            var p = pollfd(fd: fd, events: Int16(events), revents: 0)
-            let ms = Int32(min(Int64(Int32.max), Int64((deadline - now + 999_999) / 1_000_000)))
-            let rc = poll(&p, 1, ms)
-            if rc > 0 { return }  // ready, or an error the next read or write reports
-            if rc < 0 && errno != EINTR {
-                throw CacheError.connectionFailed(server: server, reason: "poll failed: \(String(cString: strerror(errno)))")
-            }
+        switch pollSocket(fd, events: events, until: deadline) {
+        case .success(true): return
+        case .success(false): throw CacheError.timeout(operation: "redis \(operation)", server: server)
+        case .failure(let e): throw CacheError.connectionFailed(server: server, reason: "poll failed: \(e)")
         }
     }
 }

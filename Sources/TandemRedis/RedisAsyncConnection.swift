@@ -1,5 +1,6 @@
 import Logging
 import TandemCache
+import TandemTransport
 import TandemLoop
 
 /// One Redis connection driven by an event loop: the loop does the socket I/O, hiredis's reply reader

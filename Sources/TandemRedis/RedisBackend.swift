@@ -1,6 +1,7 @@
 import Logging
 import Synchronization
 import TandemCache
+import TandemTransport
 import TandemLoop
 
 #if canImport(Glibc)

@@ -3,6 +3,7 @@ import Foundation
 import Logging
 import Synchronization
 import TandemCache
+import TandemTransport
 import TandemLoop
 
 /// Redis Cluster's key slots: CRC16 (XMODEM) of the key, or of its hash tag, modulo 16384.

@@ -1,5 +1,6 @@
 import Foundation
 import TandemCache
+import TandemTransport
 
 #if canImport(Glibc)
 import Glibc

@@ -1,6 +1,7 @@
 import Logging
 import Synchronization
 import TandemCache
+import TandemTransport
 import TandemLoop
 
 /// Asks Redis Sentinel where a service's primary is, and listens for its failovers.

@@ -1,22 +1,10 @@
 import Dispatch
+import TandemCache
 import TandemLoop
 
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// What a ``LoopSocket`` tells its owner. Every call comes on the loop thread.
-package protocol LoopSocketDelegate: AnyObject {
-    /// The connection is up; what was written while it connected goes out next.
-    func socketConnected()
-    /// Bytes arrived (once per read; ``socketReadDone()`` follows the reads of one readiness).
-    func socketReceived(_ bytes: UnsafeRawBufferPointer)
-    /// The reads of one readiness are done: parse what arrived.
-    func socketReadDone()
-    /// The connection failed, the server closed it, or the connect did not finish in time; the socket
-    /// is already closed. `connecting`: it never got up. Not called after ``LoopSocket/close()``.
-    func socketFailed(_ error: CacheError, connecting: Bool)
-}
 
 /// One client connection's socket on an event loop, shared by the backends that speak their protocol
 /// themselves (Redis through hiredis's reader, memcached's meta protocol): the connect (the host looked
@@ -224,18 +212,15 @@ package final class LoopSocket: @unchecked Sendable {
             flushTLS(session)
             return
         }
-        while outSent < out.count {
-            let n = out.withUnsafeBytes { raw in
-                Glibc.send(fd, raw.baseAddress! + outSent, raw.count - outSent, Int32(MSG_NOSIGNAL))
-            }
-            if n > 0 {
-                outSent += n
-            } else if n < 0 && errno == EINTR {
-                continue
-            } else if n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK) {
-                break
-            } else {
-                fail(.connectionFailed(server: name, reason: "write failed: \(String(cString: strerror(errno)))"), connecting: false)
+        sending: while outSent < out.count {
+            switch out.withUnsafeBytes({ SocketIO.send(fd, UnsafeRawBufferPointer(rebasing: $0[outSent...])) }) {
+            case .bytes(let n): outSent += n
+            case .wouldBlock: break sending
+            case .closed:
+                fail(.connectionFailed(server: name, reason: "the server closed the connection"), connecting: false)
+                return
+            case .failed(let e):
+                fail(.connectionFailed(server: name, reason: "write failed: \(e)"), connecting: false)
                 return
             }
         }
@@ -354,7 +339,7 @@ package final class LoopSocket: @unchecked Sendable {
                 if let w = watchID { loop.unwatch(w); watchID = nil }
                 Glibc.close(fd)
                 fd = -1
-                tryAddresses(addresses, from: addressIndex + 1, lastFailure: "connect failed: \(String(cString: strerror(err)))")
+                tryAddresses(addresses, from: addressIndex + 1, lastFailure: "connect failed: \(Errno(err))")
                 return
             }
             tcpConnected()
@@ -399,22 +384,20 @@ package final class LoopSocket: @unchecked Sendable {
     }
 
     private func readAvailable() {
-        while true {
-            let n = readBuffer.withUnsafeMutableBytes { recv(fd, $0.baseAddress, $0.count, 0) }
-            if n > 0 {
+        reading: while true {
+            switch readBuffer.withUnsafeMutableBytes({ SocketIO.receive(fd, into: $0) }) {
+            case .bytes(let n):
                 readBuffer.withUnsafeBytes { delegate?.socketReceived(UnsafeRawBufferPointer(rebasing: $0[0..<n])) }
                 guard connected else { return }  // the owner gave up on the connection
-                if n < readBuffer.count { break }
-            } else if n == 0 {
+                if n < readBuffer.count { break reading }
+            case .closed:
                 delegate?.socketReadDone()
                 if connected { fail(.connectionFailed(server: name, reason: "the server closed the connection"), connecting: false) }
                 return
-            } else if errno == EINTR {
-                continue
-            } else if errno == EAGAIN || errno == EWOULDBLOCK {
-                break
-            } else {
-                fail(.connectionFailed(server: name, reason: "read failed: \(String(cString: strerror(errno)))"), connecting: false)
+            case .wouldBlock:
+                break reading
+            case .failed(let e):
+                fail(.connectionFailed(server: name, reason: "read failed: \(e)"), connecting: false)
                 return
             }
         }

@@ -1,121 +1,10 @@
 import COpenSSL
+import TandemCache
+import TandemLoop
 
 #if canImport(Glibc)
 import Glibc
 #endif
-
-/// Why a TLS connection to a server could not be set up (see ``CacheError/tls(server:failure:)``).
-public enum TLSFailure: Error, Sendable, Equatable, CustomStringConvertible {
-    /// The server's certificate does not lead to a trusted certificate authority (unknown CA,
-    /// self-signed, expired): OpenSSL's verification message.
-    case untrustedPeer(String)
-    /// The certificate is trusted but names another host than the one connected to.
-    case nameMismatch(String)
-    /// The handshake failed for another reason: not a TLS server (or no answer to the handshake
-    /// within the connect timeout), no protocol in common, or the server refused the client
-    /// certificate (or its absence).
-    case handshakeFailed(String)
-
-    public var description: String {
-        switch self {
-        case .untrustedPeer(let why): return "the server's certificate is not trusted (\(why))"
-        case .nameMismatch(let why): return "the server's certificate is for another name (\(why))"
-        case .handshakeFailed(let why): return "the TLS handshake failed (\(why))"
-        }
-    }
-}
-
-extension TLSFailure {
-    /// A handshake that got no answer within the connect timeout: most likely not a TLS server.
-    package static let unanswered = TLSFailure.handshakeFailed(
-        "no answer to the TLS handshake within the connect timeout: does the server speak TLS on this port?")
-}
-
-/// What a TLS client trusts and shows: redis-py's `ssl_*` settings.
-package struct TLSClientSettings: Sendable, Hashable {
-    /// PEM file of the certificate authorities to trust; nil trusts the system's store.
-    package var caFile: String?
-    /// PEM file of a client certificate (chain) to show, for servers that ask for one.
-    package var certificateFile: String?
-    /// PEM file of the client certificate's private key (the certificate file when nil).
-    package var keyFile: String?
-    /// Check the server's certificate and name (`ssl_cert_reqs=required`, the default).
-    package var verifyPeer: Bool
-    /// Check that the certificate names the host connected to (`ssl_check_hostname`, true by
-    /// default); false still checks the chain.
-    package var checkHostname: Bool
-
-    package init(caFile: String? = nil, certificateFile: String? = nil, keyFile: String? = nil, verifyPeer: Bool = true,
-                 checkHostname: Bool = true) {
-        self.caFile = caFile
-        self.certificateFile = certificateFile
-        self.keyFile = keyFile
-        self.verifyPeer = verifyPeer
-        self.checkHostname = checkHostname
-    }
-}
-
-/// An OpenSSL client context made from ``TLSClientSettings``: the trusted CAs and the client
-/// certificate are loaded once, when the cache is built, so that a missing or bad file is a settings
-/// error and not a failure of every connection. Its one owner is this object; `deinit` frees it.
-package final class TLSClientContext: @unchecked Sendable {
-    // Why @unchecked Sendable is safe: the SSL_CTX is configured completely in init and never changed
-    // afterwards; OpenSSL allows SSL_new on one configured context from many threads at once (the
-    // context's reference count and session cache are locked internally).
-    fileprivate let ctx: OpaquePointer
-    package let settings: TLSClientSettings
-
-    /// Builds the context. Throws a reason (naming the file) when a file cannot be used.
-    package init(_ settings: TLSClientSettings) throws(TLSSetupError) {
-        guard let method = TLS_client_method(), let c = SSL_CTX_new(method) else {
-            throw TLSSetupError(reason: "OpenSSL could not make a TLS context: \(TLSClientContext.lastError())")
-        }
-        ctx = c
-        self.settings = settings
-        _ = copenssl_ctx_set_min_tls12(c)
-        if let ca = settings.caFile {
-            ERR_clear_error()
-            if SSL_CTX_load_verify_locations(c, ca, nil) != 1 {
-                throw TLSSetupError(reason: "cannot load the CA certificates from \(ca): \(TLSClientContext.lastError())")
-            }
-        } else if SSL_CTX_set_default_verify_paths(c) != 1 {
-            throw TLSSetupError(reason: "cannot load the system's CA certificates: \(TLSClientContext.lastError())")
-        }
-        if let cert = settings.certificateFile {
-            ERR_clear_error()
-            if SSL_CTX_use_certificate_chain_file(c, cert) != 1 {
-                throw TLSSetupError(reason: "cannot load the client certificate from \(cert): \(TLSClientContext.lastError())")
-            }
-            let key = settings.keyFile ?? cert
-            if SSL_CTX_use_PrivateKey_file(c, key, copenssl_filetype_pem) != 1 {
-                throw TLSSetupError(reason: "cannot load the client key from \(key) (is it the key of \(cert)?): \(TLSClientContext.lastError())")
-            }
-            if SSL_CTX_check_private_key(c) != 1 {
-                throw TLSSetupError(reason: "the key in \(key) does not match the certificate in \(cert)")
-            }
-        } else if let key = settings.keyFile {
-            throw TLSSetupError(reason: "a client key (\(key)) without a client certificate")
-        }
-        SSL_CTX_set_verify(c, settings.verifyPeer ? copenssl_verify_peer : copenssl_verify_none, nil)
-    }
-
-    deinit { SSL_CTX_free(ctx) }
-
-    /// The oldest error on this thread's OpenSSL error queue, as text, and the queue emptied.
-    static func lastError() -> String {
-        let code = ERR_get_error()
-        ERR_clear_error()
-        guard code != 0 else { return "no detail from OpenSSL" }
-        var buffer = [CChar](repeating: 0, count: 256)
-        ERR_error_string_n(code, &buffer, buffer.count)
-        return String(decoding: buffer.prefix(while: { $0 != 0 }).map { UInt8(bitPattern: $0) }, as: UTF8.self)
-    }
-}
-
-/// A TLS settings file or value that cannot be used.
-package struct TLSSetupError: Error, Sendable {
-    package let reason: String
-}
 
 /// One TLS session over a connected non-blocking socket, driven by its owner: a loop (the async
 /// faces) or the calling thread with `poll` (the blocking faces). It never closes the socket, which
@@ -176,9 +65,9 @@ package final class TLSSession {
         case copenssl_error_want_read: return .success(.wantRead)
         case copenssl_error_want_write: return .success(.wantWrite)
         case copenssl_error_syscall:
-            let e = errno
+            let e = Errno.current
             ERR_clear_error()
-            return .failure(.handshakeFailed(e == 0 ? "the server closed the connection during the handshake" : String(cString: strerror(e))))
+            return .failure(.handshakeFailed(e.code == 0 ? "the server closed the connection during the handshake" : e.description))
         default:
             return .failure(classifiedFailure())
         }
@@ -253,14 +142,14 @@ package final class TLSSession {
             if !receivedData { return .failed(.tls(.handshakeFailed("the server ended the TLS session before its first reply (does it require a client certificate?)"))) }
             return .closed
         case copenssl_error_syscall:
-            let e = errno
+            let e = Errno.current
             ERR_clear_error()
-            if e == EAGAIN || e == EWOULDBLOCK || e == EINTR { return .wantRead }
-            let what = e == 0 ? "the server closed the connection" : String(cString: strerror(e))
+            if e.wouldBlock || e.isInterrupted { return .wantRead }
+            let what = e.code == 0 ? "the server closed the connection" : e.description
             // Before any reply, a server that hangs up refused the session: with TLS 1.3 a server
             // checks the client's certificate after the client's side of the handshake is done.
             if !receivedData { return .failed(.tls(.handshakeFailed("\(what) before its first reply (does it require a client certificate?)"))) }
-            if e == 0 { return .closed }
+            if e.code == 0 { return .closed }
             return .failed(.connection(what))
         default:
             let detail = TLSClientContext.lastError()

@@ -1,6 +1,7 @@
 import COpenSSL
 import Foundation
-@testable import TandemCache
+@testable import TandemTransport
+import TandemCache
 import TandemTestSupport
 import Testing
 
