@@ -86,7 +86,7 @@ public final class MemcachedBackend: CacheBackend {
     }
 
     private func blocking<R>(_ body: (MemcachedOps) throws -> R) throws -> R {
-        try pool.withHandle { try body(MemcachedOps(handle: $0, server: config.description)) }
+        try pool.withHandle { try body(MemcachedOps(handle: $0, server: pool.description)) }
     }
 
     private func onWorker<T: Sendable>(_ body: @escaping @Sendable (MemcachedOps) throws -> T) async throws -> T {
