@@ -4,67 +4,6 @@ import Synchronization
 import Glibc
 #endif
 
-/// A clock the LocMem backend reads expiry times from: the system's monotonic clock, or a manual
-/// clock that tests move forward without sleeping.
-public enum LocMemClock: Sendable {
-    /// The monotonic coarse clock (millisecond resolution, a few nanoseconds to read).
-    case system
-    /// A clock that only moves when told to.
-    case manual(ManualClock)
-
-    /// Seconds since an arbitrary fixed point.
-    @inline(__always)
-    public func now() -> Double {
-        switch self {
-        case .system:
-            var ts = timespec()
-            clock_gettime(CLOCK_MONOTONIC_COARSE, &ts)
-            return Double(ts.tv_sec) + Double(ts.tv_nsec) / 1e9
-        case .manual(let clock):
-            return clock.now
-        }
-    }
-}
-
-/// A clock for tests: starts at 1000 s and moves only through ``advance(by:)``.
-public final class ManualClock: Sendable {
-    private let value = Mutex<Double>(1000)
-    /// Creates a manual clock.
-    public init() {}
-    /// The current reading in seconds.
-    public var now: Double { value.locked { $0 } }
-    /// Moves the clock forward.
-    public func advance(by seconds: Double) { value.locked { $0 += seconds } }
-}
-
-/// The storage behind LocMem caches. Caches with the same LOCATION share one store, as in Django.
-final class LocMemStore: Sendable {
-    struct Entry {
-        var value: StoredValue
-        /// Clock reading after which the entry is gone; `.infinity` for never.
-        var expiresAt: Double
-    }
-
-    struct State {
-        /// The entries, least recently used first.
-        var entries = LRUTable<Entry>()
-    }
-
-    let state = Mutex<State>(State())
-
-    private static let shared = Mutex<[String: LocMemStore]>([:])
-
-    /// The store for `location`, created on first use and kept for the life of the process.
-    static func named(_ location: String) -> LocMemStore {
-        shared.locked { stores in
-            if let s = stores[location] { return s }
-            let s = LocMemStore()
-            stores[location] = s
-            return s
-        }
-    }
-}
-
 /// The embedded in-process cache, Django's LocMemCache: thread-safe, least-recently-used culling at
 /// `MAX_ENTRIES` (300) by removing 1/`CULL_FREQUENCY` (3) of the entries (0 clears everything), and
 /// atomic `incr` that keeps the expiry. Caches with the same LOCATION share storage; different
@@ -231,40 +170,5 @@ public final class LocMemBackend: NonBlockingCacheBackend {
     }
 
     /// Nothing to release.
-    public func close() {}
-}
-
-/// Django's DummyCache: implements the interface and stores nothing. `add` returns true, `get` misses,
-/// `incr` reports a missing key.
-public final class DummyBackend: NonBlockingCacheBackend {
-    /// Creates a dummy backend.
-    public init() {}
-    /// The dummy accepts any key, warning about ones memcached would refuse.
-    public var keyStrictness: KeyStrictness { .lenient }
-    /// `dummy://`.
-    public var backendDescription: String { "dummy://" }
-    /// Always a miss.
-    public func get(_ key: String) throws -> StoredValue? { nil }
-    /// Always empty.
-    public func getMany(_ keys: [String]) throws -> [String: StoredValue] { [:] }
-    /// Stores nothing; reports success (so `add` is true).
-    public func set(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) throws -> Bool { true }
-    /// Stores nothing; no key fails.
-    public func setMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) throws -> [String] { [] }
-    /// Nothing to delete: false.
-    public func delete(_ key: String) throws -> Bool { false }
-    /// Nothing to delete.
-    public func deleteMany(_ keys: [String]) throws {}
-    /// Nothing is stored: false.
-    public func deleteIfEqual(_ key: String, _ expected: StoredValue) throws -> Bool { false }
-    /// Every key is missing: `CacheError.missingKey`.
-    public func incr(_ key: String, by delta: Int64) throws -> Int64 { throw CacheError.missingKey(key) }
-    /// Nothing to touch: false.
-    public func touch(_ key: String, expiry: CacheExpiry) throws -> Bool { false }
-    /// Never.
-    public func hasKey(_ key: String) throws -> Bool { false }
-    /// Nothing to clear.
-    public func clear() throws {}
-    /// Nothing to close.
     public func close() {}
 }

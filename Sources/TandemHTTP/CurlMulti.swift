@@ -377,11 +377,9 @@ final class CurlMulti: @unchecked Sendable {
         _ = ccurl_easy_setopt_closesocket_callback(easy, closeSocketCallback)
         _ = ccurl_easy_setopt_pointer(easy, CURLOPT_CLOSESOCKETDATA, me)
         _ = ccurl_easy_setopt_long(easy, CURLOPT_NOSIGNAL, 1)
-        // Each easy handle keeps a receive buffer for as long as it lives (in flight or pooled): 8 KB
-        // instead of curl's 16 KB. Measured with 64 concurrent GETs against nginx, against 16 KB:
-        // 64 KB bodies 0.63-0.67 of the C loop instead of 0.57-0.58 (the buffers stay in cache), 1 MB
-        // bodies and small ones the same within noise, and 1,000 requests in flight 2.5 MB less
-        // resident (inflight-10k). 4 KB lost 10-15 % on 64 KB and 1 MB bodies.
+        // Each easy handle keeps a receive buffer for as long as it lives (in flight or pooled): 8 KB,
+        // half of curl's default, keeps many handles' buffers in the CPU's cache and their memory low
+        // (BENCHMARKS.md has the measurements behind the size).
         _ = ccurl_easy_setopt_long(easy, CURLOPT_BUFFERSIZE, 8192)
         _ = ccurl_easy_setopt_long(easy, CURLOPT_PROTOCOLS, Int(CURLPROTO_HTTP | CURLPROTO_HTTPS))
         _ = ccurl_easy_setopt_long(easy, CURLOPT_CONNECTTIMEOUT_MS, milliseconds(c.connectTimeout))

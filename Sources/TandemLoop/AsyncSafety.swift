@@ -85,8 +85,8 @@ public enum AsyncSafety {
     }
 
     /// Whether a Swift task runs on this thread. Matched with `if case`, not compared with `== nil`:
-    /// the comparison is generic over `Optional` and went through metadata lookups and value
-    /// witnesses on every blocking call (a third of a LocMem get, measured).
+    /// the comparison is generic over `Optional` and goes through metadata lookups and value
+    /// witnesses on every blocking call.
     @inlinable static var hasCurrentTask: Bool {
         withUnsafeCurrentTask { task in
             if case .some = task { return true }

@@ -10,8 +10,7 @@ import Synchronization
 /// with that error; an item whose task was cancelled before the drain is not started.
 ///
 /// The owners (the Redis and memcached connections) call it with their concrete item types, so that
-/// the compiler specializes it: as a protocol extension over the owners, the same code was not
-/// specialized, and every call looked up generic metadata.
+/// the compiler specializes it and no call looks up generic metadata.
 @usableFromInline package final class LoopQueue<Item: LoopQueueItem>: Sendable {
     @usableFromInline
     struct State {

@@ -2,44 +2,6 @@ import Foundation
 import ServiceLifecycle
 import Synchronization
 
-/// Readiness interest for a watched file descriptor.
-public struct IOEvents: OptionSet, Sendable, Hashable {
-    /// The event bits.
-    public let rawValue: UInt8
-    /// Creates a set of events from its raw bits.
-    public init(rawValue: UInt8) { self.rawValue = rawValue }
-    /// The descriptor has data to read (or the peer closed it).
-    public static let read = IOEvents(rawValue: 1)
-    /// The descriptor can accept more data.
-    public static let write = IOEvents(rawValue: 2)
-    /// An error or hang-up was reported on the descriptor.
-    public static let error = IOEvents(rawValue: 4)
-}
-
-/// Identifies a registered descriptor watch, returned by ``TandemEventLoop/watch(_:events:callback:)``.
-public struct WatchID: Hashable, Sendable {
-    /// The loop-unique number of the watch.
-    public let raw: UInt64
-    /// Wraps a raw watch number (loops create these; users only pass them back).
-    public init(raw: UInt64) { self.raw = raw }
-}
-
-/// Identifies a shutdown hook, returned by ``TandemEventLoop/onShutdown(_:)``.
-public struct ShutdownHookID: Hashable, Sendable {
-    /// The loop-unique number of the hook.
-    public let raw: UInt64
-    /// Wraps a raw hook number (loops create these; users only pass them back).
-    public init(raw: UInt64) { self.raw = raw }
-}
-
-/// Identifies a scheduled timer, returned by ``TandemEventLoop/schedule(after:_:)``.
-public struct TimerID: Hashable, Sendable {
-    /// The loop-unique number of the timer.
-    public let raw: UInt64
-    /// Wraps a raw timer number (loops create these; users only pass them back).
-    public init(raw: UInt64) { self.raw = raw }
-}
-
 /// A single-threaded event loop: it waits on descriptors and timers and runs submitted work, all on
 /// one thread, so that libraries whose handles are not thread-safe (hiredis async contexts, the curl
 /// multi handle) are only ever touched from that thread.
@@ -110,55 +72,6 @@ extension TandemEventLoop {
             }
             t.name = "tandem-loop-shutdown"
             t.start()
-        }
-    }
-}
-
-extension EpollEventLoop: Service {
-    /// Runs until the service group's graceful shutdown (or the task's cancellation), then shuts the
-    /// loop down: its shutdown hooks end the Redis commands and HTTP transfers still in flight on it
-    /// with typed errors, and its thread ends. List it first in a `ServiceGroup`, so that it stops
-    /// last, after the caches and clients that use it have drained. The process-wide loops
-    /// (``EventLoops/shared``, ``EventLoops/group``'s) are left running: they belong to the process,
-    /// and another application in it may still use them.
-    public func run() async throws {
-        try? await gracefulShutdown()
-        if EventLoops.belongsToProcess(self) { return }
-        await shutdownGracefully()
-    }
-}
-
-extension DispatchEventLoop: Service {
-    /// Runs until the service group's graceful shutdown (or the task's cancellation), then shuts the
-    /// loop down; see ``EpollEventLoop/run()``.
-    public func run() async throws {
-        try? await gracefulShutdown()
-        await shutdownGracefully()
-    }
-}
-
-/// Errors raised by the loop, the bridges and the async-safety guard.
-public enum TandemError: Error, Equatable, CustomStringConvertible, Sendable {
-    /// A blocking call was made on an event-loop thread, where it would deadlock the loop.
-    case blockingCallOnEventLoop(operation: String)
-    /// A blocking call was made from inside a Swift task while the policy is `.error`.
-    case blockingCallInAsyncContext(operation: String)
-    /// Work was submitted to a loop that has been shut down.
-    case loopShutDown(loop: String)
-    /// The operating system refused a loop operation.
-    case system(operation: String, errno: Int32)
-
-    /// A human-readable explanation naming the operation at fault.
-    public var description: String {
-        switch self {
-        case .blockingCallOnEventLoop(let op):
-            return "blocking call '\(op)' made on an event-loop thread: it would deadlock the loop; use the async face (`.async`) instead"
-        case .blockingCallInAsyncContext(let op):
-            return "blocking call '\(op)' made from inside a Swift task: it would stall a cooperative thread; use the async face (`try await x.async...`), or set the async-unsafe policy to .warn/.allow (TANDEM_ALLOW_ASYNC_UNSAFE=1)"
-        case .loopShutDown(let loop):
-            return "event loop '\(loop)' has been shut down; no more work can be submitted"
-        case .system(let op, let e):
-            return "\(op) failed: \(Errno(e)) (errno \(e))"
         }
     }
 }

@@ -114,10 +114,8 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     ///   down fails the second attempt at once (the connection is backing off). The retry is a loop
     ///   around one suspension point rather than a wrapper function: every async frame on this path
     ///   stays allocated in the caller's task while the command is in flight. For the same reason it
-    ///   is inlined into its callers and maps errors out of line (``retryAfter(_:allowed:)``): the
-    ///   error handling had made this frame 464 bytes, against 160 now, and a Redis GET's whole path
-    ///   now fits in the first 984-byte slab of the caller's task (`inflight-10k`: 10,000 GETs in
-    ///   flight, 10 MB less).
+    ///   is inlined into its callers and maps errors out of line (``retryAfter(_:allowed:)``), which
+    ///   keeps this frame small: a GET's whole path fits in the first slab of the caller's task.
     @inline(__always)
     func command(_ args: [[UInt8]], idempotent: Bool = false) async throws -> RedisValue {
         var again = idempotent

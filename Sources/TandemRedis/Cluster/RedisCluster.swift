@@ -6,53 +6,6 @@ import TandemCache
 import TandemTransport
 import TandemLoop
 
-/// Redis Cluster's key slots: CRC16 (XMODEM) of the key, or of its hash tag, modulo 16384.
-enum ClusterSlot {
-    static let count = 16384
-
-    private static let table: [UInt16] = (0..<256).map { byte -> UInt16 in
-        var crc = UInt16(byte) << 8
-        for _ in 0..<8 { crc = crc & 0x8000 != 0 ? (crc << 1) ^ 0x1021 : crc << 1 }
-        return crc
-    }
-
-    static func crc16(_ bytes: some Collection<UInt8>) -> UInt16 {
-        var crc: UInt16 = 0
-        for b in bytes { crc = (crc << 8) ^ table[Int(UInt8(truncatingIfNeeded: crc >> 8) ^ b)] }
-        return crc
-    }
-
-    /// The slot of `key`: only the part between the first `{` and the next `}` counts when it is not
-    /// empty (a hash tag), so that `{user1}.a` and `{user1}.b` share a slot.
-    static func of(_ key: [UInt8]) -> Int {
-        if let open = key.firstIndex(of: UInt8(ascii: "{")),
-           let close = key[(open + 1)...].firstIndex(of: UInt8(ascii: "}")), close > open + 1 {
-            return Int(crc16(key[(open + 1)..<close]) & 0x3FFF)
-        }
-        return Int(crc16(key) & 0x3FFF)
-    }
-}
-
-/// How a node is built: the settings every node of a backend shares.
-struct RedisNodeSettings: Sendable {
-    /// The loops a node's async connections are spread over (connection i on loop i mod count).
-    let loops: [any TandemEventLoop]
-    let connectTimeout: Double
-    let commandTimeout: Double
-    let poolSize: Int
-    let poolTimeout: Double
-    let asyncConnections: Int
-
-    func makeNode(_ target: RedisTarget, tls: TLSClientContext?) -> RedisNode {
-        let pool = RedisBlockingPool(target: target, tls: tls, size: poolSize, connectTimeout: connectTimeout,
-                                     commandTimeout: commandTimeout, borrowTimeout: poolTimeout)
-        let conns = (0..<asyncConnections).map { i in
-            RedisAsyncConnection(loop: loops[i % loops.count], target: target, tls: tls, commandTimeout: commandTimeout, connectTimeout: connectTimeout)
-        }
-        return RedisNode(endpoint: target.endpoint, pool: pool, connections: conns, readsOnly: target.clusterReplica)
-    }
-}
-
 /// The slot map of a Redis Cluster and its nodes (each a blocking pool and loop connections, made
 /// when a slot first leads to it). The map comes from `CLUSTER SLOTS`, asked of the known nodes and
 /// then the seeds; a `MOVED` answer updates one slot at once and the whole map soon after (at most
@@ -379,82 +332,6 @@ final class RedisCluster: Sendable {
         for n in state.locked({ $0.nodes }) {
             n.pool.close()
             for c in n.connections { c.shutdown() }
-        }
-    }
-}
-
-/// What a cluster node's answer asks of the client: go elsewhere, or try again.
-enum ClusterRedirect: Equatable {
-    /// `host` nil: the endpoint is empty (`MOVED 3999 :6380`, Redis 7 with an unknown preferred
-    /// endpoint), which means the host of the node that answered.
-    case moved(slot: Int, host: String?, port: Int)
-    case ask(host: String?, port: Int)
-    case tryAgain
-
-    /// `MOVED 3999 127.0.0.1:6381`, `ASK 3999 127.0.0.1:6381`, `MOVED 3999 :6381`, `TRYAGAIN ...`,
-    /// `CLUSTERDOWN ...`.
-    init?(_ reply: RedisValue) {
-        guard case .error(let message) = reply else { return nil }
-        if message.hasPrefix("TRYAGAIN") || message.hasPrefix("CLUSTERDOWN") {
-            self = .tryAgain
-            return
-        }
-        let words = message.split(separator: " ")
-        guard words.count == 3, words[0] == "MOVED" || words[0] == "ASK", let slot = Int(words[1]),
-              let colon = words[2].lastIndex(of: ":"), let port = Int(words[2][words[2].index(after: colon)...]) else { return nil }
-        var host: String? = String(words[2][..<colon])
-        if let h = host, h.hasPrefix("[") && h.hasSuffix("]") { host = String(h.dropFirst().dropLast()) }
-        if host?.isEmpty == true { host = nil }
-        self = words[0] == "MOVED" ? .moved(slot: slot, host: host, port: port) : .ask(host: host, port: port)
-    }
-}
-
-/// One command's way through the cluster, shared by both faces: the node to send it to, whether it
-/// goes behind `ASKING`, and what a reply asks for next (at most five redirections, `TRYAGAIN` and
-/// `CLUSTERDOWN` retried with backoff until the command timeout).
-struct ClusterRoute {
-    static let maxRedirects = 5
-    let cluster: RedisCluster
-    private(set) var node: RedisNode
-    /// The last redirection was `ASK`: send `ASKING` first, on the same connection.
-    private(set) var asking = false
-    private var redirects = 0
-    private let deadline: UInt64
-
-    init(cluster: RedisCluster, node: RedisNode) {
-        self.cluster = cluster
-        self.node = node
-        deadline = monotonicNanos() &+ UInt64(cluster.settings.commandTimeout * 1e9)
-    }
-
-    enum Next {
-        /// The reply is the answer (possibly an error the caller maps).
-        case done
-        /// Send again, to ``node``, now.
-        case again
-        /// Send again after this many nanoseconds.
-        case againAfter(UInt64)
-    }
-
-    /// What `reply` asks for; a redirection updates the route (and `MOVED` the slot map).
-    mutating func next(after reply: RedisValue) -> Next {
-        guard redirects < Self.maxRedirects, let redirect = ClusterRedirect(reply) else { return .done }
-        redirects += 1
-        switch redirect {
-        case .moved(let slot, let host, let port):
-            let host = host ?? node.endpoint.host
-            cluster.moved(slot: slot, host: host, port: port)
-            node = cluster.node(host: host, port: port)
-            asking = false
-            return .again
-        case .ask(let host, let port):
-            node = cluster.node(host: host ?? node.endpoint.host, port: port)
-            asking = true
-            return .again
-        case .tryAgain:
-            let now = monotonicNanos()
-            guard now < deadline else { return .done }
-            return .againAfter(min(UInt64(10_000_000) << min(redirects, 4), deadline - now))
         }
     }
 }

@@ -1,0 +1,27 @@
+import Dispatch
+import Foundation
+import Logging
+import Synchronization
+import TandemCache
+import TandemTransport
+import TandemLoop
+
+/// How a node is built: the settings every node of a backend shares.
+struct RedisNodeSettings: Sendable {
+    /// The loops a node's async connections are spread over (connection i on loop i mod count).
+    let loops: [any TandemEventLoop]
+    let connectTimeout: Double
+    let commandTimeout: Double
+    let poolSize: Int
+    let poolTimeout: Double
+    let asyncConnections: Int
+
+    func makeNode(_ target: RedisTarget, tls: TLSClientContext?) -> RedisNode {
+        let pool = RedisBlockingPool(target: target, tls: tls, size: poolSize, connectTimeout: connectTimeout,
+                                     commandTimeout: commandTimeout, borrowTimeout: poolTimeout)
+        let conns = (0..<asyncConnections).map { i in
+            RedisAsyncConnection(loop: loops[i % loops.count], target: target, tls: tls, commandTimeout: commandTimeout, connectTimeout: connectTimeout)
+        }
+        return RedisNode(endpoint: target.endpoint, pool: pool, connections: conns, readsOnly: target.clusterReplica)
+    }
+}
