@@ -6,6 +6,9 @@
 @_exported import TandemRedis
 
 import Foundation
+@_spi(Backend) import TandemMemcached
+@_spi(Backend) import TandemRedis
+@_spi(Backend) import TandemCache
 
 extension BackendRegistry {
     /// Every backend Tandem ships, by short name and Django's dotted names.

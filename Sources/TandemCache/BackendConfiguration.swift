@@ -5,7 +5,7 @@ import Tracing
 import Foundation
 
 /// What a backend factory receives: the validated settings of one alias.
-public struct BackendConfiguration: Sendable {
+@_spi(Backend) public struct BackendConfiguration: Sendable {
     /// The alias being built (for errors).
     public let alias: String
     /// The LOCATION entries.

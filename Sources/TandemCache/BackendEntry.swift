@@ -5,7 +5,7 @@ import Tracing
 import Foundation
 
 /// A backend that can be named in settings.
-public struct BackendEntry: Sendable {
+@_spi(Backend) public struct BackendEntry: Sendable {
     /// The short name (`redis`).
     public let name: String
     /// Other names that select it, such as Django's dotted class path.

@@ -5,7 +5,7 @@ import Tracing
 import Foundation
 
 /// OPTIONS of one cache with typed, checked accessors.
-public struct BackendOptions: Sendable {
+@_spi(Backend) public struct BackendOptions: Sendable {
     /// The alias the options belong to.
     public let alias: String
     /// The raw options.

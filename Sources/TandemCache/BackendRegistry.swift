@@ -10,7 +10,7 @@ public struct BackendRegistry: Sendable {
     private var names: [String: String] = [:]
 
     /// Options every backend accepts, handled by the cache front.
-    public static let frontOptions: Set<String> = ["ASYNC_UNSAFE", "IGNORE_EXCEPTIONS", "CIRCUIT_BREAKER_THRESHOLD",
+    @_spi(Backend) public static let frontOptions: Set<String> = ["ASYNC_UNSAFE", "IGNORE_EXCEPTIONS", "CIRCUIT_BREAKER_THRESHOLD",
                                                    "CIRCUIT_BREAKER_COOLDOWN", "STAMPEDE_LOCK_TIMEOUT", "STAMPEDE_LOCK_WAIT",
                                                    "EARLY_REFRESH_BETA"]
 
@@ -21,7 +21,7 @@ public struct BackendRegistry: Sendable {
     public static var builtin: BackendRegistry { builtin(locMemClock: .system) }
 
     /// LocMem (reading expiry times from `locMemClock`) and Dummy.
-    public static func builtin(locMemClock: LocMemClock) -> BackendRegistry {
+    package static func builtin(locMemClock: LocMemClock) -> BackendRegistry {
         var r = BackendRegistry()
         r.register(BackendEntry(
             name: "locmem", aliases: ["django.core.cache.backends.locmem.LocMemCache"],
@@ -40,14 +40,14 @@ public struct BackendRegistry: Sendable {
     }
 
     /// Adds (or replaces) a backend under its name and aliases.
-    public mutating func register(_ entry: BackendEntry) {
+    @_spi(Backend) public mutating func register(_ entry: BackendEntry) {
         entries[entry.name] = entry
         names[entry.name.lowercased()] = entry.name
         for a in entry.aliases { names[a.lowercased()] = entry.name }
     }
 
     /// The backend selected by `name` (short or dotted, case-insensitive).
-    public func entry(named name: String) -> BackendEntry? {
+    @_spi(Backend) public func entry(named name: String) -> BackendEntry? {
         names[name.lowercased()].flatMap { entries[$0] }
     }
 

@@ -25,7 +25,11 @@ public final class Cache: Sendable {
     /// The async face: the same operations, `async`, never blocking a thread.
     public let async: AsyncCache
     /// The backend behind this cache.
-    public var backend: any CacheBackend { core.backend }
+    @_spi(Backend) public var backend: any CacheBackend { core.backend }
+
+    /// Where this cache stores values, as a URL without secrets: `redis://127.0.0.1:6379/0`,
+    /// `memcached://10.0.0.1:11211,10.0.0.2:11211`, `locmem://name`, `dummy://`.
+    public var backendDescription: String { core.backend.backendDescription }
 
     /// Creates a cache over a backend. Usually you get caches from `Caches` instead.
     /// - Parameters:
@@ -40,7 +44,7 @@ public final class Cache: Sendable {
     ///   - metricsFactory: where counters and timers go (nil: `MetricsSystem.factory`).
     ///   - resilience: fail-open and circuit-breaker settings (off by default).
     ///   - tracer: where `cache.<operation>` spans go (nil: the bootstrapped tracer, if any).
-    public init(
+    @_spi(Backend) public init(
         alias: String = "default", backend: any CacheBackend, timeout: CacheTimeout = .seconds(300),
         keyPrefix: String = "", version: Int = 1, keyFunction: KeyFunction? = nil,
         codec: any CacheCodec = JSONCacheCodec(), asyncUnsafePolicy: AsyncUnsafePolicy? = nil,

@@ -1,7 +1,7 @@
 /// The type tag stored with a value (memcached keeps it in the item flags). `untagged` is what a
 /// backend reports when it cannot store tags (Redis) or when another client wrote the value: the front
 /// then decodes by the type the caller asks for.
-public struct ValueKind: RawRepresentable, Sendable, Hashable {
+@_spi(Backend) public struct ValueKind: RawRepresentable, Sendable, Hashable {
     /// The tag's number (what memcached keeps in the item flags).
     public let rawValue: UInt32
     /// Wraps a raw tag.
@@ -27,7 +27,7 @@ public struct ValueKind: RawRepresentable, Sendable, Hashable {
 }
 
 /// A value as a backend stores it: bytes and a type tag.
-public struct StoredValue: Sendable, Hashable {
+@_spi(Backend) public struct StoredValue: Sendable, Hashable {
     /// The payload.
     public var bytes: [UInt8]
     /// The type tag (see ``ValueKind``).
@@ -82,7 +82,7 @@ public struct StoredValue: Sendable, Hashable {
 }
 
 /// Whether a set overwrites.
-public enum SetMode: Sendable, Hashable {
+@_spi(Backend) public enum SetMode: Sendable, Hashable {
     /// Store unconditionally.
     case set
     /// Store only if the key does not exist (or has expired); report whether it stored.
@@ -90,7 +90,7 @@ public enum SetMode: Sendable, Hashable {
 }
 
 /// How a backend treats keys that memcached could not store (over 250 bytes, control characters, spaces).
-public enum KeyStrictness: Sendable, Hashable {
+@_spi(Backend) public enum KeyStrictness: Sendable, Hashable {
     /// Reject with ``CacheError/invalidKey(key:reason:)`` before any I/O (memcached).
     case strict
     /// Accept, and log a warning once per key (other backends), as Django does.
@@ -105,7 +105,7 @@ public enum KeyStrictness: Sendable, Hashable {
 ///
 /// Blocking entries run on the caller's thread; async entries must never block a thread. Backends that
 /// never wait (in-memory ones) adopt ``NonBlockingCacheBackend`` and get the async entries for free.
-public protocol CacheBackend: AnyObject, Sendable {
+@_spi(Backend) public protocol CacheBackend: AnyObject, Sendable {
     /// Whether invalid keys are rejected or only warned about.
     var keyStrictness: KeyStrictness { get }
     /// True when the blocking entries can wait on I/O: the front then applies the async-safety guard.
@@ -175,7 +175,7 @@ public protocol CacheBackend: AnyObject, Sendable {
     func breakerScope(forKey key: String) -> String?
 }
 
-extension CacheBackend {
+@_spi(Backend) extension CacheBackend {
     /// One breaker for the whole backend.
     public func breakerScope(forKey key: String) -> String? { nil }
 
@@ -196,14 +196,14 @@ extension CacheBackend {
 
 /// A backend whose operations never wait (in-process memory): its async entries simply call the
 /// blocking ones, and the async-safety guard does not apply.
-public protocol NonBlockingCacheBackend: CacheBackend {}
+@_spi(Backend) public protocol NonBlockingCacheBackend: CacheBackend {}
 
-extension CacheBackend {
+@_spi(Backend) extension CacheBackend {
     /// ``close()``: enough for a backend without threads of its own.
     public func shutdown() async { close() }
 }
 
-extension NonBlockingCacheBackend {
+@_spi(Backend) extension NonBlockingCacheBackend {
     /// False: in-process memory never waits.
     public var waitsOnIO: Bool { false }
     /// Calls ``get(_:)``: it never waits.

@@ -28,7 +28,7 @@ public enum CacheTimeout: Sendable, Hashable, CustomStringConvertible {
 }
 
 /// A timeout after the front resolved `.default` and the expire-now rule: what a backend receives.
-public enum CacheExpiry: Sendable, Hashable {
+@_spi(Backend) public enum CacheExpiry: Sendable, Hashable {
     /// Keep the entry until it is deleted or evicted.
     case never
     /// Keep the entry for this many seconds (always greater than zero).

@@ -6,7 +6,7 @@ import Glibc
 
 /// Django's DummyCache: implements the interface and stores nothing. `add` returns true, `get` misses,
 /// `incr` reports a missing key.
-public final class DummyBackend: NonBlockingCacheBackend {
+@_spi(Backend) public final class DummyBackend: NonBlockingCacheBackend {
     /// Creates a dummy backend.
     public init() {}
     /// The dummy accepts any key, warning about ones memcached would refuse.

@@ -8,7 +8,7 @@ import Glibc
 /// `MAX_ENTRIES` (300) by removing 1/`CULL_FREQUENCY` (3) of the entries (0 clears everything), and
 /// atomic `incr` that keeps the expiry. Caches with the same LOCATION share storage; different
 /// LOCATIONs are isolated. Its operations never wait, so its async face calls straight through.
-public final class LocMemBackend: NonBlockingCacheBackend {
+@_spi(Backend) public final class LocMemBackend: NonBlockingCacheBackend {
     /// The shared-storage name.
     public let location: String
     /// Culling starts when a set finds this many entries.
@@ -18,8 +18,15 @@ public final class LocMemBackend: NonBlockingCacheBackend {
     private let store: LocMemStore
     private let clock: LocMemClock
 
-    /// Creates a LocMem backend on the store named `location`.
-    public init(location: String = "", maxEntries: Int = 300, cullFrequency: Int = 3, clock: LocMemClock = .system) {
+    /// Creates a LocMem backend on the store named `location` (Django's `LOCATION`): backends made
+    /// with the same name share their entries. `maxEntries` and `cullFrequency` are Django's
+    /// `MAX_ENTRIES` and `CULL_FREQUENCY`.
+    public convenience init(location: String = "", maxEntries: Int = 300, cullFrequency: Int = 3) {
+        self.init(location: location, maxEntries: maxEntries, cullFrequency: cullFrequency, clock: .system)
+    }
+
+    /// A LocMem backend that reads expiry times from `clock` (tests move a manual clock).
+    package init(location: String, maxEntries: Int, cullFrequency: Int, clock: LocMemClock) {
         self.location = location
         self.maxEntries = max(1, maxEntries)
         self.cullFrequency = max(0, cullFrequency)

@@ -6,7 +6,7 @@ import Glibc
 
 /// A clock the LocMem backend reads expiry times from: the system's monotonic clock, or a manual
 /// clock that tests move forward without sleeping.
-public enum LocMemClock: Sendable {
+package enum LocMemClock: Sendable {
     /// The monotonic coarse clock (millisecond resolution, a few nanoseconds to read).
     case system
     /// A clock that only moves when told to.
@@ -14,7 +14,7 @@ public enum LocMemClock: Sendable {
 
     /// Seconds since an arbitrary fixed point.
     @inline(__always)
-    public func now() -> Double {
+    package func now() -> Double {
         switch self {
         case .system:
             var ts = timespec()

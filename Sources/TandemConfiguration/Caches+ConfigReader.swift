@@ -1,6 +1,7 @@
 import Configuration
 import Foundation
 import Tandem
+@_spi(Backend) import TandemCache
 
 extension Caches {
     /// Builds the registry from apple/swift-configuration (environment variables, JSON or YAML files,

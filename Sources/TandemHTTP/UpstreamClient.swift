@@ -130,7 +130,7 @@ public final class UpstreamClient: Sendable {
 
     /// Transfers in flight, idle easy handles kept for reuse, and easy handles created so far (summed
     /// over the loops).
-    public func handleCounts() async throws -> (active: Int, idle: Int, created: Int) {
+    package func handleCounts() async throws -> (active: Int, idle: Int, created: Int) {
         var total = (active: 0, idle: 0, created: 0)
         for m in multis {
             let c = try await withLoopPromise(on: m.loop) { (p: LoopPromise<[Int]>) in

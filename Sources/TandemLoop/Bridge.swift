@@ -74,5 +74,5 @@ public enum Bridge {
     public static var poolSize: Int { WorkerPool.shared.maxThreads }
 
     /// The dedicated thread's identifier for thread-sensitive work, once it has started (for tests and logs).
-    public static var sensitiveThreadID: pthread_t? { WorkerPool.sensitive.firstThreadID }
+    package static var sensitiveThreadID: pthread_t? { WorkerPool.sensitive.firstThreadID }
 }

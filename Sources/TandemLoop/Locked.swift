@@ -11,7 +11,7 @@ extension Mutex {
     /// sanitizer the annotations are two tests of a null weak symbol. Tandem uses this everywhere
     /// instead of `withLock`, so that a sanitizer report is a real finding.
     @inlinable @inline(__always)
-    public borrowing func locked<R, E: Error>(
+    package borrowing func locked<R, E: Error>(
         _ body: (inout sending Value) throws(E) -> sending R
     ) throws(E) -> sending R {
         // A mutex lives at a fixed address (it is never copied or moved while borrowed): that address

@@ -1,5 +1,5 @@
 import CMemcached
-import TandemCache
+@_spi(Backend) import TandemCache
 import TandemLoop
 
 /// memcached through libmemcached, Django's memcached semantics.
@@ -22,7 +22,7 @@ import TandemLoop
 ///   faces agree). With `USERNAME`/`PASSWORD` (SASL, which the meta protocol lacks) the async face is
 ///   a bounded worker pool on the binary protocol that coalesces concurrent gets into one multi-get;
 ///   `ASYNC_WORKERS` sizes it.
-public final class MemcachedBackend: CacheBackend {
+@_spi(Backend) public final class MemcachedBackend: CacheBackend {
     let config: MemcachedConfiguration
     let pool: MemcachedPool
     /// The async face: on the event loop, speaking the meta protocol (nil with SASL credentials).
@@ -80,7 +80,7 @@ public final class MemcachedBackend: CacheBackend {
 
     /// Coalescing counters of the worker-thread async face (SASL caches only; zero on the loop face):
     /// gets, round trips that carried them, largest batch.
-    public var asyncGetStatistics: (gets: Int, roundTrips: Int, largestBatch: Int) {
+    package var asyncGetStatistics: (gets: Int, roundTrips: Int, largestBatch: Int) {
         let s = workers?.statistics ?? .init()
         return (s.gets, s.getRoundTrips, s.largestBatch)
     }

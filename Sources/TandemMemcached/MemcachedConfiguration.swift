@@ -2,7 +2,7 @@ import CMemcached
 import Dispatch
 import Foundation
 import Synchronization
-import TandemCache
+@_spi(Backend) import TandemCache
 
 /// What a memcached cache connects to and how: parsed from LOCATION and OPTIONS.
 struct MemcachedConfiguration: Sendable {

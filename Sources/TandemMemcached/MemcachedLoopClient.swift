@@ -1,5 +1,5 @@
 import Synchronization
-import TandemCache
+@_spi(Backend) import TandemCache
 import TandemTransport
 import TandemLoop
 

@@ -1,6 +1,6 @@
 import CMemcached
 import Foundation
-import TandemCache
+@_spi(Backend) import TandemCache
 
 /// The memcached operations on one borrowed handle, shared by the blocking face and the async workers.
 struct MemcachedOps {

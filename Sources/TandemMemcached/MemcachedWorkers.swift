@@ -1,7 +1,7 @@
 import Dispatch
 import Foundation
 import Synchronization
-import TandemCache
+@_spi(Backend) import TandemCache
 import TandemLoop
 
 /// The async face's workers: a bounded set of plain threads (never the loop thread, never the

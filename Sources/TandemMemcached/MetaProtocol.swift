@@ -1,4 +1,4 @@
-import TandemCache
+@_spi(Backend) import TandemCache
 
 /// One reply of memcached's meta protocol (`mg`, `ms`, `md`, `ma`, `mn`), or of the few classic
 /// commands the async face sends (`flush_all`).

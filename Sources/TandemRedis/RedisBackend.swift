@@ -1,6 +1,6 @@
 import Logging
 import Synchronization
-import TandemCache
+@_spi(Backend) import TandemCache
 import TandemTransport
 import TandemLoop
 
@@ -40,7 +40,7 @@ import Glibc
 /// - Values are stored as their bytes, so `redis-cli GET` shows strings and integers as plain text. A
 ///   stored `nil` is ``StoredValue/nullBytes``; any other value, whoever wrote it, reads back as itself.
 /// - The process ignores SIGPIPE once a Redis backend exists (hiredis writes with `write()`).
-public final class RedisBackend: CacheBackend {
+@_spi(Backend) public final class RedisBackend: CacheBackend {
     let primary: RedisNode
     let replicas: [RedisNode]
 

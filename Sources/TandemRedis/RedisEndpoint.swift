@@ -1,5 +1,5 @@
 import Foundation
-import TandemCache
+@_spi(Backend) import TandemCache
 import TandemTransport
 
 #if canImport(Glibc)

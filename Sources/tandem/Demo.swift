@@ -40,7 +40,7 @@ struct Demo: AsyncParsableCommand {
         let cache = caches.default
         try await cache.async.clear()
         let clock = ContinuousClock()
-        print("Tandem demo: a product view on cache '\(cache.alias)' (\(cache.backend.backendDescription))")
+        print("Tandem demo: a product view on cache '\(cache.alias)' (\(cache.backendDescription))")
         print("each view runs a \(queryMs) ms query on a miss; \(products) products per pass\n")
 
         // Blocking face, from a plain thread as a blocking server would call it.

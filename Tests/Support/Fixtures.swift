@@ -4,7 +4,7 @@ import Tandem
 /// LocMem on a store of its own, with a manual clock: expiry is tested without sleeping.
 public struct LocMemFixture: CacheFixture {
     public let location = "test-\(UUID().uuidString)"
-    public let clock = ManualClock()
+    package let clock = ManualClock()
     public init() {}
     public var stores: Bool { true }
     public var culls: Bool { true }

@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import Tandem
+@_spi(Backend) import TandemCache
 
 /// What the shared semantic suite needs from a backend under test.
 public protocol CacheFixture: Sendable {

@@ -4,6 +4,8 @@ import Synchronization
 import Tandem
 import TandemTestSupport
 import Testing
+@_spi(Backend) import TandemMemcached
+@_spi(Backend) import TandemCache
 
 private let serversAvailable = TestServers.shouldRun(!TestServers.memcachedServers.isEmpty)
 

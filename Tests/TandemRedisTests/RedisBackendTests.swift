@@ -4,6 +4,8 @@ import Tandem
 @testable import TandemRedis
 import TandemTestSupport
 import Testing
+@_spi(Backend) import TandemRedis
+@_spi(Backend) import TandemCache
 
 private let serversAvailable = TestServers.shouldRun(TestServers.redisURL != nil)
 

@@ -4,6 +4,7 @@ import Tandem
 @testable import TandemRedis
 import TandemTestSupport
 import Testing
+@_spi(Backend) import TandemCache
 
 private let clusterAvailable = TestServers.shouldRun(TestServers.redisCluster != nil)
 

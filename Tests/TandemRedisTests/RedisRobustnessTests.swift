@@ -3,6 +3,7 @@ import Synchronization
 import Tandem
 import TandemTestSupport
 import Testing
+@_spi(Backend) import TandemCache
 
 private let serversAvailable = TestServers.shouldRun(TestServers.redisURL != nil)
 

@@ -2,6 +2,7 @@ import Foundation
 import Tandem
 import TandemTestSupport
 import Testing
+@_spi(Backend) import TandemCache
 
 private let sentinelsAvailable = TestServers.shouldRun(TestServers.redisSentinels != nil)
 

@@ -2,6 +2,7 @@ import Configuration
 import Tandem
 import TandemConfiguration
 import Testing
+@_spi(Backend) import TandemCache
 
 @Suite struct ConfigReaderTests {
     @Test func cachesFromSwiftConfiguration() throws {

@@ -5,6 +5,7 @@ import Synchronization
 import Tandem
 import TandemTestSupport
 import Testing
+@_spi(Backend) import TandemCache
 
 /// A backend whose gets wait until the test lets them go: calls in flight on demand. The async face
 /// waits without blocking a thread (the test process has only a few cooperative threads).

@@ -3,6 +3,7 @@ import MetricsTestKit
 import Tandem
 import TandemTestSupport
 import Testing
+@_spi(Backend) import TandemCache
 
 /// The alias/field of an invalidSetting error, or nil.
 private func settingError(_ body: () throws -> Void) -> (alias: String, field: String, reason: String)? {

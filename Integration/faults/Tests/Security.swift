@@ -4,6 +4,7 @@ import Synchronization
 import Tandem
 import TandemTestSupport
 import Testing
+@_spi(Backend) import TandemCache
 
 /// Every log line of the process, captured at every level (and still printed at info and above).
 final class LogCapture: Sendable {

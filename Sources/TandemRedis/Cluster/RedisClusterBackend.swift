@@ -1,5 +1,5 @@
 import Logging
-import TandemCache
+@_spi(Backend) import TandemCache
 import TandemLoop
 
 #if canImport(Glibc)

@@ -3,6 +3,9 @@ import AsyncHTTPClient
 import Hummingbird
 import NIOCore
 import Tandem
+@_spi(Backend) import TandemCache
+@_spi(Backend) import TandemMemcached
+@_spi(Backend) import TandemRedis
 import TandemHummingbird
 import Testing
 import Vapor
