@@ -49,124 +49,62 @@ public struct AsyncCache: Sendable {
         earlyRefresh: Double? = nil, _ makeDefault: () async throws -> V
     ) async throws -> V {
         let made = try core.key(key, version)
-        let beta = core.earlyRefreshBeta(earlyRefresh)
-        if let beta, let metaKey = EarlyRefresh.key(for: made) {
-            let found = try await core.runAsync(.getMany, key: made, fallback: [:]) { try await core.backend.asyncGetMany([made, metaKey]) }
-            if let stored = found[made], let v: V = try core.decode(stored, key: made) {
-                // Early refresh: one caller recomputes before expiry; the others keep this value meanwhile.
-                guard EarlyRefresh(found[metaKey])?.shouldRefresh(beta: beta) == true, let flight = core.flights.tryLead(made) else {
-                    return v
-                }
-                var outcome = Flight.Outcome.abandoned
-                defer { core.flights.finish(made, flight, outcome) }
-                do {
-                    let (value, fresh) = try await compute(made, metaKey, timeout, replacing: true, makeDefault)
-                    outcome = .value(fresh)
-                    return value
-                } catch {
-                    outcome = error is CancellationError || Task.isCancelled ? .abandoned : .failed(error)
-                    throw error
-                }
-            }
-        } else if let v: V = try await get(key, version: version) {
-            return v
-        }
-        while true {
-            switch core.flights.join(made) {
-            case .leader(let flight):
-                var outcome = Flight.Outcome.abandoned
-                defer { core.flights.finish(made, flight, outcome) }
-                do {
-                    let (value, stored) = try await lead(key, made, timeout, version, core.stampedeLock(lock), beta, makeDefault)
-                    outcome = .value(stored)
-                    return value
-                } catch {
-                    outcome = error is CancellationError || Task.isCancelled ? .abandoned : .failed(error)
-                    throw error
-                }
-            case .waiter(let flight):
-                switch await flight.wait() {
-                case .value(let stored):
-                    // A stored nil asked for as a non-optional type decodes to nothing: compute our own.
-                    if let v: V = try core.decode(stored, key: made) { return v }
-                case .failed(let error): throw error
-                case .abandoned: continue
-                case .waiterCancelled: throw CancellationError()
-                }
-            }
-        }
-    }
-
-    /// The leader's part of ``getOrSet(_:timeout:version:lock:_:)``: re-checks the cache inside the
-    /// flight (a flight that just ended may have stored the value); with a stampede lock, takes it or
-    /// waits for whoever holds it; computes, adds, re-reads, and releases the lock.
-    private func lead<V: CacheValue>(
-        _ key: String, _ made: String, _ timeout: CacheTimeout, _ version: Int?, _ lock: StampedeLock?,
-        _ beta: Double?, _ makeDefault: () async throws -> V
-    ) async throws -> (V, StoredValue) {
-        if let hit: (V, StoredValue) = try await readShared(made) { return hit }
-        var held: HeldLock?
-        if let lock, let lockKey = StampedeLock.key(for: made) {
-            // A lock that cannot be taken because the server failed does not stop the computation.
-            let token = StampedeLock.token()
-            let taken = (try? await core.runAsync(.add, key: lockKey, fallback: true) {
-                try await core.backend.asyncSet(lockKey, token, expiry: .after(seconds: lock.timeoutSeconds), mode: .add)
-            }) ?? true
-            if taken {
-                held = HeldLock(key: lockKey, token: token)
-            } else {
-                let clock = ContinuousClock()
-                let deadline = clock.now + lock.wait
-                while clock.now < deadline {
-                    try await Task.sleep(for: lock.pollInterval)
-                    if let hit: (V, StoredValue) = try await readShared(made) { return hit }
-                }
-            }
-        }
+        var procedure = GetOrSet<V>(core: core, made: made, timeout: timeout, beta: core.earlyRefreshBeta(earlyRefresh),
+                                    lock: core.stampedeLock(lock), waiterCancelled: .throwCancellation)
+        var step = procedure.start()
         do {
-            let result: (V, StoredValue)
-            if beta != nil, let metaKey = EarlyRefresh.key(for: made) {
-                result = try await compute(made, metaKey, timeout, replacing: false, makeDefault)
-            } else {
-                let fresh = try await makeDefault()
-                try await add(key, fresh, timeout: timeout, version: version)
-                result = try await readShared(made) as (V, StoredValue)? ?? (fresh, try core.encode(fresh, key: made))
+            while true {
+                switch step {
+                case .readWithMetadata(let made, let metaKey):
+                    step = try procedure.readWithMetadata(try await core.runAsync(.getMany, key: made, fallback: [:]) {
+                        try await core.backend.asyncGetMany([made, metaKey])
+                    })
+                case .read:
+                    step = procedure.read(try await get(key, version: version))
+                case .joinFlight:
+                    step = procedure.joined(core.flights.join(made))
+                case .wait(let flight):
+                    step = try procedure.flightEnded(await flight.wait())
+                case .readShared:
+                    step = try procedure.readShared(try await core.asyncGet(made))
+                case .takeLock(let lockKey, let token, let seconds):
+                    step = procedure.lockTaken((try? await core.runAsync(.add, key: lockKey, fallback: true) {
+                        try await core.backend.asyncSet(lockKey, token, expiry: .after(seconds: seconds), mode: .add)
+                    }) ?? true)
+                case .sleep(let interval):
+                    try await Task.sleep(for: interval)
+                    step = procedure.slept()
+                case .produce:
+                    let clock = ContinuousClock()
+                    let start = clock.now
+                    let fresh = try await makeDefault()
+                    step = try procedure.produced(fresh, took: clock.now - start)
+                case .store(let value, let mode, let expiry):
+                    step = procedure.stored(try await core.runAsync(mode == .set ? .set : .add, key: made, fallback: false) {
+                        try await core.backend.asyncSet(made, value, expiry: expiry, mode: mode)
+                    })
+                case .storeMetadata(let metaKey, let meta, let expiry):
+                    _ = try? await core.backend.asyncSet(metaKey, meta, expiry: expiry, mode: .set)
+                    step = procedure.metadataStored()
+                case .add(let fresh):
+                    try await add(key, fresh, timeout: timeout, version: version)
+                    step = procedure.added()
+                case .releaseLock(let held):
+                    await core.release(held)
+                    step = procedure.released()
+                case .finish(let flight, let outcome, let value):
+                    core.flights.finish(made, flight, outcome)
+                    return value
+                case .done(let value):
+                    return value
+                }
             }
-            if let held { await core.release(held) }
-            return result
         } catch {
+            let (held, flight, outcome) = procedure.abandon(error, cancelled: Task.isCancelled)
             if let held { await core.release(held) }
+            if let flight { core.flights.finish(made, flight, outcome) }
             throw error
         }
-    }
-
-    /// Computes the value (timing the producer), stores it (`replacing`: set, else add) with the
-    /// early-refresh metadata beside it, and returns it as the caller's type and as stored.
-    private func compute<V: CacheValue>(
-        _ made: String, _ metaKey: String, _ timeout: CacheTimeout, replacing: Bool, _ makeDefault: () async throws -> V
-    ) async throws -> (V, StoredValue) {
-        let clock = ContinuousClock()
-        let start = clock.now
-        let fresh = try await makeDefault()
-        let took = clock.now - start
-        let encoded = try core.encode(fresh, key: made)
-        guard case .expiry(let e) = core.resolve(timeout) else { return (fresh, encoded) }
-        let stored = try await core.runAsync(replacing ? .set : .add, key: made, fallback: false) {
-            try await core.backend.asyncSet(made, encoded, expiry: e, mode: replacing ? .set : .add)
-        }
-        if stored, case .after(let seconds) = e {
-            let meta = EarlyRefresh(seconds: seconds, deltaMs: Double(took.components.seconds) * 1000 + Double(took.components.attoseconds) / 1e15)
-            _ = try? await core.backend.asyncSet(metaKey, meta.stored, expiry: e, mode: .set)
-        }
-        if !stored, let hit: (V, StoredValue) = try await readShared(made) { return hit }
-        return (fresh, encoded)
-    }
-
-    /// The value of `made` as this caller's type and as stored, if it is there.
-    private func readShared<V: CacheValue>(_ made: String) async throws -> (V, StoredValue)? {
-        guard let stored = try await core.asyncGet(made),
-              let v: V = try core.decode(stored, key: made) else { return nil }
-        return (v, stored)
     }
 
     /// Returns the values of the keys that exist; see ``Cache/getMany(_:version:)``.

@@ -120,118 +120,60 @@ public final class Cache: Sendable {
     ) throws -> V {
         try core.checkBlocking("get_or_set", file: file, line: line)
         let made = try core.key(key, version)
-        let beta = core.earlyRefreshBeta(earlyRefresh)
-        if let beta, let metaKey = EarlyRefresh.key(for: made) {
-            let found = try core.run(.getMany, key: made, fallback: [:]) { try core.backend.getMany([made, metaKey]) }
-            if let stored = found[made], let v: V = try core.decode(stored, key: made) {
-                guard EarlyRefresh(found[metaKey])?.shouldRefresh(beta: beta) == true, let flight = core.flights.tryLead(made) else {
-                    return v
-                }
-                var outcome = Flight.Outcome.abandoned
-                defer { core.flights.finish(made, flight, outcome) }
-                do {
-                    let (value, fresh) = try compute(made, metaKey, timeout, replacing: true, makeDefault)
-                    outcome = .value(fresh)
-                    return value
-                } catch {
-                    outcome = error is CancellationError ? .abandoned : .failed(error)
-                    throw error
-                }
-            }
-        } else if let v: V = try get(key, version: version, file: file, line: line) {
-            return v
-        }
-        while true {
-            switch core.flights.join(made) {
-            case .leader(let flight):
-                var outcome = Flight.Outcome.abandoned
-                defer { core.flights.finish(made, flight, outcome) }
-                do {
-                    let (value, stored) = try lead(key, made, timeout, version, core.stampedeLock(lock), beta, makeDefault)
-                    outcome = .value(stored)
-                    return value
-                } catch {
-                    outcome = error is CancellationError ? .abandoned : .failed(error)
-                    throw error
-                }
-            case .waiter(let flight):
-                switch flight.waitBlocking() {
-                case .value(let stored):
-                    if let v: V = try core.decode(stored, key: made) { return v }
-                case .failed(let error): throw error
-                case .abandoned, .waiterCancelled: continue
-                }
-            }
-        }
-    }
-
-    /// The leader's part of ``getOrSet(_:timeout:version:lock:_:)`` (see ``AsyncCache``'s for the steps).
-    private func lead<V: CacheValue>(
-        _ key: String, _ made: String, _ timeout: CacheTimeout, _ version: Int?, _ lock: StampedeLock?,
-        _ beta: Double?, _ makeDefault: () throws -> V
-    ) throws -> (V, StoredValue) {
-        if let hit: (V, StoredValue) = try readShared(made) { return hit }
-        var held: HeldLock?
-        if let lock, let lockKey = StampedeLock.key(for: made) {
-            let token = StampedeLock.token()
-            let taken = (try? core.run(.add, key: lockKey, fallback: true) {
-                try core.backend.set(lockKey, token, expiry: .after(seconds: lock.timeoutSeconds), mode: .add)
-            }) ?? true
-            if taken {
-                held = HeldLock(key: lockKey, token: token)
-            } else {
-                let clock = ContinuousClock()
-                let deadline = clock.now + lock.wait
-                while clock.now < deadline {
-                    usleep(UInt32(clamping: lock.pollInterval.components.seconds * 1_000_000
-                                  + lock.pollInterval.components.attoseconds / 1_000_000_000_000))
-                    if let hit: (V, StoredValue) = try readShared(made) { return hit }
-                }
-            }
-        }
+        var procedure = GetOrSet<V>(core: core, made: made, timeout: timeout, beta: core.earlyRefreshBeta(earlyRefresh),
+                                    lock: core.stampedeLock(lock), waiterCancelled: .joinAgain)
+        var step = procedure.start()
         do {
-            let result: (V, StoredValue)
-            if beta != nil, let metaKey = EarlyRefresh.key(for: made) {
-                result = try compute(made, metaKey, timeout, replacing: false, makeDefault)
-            } else {
-                let fresh = try makeDefault()
-                try add(key, fresh, timeout: timeout, version: version)
-                result = try readShared(made) as (V, StoredValue)? ?? (fresh, try core.encode(fresh, key: made))
+            while true {
+                switch step {
+                case .readWithMetadata(let made, let metaKey):
+                    step = try procedure.readWithMetadata(try core.run(.getMany, key: made, fallback: [:]) { try core.backend.getMany([made, metaKey]) })
+                case .read:
+                    step = procedure.read(try get(key, version: version, file: file, line: line))
+                case .joinFlight:
+                    step = procedure.joined(core.flights.join(made))
+                case .wait(let flight):
+                    step = try procedure.flightEnded(flight.waitBlocking())
+                case .readShared:
+                    step = try procedure.readShared(try core.runRead(.get, key: made) { try core.backend.get(made) })
+                case .takeLock(let lockKey, let token, let seconds):
+                    step = procedure.lockTaken((try? core.run(.add, key: lockKey, fallback: true) {
+                        try core.backend.set(lockKey, token, expiry: .after(seconds: seconds), mode: .add)
+                    }) ?? true)
+                case .sleep(let interval):
+                    usleep(UInt32(clamping: interval.components.seconds * 1_000_000 + interval.components.attoseconds / 1_000_000_000_000))
+                    step = procedure.slept()
+                case .produce:
+                    let clock = ContinuousClock()
+                    let start = clock.now
+                    let fresh = try makeDefault()
+                    step = try procedure.produced(fresh, took: clock.now - start)
+                case .store(let value, let mode, let expiry):
+                    step = procedure.stored(try core.run(mode == .set ? .set : .add, key: made, fallback: false) {
+                        try core.backend.set(made, value, expiry: expiry, mode: mode)
+                    })
+                case .storeMetadata(let metaKey, let meta, let expiry):
+                    _ = try? core.backend.set(metaKey, meta, expiry: expiry, mode: .set)
+                    step = procedure.metadataStored()
+                case .add(let fresh):
+                    try add(key, fresh, timeout: timeout, version: version, file: file, line: line)
+                    step = procedure.added()
+                case .releaseLock(let held):
+                    core.release(held)
+                    step = procedure.released()
+                case .finish(let flight, let outcome, let value):
+                    core.flights.finish(made, flight, outcome)
+                    return value
+                case .done(let value):
+                    return value
+                }
             }
-            if let held { core.release(held) }
-            return result
         } catch {
+            let (held, flight, outcome) = procedure.abandon(error, cancelled: false)
             if let held { core.release(held) }
+            if let flight { core.flights.finish(made, flight, outcome) }
             throw error
         }
-    }
-
-    /// See ``AsyncCache``'s `compute`: computes (timed), stores with the early-refresh metadata.
-    private func compute<V: CacheValue>(
-        _ made: String, _ metaKey: String, _ timeout: CacheTimeout, replacing: Bool, _ makeDefault: () throws -> V
-    ) throws -> (V, StoredValue) {
-        let clock = ContinuousClock()
-        let start = clock.now
-        let fresh = try makeDefault()
-        let took = clock.now - start
-        let encoded = try core.encode(fresh, key: made)
-        guard case .expiry(let e) = core.resolve(timeout) else { return (fresh, encoded) }
-        let stored = try core.run(replacing ? .set : .add, key: made, fallback: false) {
-            try core.backend.set(made, encoded, expiry: e, mode: replacing ? .set : .add)
-        }
-        if stored, case .after(let seconds) = e {
-            let meta = EarlyRefresh(seconds: seconds, deltaMs: Double(took.components.seconds) * 1000 + Double(took.components.attoseconds) / 1e15)
-            _ = try? core.backend.set(metaKey, meta.stored, expiry: e, mode: .set)
-        }
-        if !stored, let hit: (V, StoredValue) = try readShared(made) { return hit }
-        return (fresh, encoded)
-    }
-
-    /// The value of `made` as this caller's type and as stored, if it is there.
-    private func readShared<V: CacheValue>(_ made: String) throws -> (V, StoredValue)? {
-        guard let stored = try core.runRead(.get, key: made, { try core.backend.get(made) }),
-              let v: V = try core.decode(stored, key: made) else { return nil }
-        return (v, stored)
     }
 
     /// Returns the values of the keys that exist (a stored nil included when `V` is optional).
