@@ -182,11 +182,12 @@ final class MemcachedLoopClient: Sendable {
         case .error(_, let message) where message.lowercased().contains("non-numeric"): throw CacheError.notAnInteger(key: key)
         default: throw unexpected(reply, s, "incr")
         }
-        guard value <= UInt64(Int64.max) else {
-            if delta > 0 { _ = try? await exchange(s, request(-delta)) }
+        switch MemcachedCounter.outcome(value, delta: delta) {
+        case .value(let v): return v
+        case .overflowed(let undo):
+            if let undo { _ = try? await exchange(s, request(undo)) }
             throw CacheError.notAnInteger(key: key)
         }
-        return Int64(value)
     }
 
     func touch(_ key: String, expiry: CacheExpiry) async throws -> Bool {

@@ -241,7 +241,7 @@ final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
         if let t = timeoutTimer { loop.cancel(t); timeoutTimer = nil }
         if next == .backoff || wasConnecting {
             failures += 1
-            let ms = min(250, 25 << min(failures, 4))
+            let ms = ReconnectBackoff.milliseconds(afterFailures: failures)
             state = .backoff(until: monotonicNanos() &+ UInt64(ms) * 1_000_000, reason: "\(error)")
             logger.warning("memcached connection failed; backing off", metadata: ["server": "\(name)", "retry_ms": "\(ms)", "reason": "\(error)"])
         } else if !isClosed {

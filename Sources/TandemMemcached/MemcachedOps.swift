@@ -186,14 +186,15 @@ struct MemcachedOps {
             if message(rc).lowercased().contains("non-numeric") { throw CacheError.notAnInteger(key: key) }
             throw error(rc, operation: "incr")
         }
-        guard value <= UInt64(Int64.max) else {
-            if delta > 0 {
+        switch MemcachedCounter.outcome(value, delta: delta) {
+        case .value(let v): return v
+        case .overflowed(let undo):
+            if let undo {
                 var undone: UInt64 = 0
-                _ = apply(key, delta: -delta, &undone)
+                _ = apply(key, delta: undo, &undone)
             }
             throw CacheError.notAnInteger(key: key)
         }
-        return Int64(value)
     }
 
     private func apply(_ key: String, delta: Int64, _ value: inout UInt64) -> memcached_return_t {

@@ -438,9 +438,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
 
     private func enterBackoff(_ reason: String) {
         failures += 1
-        // Short: a cache should be back within a fraction of a second of its server. Attempts against
-        // a server that is down cost one refused connect each.
-        let ms = min(250, 25 << min(failures, 4))
+        let ms = ReconnectBackoff.milliseconds(afterFailures: failures)
         state = .backoff(until: monotonicNanos() &+ UInt64(ms) * 1_000_000, reason: reason)
         logger.warning("redis connection failed; backing off", metadata: ["server": "\(endpoint.description)", "retry_ms": "\(ms)", "reason": "\(reason)"])
     }

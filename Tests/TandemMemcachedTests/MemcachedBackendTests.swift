@@ -1,10 +1,9 @@
 import Foundation
 import Synchronization
-@testable import TandemMemcached
+@_spi(Backend) @testable import TandemMemcached
 import Tandem
 import TandemTestSupport
 import Testing
-@_spi(Backend) import TandemMemcached
 @_spi(Backend) import TandemCache
 
 private let serversAvailable = TestServers.shouldRun(!TestServers.memcachedServers.isEmpty)
@@ -54,6 +53,8 @@ struct MemcachedBackendTests {
         #expect(String(decoding: stored, as: UTF8.self) == "STORED\r\n")
         await #expect(throws: CacheError.notAnInteger(key: made)) { try await cache.async.incr("big", by: 1) }
         #expect(try await rawGet(server.address, made) == big, "the value is back where it was")
+        await #expect(throws: CacheError.notAnInteger(key: made)) { try await onPlainThread { try cache.incr("big", by: 2) } }
+        #expect(try await rawGet(server.address, made) == big, "the blocking face undoes it too")
     }
 
     @Test(.timeLimit(.minutes(3)))

@@ -62,4 +62,12 @@ struct MetaProtocolTests {
             #expect(memcachedKeyProblem(bad) != nil, "\(bad.debugDescription)")
         }
     }
+
+    @Test func aCounterPastInt64IsUndoneByTheOppositeDeltaAndRefused() {
+        #expect(MemcachedCounter.outcome(42, delta: 1) == .value(42))
+        #expect(MemcachedCounter.outcome(UInt64(Int64.max), delta: 3) == .value(Int64.max))
+        #expect(MemcachedCounter.outcome(UInt64(Int64.max) + 1, delta: 3) == .overflowed(undo: -3))
+        // A decrement that lands past Int64.max (the value was already there) changed nothing upward: no undo.
+        #expect(MemcachedCounter.outcome(UInt64.max - 1, delta: -1) == .overflowed(undo: nil))
+    }
 }
