@@ -224,19 +224,6 @@ import Glibc
         return ["EVAL".bytes, source] + command.dropFirst(2)
     }
 
-    /// Runs a command that may be an `EVALSHA` on a blocking connection, once more as `EVAL` on `NOSCRIPT`.
-    private func runScripted(_ node: RedisNode, _ op: String, _ command: [[UInt8]]) throws -> RedisValue {
-        let reply = try run(node, op, command, idempotent: false)
-        guard let again = RedisBackend.scriptFallback(command, after: reply) else { return reply }
-        return try run(node, op, again, idempotent: false)
-    }
-
-    /// The same on the loop-driven connection.
-    private func commandScripted(_ node: RedisNode, _ command: [[UInt8]]) async throws -> RedisValue {
-        let reply = try await node.connection.command(command)
-        guard let again = RedisBackend.scriptFallback(command, after: reply) else { return reply }
-        return try await node.connection.command(again)
-    }
     static func existsCommand(_ key: String) -> [[UInt8]] { ["EXISTS".bytes, key.bytes] }
     static let flushCommand: [[UInt8]] = ["FLUSHDB".bytes]
 
@@ -305,11 +292,18 @@ import Glibc
         try node.pool.withConnection(operation: op, idempotent: idempotent) { try $0.run(args, operation: op) }
     }
 
-    /// GET on a pooled blocking connection (to a replica when there are replicas).
-    public func get(_ key: String) throws -> StoredValue? {
-        let n = readNode
-        return try Self.mapGet(try run(n, "GET", RedisBackend.getCommand(key), idempotent: true), n)
+    /// Runs `op` on a pooled connection of the node it goes to (a replica for a read, when there are
+    /// replicas): the blocking executor of ``RedisOperation``.
+    @inline(__always)
+    private func perform<R>(_ op: RedisOperation<R>) throws -> R {
+        let node = op.readsFromReplica ? readNode : primary
+        let reply = try run(node, op.name, op.command, idempotent: op.idempotent)
+        guard let again = op.fallback(after: reply) else { return try op.result(reply, node) }
+        return try op.result(try run(node, op.name, again, idempotent: false), node)
     }
+
+    /// GET on a pooled blocking connection (to a replica when there are replicas).
+    public func get(_ key: String) throws -> StoredValue? { try perform(.get(key)) }
 
     /// One MGET on a pooled blocking connection (to a replica when there are replicas).
     public func getMany(_ keys: [String]) throws -> [String: StoredValue] {
@@ -320,7 +314,7 @@ import Glibc
 
     /// SET with PX (NX for `.add`) on the primary; false when `.add` found a live key.
     public func set(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) throws -> Bool {
-        try Self.mapSet(try run(primary, "SET", RedisBackend.setCommand(key, value, expiry, mode), idempotent: mode == .set), primary)
+        try perform(.set(key, value, expiry, mode))
     }
 
     /// All the SETs pipelined in one round trip on the primary; returns the keys that failed.
@@ -333,9 +327,7 @@ import Glibc
     }
 
     /// DEL on the primary; whether the key existed.
-    public func delete(_ key: String) throws -> Bool {
-        try Self.mapInteger(try run(primary, "DEL", RedisBackend.delCommand([key]), idempotent: false), primary) > 0
-    }
+    public func delete(_ key: String) throws -> Bool { try perform(.delete(key)) }
 
     /// One DEL of every key on the primary.
     public func deleteMany(_ keys: [String]) throws {
@@ -344,25 +336,16 @@ import Glibc
     }
 
     /// INCRBY on the primary, atomic; a missing key is `CacheError.missingKey`.
-    public func incr(_ key: String, by delta: Int64) throws -> Int64 {
-        try Self.mapIncr(try runScripted(primary, "INCRBY", RedisBackend.incrCommand(key, delta)), key: key, primary)
-    }
+    public func incr(_ key: String, by delta: Int64) throws -> Int64 { try perform(.incr(key, delta)) }
 
     /// PEXPIRE (or PERSIST for `.never`) on the primary; whether the key existed.
-    public func touch(_ key: String, expiry: CacheExpiry) throws -> Bool {
-        try Self.mapInteger(try runScripted(primary, "PEXPIRE", RedisBackend.touchCommand(key, expiry)), primary) == 1
-    }
+    public func touch(_ key: String, expiry: CacheExpiry) throws -> Bool { try perform(.touch(key, expiry)) }
 
     /// The compare-and-delete script on the primary; whether it deleted the key.
-    public func deleteIfEqual(_ key: String, _ expected: StoredValue) throws -> Bool {
-        try Self.mapInteger(try runScripted(primary, "DEL", RedisBackend.deleteIfEqualCommand(key, expected)), primary) > 0
-    }
+    public func deleteIfEqual(_ key: String, _ expected: StoredValue) throws -> Bool { try perform(.deleteIfEqual(key, expected)) }
 
     /// EXISTS (on a replica when there are replicas).
-    public func hasKey(_ key: String) throws -> Bool {
-        let n = readNode
-        return try Self.mapInteger(try run(n, "EXISTS", RedisBackend.existsCommand(key), idempotent: true), n) > 0
-    }
+    public func hasKey(_ key: String) throws -> Bool { try perform(.hasKey(key)) }
 
     /// FLUSHDB on the primary's database (every key in it, as Django's RedisCache.clear does).
     public func clear() throws {
@@ -384,9 +367,17 @@ import Glibc
     /// Inlined into the protocol witness, so that the witness is not an async frame of its own on
     /// the path (see ``RedisAsyncConnection/command(_:idempotent:)``).
     @inline(__always)
-    public func asyncGet(_ key: String) async throws -> StoredValue? {
-        let n = readNode
-        return try Self.mapGet(try await Self.idempotent(n, RedisBackend.getCommand(key)), n)
+    public func asyncGet(_ key: String) async throws -> StoredValue? { try await performAsync(.get(key)) }
+
+    /// Runs `op` on the loop-driven connection of the node it goes to: the async executor of
+    /// ``RedisOperation``. An idempotent operation is sent once more if the server closed the
+    /// connection under it (see ``RedisAsyncConnection/command(_:idempotent:)``).
+    @inline(__always)
+    private func performAsync<R>(_ op: RedisOperation<R>) async throws -> R {
+        let node = op.readsFromReplica ? readNode : primary
+        let reply = try await node.connection.command(op.command, idempotent: op.idempotent)
+        guard let again = op.fallback(after: reply) else { return try op.result(reply, node) }
+        return try op.result(try await node.connection.command(again), node)
     }
 
     /// One idempotent command on `node`'s loop-driven connection, sent once more if the server closed
@@ -406,10 +397,7 @@ import Glibc
 
     /// SET with PX (NX for `.add`) on the primary's loop-driven connection.
     public func asyncSet(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) async throws -> Bool {
-        let command = RedisBackend.setCommand(key, value, expiry, mode)
-        // SET is idempotent; SET NX (`add`) is not: a lost reply cannot say whether it stored the value.
-        let reply = mode == .set ? try await Self.idempotent(primary, command) : try await primary.connection.command(command)
-        return try Self.mapSet(reply, primary)
+        try await performAsync(.set(key, value, expiry, mode))
     }
 
     /// All the SETs in one write on the primary's loop-driven connection; returns the keys that failed.
@@ -421,9 +409,7 @@ import Glibc
     }
 
     /// DEL on the primary's loop-driven connection; whether the key existed.
-    public func asyncDelete(_ key: String) async throws -> Bool {
-        try Self.mapInteger(try await primary.connection.command(RedisBackend.delCommand([key])), primary) > 0
-    }
+    public func asyncDelete(_ key: String) async throws -> Bool { try await performAsync(.delete(key)) }
 
     /// One DEL of every key on the primary's loop-driven connection.
     public func asyncDeleteMany(_ keys: [String]) async throws {
@@ -432,25 +418,18 @@ import Glibc
     }
 
     /// INCRBY on the primary's loop-driven connection: atomic in the async face too.
-    public func asyncIncr(_ key: String, by delta: Int64) async throws -> Int64 {
-        try Self.mapIncr(try await commandScripted(primary, RedisBackend.incrCommand(key, delta)), key: key, primary)
-    }
+    public func asyncIncr(_ key: String, by delta: Int64) async throws -> Int64 { try await performAsync(.incr(key, delta)) }
 
     /// PEXPIRE (or PERSIST) on the primary's loop-driven connection; whether the key existed.
-    public func asyncTouch(_ key: String, expiry: CacheExpiry) async throws -> Bool {
-        try Self.mapInteger(try await commandScripted(primary, RedisBackend.touchCommand(key, expiry)), primary) == 1
-    }
+    public func asyncTouch(_ key: String, expiry: CacheExpiry) async throws -> Bool { try await performAsync(.touch(key, expiry)) }
 
     /// The compare-and-delete script on the primary's loop-driven connection.
     public func asyncDeleteIfEqual(_ key: String, _ expected: StoredValue) async throws -> Bool {
-        try Self.mapInteger(try await commandScripted(primary, RedisBackend.deleteIfEqualCommand(key, expected)), primary) > 0
+        try await performAsync(.deleteIfEqual(key, expected))
     }
 
     /// EXISTS on a loop-driven connection.
-    public func asyncHasKey(_ key: String) async throws -> Bool {
-        let n = readNode
-        return try Self.mapInteger(try await Self.idempotent(n, RedisBackend.existsCommand(key)), n) > 0
-    }
+    public func asyncHasKey(_ key: String) async throws -> Bool { try await performAsync(.hasKey(key)) }
 
     /// FLUSHDB on the primary's loop-driven connection (the whole database).
     public func asyncClear() async throws {

@@ -92,11 +92,13 @@ final class RedisClusterBackend: CacheBackend {
         }
     }
 
-    /// ``run(_:_:_:idempotent:)`` for a script: once more as `EVAL` on `NOSCRIPT`.
-    private func runScripted(_ key: String, _ op: String, _ command: [[UInt8]]) throws -> (RedisValue, RedisNode) {
-        let (reply, node) = try run(key, op, command, idempotent: false)
-        guard let again = RedisBackend.scriptFallback(command, after: reply) else { return (reply, node) }
-        return try run(key, op, again, idempotent: false)
+    /// Runs `op` on the node serving its key's slot, following redirections: the blocking executor
+    /// of ``RedisOperation`` on a cluster.
+    private func perform<R>(_ op: RedisOperation<R>) throws -> R {
+        let (reply, node) = try run(op.key, op.name, op.command, idempotent: op.idempotent, reading: op.readsFromReplica)
+        guard let again = op.fallback(after: reply) else { return try op.result(reply, node) }
+        let (second, at) = try run(op.key, op.name, again, idempotent: false)
+        return try op.result(second, at)
     }
 
     /// Groups keys by the node serving their slot (asking for the map when it is not known); for a
@@ -119,10 +121,7 @@ final class RedisClusterBackend: CacheBackend {
         try reaching { try node.pool.withConnection(operation: op, idempotent: true) { try $0.pipeline(commands, operation: op) } }
     }
 
-    func get(_ key: String) throws -> StoredValue? {
-        let (reply, node) = try run(key, "GET", RedisBackend.getCommand(key), idempotent: true, reading: true)
-        return try RedisBackend.mapGet(reply, node)
-    }
+    func get(_ key: String) throws -> StoredValue? { try perform(.get(key)) }
 
     func getMany(_ keys: [String]) throws -> [String: StoredValue] {
         var out: [String: StoredValue] = [:]
@@ -145,8 +144,7 @@ final class RedisClusterBackend: CacheBackend {
     }
 
     func set(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) throws -> Bool {
-        let (reply, node) = try run(key, "SET", RedisBackend.setCommand(key, value, expiry, mode), idempotent: mode == .set)
-        return try RedisBackend.mapSet(reply, node)
+        try perform(.set(key, value, expiry, mode))
     }
 
     func setMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) throws -> [String] {
@@ -163,10 +161,7 @@ final class RedisClusterBackend: CacheBackend {
         return failed
     }
 
-    func delete(_ key: String) throws -> Bool {
-        let (reply, node) = try run(key, "DEL", RedisBackend.delCommand([key]), idempotent: false)
-        return try RedisBackend.mapInteger(reply, node) > 0
-    }
+    func delete(_ key: String) throws -> Bool { try perform(.delete(key)) }
 
     func deleteMany(_ keys: [String]) throws {
         for (node, group) in try byNode(keys, key: { $0 }) {
@@ -177,25 +172,13 @@ final class RedisClusterBackend: CacheBackend {
         }
     }
 
-    func incr(_ key: String, by delta: Int64) throws -> Int64 {
-        let (reply, node) = try runScripted(key, "INCRBY", RedisBackend.incrCommand(key, delta))
-        return try RedisBackend.mapIncr(reply, key: key, node)
-    }
+    func incr(_ key: String, by delta: Int64) throws -> Int64 { try perform(.incr(key, delta)) }
 
-    func touch(_ key: String, expiry: CacheExpiry) throws -> Bool {
-        let (reply, node) = try runScripted(key, "PEXPIRE", RedisBackend.touchCommand(key, expiry))
-        return try RedisBackend.mapInteger(reply, node) == 1
-    }
+    func touch(_ key: String, expiry: CacheExpiry) throws -> Bool { try perform(.touch(key, expiry)) }
 
-    func deleteIfEqual(_ key: String, _ expected: StoredValue) throws -> Bool {
-        let (reply, node) = try runScripted(key, "DEL", RedisBackend.deleteIfEqualCommand(key, expected))
-        return try RedisBackend.mapInteger(reply, node) > 0
-    }
+    func deleteIfEqual(_ key: String, _ expected: StoredValue) throws -> Bool { try perform(.deleteIfEqual(key, expected)) }
 
-    func hasKey(_ key: String) throws -> Bool {
-        let (reply, node) = try run(key, "EXISTS", RedisBackend.existsCommand(key), idempotent: true, reading: true)
-        return try RedisBackend.mapInteger(reply, node) > 0
-    }
+    func hasKey(_ key: String) throws -> Bool { try perform(.hasKey(key)) }
 
     /// FLUSHDB on every primary: the whole cluster's keys, as Django's clear does on one server.
     func clear() throws {
@@ -232,10 +215,13 @@ final class RedisClusterBackend: CacheBackend {
         }
     }
 
-    private func asyncRunScripted(_ key: String, _ command: [[UInt8]]) async throws -> (RedisValue, RedisNode) {
-        let (reply, node) = try await asyncRun(key, command, idempotent: false)
-        guard let again = RedisBackend.scriptFallback(command, after: reply) else { return (reply, node) }
-        return try await asyncRun(key, again, idempotent: false)
+    /// The async executor of ``RedisOperation`` on a cluster: ``perform(_:)`` on the loop-driven
+    /// connections.
+    private func performAsync<R>(_ op: RedisOperation<R>) async throws -> R {
+        let (reply, node) = try await asyncRun(op.key, op.command, idempotent: op.idempotent, reading: op.readsFromReplica)
+        guard let again = op.fallback(after: reply) else { return try op.result(reply, node) }
+        let (second, at) = try await asyncRun(op.key, again, idempotent: false)
+        return try op.result(second, at)
     }
 
     /// Groups keys by node without blocking: a missing map is fetched on a bridge thread first.
@@ -277,10 +263,7 @@ final class RedisClusterBackend: CacheBackend {
         try await reaching { try await node.connection.pipeline(commands, idempotent: true) }
     }
 
-    func asyncGet(_ key: String) async throws -> StoredValue? {
-        let (reply, node) = try await asyncRun(key, RedisBackend.getCommand(key), idempotent: true, reading: true)
-        return try RedisBackend.mapGet(reply, node)
-    }
+    func asyncGet(_ key: String) async throws -> StoredValue? { try await performAsync(.get(key)) }
 
     func asyncGetMany(_ keys: [String]) async throws -> [String: StoredValue] {
         let parts = try await eachNode(try await asyncByNode(keys, reading: true, key: { $0 })) { readNode, group in
@@ -304,8 +287,7 @@ final class RedisClusterBackend: CacheBackend {
     }
 
     func asyncSet(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) async throws -> Bool {
-        let (reply, node) = try await asyncRun(key, RedisBackend.setCommand(key, value, expiry, mode), idempotent: mode == .set)
-        return try RedisBackend.mapSet(reply, node)
+        try await performAsync(.set(key, value, expiry, mode))
     }
 
     func asyncSetMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) async throws -> [String] {
@@ -327,10 +309,7 @@ final class RedisClusterBackend: CacheBackend {
         return parts.flatMap { $0 }
     }
 
-    func asyncDelete(_ key: String) async throws -> Bool {
-        let (reply, node) = try await asyncRun(key, RedisBackend.delCommand([key]), idempotent: false)
-        return try RedisBackend.mapInteger(reply, node) > 0
-    }
+    func asyncDelete(_ key: String) async throws -> Bool { try await performAsync(.delete(key)) }
 
     func asyncDeleteMany(_ keys: [String]) async throws {
         _ = try await eachNode(try await asyncByNode(keys, key: { $0 })) { node, group in
@@ -342,25 +321,15 @@ final class RedisClusterBackend: CacheBackend {
         }
     }
 
-    func asyncIncr(_ key: String, by delta: Int64) async throws -> Int64 {
-        let (reply, node) = try await asyncRunScripted(key, RedisBackend.incrCommand(key, delta))
-        return try RedisBackend.mapIncr(reply, key: key, node)
-    }
+    func asyncIncr(_ key: String, by delta: Int64) async throws -> Int64 { try await performAsync(.incr(key, delta)) }
 
-    func asyncTouch(_ key: String, expiry: CacheExpiry) async throws -> Bool {
-        let (reply, node) = try await asyncRunScripted(key, RedisBackend.touchCommand(key, expiry))
-        return try RedisBackend.mapInteger(reply, node) == 1
-    }
+    func asyncTouch(_ key: String, expiry: CacheExpiry) async throws -> Bool { try await performAsync(.touch(key, expiry)) }
 
     func asyncDeleteIfEqual(_ key: String, _ expected: StoredValue) async throws -> Bool {
-        let (reply, node) = try await asyncRunScripted(key, RedisBackend.deleteIfEqualCommand(key, expected))
-        return try RedisBackend.mapInteger(reply, node) > 0
+        try await performAsync(.deleteIfEqual(key, expected))
     }
 
-    func asyncHasKey(_ key: String) async throws -> Bool {
-        let (reply, node) = try await asyncRun(key, RedisBackend.existsCommand(key), idempotent: true, reading: true)
-        return try RedisBackend.mapInteger(reply, node) > 0
-    }
+    func asyncHasKey(_ key: String) async throws -> Bool { try await performAsync(.hasKey(key)) }
 
     func asyncClear() async throws {
         let nodes: [RedisNode]
