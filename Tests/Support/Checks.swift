@@ -1,6 +1,7 @@
 import Foundation
 import Synchronization
 import TandemLoop
+import Testing
 
 /// A failed check in the shared suites: thrown, so that any test runner reports it with its place.
 public struct CheckFailure: Error, CustomStringConvertible {
@@ -15,21 +16,6 @@ public struct CheckFailure: Error, CustomStringConvertible {
         self.message = message
         self.location = location
     }
-}
-
-/// Throws unless `a == b`.
-public func checkEqual<T: Equatable>(_ a: T, _ b: T, _ what: @autoclosure () -> String = "",
-                                     file: String = #fileID, line: Int = #line) throws {
-    if a != b {
-        throw CheckFailure(message: "\(what()) expected \(String(reflecting: b)), got \(String(reflecting: a))",
-                           location: "\(file):\(line)")
-    }
-}
-
-/// Throws unless `condition` holds.
-public func check(_ condition: Bool, _ what: @autoclosure () -> String,
-                  file: String = #fileID, line: Int = #line) throws {
-    if !condition { throw CheckFailure(message: what(), location: "\(file):\(line)") }
 }
 
 /// Runs `body`, which must throw an error matching `matches`; throws otherwise.
@@ -74,9 +60,9 @@ public struct AliveWindow: Sendable {
 
     /// Checks `a == b` if the window is still open; a late step proves nothing and is not checked.
     public func checkEqual<T: Equatable>(_ a: T, _ b: T, _ what: @autoclosure () -> String = "",
-                                         file: String = #fileID, line: Int = #line) throws {
+                                         sourceLocation: SourceLocation = #_sourceLocation) throws {
         guard isOpen else { return }
-        try TandemTestSupport.checkEqual(a, b, what(), file: file, line: line)
+        try #require(a == b, Comment(rawValue: what()), sourceLocation: sourceLocation)
     }
 }
 
