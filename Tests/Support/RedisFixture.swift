@@ -125,8 +125,7 @@ public final class RawRedis: @unchecked Sendable {
     public func command(_ args: [String]) throws -> String {
         lock.lock()
         defer { lock.unlock() }
-        var req = Array("*\(args.count)\r\n".utf8)
-        for a in args { req += Array("$\(a.utf8.count)\r\n".utf8) + Array(a.utf8) + Array("\r\n".utf8) }
+        let req = RESPCommand.encode(args)
         _ = req.withUnsafeBytes { send(fd, $0.baseAddress, $0.count, 0) }
         return try readReply()
     }

@@ -157,11 +157,7 @@ public func waitUntilRedisStalls(port: Int, seconds: Double = 5) -> Bool {
 
 /// Sends one Redis command (RESP, binary-safe) and returns the raw reply.
 public func redisCommand(port: Int, _ args: [String], password: String? = nil) throws -> String {
-    func resp(_ a: [String]) -> [UInt8] {
-        var out = Array("*\(a.count)\r\n".utf8)
-        for s in a { out += Array("$\(s.utf8.count)\r\n".utf8) + Array(s.utf8) + Array("\r\n".utf8) }
-        return out
-    }
+    func resp(_ a: [String]) -> [UInt8] { RESPCommand.encode(a) }
     var req: [UInt8] = []
     var replies = 1
     if let password {

@@ -9,8 +9,7 @@ import Testing
 private let serversAvailable = TestServers.shouldRun(!TestServers.memcachedServers.isEmpty)
 
 private func memcachedCache(_ servers: [String], options: [String: SettingValue] = [:], prefix: String = "") throws -> Cache {
-    try BackendRegistry.standard.makeCache(
-        alias: "mc", settings: CacheSettings(backend: "memcached", location: servers, keyPrefix: prefix, options: options), loop: nil)
+    try testCache("memcached", servers, options: options, keyPrefix: prefix, alias: "mc", loop: nil)
 }
 
 /// Which of `servers` holds the made key (read on a plain thread, off the cooperative pool).

@@ -107,10 +107,7 @@ struct RedisBackendTests {
     func authWithPasswordAndACLUserAndFailure(_ loop: TestLoops.Kind) async throws {
         let port = try TestServers.need(TestServers.redisAuthPort, "redis auth instance")
         func cache(_ url: String, options: [String: SettingValue] = [:]) throws -> Cache {
-            // Generous timeouts: this is about credentials, and a sanitizer run on two cores is slow.
-            let settings = CacheSettings(backend: "redis", location: [url],
-                                         options: options.merging(["COMMAND_TIMEOUT": 10, "CONNECT_TIMEOUT": 10]) { a, _ in a })
-            return try BackendRegistry.standard.makeCache(alias: "auth", settings: settings, loop: loop.loop)
+            try testCache("redis", [url], options: options, alias: "auth", loop: loop)
         }
         let withPassword = try cache("redis://:tandem-secret@127.0.0.1:\(port)/3")
         try await withPassword.async.set("k", "v")

@@ -8,11 +8,7 @@ import Testing
 private let serversAvailable = TestServers.shouldRun(TestServers.redisURL != nil)
 
 /// RESP for a command whose arguments are raw bytes.
-private func resp(_ args: [[UInt8]]) -> [UInt8] {
-    var out = Array("*\(args.count)\r\n".utf8)
-    for a in args { out += Array("$\(a.count)\r\n".utf8) + a + Array("\r\n".utf8) }
-    return out
-}
+private func resp(_ args: [[UInt8]]) -> [UInt8] { RESPCommand.encode(args) }
 
 /// Addresses, values, shutdowns: the defects of the robustness issue, each on both loops.
 @Suite(.enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)))

@@ -14,10 +14,7 @@ struct RedisTLSTests {
 
     /// A cache on `location` (a short connect timeout: every server here is local).
     static func cache(_ location: String, _ options: [String: SettingValue] = [:], loop: TestLoops.Kind = .epoll) throws -> Cache {
-        var o: [String: SettingValue] = ["CONNECT_TIMEOUT": 10, "COMMAND_TIMEOUT": 10]
-        o.merge(options) { _, mine in mine }
-        return try BackendRegistry.standard.makeCache(alias: "tls-test", settings: CacheSettings(backend: "redis", location: [location], options: o),
-                                                      loop: loop.loop)
+        try testCache("redis", [location], options: options, alias: "tls-test", loop: loop)
     }
 
     /// The error a `set` then a `get` give through `face` (nil when both succeed and agree).

@@ -313,10 +313,7 @@ extension Faults {
             }
             // HTTP: refused before any connection (the upstream's accepted-connection count does not move).
             let http = UpstreamClient(loop: TestLoops.epoll)
-            func connections() async throws -> Int {
-                let stats = try await http.async.get(base + "/stats").text ?? ""
-                return Int(stats.split(separator: ":").last?.filter(\.isNumber) ?? "") ?? -1
-            }
+            func connections() async throws -> Int { try await upstreamConnections(base, asking: http) }
             let before = try await connections()
             let badRequests = badHTTPRequests(base: base) + [
                 UpstreamRequest(.get, "file:///etc/passwd"), UpstreamRequest(.get, base + "/a b"), UpstreamRequest(.get, "://x"),
