@@ -33,13 +33,7 @@ final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
     private let logger = Logger(label: "tandem.memcached")
     private let socket: LoopSocket
 
-    private enum State {
-        case idle
-        case connecting
-        case ready
-        case backoff(until: UInt64, reason: String)
-        case closed
-    }
+    private typealias State = LoopConnectionState
     /// Where a request's replies go: the promise of the task waiting for its one reply (no closure
     /// per request), or a handler (a quiet batch of several replies).
     private enum Waiter {

@@ -24,15 +24,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     let connectTimeout: UInt64
     private let logger = Logger(label: "tandem.redis")
 
-    private enum State {
-        case idle
-        /// Looking up the host (off the loop), then connecting to its addresses in turn.
-        case connecting
-        case ready
-        case backoff(until: UInt64, reason: String)
-        /// The loop shut down: every command fails at once.
-        case closed
-    }
+    private typealias State = LoopConnectionState
     /// Where a command's reply goes: the promise of the task that sent it (no closure per command),
     /// or a closure (the handshake's commands, the parts of a pipeline).
     private enum Waiter {
