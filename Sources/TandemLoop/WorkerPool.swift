@@ -6,11 +6,17 @@ import Synchronization
 import Glibc
 #endif
 
-/// A bounded pool of plain threads for blocking work (`Bridge.offload`) and, with one thread, the
-/// dedicated thread for thread-sensitive work.
-final class WorkerPool: Sendable {
+/// A bounded pool of plain threads for blocking work (`Bridge.offload`), with one thread, the
+/// dedicated thread for thread-sensitive work, and the pool where connections look up their servers.
+package final class WorkerPool: Sendable {
     static let shared = WorkerPool(name: "tandem-offload", maxThreads: 32)
     static let sensitive = WorkerPool(name: "tandem-sync", maxThreads: 1)
+    /// Where loop connections look up a server (a host name, or a primary the sentinels name, which
+    /// can wait seconds on servers that do not answer) and Redis Cluster refreshes its slot map: plain
+    /// threads of their own, started when first needed. Not Dispatch's global queue, whose threads
+    /// the dispatch loops run on: blocking work there delays every dispatch loop's turn; not the
+    /// offload pool either, which users' blocking work may fill.
+    package static let lookups = WorkerPool(name: "tandem-lookup", maxThreads: 16)
 
     let name: String
     let maxThreads: Int
@@ -31,7 +37,9 @@ final class WorkerPool: Sendable {
 
     var firstThreadID: pthread_t? { state.locked { $0.firstThread } }
 
-    func submit(_ work: @escaping @Sendable () -> Void) {
+    /// Runs `work` on one of the pool's threads (a new one when none is idle and the pool is not full;
+    /// else after the work queued before it).
+    package func submit(_ work: @escaping @Sendable () -> Void) {
         let spawn = state.locked { s -> Bool in
             s.queue.append(work)
             if s.queue.count - s.head > s.idle && s.threads < maxThreads {

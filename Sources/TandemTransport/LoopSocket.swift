@@ -132,7 +132,7 @@ package final class LoopSocket: @unchecked Sendable {
         let find: @Sendable () throws(CacheError) -> (addresses: [ResolvedAddress], tlsHost: String) = lookup ?? {
             () throws(CacheError) in (try target.resolveAll(description: description), host)
         }
-        DispatchQueue.global().async { [self] in
+        WorkerPool.lookups.submit { [self] in
             let result = Result { () throws(CacheError) in try find() }
             // If the loop is gone, its shutdown hooks have already failed everything pending.
             try? loop.execute { [self] in

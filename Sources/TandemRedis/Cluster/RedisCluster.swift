@@ -184,7 +184,7 @@ final class RedisCluster: Sendable {
             return true
         }
         guard go else { return }
-        DispatchQueue.global().async {
+        WorkerPool.lookups.submit {
             try? self.refresh()
         }
     }
