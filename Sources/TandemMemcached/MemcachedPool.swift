@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import Synchronization
 import TandemCache
+import TandemTransport
 
 /// A bounded `memcached_pool` of handles. Its one owner is this object; `deinit` destroys it.
 final class MemcachedPool: @unchecked Sendable {
@@ -25,7 +26,7 @@ final class MemcachedPool: @unchecked Sendable {
     /// of the wall clock, so its wait ends anywhere between 0 and the timeout (a 1 s POOL_TIMEOUT
     /// failed callers after a few milliseconds). Holding a permit, a caller finds a free handle, or
     /// room to make one.
-    private let capacity: DispatchSemaphore
+    private let capacity: PoolPermits
 
     init(config: MemcachedConfiguration, size: Int, alias: String) throws {
         let options = config.optionString(size: size)
@@ -37,7 +38,7 @@ final class MemcachedPool: @unchecked Sendable {
         self.timeout = config.poolTimeout
         self.description = config.description
         self.config = config
-        self.capacity = DispatchSemaphore(value: size)
+        self.capacity = PoolPermits(count: size)
         func set(_ b: memcached_behavior_t, _ v: UInt64) { _ = memcached_pool_behavior_set(p, b, v) }
         set(MEMCACHED_BEHAVIOR_BINARY_PROTOCOL, config.binaryProtocol ? 1 : 0)
         set(MEMCACHED_BEHAVIOR_TCP_NODELAY, config.tcpNoDelay ? 1 : 0)
@@ -66,9 +67,9 @@ final class MemcachedPool: @unchecked Sendable {
         var idle: [UnsafeMutablePointer<memcached_st>] = []
         var rc = MEMCACHED_SUCCESS
         var now = timespec(tv_sec: 0, tv_nsec: 0)  // never wait: a handle in use is not ours to close
-        while idle.count < size, capacity.wait(timeout: .now()) == .success {
+        while idle.count < size, capacity.takeIfFree() {
             guard let h = memcached_pool_fetch(pool, &now, &rc) else {
-                capacity.signal()
+                capacity.giveBack()
                 break
             }
             idle.append(h)
@@ -76,7 +77,7 @@ final class MemcachedPool: @unchecked Sendable {
         for h in idle {
             memcached_quit(h)
             _ = memcached_pool_release(pool, h)
-            capacity.signal()
+            capacity.giveBack()
         }
     }
 
@@ -96,10 +97,10 @@ final class MemcachedPool: @unchecked Sendable {
 
     /// Borrows a handle (waiting at most `timeout`), runs `body` on the calling thread, returns it.
     func withHandle<R>(_ body: (UnsafeMutablePointer<memcached_st>) throws -> R) throws -> R {
-        guard capacity.wait(timeout: .now() + timeout) == .success else {
+        guard capacity.take(waitingAtMost: timeout) else {
             throw CacheError.poolExhausted(server: description, size: size)
         }
-        defer { capacity.signal() }
+        defer { capacity.giveBack() }
         var rc = MEMCACHED_SUCCESS
         // With a permit a handle is free or can be made; the short wait only covers a handle that
         // `closeIdle` holds for a moment (whole seconds: see `capacity`).

@@ -24,6 +24,9 @@ final class BlockingRedisConnection: @unchecked Sendable {
     private var input = [UInt8](repeating: 0, count: 16384)
     /// The command in progress has read nothing yet: its first read may block in `recv`.
     private var awaitingFirstRead = false
+    /// The socket's receive timeout is set, so a read may block in `recv` (plain sockets only; when
+    /// the option cannot be set, every read waits with `poll`).
+    private var mayBlockInRecv = false
     /// Set when the connection may be out of step with the server (I/O error, timeout).
     var broken = false
     /// When the connection was last handed back to the pool (monotonic nanoseconds).
@@ -63,7 +66,7 @@ final class BlockingRedisConnection: @unchecked Sendable {
         if tls == nil {
             // The first read of a reply blocks in `recv` for at most the command timeout.
             var limit = timeval(tv_sec: Int(commandTimeout), tv_usec: Int((commandTimeout - commandTimeout.rounded(.down)) * 1e6))
-            setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size))
+            mayBlockInRecv = setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &limit, socklen_t(MemoryLayout<timeval>.size)) == 0
         }
         if let tls {
             session = try TLSSession(context: tls, fd: fd, host: found.tlsHost)
@@ -97,7 +100,7 @@ final class BlockingRedisConnection: @unchecked Sendable {
     /// Runs one command: written in one piece, then its reply read.
     func run(_ args: [[UInt8]], operation: String) throws -> RedisValue {
         let deadline = monotonicNanos() &+ commandTimeout
-        awaitingFirstRead = true
+        awaitingFirstRead = mayBlockInRecv
         do {
             try RESP.command(args).withUnsafeBytes { try send($0, deadline: deadline, operation: operation) }
             return try reply(deadline: deadline, operation: operation)
@@ -110,7 +113,7 @@ final class BlockingRedisConnection: @unchecked Sendable {
     /// Sends every command in one write and reads every reply (a pipeline: one round trip).
     func pipeline(_ commands: [[[UInt8]]], operation: String) throws -> [RedisValue] {
         let deadline = monotonicNanos() &+ commandTimeout
-        awaitingFirstRead = true
+        awaitingFirstRead = mayBlockInRecv
         do {
             var out: [UInt8] = []
             for c in commands { RESP.append(c, to: &out) }

@@ -20,7 +20,7 @@ final class RedisBlockingPool: Sendable {
     /// TLS for a `rediss://` endpoint.
     let tls: TLSClientContext?
     private let idle = Mutex<[BlockingRedisConnection]>([])
-    private let capacity: DispatchSemaphore
+    private let capacity: PoolPermits
 
     init(target: RedisTarget, tls: TLSClientContext?, size: Int, connectTimeout: Double, commandTimeout: Double, borrowTimeout: Double) {
         self.target = target
@@ -29,7 +29,7 @@ final class RedisBlockingPool: Sendable {
         self.connectTimeout = connectTimeout
         self.commandTimeout = commandTimeout
         self.borrowTimeout = borrowTimeout
-        self.capacity = DispatchSemaphore(value: size)
+        self.capacity = PoolPermits(count: size)
     }
 
     /// True for a connection made before the sentinels announced a failover (it may still talk to
@@ -67,10 +67,10 @@ final class RedisBlockingPool: Sendable {
     ///   on a fresh connection) when a reused connection fails: a lost reply does not say whether the
     ///   server ran the command, and running `INCR` or `SET NX` twice would corrupt the answer.
     func withConnection<R>(operation: String, idempotent: Bool, _ body: (BlockingRedisConnection) throws -> R) throws -> R {
-        guard capacity.wait(timeout: .now() + borrowTimeout) == .success else {
+        guard capacity.take(waitingAtMost: borrowTimeout) else {
             throw CacheError.poolExhausted(server: endpoint.description, size: size)
         }
-        defer { capacity.signal() }
+        defer { capacity.giveBack() }
         var reused = true
         var conn: BlockingRedisConnection
         if let c = idle.locked({ $0.popLast() }), !c.broken, !isStale(c), !RedisBlockingPool.closedWhileIdle(c) {
