@@ -45,12 +45,7 @@ say() {
 # extra copies doubled the thread phase's time and pushed the shutdown tests past their limits.
 run_suite() {
   local flags=("$@") skip="TandemFaultTests"
-  # The scripted-server and lifecycle tests added in round 3 (ClusterMapTests, ClusterRetryTests,
-  # SentinelRoleFirstTests, MemcachedBreakerTests, StampedeLockOwnershipTests, the process-wide loops'
-  # service test) pass alone under ThreadSanitizer but, run with the whole suite there, waited past
-  # their 60 s limits and pushed LoopContractTests' shutdown test past its timer: they run in the
-  # tests phase only, until that is understood.
-  case " ${flags[*]} " in *" --sanitize="*) skip="TandemFaultTests|RedisDeploymentSemantics|ClusterMapTests|ClusterRetryTests|SentinelRoleFirstTests|MemcachedBreakerTests|StampedeLockOwnershipTests|theProcessWideLoopsOutlive" ;; esac
+  case " ${flags[*]} " in *" --sanitize="*) skip="TandemFaultTests|RedisDeploymentSemantics" ;; esac
   swift build --build-tests "${flags[@]}"
   with_reports swift test --skip-build --disable-xctest "${flags[@]}" --skip "$skip"
 }
