@@ -17,9 +17,14 @@ import Foundation
     /// The loops socket-driven backends spread their connections over when no single ``loop`` is given
     /// (nil: ``TandemLoop/EventLoops/group``).
     public let loopGroup: TandemEventLoopGroup?
+    /// The cache's KEY_PREFIX, which starts every key the backend is given (`KEY_PREFIX:VERSION:key`);
+    /// nil when a KEY_FUNCTION makes the keys, so that nothing is known about how they start.
+    public let keyPrefix: String?
 
     /// Creates a configuration (the registry does this).
-    public init(alias: String, location: [String], options: BackendOptions, loop: (any TandemEventLoop)?, loopGroup: TandemEventLoopGroup? = nil) {
+    public init(alias: String, location: [String], options: BackendOptions, loop: (any TandemEventLoop)?, loopGroup: TandemEventLoopGroup? = nil,
+                keyPrefix: String? = nil) {
+        self.keyPrefix = keyPrefix
         self.alias = alias
         self.location = location
         self.options = options

@@ -61,6 +61,12 @@ public struct BackendRegistry: Sendable {
             throw CacheError.unknownBackend(alias: alias, backend: settings.backend, known: knownNames)
         }
         let allowed = entry.optionNames.union(BackendRegistry.frontOptions)
+        if settings.options["NEAR_CACHE"] != nil, !allowed.contains("NEAR_CACHE") {
+            throw CacheError.invalidSetting(
+                alias: alias, field: "OPTIONS.NEAR_CACHE",
+                reason: "a near cache needs a server that tells this process when a key changes (Redis's client tracking); "
+                    + "backend '\(entry.name)' cannot, so a local copy could be served stale: use it with the redis backend")
+        }
         for name in settings.options.keys where !allowed.contains(name) {
             throw CacheError.invalidSetting(
                 alias: alias, field: "OPTIONS.\(name)",
@@ -93,7 +99,8 @@ public struct BackendRegistry: Sendable {
             stampedeLock: lock,
             earlyRefreshBeta: options.values["EARLY_REFRESH_BETA"] == nil
                 ? nil : try options.double("EARLY_REFRESH_BETA", default: 1, range: 0.000_001...1_000_000))
-        let backend = try entry.make(BackendConfiguration(alias: alias, location: settings.location, options: options, loop: loop, loopGroup: loopGroup))
+        let backend = try entry.make(BackendConfiguration(alias: alias, location: settings.location, options: options, loop: loop, loopGroup: loopGroup,
+                                                           keyPrefix: settings.keyFunction == nil ? settings.keyPrefix : nil))
         return Cache(alias: alias, backend: backend, timeout: settings.timeout, keyPrefix: settings.keyPrefix,
                      version: settings.version, keyFunction: settings.keyFunction, codec: settings.codec,
                      asyncUnsafePolicy: policy, metricsFactory: settings.metricsFactory, resilience: resilience,

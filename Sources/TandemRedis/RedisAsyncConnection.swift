@@ -79,7 +79,13 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     /// Commands queued by other threads; one loop job sends all of them.
     private let incoming = LoopQueue<Queued>()
 
-    init(loop: any TandemEventLoop, target: RedisTarget, tls: TLSClientContext?, commandTimeout: Double, connectTimeout: Double) {
+    /// Told (on the loop) whenever an open connection closes: the server forgets what it was tracking
+    /// for it (see ``NearCache``).
+    private let onConnectionLost: (@Sendable () -> Void)?
+
+    init(loop: any TandemEventLoop, target: RedisTarget, tls: TLSClientContext?, commandTimeout: Double, connectTimeout: Double,
+         onConnectionLost: (@Sendable () -> Void)? = nil) {
+        self.onConnectionLost = onConnectionLost
         self.loop = loop
         self.target = target
         let endpoint = target.endpoint
@@ -161,6 +167,38 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
                 throw CacheError.shutDown("the event loop of \(endpoint.description)")
             }
         }
+    }
+
+    /// Sends several commands in one write from blocking code and waits for all their replies on the
+    /// calling thread (which must not be this connection's loop thread), for at most the command
+    /// timeout plus the connect timeout: the connection fails them itself by then.
+    func pipelineWaiting(_ commands: [[[UInt8]]]) throws -> [RedisValue] {
+        let done = BlockingWait<[RedisValue]>()
+        do {
+            try loop.execute { [self] in
+                var results = [RedisValue](repeating: .null, count: commands.count)
+                var remaining = commands.count
+                for (i, c) in commands.enumerated() {
+                    send(c, .callback { r in
+                        switch r {
+                        case .success(let v):
+                            results[i] = v
+                            remaining -= 1
+                            if remaining == 0 { done.finish(.success(results)) }
+                        case .failure(let e):
+                            done.finish(.failure(e))
+                        }
+                    })
+                }
+            }
+        } catch {
+            throw CacheError.shutDown("the event loop of \(endpoint.description)")
+        }
+        let limit = Double(commandTimeout + connectTimeout) / 1e9 + 1
+        guard let result = done.wait(seconds: limit) else {
+            throw CacheError.timeout(operation: "redis command", server: endpoint.description)
+        }
+        return try result.get()
     }
 
     private func pipelineOnLoop(_ commands: [[[UInt8]]]) async throws -> [RedisValue] {
@@ -394,6 +432,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
         moveWanted = false
         logger.info("redis replica reader leaves the primary to ask the sentinels again", metadata: ["server": "\(endpoint.description)"])
         socket.close()
+        onConnectionLost?()
         reader = nil
         pending.removeAll(keepingCapacity: true)
         head = 0
@@ -409,6 +448,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     private func drop(_ error: CacheError, next: Next) {
         let wasConnecting: Bool
         if case .connecting = state { wasConnecting = true } else { wasConnecting = false }
+        if case .ready = state { onConnectionLost?() } else if wasConnecting { onConnectionLost?() }
         socket.close()
         reader = nil
         let victims = pending[head...]

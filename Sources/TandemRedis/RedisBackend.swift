@@ -33,6 +33,12 @@ import Glibc
 ///   server; default one per loop, spread over the loops), `DB`, `USERNAME`, `PASSWORD` (the URL's credentials win), `READ_FROM_REPLICAS`
 ///   (Sentinel and Cluster, false), `SENTINEL_USERNAME` and `SENTINEL_PASSWORD` (the sentinels' own
 ///   login, for sentinels run with `requirepass`; the location's credentials are the data nodes').
+/// - `NEAR_CACHE`: `true`, or an object with `MAX_ENTRIES` (10000), `MAX_BYTES` (64 MiB), `TTL` (s,
+///   60: the longest a value lives locally) and `MODE` (`"tracking"`, the default, or `"broadcast"`):
+///   reads (`get`, `get_many`, `has_key`, the read of `get_or_set`) are kept in process memory, in
+///   both faces, and Redis tells the process when a kept key changes (client tracking, one
+///   invalidation connection per server). See ``NearCache`` for what it guarantees. Not on
+///   `redis+cluster://` yet.
 /// - Blocking face: the calling thread talks to Redis on a pooled connection. Async face: connections
 ///   owned by the loop, commands submitted in one loop turn go out in one write.
 /// - `clear()` runs FLUSHDB on the primary's database, as Django does: it removes every key in that
@@ -43,11 +49,18 @@ import Glibc
 @_spi(Backend) public final class RedisBackend: CacheBackend {
     let primary: RedisNode
     let replicas: [RedisNode]
+    /// Hot values kept in process memory (`NEAR_CACHE`), with one invalidation connection per server
+    /// (the primary, then the replicas, as ``node(_:)`` numbers them).
+    let near: NearCache?
+    let listeners: [InvalidationListener]
+    /// The near caches of this process on the same locations (this one among them): local writes
+    /// drop their keys from all of them.
+    let neighbours: NearCacheNeighbours?
 
     /// The OPTIONS this backend understands.
     public static let optionNames: Set<String> = [
         "CONNECT_TIMEOUT", "COMMAND_TIMEOUT", "POOL_SIZE", "POOL_TIMEOUT", "ASYNC_CONNECTIONS", "DB", "USERNAME", "PASSWORD",
-        "SSL_CA_CERTS", "SSL_CERTFILE", "SSL_KEYFILE", "SSL_CERT_REQS", "SSL_CHECK_HOSTNAME", "READ_FROM_REPLICAS", "SENTINEL_USERNAME", "SENTINEL_PASSWORD",
+        "SSL_CA_CERTS", "SSL_CERTFILE", "SSL_KEYFILE", "SSL_CERT_REQS", "SSL_CHECK_HOSTNAME", "READ_FROM_REPLICAS", "SENTINEL_USERNAME", "SENTINEL_PASSWORD", "NEAR_CACHE",
     ]
 
     /// The registry entry: `redis`, and Django's and django-redis's dotted names.
@@ -67,6 +80,10 @@ import Glibc
         _ = RedisBackend.ignoreSIGPIPE
         guard config.location.count == 1 else {
             throw config.locationError("a redis+cluster:// location names every seed node itself (host:port,host:port...); give it alone")
+        }
+        if try NearCacheSettings.parse(config.options) != nil {
+            throw CacheError.invalidSetting(alias: config.alias, field: "OPTIONS.NEAR_CACHE",
+                                            reason: "not available on redis+cluster:// yet (a plain server, replicas or Sentinel only)")
         }
         let endpoint = try RedisEndpoint.parse(first, alias: config.alias, options: config.options)
         let settings = try nodeSettings(config)
@@ -99,6 +116,12 @@ import Glibc
         let commandTimeout = settings.commandTimeout
         let loop = settings.loops[0]
         let readFromReplicas = try o.bool("READ_FROM_REPLICAS", default: false)
+        let nearSettings = try NearCacheSettings.parse(o)
+        let servers = config.location.count + (readFromReplicas ? config.location.count : 0)
+        let near = nearSettings.map { NearCache(settings: $0, servers: servers) }
+        // In tracking mode the server forgets what a connection read when it closes.
+        var lost: (@Sendable () -> Void)?
+        if let near, near.settings.mode == .tracking { lost = { near.flush() } }
         var nodes: [RedisNode] = []
         var replicaReaders: [RedisNode] = []
         var contexts: [TLSClientSettings: TLSClientContext] = [:]
@@ -115,9 +138,10 @@ import Glibc
             if endpoint.clusterSeeds != nil {
                 throw config.locationError("a redis+cluster:// location names every seed node itself (host:port,host:port...); give it alone")
             }
-            nodes.append(settings.makeNode(RedisTarget(endpoint: endpoint, sentinel: sentinel), tls: tls))
+            nodes.append(settings.makeNode(RedisTarget(endpoint: endpoint, sentinel: sentinel), tls: tls, onConnectionLost: lost))
             if readFromReplicas, sentinel != nil {
-                replicaReaders.append(settings.makeNode(RedisTarget(endpoint: endpoint, sentinel: sentinel, readsReplica: true), tls: tls))
+                replicaReaders.append(settings.makeNode(RedisTarget(endpoint: endpoint, sentinel: sentinel, readsReplica: true), tls: tls,
+                                                        onConnectionLost: lost))
             }
         }
         if readFromReplicas && replicaReaders.isEmpty {
@@ -126,9 +150,23 @@ import Glibc
         }
         primary = nodes[0]
         replicas = Array(nodes.dropFirst()) + replicaReaders
+        self.near = near
+        neighbours = near.map { NearCacheNeighbours.joining($0, location: config.location.joined(separator: ",")) }
+        if let near {
+            let prefix = near.settings.mode == .broadcast ? (config.keyPrefix.map { $0.isEmpty ? "" : $0 + ":" } ?? "") : nil
+            listeners = ([primary] + replicas).enumerated().map { i, node in
+                InvalidationListener(loop: settings.loops[i % settings.loops.count], target: node.pool.target, tls: node.pool.tls, server: i,
+                                     near: near, broadcastPrefix: prefix, connectTimeout: connectTimeout, commandTimeout: commandTimeout)
+            }
+        } else {
+            listeners = []
+        }
     }
 
-    deinit { close() }
+    deinit {
+        close()
+        if let near { neighbours?.leave(near) }
+    }
 
     /// Loads the CA and client certificate files once, when the cache is built: a file that cannot be
     /// used is a settings error naming it. Turning verification off is logged, once per cache.
@@ -287,6 +325,16 @@ import Glibc
 
     // MARK: blocking face
 
+    /// Runs a write of `key`, dropping the key from the near cache before it is sent and again once
+    /// it is answered (or failed), so that this process reads its own write.
+    @inline(__always)
+    private func write<R>(_ key: String, _ body: () throws -> R) rethrows -> R {
+        guard let neighbours else { return try body() }
+        neighbours.drop([key])
+        defer { neighbours.drop([key]) }
+        return try body()
+    }
+
     /// Runs one command on a pooled connection. `idempotent`: safe to retry after a lost reply.
     private func run(_ node: RedisNode, _ op: String, _ args: [[UInt8]], idempotent: Bool) throws -> RedisValue {
         try node.pool.withConnection(operation: op, idempotent: idempotent) { try $0.run(args, operation: op) }
@@ -303,23 +351,29 @@ import Glibc
     }
 
     /// GET on a pooled blocking connection (to a replica when there are replicas).
-    public func get(_ key: String) throws -> StoredValue? { try perform(.get(key)) }
+    public func get(_ key: String) throws -> StoredValue? {
+        if let near { return try nearGet(near, key) }
+        return try perform(.get(key))
+    }
 
     /// One MGET on a pooled blocking connection (to a replica when there are replicas).
     public func getMany(_ keys: [String]) throws -> [String: StoredValue] {
         if keys.isEmpty { return [:] }
+        if let near { return try nearGetMany(near, keys) }
         let n = readNode
         return try Self.mapMGet(try run(n, "MGET", RedisBackend.mgetCommand(keys), idempotent: true), keys, n)
     }
 
     /// SET with PX (NX for `.add`) on the primary; false when `.add` found a live key.
     public func set(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) throws -> Bool {
-        try perform(.set(key, value, expiry, mode))
+        try write(key) { try perform(.set(key, value, expiry, mode)) }
     }
 
     /// All the SETs pipelined in one round trip on the primary; returns the keys that failed.
     public func setMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) throws -> [String] {
         if items.isEmpty { return [] }
+        neighbours?.drop(items.map(\.key))
+        defer { neighbours?.drop(items.map(\.key)) }
         let replies = try primary.pool.withConnection(operation: "SET", idempotent: true) {
             try $0.pipeline(items.map { RedisBackend.setCommand($0.key, $0.value, expiry, .set) }, operation: "SET")
         }
@@ -327,33 +381,43 @@ import Glibc
     }
 
     /// DEL on the primary; whether the key existed.
-    public func delete(_ key: String) throws -> Bool { try perform(.delete(key)) }
+    public func delete(_ key: String) throws -> Bool { try write(key) { try perform(.delete(key)) } }
 
     /// One DEL of every key on the primary.
     public func deleteMany(_ keys: [String]) throws {
         if keys.isEmpty { return }
+        neighbours?.drop(keys)
+        defer { neighbours?.drop(keys) }
         _ = try Self.mapInteger(try run(primary, "DEL", RedisBackend.delCommand(keys), idempotent: true), primary)
     }
 
     /// INCRBY on the primary, atomic; a missing key is `CacheError.missingKey`.
-    public func incr(_ key: String, by delta: Int64) throws -> Int64 { try perform(.incr(key, delta)) }
+    public func incr(_ key: String, by delta: Int64) throws -> Int64 { try write(key) { try perform(.incr(key, delta)) } }
 
     /// PEXPIRE (or PERSIST for `.never`) on the primary; whether the key existed.
-    public func touch(_ key: String, expiry: CacheExpiry) throws -> Bool { try perform(.touch(key, expiry)) }
+    public func touch(_ key: String, expiry: CacheExpiry) throws -> Bool { try write(key) { try perform(.touch(key, expiry)) } }
 
     /// The compare-and-delete script on the primary; whether it deleted the key.
-    public func deleteIfEqual(_ key: String, _ expected: StoredValue) throws -> Bool { try perform(.deleteIfEqual(key, expected)) }
+    public func deleteIfEqual(_ key: String, _ expected: StoredValue) throws -> Bool {
+        try write(key) { try perform(.deleteIfEqual(key, expected)) }
+    }
 
     /// EXISTS (on a replica when there are replicas).
-    public func hasKey(_ key: String) throws -> Bool { try perform(.hasKey(key)) }
+    public func hasKey(_ key: String) throws -> Bool {
+        if let near { return try nearGet(near, key) != nil }
+        return try perform(.hasKey(key))
+    }
 
     /// FLUSHDB on the primary's database (every key in it, as Django's RedisCache.clear does).
     public func clear() throws {
+        neighbours?.flush()
+        defer { neighbours?.flush() }
         try Self.mapStatus(try run(primary, "FLUSHDB", RedisBackend.flushCommand, idempotent: true), primary)
     }
 
     /// Closes idle blocking connections and the async connections; the next command reconnects.
     public func close() {
+        stopListening()
         for n in [primary] + replicas {
             n.pool.close()
             for c in n.connections { c.shutdown() }
@@ -367,7 +431,10 @@ import Glibc
     /// Inlined into the protocol witness, so that the witness is not an async frame of its own on
     /// the path (see ``RedisAsyncConnection/command(_:idempotent:)``).
     @inline(__always)
-    public func asyncGet(_ key: String) async throws -> StoredValue? { try await performAsync(.get(key)) }
+    public func asyncGet(_ key: String) async throws -> StoredValue? {
+        if let near { return try await nearGetAsync(near, key) }
+        return try await performAsync(.get(key))
+    }
 
     /// Runs `op` on the loop-driven connection of the node it goes to: the async executor of
     /// ``RedisOperation``. An idempotent operation is sent once more if the server closed the
@@ -391,48 +458,74 @@ import Glibc
     /// One MGET on a loop-driven connection.
     public func asyncGetMany(_ keys: [String]) async throws -> [String: StoredValue] {
         if keys.isEmpty { return [:] }
+        if let near { return try await nearGetManyAsync(near, keys) }
         let n = readNode
         return try Self.mapMGet(try await Self.idempotent(n, RedisBackend.mgetCommand(keys)), keys, n)
     }
 
     /// SET with PX (NX for `.add`) on the primary's loop-driven connection.
     public func asyncSet(_ key: String, _ value: StoredValue, expiry: CacheExpiry, mode: SetMode) async throws -> Bool {
-        try await performAsync(.set(key, value, expiry, mode))
+        neighbours?.drop([key])
+        defer { neighbours?.drop([key]) }
+        return try await performAsync(.set(key, value, expiry, mode))
     }
 
     /// All the SETs in one write on the primary's loop-driven connection; returns the keys that failed.
     public func asyncSetMany(_ items: [(key: String, value: StoredValue)], expiry: CacheExpiry) async throws -> [String] {
         if items.isEmpty { return [] }
+        neighbours?.drop(items.map(\.key))
+        defer { neighbours?.drop(items.map(\.key)) }
         let commands = items.map { RedisBackend.setCommand($0.key, $0.value, expiry, .set) }
         let replies = try await primary.connection.pipeline(commands, idempotent: true)
         return zip(items, replies).compactMap { item, reply in (try? Self.mapSet(reply, primary)) == true ? nil : item.key }
     }
 
     /// DEL on the primary's loop-driven connection; whether the key existed.
-    public func asyncDelete(_ key: String) async throws -> Bool { try await performAsync(.delete(key)) }
+    public func asyncDelete(_ key: String) async throws -> Bool {
+        neighbours?.drop([key])
+        defer { neighbours?.drop([key]) }
+        return try await performAsync(.delete(key))
+    }
 
     /// One DEL of every key on the primary's loop-driven connection.
     public func asyncDeleteMany(_ keys: [String]) async throws {
         if keys.isEmpty { return }
+        neighbours?.drop(keys)
+        defer { neighbours?.drop(keys) }
         _ = try Self.mapInteger(try await Self.idempotent(primary, RedisBackend.delCommand(keys)), primary)
     }
 
     /// INCRBY on the primary's loop-driven connection: atomic in the async face too.
-    public func asyncIncr(_ key: String, by delta: Int64) async throws -> Int64 { try await performAsync(.incr(key, delta)) }
+    public func asyncIncr(_ key: String, by delta: Int64) async throws -> Int64 {
+        neighbours?.drop([key])
+        defer { neighbours?.drop([key]) }
+        return try await performAsync(.incr(key, delta))
+    }
 
     /// PEXPIRE (or PERSIST) on the primary's loop-driven connection; whether the key existed.
-    public func asyncTouch(_ key: String, expiry: CacheExpiry) async throws -> Bool { try await performAsync(.touch(key, expiry)) }
+    public func asyncTouch(_ key: String, expiry: CacheExpiry) async throws -> Bool {
+        neighbours?.drop([key])
+        defer { neighbours?.drop([key]) }
+        return try await performAsync(.touch(key, expiry))
+    }
 
     /// The compare-and-delete script on the primary's loop-driven connection.
     public func asyncDeleteIfEqual(_ key: String, _ expected: StoredValue) async throws -> Bool {
-        try await performAsync(.deleteIfEqual(key, expected))
+        neighbours?.drop([key])
+        defer { neighbours?.drop([key]) }
+        return try await performAsync(.deleteIfEqual(key, expected))
     }
 
     /// EXISTS on a loop-driven connection.
-    public func asyncHasKey(_ key: String) async throws -> Bool { try await performAsync(.hasKey(key)) }
+    public func asyncHasKey(_ key: String) async throws -> Bool {
+        if let near { return try await nearGetAsync(near, key) != nil }
+        return try await performAsync(.hasKey(key))
+    }
 
     /// FLUSHDB on the primary's loop-driven connection (the whole database).
     public func asyncClear() async throws {
+        neighbours?.flush()
+        defer { neighbours?.flush() }
         try Self.mapStatus(try await Self.idempotent(primary, RedisBackend.flushCommand), primary)
     }
 }

@@ -16,11 +16,13 @@ struct RedisNodeSettings: Sendable {
     let poolTimeout: Double
     let asyncConnections: Int
 
-    func makeNode(_ target: RedisTarget, tls: TLSClientContext?) -> RedisNode {
+    /// - Parameter onConnectionLost: told whenever one of the node's async connections closes.
+    func makeNode(_ target: RedisTarget, tls: TLSClientContext?, onConnectionLost: (@Sendable () -> Void)? = nil) -> RedisNode {
         let pool = RedisBlockingPool(target: target, tls: tls, size: poolSize, connectTimeout: connectTimeout,
                                      commandTimeout: commandTimeout, borrowTimeout: poolTimeout)
         let conns = (0..<asyncConnections).map { i in
-            RedisAsyncConnection(loop: loops[i % loops.count], target: target, tls: tls, commandTimeout: commandTimeout, connectTimeout: connectTimeout)
+            RedisAsyncConnection(loop: loops[i % loops.count], target: target, tls: tls, commandTimeout: commandTimeout, connectTimeout: connectTimeout,
+                                 onConnectionLost: onConnectionLost)
         }
         return RedisNode(endpoint: target.endpoint, pool: pool, connections: conns, readsOnly: target.clusterReplica)
     }
