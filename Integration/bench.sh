@@ -39,7 +39,7 @@ start_small_file() {
 }
 for s in "${scenarios[@]}"; do
   case "$s" in
-    redis-*|inflight-10k|loop-group)
+    redis-*|near-cache-*|inflight-10k|loop-group)
       [ "$s" = inflight-10k ] && start_upstream
       [ "$s" = loop-group ] && start_small_file
       if [ "$s" = redis-cluster-async-get ]; then

@@ -238,18 +238,21 @@ final class CacheCore: Sendable {
     /// to a backend that waits on I/O are counted, so that a shutdown can wait for them; an in-memory
     /// backend's calls end in microseconds, so they only check the flag (one load, no shared write
     /// that threads would fight over).
+    /// - Returns: the gate's counter to hand to ``leave(_:)`` (nil for an in-memory backend).
     @inline(__always)
-    private func enter() throws {
+    private func enter() throws -> ShutdownGate.Stripe? {
         if guarded {
-            guard gate.enter() else { throw CacheError.shutDown("cache '\(alias)'") }
+            guard let stripe = gate.enter() else { throw CacheError.shutDown("cache '\(alias)'") }
+            return stripe
         } else if gate.isClosed {
             throw CacheError.shutDown("cache '\(alias)'")
         }
+        return nil
     }
 
     @inline(__always)
-    private func leave() {
-        if guarded { gate.leave() }
+    private func leave(_ stripe: ShutdownGate.Stripe?) {
+        if let stripe { gate.leave(stripe) }
     }
 
     // MARK: recording
@@ -280,8 +283,8 @@ final class CacheCore: Sendable {
     @inline(__always)
     func asyncGet(_ k: String) async throws -> StoredValue? {
         guard plain else { return try await asyncGetTraced(k) }
-        try enter()
-        defer { leave() }
+        let admitted = try enter()
+        defer { leave(admitted) }
         do { return try await backend.asyncGet(k) } catch { return try failOpen(.get, error, .some(nil), breaker: nil) }
     }
 
@@ -299,8 +302,8 @@ final class CacheCore: Sendable {
     /// ``run(_:fallback:_:)``'s work, outside any span.
     @inline(__always)
     private func runUntraced<R>(_ op: CacheOp, key: String?, fallback: R?, _ body: () throws -> R) throws -> R {
-        try enter()
-        defer { leave() }
+        let admitted = try enter()
+        defer { leave(admitted) }
         let breaker = breaker(for: key)
         if let breaker, !breaker.admit() { return try failOpen(op, circuitOpen(breaker), fallback, breaker: nil) }
         if !metrics.timing {
@@ -330,8 +333,8 @@ final class CacheCore: Sendable {
 
     @inline(__always)
     private func runAsyncUntraced<R>(_ op: CacheOp, key: String?, fallback: R?, _ body: () async throws -> R) async throws -> R {
-        try enter()
-        defer { leave() }
+        let admitted = try enter()
+        defer { leave(admitted) }
         let breaker = breaker(for: key)
         if let breaker, !breaker.admit() { return try failOpen(op, circuitOpen(breaker), fallback, breaker: nil) }
         if !metrics.timing {

@@ -2,7 +2,7 @@
 /// "mark used" in O(1), and the oldest `k` entries removed in O(k), as Django's LocMemCache does with
 /// its `OrderedDict` (`move_to_end` on every read, `popitem(last=False)` to cull). Not thread-safe:
 /// its owner holds it under a lock.
-package struct LRUTable<Value> {
+struct LRUTable<Value> {
     private struct Node {
         var key: String
         var value: Value?
@@ -17,29 +17,28 @@ package struct LRUTable<Value> {
     private var oldest = -1
     private var newest = -1
 
-    /// An empty table.
-    package init() {}
+    init() {}
 
-    package var count: Int { slots.count }
+    var count: Int { slots.count }
 
     /// The slot of `key`, if present (a slot is valid until its entry is removed).
-    package func slot(of key: String) -> Int? { slots[key] }
+    func slot(of key: String) -> Int? { slots[key] }
 
     /// The value in a valid slot (read and changed in place, without copying it).
-    package subscript(slot: Int) -> Value {
+    subscript(slot: Int) -> Value {
         _read { yield nodes[slot].value! }
         _modify { yield &nodes[slot].value! }
     }
 
     /// Makes the entry in `slot` the most recently used.
-    package mutating func markUsed(_ slot: Int) {
+    mutating func markUsed(_ slot: Int) {
         guard slot != newest else { return }
         unlink(slot)
         linkNewest(slot)
     }
 
     /// Stores `value` under `key` as the most recently used entry.
-    package mutating func set(_ key: String, _ value: Value) {
+    mutating func set(_ key: String, _ value: Value) {
         if let s = slots[key] {
             nodes[s].value = value
             markUsed(s)
@@ -59,7 +58,7 @@ package struct LRUTable<Value> {
 
     /// Removes the entry in a valid slot and returns its value.
     @discardableResult
-    package mutating func remove(slot s: Int) -> Value {
+    mutating func remove(slot s: Int) -> Value {
         unlink(s)
         let value = nodes[s].value!
         slots.removeValue(forKey: nodes[s].key)
@@ -71,20 +70,20 @@ package struct LRUTable<Value> {
 
     /// Removes `key`'s entry, if any, and returns its value.
     @discardableResult
-    package mutating func removeValue(forKey key: String) -> Value? {
+    mutating func removeValue(forKey key: String) -> Value? {
         guard let s = slots[key] else { return nil }
         return remove(slot: s)
     }
 
     /// Removes the least recently used entry and returns its key and value (nil when empty).
-    package mutating func removeOldest() -> (key: String, value: Value)? {
+    mutating func removeOldest() -> (key: String, value: Value)? {
         guard oldest >= 0 else { return nil }
         let key = nodes[oldest].key
         return (key, remove(slot: oldest))
     }
 
     /// Removes the `k` least recently used entries.
-    package mutating func removeOldest(_ k: Int) {
+    mutating func removeOldest(_ k: Int) {
         var left = k
         while left > 0, oldest >= 0 {
             remove(slot: oldest)
@@ -92,12 +91,12 @@ package struct LRUTable<Value> {
         }
     }
 
-    package mutating func removeAll() {
+    mutating func removeAll() {
         self = LRUTable()
     }
 
     /// The keys from the least to the most recently used (for tests).
-    package var keysByAge: [String] {
+    var keysByAge: [String] {
         var out: [String] = []
         var s = oldest
         while s >= 0 {

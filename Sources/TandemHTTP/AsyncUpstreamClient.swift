@@ -152,8 +152,8 @@ public struct AsyncUpstreamClient: Sendable {
     func sendOnce(_ request: UpstreamRequest) async throws -> UpstreamResponse {
         try request.validate()
         HTTPTracing.attempts?.bump()
-        guard client.gate.enter() else { throw UpstreamError.clientShutDown }
-        defer { client.gate.leave() }
+        guard let admitted = client.gate.enter() else { throw UpstreamError.clientShutDown }
+        defer { client.gate.leave(admitted) }
         let m = multi
         let transfer = Transfer(request: request, maxBody: m.configuration.maxBodyBytes, multi: m)
         try await withPromise(waiterLoop: m.loop) { (p: LoopPromise<Void>) in

@@ -47,6 +47,18 @@ struct BenchResult: Encodable {
     /// Loop-group lines: CPU of the loop threads alone per operation (Tandem's side, the reference's side).
     var loopCpuUsPerOp: Double? = nil
     var referenceLoopCpuUsPerOp: Double? = nil
+    /// Microseconds per operation (per-operation lines), Tandem's and the reference's.
+    var usPerOp: Double? = nil
+    var referenceUsPerOp: Double? = nil
+    /// near-cache-staleness: milliseconds from a write's acknowledgement to the first read of it, the
+    /// reads that returned a value older than the last acknowledged write by more than 2 ms, the
+    /// values the readers saw and their reads.
+    var p50Ms: Double? = nil
+    var p99Ms: Double? = nil
+    var maxMs: Double? = nil
+    var staleReads: Int? = nil
+    var valuesSeen: Int? = nil
+    var reads: Int? = nil
 
     enum CodingKeys: String, CodingKey {
         case scenario, reference, tandem, unit, ratio, better
@@ -72,6 +84,14 @@ struct BenchResult: Encodable {
         case referenceName = "reference_name"
         case loopCpuUsPerOp = "loop_cpu_us_per_op"
         case referenceLoopCpuUsPerOp = "reference_loop_cpu_us_per_op"
+        case usPerOp = "us_per_op"
+        case referenceUsPerOp = "reference_us_per_op"
+        case p50Ms = "p50_ms"
+        case p99Ms = "p99_ms"
+        case maxMs = "max_ms"
+        case staleReads = "stale_reads"
+        case valuesSeen = "values_seen"
+        case reads
     }
 
     /// Prints the JSON line that `Integration/bench.sh` collects.
@@ -190,9 +210,10 @@ struct TandemBench: AsyncParsableCommand {
         abstract: "Side-by-side benchmarks: a reference and Tandem in the same run, one JSON line per scenario.")
 
     static let known = ["locmem", "loop-roundtrip", "bridge-overhead", "redis-async-get", "redis-tls-async-get", "redis-cluster-async-get", "redis-sync-get",
-                        "memcached-async-get", "memcached-sync-get", "http-fanout-delay", "http-small-gets", "stampede", "hedged-fanout", "http-cached-get", "inflight-10k", "ahc-peer", "loop-group"]
+                        "memcached-async-get", "memcached-sync-get", "http-fanout-delay", "http-small-gets", "stampede", "hedged-fanout", "http-cached-get", "inflight-10k", "ahc-peer", "loop-group",
+                        "near-cache-get", "near-cache-staleness"]
 
-    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-tls-async-get, redis-cluster-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets, stampede, hedged-fanout, http-cached-get, inflight-10k, ahc-peer, loop-group.")
+    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-tls-async-get, redis-cluster-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets, stampede, hedged-fanout, http-cached-get, inflight-10k, ahc-peer, loop-group, near-cache-get, near-cache-staleness.")
     var scenarios: [String] = ["locmem"]
 
     @Option(help: "Seconds per measurement.")
@@ -289,6 +310,10 @@ struct TandemBench: AsyncParsableCommand {
                 try await InflightScenario(redis: redis, upstream: upstream, seconds: max(seconds, 3)).run().emit()
             case "loop-group":
                 for r in try await LoopGroupScenario(redis: redis, smallFile: smallFile, seconds: seconds, rounds: rounds).run() { r.emit() }
+            case "near-cache-get":
+                for r in try await NearCacheScenarios(url: redis, seconds: seconds, rounds: rounds).get() { r.emit() }
+            case "near-cache-staleness":
+                try await NearCacheScenarios(url: redis, seconds: max(seconds, 2), rounds: rounds).staleness().emit()
             case "stampede":
                 try await StampedeScenario(rounds: max(rounds, 5)).run().emit()
             default:

@@ -31,30 +31,51 @@ final class NearCache: Sendable {
         var flushes = 0
     }
 
-    private struct Entry {
-        let value: StoredValue?
-        let expiresAt: UInt64
-        let size: Int
-    }
-
     private struct State {
-        var table = LRUTable<Entry>()
-        var bytes = 0
+        var table = ExpiringValues()
         /// The mark of the latest read of each key that may still be kept.
         var marks: [String: UInt64] = [:]
         var nextMark: UInt64 = 1
-        /// Each server's invalidation connection's client id, while its subscription is up.
+        /// Each server's invalidation connection's client id, while its subscription is up (a copy in
+        /// every shard, changed in all of them, so that a mark and a loss of tracking are ordered by
+        /// the shard's lock).
         var redirect: [Int64?]
         var statistics = Statistics()
     }
 
+    /// A part of the cache with a lock of its own: keys are spread over the shards by their hash, so
+    /// that threads reading different keys seldom wait for each other.
+    private final class Shard: Sendable {
+        let state: Mutex<State>
+        let maxEntries: Int
+        let maxBytes: Int
+        init(servers: Int, maxEntries: Int, maxBytes: Int) {
+            state = Mutex(State(redirect: Array(repeating: nil, count: servers)))
+            self.maxEntries = maxEntries
+            self.maxBytes = maxBytes
+        }
+    }
+
     let settings: NearCacheSettings
-    private let state: Mutex<State>
+    private let shards: [Shard]
+    private let shardMask: Int
 
     /// A near cache for a backend that reads from `servers` servers (the primary, then the replicas).
+    /// Up to 16 shards, each with a fair part of the entries and bytes (at least 64 entries and 1 MiB
+    /// each; small caches have one shard and an exact least-recently-used order).
     init(settings: NearCacheSettings, servers: Int) {
         self.settings = settings
-        state = Mutex(State(redirect: Array(repeating: nil, count: servers)))
+        var count = 1
+        while count < 16 && settings.maxEntries / (count * 2) >= 64 && settings.maxBytes / (count * 2) >= 1 << 20 { count *= 2 }
+        shards = (0..<count).map { _ in
+            Shard(servers: servers, maxEntries: max(1, settings.maxEntries / count), maxBytes: settings.maxBytes / count)
+        }
+        shardMask = count - 1
+    }
+
+    @inline(__always)
+    private func shard(_ key: String) -> Shard {
+        shards.count == 1 ? shards[0] : shards[key.hashValue & shardMask]
     }
 
     /// The bytes an entry is counted for: its key, its value and a fixed overhead.
@@ -65,26 +86,20 @@ final class NearCache: Sendable {
     /// The key's local value, if it is here and has not expired.
     func lookup(_ key: String) -> Lookup {
         let now = monotonicNanos()
-        return state.locked { s in
-            guard let slot = s.table.slot(of: key) else {
+        return shard(key).state.locked { s in
+            guard let found = s.table.lookup(key, now: now) else {
                 s.statistics.misses += 1
                 return .miss
             }
-            if s.table[slot].expiresAt <= now {
-                s.bytes -= s.table.remove(slot: slot).size
-                s.statistics.misses += 1
-                return .miss
-            }
-            s.table.markUsed(slot)
             s.statistics.hits += 1
-            return .hit(s.table[slot].value)
+            return .hit(found)
         }
     }
 
     /// Takes a mark for a read of `key` from server `server`; nil while that server's invalidation
     /// connection is not subscribed (the reply is then not kept).
     func mark(_ key: String, server: Int) -> NearMark? {
-        state.locked { s in
+        shard(key).state.locked { s in
             guard let redirect = s.redirect[server] else { return nil }
             let token = s.nextMark
             s.nextMark += 1
@@ -103,81 +118,95 @@ final class NearCache: Sendable {
         if remainingMilliseconds >= 0 { lifetime = min(lifetime, UInt64(remainingMilliseconds) * 1_000_000) }
         guard lifetime > 0 else { return forget(mark) }
         let size = Self.size(mark.key, value)
-        state.locked { s in
+        let shard = shard(mark.key)
+        shard.state.locked { s in
             guard s.marks[mark.key] == mark.token else { return }
             s.marks[mark.key] = nil
-            if let old = s.table.removeValue(forKey: mark.key) { s.bytes -= old.size }
-            guard size <= settings.maxBytes else { return }
-            while s.table.count >= settings.maxEntries || s.bytes + size > settings.maxBytes, let (_, old) = s.table.removeOldest() {
-                s.bytes -= old.size
-                s.statistics.evictions += 1
-            }
-            s.table.set(mark.key, Entry(value: value, expiresAt: now &+ lifetime, size: size))
-            s.bytes += size
+            s.statistics.evictions += s.table.store(mark.key, value, expiresAt: now &+ lifetime, size: size,
+                                                    maxEntries: shard.maxEntries, maxBytes: shard.maxBytes)
         }
     }
 
     /// Gives a mark up without keeping anything (the read failed or its reply is not to be kept).
     func forget(_ mark: NearMark) {
-        state.locked { s in
+        shard(mark.key).state.locked { s in
             if s.marks[mark.key] == mark.token { s.marks[mark.key] = nil }
         }
     }
 
     /// Drops `keys` and their marks: a write by this process.
     func drop(_ keys: [String]) {
-        state.locked { s in
-            for k in keys {
+        for k in keys {
+            shard(k).state.locked { s in
                 s.marks[k] = nil
-                if let old = s.table.removeValue(forKey: k) { s.bytes -= old.size }
+                s.table.remove(k)
             }
         }
     }
 
     /// Drops `keys` and their marks: the server says they changed.
     func invalidate(_ keys: [[UInt8]]) {
-        state.locked { s in
-            for raw in keys {
-                let k = String(decoding: raw, as: UTF8.self)
+        for raw in keys {
+            let k = String(decoding: raw, as: UTF8.self)
+            shard(k).state.locked { s in
                 s.statistics.invalidations += 1
                 s.marks[k] = nil
-                if let old = s.table.removeValue(forKey: k) { s.bytes -= old.size }
+                s.table.remove(k)
             }
         }
     }
 
     /// Drops everything and every mark (a flush, or tracking lost).
     func flush() {
-        state.locked { Self.flush(&$0) }
+        for (i, shard) in shards.enumerated() {
+            shard.state.locked { s in Self.clear(&s, counted: i == 0) }
+        }
     }
 
-    private static func flush(_ s: inout State) {
+    private static func clear(_ s: inout State, counted: Bool) {
         s.table.removeAll()
-        s.bytes = 0
         s.marks.removeAll()
-        s.statistics.flushes += 1
+        if counted { s.statistics.flushes += 1 }
     }
 
     /// Server `server`'s invalidation connection is subscribed, as client `id`.
     func trackingStarted(server: Int, id: Int64) {
-        state.locked { $0.redirect[server] = id }
+        for shard in shards { shard.state.locked { $0.redirect[server] = id } }
     }
 
     /// Server `server` can no longer tell this process about changes: everything is dropped, and
     /// nothing read from it is kept until ``trackingStarted(server:id:)``.
     func trackingLost(server: Int) {
-        state.locked { s in
-            s.redirect[server] = nil
-            Self.flush(&s)
+        for (i, shard) in shards.enumerated() {
+            shard.state.locked { s in
+                s.redirect[server] = nil
+                Self.clear(&s, counted: i == 0)
+            }
         }
     }
 
     /// Server `server`'s invalidation connection's client id while it is subscribed.
     func trackingID(server: Int) -> Int64? {
-        state.locked { $0.redirect[server] }
+        shards[0].state.locked { $0.redirect[server] }
     }
 
-    var statistics: Statistics { state.locked { $0.statistics } }
+    var statistics: Statistics {
+        shards.reduce(into: Statistics()) { total, shard in
+            let s = shard.state.locked { $0.statistics }
+            total.hits += s.hits
+            total.misses += s.misses
+            total.invalidations += s.invalidations
+            total.evictions += s.evictions
+            total.flushes += s.flushes
+        }
+    }
+
     /// Entries and the bytes they are counted for.
-    var usage: (entries: Int, bytes: Int) { state.locked { ($0.table.count, $0.bytes) } }
+    var usage: (entries: Int, bytes: Int) {
+        shards.reduce(into: (0, 0)) { total, shard in
+            let u = shard.state.locked { ($0.table.count, $0.table.bytes) }
+            total.0 += u.0
+            total.1 += u.1
+        }
+    }
 }
