@@ -66,7 +66,8 @@ let package = Package(
         // face) drive it; the cache front does not link OpenSSL.
         .target(name: "TandemTransport", dependencies: ["TandemLoop", "TandemCache", "COpenSSL"]),
         .systemLibrary(name: "CHiredis", providers: [.apt(["libhiredis-dev"])]),
-        .target(name: "TandemRedis", dependencies: ["TandemCache", "TandemLoop", "TandemTransport", "CHiredis", .product(name: "Logging", package: "swift-log")]),
+        .target(name: "TandemRedis", dependencies: ["TandemCache", "TandemLoop", "TandemTransport", "CHiredis", .product(name: "Logging", package: "swift-log"),
+                                                   .product(name: "Metrics", package: "swift-metrics")]),
         .systemLibrary(name: "CMemcached", pkgConfig: "libmemcached", providers: [.apt(["libmemcached-dev"])]),
         .target(name: "TandemMemcached", dependencies: ["TandemCache", "TandemLoop", "TandemTransport", "CMemcached"]),
         .systemLibrary(name: "CCurl", pkgConfig: "libcurl", providers: [.apt(["libcurl4-openssl-dev"])]),
@@ -108,7 +109,8 @@ let package = Package(
         // Shared test code (the semantic suite, fixtures, server helpers): used by the test targets only.
         .target(name: "TandemTestSupport", dependencies: ["Tandem"], path: "Tests/Support"),
         .testTarget(name: "TandemLoopTests", dependencies: ["TandemLoop", "TandemTestSupport"]),
-        .testTarget(name: "TandemRedisTests", dependencies: ["TandemRedis", "Tandem", "TandemTestSupport"]),
+        .testTarget(name: "TandemRedisTests", dependencies: ["TandemRedis", "Tandem", "TandemTestSupport",
+                                                           .product(name: "MetricsTestKit", package: "swift-metrics")]),
         .testTarget(name: "TandemMemcachedTests", dependencies: ["TandemMemcached", "Tandem", "TandemTestSupport"]),
         .testTarget(name: "TandemHTTPTests", dependencies: ["TandemHTTP", "Tandem", "TandemTestSupport"]),
         .testTarget(name: "TandemTransportTests", dependencies: ["TandemTransport", "Tandem", "TandemTestSupport"]),

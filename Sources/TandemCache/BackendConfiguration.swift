@@ -20,11 +20,14 @@ import Foundation
     /// The cache's KEY_PREFIX, which starts every key the backend is given (`KEY_PREFIX:VERSION:key`);
     /// nil when a KEY_FUNCTION makes the keys, so that nothing is known about how they start.
     public let keyPrefix: String?
+    /// Where a backend's own metrics go (nil: `MetricsSystem.factory`), as for the cache's.
+    public let metricsFactory: (any MetricsFactory)?
 
     /// Creates a configuration (the registry does this).
     public init(alias: String, location: [String], options: BackendOptions, loop: (any TandemEventLoop)?, loopGroup: TandemEventLoopGroup? = nil,
-                keyPrefix: String? = nil) {
+                keyPrefix: String? = nil, metricsFactory: (any MetricsFactory)? = nil) {
         self.keyPrefix = keyPrefix
+        self.metricsFactory = metricsFactory
         self.alias = alias
         self.location = location
         self.options = options

@@ -100,7 +100,8 @@ public struct BackendRegistry: Sendable {
             earlyRefreshBeta: options.values["EARLY_REFRESH_BETA"] == nil
                 ? nil : try options.double("EARLY_REFRESH_BETA", default: 1, range: 0.000_001...1_000_000))
         let backend = try entry.make(BackendConfiguration(alias: alias, location: settings.location, options: options, loop: loop, loopGroup: loopGroup,
-                                                           keyPrefix: settings.keyFunction == nil ? settings.keyPrefix : nil))
+                                                           keyPrefix: settings.keyFunction == nil ? settings.keyPrefix : nil,
+                                                           metricsFactory: settings.metricsFactory))
         return Cache(alias: alias, backend: backend, timeout: settings.timeout, keyPrefix: settings.keyPrefix,
                      version: settings.version, keyFunction: settings.keyFunction, codec: settings.codec,
                      asyncUnsafePolicy: policy, metricsFactory: settings.metricsFactory, resilience: resilience,

@@ -154,9 +154,11 @@ import Glibc
         neighbours = near.map { NearCacheNeighbours.joining($0, location: config.location.joined(separator: ",")) }
         if let near {
             let prefix = near.settings.mode == .broadcast ? (config.keyPrefix.map { $0.isEmpty ? "" : $0 + ":" } ?? "") : nil
+            let metrics = NearCacheMetrics(alias: config.alias, factory: config.metricsFactory)
             listeners = ([primary] + replicas).enumerated().map { i, node in
                 InvalidationListener(loop: settings.loops[i % settings.loops.count], target: node.pool.target, tls: node.pool.tls, server: i,
-                                     near: near, broadcastPrefix: prefix, connectTimeout: connectTimeout, commandTimeout: commandTimeout)
+                                     near: near, broadcastPrefix: prefix, connectTimeout: connectTimeout, commandTimeout: commandTimeout,
+                                     metrics: metrics)
             }
         } else {
             listeners = []

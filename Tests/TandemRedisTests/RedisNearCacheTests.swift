@@ -1,4 +1,5 @@
 import Foundation
+import MetricsTestKit
 import Synchronization
 import Tandem
 @testable import TandemRedis
@@ -205,6 +206,57 @@ struct RedisNearCacheTests {
             #expect(usage.entries <= 200 && usage.bytes <= 16384, "\(usage)")
         }
         #expect(near.statistics.evictions > 0)
+    }
+
+    @Test(.enabled(if: TestServers.shouldRun(TestServers.redisSentinels != nil), Comment(rawValue: TestServers.skipMessage)),
+          arguments: ["tracking", "broadcast"], FaceKind.allCases)
+    func throughSentinelChangesReachTheNearCache(_ mode: String, _ faceKind: FaceKind) async throws {
+        let redis = RedisFixture(sentinelOn: .epoll)
+        let prefix = "s\(redis.db)"
+        let cache = try redis.makeCache {
+            $0.keyPrefix = prefix
+            $0.options["NEAR_CACHE"] = .dict(["MODE": .string(mode)])
+        }
+        defer { cache.close() }
+        let near = try #require((cache.backend as? RedisBackend)?.near)
+        let face = Face(cache, faceKind)
+        try await face.set("k", "v1")
+        try await warmUp(face, near, "k")
+        // Another client writes on the primary the sentinels name.
+        let sentinel = try SentinelServers.firstSentinelPort()
+        let (service, db) = (TestServers.redisSentinelService, redis.db)
+        try await onPlainThread {
+            let answer = try RawRedis(port: sentinel).command(["SENTINEL", "get-master-addr-by-name", service])
+            guard let port = answer.split(separator: " ").last.flatMap({ Int($0.dropFirst()) }) else {
+                throw CheckFailure(message: "no primary in \(answer)", location: "sentinel")
+            }
+            let primary = try RawRedis(port: port)
+            _ = try primary.command(["SELECT", String(db)])
+            _ = try primary.command(["SET", "\(prefix):1:k", "v2"])
+        }
+        #expect(try await eventuallyAsync(10) { (try? await face.get("k", as: String.self)) == "v2" })
+    }
+
+    @Test func itsCountersReachTheCachesMetrics() async throws {
+        let metrics = TestMetrics()
+        let redis = RedisFixture(loop: .epoll, options: ["COMMAND_TIMEOUT": 10, "NEAR_CACHE": true])
+        let cache = try redis.makeCache { $0.keyPrefix = "t\(redis.db)"; $0.metricsFactory = metrics }
+        defer { cache.close() }
+        let near = try #require((cache.backend as? RedisBackend)?.near)
+        let face = Face(cache, .async)
+        try await face.set("k", "v")
+        try await warmUp(face, near, "k")
+        func counter(_ name: String) -> Int64 {
+            (try? metrics.expectCounter(name, [("alias", "redis-test")]).totalValue) ?? 0
+        }
+        // Reported once a second from the near cache's own tallies.
+        #expect(try await eventually(10) { counter("tandem_near_cache_hits_total") >= 1 && counter("tandem_near_cache_misses_total") >= 1 })
+        let entries = try metrics.expectGauge("tandem_near_cache_entries", [("alias", "redis-test")])
+        // Read on meanwhile: a FLUSHDB by another test empties every near cache on the server.
+        #expect(try await eventuallyAsync(10) {
+            _ = try? await face.get("k", as: String.self)
+            return entries.values.contains { $0 >= 1 }
+        })
     }
 
     @Test func backendsThatCannotTellAChangeRefuseIt() throws {

@@ -23,6 +23,9 @@ final class InvalidationListener: LoopSocketDelegate, @unchecked Sendable {
     private let socket: LoopSocket
     private let logger = Logger(label: "tandem.redis")
     private let started = Atomic<Bool>(false)
+    /// Reports the near cache's counters once a second while the listener runs.
+    private let metrics: NearCacheMetrics?
+    private var reportTimer: TimerID?
 
     /// What the next reply answers.
     private enum Expecting { case handshake([[UInt8]]), clientID, tracking, subscription }
@@ -36,7 +39,8 @@ final class InvalidationListener: LoopSocketDelegate, @unchecked Sendable {
     private var answerTimer: TimerID?
 
     init(loop: any TandemEventLoop, target: RedisTarget, tls: TLSClientContext?, server: Int, near: NearCache,
-         broadcastPrefix: String?, connectTimeout: Double, commandTimeout: Double) {
+         broadcastPrefix: String?, connectTimeout: Double, commandTimeout: Double, metrics: NearCacheMetrics? = nil) {
+        self.metrics = metrics
         self.loop = loop
         self.target = target
         self.server = server
@@ -62,6 +66,7 @@ final class InvalidationListener: LoopSocketDelegate, @unchecked Sendable {
         try? loop.execute { [self] in
             running = true
             connect()
+            scheduleReport()
         }
     }
 
@@ -80,10 +85,21 @@ final class InvalidationListener: LoopSocketDelegate, @unchecked Sendable {
             running = false
             started.store(false, ordering: .relaxed)
             if let retry { loop.cancel(retry); self.retry = nil }
+            if let reportTimer { loop.cancel(reportTimer); self.reportTimer = nil }
             closeSocket()
             near.trackingLost(server: server)
+            metrics?.report(near)
         }
         if loop.inEventLoop { work() } else { try? loop.execute(work) }
+    }
+
+    private func scheduleReport() {
+        guard let metrics, running, reportTimer == nil else { return }
+        reportTimer = loop.schedule(after: .seconds(1)) { [self] in
+            reportTimer = nil
+            metrics.report(near)
+            scheduleReport()
+        }
     }
 
     private func closeSocket() {
