@@ -63,7 +63,7 @@ struct NearCacheScenarios {
         let iterations = max(20_000, Int(seconds * 15_000))
         let index = Counter()
         let blocking = try await Bridge.offload { [rounds] in
-            try compare("near-cache-get-blocking", rounds: rounds, unit: "s", better: "lower", reference: {
+            compare("near-cache-get-blocking", rounds: rounds, unit: "s", better: "lower", reference: {
                 secondsPerOp(iterations: iterations) {
                     let v: [UInt8]? = try? plain.get(keys[index.next() % 1000])
                     precondition(v?.count == 3, "near-cache-get-blocking: wrong value")
