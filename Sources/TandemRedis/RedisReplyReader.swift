@@ -30,6 +30,18 @@ final class RedisReplyReader {
         return .reply(RedisValue(reply: r))
     }
 
+    /// Hands each complete reply to `handle` until the bytes run out or `handle` returns false (its
+    /// owner closed or replaced this reader); false on a protocol error.
+    func forEachReply(_ handle: (RedisValue) -> Bool) -> Bool {
+        while true {
+            switch next() {
+            case .reply(let value): if !handle(value) { return true }
+            case .incomplete: return true
+            case .protocolError: return false
+            }
+        }
+    }
+
     enum Next {
         case reply(RedisValue)
         case incomplete

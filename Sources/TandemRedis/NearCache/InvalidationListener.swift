@@ -158,15 +158,9 @@ final class InvalidationListener: LoopSocketDelegate, @unchecked Sendable {
     }
 
     func socketReadDone() {
-        while let reader {
-            switch reader.next() {
-            case .reply(let value): handle(value)
-            case .incomplete: return
-            case .protocolError:
-                failed("protocol error", backoff: true)
-                return
-            }
-        }
+        guard let reader else { return }
+        // A reply may end the connection (`reader` is then nil, or a new one): stop there.
+        if !reader.forEachReply({ handle($0); return self.reader === reader }) { failed("protocol error", backoff: true) }
     }
 
     func socketFailed(_ error: CacheError, connecting: Bool) {

@@ -115,15 +115,9 @@ final class SentinelWatcher: LoopSocketDelegate, @unchecked Sendable {
     }
 
     func socketReadDone() {
-        while let reader {
-            switch reader.next() {
-            case .reply(let value): handle(value)
-            case .incomplete: return
-            case .protocolError:
-                tryAgainSoon()
-                return
-            }
-        }
+        guard let reader else { return }
+        // A reply may end the connection (`reader` is then nil, or a new one): stop there.
+        if !reader.forEachReply({ handle($0); return self.reader === reader }) { tryAgainSoon() }
     }
 
     private func handle(_ value: RedisValue) {
