@@ -103,6 +103,13 @@ struct NearCacheTests {
         #expect(isHit(near, "k") == nil, "a copy outlived its key's 1 ms")
     }
 
+    @Test func aRemainingLifetimeBeyondWhatNanosecondsHoldIsBoundedByTheTTL() throws {
+        // PTTL of a key that expires in a few hundred thousand years: kept (for TTL), no overflow trap.
+        let near = tracking()
+        near.store(try #require(near.mark("k", server: 0)), value: value("v"), remainingMilliseconds: Int64.max / 2)
+        #expect(isHit(near, "k") == .some(value("v")))
+    }
+
     @Test func theLocalTTLBoundsACopyOfAKeyWithoutExpiry() throws {
         var settings = NearCacheSettings()
         settings.ttlNanos = 1_000_000

@@ -115,7 +115,10 @@ final class NearCache: Sendable {
         if value != nil && remainingMilliseconds == -2 { return forget(mark) }
         let now = monotonicNanos()
         var lifetime = settings.ttlNanos
-        if remainingMilliseconds >= 0 { lifetime = min(lifetime, UInt64(remainingMilliseconds) * 1_000_000) }
+        // Compared in milliseconds: the server's PTTL may be far beyond what nanoseconds can hold.
+        if remainingMilliseconds >= 0, UInt64(remainingMilliseconds) < lifetime / 1_000_000 {
+            lifetime = UInt64(remainingMilliseconds) * 1_000_000
+        }
         guard lifetime > 0 else { return forget(mark) }
         let size = Self.size(mark.key, value)
         let shard = shard(mark.key)
