@@ -13,10 +13,10 @@ import Glibc
 @_silgen_name("posix_spawn_file_actions_addclosefrom_np")
 private func spawnCloseFrom(_ actions: UnsafeMutablePointer<posix_spawn_file_actions_t>, _ from: Int32) -> Int32
 
-/// Starts `path` with `args` (standard output to `stdoutFD`, or /dev/null; standard input and error
-/// to /dev/null), with a clean signal mask and default handlers (a child of a dispatch worker thread
+/// Starts `path` with `args` (standard output to `stdoutFD`, or /dev/null; standard error to the file
+/// `stderrPath`, or /dev/null; standard input from /dev/null), with a clean signal mask and default handlers (a child of a dispatch worker thread
 /// would otherwise inherit one that blocks SIGTERM). Returns its PID; reap it with ``reapChild(_:)``.
-func spawnChild(_ path: String, _ args: [String], stdoutFD: Int32? = nil) throws -> pid_t {
+func spawnChild(_ path: String, _ args: [String], stdoutFD: Int32? = nil, stderrPath: String? = nil) throws -> pid_t {
     var actions = posix_spawn_file_actions_t()
     posix_spawn_file_actions_init(&actions)
     defer { posix_spawn_file_actions_destroy(&actions) }
@@ -26,7 +26,7 @@ func spawnChild(_ path: String, _ args: [String], stdoutFD: Int32? = nil) throws
     } else {
         posix_spawn_file_actions_addopen(&actions, 1, "/dev/null", O_WRONLY, 0)
     }
-    posix_spawn_file_actions_addopen(&actions, 2, "/dev/null", O_WRONLY, 0)
+    posix_spawn_file_actions_addopen(&actions, 2, stderrPath ?? "/dev/null", O_WRONLY | O_CREAT | O_TRUNC, 0o600)
     // Nothing else of this process's: a server holding a copy of a test's client socket would keep
     // that connection open after the test closed it.
     _ = spawnCloseFrom(&actions, 3)
@@ -63,14 +63,17 @@ func reapChild(_ pid: pid_t, seconds: Double = 10) -> Int32? {
     return nil
 }
 
-/// Runs a program to its end (at most `seconds`; then it is killed) and returns its exit status and
-/// standard output.
-public func runProgram(_ path: String, _ args: [String], seconds: Double = 60) throws -> (status: Int32, output: String) {
+/// Runs a program to its end (at most `seconds`; then it is killed) and returns its exit status, its
+/// standard output and its standard error (kept in a temporary file, so that a test can say why a
+/// program failed).
+public func runProgram(_ path: String, _ args: [String], seconds: Double = 60) throws -> (status: Int32, output: String, errors: String) {
     var fds: [Int32] = [0, 0]
     guard pipe(&fds) == 0 else { throw CheckFailure(message: "pipe() failed", location: "runProgram") }
+    let errorsPath = NSTemporaryDirectory() + "tandem-child-\(UUID().uuidString).err"
+    defer { unlink(errorsPath) }
     let pid: pid_t
     do {
-        pid = try spawnChild(path, args, stdoutFD: fds[1])
+        pid = try spawnChild(path, args, stdoutFD: fds[1], stderrPath: errorsPath)
     } catch {
         close(fds[0])
         close(fds[1])
@@ -84,6 +87,7 @@ public func runProgram(_ path: String, _ args: [String], seconds: Double = 60) t
         var p = pollfd(fd: fds[0], events: Int16(POLLIN), revents: 0)
         if poll(&p, 1, 100) <= 0 { continue }
         let n = buf.withUnsafeMutableBytes { read(fds[0], $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
         if n <= 0 { break }
         output += buf[0..<n]
     }
@@ -93,5 +97,6 @@ public func runProgram(_ path: String, _ args: [String], seconds: Double = 60) t
         kill(pid, SIGKILL)
         status = reapChild(pid)
     }
-    return (status ?? -1, String(decoding: output, as: UTF8.self))
+    let errors = (try? String(contentsOfFile: errorsPath, encoding: .utf8)) ?? ""
+    return (status ?? -1, String(decoding: output, as: UTF8.self), errors)
 }

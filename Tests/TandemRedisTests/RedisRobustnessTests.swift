@@ -233,18 +233,23 @@ struct StampedeLockTests {
             return
         }
         let fx = RedisFixture(loop: .epoll)
-        let url = "\(fx.url)?key_prefix=lock-\(UUID().uuidString.prefix(8))"
-        let outputs = try await withThrowingTaskGroup(of: String.self) { group in
+        // Generous timeouts: four processes start at once on a machine busy with the other suites
+        // (with the default second, one of them once timed out and printed nothing).
+        let url = "\(fx.url)?key_prefix=lock-\(UUID().uuidString.prefix(8))&connect_timeout=10&command_timeout=10"
+        let runs = try await withThrowingTaskGroup(of: (status: Int32, output: String, errors: String).self) { group in
             for _ in 0..<4 {
                 group.addTask {
                     try await onPlainThread {
                         try runProgram(exe.path, ["get-or-set", "hot", "v", "--produce-ms", "300", "--lock", "--url", url])
-                            .output.trimmingCharacters(in: .whitespacesAndNewlines)
                     }
                 }
             }
-            return try await group.reduce(into: [String]()) { $0.append($1) }
+            return try await group.reduce(into: []) { $0.append($1) }
         }
+        for run in runs where run.status != 0 {
+            Issue.record("a process failed (status \(run.status)): \(run.errors)")
+        }
+        let outputs = runs.map { $0.output.trimmingCharacters(in: .whitespacesAndNewlines) }
         #expect(outputs.filter { $0 == "computed v" }.count == 1, "one process computed: \(outputs)")
         #expect(outputs.filter { $0 == "cached v" }.count == 3, "the others read its value: \(outputs)")
     }

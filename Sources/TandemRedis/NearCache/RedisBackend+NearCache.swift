@@ -64,17 +64,20 @@ extension RedisBackend {
     }
 
     /// Marks for `keys` on `server`, or nil (and the invalidation connection started) while the
-    /// server's invalidation connection is not subscribed.
+    /// server's invalidation connection is not subscribed. Also nil when the marks name different
+    /// invalidation connections (it reconnected while they were taken: the keys are in different
+    /// shards): one read turns tracking on for one of them, so none of the replies is kept.
     private func marks(_ near: NearCache, _ keys: [String], server: Int) -> [NearMark]? {
         var marks: [NearMark] = []
         marks.reserveCapacity(keys.count)
         for k in keys {
-            guard let m = near.mark(k, server: server) else {
+            let m = near.mark(k, server: server)
+            if let m { marks.append(m) }
+            guard let m, m.redirect == marks[0].redirect else {
                 for m in marks { near.forget(m) }
                 listeners[server].start()
                 return nil
             }
-            marks.append(m)
         }
         return marks
     }
