@@ -114,7 +114,8 @@ let package = Package(
         .testTarget(name: "TandemMemcachedTests", dependencies: ["TandemMemcached", "Tandem", "TandemTestSupport"]),
         .testTarget(name: "TandemHTTPTests", dependencies: ["TandemHTTP", "Tandem", "TandemTestSupport"]),
         .testTarget(name: "TandemTransportTests", dependencies: ["TandemTransport", "Tandem", "TandemTestSupport"]),
-        .testTarget(name: "TandemCacheTests", dependencies: ["TandemCache", "Tandem", "TandemTestSupport"]),
+        .testTarget(name: "TandemCacheTests", dependencies: ["TandemCache", "Tandem", "TandemTestSupport"],
+                    exclude: ["Fixtures"]),
         // The fault and bad-input suite (Integration/faults/run.sh runs it on its own, one test at a time).
         .testTarget(name: "TandemFaultTests", dependencies: ["Tandem", "TandemTestSupport", .product(name: "Logging", package: "swift-log"),
                                                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],

@@ -14,6 +14,19 @@ TANDEM_PACKAGES=(libhiredis-dev libssl-dev libmemcached-dev libmemcached-tools l
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
+# ensure_django_python: a Python with Django 5.2, pymemcache and redis-py (from PyPI when missing), for
+# the tests that share a cache with a Django app; exports its path as TANDEM_DJANGO_PYTHON.
+ensure_django_python() {
+  local py
+  py=$(command -v python3) || { echo "python3 is required (the Django sharing tests)" >&2; return 1; }
+  if ! "$py" -c "import django, pymemcache, redis; assert django.VERSION[:2] == (5, 2)" 2>/dev/null; then
+    echo "installing django 5.2, pymemcache, redis (pip)" >&2
+    "$py" -m pip install -q "django==5.2.*" pymemcache redis >&2 \
+      || "$py" -m pip install -q --break-system-packages "django==5.2.*" pymemcache redis >&2
+  fi
+  export TANDEM_DJANGO_PYTHON="$py"
+}
+
 # ensure_packages [extra...]: installs whatever is missing (apt-get update first).
 ensure_packages() {
   local missing=()

@@ -28,6 +28,7 @@ for p in "${phases[@]}"; do
 done
 
 ensure_packages
+ensure_django_python
 export TANDEM_REQUIRE_SERVERS=1
 export TSAN_OPTIONS="suppressions=$TANDEM_ROOT/Integration/tsan-suppressions.txt ${TSAN_OPTIONS:-}"
 export LSAN_OPTIONS="suppressions=$TANDEM_ROOT/Integration/lsan-suppressions.txt ${LSAN_OPTIONS:-}"

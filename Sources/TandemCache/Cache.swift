@@ -39,7 +39,8 @@ public final class Cache: Sendable {
     ///   - keyPrefix: Django's KEY_PREFIX.
     ///   - version: Django's VERSION.
     ///   - keyFunction: replaces the default key making.
-    ///   - codec: encodes values that are not stored natively (JSON by default).
+    ///   - codec: encodes values that are not stored natively (JSON by default), in the `.tandem` format.
+    ///   - serializer: how values become stored bytes (`OPTIONS.SERIALIZER`; Tandem's own format by default).
     ///   - asyncUnsafePolicy: the guard's policy for this cache (nil: the process-wide one).
     ///   - metricsFactory: where counters and timers go (nil: `MetricsSystem.factory`).
     ///   - resilience: fail-open and circuit-breaker settings (off by default).
@@ -47,12 +48,12 @@ public final class Cache: Sendable {
     @_spi(Backend) public init(
         alias: String = "default", backend: any CacheBackend, timeout: CacheTimeout = .seconds(300),
         keyPrefix: String = "", version: Int = 1, keyFunction: KeyFunction? = nil,
-        codec: any CacheCodec = JSONCacheCodec(), asyncUnsafePolicy: AsyncUnsafePolicy? = nil,
+        codec: any CacheCodec = JSONCacheCodec(), serializer: ValueSerializer = .tandem, asyncUnsafePolicy: AsyncUnsafePolicy? = nil,
         metricsFactory: (any MetricsFactory)? = nil, resilience: CacheResilience = CacheResilience(),
         tracer: (any Tracer)? = nil
     ) {
         core = CacheCore(alias: alias, backend: backend, keyPrefix: keyPrefix, version: version,
-                         keyFunction: keyFunction, defaultTimeout: timeout, codec: codec,
+                         keyFunction: keyFunction, defaultTimeout: timeout, codec: codec, serializer: serializer,
                          asyncUnsafePolicy: asyncUnsafePolicy, metricsFactory: metricsFactory, resilience: resilience,
                          tracer: tracer)
         self.async = AsyncCache(core: core)

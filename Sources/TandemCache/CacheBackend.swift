@@ -112,6 +112,10 @@
     var waitsOnIO: Bool { get }
     /// A short description for logs and errors (never containing passwords).
     var backendDescription: String { get }
+    /// True when a value's ``ValueKind`` comes back as it was stored (memcached keeps it in the item
+    /// flags, in-process backends keep the ``StoredValue``); false when reads report `untagged`
+    /// (Redis). The `"django"` serializer writes pymemcache's flags where they are kept.
+    var keepsValueKinds: Bool { get }
 
     /// Returns the value of `key`, or nil when it is missing or expired.
     func get(_ key: String) throws -> StoredValue?
@@ -199,6 +203,9 @@
 @_spi(Backend) public protocol NonBlockingCacheBackend: CacheBackend {}
 
 @_spi(Backend) extension CacheBackend {
+    /// False: reads report `untagged` (override where kinds are kept).
+    public var keepsValueKinds: Bool { false }
+
     /// ``close()``: enough for a backend without threads of its own.
     public func shutdown() async { close() }
 }
@@ -206,6 +213,8 @@
 @_spi(Backend) extension NonBlockingCacheBackend {
     /// False: in-process memory never waits.
     public var waitsOnIO: Bool { false }
+    /// True: in-process memory keeps the whole ``StoredValue``.
+    public var keepsValueKinds: Bool { true }
     /// Calls ``get(_:)``: it never waits.
     public func asyncGet(_ key: String) async throws -> StoredValue? { try get(key) }
     /// Calls ``getMany(_:)``.

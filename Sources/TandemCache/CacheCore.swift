@@ -82,6 +82,10 @@ final class CacheCore: Sendable {
     let keys: KeyMaker
     let defaultTimeout: CacheTimeout
     let codec: any CacheCodec
+    /// `OPTIONS.SERIALIZER`.
+    let serializer: ValueSerializer
+    /// The backend keeps value kinds (the `"django"` format then writes pymemcache's flags).
+    let keepsKinds: Bool
     let asyncUnsafePolicy: AsyncUnsafePolicy?
     let metrics: CacheMetrics
     let logger: Logger
@@ -119,7 +123,8 @@ final class CacheCore: Sendable {
 
     init(
         alias: String, backend: any CacheBackend, keyPrefix: String, version: Int, keyFunction: KeyFunction?,
-        defaultTimeout: CacheTimeout, codec: any CacheCodec, asyncUnsafePolicy: AsyncUnsafePolicy?,
+        defaultTimeout: CacheTimeout, codec: any CacheCodec, serializer: ValueSerializer = .tandem,
+        asyncUnsafePolicy: AsyncUnsafePolicy?,
         metricsFactory: (any MetricsFactory)?, resilience: CacheResilience = CacheResilience(), tracer: (any Tracer)? = nil
     ) {
         self.tracer = CacheTracing.resolve(tracer)
@@ -134,6 +139,8 @@ final class CacheCore: Sendable {
                              strictness: backend.keyStrictness, logger: logger)
         self.defaultTimeout = defaultTimeout == .default ? .seconds(300) : defaultTimeout
         self.codec = codec
+        self.serializer = serializer
+        self.keepsKinds = backend.keepsValueKinds
         self.asyncUnsafePolicy = asyncUnsafePolicy
         self.metrics = CacheMetrics(alias: alias, factory: metricsFactory)
         self.logger = logger
@@ -188,7 +195,9 @@ final class CacheCore: Sendable {
 
     @inline(__always)
     func encode<V: CacheValue>(_ value: V, key: String) throws -> StoredValue {
-        try ValueCoding.encode(value, codec: codec, key: key)
+        serializer == .tandem
+            ? try ValueCoding.encode(value, codec: codec, key: key)
+            : try DjangoValueCoding.encode(value, flags: keepsKinds, key: key)
     }
 
     /// Decodes a backend answer and counts the hit or miss.
@@ -199,7 +208,14 @@ final class CacheCore: Sendable {
             return nil
         }
         metrics.hits.increment()
-        return try ValueCoding.decode(V.self, from: stored, codec: codec, key: key)
+        return try decodeStored(stored, key: key)
+    }
+
+    @inline(__always)
+    private func decodeStored<V: CacheValue>(_ stored: StoredValue, key: String) throws -> V? {
+        serializer == .tandem
+            ? try ValueCoding.decode(V.self, from: stored, codec: codec, key: key)
+            : try DjangoValueCoding.decode(V.self, from: stored, flags: keepsKinds, key: key)
     }
 
     /// Decodes the answer of a get-many into the caller's keys, keeping only what exists.
@@ -208,7 +224,7 @@ final class CacheCore: Sendable {
         out.reserveCapacity(found.count)
         for (user, made) in keys {
             guard let stored = found[made] else { continue }
-            if let v: V = try ValueCoding.decode(V.self, from: stored, codec: codec, key: made) { out[user] = v }
+            if let v: V = try decodeStored(stored, key: made) { out[user] = v }
         }
         metrics.hits.increment(by: Int64(found.count))
         metrics.misses.increment(by: Int64(keys.count - found.count))

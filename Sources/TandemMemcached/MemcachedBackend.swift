@@ -68,6 +68,8 @@ import TandemLoop
     public var keyStrictness: KeyStrictness { .strict }
     /// Blocking calls wait on the network: the async-safety guard applies.
     public var waitsOnIO: Bool { true }
+    /// True: the kind travels in the item flags.
+    public var keepsValueKinds: Bool { true }
     /// The servers.
     public var backendDescription: String { "memcached://" + config.description }
 

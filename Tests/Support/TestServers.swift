@@ -48,6 +48,8 @@ public enum TestServers {
     public static var httpsUpstream: String? { env["TANDEM_HTTPS_UPSTREAM"] }
     /// The PEM file of the private test CA.
     public static var httpsCA: String? { env["TANDEM_HTTPS_CA"] }
+    /// A Python with Django 5.2 and pymemcache installed (Integration/test.sh installs them).
+    public static var djangoPython: String? { env["TANDEM_DJANGO_PYTHON"] }
 
     /// Whether tests needing `what` should run: the servers are there, or they are required (and a
     /// missing one then fails the test).

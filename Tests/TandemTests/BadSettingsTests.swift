@@ -117,6 +117,26 @@ import Testing
         }
     }
 
+    @Test func anUnknownSerializerIsRefusedAndDjangosIsAcceptedOnEveryBackend() async throws {
+        for base in ["locmem://x", "redis://127.0.0.1:1/0", "memcached://127.0.0.1:1", "dummy://"] {
+            for bad in ["pickle", "msgpack", "", "json"] {
+                let o = await BadSettingsTests.url(base + "?serializer=" + bad)
+                #expect(o == .refused(field: "OPTIONS.SERIALIZER"), "\(base) \(bad): \(o)")
+            }
+            for good in ["django", "tandem", "DJANGO"] {
+                let o = await BadSettingsTests.url(base + "?serializer=" + good)
+                #expect(o == .working, "\(base) \(good): \(o)")
+            }
+        }
+        // The django format round-trips on the embedded default too.
+        let caches = try Caches(settings: ["default": CacheSettings(backend: "locmem", options: ["SERIALIZER": "django"])])
+        defer { caches.closeAll() }
+        try await caches.default.async.set("d", ["a": [1, 2]])
+        #expect(try await caches.default.async.get("d") as [String: [Int]]? == ["a": [1, 2]])
+        try await caches.default.async.set("n", 5)
+        #expect(try await caches.default.async.incr("n") == 6)
+    }
+
     @Test func malformedCachesJSON() async throws {
         let bad: [String] = [
             #"[]"#, #"{"default": []}"#, #"{"default": {"BACKEND": 1}}"#, #"{"default": {"BACKEND": null}}"#,

@@ -1,0 +1,69 @@
+"""Django's side of the test that Tandem and Django share one cache (Tests/TandemTests/DjangoSharingTests.swift).
+
+    python3 crosscheck.py BACKEND LOCATION KEY_PREFIX write   # stores the values below under "py:<name>"
+    python3 crosscheck.py BACKEND LOCATION KEY_PREFIX read    # checks what Tandem stored under "sw:<name>"
+
+BACKEND is redis (Django's RedisCache) or memcached (PyMemcacheCache); VERSION is 3 on both sides.
+`read` prints "ok" when every value equals the one below, else one line per difference.
+"""
+import datetime
+import decimal
+import sys
+import uuid
+
+import django
+from django.conf import settings
+
+BACKENDS = {
+    "redis": "django.core.cache.backends.redis.RedisCache",
+    "memcached": "django.core.cache.backends.memcached.PyMemcacheCache",
+}
+
+# The values both sides write and expect, by name (the Swift test has the same list).
+VALUES = {
+    "text": "héllo ☃ 😀",
+    "int": 42,
+    "negative": -7,
+    "float": 2.5,
+    "bool": True,
+    "bytes": b"\x00\x01\xff",
+    "none": None,
+    "list": [1, 2, 3],
+    "dict": {"a": 1, "b": 2},
+    "set": {"x", "y"},
+    "datetime": datetime.datetime(2025, 12, 6, 5, 46, 40, 500000, tzinfo=datetime.timezone.utc),
+    "decimal": decimal.Decimal("19.9"),
+    "uuid": uuid.UUID("12345678-90ab-cdef-1234-567890abcdef"),
+    "profile": {"name": "Zoë", "age": 41, "tags": ["a", "b"], "limits": {"daily": 5}},
+}
+
+
+def main():
+    backend, location, prefix, action = sys.argv[1:5]
+    settings.configure(CACHES={"default": {
+        "BACKEND": BACKENDS[backend], "LOCATION": location, "KEY_PREFIX": prefix, "VERSION": 3,
+    }})
+    django.setup()
+    from django.core.cache import cache
+
+    if action == "write":
+        for name, value in VALUES.items():
+            cache.set("py:" + name, value, timeout=600)
+        cache.set("py:counter", 10, timeout=600)
+        return
+    problems = []
+    for name, expected in VALUES.items():
+        got = cache.get("sw:" + name, default="<missing>")
+        if got != expected or type(got) is not type(expected):
+            problems.append(f"{name}: expected {expected!r}, read {got!r}")
+    # A counter Tandem made and incremented: Django increments it too.
+    try:
+        if cache.incr("sw:counter") != 4:
+            problems.append("counter: incr did not give 4")
+    except ValueError as e:
+        problems.append(f"counter: {e}")
+    print("\n".join(problems) or "ok")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,143 @@
+import Foundation
+
+/// How a cache turns values into stored bytes: `OPTIONS.SERIALIZER`.
+public enum ValueSerializer: String, Sendable, CaseIterable {
+    /// Tandem's own format (the default): text, bytes and numbers as they are, other `Codable`
+    /// values through the cache's ``CacheCodec`` (JSON).
+    case tandem
+    /// What Django writes: on Redis, what Django's `RedisCache` and django-redis's default
+    /// `PickleSerializer` write (an `int` as its decimal text, anything else pickle protocol 5; reading
+    /// tries the integer first, then pickle protocols 0 to 5); on memcached, what Django's
+    /// `PyMemcacheCache` writes (pymemcache's `pickle_serde`: bytes, text, integers and pickles, each
+    /// with its item flag). Values map to Python values as ``PythonValue`` describes.
+    case django
+
+    /// The setting's value for `OPTIONS.SERIALIZER`, or an error that names the accepted ones.
+    static func parse(_ raw: String?, alias: String) throws -> ValueSerializer {
+        guard let raw else { return .tandem }
+        if let s = ValueSerializer(rawValue: raw.lowercased()) { return s }
+        if raw.lowercased() == "json" {
+            throw CacheError.invalidSetting(alias: alias, field: "OPTIONS.SERIALIZER",
+                                            reason: "\"json\" (django-redis's JSONSerializer) is not available yet; use \"tandem\" or \"django\"")
+        }
+        throw CacheError.invalidSetting(alias: alias, field: "OPTIONS.SERIALIZER",
+                                        reason: "expected \"tandem\" or \"django\", got \"\(raw)\"")
+    }
+}
+
+/// The `"django"` format: Swift values as Python values, written the way Django's cache backends
+/// write them, and read back from what they wrote.
+enum DjangoValueCoding {
+    /// pymemcache's item flags (`pymemcache/serde.py`).
+    enum Flag {
+        static let bytes: UInt32 = 0
+        static let pickle: UInt32 = 1 << 0
+        static let integer: UInt32 = 1 << 1
+        static let long: UInt32 = 1 << 2
+        static let compressed: UInt32 = 1 << 3
+        static let text: UInt32 = 1 << 4
+    }
+
+    /// `value` as Django stores it. `flags`: the backend keeps item flags (memcached, LocMem), so text
+    /// and bytes are stored as they are with their flag, as pymemcache does; without flags (Redis)
+    /// everything but an `int` is a pickle.
+    static func encode<V: Encodable>(_ value: V, flags: Bool, key: String) throws -> StoredValue {
+        let python: PythonValue
+        do {
+            python = try PythonValueEncoder.encode(value)
+        } catch {
+            throw CacheError.encodingFailed(key: key, type: String(describing: V.self), reason: "\(error)")
+        }
+        switch python {
+        case .int(let i): return StoredValue(bytes: Array(String(i).utf8), kind: ValueKind(rawValue: flags ? Flag.integer : 0))
+        case .string(let s) where flags: return StoredValue(bytes: Array(s.utf8), kind: ValueKind(rawValue: Flag.text))
+        case .bytes(let b) where flags: return StoredValue(bytes: b, kind: ValueKind(rawValue: Flag.bytes))
+        default:
+            do {
+                return StoredValue(bytes: try PickleWriter.write(python), kind: ValueKind(rawValue: flags ? Flag.pickle : 0))
+            } catch {
+                throw CacheError.encodingFailed(key: key, type: String(describing: V.self), reason: "\(error)")
+            }
+        }
+    }
+
+    /// The Python value in `stored`, read as Django reads it.
+    static func python(_ stored: StoredValue, flags: Bool) throws -> PythonValue {
+        if flags {
+            let f = stored.kind.rawValue
+            if f == Flag.bytes { return .bytes(stored.bytes) }
+            if f & Flag.compressed != 0 { throw PickleError("the value is compressed (item flags \(f)), which Tandem does not read yet") }
+            if f & Flag.text != 0 {
+                guard let s = String(validating: stored.bytes, as: UTF8.self) else { throw PickleError("a text value is not valid UTF-8") }
+                return .string(s)
+            }
+            if f & (Flag.integer | Flag.long) != 0 {
+                guard let i = try pythonInt(stored.bytes) else { throw PickleError("an integer value is not a number") }
+                return .int(i)
+            }
+            if f & Flag.pickle != 0 { return try PickleReader.read(stored.bytes) }
+            return .bytes(stored.bytes)
+        }
+        if let i = try pythonInt(stored.bytes) { return .int(i) }
+        return try PickleReader.read(stored.bytes)
+    }
+
+    /// Decodes `stored` as `V`; nil for a stored `None` when `V` is not optional (as the tandem format
+    /// does for a stored nil).
+    static func decode<V: Decodable>(_ type: V.Type, from stored: StoredValue, flags: Bool, key: String) throws -> V? {
+        do {
+            let value = try python(stored, flags: flags)
+            if value == .none, !(V.self is any CacheOptional.Type) { return nil }
+            return try PythonValueDecoder.decode(V.self, from: value)
+        } catch let error as PickleError {
+            throw CacheError.decodingFailed(key: key, type: String(describing: V.self), reason: error.description)
+        } catch let error as DecodingError {
+            throw CacheError.decodingFailed(key: key, type: String(describing: V.self), reason: Self.describe(error))
+        }
+    }
+
+    /// Python's `int(data)` for what Django writes: optional surrounding whitespace, a sign, digits
+    /// (with single underscores between them). Nil when the bytes are not such a number; an error when
+    /// they are one that does not fit in 64 bits.
+    static func pythonInt(_ bytes: [UInt8]) throws -> Int? {
+        var b = bytes[...]
+        func space(_ c: UInt8) -> Bool { c == 0x20 || (0x09...0x0D).contains(c) }
+        while let f = b.first, space(f) { b.removeFirst() }
+        while let l = b.last, space(l) { b.removeLast() }
+        var negative = false
+        if let f = b.first, f == 0x2B || f == 0x2D {
+            negative = f == 0x2D
+            b.removeFirst()
+        }
+        guard let first = b.first, let last = b.last, (0x30...0x39).contains(first), (0x30...0x39).contains(last) else { return nil }
+        var magnitude: UInt64 = 0
+        var overflow = false
+        var previousUnderscore = false
+        for c in b {
+            if c == 0x5F {
+                if previousUnderscore { return nil }
+                previousUnderscore = true
+                continue
+            }
+            previousUnderscore = false
+            guard (0x30...0x39).contains(c) else { return nil }
+            let (m1, o1) = magnitude.multipliedReportingOverflow(by: 10)
+            let (m2, o2) = m1.addingReportingOverflow(UInt64(c - 0x30))
+            overflow = overflow || o1 || o2
+            magnitude = m2
+        }
+        let limit = negative ? UInt64(Int.max) + 1 : UInt64(Int.max)
+        if overflow || magnitude > limit { throw PickleError("an int beyond 64 bits") }
+        return negative ? Int(truncatingIfNeeded: 0 &- magnitude) : Int(magnitude)
+    }
+
+    private static func describe(_ error: DecodingError) -> String {
+        switch error {
+        case .typeMismatch(_, let c), .valueNotFound(_, let c), .dataCorrupted(let c): return c.debugDescription
+        case .keyNotFound(let key, let c):
+            let at = c.codingPath.isEmpty ? "" : " at \(c.codingPath.map(\.stringValue).joined(separator: "."))"
+            return "the dict has no key '\(key.stringValue)'\(at)"
+        @unknown default: return "\(error)"
+        }
+    }
+}
