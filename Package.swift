@@ -51,12 +51,15 @@ let package = Package(
             name: "TandemCache",
             dependencies: [
                 "TandemLoop",
+                "CCompression",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Metrics", package: "swift-metrics"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Tracing", package: "swift-distributed-tracing"),
             ]
         ),
+        // zlib, liblzma, liblz4 and libzstd for OPTIONS.COMPRESSOR (django-redis's compressors).
+        .systemLibrary(name: "CCompression", providers: [.apt(["zlib1g-dev", "liblzma-dev", "liblz4-dev", "libzstd-dev"])]),
         // No pkgConfig: hiredis.pc adds -D_FILE_OFFSET_BITS=64, which SwiftPM warns about in every build
         // (users' too); the shim includes <hiredis/hiredis.h> from the default path instead.
         // OpenSSL for TLS to Redis (both faces; the loop's sockets and the blocking connections).

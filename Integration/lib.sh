@@ -10,19 +10,21 @@ STARTED_PIDS=()
 
 # The Debian packages Tandem builds against and tests with.
 TANDEM_PACKAGES=(libhiredis-dev libssl-dev libmemcached-dev libmemcached-tools libcurl4-openssl-dev
+                 zlib1g-dev liblzma-dev liblz4-dev libzstd-dev
                  redis-server redis-tools memcached python3 procps openssl sasl2-bin)
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# ensure_django_python: a Python with Django 5.2, pymemcache and redis-py (from PyPI when missing), for
+# ensure_django_python: a Python with Django 5.2, pymemcache, redis-py, django-redis 6.0 and its lz4 and
+# zstd compressors' packages (from PyPI when missing), for
 # the tests that share a cache with a Django app; exports its path as TANDEM_DJANGO_PYTHON.
 ensure_django_python() {
   local py
   py=$(command -v python3) || { echo "python3 is required (the Django sharing tests)" >&2; return 1; }
-  if ! "$py" -c "import django, pymemcache, redis; assert django.VERSION[:2] == (5, 2)" 2>/dev/null; then
-    echo "installing django 5.2, pymemcache, redis (pip)" >&2
-    "$py" -m pip install -q "django==5.2.*" pymemcache redis >&2 \
-      || "$py" -m pip install -q --break-system-packages "django==5.2.*" pymemcache redis >&2
+  local wanted=("django==5.2.*" pymemcache redis "django-redis==6.0.*" lz4 pyzstd)
+  if ! "$py" -c "import django, pymemcache, redis, django_redis, lz4, pyzstd; assert django.VERSION[:2] == (5, 2)" 2>/dev/null; then
+    echo "installing ${wanted[*]} (pip)" >&2
+    "$py" -m pip install -q "${wanted[@]}" >&2 || "$py" -m pip install -q --break-system-packages "${wanted[@]}" >&2
   fi
   export TANDEM_DJANGO_PYTHON="$py"
 }

@@ -3,7 +3,9 @@
     python3 crosscheck.py BACKEND LOCATION KEY_PREFIX write   # stores the values below under "py:<name>"
     python3 crosscheck.py BACKEND LOCATION KEY_PREFIX read    # checks what Tandem stored under "sw:<name>"
 
-BACKEND is redis (Django's RedisCache) or memcached (PyMemcacheCache); VERSION is 3 on both sides.
+BACKEND is redis (Django's RedisCache), memcached (PyMemcacheCache) or django-redis:COMPRESSOR
+(django-redis 6.0's RedisCache with its default pickle serializer and that compressor: zlib, gzip,
+lzma, lz4 or zstd); LOCATION a redis:// URL or host:port; VERSION is 3 on both sides.
 `read` prints "ok" when every value equals the one below, else one line per difference.
 """
 import datetime
@@ -17,6 +19,14 @@ from django.conf import settings
 BACKENDS = {
     "redis": "django.core.cache.backends.redis.RedisCache",
     "memcached": "django.core.cache.backends.memcached.PyMemcacheCache",
+    "django-redis": "django_redis.cache.RedisCache",
+}
+COMPRESSORS = {
+    "zlib": "django_redis.compressors.zlib.ZlibCompressor",
+    "gzip": "django_redis.compressors.gzip.GzipCompressor",
+    "lzma": "django_redis.compressors.lzma.LzmaCompressor",
+    "lz4": "django_redis.compressors.lz4.Lz4Compressor",
+    "zstd": "django_redis.compressors.zstd.ZStdCompressor",
 }
 
 # The values both sides write and expect, by name (the Swift test has the same list).
@@ -35,14 +45,17 @@ VALUES = {
     "decimal": decimal.Decimal("19.9"),
     "uuid": uuid.UUID("12345678-90ab-cdef-1234-567890abcdef"),
     "profile": {"name": "Zoë", "age": 41, "tags": ["a", "b"], "limits": {"daily": 5}},
+    "long": "lorem ipsum " * 40,
 }
 
 
 def main():
     backend, location, prefix, action = sys.argv[1:5]
-    settings.configure(CACHES={"default": {
-        "BACKEND": BACKENDS[backend], "LOCATION": location, "KEY_PREFIX": prefix, "VERSION": 3,
-    }})
+    backend, _, compressor = backend.partition(":")
+    cache_settings = {"BACKEND": BACKENDS[backend], "LOCATION": location, "KEY_PREFIX": prefix, "VERSION": 3}
+    if compressor:
+        cache_settings["OPTIONS"] = {"COMPRESSOR": COMPRESSORS[compressor]}
+    settings.configure(CACHES={"default": cache_settings})
     django.setup()
     from django.core.cache import cache
 
@@ -52,6 +65,11 @@ def main():
         cache.set("py:counter", 10, timeout=600)
         return
     problems = []
+    if compressor:
+        # What Tandem stored is compressed as django-redis compresses it (not merely readable).
+        raw = cache.client.get_client().get(cache.client.make_key("sw:long"))
+        if raw is None or raw[:1] == b"\x80":
+            problems.append(f"long: not stored compressed: {raw[:20]!r}")
     for name, expected in VALUES.items():
         got = cache.get("sw:" + name, default="<missing>")
         if got != expected or type(got) is not type(expected):

@@ -12,7 +12,7 @@ public struct BackendRegistry: Sendable {
     /// Options every backend accepts, handled by the cache front.
     @_spi(Backend) public static let frontOptions: Set<String> = ["ASYNC_UNSAFE", "IGNORE_EXCEPTIONS", "CIRCUIT_BREAKER_THRESHOLD",
                                                    "CIRCUIT_BREAKER_COOLDOWN", "STAMPEDE_LOCK_TIMEOUT", "STAMPEDE_LOCK_WAIT",
-                                                   "EARLY_REFRESH_BETA", "SERIALIZER"]
+                                                   "EARLY_REFRESH_BETA", "SERIALIZER", "COMPRESSOR"]
 
     /// An empty registry.
     public init() {}
@@ -84,6 +84,7 @@ public struct BackendRegistry: Sendable {
             policy = p
         }
         let serializer = try ValueSerializer.parse(try options.string("SERIALIZER"), alias: alias)
+        let compressor = try ValueCompressor.parse(try options.string("COMPRESSOR"), alias: alias)
         var lock: StampedeLock?
         if options.values["STAMPEDE_LOCK_TIMEOUT"] != nil {
             let t = try options.double("STAMPEDE_LOCK_TIMEOUT", default: 10, range: 0.001...86_400)
@@ -104,7 +105,7 @@ public struct BackendRegistry: Sendable {
                                                            keyPrefix: settings.keyFunction == nil ? settings.keyPrefix : nil,
                                                            metricsFactory: settings.metricsFactory))
         return Cache(alias: alias, backend: backend, timeout: settings.timeout, keyPrefix: settings.keyPrefix,
-                     version: settings.version, keyFunction: settings.keyFunction, codec: settings.codec, serializer: serializer,
+                     version: settings.version, keyFunction: settings.keyFunction, codec: settings.codec, serializer: serializer, compressor: compressor,
                      asyncUnsafePolicy: policy, metricsFactory: settings.metricsFactory, resilience: resilience,
                      tracer: settings.tracer)
     }

@@ -41,6 +41,7 @@ public final class Cache: Sendable {
     ///   - keyFunction: replaces the default key making.
     ///   - codec: encodes values that are not stored natively (JSON by default), in the `.tandem` format.
     ///   - serializer: how values become stored bytes (`OPTIONS.SERIALIZER`; Tandem's own format by default).
+    ///   - compressor: compresses stored values as django-redis does (`OPTIONS.COMPRESSOR`; none by default).
     ///   - asyncUnsafePolicy: the guard's policy for this cache (nil: the process-wide one).
     ///   - metricsFactory: where counters and timers go (nil: `MetricsSystem.factory`).
     ///   - resilience: fail-open and circuit-breaker settings (off by default).
@@ -48,12 +49,13 @@ public final class Cache: Sendable {
     @_spi(Backend) public init(
         alias: String = "default", backend: any CacheBackend, timeout: CacheTimeout = .seconds(300),
         keyPrefix: String = "", version: Int = 1, keyFunction: KeyFunction? = nil,
-        codec: any CacheCodec = JSONCacheCodec(), serializer: ValueSerializer = .tandem, asyncUnsafePolicy: AsyncUnsafePolicy? = nil,
+        codec: any CacheCodec = JSONCacheCodec(), serializer: ValueSerializer = .tandem, compressor: ValueCompressor? = nil,
+        asyncUnsafePolicy: AsyncUnsafePolicy? = nil,
         metricsFactory: (any MetricsFactory)? = nil, resilience: CacheResilience = CacheResilience(),
         tracer: (any Tracer)? = nil
     ) {
         core = CacheCore(alias: alias, backend: backend, keyPrefix: keyPrefix, version: version,
-                         keyFunction: keyFunction, defaultTimeout: timeout, codec: codec, serializer: serializer,
+                         keyFunction: keyFunction, defaultTimeout: timeout, codec: codec, serializer: serializer, compressor: compressor,
                          asyncUnsafePolicy: asyncUnsafePolicy, metricsFactory: metricsFactory, resilience: resilience,
                          tracer: tracer)
         self.async = AsyncCache(core: core)

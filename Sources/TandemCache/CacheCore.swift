@@ -84,6 +84,8 @@ final class CacheCore: Sendable {
     let codec: any CacheCodec
     /// `OPTIONS.SERIALIZER`.
     let serializer: ValueSerializer
+    /// `OPTIONS.COMPRESSOR` (nil: values are stored uncompressed).
+    let compressor: ValueCompressor?
     /// The backend keeps value kinds (the `"django"` format then writes pymemcache's flags).
     let keepsKinds: Bool
     let asyncUnsafePolicy: AsyncUnsafePolicy?
@@ -124,7 +126,7 @@ final class CacheCore: Sendable {
     init(
         alias: String, backend: any CacheBackend, keyPrefix: String, version: Int, keyFunction: KeyFunction?,
         defaultTimeout: CacheTimeout, codec: any CacheCodec, serializer: ValueSerializer = .tandem,
-        asyncUnsafePolicy: AsyncUnsafePolicy?,
+        compressor: ValueCompressor? = nil, asyncUnsafePolicy: AsyncUnsafePolicy?,
         metricsFactory: (any MetricsFactory)?, resilience: CacheResilience = CacheResilience(), tracer: (any Tracer)? = nil
     ) {
         self.tracer = CacheTracing.resolve(tracer)
@@ -140,6 +142,7 @@ final class CacheCore: Sendable {
         self.defaultTimeout = defaultTimeout == .default ? .seconds(300) : defaultTimeout
         self.codec = codec
         self.serializer = serializer
+        self.compressor = compressor
         self.keepsKinds = backend.keepsValueKinds
         self.asyncUnsafePolicy = asyncUnsafePolicy
         self.metrics = CacheMetrics(alias: alias, factory: metricsFactory)
@@ -195,9 +198,14 @@ final class CacheCore: Sendable {
 
     @inline(__always)
     func encode<V: CacheValue>(_ value: V, key: String) throws -> StoredValue {
-        serializer == .tandem
-            ? try ValueCoding.encode(value, codec: codec, key: key)
-            : try DjangoValueCoding.encode(value, flags: keepsKinds, key: key)
+        if serializer == .django { return try DjangoValueCoding.encode(value, flags: keepsKinds, compressor: compressor, key: key) }
+        let stored = try ValueCoding.encode(value, codec: codec, key: key)
+        guard let compressor, stored.bytes.count > compressor.minimumLength, stored.kind != .integer, stored.kind != .null else { return stored }
+        do {
+            return StoredValue(bytes: try compressor.compress(stored.bytes), kind: stored.kind)
+        } catch {
+            throw CacheError.encodingFailed(key: key, type: String(describing: V.self), reason: "\(error)")
+        }
     }
 
     /// Decodes a backend answer and counts the hit or miss.
@@ -213,9 +221,15 @@ final class CacheCore: Sendable {
 
     @inline(__always)
     private func decodeStored<V: CacheValue>(_ stored: StoredValue, key: String) throws -> V? {
-        serializer == .tandem
-            ? try ValueCoding.decode(V.self, from: stored, codec: codec, key: key)
-            : try DjangoValueCoding.decode(V.self, from: stored, flags: keepsKinds, key: key)
+        if serializer == .django { return try DjangoValueCoding.decode(V.self, from: stored, flags: keepsKinds, compressor: compressor, key: key) }
+        guard let compressor, stored.kind != .null else { return try ValueCoding.decode(V.self, from: stored, codec: codec, key: key) }
+        let bytes: [UInt8]?
+        do {
+            bytes = try compressor.decompress(stored.bytes)
+        } catch {
+            throw CacheError.decodingFailed(key: key, type: String(describing: V.self), reason: "\(error)")
+        }
+        return try ValueCoding.decode(V.self, from: bytes.map { StoredValue(bytes: $0, kind: stored.kind) } ?? stored, codec: codec, key: key)
     }
 
     /// Decodes the answer of a get-many into the caller's keys, keeping only what exists.

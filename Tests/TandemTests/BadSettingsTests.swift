@@ -127,6 +127,12 @@ import Testing
                 let o = await BadSettingsTests.url(base + "?serializer=" + good)
                 #expect(o == .working, "\(base) \(good): \(o)")
             }
+            for bad in ["brotli", "", "zlib6"] {
+                let o = await BadSettingsTests.url(base + "?compressor=" + bad)
+                #expect(o == .refused(field: "OPTIONS.COMPRESSOR"), "\(base) \(bad): \(o)")
+            }
+            let o = await BadSettingsTests.url(base + "?serializer=django&compressor=zstd")
+            #expect(o == .working, "\(base): \(o)")
         }
         // The django format round-trips on the embedded default too.
         let caches = try Caches(settings: ["default": CacheSettings(backend: "locmem", options: ["SERIALIZER": "django"])])
@@ -135,6 +141,14 @@ import Testing
         #expect(try await caches.default.async.get("d") as [String: [Int]]? == ["a": [1, 2]])
         try await caches.default.async.set("n", 5)
         #expect(try await caches.default.async.incr("n") == 6)
+        // Tandem's own format compressed: long values shrink, integers stay text, both read back.
+        let packed = try Caches(settings: ["default": CacheSettings(backend: "locmem", options: ["COMPRESSOR": "zlib"])])
+        defer { packed.closeAll() }
+        let long = String(repeating: "tandem ", count: 100)
+        try await packed.default.async.set("t", long)
+        try await packed.default.async.set("i", 12_345_678_901_234_567)
+        #expect(try await packed.default.async.get("t") as String? == long)
+        #expect(try await packed.default.async.incr("i") == 12_345_678_901_234_568)
     }
 
     @Test func malformedCachesJSON() async throws {

@@ -20,6 +20,7 @@ private struct SharedProfile: Codable, Equatable {
 struct DjangoSharingTests {
     static let datetime = Date(timeIntervalSince1970: 1_765_000_000.5)
     static let uuid = UUID(uuidString: "12345678-90ab-cdef-1234-567890abcdef")!
+    static let long = String(repeating: "lorem ipsum ", count: 40)
     fileprivate static let profile = SharedProfile(name: "Zoë", age: 41, tags: ["a", "b"], limits: ["daily": 5])
 
     /// Runs crosscheck.py; returns what it printed.
@@ -32,18 +33,23 @@ struct DjangoSharingTests {
         return run.output.trimmingCharacters(in: .whitespacesAndNewlines)
     }
 
-    @Test(arguments: ["redis", "memcached"], FaceKind.allCases)
+    /// Django's RedisCache, PyMemcacheCache, and django-redis with each of its compressors.
+    static let djangoBackends = ["redis", "memcached"] + ValueCompressor.allCases.map { "django-redis:\($0.rawValue)" }
+
+    @Test(arguments: djangoBackends, FaceKind.allCases)
     func eachSideReadsWhatTheOtherWrote(_ backend: String, _ faceKind: FaceKind) async throws {
         let prefix = "django-\(UUID().uuidString.prefix(8))"
         let location: String
-        if backend == "redis" {
-            location = try TestServers.need(TestServers.redisURL, "redis-server")
-        } else {
+        var options: [String: SettingValue] = ["SERIALIZER": "django"]
+        if backend == "memcached" {
             location = try #require(TestServers.memcachedServers.first, "memcached")
+        } else {
+            location = try TestServers.need(TestServers.redisURL, "redis-server")
+            options["COMMAND_TIMEOUT"] = 10
+            if let compressor = backend.split(separator: ":").dropFirst().first { options["COMPRESSOR"] = .string(String(compressor)) }
         }
         let caches = try Caches(settings: ["default": CacheSettings(
-            backend: backend, location: [location], keyPrefix: prefix, version: 3,
-            options: ["SERIALIZER": "django", "COMMAND_TIMEOUT": 10].filter { backend == "redis" || $0.key == "SERIALIZER" })])
+            backend: backend == "memcached" ? "memcached" : "redis", location: [location], keyPrefix: prefix, version: 3, options: options)])
         defer { caches.closeAll() }
         let face = Face(caches.default, faceKind)
 
@@ -62,6 +68,7 @@ struct DjangoSharingTests {
         try await face.set("sw:decimal", Decimal(string: "19.90")!)
         try await face.set("sw:uuid", Self.uuid)
         try await face.set("sw:profile", Self.profile)
+        try await face.set("sw:long", Self.long)
         try await face.set("sw:counter", 3)
         #expect(try await django(backend, location, prefix, "read") == "ok")
         #expect(try await face.get("sw:counter", as: Int.self) == 4, "Django's incr is seen here")
@@ -82,6 +89,7 @@ struct DjangoSharingTests {
         #expect(try await face.get("py:decimal", as: Decimal.self) == Decimal(string: "19.9"))
         #expect(try await face.get("py:uuid", as: UUID.self) == Self.uuid)
         #expect(try await face.get("py:profile", as: SharedProfile.self) == Self.profile)
+        #expect(try await face.get("py:long", as: String.self) == Self.long)
         let unknown = try #require(try await face.get("py:profile", as: PythonValue.self))
         #expect(unknown["name"]?.string == "Zoë" && unknown["age"]?.int == 41)
         #expect(try await face.incr("py:counter", by: 5) == 15, "an int Django wrote increments here")

@@ -41,30 +41,37 @@ enum DjangoValueCoding {
     /// `value` as Django stores it. `flags`: the backend keeps item flags (memcached, LocMem), so text
     /// and bytes are stored as they are with their flag, as pymemcache does; without flags (Redis)
     /// everything but an `int` is a pickle.
-    static func encode<V: Encodable>(_ value: V, flags: Bool, key: String) throws -> StoredValue {
+    static func encode<V: Encodable>(_ value: V, flags: Bool, compressor: ValueCompressor? = nil, key: String) throws -> StoredValue {
         let python: PythonValue
         do {
             python = try PythonValueEncoder.encode(value)
         } catch {
             throw CacheError.encodingFailed(key: key, type: String(describing: V.self), reason: "\(error)")
         }
-        switch python {
-        case .int(let i): return StoredValue(bytes: Array(String(i).utf8), kind: ValueKind(rawValue: flags ? Flag.integer : 0))
-        case .string(let s) where flags: return StoredValue(bytes: Array(s.utf8), kind: ValueKind(rawValue: Flag.text))
-        case .bytes(let b) where flags: return StoredValue(bytes: b, kind: ValueKind(rawValue: Flag.bytes))
-        default:
-            do {
-                return StoredValue(bytes: try PickleWriter.write(python), kind: ValueKind(rawValue: flags ? Flag.pickle : 0))
-            } catch {
-                throw CacheError.encodingFailed(key: key, type: String(describing: V.self), reason: "\(error)")
+        do {
+            // An int stays decimal text (never compressed), so that `incr` works on both sides.
+            if case .int(let i) = python { return StoredValue(bytes: Array(String(i).utf8), kind: ValueKind(rawValue: flags ? Flag.integer : 0)) }
+            var stored: StoredValue
+            switch python {
+            case .string(let s) where flags: stored = StoredValue(bytes: Array(s.utf8), kind: ValueKind(rawValue: Flag.text))
+            case .bytes(let b) where flags: stored = StoredValue(bytes: b, kind: ValueKind(rawValue: Flag.bytes))
+            default: stored = StoredValue(bytes: try PickleWriter.write(python), kind: ValueKind(rawValue: flags ? Flag.pickle : 0))
             }
+            // django-redis compresses what its serializer wrote when it is longer than the minimum.
+            if let compressor, stored.bytes.count > compressor.minimumLength { stored.bytes = try compressor.compress(stored.bytes) }
+            return stored
+        } catch {
+            throw CacheError.encodingFailed(key: key, type: String(describing: V.self), reason: "\(error)")
         }
     }
 
     /// The Python value in `stored`, read as Django reads it.
-    static func python(_ stored: StoredValue, flags: Bool) throws -> PythonValue {
+    static func python(_ stored: StoredValue, flags: Bool, compressor: ValueCompressor? = nil) throws -> PythonValue {
         if flags {
             let f = stored.kind.rawValue
+            if let compressor, f & (Flag.integer | Flag.long) == 0, let plain = try compressor.decompress(stored.bytes) {
+                return try python(StoredValue(bytes: plain, kind: stored.kind), flags: true)
+            }
             if f == Flag.bytes { return .bytes(stored.bytes) }
             if f & Flag.compressed != 0 { throw PickleError("the value is compressed (item flags \(f)), which Tandem does not read yet") }
             if f & Flag.text != 0 {
@@ -79,17 +86,22 @@ enum DjangoValueCoding {
             return .bytes(stored.bytes)
         }
         if let i = try pythonInt(stored.bytes) { return .int(i) }
+        // django-redis: a value that does not decompress is read as it is.
+        if let compressor, let plain = try compressor.decompress(stored.bytes) { return try PickleReader.read(plain) }
         return try PickleReader.read(stored.bytes)
     }
 
     /// Decodes `stored` as `V`; nil for a stored `None` when `V` is not optional (as the tandem format
     /// does for a stored nil).
-    static func decode<V: Decodable>(_ type: V.Type, from stored: StoredValue, flags: Bool, key: String) throws -> V? {
+    static func decode<V: Decodable>(_ type: V.Type, from stored: StoredValue, flags: Bool, compressor: ValueCompressor? = nil,
+                                     key: String) throws -> V? {
         do {
-            let value = try python(stored, flags: flags)
+            let value = try python(stored, flags: flags, compressor: compressor)
             if value == .none, !(V.self is any CacheOptional.Type) { return nil }
             return try PythonValueDecoder.decode(V.self, from: value)
         } catch let error as PickleError {
+            throw CacheError.decodingFailed(key: key, type: String(describing: V.self), reason: error.description)
+        } catch let error as CompressionError {
             throw CacheError.decodingFailed(key: key, type: String(describing: V.self), reason: error.description)
         } catch let error as DecodingError {
             throw CacheError.decodingFailed(key: key, type: String(describing: V.self), reason: Self.describe(error))

@@ -1,6 +1,8 @@
-"""Writes pickle-corpus.json: real pickles made by CPython, each with the value it holds.
+"""Writes pickle-corpus.json (real pickles made by CPython, each with the value it holds) to standard
+output, and compressed.json (one input through each of django-redis 6.0's compressors) beside itself.
 
-Run with the Python that Django runs on (3.11 here): python3 make_pickle_corpus.py > pickle-corpus.json
+Run with the Python that Django runs on (3.11 here), with django-redis, lz4 and pyzstd installed:
+    python3 make_pickle_corpus.py > pickle-corpus.json
 """
 import datetime, decimal, json, pickle, sys, uuid
 from collections import OrderedDict
@@ -55,6 +57,16 @@ for v in values:
         if isinstance(v, (list, dict)) and len(v) > 1000 and proto not in (2, 5):
             continue
         corpus.append({"protocol": proto, "type": type(v).__name__, "pickle": pickle.dumps(v, proto).hex(), "value": tagged(v)})
+from django.conf import settings
+settings.configure()
+from django_redis.compressors import gzip as dr_gzip, lz4 as dr_lz4, lzma as dr_lzma, zlib as dr_zlib, zstd as dr_zstd
+plain = ("lorem ipsum " * 40).encode()
+compressed = {name: module.compress(plain) for name, module in [
+    ("zlib", dr_zlib.ZlibCompressor({})), ("gzip", dr_gzip.GzipCompressor({})), ("lzma", dr_lzma.LzmaCompressor({})),
+    ("lz4", dr_lz4.Lz4Compressor({})), ("zstd", dr_zstd.ZStdCompressor({}))]}
+with open(__import__("os").path.join(__import__("os").path.dirname(__file__), "compressed.json"), "w") as f:
+    json.dump({k: v.hex() for k, v in compressed.items()}, f, indent=1)
+
 print('{"python": %s, "corpus": [' % json.dumps(sys.version.split()[0]))
 print(",\n".join(json.dumps(entry, ensure_ascii=False) for entry in corpus))
 print("]}")
