@@ -7,6 +7,14 @@ BACKEND is redis (Django's RedisCache), memcached (PyMemcacheCache) or django-re
 (django-redis 6.0's RedisCache with its default pickle serializer and that compressor: zlib, gzip,
 lzma, lz4 or zstd); LOCATION a redis:// URL or host:port; VERSION is 3 on both sides.
 `read` prints "ok" when every value equals the one below, else one line per difference.
+
+    python3 crosscheck.py BACKEND LOCATION KEY_PREFIX session-login ENGINE       # prints "KEY USER_PK"
+    python3 crosscheck.py BACKEND LOCATION KEY_PREFIX session-check ENGINE KEY   # prints "ok" or why not
+
+`session-login` logs a new user in through Django's test client with SESSION_ENGINE
+django.contrib.sessions.backends.ENGINE (cache or cached_db) and prints the session cookie's value and
+the user's primary key; `session-check` loads the session KEY that Tandem wrote with Django's
+SessionStore and checks its data (see SESSION below).
 """
 import datetime
 import decimal
@@ -49,14 +57,46 @@ VALUES = {
 }
 
 
+# What Tandem's session test writes into a session, and Django must load.
+SESSION = {"_auth_user_id": "7", "cart": [1, 2], "theme": "dark"}
+
+
 def main():
     backend, location, prefix, action = sys.argv[1:5]
     backend, _, compressor = backend.partition(":")
     cache_settings = {"BACKEND": BACKENDS[backend], "LOCATION": location, "KEY_PREFIX": prefix, "VERSION": 3}
     if compressor:
         cache_settings["OPTIONS"] = {"COMPRESSOR": COMPRESSORS[compressor]}
-    settings.configure(CACHES={"default": cache_settings})
+    extra = {}
+    if action.startswith("session-"):
+        extra = dict(
+            SECRET_KEY="tandem-crosscheck", USE_TZ=True,
+            INSTALLED_APPS=["django.contrib.contenttypes", "django.contrib.auth", "django.contrib.sessions"],
+            DATABASES={"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}},
+            SESSION_ENGINE="django.contrib.sessions.backends." + sys.argv[5],
+            PASSWORD_HASHERS=["django.contrib.auth.hashers.MD5PasswordHasher"],
+        )
+    settings.configure(CACHES={"default": cache_settings}, **extra)
     django.setup()
+    if action == "session-login":
+        from django.contrib.auth.models import User
+        from django.core.management import call_command
+        from django.test import Client
+        call_command("migrate", verbosity=0)
+        user = User.objects.create_user("ada", password="lovelace")
+        client = Client()
+        assert client.login(username="ada", password="lovelace")
+        print(client.cookies[settings.SESSION_COOKIE_NAME].value, user.pk)
+        return
+    if action == "session-check":
+        from importlib import import_module
+        if sys.argv[5] == "cached_db":
+            from django.core.management import call_command
+            call_command("migrate", verbosity=0)
+        store = import_module(settings.SESSION_ENGINE).SessionStore(session_key=sys.argv[6])
+        data = dict(store.items())
+        print("ok" if data == SESSION else f"loaded {data!r}")
+        return
     from django.core.cache import cache
 
     if action == "write":

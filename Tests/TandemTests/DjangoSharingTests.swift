@@ -24,11 +24,11 @@ struct DjangoSharingTests {
     fileprivate static let profile = SharedProfile(name: "Zoë", age: 41, tags: ["a", "b"], limits: ["daily": 5])
 
     /// Runs crosscheck.py; returns what it printed.
-    private func django(_ backend: String, _ location: String, _ prefix: String, _ action: String) async throws -> String {
+    private func django(_ backend: String, _ location: String, _ prefix: String, _ action: String, _ more: String...) async throws -> String {
         let python = try TestServers.need(TestServers.djangoPython, "a Python with Django (TANDEM_DJANGO_PYTHON)")
         let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
             .appendingPathComponent("Integration/django/crosscheck.py").path
-        let run = try await onPlainThread { try runProgram(python, [script, backend, location, prefix, action], seconds: 60) }
+        let run = try await onPlainThread { try runProgram(python, [script, backend, location, prefix, action] + more, seconds: 60) }
         if run.status != 0 { Issue.record("crosscheck.py \(action) failed (status \(run.status)): \(run.errors)") }
         return run.output.trimmingCharacters(in: .whitespacesAndNewlines)
     }
@@ -95,5 +95,48 @@ struct DjangoSharingTests {
         #expect(try await face.incr("py:counter", by: 5) == 15, "an int Django wrote increments here")
         #expect(try await face.getMany(["py:int", "py:text", "py:missing"], as: PythonValue.self)
             == ["py:int": .int(42), "py:text": .string("héllo ☃ 😀")])
+    }
+
+    @Test(arguments: [DjangoSessionStore.Engine.cache, .cachedDB], FaceKind.allCases)
+    func aUserLoggedInThroughDjangoIsSeenHereAndASessionWrittenHereLoadsInDjango(_ engine: DjangoSessionStore.Engine,
+                                                                               _ faceKind: FaceKind) async throws {
+        let prefix = "session-\(UUID().uuidString.prefix(8))"
+        let location = try TestServers.need(TestServers.redisURL, "redis-server")
+        let engineName = engine == .cache ? "cache" : "cached_db"
+        let caches = try Caches(settings: ["default": CacheSettings(
+            backend: "redis", location: [location], keyPrefix: prefix, version: 3, options: ["SERIALIZER": "django", "COMMAND_TIMEOUT": 10])])
+        defer { caches.closeAll() }
+        let sessions = DjangoSessionStore(cache: caches.default, engine: engine)
+
+        // Django logs a user in; Tandem reads who it is.
+        let login = try await django("redis", location, prefix, "session-login", engineName).split(separator: " ").map(String.init)
+        try #require(login.count == 2, "session-login printed \(login)")
+        let loaded: DjangoSession?
+        if faceKind == .async {
+            loaded = try await sessions.load(sessionKey: login[0])
+        } else {
+            loaded = try await Bridge.offload { try sessions.load(sessionKey: login[0]) }
+        }
+        let session = try #require(loaded, "the session Django made is in the cache")
+        #expect(session.userID == login[1])
+        #expect(session.authBackend == "django.contrib.auth.backends.ModelBackend")
+        #expect(session.data["_auth_user_hash"]?.string?.count == 64, "the session hash Django checks")
+
+        // Tandem writes a session; Django's SessionStore loads it.
+        let data: [String: PythonValue] = ["_auth_user_id": "7", "cart": .list([.int(1), .int(2)]), "theme": "dark"]
+        let mine: DjangoSession
+        if faceKind == .async {
+            mine = try await sessions.create(data)
+        } else {
+            mine = DjangoSession(key: DjangoSessionStore.newKey(), data: data)
+            try await Bridge.offload { try sessions.save(mine) }
+        }
+        #expect(try await django("redis", location, prefix, "session-check", engineName, mine.key) == "ok")
+
+        // A cookie that is not a key Django makes is never looked up.
+        #expect(try await sessions.load(sessionKey: "../\(login[0])") == nil)
+        #expect(try await sessions.load(sessionKey: login[0].uppercased()) == nil)
+        #expect(try await sessions.delete(sessionKey: login[0]))
+        #expect(try await sessions.load(sessionKey: login[0]) == nil)
     }
 }

@@ -150,7 +150,7 @@ public struct PythonDateTime: Sendable, Hashable {
 }
 
 extension PythonValue: Codable {
-    private struct Key: CodingKey {
+    private struct DictKey: CodingKey {
         var stringValue: String
         var intValue: Int? { nil }
         init(stringValue: String) { self.stringValue = stringValue }
@@ -166,12 +166,12 @@ extension PythonValue: Codable {
             var c = encoder.unkeyedContainer()
             for item in items { try c.encode(item) }
         case .dict(let items):
-            var c = encoder.container(keyedBy: Key.self)
+            var c = encoder.container(keyedBy: DictKey.self)
             for item in items {
                 guard case .string(let k) = item.key else {
                     throw EncodingError.invalidValue(self, EncodingError.Context(codingPath: encoder.codingPath, debugDescription: "a dict key that is not a str"))
                 }
-                try c.encode(item.value, forKey: Key(stringValue: k))
+                try c.encode(item.value, forKey: DictKey(stringValue: k))
             }
         default:
             var c = encoder.singleValueContainer()
@@ -210,7 +210,27 @@ extension PythonValue: Codable {
             self = .list(items)
             return
         }
-        let c = try decoder.container(keyedBy: Key.self)
+        let c = try decoder.container(keyedBy: DictKey.self)
         self = .dict(try c.allKeys.map { PythonDictItem(.string($0.stringValue), try c.decode(PythonValue.self, forKey: $0)) })
+    }
+}
+
+extension PythonValue: ExpressibleByStringLiteral, ExpressibleByIntegerLiteral, ExpressibleByFloatLiteral,
+    ExpressibleByBooleanLiteral, ExpressibleByNilLiteral, ExpressibleByArrayLiteral, ExpressibleByDictionaryLiteral {
+    /// A `str`.
+    public init(stringLiteral value: String) { self = .string(value) }
+    /// An `int`.
+    public init(integerLiteral value: Int) { self = .int(value) }
+    /// A `float`.
+    public init(floatLiteral value: Double) { self = .float(value) }
+    /// A `bool`.
+    public init(booleanLiteral value: Bool) { self = .bool(value) }
+    /// `None`.
+    public init(nilLiteral: ()) { self = .none }
+    /// A `list`.
+    public init(arrayLiteral elements: PythonValue...) { self = .list(elements) }
+    /// A `dict` with `str` keys, in the literal's order.
+    public init(dictionaryLiteral elements: (String, PythonValue)...) {
+        self = .dict(elements.map { PythonDictItem(.string($0.0), $0.1) })
     }
 }
