@@ -61,6 +61,9 @@ public final class Cache: Sendable {
         self.async = AsyncCache(core: core)
     }
 
+    /// How this cache turns values into stored bytes (`OPTIONS.SERIALIZER`).
+    public var serializer: ValueSerializer { core.serializer }
+
     /// The final key that `key` is stored under at `version` (made, not validated).
     public func makeKey(_ key: String, version: Int? = nil) -> String { core.keys.make(key, version: version) }
 

@@ -35,12 +35,22 @@ struct CacheChoice: ParsableArguments {
 }
 
 struct Get: AsyncParsableCommand {
-    static let configuration = CommandConfiguration(abstract: "Print the value of KEY (exit 1 when missing).")
+    static let configuration = CommandConfiguration(
+        abstract: "Print the value of KEY (exit 1 when missing).",
+        discussion: "With SERIALIZER \"django\", a value with a JSON form (str, int, float, bool, None, list, tuple, dict with str keys) prints as JSON text, any other as Python's repr.")
     @Argument var key: String
     @OptionGroup var choice: CacheChoice
 
     func run() async throws {
         let cache = try choice.cache()
+        if cache.serializer == .django {
+            guard let value: PythonValue = try await cache.async.get(key) else {
+                FileHandle.standardError.write(Data("(missing)\n".utf8))
+                throw ExitCode(1)
+            }
+            print(value.jsonText ?? value.description)
+            return
+        }
         guard let bytes: [UInt8] = try await cache.async.get(key) else {
             FileHandle.standardError.write(Data("(missing)\n".utf8))
             throw ExitCode(1)
@@ -84,6 +94,8 @@ struct SetValue: AsyncParsableCommand {
     @Argument var value: String
     @Option(help: "Timeout in seconds (default: the cache's TIMEOUT; 'never' for no expiry).")
     var timeout: String?
+    @Flag(help: "VALUE is JSON: stored as the Python values it reads as (objects as dicts, arrays as lists; SERIALIZER \"django\").")
+    var json = false
     @OptionGroup var choice: CacheChoice
 
     func run() async throws {
@@ -96,7 +108,15 @@ struct SetValue: AsyncParsableCommand {
             guard let d = Double(s) else { throw ValidationError("--timeout must be seconds or 'never', got '\(s)'") }
             t = .seconds(d)
         }
-        if let i = Int(value) {
+        if json {
+            let parsed: PythonValue
+            do {
+                parsed = try JSONDecoder().decode(PythonValue.self, from: Data(value.utf8))
+            } catch {
+                throw ValidationError("VALUE is not JSON: \(error)")
+            }
+            try await cache.async.set(key, parsed, timeout: t)
+        } else if let i = Int(value) {
             try await cache.async.set(key, i, timeout: t)
         } else {
             try await cache.async.set(key, value, timeout: t)

@@ -139,4 +139,32 @@ struct DjangoSharingTests {
         #expect(try await sessions.delete(sessionKey: login[0]))
         #expect(try await sessions.load(sessionKey: login[0]) == nil)
     }
+
+    @Test func theCLIPrintsDjangosValuesAsJSONAndStoresJSONAsPythonValues() async throws {
+        let exe = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent().appendingPathComponent("tandem")
+        try #require(FileManager.default.isExecutableFile(atPath: exe.path), "the tandem executable is beside the test binary")
+        let prefix = "cli-\(UUID().uuidString.prefix(8))"
+        let location = try TestServers.need(TestServers.redisURL, "redis-server")
+        let url = "\(location)?serializer=django&key_prefix=\(prefix)&version=3&command_timeout=10&connect_timeout=10"
+        func tandem(_ args: String...) async throws -> String {
+            let run = try await onPlainThread { try runProgram(exe.path, args + ["--url", url]) }
+            if run.status != 0 { Issue.record("tandem \(args) failed (status \(run.status)): \(run.errors)") }
+            return run.output.trimmingCharacters(in: .whitespacesAndNewlines)
+        }
+        _ = try await django("redis", location, prefix, "write")
+        // Python's json.dumps where the value has a JSON form, Python's repr where it has not.
+        #expect(try await tandem("get", "py:profile") == #"{"name": "Zo\u00eb", "age": 41, "tags": ["a", "b"], "limits": {"daily": 5}}"#)
+        #expect(try await tandem("get", "py:int") == "42")
+        #expect(try await tandem("get", "py:none") == "null")
+        #expect(try await tandem("get", "py:datetime") == "datetime.datetime(2025, 12, 6, 5, 46, 40, 500000, tzinfo=datetime.timezone.utc)")
+        #expect(try await tandem("get", "py:bytes") == #"b'\x00\x01\xff'"#)
+        #expect(try await tandem("get", "py:decimal") == "Decimal('19.9')")
+
+        _ = try await tandem("set", "cli:json", #"{"a": [1, 2.5, null, true, "x"]}"#, "--json")
+        let caches = try Caches(settings: ["default": try CacheSettings(url: url)])
+        defer { caches.closeAll() }
+        let stored = try #require(try await caches.default.async.get("cli:json") as PythonValue?)
+        #expect(stored == ["a": [1, 2.5, nil, true, "x"]])
+        #expect(try await tandem("get", "cli:json") == #"{"a": [1, 2.5, null, true, "x"]}"#)
+    }
 }

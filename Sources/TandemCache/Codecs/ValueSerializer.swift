@@ -91,13 +91,14 @@ enum DjangoValueCoding {
         return try PickleReader.read(stored.bytes)
     }
 
-    /// Decodes `stored` as `V`; nil for a stored `None` when `V` is not optional (as the tandem format
-    /// does for a stored nil).
+    /// Decodes `stored` as `V`; nil for a stored `None` when `V` is neither optional nor ``PythonValue``
+    /// (as the tandem format does for a stored nil).
     static func decode<V: Decodable>(_ type: V.Type, from stored: StoredValue, flags: Bool, compressor: ValueCompressor? = nil,
                                      key: String) throws -> V? {
         do {
             let value = try python(stored, flags: flags, compressor: compressor)
-            if value == .none, !(V.self is any CacheOptional.Type) { return nil }
+            // A stored None is a value for `V?` and for `PythonValue` itself; for any other `V`, nil.
+            if value == .none, V.self != PythonValue.self, !(V.self is any CacheOptional.Type) { return nil }
             return try PythonValueDecoder.decode(V.self, from: value)
         } catch let error as PickleError {
             throw CacheError.decodingFailed(key: key, type: String(describing: V.self), reason: error.description)
