@@ -74,6 +74,9 @@ for s in "${scenarios[@]}"; do
         extra+=(--memcached-reference "$BIN/memcached_sync_get")
       fi
       ;;
+    django-codec)
+      extra+=(--python "$(command -v python3)")
+      ;;
     http-fanout-delay|hedged-fanout|http-cached-get)
       start_upstream
       ;;

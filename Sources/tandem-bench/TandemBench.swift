@@ -211,9 +211,9 @@ struct TandemBench: AsyncParsableCommand {
 
     static let known = ["locmem", "loop-roundtrip", "bridge-overhead", "redis-async-get", "redis-tls-async-get", "redis-cluster-async-get", "redis-sync-get",
                         "memcached-async-get", "memcached-sync-get", "http-fanout-delay", "http-small-gets", "stampede", "hedged-fanout", "http-cached-get", "inflight-10k", "ahc-peer", "loop-group",
-                        "near-cache-get", "near-cache-staleness"]
+                        "near-cache-get", "near-cache-staleness", "django-codec"]
 
-    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-tls-async-get, redis-cluster-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets, stampede, hedged-fanout, http-cached-get, inflight-10k, ahc-peer, loop-group, near-cache-get, near-cache-staleness.")
+    @Argument(help: "Scenarios to run: locmem, loop-roundtrip, bridge-overhead, redis-async-get, redis-tls-async-get, redis-cluster-async-get, redis-sync-get, memcached-async-get, memcached-sync-get, http-fanout-delay, http-small-gets, stampede, hedged-fanout, http-cached-get, inflight-10k, ahc-peer, loop-group, near-cache-get, near-cache-staleness, django-codec.")
     var scenarios: [String] = ["locmem"]
 
     @Option(help: "Seconds per measurement.")
@@ -260,6 +260,9 @@ struct TandemBench: AsyncParsableCommand {
 
     @Option(name: .customLong("ahc-peer"), help: "The async-http-client peer (Integration/peer, built in release) for the ahc-peer scenario.")
     var ahcPeer: String?
+
+    @Option(help: "A Python 3 for django-codec's reference (CPython's C pickle).")
+    var python: String?
 
     func run() async throws {
         for scenario in scenarios {
@@ -312,6 +315,11 @@ struct TandemBench: AsyncParsableCommand {
                 for r in try await LoopGroupScenario(redis: redis, smallFile: smallFile, seconds: seconds, rounds: rounds).run() { r.emit() }
             case "near-cache-get":
                 for r in try await NearCacheScenarios(url: redis, seconds: seconds, rounds: rounds).get() { r.emit() }
+            case "django-codec":
+                guard let python else { throw ValidationError("django-codec needs --python (a Python 3 for the pickle reference)") }
+                let script = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+                    .appendingPathComponent("Integration/bench/pickle_reference.py").path
+                for r in try DjangoCodecScenario(python: python, script: script, seconds: seconds, rounds: rounds).run() { r.emit() }
             case "near-cache-staleness":
                 try await NearCacheScenarios(url: redis, seconds: max(seconds, 2), rounds: rounds).staleness().emit()
             case "stampede":

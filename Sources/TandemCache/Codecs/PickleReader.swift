@@ -1,8 +1,9 @@
 import Foundation
 
-/// Why a pickle was not read (or a value could not be written as one).
-struct PickleError: Error, CustomStringConvertible, Sendable {
-    let description: String
+/// Why a pickle was not read (or a value could not be written as one): what was wrong, in words.
+public struct PickleError: Error, CustomStringConvertible, Sendable, Hashable {
+    /// What was wrong.
+    public let description: String
     init(_ description: String) { self.description = description }
 }
 
@@ -24,24 +25,33 @@ struct PickleReader {
 
     /// Reads the pickle in `bytes`.
     static func read(_ bytes: [UInt8]) throws -> PythonValue {
-        var reader = PickleReader(bytes)
-        let item = try reader.run()
-        var budget = maxValues
-        return try item.materialize(depth: 0, budget: &budget)
+        try bytes.withUnsafeBufferPointer { buffer in
+            var reader = PickleReader(buffer)
+            let item = try reader.run()
+            var budget = maxValues
+            return try item.materialize(depth: 0, budget: &budget)
+        }
     }
 
-    private let bytes: [UInt8]
+    /// The pickle (valid while `read` runs).
+    private let bytes: UnsafeBufferPointer<UInt8>
     private var pos = 0
     private var stack: [Item] = []
     /// Where each open MARK began, as a stack length.
     private var marks: [Int] = []
-    private var memo: [Int: Item] = [:]
+    /// The memo: entries 0, 1, 2... as MEMOIZE (and most PUTs) write them, and any other index apart.
+    private var memo: [Item] = []
+    private var memoApart: [Int: Item] = [:]
 
-    private init(_ bytes: [UInt8]) { self.bytes = bytes }
+    private init(_ bytes: UnsafeBufferPointer<UInt8>) {
+        self.bytes = bytes
+        stack.reserveCapacity(16)
+        memo.reserveCapacity(16)
+    }
 
     // MARK: input
 
-    private mutating func take(_ n: Int) throws -> ArraySlice<UInt8> {
+    private mutating func take(_ n: Int) throws -> Slice<UnsafeBufferPointer<UInt8>> {
         guard n >= 0, n <= bytes.count - pos else {
             throw PickleError("the pickle is truncated: \(n) bytes announced at offset \(pos), \(bytes.count - pos) left")
         }
@@ -49,12 +59,19 @@ struct PickleReader {
         return bytes[pos..<(pos + n)]
     }
 
-    private mutating func byte() throws -> UInt8 { try take(1).first ?? 0 }
+    @inline(__always)
+    private mutating func byte() throws -> UInt8 {
+        guard pos < bytes.count else { throw PickleError("the pickle is truncated at offset \(pos)") }
+        defer { pos += 1 }
+        return bytes[pos]
+    }
 
     /// A little-endian unsigned integer of `n` bytes (n ≤ 8), as an Int when it fits.
     private mutating func unsigned(_ n: Int) throws -> Int {
+        guard n <= bytes.count - pos else { throw PickleError("the pickle is truncated at offset \(pos)") }
         var v: UInt64 = 0
-        for (i, b) in try take(n).enumerated() { v |= UInt64(b) << (8 * UInt64(i)) }
+        for i in 0..<n { v |= UInt64(bytes[pos + i]) << (8 * UInt64(i)) }
+        pos += n
         guard v <= UInt64(Int.max) else { throw PickleError("a length of \(v) bytes") }
         return Int(v)
     }
@@ -72,7 +89,7 @@ struct PickleReader {
     private mutating func line() throws -> ArraySlice<UInt8> {
         guard let end = bytes[pos...].firstIndex(of: 0x0A) else { throw PickleError("the pickle is truncated: a line has no end") }
         defer { pos = end + 1 }
-        return bytes[pos..<end]
+        return ArraySlice(bytes[pos..<end])
     }
 
     private mutating func lineText() throws -> String {
@@ -210,10 +227,10 @@ struct PickleReader {
                 set.items += items
 
             // The memo.
-            case 0x94: memo[memo.count] = try top()  // MEMOIZE
-            case 0x70: memo[try Self.decimalInt(try lineText())] = try top()  // PUT
-            case 0x71: memo[Int(try byte())] = try top()  // BINPUT
-            case 0x72: memo[try unsigned(4)] = try top()  // LONG_BINPUT
+            case 0x94: try remember(memo.count + memoApart.count)  // MEMOIZE
+            case 0x70: try remember(try Self.decimalInt(try lineText()))  // PUT
+            case 0x71: try remember(Int(try byte()))  // BINPUT
+            case 0x72: try remember(try unsigned(4))  // LONG_BINPUT
             case 0x67: stack.append(try recall(try Self.decimalInt(try lineText())))  // GET
             case 0x68: stack.append(try recall(Int(try byte())))  // BINGET
             case 0x6A: stack.append(try recall(try unsigned(4)))  // LONG_BINGET
@@ -255,12 +272,35 @@ struct PickleReader {
         }
     }
 
+    private mutating func remember(_ index: Int) throws {
+        let item = try top()
+        if index == memo.count && memoApart.isEmpty {
+            memo.append(item)
+        } else if index < memo.count {
+            memo[index] = item
+        } else {
+            memoApart[index] = item
+        }
+    }
+
     private func recall(_ index: Int) throws -> Item {
-        guard let item = memo[index] else { throw PickleError("memo entry \(index) is read before it is written") }
+        if index >= 0 && index < memo.count { return memo[index] }
+        guard let item = memoApart[index] else { throw PickleError("memo entry \(index) is read before it is written") }
         return item
     }
 
-    private func utf8(_ bytes: ArraySlice<UInt8>) throws -> String {
+    private func utf8(_ slice: Slice<UnsafeBufferPointer<UInt8>>) throws -> String {
+        let bytes = UnsafeBufferPointer(rebasing: slice)
+        // A short ASCII str (most keys) needs no validation beyond a scan; the validating initializer
+        // costs a generic lookup per call, which only long strings amortize.
+        if bytes.count < 64 {
+            var ascii = true
+            for b in bytes where b >= 0x80 {
+                ascii = false
+                break
+            }
+            if ascii { return String(decoding: bytes, as: UTF8.self) }
+        }
         guard let s = String(validating: bytes, as: UTF8.self) else { throw PickleError("a str at offset \(pos - bytes.count) is not valid UTF-8") }
         return s
     }
@@ -388,23 +428,33 @@ private enum Item {
         case .list(let l): return .list(try l.items.map { try $0.materialize(depth: depth + 1, budget: &budget) })
         case .tuple(let t): return .tuple(try t.map { try $0.materialize(depth: depth + 1, budget: &budget) })
         case .set(let s):
-            var seen = Set<PythonValue>()
             var out: [PythonValue] = []
+            out.reserveCapacity(s.items.count)
+            // Duplicates found by a scan while small, by hashing beyond.
+            var seen: Set<PythonValue>? = s.items.count > 16 ? [] : nil
             for item in s.items {
                 let v = try item.materialize(depth: depth + 1, budget: &budget)
                 try Item.checkHashable(v)
-                if seen.insert(v).inserted { out.append(v) }
+                if seen != nil {
+                    if seen!.insert(v).inserted { out.append(v) }
+                } else if !out.contains(v) {
+                    out.append(v)
+                }
             }
             return .set(out)
         case .dict(let d):
-            var index: [PythonValue: Int] = [:]
             var out: [PythonDictItem] = []
+            out.reserveCapacity(d.pairs.count)
+            // A later item with the same key replaces the earlier one's value, as in Python; found by a
+            // scan while small, by hashing beyond.
+            var index: [PythonValue: Int]? = d.pairs.count > 16 ? [:] : nil
             for (k, v) in d.pairs {
                 let key = try k.materialize(depth: depth + 1, budget: &budget)
                 try Item.checkHashable(key)
                 let value = try v.materialize(depth: depth + 1, budget: &budget)
-                if let at = index[key] { out[at].value = value } else {
-                    index[key] = out.count
+                let at = index != nil ? index![key] : out.firstIndex { $0.key == key }
+                if let at { out[at].value = value } else {
+                    index?[key] = out.count
                     out.append(PythonDictItem(key, value))
                 }
             }
@@ -418,6 +468,7 @@ private enum Item {
         }
     }
 
+    @inline(__always)
     static func checkHashable(_ v: PythonValue) throws {
         switch v {
         case .list, .dict, .set: throw PickleError("a dict key or set member that Python cannot hash")

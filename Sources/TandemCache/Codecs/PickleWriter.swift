@@ -9,23 +9,36 @@ struct PickleWriter {
 
     static func write(_ value: PythonValue) throws -> [UInt8] {
         var w = PickleWriter()
+        // PROTO 5, then room for a FRAME header whose length is filled in at the end.
+        w.body.reserveCapacity(256)
+        w.body.append(contentsOf: [0x80, 5, 0x95, 0, 0, 0, 0, 0, 0, 0, 0])
         try w.put(value, depth: 0)
         w.body.append(0x2E)  // STOP
-        // Python frames a pickle whose body is at least 4 bytes.
-        var out: [UInt8] = [0x80, 5]
-        if w.body.count >= 4 {
-            out.append(0x95)
-            out += withUnsafeBytes(of: UInt64(w.body.count).littleEndian, Array.init)
+        let payload = w.body.count - headerLength
+        // Python frames a pickle whose payload is at least 4 bytes.
+        guard payload >= 4 else {
+            w.body.removeSubrange(2..<headerLength)
+            return w.body
         }
-        return out + w.body
+        var n = UInt64(payload)
+        for i in 3..<headerLength {
+            w.body[i] = UInt8(truncatingIfNeeded: n)
+            n >>= 8
+        }
+        return w.body
     }
 
+    /// PROTO 5 and a FRAME header.
+    private static let headerLength = 11
     private var body: [UInt8] = []
     private static let batch = 1000
 
     private mutating func memoize() { body.append(0x94) }
 
-    private mutating func le<T: FixedWidthInteger>(_ v: T) { body += withUnsafeBytes(of: v.littleEndian, Array.init) }
+    private mutating func le<T: FixedWidthInteger>(_ v: T) {
+        var x = v.littleEndian
+        withUnsafeBytes(of: &x) { body.append(contentsOf: $0) }
+    }
 
     private mutating func put(_ value: PythonValue, depth: Int) throws {
         guard depth < Self.maxDepth else { throw PickleError("the value is nested deeper than \(Self.maxDepth) levels") }
@@ -35,11 +48,13 @@ struct PickleWriter {
         case .int(let i): int(i)
         case .float(let d):
             body.append(0x47)
-            body += withUnsafeBytes(of: d.bitPattern.bigEndian, Array.init)
+            var bits = d.bitPattern.bigEndian
+            withUnsafeBytes(of: &bits) { body.append(contentsOf: $0) }
         case .string(let s): string(s)
         case .bytes(let b):
             if b.count < 256 {
-                body += [0x43, UInt8(b.count)]
+                body.append(0x43)
+                body.append(UInt8(b.count))
             } else if b.count <= Int(UInt32.max) {
                 body.append(0x42)
                 le(UInt32(b.count))
@@ -47,7 +62,7 @@ struct PickleWriter {
                 body.append(0x8E)
                 le(UInt64(b.count))
             }
-            body += b
+            body.append(contentsOf: b)
             memoize()
         case .list(let items):
             body.append(0x5D)
@@ -155,7 +170,9 @@ struct PickleWriter {
 
     private mutating func int(_ i: Int) {
         switch i {
-        case 0...0xFF: body += [0x4B, UInt8(i)]
+        case 0...0xFF:
+            body.append(0x4B)
+            body.append(UInt8(i))
         case 0...0xFFFF:
             body.append(0x4D)
             le(UInt16(i))
@@ -175,17 +192,20 @@ struct PickleWriter {
     }
 
     private mutating func string(_ s: String) {
-        let utf8 = Array(s.utf8)
-        if utf8.count < 256 {
-            body += [0x8C, UInt8(utf8.count)]
-        } else if utf8.count <= Int(UInt32.max) {
+        var s = s
+        let count = s.utf8.count
+        if count < 256 {
+            body.append(0x8C)
+            body.append(UInt8(count))
+        } else if count <= Int(UInt32.max) {
             body.append(0x58)
-            le(UInt32(utf8.count))
+            le(UInt32(count))
         } else {
             body.append(0x8D)
-            le(UInt64(utf8.count))
+            le(UInt64(count))
         }
-        body += utf8
+        // One copy of a native string's bytes; a bridged one is made native first.
+        s.withUTF8 { body.append(contentsOf: $0) }
         memoize()
     }
 

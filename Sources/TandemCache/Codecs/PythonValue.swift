@@ -35,8 +35,8 @@ public enum PythonValue: Sendable, Hashable {
     case dict([PythonDictItem])
     /// A `set` (and `frozenset`, when read), in the order it was stored.
     case set([PythonValue])
-    /// A `datetime.datetime`.
-    case datetime(PythonDateTime)
+    /// A `datetime.datetime` (boxed: it is the largest payload, and every value is as large as that).
+    indirect case datetime(PythonDateTime)
     /// A `decimal.Decimal`, as its exact text (`"1.10"`).
     case decimal(String)
     /// A `uuid.UUID`.

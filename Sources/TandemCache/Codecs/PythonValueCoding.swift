@@ -34,6 +34,9 @@ extension Set: PythonSetEncodable where Element: Encodable {
 /// Turns an `Encodable` value into a ``PythonValue``.
 enum PythonValueEncoder {
     static func encode<V: Encodable>(_ value: V) throws -> PythonValue {
+        // The exact types first: a metatype comparison, then an exact reinterpretation.
+        if V.self == PythonValue.self { return unsafeBitCast(value, to: PythonValue.self) }
+        if V.self == String.self { return .string(unsafeBitCast(value, to: String.self)) }
         if let direct = try pythonForm(of: value) { return direct }
         let encoder = PyEncoder(codingPath: [])
         try value.encode(to: encoder)
@@ -196,7 +199,8 @@ private func mismatch(_ expected: String, _ value: PythonValue, _ path: [any Cod
 /// Decodes `type` from `value`: the types with a Python form of their own first, then the type's
 /// conformance reading this value.
 private func decodeValue<T: Decodable>(_ type: T.Type, _ value: PythonValue, codingPath: [any CodingKey]) throws -> T {
-    if T.self == PythonValue.self, let v = value as? T { return v }
+    // The exact-type checks compare metatypes; once equal, `unsafeBitCast` is an exact reinterpretation.
+    if T.self == PythonValue.self { return unsafeBitCast(value, to: T.self) }
     if T.self == String.self {
         guard case .string(let s) = value, let v = s as? T else { throw mismatch("str", value, codingPath) }
         return v
