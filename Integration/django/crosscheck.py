@@ -3,9 +3,11 @@
     python3 crosscheck.py BACKEND LOCATION KEY_PREFIX write   # stores the values below under "py:<name>"
     python3 crosscheck.py BACKEND LOCATION KEY_PREFIX read    # checks what Tandem stored under "sw:<name>"
 
-BACKEND is redis (Django's RedisCache), memcached (PyMemcacheCache) or django-redis:COMPRESSOR
+BACKEND is redis (Django's RedisCache), memcached (PyMemcacheCache), django-redis[:COMPRESSOR]
 (django-redis 6.0's RedisCache with its default pickle serializer and that compressor: zlib, gzip,
-lzma, lz4 or zstd); LOCATION a redis:// URL or host:port; VERSION is 3 on both sides.
+lzma, lz4 or zstd) or django-redis-json[:COMPRESSOR] (with its JSONSerializer: the values that have a
+JSON form, as json.loads gives them back); LOCATION a redis:// URL or host:port; VERSION is 3 on both
+sides.
 `read` prints "ok" when every value equals the one below, else one line per difference.
 
     python3 crosscheck.py BACKEND LOCATION KEY_PREFIX session-login ENGINE       # prints "KEY USER_PK"
@@ -28,7 +30,10 @@ BACKENDS = {
     "redis": "django.core.cache.backends.redis.RedisCache",
     "memcached": "django.core.cache.backends.memcached.PyMemcacheCache",
     "django-redis": "django_redis.cache.RedisCache",
+    "django-redis-json": "django_redis.cache.RedisCache",
 }
+# What django-redis's JSONSerializer cannot hold (Django's JSON encoder refuses bytes and sets).
+NOT_JSON = {"bytes", "set"}
 COMPRESSORS = {
     "zlib": "django_redis.compressors.zlib.ZlibCompressor",
     "gzip": "django_redis.compressors.gzip.GzipCompressor",
@@ -65,8 +70,14 @@ def main():
     backend, location, prefix, action = sys.argv[1:5]
     backend, _, compressor = backend.partition(":")
     cache_settings = {"BACKEND": BACKENDS[backend], "LOCATION": location, "KEY_PREFIX": prefix, "VERSION": 3}
+    options = {}
     if compressor:
-        cache_settings["OPTIONS"] = {"COMPRESSOR": COMPRESSORS[compressor]}
+        options["COMPRESSOR"] = COMPRESSORS[compressor]
+    json_format = backend == "django-redis-json"
+    if json_format:
+        options["SERIALIZER"] = "django_redis.serializers.json.JSONSerializer"
+    if options:
+        cache_settings["OPTIONS"] = options
     extra = {}
     if action.startswith("session-"):
         extra = dict(
@@ -99,8 +110,13 @@ def main():
         return
     from django.core.cache import cache
 
+    values = VALUES
+    if json_format:
+        import json
+        from django.core.serializers.json import DjangoJSONEncoder
+        values = {k: v for k, v in VALUES.items() if k not in NOT_JSON}
     if action == "write":
-        for name, value in VALUES.items():
+        for name, value in values.items():
             cache.set("py:" + name, value, timeout=600)
         cache.set("py:counter", 10, timeout=600)
         return
@@ -108,9 +124,11 @@ def main():
     if compressor:
         # What Tandem stored is compressed as django-redis compresses it (not merely readable).
         raw = cache.client.get_client().get(cache.client.make_key("sw:long"))
-        if raw is None or raw[:1] == b"\x80":
+        if raw is None or raw[:1] in (b"\x80", b'"'):
             problems.append(f"long: not stored compressed: {raw[:20]!r}")
-    for name, expected in VALUES.items():
+    for name, expected in values.items():
+        if json_format:  # what json.loads gives back
+            expected = json.loads(json.dumps(expected, cls=DjangoJSONEncoder))
         got = cache.get("sw:" + name, default="<missing>")
         if got != expected or type(got) is not type(expected):
             problems.append(f"{name}: expected {expected!r}, read {got!r}")

@@ -198,7 +198,9 @@ final class CacheCore: Sendable {
 
     @inline(__always)
     func encode<V: CacheValue>(_ value: V, key: String) throws -> StoredValue {
-        if serializer == .django { return try DjangoValueCoding.encode(value, flags: keepsKinds, compressor: compressor, key: key) }
+        if serializer != .tandem {
+            return try DjangoValueCoding.encode(value, flags: keepsKinds, compressor: compressor, json: serializer == .json, key: key)
+        }
         let stored = try ValueCoding.encode(value, codec: codec, key: key)
         guard let compressor, stored.bytes.count > compressor.minimumLength, stored.kind != .integer, stored.kind != .null else { return stored }
         do {
@@ -221,7 +223,9 @@ final class CacheCore: Sendable {
 
     @inline(__always)
     private func decodeStored<V: CacheValue>(_ stored: StoredValue, key: String) throws -> V? {
-        if serializer == .django { return try DjangoValueCoding.decode(V.self, from: stored, flags: keepsKinds, compressor: compressor, key: key) }
+        if serializer != .tandem {
+            return try DjangoValueCoding.decode(V.self, from: stored, flags: keepsKinds, compressor: compressor, json: serializer == .json, key: key)
+        }
         guard let compressor, stored.kind != .null else { return try ValueCoding.decode(V.self, from: stored, codec: codec, key: key) }
         let bytes: [UInt8]?
         do {

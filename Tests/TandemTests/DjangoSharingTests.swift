@@ -35,12 +35,15 @@ struct DjangoSharingTests {
 
     /// Django's RedisCache, PyMemcacheCache, and django-redis with each of its compressors.
     static let djangoBackends = ["redis", "memcached"] + ValueCompressor.allCases.map { "django-redis:\($0.rawValue)" }
+        + ["django-redis-json", "django-redis-json:zstd"]
 
     @Test(arguments: djangoBackends, FaceKind.allCases)
     func eachSideReadsWhatTheOtherWrote(_ backend: String, _ faceKind: FaceKind) async throws {
         let prefix = "django-\(UUID().uuidString.prefix(8))"
         let location: String
-        var options: [String: SettingValue] = ["SERIALIZER": "django"]
+        // django-redis's JSON serializer: only values with a JSON form, read back as json.loads gives them.
+        let json = backend.hasPrefix("django-redis-json")
+        var options: [String: SettingValue] = ["SERIALIZER": json ? "json" : "django"]
         if backend == "memcached" {
             location = try #require(TestServers.memcachedServers.first, "memcached")
         } else {
@@ -59,11 +62,11 @@ struct DjangoSharingTests {
         try await face.set("sw:negative", -7)
         try await face.set("sw:float", 2.5)
         try await face.set("sw:bool", true)
-        try await face.set("sw:bytes", [UInt8]([0, 1, 255]))
+        if !json { try await face.set("sw:bytes", [UInt8]([0, 1, 255])) }
         try await face.set("sw:none", String?.none)
         try await face.set("sw:list", [1, 2, 3])
         try await face.set("sw:dict", ["a": 1, "b": 2])
-        try await face.set("sw:set", Set(["x", "y"]))
+        if !json { try await face.set("sw:set", Set(["x", "y"])) }
         try await face.set("sw:datetime", Self.datetime)
         try await face.set("sw:decimal", Decimal(string: "19.90")!)
         try await face.set("sw:uuid", Self.uuid)
@@ -80,11 +83,11 @@ struct DjangoSharingTests {
         #expect(try await face.get("py:negative", as: Int.self) == -7)
         #expect(try await face.get("py:float", as: Double.self) == 2.5)
         #expect(try await face.get("py:bool", as: Bool.self) == true)
-        #expect(try await face.get("py:bytes", as: [UInt8].self) == [0, 1, 255])
+        if !json { #expect(try await face.get("py:bytes", as: [UInt8].self) == [0, 1, 255]) }
         #expect(try await face.get("py:none", as: String?.self) == .some(nil), "a stored None, not a miss")
         #expect(try await face.get("py:list", as: [Int].self) == [1, 2, 3])
         #expect(try await face.get("py:dict", as: [String: Int].self) == ["a": 1, "b": 2])
-        #expect(try await face.get("py:set", as: Set<String>.self) == ["x", "y"])
+        if !json { #expect(try await face.get("py:set", as: Set<String>.self) == ["x", "y"]) }
         #expect(try await face.get("py:datetime", as: Date.self) == Self.datetime)
         #expect(try await face.get("py:decimal", as: Decimal.self) == Decimal(string: "19.9"))
         #expect(try await face.get("py:uuid", as: UUID.self) == Self.uuid)

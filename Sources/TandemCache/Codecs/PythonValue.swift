@@ -117,6 +117,51 @@ public struct PythonDateTime: Sendable, Hashable {
                   second: Int(secondOfDay % 60), microsecond: Int(micro), utcOffsetSeconds: 0)
     }
 
+    /// A datetime from ISO 8601 text as Python's `isoformat()` and Django's JSON encoder write it:
+    /// `YYYY-MM-DDTHH:MM:SS`, optional fractional seconds (up to six digits), optional `Z` or `±HH:MM`
+    /// (a space may stand for the `T`). Nil for anything else.
+    public init?(isoText: String) {
+        let b = Array(isoText.utf8)
+        func number(_ at: Int, _ n: Int) -> Int? {
+            guard at + n <= b.count else { return nil }
+            var v = 0
+            for c in b[at..<(at + n)] {
+                guard (0x30...0x39).contains(c) else { return nil }
+                v = v * 10 + Int(c - 0x30)
+            }
+            return v
+        }
+        guard b.count >= 19, b[4] == 0x2D, b[7] == 0x2D, b[10] == 0x54 || b[10] == 0x20, b[13] == 0x3A, b[16] == 0x3A,
+              let y = number(0, 4), let mo = number(5, 2), let d = number(8, 2), let h = number(11, 2), let mi = number(14, 2),
+              let s = number(17, 2) else { return nil }
+        var at = 19
+        var micro = 0
+        if at < b.count, b[at] == 0x2E {
+            at += 1
+            var digits = 0
+            while at < b.count, (0x30...0x39).contains(b[at]) {
+                if digits < 6 { micro = micro * 10 + Int(b[at] - 0x30) }
+                digits += 1
+                at += 1
+            }
+            guard digits > 0 else { return nil }
+            if digits < 6 { for _ in digits..<6 { micro *= 10 } }
+        }
+        var offset: Int?
+        if at < b.count {
+            if b[at] == 0x5A, at + 1 == b.count {
+                offset = 0
+            } else if b[at] == 0x2B || b[at] == 0x2D, at + 6 == b.count, b[at + 3] == 0x3A,
+                      let oh = number(at + 1, 2), let om = number(at + 4, 2) {
+                offset = (b[at] == 0x2D ? -1 : 1) * (oh * 3600 + om * 60)
+            } else {
+                return nil
+            }
+        }
+        self.init(year: y, month: mo, day: d, hour: h, minute: mi, second: s, microsecond: micro, utcOffsetSeconds: offset)
+        guard date != nil else { return nil }
+    }
+
     /// The instant this datetime names; a naive datetime is read as UTC. Nil when a field is out of range.
     public var date: Date? {
         guard (1...9999).contains(year), (1...12).contains(month), (1...31).contains(day), (0...23).contains(hour),

@@ -227,13 +227,20 @@ private func decodeValue<T: Decodable>(_ type: T.Type, _ value: PythonValue, cod
         return (T.self == Data.self ? Data(b) as Any : b as Any) as! T  // T is exactly Data or [UInt8] here
     }
     if T.self == Date.self {
-        guard case .datetime(let dt) = value, let date = dt.date, let v = date as? T else { throw mismatch("datetime.datetime", value, codingPath) }
+        // A datetime, or its ISO 8601 text (what Django's JSON encoder writes).
+        var found: PythonDateTime?
+        switch value {
+        case .datetime(let dt): found = dt
+        case .string(let s): found = PythonDateTime(isoText: s)
+        default: break
+        }
+        guard let date = found?.date, let v = date as? T else { throw mismatch("datetime.datetime", value, codingPath) }
         return v
     }
     if T.self == Decimal.self {
         let text: String
         switch value {
-        case .decimal(let s): text = s
+        case .decimal(let s), .string(let s): text = s
         case .int(let i): text = String(i)
         default: throw mismatch("decimal.Decimal", value, codingPath)
         }

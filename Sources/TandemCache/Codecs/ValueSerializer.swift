@@ -11,17 +11,18 @@ public enum ValueSerializer: String, Sendable, CaseIterable {
     /// `PyMemcacheCache` writes (pymemcache's `pickle_serde`: bytes, text, integers and pickles, each
     /// with its item flag). Values map to Python values as ``PythonValue`` describes.
     case django
+    /// What django-redis's `JSONSerializer` writes: an `int` as its decimal text, anything else
+    /// `json.dumps` with Django's `DjangoJSONEncoder` (a datetime as ISO 8601 text to the
+    /// millisecond, a decimal and a UUID as text; bytes and sets have no JSON form and are an error).
+    /// Reading gives back what `json.loads` gives: a `Date`, `Decimal` or `UUID` reads from its text.
+    case json
 
     /// The setting's value for `OPTIONS.SERIALIZER`, or an error that names the accepted ones.
     static func parse(_ raw: String?, alias: String) throws -> ValueSerializer {
         guard let raw else { return .tandem }
         if let s = ValueSerializer(rawValue: raw.lowercased()) { return s }
-        if raw.lowercased() == "json" {
-            throw CacheError.invalidSetting(alias: alias, field: "OPTIONS.SERIALIZER",
-                                            reason: "\"json\" (django-redis's JSONSerializer) is not available yet; use \"tandem\" or \"django\"")
-        }
         throw CacheError.invalidSetting(alias: alias, field: "OPTIONS.SERIALIZER",
-                                        reason: "expected \"tandem\" or \"django\", got \"\(raw)\"")
+                                        reason: "expected \"tandem\", \"django\" or \"json\", got \"\(raw)\"")
     }
 }
 
@@ -41,7 +42,8 @@ enum DjangoValueCoding {
     /// `value` as Django stores it. `flags`: the backend keeps item flags (memcached, LocMem), so text
     /// and bytes are stored as they are with their flag, as pymemcache does; without flags (Redis)
     /// everything but an `int` is a pickle.
-    static func encode<V: Encodable>(_ value: V, flags: Bool, compressor: ValueCompressor? = nil, key: String) throws -> StoredValue {
+    static func encode<V: Encodable>(_ value: V, flags: Bool, compressor: ValueCompressor? = nil, json: Bool = false,
+                                     key: String) throws -> StoredValue {
         let python: PythonValue
         do {
             python = try PythonValueEncoder.encode(value)
@@ -50,8 +52,14 @@ enum DjangoValueCoding {
         }
         do {
             // An int stays decimal text (never compressed), so that `incr` works on both sides.
-            if case .int(let i) = python { return StoredValue(bytes: Array(String(i).utf8), kind: ValueKind(rawValue: flags ? Flag.integer : 0)) }
+            if case .int(let i) = python { return StoredValue(bytes: Array(String(i).utf8), kind: ValueKind(rawValue: flags && !json ? Flag.integer : 0)) }
             var stored: StoredValue
+            if json {
+                // django-redis's JSON serializer (no item flags: it is a Redis client's format).
+                stored = StoredValue(bytes: try PythonJSON.write(python), kind: .untagged)
+                if let compressor, stored.bytes.count > compressor.minimumLength { stored.bytes = try compressor.compress(stored.bytes) }
+                return stored
+            }
             switch python {
             case .string(let s) where flags: stored = StoredValue(bytes: Array(s.utf8), kind: ValueKind(rawValue: Flag.text))
             case .bytes(let b) where flags: stored = StoredValue(bytes: b, kind: ValueKind(rawValue: Flag.bytes))
@@ -66,7 +74,12 @@ enum DjangoValueCoding {
     }
 
     /// The Python value in `stored`, read as Django reads it.
-    static func python(_ stored: StoredValue, flags: Bool, compressor: ValueCompressor? = nil) throws -> PythonValue {
+    static func python(_ stored: StoredValue, flags: Bool, compressor: ValueCompressor? = nil, json: Bool = false) throws -> PythonValue {
+        if json {
+            if let i = try pythonInt(stored.bytes) { return .int(i) }
+            if let compressor, let plain = try compressor.decompress(stored.bytes) { return try PythonJSON.read(plain) }
+            return try PythonJSON.read(stored.bytes)
+        }
         if flags {
             let f = stored.kind.rawValue
             if let compressor, f & (Flag.integer | Flag.long) == 0, let plain = try compressor.decompress(stored.bytes) {
@@ -94,9 +107,9 @@ enum DjangoValueCoding {
     /// Decodes `stored` as `V`; nil for a stored `None` when `V` is neither optional nor ``PythonValue``
     /// (as the tandem format does for a stored nil).
     static func decode<V: Decodable>(_ type: V.Type, from stored: StoredValue, flags: Bool, compressor: ValueCompressor? = nil,
-                                     key: String) throws -> V? {
+                                     json: Bool = false, key: String) throws -> V? {
         do {
-            let value = try python(stored, flags: flags, compressor: compressor)
+            let value = try python(stored, flags: flags, compressor: compressor, json: json)
             // A stored None is a value for `V?` and for `PythonValue` itself; for any other `V`, nil.
             if value == .none, V.self != PythonValue.self, !(V.self is any CacheOptional.Type) { return nil }
             return try PythonValueDecoder.decode(V.self, from: value)
