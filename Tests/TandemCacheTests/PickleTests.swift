@@ -169,6 +169,16 @@ private struct SplitMix: RandomNumberGenerator {
         }
     }
 
+    @Test func sharedContainersReadAsTheirValueAndSelfReferencesAreRefused() throws {
+        // CPython 3.11: x = [1, 2]; pickle.dumps([x, [x, x]], 5): x is read back three times, whole.
+        let shared = try PickleReader.read(bytes(hex: "80059515000000000000005d94285d94284b014b02655d94286801680165652e"))
+        #expect(shared == [[1, 2], [[1, 2], [1, 2]]])
+        // a = []; a.append(a) and d = {}; d["d"] = d: values that hold themselves.
+        for hex in ["80059506000000000000005d946800612e", "8005950a000000000000007d948c0164946800732e"] {
+            #expect { try PickleReader.read(bytes(hex: hex)) } throws: { ($0 as? PickleError)?.description.contains("holds itself") ?? false }
+        }
+    }
+
     @Test func sharedReferencesCannotExpandWithoutBound() throws {
         // a = []; b = [a, a]; c = [b, b]; ... 40 levels: 2^40 values if every reference were copied.
         var p: [UInt8] = [0x80, 5, 0x5D, 0x94]

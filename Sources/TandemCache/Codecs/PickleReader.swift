@@ -19,34 +19,48 @@ public struct PickleError: Error, CustomStringConvertible, Sendable, Hashable {
 /// holds itself) and so is the number of values a pickle may expand to through shared references.
 struct PickleReader {
     /// The deepest nesting read.
-    static let maxDepth = 200
+    static let maxDepth: Int32 = 200
     /// The most values one pickle may expand to (shared references count each time they appear).
-    static let maxValues = 1 << 20
+    static let maxValues: Int32 = 1 << 20
 
     /// Reads the pickle in `bytes`.
     static func read(_ bytes: [UInt8]) throws -> PythonValue {
         try bytes.withUnsafeBufferPointer { buffer in
             var reader = PickleReader(buffer)
-            let item = try reader.run()
-            var budget = maxValues
-            return try item.materialize(depth: 0, budget: &budget)
+            return try reader.run()
         }
     }
+
+    // The values are built in place: the stack holds values (a container is filled where it lies),
+    // a parallel array their sizes and depths. The memo names a container by where it lies until it
+    // leaves the stack, then holds its value. A container the memo handed out (the pickle shares it)
+    // may not change any more: Python's own pickles never do that, except for a value that holds
+    // itself, which is refused.
 
     /// The pickle (valid while `read` runs).
     private let bytes: UnsafeBufferPointer<UInt8>
     private var pos = 0
-    private var stack: [Item] = []
+    private var stack: [Entry] = []
+    private var meta: [Meta] = []
     /// Where each open MARK began, as a stack length.
     private var marks: [Int] = []
     /// The memo: entries 0, 1, 2... as MEMOIZE (and most PUTs) write them, and any other index apart.
-    private var memo: [Item] = []
-    private var memoApart: [Int: Item] = [:]
+    private var memo: [Memo] = []
+    private var memoApart: [Int: Memo] = [:]
+    /// Memo entries beyond the first that name a container being built, by its id.
+    private var memoMore: [Int32: [Int]] = [:]
+    /// Key (or member) positions of a large dict or set being built, by its id.
+    private var indexes: [Int32: [PythonValue: Int]] = [:]
+    /// Items of a dict whose values are ints beyond 64 bits (only a `uuid.UUID`'s state), by its id.
+    private var bigInts: [Int32: [(PythonValue, [UInt8])]] = [:]
+    private var lastID: Int32 = 0
 
     private init(_ bytes: UnsafeBufferPointer<UInt8>) {
         self.bytes = bytes
-        stack.reserveCapacity(16)
-        memo.reserveCapacity(16)
+        stack.reserveCapacity(32)
+        meta.reserveCapacity(32)
+        memo.reserveCapacity(32)
+        marks.reserveCapacity(8)
     }
 
     // MARK: input
@@ -98,32 +112,277 @@ struct PickleReader {
         return s
     }
 
+    // Static, as every helper the opcodes call on their hot path: a call of a non-mutating method from
+    // a mutating one copied the whole reader (its arrays and tables retained and released each time).
+    private static func utf8(_ slice: Slice<UnsafeBufferPointer<UInt8>>) throws -> String {
+        let bytes = UnsafeBufferPointer(rebasing: slice)
+        // A short ASCII str (most keys) needs no validation beyond a scan; the validating initializer
+        // costs a generic lookup per call, which only long strings amortize.
+        if bytes.count < 64 {
+            var ascii = true
+            for b in bytes where b >= 0x80 {
+                ascii = false
+                break
+            }
+            if ascii { return String(decoding: bytes, as: UTF8.self) }
+        }
+        guard let s = String(validating: bytes, as: UTF8.self) else { throw PickleError("a str at offset \(slice.startIndex) is not valid UTF-8") }
+        return s
+    }
+
     // MARK: the stack
 
     private var base: Int { marks.last ?? 0 }
 
-    private mutating func pop() throws -> Item {
+    @inline(__always)
+    private mutating func push(_ v: PythonValue) {
+        stack.append(.value(v))
+        meta.append(Meta())
+    }
+
+    private mutating func push(_ e: Entry, _ m: Meta = Meta()) {
+        stack.append(e)
+        meta.append(m)
+    }
+
+    private mutating func pushContainer(_ v: PythonValue) {
+        lastID += 1
+        stack.append(.value(v))
+        meta.append(Meta(id: lastID, building: true))
+    }
+
+    /// Takes the top entry off the stack (a container built there is finished).
+    private mutating func pop() throws -> (Entry, Meta) {
         guard stack.count > base else { throw PickleError("an opcode at offset \(pos - 1) found the stack empty") }
-        return stack.removeLast()
+        if meta[stack.count - 1].building { finish(stack.count - 1) }
+        return (stack.removeLast(), meta.removeLast())
     }
 
-    private func top() throws -> Item {
-        guard stack.count > base, let last = stack.last else { throw PickleError("an opcode at offset \(pos - 1) found the stack empty") }
-        return last
-    }
-
-    private mutating func popMark() throws -> [Item] {
+    /// Closes the innermost MARK; its items are `stack[start...]` (finished), to be dropped with
+    /// ``truncate(_:)`` once used.
+    private mutating func popMark() throws -> Int {
         guard let start = marks.popLast() else { throw PickleError("an opcode at offset \(pos - 1) needs a MARK and there is none") }
-        let items = Array(stack[start...])
-        stack.removeSubrange(start...)
-        return items
+        for i in start..<stack.count where meta[i].building { finish(i) }
+        return start
     }
 
-    private mutating func push(_ v: PythonValue) { stack.append(.value(v)) }
+    private mutating func truncate(_ start: Int) {
+        stack.removeSubrange(start...)
+        meta.removeSubrange(start...)
+    }
+
+    /// A container leaves the stack: its memo entries now hold its value.
+    private mutating func finish(_ i: Int) {
+        meta[i].building = false
+        let id = meta[i].id
+        if !indexes.isEmpty { indexes[id] = nil }
+        var shared = meta[i]
+        shared.shared = true
+        if meta[i].firstMemo >= 0 { store(Int(meta[i].firstMemo), .done(stack[i], shared)) }
+        if !memoMore.isEmpty, let more = memoMore.removeValue(forKey: id) { for m in more { store(m, .done(stack[i], shared)) } }
+    }
+
+    /// Moves the value at `i` out (leaving None), to put it into a container.
+    private mutating func moveOut(_ i: Int) throws -> PythonValue {
+        var e = Entry.value(.none)
+        swap(&e, &stack[i])
+        try checkNoBigInts(meta[i])
+        return try Self.content(e)
+    }
+
+    /// A dict holding an int beyond 64 bits (a `uuid.UUID`'s state) is not a value.
+    @inline(__always)
+    private mutating func checkNoBigInts(_ m: Meta) throws {
+        if !bigInts.isEmpty, m.id != 0, bigInts[m.id] != nil { throw PickleError("an int beyond 64 bits") }
+    }
+
+    /// The value an entry stands for, where a value is needed.
+    private static func content(_ e: Entry) throws -> PythonValue {
+        switch e {
+        case .value(let v): return v
+        case .special(let special):
+            switch special {
+            case .uuid(let u?): return .uuid(u)
+            case .uuid(nil): throw PickleError("a uuid.UUID without its state")
+            case .global(let g): throw PickleError("the pickle holds \(g.name) itself, not a value")
+            case .bigInt: throw PickleError("an int beyond 64 bits")
+            case .timedelta: throw PickleError("a datetime.timedelta, which Tandem does not read")
+            case .timezone: throw PickleError("a datetime.timezone outside a datetime")
+            case .arguments(let items): return .tuple(try items.map { try content($0) })
+            }
+        }
+    }
+
+    /// Counts the entry at `child` into the container at `parent`.
+    @inline(__always)
+    private mutating func grow(_ parent: Int, by child: Int) throws {
+        meta[parent].weight += meta[child].weight
+        guard meta[parent].weight <= Self.maxValues else { throw PickleError("the value expands to more than \(Self.maxValues) values") }
+        if meta[child].depth >= meta[parent].depth {
+            meta[parent].depth = meta[child].depth + 1
+            guard meta[parent].depth < Self.maxDepth else { throw PickleError("the value is nested deeper than \(Self.maxDepth) levels") }
+        }
+    }
+
+    /// The container at `c`, checked to be one that may still change.
+    private mutating func changeable(_ c: Int, _ what: String) throws {
+        guard c >= base, c >= 0, c < stack.count else { throw PickleError("\(what) found no container") }
+        guard !meta[c].shared else {
+            throw PickleError("\(what) changes a container after it was shared (a value that holds itself, which Tandem does not read)")
+        }
+    }
+
+    /// APPEND / APPENDS: the entries `start..<end` go into the list at `c`.
+    private mutating func extendList(_ c: Int, _ start: Int, _ end: Int, _ what: String) throws {
+        try changeable(c, what)
+        guard case .value(.list(var list)) = stack[c] else { throw PickleError("\(what) to something that is not a list") }
+        stack[c] = .value(.none)
+        defer { stack[c] = .value(.list(list)) }
+        list.reserveCapacity(list.count + end - start)
+        for i in start..<end {
+            try grow(c, by: i)
+            list.append(try moveOut(i))
+        }
+    }
+
+    /// SETITEM / SETITEMS: the keys and values `start..<end` go into the dict at `c`.
+    private mutating func setItems(_ c: Int, _ start: Int, _ end: Int, _ what: String) throws {
+        try changeable(c, what)
+        guard (end - start) % 2 == 0 else { throw PickleError("a dict's items are not key and value pairs") }
+        guard case .value(.dict(var dict)) = stack[c] else { throw PickleError("\(what) on something that is not a dict") }
+        stack[c] = .value(.none)
+        defer { stack[c] = .value(.dict(dict)) }
+        let id = meta[c].id
+        dict.reserveCapacity(dict.count + (end - start) / 2)
+        for k in stride(from: start, to: end, by: 2) {
+            let key = try moveOut(k)
+            try Self.checkHashable(key)
+            try grow(c, by: k)
+            // An int beyond 64 bits may only be a uuid.UUID's number: kept beside the dict for BUILD.
+            if case .special(.bigInt(let b)) = stack[k + 1] {
+                bigInts[id, default: []].append((key, b))
+                continue
+            }
+            try grow(c, by: k + 1)
+            let value = try moveOut(k + 1)
+            // A later item with the same key replaces the earlier one's value, as in Python: found by a
+            // scan while the dict is small, by hashing beyond.
+            guard dict.count >= 16 else {
+                if let at = dict.firstIndex(where: { $0.key == key }) { dict[at].value = value } else { dict.append(PythonDictItem(key, value)) }
+                continue
+            }
+            if indexes[id] == nil {
+                indexes[id] = Dictionary(dict.enumerated().map { ($0.element.key, $0.offset) }, uniquingKeysWith: { _, b in b })
+            }
+            if let at = indexes[id]?[key] {
+                dict[at].value = value
+            } else {
+                indexes[id]?[key] = dict.count
+                dict.append(PythonDictItem(key, value))
+            }
+        }
+    }
+
+    /// ADDITEMS (and a new set or frozenset): the entries `start..<end` go into the set at `c`.
+    private mutating func addItems(_ c: Int, _ start: Int, _ end: Int, _ what: String) throws {
+        try changeable(c, what)
+        guard case .value(.set(var set)) = stack[c] else { throw PickleError("\(what) on something that is not a set") }
+        stack[c] = .value(.none)
+        defer { stack[c] = .value(.set(set)) }
+        let id = meta[c].id
+        for i in start..<end {
+            let v = try moveOut(i)
+            try Self.checkHashable(v)
+            try grow(c, by: i)
+            guard set.count >= 16 else {
+                if !set.contains(v) { set.append(v) }
+                continue
+            }
+            if indexes[id] == nil {
+                indexes[id] = Dictionary(set.enumerated().map { ($0.element, $0.offset) }, uniquingKeysWith: { _, b in b })
+            }
+            if indexes[id]?[v] == nil {
+                indexes[id]?[v] = set.count
+                set.append(v)
+            }
+        }
+    }
+
+    /// TUPLE, TUPLE1-3: the entries `start...` become one tuple (the arguments of a call to come when
+    /// one of them is a global, a time zone or the like).
+    private mutating func makeTuple(_ start: Int) throws {
+        var m = Meta()
+        m.weight = 1
+        let special = stack[start...].contains { if case .special(let s) = $0, !s.isValue { true } else { false } }
+        if special {
+            let items = Array(stack[start...])
+            truncate(start)
+            push(.special(.arguments(items)))
+            return
+        }
+        var values: [PythonValue] = []
+        values.reserveCapacity(stack.count - start)
+        push(.value(.none))  // the tuple's place, counted into as its items are moved in
+        let t = stack.count - 1
+        for i in start..<t {
+            try grow(t, by: i)
+            values.append(try moveOut(i))
+        }
+        let tm = meta[t]
+        truncate(start)
+        push(.value(.tuple(values)), Meta(weight: tm.weight, depth: tm.depth))
+    }
+
+    // MARK: the memo
+
+    private mutating func store(_ index: Int, _ entry: Memo) {
+        if index == memo.count && memoApart.isEmpty {
+            memo.append(entry)
+        } else if index >= 0 && index < memo.count {
+            memo[index] = entry
+        } else {
+            memoApart[index] = entry
+        }
+    }
+
+    private mutating func remember(_ index: Int) throws {
+        guard stack.count > base else { throw PickleError("a memo write at offset \(pos - 1) found the stack empty") }
+        let top = stack.count - 1
+        guard meta[top].building else {
+            store(index, .done(stack[top], meta[top].sharedCopy))
+            return
+        }
+        // A container being built: the entry points at it until it leaves the stack.
+        store(index, .building(id: meta[top].id, at: top))
+        if meta[top].firstMemo < 0 && index <= Int(Int32.max) {
+            meta[top].firstMemo = Int32(index)
+        } else {
+            memoMore[meta[top].id, default: []].append(index)
+        }
+    }
+
+    private mutating func recall(_ index: Int) throws {
+        let entry: Memo
+        if index >= 0 && index < memo.count {
+            entry = memo[index]
+        } else if let e = memoApart[index] {
+            entry = e
+        } else {
+            throw PickleError("memo entry \(index) is read before it is written")
+        }
+        switch entry {
+        case .done(let e, let m): push(e, m)
+        case .building(let id, let at):
+            guard at < stack.count, meta[at].id == id, meta[at].building else { throw PickleError("memo entry \(index) names a container that is gone") }
+            // The container as it is now; neither it nor this copy may change after this.
+            meta[at].shared = true
+            push(stack[at], meta[at].sharedCopy)
+        }
+    }
 
     // MARK: the opcodes
 
-    private mutating func run() throws -> Item {
+    private mutating func run() throws -> PythonValue {
         while true {
             let opcode = try byte()
             switch opcode {
@@ -132,11 +391,17 @@ struct PickleReader {
                 guard p <= 5 else { throw PickleError("pickle protocol \(p) is newer than 5") }
             case 0x95: _ = try length(8)  // FRAME: the frame's bytes follow
             case 0x2E:  // STOP
-                return try pop()
+                let (e, m) = try pop()
+                try checkNoBigInts(m)
+                return try Self.content(e)
             case 0x28: marks.append(stack.count)  // MARK
             case 0x30: _ = try pop()  // POP
-            case 0x31: _ = try popMark()  // POP_MARK
-            case 0x32: stack.append(try top())  // DUP
+            case 0x31: truncate(try popMark())  // POP_MARK
+            case 0x32:  // DUP
+                guard stack.count > base else { throw PickleError("DUP found the stack empty") }
+                let top = stack.count - 1
+                meta[top].shared = true
+                push(stack[top], meta[top].sharedCopy)
 
             // Constants and numbers.
             case 0x4E: push(.none)
@@ -146,8 +411,8 @@ struct PickleReader {
             case 0x4D: push(.int(try unsigned(2)))  // BININT2
             case 0x4A:  // BININT
                 push(.int(Int(Int32(bitPattern: UInt32(try unsigned(4))))))
-            case 0x8A: stack.append(try Self.long(Array(try take(try length(1)))))  // LONG1
-            case 0x8B: stack.append(try Self.long(Array(try take(try length(4)))))  // LONG4
+            case 0x8A: push(try Self.long(Array(try take(try length(1)))))  // LONG1
+            case 0x8B: push(try Self.long(Array(try take(try length(4)))))  // LONG4
             case 0x49:  // INT
                 let text = try lineText()
                 switch text {
@@ -169,9 +434,9 @@ struct PickleReader {
                 push(.float(d))
 
             // Text.
-            case 0x8C: push(.string(try utf8(try take(try length(1)))))  // SHORT_BINUNICODE
-            case 0x58: push(.string(try utf8(try take(try length(4)))))  // BINUNICODE
-            case 0x8D: push(.string(try utf8(try take(try length(8)))))  // BINUNICODE8
+            case 0x8C: push(.string(try Self.utf8(try take(try length(1)))))  // SHORT_BINUNICODE
+            case 0x58: push(.string(try Self.utf8(try take(try length(4)))))  // BINUNICODE
+            case 0x8D: push(.string(try Self.utf8(try take(try length(8)))))  // BINUNICODE8
             case 0x56: push(.string(try Self.rawUnicodeEscape(try line())))  // UNICODE
             case 0x55: push(.string(try Self.ascii(try take(try length(1)))))  // SHORT_BINSTRING
             case 0x54:  // BINSTRING (a signed length)
@@ -187,80 +452,123 @@ struct PickleReader {
             case 0x96: push(.bytes(Array(try take(try length(8)))))  // BYTEARRAY8
 
             // Containers.
-            case 0x5D: stack.append(.list(ListBox()))  // EMPTY_LIST
-            case 0x29: stack.append(.tuple([]))  // EMPTY_TUPLE
-            case 0x7D: stack.append(.dict(DictBox()))  // EMPTY_DICT
-            case 0x8F: stack.append(.set(SetBox()))  // EMPTY_SET
-            case 0x6C: stack.append(.list(ListBox(try popMark())))  // LIST
-            case 0x74: stack.append(.tuple(try popMark()))  // TUPLE
-            case 0x85: stack.append(.tuple([try pop()]))  // TUPLE1
-            case 0x86:  // TUPLE2
-                let b = try pop(), a = try pop()
-                stack.append(.tuple([a, b]))
-            case 0x87:  // TUPLE3
-                let c = try pop(), b = try pop(), a = try pop()
-                stack.append(.tuple([a, b, c]))
-            case 0x64:  // DICT
-                let dict = DictBox()
-                try dict.add(try popMark())
-                stack.append(.dict(dict))
-            case 0x91: stack.append(.set(SetBox(try popMark())))  // FROZENSET
+            case 0x5D: pushContainer(.list([]))  // EMPTY_LIST
+            case 0x29: push(.tuple([]))  // EMPTY_TUPLE
+            case 0x7D: pushContainer(.dict([]))  // EMPTY_DICT
+            case 0x8F: pushContainer(.set([]))  // EMPTY_SET
+            case 0x6C, 0x64, 0x91:  // LIST, DICT, FROZENSET: a new container of the mark's items
+                let start = try popMark()
+                let end = stack.count
+                pushContainer(opcode == 0x6C ? .list([]) : opcode == 0x64 ? .dict([]) : .set([]))
+                let c = stack.count - 1
+                switch opcode {
+                case 0x6C: try extendList(c, start, end, "LIST")
+                case 0x64: try setItems(c, start, end, "DICT")
+                default: try addItems(c, start, end, "FROZENSET")
+                }
+                let (e, m) = (stack[c], meta[c])
+                truncate(start)
+                push(e, m)
+            case 0x74: try makeTuple(try popMark())  // TUPLE
+            case 0x85, 0x86, 0x87:  // TUPLE1-3
+                let n = Int(opcode) - 0x84
+                guard stack.count - base >= n else { throw PickleError("TUPLE\(n) found too few items") }
+                for i in (stack.count - n)..<stack.count where meta[i].building { finish(i) }
+                try makeTuple(stack.count - n)
             case 0x61:  // APPEND
-                let item = try pop()
-                guard case .list(let list) = try top() else { throw PickleError("APPEND to something that is not a list") }
-                list.items.append(item)
+                guard stack.count - base >= 2 else { throw PickleError("APPEND found the stack empty") }
+                let i = stack.count - 1
+                if meta[i].building { finish(i) }
+                try extendList(i - 1, i, i + 1, "APPEND")
+                truncate(i)
             case 0x65:  // APPENDS
-                let items = try popMark()
-                guard case .list(let list) = try top() else { throw PickleError("APPENDS to something that is not a list") }
-                list.items += items
+                let start = try popMark()
+                try extendList(start - 1, start, stack.count, "APPENDS")
+                truncate(start)
             case 0x73:  // SETITEM
-                let value = try pop(), key = try pop()
-                guard case .dict(let dict) = try top() else { throw PickleError("SETITEM on something that is not a dict") }
-                try dict.add([key, value])
+                guard stack.count - base >= 3 else { throw PickleError("SETITEM found the stack empty") }
+                let k = stack.count - 2
+                for i in k..<stack.count where meta[i].building { finish(i) }
+                try setItems(k - 1, k, k + 2, "SETITEM")
+                truncate(k)
             case 0x75:  // SETITEMS
-                let items = try popMark()
-                guard case .dict(let dict) = try top() else { throw PickleError("SETITEMS on something that is not a dict") }
-                try dict.add(items)
+                let start = try popMark()
+                try setItems(start - 1, start, stack.count, "SETITEMS")
+                truncate(start)
             case 0x90:  // ADDITEMS
-                let items = try popMark()
-                guard case .set(let set) = try top() else { throw PickleError("ADDITEMS on something that is not a set") }
-                set.items += items
+                let start = try popMark()
+                try addItems(start - 1, start, stack.count, "ADDITEMS")
+                truncate(start)
 
             // The memo.
             case 0x94: try remember(memo.count + memoApart.count)  // MEMOIZE
             case 0x70: try remember(try Self.decimalInt(try lineText()))  // PUT
             case 0x71: try remember(Int(try byte()))  // BINPUT
             case 0x72: try remember(try unsigned(4))  // LONG_BINPUT
-            case 0x67: stack.append(try recall(try Self.decimalInt(try lineText())))  // GET
-            case 0x68: stack.append(try recall(Int(try byte())))  // BINGET
-            case 0x6A: stack.append(try recall(try unsigned(4)))  // LONG_BINGET
+            case 0x67: try recall(try Self.decimalInt(try lineText()))  // GET
+            case 0x68: try recall(Int(try byte()))  // BINGET
+            case 0x6A: try recall(try unsigned(4))  // LONG_BINGET
 
             // Known globals, applied by this reader.
             case 0x63:  // GLOBAL
                 let module = try lineText(), name = try lineText()
-                stack.append(.global(try Global(module: module, name: name)))
+                push(.special(.global(try Global(module: module, name: name))))
             case 0x93:  // STACK_GLOBAL
-                guard case .value(.string(let name)) = try pop(), case .value(.string(let module)) = try pop() else {
+                let (name, _) = try pop()
+                let (module, _) = try pop()
+                guard case .value(.string(let n)) = name, case .value(.string(let m)) = module else {
                     throw PickleError("STACK_GLOBAL's module and name are not text")
                 }
-                stack.append(.global(try Global(module: module, name: name)))
+                push(.special(.global(try Global(module: m, name: n))))
             case 0x52:  // REDUCE
-                let args = try pop(), callable = try pop()
-                guard case .global(let g) = callable, case .tuple(let a) = args else {
+                let (args, argsMeta) = try pop()
+                let (callable, _) = try pop()
+                guard case .special(.global(let g)) = callable, let a = args.arguments else {
                     throw PickleError("REDUCE of something that is not a known global and its arguments")
                 }
-                stack.append(try g.apply(a))
+                let made = try g.apply(a)
+                if made.isContainer {
+                    // OrderedDict() and set(...): SETITEMS or ADDITEMS may follow.
+                    pushContainer(.none)
+                    stack[stack.count - 1] = made.entry
+                    if case .value(.set(let items)) = made.entry {  // set(iterable): its members, without repeats
+                        stack[stack.count - 1] = .value(.set([]))
+                        for item in items { push(item) }
+                        try addItems(stack.count - 1 - items.count, stack.count - items.count, stack.count, "set()")
+                        truncate(stack.count - items.count)
+                    } else if case .value(.dict(let items)) = made.entry, !items.isEmpty {  // OrderedDict(pairs)
+                        stack[stack.count - 1] = .value(.dict([]))
+                        for item in items {
+                            push(item.key)
+                            push(item.value)
+                        }
+                        let n = items.count * 2
+                        try setItems(stack.count - 1 - n, stack.count - n, stack.count, "OrderedDict()")
+                        truncate(stack.count - n)
+                    }
+                    // The members came in one argument: they count for what it counted for.
+                    let c = stack.count - 1
+                    meta[c].weight = max(meta[c].weight, argsMeta.weight)
+                    meta[c].depth = max(meta[c].depth, argsMeta.depth)
+                } else {
+                    push(made.entry)
+                }
             case 0x81:  // NEWOBJ
-                let args = try pop(), cls = try pop()
-                stack.append(try Self.newObject(cls, args))
+                let (args, _) = try pop()
+                let (cls, _) = try pop()
+                push(try Self.newObject(cls, args))
             case 0x92:  // NEWOBJ_EX
-                let kwargs = try pop(), args = try pop(), cls = try pop()
-                guard case .dict(let k) = kwargs, k.pairs.isEmpty else { throw PickleError("NEWOBJ_EX with keyword arguments") }
-                stack.append(try Self.newObject(cls, args))
+                let (kwargs, _) = try pop()
+                let (args, _) = try pop()
+                let (cls, _) = try pop()
+                guard case .value(.dict(let k)) = kwargs, k.isEmpty else { throw PickleError("NEWOBJ_EX with keyword arguments") }
+                push(try Self.newObject(cls, args))
             case 0x62:  // BUILD
-                let state = try pop()
-                guard case .uuid(let object) = try top() else { throw PickleError("BUILD on something that is not a uuid.UUID") }
-                try object.build(state)
+                let (state, stateMeta) = try pop()
+                guard stack.count > base, case .special(.uuid(nil)) = stack[stack.count - 1] else {
+                    throw PickleError("BUILD on something that is not a new uuid.UUID")
+                }
+                stack[stack.count - 1] = .special(.uuid(try uuid(fromState: state, stateMeta)))
 
             case 0x50, 0x51: throw PickleError("the pickle uses persistent ids, which Tandem does not load")
             case 0x82, 0x83, 0x84: throw PickleError("the pickle uses copyreg extension codes, which Tandem does not load")
@@ -272,55 +580,50 @@ struct PickleReader {
         }
     }
 
-    private mutating func remember(_ index: Int) throws {
-        let item = try top()
-        if index == memo.count && memoApart.isEmpty {
-            memo.append(item)
-        } else if index < memo.count {
-            memo[index] = item
-        } else {
-            memoApart[index] = item
-        }
-    }
-
-    private func recall(_ index: Int) throws -> Item {
-        if index >= 0 && index < memo.count { return memo[index] }
-        guard let item = memoApart[index] else { throw PickleError("memo entry \(index) is read before it is written") }
-        return item
-    }
-
-    private func utf8(_ slice: Slice<UnsafeBufferPointer<UInt8>>) throws -> String {
-        let bytes = UnsafeBufferPointer(rebasing: slice)
-        // A short ASCII str (most keys) needs no validation beyond a scan; the validating initializer
-        // costs a generic lookup per call, which only long strings amortize.
-        if bytes.count < 64 {
-            var ascii = true
-            for b in bytes where b >= 0x80 {
-                ascii = false
-                break
-            }
-            if ascii { return String(decoding: bytes, as: UTF8.self) }
-        }
-        guard let s = String(validating: bytes, as: UTF8.self) else { throw PickleError("a str at offset \(pos - bytes.count) is not valid UTF-8") }
-        return s
-    }
-
-    private static func newObject(_ cls: Item, _ args: Item) throws -> Item {
-        guard case .global(let g) = cls else { throw PickleError("NEWOBJ of something that is not a class") }
+    private static func newObject(_ cls: Entry, _ args: Entry) throws -> Entry {
+        guard case .special(.global(let g)) = cls else { throw PickleError("NEWOBJ of something that is not a class") }
         guard g == .uuid else { throw PickleError("the pickle makes a \(g.name) object, which Tandem does not load") }
-        guard case .tuple(let a) = args, a.isEmpty else { throw PickleError("uuid.UUID made with arguments") }
-        return .uuid(UUIDBox())
+        guard let a = args.arguments, a.isEmpty else { throw PickleError("uuid.UUID made with arguments") }
+        return .special(.uuid(nil))
+    }
+
+    /// A `uuid.UUID`'s number from its state: `{'int': N}`.
+    private mutating func uuid(fromState state: Entry, _ m: Meta) throws -> UUID {
+        var le: [UInt8]
+        if let big = bigInts[m.id]?.first(where: { $0.0 == .string("int") }) {
+            guard big.1.last.map({ $0 & 0x80 == 0 }) ?? true else { throw PickleError("a uuid.UUID's 'int' is negative") }
+            le = big.1
+        } else if case .value(.dict(let items)) = state, case .int(let i)? = items.first(where: { $0.key == .string("int") })?.value, i >= 0 {
+            le = withUnsafeBytes(of: UInt64(i).littleEndian, Array.init)
+        } else {
+            throw PickleError("a uuid.UUID's state has no 'int' that is a 128-bit number")
+        }
+        while le.count > 16, le.last == 0 { le.removeLast() }
+        guard le.count <= 16 else { throw PickleError("a uuid.UUID's 'int' is not a 128-bit number") }
+        le += Array(repeating: 0, count: 16 - le.count)
+        let be = Array(le.reversed())
+        return UUID(uuid: (be[0], be[1], be[2], be[3], be[4], be[5], be[6], be[7], be[8], be[9], be[10], be[11], be[12], be[13], be[14], be[15]))
+    }
+
+    /// Refuses what Python cannot use as a dict key or set member.
+    @inline(__always)
+    static func checkHashable(_ v: PythonValue) throws {
+        switch v {
+        case .list, .dict, .set: throw PickleError("a dict key or set member that Python cannot hash")
+        case .tuple(let items): for i in items { try checkHashable(i) }
+        default: break
+        }
     }
 
     // MARK: number and text formats
 
     /// LONG1 / LONG4's little-endian two's complement.
-    fileprivate static func long(_ b: [UInt8]) throws -> Item {
+    fileprivate static func long(_ b: [UInt8]) throws -> Entry {
         guard let last = b.last else { return .value(.int(0)) }
         let negative = last & 0x80 != 0
         // Fits in 64 bits when every byte past the eighth only repeats the sign.
         let fits = b.count <= 8 || (b[8...].allSatisfy { $0 == (negative ? 0xFF : 0) } && (b[7] & 0x80 != 0) == negative)
-        guard fits else { return .bigInt(b) }
+        guard fits else { return .special(.bigInt(b)) }
         var v: UInt64 = negative ? ~0 : 0
         for (i, byte) in b.prefix(8).enumerated() {
             v &= ~(UInt64(0xFF) << (8 * UInt64(i)))
@@ -397,134 +700,76 @@ struct PickleReader {
     }
 }
 
+
 // MARK: what the stack holds
 
-/// A value being read: containers are shared objects, because the pickle's memo may refer to one
-/// before it is filled (Python's containers are references too).
-private enum Item {
+/// One entry of the pickle machine's stack: a value (a container may still be filling), or one of the
+/// things that only exist while a value is made.
+private enum Entry {
     case value(PythonValue)
+    case special(Special)
+
+    /// The items of a tuple, as the arguments of a call.
+    var arguments: [Entry]? {
+        switch self {
+        case .value(.tuple(let items)): return items.map { .value($0) }
+        case .special(.arguments(let items)): return items
+        default: return nil
+        }
+    }
+}
+
+/// A stack entry's bookkeeping (kept apart from the values, so that it is copied as plain bytes).
+private struct Meta {
+    /// The values it counts for (shared references count each time) and how deep it nests.
+    var weight: Int32 = 1
+    var depth: Int32 = 0
+    /// A container's id (its large-index and big-int tables are kept by it).
+    var id: Int32 = 0
+    /// The first memo entry that names the container while it is built.
+    var firstMemo: Int32 = -1
+    /// A container still on the stack being filled.
+    var building = false
+    /// Handed out by the memo (or DUP): it may not change any more.
+    var shared = false
+
+    init(weight: Int32 = 1, depth: Int32 = 0, id: Int32 = 0, building: Bool = false) {
+        self.weight = weight
+        self.depth = depth
+        self.id = id
+        self.building = building
+    }
+
+    /// This entry as the memo hands it out: finished and shared.
+    var sharedCopy: Meta {
+        var m = self
+        m.building = false
+        m.shared = true
+        m.firstMemo = -1
+        return m
+    }
+}
+
+private indirect enum Special {
+    case global(Global)
     /// An int beyond 64 bits, little-endian two's complement (only a `uuid.UUID`'s state may hold one).
     case bigInt([UInt8])
-    case list(ListBox)
-    case tuple([Item])
-    case dict(DictBox)
-    case set(SetBox)
-    case global(Global)
-    case uuid(UUIDBox)
     /// A `datetime.timedelta`, in microseconds.
     case timedelta(Int)
     /// A `datetime.timezone`, its offset in seconds.
     case timezone(Int)
+    /// A `uuid.UUID` (nil until BUILD gives it its number).
+    case uuid(UUID?)
+    /// A tuple holding one of these, to be the arguments of REDUCE.
+    case arguments([Entry])
 
-    func materialize(depth: Int, budget: inout Int) throws -> PythonValue {
-        guard depth < PickleReader.maxDepth else {
-            throw PickleError("the value is nested deeper than \(PickleReader.maxDepth) levels (or holds itself)")
-        }
-        budget -= 1
-        guard budget >= 0 else { throw PickleError("the value expands to more than \(PickleReader.maxValues) values") }
-        switch self {
-        case .value(let v): return v
-        case .bigInt: throw PickleError("an int beyond 64 bits")
-        case .list(let l): return .list(try l.items.map { try $0.materialize(depth: depth + 1, budget: &budget) })
-        case .tuple(let t): return .tuple(try t.map { try $0.materialize(depth: depth + 1, budget: &budget) })
-        case .set(let s):
-            var out: [PythonValue] = []
-            out.reserveCapacity(s.items.count)
-            // Duplicates found by a scan while small, by hashing beyond.
-            var seen: Set<PythonValue>? = s.items.count > 16 ? [] : nil
-            for item in s.items {
-                let v = try item.materialize(depth: depth + 1, budget: &budget)
-                try Item.checkHashable(v)
-                if seen != nil {
-                    if seen!.insert(v).inserted { out.append(v) }
-                } else if !out.contains(v) {
-                    out.append(v)
-                }
-            }
-            return .set(out)
-        case .dict(let d):
-            var out: [PythonDictItem] = []
-            out.reserveCapacity(d.pairs.count)
-            // A later item with the same key replaces the earlier one's value, as in Python; found by a
-            // scan while small, by hashing beyond.
-            var index: [PythonValue: Int]? = d.pairs.count > 16 ? [:] : nil
-            for (k, v) in d.pairs {
-                let key = try k.materialize(depth: depth + 1, budget: &budget)
-                try Item.checkHashable(key)
-                let value = try v.materialize(depth: depth + 1, budget: &budget)
-                let at = index != nil ? index![key] : out.firstIndex { $0.key == key }
-                if let at { out[at].value = value } else {
-                    index?[key] = out.count
-                    out.append(PythonDictItem(key, value))
-                }
-            }
-            return .dict(out)
-        case .global(let g): throw PickleError("the pickle holds \(g.name) itself, not a value")
-        case .uuid(let box):
-            guard let u = box.value else { throw PickleError("a uuid.UUID without its state") }
-            return .uuid(u)
-        case .timedelta: throw PickleError("a datetime.timedelta, which Tandem does not read")
-        case .timezone: throw PickleError("a datetime.timezone outside a datetime")
-        }
-    }
-
-    @inline(__always)
-    static func checkHashable(_ v: PythonValue) throws {
-        switch v {
-        case .list, .dict, .set: throw PickleError("a dict key or set member that Python cannot hash")
-        case .tuple(let items): for i in items { try checkHashable(i) }
-        default: break
-        }
-    }
+    /// True for what is a value already (a finished UUID).
+    var isValue: Bool { if case .uuid(_?) = self { true } else { false } }
 }
 
-private final class ListBox {
-    var items: [Item]
-    init(_ items: [Item] = []) { self.items = items }
-}
-
-private final class SetBox {
-    var items: [Item]
-    init(_ items: [Item] = []) { self.items = items }
-}
-
-private final class DictBox {
-    var pairs: [(Item, Item)] = []
-    /// Adds alternating keys and values.
-    func add(_ flat: [Item]) throws {
-        guard flat.count % 2 == 0 else { throw PickleError("a dict's items are not key and value pairs") }
-        for i in stride(from: 0, to: flat.count, by: 2) { pairs.append((flat[i], flat[i + 1])) }
-    }
-}
-
-/// A `uuid.UUID` made by NEWOBJ, waiting for BUILD to give it its number.
-private final class UUIDBox {
-    var value: UUID?
-    func build(_ state: Item) throws {
-        var dict: DictBox?
-        switch state {
-        case .dict(let d): dict = d
-        case .tuple(let t) where t.count == 2: if case .dict(let d) = t[1] { dict = d }
-        default: break
-        }
-        guard let dict, let number = dict.pairs.first(where: { if case .value(.string("int")) = $0.0 { true } else { false } })?.1 else {
-            throw PickleError("a uuid.UUID's state has no 'int'")
-        }
-        var le: [UInt8]
-        switch number {
-        case .value(.int(let i)) where i >= 0: le = withUnsafeBytes(of: UInt64(i).littleEndian, Array.init)
-        case .bigInt(let b): le = b
-        default: throw PickleError("a uuid.UUID's 'int' is not a 128-bit number")
-        }
-        while le.count > 16, le.last == 0 { le.removeLast() }
-        guard le.count <= 16, le.last.map({ $0 & 0x80 == 0 || le.count == 16 }) ?? true else {
-            throw PickleError("a uuid.UUID's 'int' is not a 128-bit number")
-        }
-        if case .bigInt(let b) = number, let top = b.last, top & 0x80 != 0 { throw PickleError("a uuid.UUID's 'int' is negative") }
-        le += Array(repeating: 0, count: 16 - le.count)
-        let be = Array(le.reversed())
-        value = UUID(uuid: (be[0], be[1], be[2], be[3], be[4], be[5], be[6], be[7], be[8], be[9], be[10], be[11], be[12], be[13], be[14], be[15]))
-    }
+private enum Memo {
+    case done(Entry, Meta)
+    case building(id: Int32, at: Int)
 }
 
 /// The globals a pickle may name.
@@ -569,24 +814,23 @@ private enum Global: Equatable {
     }
 
     /// What calling this global with `args` makes, computed here.
-    func apply(_ args: [Item]) throws -> Item {
+    func apply(_ args: [Entry]) throws -> (entry: Entry, isContainer: Bool) {
         func bad() -> PickleError { PickleError("\(name) called with arguments Tandem does not read") }
         switch self {
         case .set, .frozenset:
             switch args.count {
-            case 0: return .set(SetBox())
+            case 0: return (.value(.set([])), self == .set)
             case 1:
+                // The members go in through ADDITEMS' rules (no repeats, hashable) in the reader.
                 switch args[0] {
-                case .list(let l): return .set(SetBox(l.items))
-                case .tuple(let t): return .set(SetBox(t))
-                case .set(let s): return .set(SetBox(s.items))
+                case .value(.list(let items)), .value(.tuple(let items)), .value(.set(let items)): return (.value(.set(items)), true)
                 default: throw bad()
                 }
             default: throw bad()
             }
         case .bytes, .bytearray:
-            if args.isEmpty { return .value(.bytes([])) }
-            if args.count == 1, case .value(.bytes(let b)) = args[0] { return .value(.bytes(b)) }
+            if args.isEmpty { return (.value(.bytes([])), false) }
+            if args.count == 1, case .value(.bytes(let b)) = args[0] { return (.value(.bytes(b)), false) }
             if args.count == 2 { return try Global.codecsEncode.apply(args) }
             throw bad()
         case .codecsEncode:
@@ -597,13 +841,13 @@ private enum Global: Equatable {
                 guard scalar.value < 256 else { throw PickleError("_codecs.encode: the text is not Latin-1") }
                 out.append(UInt8(scalar.value))
             }
-            return .value(.bytes(out))
+            return (.value(.bytes(out)), false)
         case .datetime:
             guard (1...2).contains(args.count), case .value(.bytes(let b)) = args[0], b.count == 10 else { throw bad() }
             var offset: Int?
             if args.count == 2 {
                 switch args[1] {
-                case .timezone(let s): offset = s
+                case .special(.timezone(let s)): offset = s
                 case .value(.none): offset = nil
                 default: throw PickleError("a datetime's time zone is not a datetime.timezone (zoneinfo and pytz zones are not read)")
                 }
@@ -612,7 +856,7 @@ private enum Global: Equatable {
                                     minute: Int(b[5]), second: Int(b[6]), microsecond: Int(b[7]) << 16 | Int(b[8]) << 8 | Int(b[9]),
                                     utcOffsetSeconds: offset)
             guard dt.date != nil else { throw PickleError("a datetime with a field out of range") }
-            return .value(.datetime(dt))
+            return (.value(.datetime(dt)), false)
         case .timedelta:
             var parts = [0, 0, 0]
             guard args.count <= 3 else { throw bad() }
@@ -620,29 +864,30 @@ private enum Global: Equatable {
                 guard case .value(.int(let v)) = a, abs(v) < 1_000_000_000 else { throw bad() }
                 parts[i] = v
             }
-            return .timedelta((parts[0] * 86_400 + parts[1]) * 1_000_000 + parts[2])
+            return (.special(.timedelta((parts[0] * 86_400 + parts[1]) * 1_000_000 + parts[2])), false)
         case .timezone:
-            guard (1...2).contains(args.count), case .timedelta(let micros) = args[0], micros % 1_000_000 == 0,
+            guard (1...2).contains(args.count), case .special(.timedelta(let micros)) = args[0], micros % 1_000_000 == 0,
                   abs(micros) < 86_400_000_000 else { throw bad() }
-            return .timezone(micros / 1_000_000)
+            return (.special(.timezone(micros / 1_000_000)), false)
         case .decimal:
             guard args.count == 1, case .value(.string(let s)) = args[0] else { throw bad() }
             guard s.utf8.count <= 400, s.allSatisfy({ $0.isASCII && ($0.isNumber || "+-.eE".contains($0)) })
                 || ["NaN", "-NaN", "sNaN", "Infinity", "-Infinity"].contains(s) else {
                 throw PickleError("decimal.Decimal of \"\(s.prefix(40))\"")
             }
-            return .value(.decimal(s))
+            return (.value(.decimal(s)), false)
         case .safeUUID:
-            return .value(.none)
+            return (.value(.none), false)
         case .orderedDict:
-            let dict = DictBox()
-            if args.count == 1, case .list(let l) = args[0] {
-                for pair in l.items {
+            // The pairs go in through SETITEMS' rules in the reader.
+            var pairs: [PythonDictItem] = []
+            if args.count == 1, case .value(.list(let l)) = args[0] {
+                for pair in l {
                     guard case .tuple(let kv) = pair, kv.count == 2 else { throw bad() }
-                    try dict.add(kv)
+                    pairs.append(PythonDictItem(kv[0], kv[1]))
                 }
             } else if !args.isEmpty { throw bad() }
-            return .dict(dict)
+            return (.value(.dict(pairs)), true)
         case .uuid:
             throw PickleError("uuid.UUID called directly, which Python's pickles do not do")
         }
