@@ -119,6 +119,7 @@ def main():
         for name, value in values.items():
             cache.set("py:" + name, value, timeout=600)
         cache.set("py:counter", 10, timeout=600)
+        cache.set("py:short", "gone soon", timeout=1)
         return
     problems = []
     if compressor:
@@ -132,6 +133,13 @@ def main():
         got = cache.get("sw:" + name, default="<missing>")
         if got != expected or type(got) is not type(expected):
             problems.append(f"{name}: expected {expected!r}, read {got!r}")
+    # A timeout Tandem set is the key's TTL on the server (Redis: read with redis-py; pymemcache has no
+    # way to read one).
+    if backend != "memcached":
+        import redis
+        ttl = redis.Redis.from_url(location).ttl(str(cache.make_key("sw:ttl")))
+        if not 490 <= ttl <= 500:
+            problems.append(f"ttl: Tandem's 500 s timeout is a TTL of {ttl}")
     # A counter Tandem made and incremented: Django increments it too.
     try:
         if cache.incr("sw:counter") != 4:

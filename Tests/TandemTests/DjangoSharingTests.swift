@@ -73,6 +73,7 @@ struct DjangoSharingTests {
         try await face.set("sw:profile", Self.profile)
         try await face.set("sw:long", Self.long)
         try await face.set("sw:counter", 3)
+        try await face.set("sw:ttl", "t", timeout: .seconds(500))
         #expect(try await django(backend, location, prefix, "read") == "ok")
         #expect(try await face.get("sw:counter", as: Int.self) == 4, "Django's incr is seen here")
 
@@ -96,6 +97,10 @@ struct DjangoSharingTests {
         let unknown = try #require(try await face.get("py:profile", as: PythonValue.self))
         #expect(unknown["name"]?.string == "Zoë" && unknown["age"]?.int == 41)
         #expect(try await face.incr("py:counter", by: 5) == 15, "an int Django wrote increments here")
+        // Django's one-second timeout holds here too: the value is read, then expires.
+        let short = try await face.get("py:short", as: String.self)
+        #expect(short == "gone soon" || short == nil)
+        #expect(try await eventuallyAsync(10) { (try? await face.get("py:short", as: String.self)) == .some(nil) }, "Django's timeout expired the key")
         #expect(try await face.getMany(["py:int", "py:text", "py:missing"], as: PythonValue.self)
             == ["py:int": .int(42), "py:text": .string("héllo ☃ 😀")])
     }
