@@ -5,39 +5,22 @@ extension PythonValue: CustomStringConvertible {
     /// `int`, finite `float`, `str`, `list`, `tuple` and `dict` with `str` keys, all the way down. Nil
     /// for anything else (bytes, sets, datetimes, decimals, UUIDs, non-`str` keys, NaN).
     public var jsonText: String? {
-        var out = ""
-        return writeJSON(into: &out) ? out : nil
+        guard hasJSONForm(depth: 0), let bytes = try? PythonJSON.write(self) else { return nil }
+        return String(decoding: bytes, as: UTF8.self)
     }
 
-    private func writeJSON(into out: inout String) -> Bool {
+    private func hasJSONForm(depth: Int) -> Bool {
+        guard depth < PythonJSON.maxDepth else { return false }
         switch self {
-        case .none: out += "null"
-        case .bool(let b): out += b ? "true" : "false"
-        case .int(let i): out += String(i)
-        case .float(let d):
-            guard d.isFinite else { return false }
-            out += Self.pythonFloat(d)
-        case .string(let s): Self.quoteJSON(s, into: &out)
-        case .list(let items), .tuple(let items):
-            out += "["
-            for (i, item) in items.enumerated() {
-                if i > 0 { out += ", " }
-                guard item.writeJSON(into: &out) else { return false }
-            }
-            out += "]"
+        case .none, .bool, .int, .string: return true
+        case .float(let d): return d.isFinite
+        case .list(let items), .tuple(let items): return items.allSatisfy { $0.hasJSONForm(depth: depth + 1) }
         case .dict(let items):
-            out += "{"
-            for (i, item) in items.enumerated() {
-                guard case .string(let k) = item.key else { return false }
-                if i > 0 { out += ", " }
-                Self.quoteJSON(k, into: &out)
-                out += ": "
-                guard item.value.writeJSON(into: &out) else { return false }
+            return items.allSatisfy { item in
+                if case .string = item.key { item.value.hasJSONForm(depth: depth + 1) } else { false }
             }
-            out += "}"
         case .bytes, .set, .datetime, .decimal, .uuid: return false
         }
-        return true
     }
 
     /// The value as Python's `repr` writes it (`{'a': b'\x00', 'when': datetime.datetime(...)}`).
@@ -92,30 +75,4 @@ extension PythonValue: CustomStringConvertible {
     /// Python's spelling of a finite float: Swift's shortest round-trip digits are the same
     /// (`2.5`, `1e+300`, `1.0`, `1e-05`, `1.2345678901234568e+17`).
     private static func pythonFloat(_ d: Double) -> String { "\(d)" }
-
-    private static func quoteJSON(_ s: String, into out: inout String) {
-        out += "\""
-        for scalar in s.unicodeScalars {
-            switch scalar {
-            case "\"": out += "\\\""
-            case "\\": out += "\\\\"
-            case "\n": out += "\\n"
-            case "\r": out += "\\r"
-            case "\t": out += "\\t"
-            default:
-                // Python's json.dumps escapes everything outside ASCII (ensure_ascii).
-                if scalar.value < 0x20 || scalar.value >= 0x7F {
-                    if scalar.value > 0xFFFF {
-                        let v = scalar.value - 0x10000
-                        out += String(format: "\\u%04x\\u%04x", 0xD800 + (v >> 10), 0xDC00 + (v & 0x3FF))
-                    } else {
-                        out += String(format: "\\u%04x", scalar.value)
-                    }
-                } else {
-                    out.unicodeScalars.append(scalar)
-                }
-            }
-        }
-        out += "\""
-    }
 }
