@@ -268,6 +268,12 @@ struct Profile: Codable, Equatable {
         for (a, b) in zip(back.visits, profile.visits) { #expect(abs(a.timeIntervalSince(b)) < 0.000_002) }
     }
 
+    @Test func aSubclassKeepsItsSuperclassUnderSuper() throws {
+        let python = try PythonValueEncoder.encode(Derived(b: 2))
+        #expect(python == ["b": 2, "super": ["a": 1]])
+        #expect(try PythonValueDecoder.decode(Derived.self, from: python).b == 2)
+    }
+
     @Test func aMismatchNamesWhatWasExpectedAndWhere() throws {
         let value = PythonValue.dict([PythonDictItem(.string("name"), .int(3))])
         do {
@@ -307,5 +313,30 @@ struct Profile: Codable, Equatable {
             guard case CacheError.decodingFailed(let key, _, let reason) = error else { return false }
             return key == ":1:k" && reason.contains("os.system")
         }
+    }
+}
+
+/// A class whose superclass is encoded with `superEncoder()` (its own keys have no "super" case).
+class Base: Codable {
+    var a = 1
+    init() {}
+}
+
+final class Derived: Base {
+    var b: Int
+    private enum Keys: String, CodingKey { case b }
+    init(b: Int) {
+        self.b = b
+        super.init()
+    }
+    required init(from decoder: any Decoder) throws {
+        let c = try decoder.container(keyedBy: Keys.self)
+        b = try c.decode(Int.self, forKey: .b)
+        try super.init(from: c.superDecoder())
+    }
+    override func encode(to encoder: any Encoder) throws {
+        var c = encoder.container(keyedBy: Keys.self)
+        try c.encode(b, forKey: .b)
+        try super.encode(to: c.superEncoder())
     }
 }

@@ -136,7 +136,12 @@ private struct PyKeyed<Key: CodingKey>: KeyedEncodingContainerProtocol {
         add(key).content = .list(l)
         return PyUnkeyed(list: l, codingPath: codingPath + [key])
     }
-    mutating func superEncoder() -> any Encoder { superEncoder(forKey: Key(stringValue: "super")!) }
+    mutating func superEncoder() -> any Encoder {
+        // The "super" key by name: the container's own key type need not have such a case.
+        let e = PyEncoder(codingPath: codingPath + [IndexKey(stringValue: "super")])
+        dict.items.append((.string("super"), e.slot))
+        return e
+    }
     mutating func superEncoder(forKey key: Key) -> any Encoder {
         let e = PyEncoder(codingPath: codingPath + [key])
         dict.items.append((pythonKey(key), e.slot))
@@ -360,7 +365,10 @@ private struct PyKeyedDecoding<Key: CodingKey>: KeyedDecodingContainerProtocol {
     func nestedUnkeyedContainer(forKey key: Key) throws -> any UnkeyedDecodingContainer {
         try PyDecoder(value: try required(key), codingPath: codingPath + [key]).unkeyedContainer()
     }
-    func superDecoder() throws -> any Decoder { PyDecoder(value: find(Key(stringValue: "super")!) ?? .none, codingPath: codingPath) }
+    func superDecoder() throws -> any Decoder {
+        let value = items.last { $0.key == .string("super") }?.value ?? .none
+        return PyDecoder(value: value, codingPath: codingPath + [IndexKey(stringValue: "super")])
+    }
     func superDecoder(forKey key: Key) throws -> any Decoder { PyDecoder(value: find(key) ?? .none, codingPath: codingPath + [key]) }
 }
 
