@@ -377,7 +377,9 @@ struct RedisScriptTests {
             let loaded = try await onPlainThread { try redisCommand(port: server.port, ["SCRIPT", "LOAD", String(decoding: source, as: UTF8.self)]) }
             #expect(loaded.contains(String(decoding: sha, as: UTF8.self)), "SCRIPT LOAD answered \(loaded.debugDescription)")
         }
-        let cache = try Caches(settings: ["default": CacheSettings(backend: "redis", location: [server.redisURL])], loop: loop.loop).default
+        // A generous command timeout: under ThreadSanitizer on a busy machine a call once took more than the default second.
+        let cache = try Caches(settings: ["default": CacheSettings(backend: "redis", location: [server.redisURL], options: ["COMMAND_TIMEOUT": 10])],
+                               loop: loop.loop).default
         try await cache.async.set("n", 1)
         try await onPlainThread { try cache.set("m", 1) }
         for round in 0..<2 {
