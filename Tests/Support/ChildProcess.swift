@@ -97,6 +97,21 @@ public func runProgram(_ path: String, _ args: [String], seconds: Double = 60) t
         kill(pid, SIGKILL)
         status = reapChild(pid)
     }
-    let errors = (try? String(contentsOfFile: errorsPath, encoding: .utf8)) ?? ""
-    return (status ?? -1, String(decoding: output, as: UTF8.self), errors)
+    return (status ?? -1, String(decoding: output, as: UTF8.self), String(decoding: readWholeFile(errorsPath), as: UTF8.self))
+}
+
+/// A file's bytes through open/read (Foundation's `String(contentsOfFile:)` leaks its read buffer,
+/// which LeakSanitizer reports); empty when it cannot be read.
+private func readWholeFile(_ path: String) -> [UInt8] {
+    let fd = open(path, O_RDONLY)
+    guard fd >= 0 else { return [] }
+    defer { close(fd) }
+    var out: [UInt8] = []
+    var buf = [UInt8](repeating: 0, count: 65536)
+    while true {
+        let n = buf.withUnsafeMutableBytes { read(fd, $0.baseAddress, $0.count) }
+        if n < 0 && errno == EINTR { continue }
+        if n <= 0 { return out }
+        out += buf[0..<n]
+    }
 }
