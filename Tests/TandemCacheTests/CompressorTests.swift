@@ -1,5 +1,6 @@
 import Foundation
 @_spi(Backend) @testable import TandemCache
+import TandemTestSupport
 import Testing
 
 /// What django-redis's compressors wrote with CPython (Fixtures/make_pickle_corpus.py): each
@@ -8,12 +9,7 @@ private let compressedByPython: [String: [UInt8]] = {
     let url = URL(fileURLWithPath: #filePath).deletingLastPathComponent().appendingPathComponent("Fixtures/compressed.json")
     do {
         let hex = try JSONDecoder().decode([String: String].self, from: try Data(contentsOf: url))
-        return hex.mapValues { h in
-            var out: [UInt8] = []
-            var it = h.utf8.makeIterator()
-            while let a = it.next(), let b = it.next() { out.append(UInt8(String(decoding: [a, b], as: UTF8.self), radix: 16) ?? 0) }
-            return out
-        }
+        return hex.mapValues { bytes(hex: $0) }
     } catch {
         Issue.record("\(url.path) did not load: \(error)")
         return [:]

@@ -1,15 +1,8 @@
 import Foundation
 @_spi(Backend) @testable import TandemCache
+import TandemTestSupport
 import Testing
 
-private func bytes(hex: String) -> [UInt8] {
-    var out: [UInt8] = []
-    var it = hex.utf8.makeIterator()
-    while let a = it.next(), let b = it.next() {
-        out.append(UInt8(String(decoding: [a, b], as: UTF8.self), radix: 16) ?? 0)
-    }
-    return out
-}
 
 /// Real pickles made by CPython with the values they hold (Fixtures/make_pickle_corpus.py): the
 /// protocol, the pickle as hex, the value, and the Python type's name.
@@ -81,17 +74,6 @@ private struct Tagged: Decodable {
     }
 }
 
-/// A deterministic generator, so that a failing fuzz case can be run again.
-private struct SplitMix: RandomNumberGenerator {
-    var state: UInt64
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
-    }
-}
 
 @Suite struct PickleReaderTests {
     @Test func readsEveryPickleCPythonWroteInTheCorpus() throws {
@@ -192,7 +174,7 @@ private struct SplitMix: RandomNumberGenerator {
     }
 
     @Test func fuzzedPicklesAreValuesOrTypedErrors() {
-        var rng = SplitMix(state: 20261207)
+        var rng = SplitMix64(seed: 20261207)
         let corpus = pickleCorpus.map { bytes(hex: $0.1) }.filter { $0.count < 4096 }
         var values = 0, errors = 0
         for _ in 0..<20_000 {

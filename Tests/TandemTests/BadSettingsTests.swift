@@ -1,5 +1,6 @@
 import Foundation
 import Tandem
+import TandemTestSupport
 import Testing
 
 /// Malformed settings through the public entry points (`CacheSettings(url:)`, `Caches.fromEnvironment`,
@@ -211,18 +212,5 @@ import Testing
         print("BAD-SETTINGS seeded mutations: \(counts.sorted { $0.key < $1.key })")
         #expect(counts.values.reduce(0, +) == 240)
         #expect(counts["refused", default: 0] > 0 && counts["working", default: 0] > 0, "\(counts)")
-    }
-}
-
-/// A small seeded generator (SplitMix64), so that generated inputs are the same in every run.
-struct SplitMix64: RandomNumberGenerator {
-    var state: UInt64
-    init(seed: UInt64) { state = seed }
-    mutating func next() -> UInt64 {
-        state &+= 0x9E37_79B9_7F4A_7C15
-        var z = state
-        z = (z ^ (z >> 30)) &* 0xBF58_476D_1CE4_E5B9
-        z = (z ^ (z >> 27)) &* 0x94D0_49BB_1331_11EB
-        return z ^ (z >> 31)
     }
 }

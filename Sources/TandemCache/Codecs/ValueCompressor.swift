@@ -145,8 +145,9 @@ public enum ValueCompressor: String, Sendable, CaseIterable {
     private static func unxz(_ input: [UInt8], limit: Int) throws -> [UInt8]? {
         var s = ccompression_lzma_stream()
         // The decoder's own memory is bounded too (256 MiB: every preset's dictionary fits).
-        guard lzma_auto_decoder(&s, 256 << 20, 0) == LZMA_OK else { throw CompressionError("liblzma could not start") }
+        // Freed on every path, a failed start included (lzma_end accepts a stream whose start failed).
         defer { lzma_end(&s) }
+        guard lzma_auto_decoder(&s, 256 << 20, 0) == LZMA_OK else { throw CompressionError("liblzma could not start") }
         var out: [UInt8] = []
         var buffer = [UInt8](repeating: 0, count: chunk)
         return try input.withUnsafeBufferPointer { i -> [UInt8]? in
