@@ -256,6 +256,14 @@ struct Profile: Codable, Equatable {
         #expect(try PythonValueDecoder.decode(Derived.self, from: python).b == 2)
     }
 
+    @Test func aDateBeyondPythonsYearsIsATypedErrorNotATrap() {
+        for date in [Date(timeIntervalSince1970: 1e20), Date(timeIntervalSince1970: -1e20), Date(timeIntervalSince1970: 300_000_000_000)] {
+            #expect(throws: CacheError.self) { try DjangoValueCoding.encode(date, flags: false, key: "k") }
+            #expect(throws: CacheError.self) { try DjangoValueCoding.encode(date, flags: false, json: true, key: "k") }
+        }
+        #expect(throws: Never.self) { try DjangoValueCoding.encode(Date(timeIntervalSince1970: 253_402_300_799), flags: false, key: "k") }
+    }
+
     @Test func aMismatchNamesWhatWasExpectedAndWhere() throws {
         let value = PythonValue.dict([PythonDictItem(.string("name"), .int(3))])
         do {

@@ -49,7 +49,9 @@ enum PythonJSON {
                 try write(item.value, into: &out, depth: depth + 1)
             }
             out.append(0x7D)
-        case .datetime(let dt): quote(isoText(dt), into: &out)
+        case .datetime(let dt):
+            guard dt.date != nil else { throw PickleError("a datetime with a field out of range: \(dt)") }
+            quote(isoText(dt), into: &out)
         case .decimal(let s): quote(s, into: &out)
         case .uuid(let u): quote(u.uuidString.lowercased(), into: &out)
         case .bytes, .set: throw PickleError("JSON cannot hold a \(value.typeName) (Django's JSON encoder refuses it too)")

@@ -103,8 +103,15 @@ public struct PythonDateTime: Sendable, Hashable {
     }
 
     /// `date` in UTC, aware (as Django stores datetimes with `USE_TZ = True`), to the microsecond.
+    /// A date beyond Python's years 1 to 9999 gives year 0, which writing refuses with a typed error.
     public init(_ date: Date) {
         let micros = (date.timeIntervalSince1970 * 1_000_000).rounded()
+        // Python's range is about ±2.5e17 microseconds from 1970; beyond ±4e17 (or not finite) the
+        // conversion to Int64 could trap.
+        guard micros.isFinite, abs(micros) < 4e17 else {
+            self.init(year: 0, month: 1, day: 1, utcOffsetSeconds: 0)
+            return
+        }
         let total = Int64(micros)
         let (secs, us) = total.quotientAndRemainder(dividingBy: 1_000_000)
         let seconds = us < 0 ? secs - 1 : secs
