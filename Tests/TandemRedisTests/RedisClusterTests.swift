@@ -314,7 +314,7 @@ struct ClusterMapTests {
         #expect(c.knownNode(forSlot: 10)?.endpoint.description == "redis://127.0.0.1:7001/0")
     }
 
-    @Test(.timeLimit(.minutes(1)), arguments: TestLoops.Kind.allCases)
+    @Test(.timeLimit(.minutes(3)), arguments: TestLoops.Kind.allCases)
     func anUncoveredSlotAsksForTheMapOnceForEveryoneWaiting(_ loop: TestLoops.Kind) async throws {
         let node = try ScriptedClusterNode(slots: 0...100)
         defer { node.stop() }

@@ -233,7 +233,7 @@ struct RedisSentinelLoginTests {
 /// after 150 ms; the SET the test sends at once must reach the node only after that answer, on both
 /// faces and loops. (Before, the async face sent it in the handshake's write.)
 struct SentinelRoleFirstTests {
-    @Test(.timeLimit(.minutes(1)), arguments: FaceKind.allCases, TestLoops.Kind.allCases)
+    @Test(.timeLimit(.minutes(3)), arguments: FaceKind.allCases, TestLoops.Kind.allCases)
     func commandsWaitForRoleToConfirmThePrimary(_ face: FaceKind, _ loop: TestLoops.Kind) async throws {
         let node = try ScriptedRedis { command, _ in
             switch command.first?.uppercased() ?? "" {

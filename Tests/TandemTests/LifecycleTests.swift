@@ -123,7 +123,7 @@ final class GatedBackend: NonBlockingCacheBackend, @unchecked Sendable {
 
     /// The process-wide loops belong to the process (issue 30): an application whose service group
     /// lists them stops its caches, and the loops go on for the next application in the process.
-    @Test(.timeLimit(.minutes(1)))
+    @Test(.timeLimit(.minutes(3)))
     func theProcessWideLoopsOutliveAServiceGroupThatListsThem() async throws {
         for round in 0..<2 {
             let caches = try Caches(settings: ["default": CacheSettings(backend: "locmem", location: ["pw-\(UUID())"])])

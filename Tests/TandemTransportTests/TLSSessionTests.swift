@@ -35,7 +35,7 @@ struct TLSSessionTests {
     /// reading `errno`, which OpenSSL sets only for SSL_ERROR_SYSCALL. errno is left at ECONNRESET
     /// before the read that meets it; OpenSSL 3.0 happens to clear errno before its own socket reads,
     /// so the old mapping (through the SYSCALL branch) gave the same answer here.
-    @Test(.timeLimit(.minutes(1)))
+    @Test(.timeLimit(.minutes(3)))
     func closeNotifyIsAClosedSessionNotAnErrnoFailure() async throws {
         let dir = try TestServers.need(TestServers.tlsDirectory, "test certificates")
         let port = try freeLoopbackPort()
