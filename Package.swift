@@ -79,7 +79,8 @@ let package = Package(
         .target(name: "TandemHTTP", dependencies: ["TandemLoop", "TandemCache", "CCurl", "CCurlShim", .product(name: "Logging", package: "swift-log"),
                                                    .product(name: "HTTPTypes", package: "swift-http-types"),
                                                    .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
-                                                   .product(name: "Tracing", package: "swift-distributed-tracing")]),
+                                                   .product(name: "Tracing", package: "swift-distributed-tracing"),
+                                                   .product(name: "Metrics", package: "swift-metrics")]),
         .target(name: "Tandem", dependencies: ["TandemLoop", "TandemCache", "TandemRedis", "TandemMemcached", "TandemHTTP"]),
         // What both adapters share: the guard taught SwiftNIO's loop threads.
         .target(name: "TandemNIO", dependencies: [
@@ -115,7 +116,8 @@ let package = Package(
         .testTarget(name: "TandemRedisTests", dependencies: ["TandemRedis", "Tandem", "TandemTestSupport",
                                                            .product(name: "MetricsTestKit", package: "swift-metrics")]),
         .testTarget(name: "TandemMemcachedTests", dependencies: ["TandemMemcached", "Tandem", "TandemTestSupport"]),
-        .testTarget(name: "TandemHTTPTests", dependencies: ["TandemHTTP", "Tandem", "TandemTestSupport"]),
+        .testTarget(name: "TandemHTTPTests", dependencies: ["TandemHTTP", "Tandem", "TandemTestSupport",
+                                                           .product(name: "MetricsTestKit", package: "swift-metrics")]),
         .testTarget(name: "TandemTransportTests", dependencies: ["TandemTransport", "Tandem", "TandemTestSupport"]),
         .testTarget(name: "TandemCacheTests", dependencies: ["TandemCache", "Tandem", "TandemTestSupport"],
                     exclude: ["Fixtures"]),

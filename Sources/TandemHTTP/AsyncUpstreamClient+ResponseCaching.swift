@@ -12,7 +12,11 @@ extension AsyncUpstreamClient {
         try request.validate()
         let sent = client.sentHeaders(request)
         // A range request is neither served from the cache nor stored: its answer is a part.
-        if sent.contains(.range) || sent.contains(.ifRange) { return try await fetch(request) }
+        let metrics = client.metrics
+        if sent.contains(.range) || sent.contains(.ifRange) {
+            metrics?.cacheLookup(.bypass)
+            return try await fetch(request)
+        }
         let requestCC = CacheControl(sent[values: .cacheControl].joined(separator: ", "))
         let key = ResponseCaching.key(request.url)
         let now = Date().timeIntervalSince1970
@@ -20,12 +24,18 @@ extension AsyncUpstreamClient {
         var entry: StoredResponse? = requestCC.noStore ? nil : ((try? await rc.cache.async.get(key) as [UInt8]?) ?? nil)
             .flatMap { StoredResponse(encoded: $0) }
         if let e = entry, e.requestURL != request.url || !varyMatches(e, sent) { entry = nil }
-        guard let stored = entry else { return try await fetchAndStore(request, rc, key, requestCC, fetch: fetch) }
+        guard let stored = entry else {
+            metrics?.cacheLookup(requestCC.noStore ? .bypass : .miss)
+            return try await fetchAndStore(request, rc, key, requestCC, fetch: fetch)
+        }
 
         let age = stored.currentAge(now: now)
         let lifetime = stored.freshnessLifetime
         let mustCheck = stored.noCache || requestCC.noCache
-        if !mustCheck && age < lifetime { return stored.served(now: now) }
+        if !mustCheck && age < lifetime {
+            metrics?.cacheLookup(.hit)
+            return stored.served(now: now)
+        }
 
         let staleBy = age - lifetime
         if !mustCheck, !stored.mustRevalidate, let swr = stored.staleWhileRevalidate, staleBy <= swr {
@@ -36,15 +46,24 @@ extension AsyncUpstreamClient {
                     refreshes.end(key)
                 }
             }
+            metrics?.cacheLookup(.stale)
             return stored.served(now: now)
         }
 
         do {
             let (response, fromCache) = try await revalidate(request, rc, key, stored, requestCC, fetch: fetch)
-            if !fromCache && response.status.code >= 500, let served = staleIfError(stored, staleBy) { return served }
+            if !fromCache && response.status.code >= 500, let served = staleIfError(stored, staleBy) {
+                metrics?.cacheLookup(.stale)
+                return served
+            }
+            metrics?.cacheLookup(fromCache ? .revalidated : .miss)
             return response
         } catch let e as UpstreamError {
-            if let served = staleIfError(stored, staleBy) { return served }
+            if let served = staleIfError(stored, staleBy) {
+                metrics?.cacheLookup(.stale)
+                return served
+            }
+            metrics?.cacheLookup(.miss)
             throw e
         }
     }

@@ -95,6 +95,7 @@ public struct AsyncUpstreamClient: Sendable {
             let wait = backoff * Double.random(in: 0...1)
             if let deadline, clock.now + wait >= deadline { return try result.get() }
             try await Task.sleep(for: wait)
+            client.metrics?.retried(request)
             backoff = min(backoff * policy.backoffMultiplier, policy.maxBackoff)
             attempt += 1
         }
@@ -109,7 +110,8 @@ public struct AsyncUpstreamClient: Sendable {
         let mayHedge = policy.hedgeNonIdempotent || RetryPolicy.idempotentMethods.contains(request.method.rawValue.uppercased())
         let copies = mayHedge ? policy.maxAttempts : 1
         let delay = policy.currentDelay
-        return try await withThrowingTaskGroup(of: Result<UpstreamResponse, any Error>?.self) { group in
+        let metrics = client.metrics
+        return try await withThrowingTaskGroup(of: (copy: Int, result: Result<UpstreamResponse, any Error>)?.self) { group in
             for i in 0..<copies {
                 group.addTask {
                     if i > 0 {
@@ -117,24 +119,26 @@ public struct AsyncUpstreamClient: Sendable {
                         do { try await Task.sleep(for: delay * i) } catch { return nil }
                         if let throttle = policy.throttle, !throttle.allowsRetry { return nil }
                         policy.statistics.countCopy()
+                        metrics?.hedgedCopy(request)
                     }
                     let clock = ContinuousClock()
                     let start = clock.now
                     do {
                         let response = try await sendOnce(request)
                         policy.statistics.record(clock.now - start)
-                        return .success(response)
+                        return (i, .success(response))
                     } catch {
-                        return .failure(error)
+                        return (i, .failure(error))
                     }
                 }
             }
             var lastError: (any Error)?
             for try await outcome in group {
-                switch outcome {
+                switch outcome?.result {
                 case .success(let response)?:
                     group.cancelAll()
                     policy.throttle?.recordSuccess()
+                    metrics?.hedgeWon(request, byFirstCopy: outcome?.copy == 0)
                     return response
                 case .failure(let error)?:
                     if !(error is CancellationError) { policy.throttle?.recordFailure() }
@@ -154,6 +158,18 @@ public struct AsyncUpstreamClient: Sendable {
         HTTPTracing.attempts?.bump()
         guard let admitted = client.gate.enter() else { throw UpstreamError.clientShutDown }
         defer { client.gate.leave(admitted) }
+        if let metrics = client.metrics { return try await transferMeasured(request, metrics) }
+        return try await transfer(request)
+    }
+
+    /// ``transfer(_:)`` timed and counted in flight (a function of its own, off the unobserved path).
+    @inline(never)
+    private func transferMeasured(_ request: UpstreamRequest, _ metrics: UpstreamMetrics) async throws -> UpstreamResponse {
+        try await metrics.measure(request) { try await transfer(request) }
+    }
+
+    /// Runs the transfer of a validated, admitted request on the loop.
+    private func transfer(_ request: UpstreamRequest) async throws -> UpstreamResponse {
         let m = multi
         let transfer = Transfer(request: request, maxBody: m.configuration.maxBodyBytes, multi: m)
         try await withPromise(waiterLoop: m.loop) { (p: LoopPromise<Void>) in

@@ -13,6 +13,16 @@ import Tracing
 /// The multi handle keeps a connection cache, so keep-alive connections are reused across requests;
 /// easy handles are reused too. ``async`` is the async face; the methods on the client itself block
 /// (guarded: refused on a loop thread, and inside a Swift task by default).
+///
+/// ## Metrics
+/// Through swift-metrics (``UpstreamClientConfiguration/metricsFactory``, else the bootstrapped factory):
+/// `http.client.request.duration` per request on the wire, with `http.request.method`,
+/// `server.address`, `server.port`, `http.response.status_code` and `error.type` (an
+/// ``UpstreamError/kind``, or the status of a 4xx or 5xx answer); `http.client.active_requests` per
+/// server; `tandem.http.client.retries`, `tandem.http.client.hedged_copies` and
+/// `tandem.http.client.hedge_wins` (`copy`: `first` or `later`); and
+/// `tandem.http.client.cache.lookups` by `result` (`hit`, `stale`, `revalidated`, `miss`, `bypass`).
+/// No label carries a path, a query or credentials.
 public final class UpstreamClient: Sendable {
     /// Tandem's version, used in the default User-Agent.
     public static let version = "0.1.0"
@@ -35,6 +45,8 @@ public final class UpstreamClient: Sendable {
     let backgroundRefreshes = BackgroundRefreshes()
     /// Where spans go (nil: no tracing).
     let tracer: (any Tracer)?
+    /// The client's metrics (nil: nobody observes them).
+    let metrics: UpstreamMetrics?
     /// No tracer, response cache, retry or hedging policy: a call that brings no policy of its own is
     /// one attempt.
     let plainRequests: Bool
@@ -55,6 +67,7 @@ public final class UpstreamClient: Sendable {
         self.loops = ls
         self.configuration = configuration
         self.tracer = CacheTracing.resolve(configuration.tracer)
+        self.metrics = UpstreamMetrics.make(configuration.metricsFactory)
         self.plainRequests = tracer == nil && configuration.responseCaching == nil && configuration.retryPolicy == nil
             && configuration.hedgingPolicy == nil
         var perLoop = configuration

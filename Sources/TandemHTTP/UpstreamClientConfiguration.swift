@@ -1,3 +1,4 @@
+import CoreMetrics
 import HTTPTypes
 import Tracing
 
@@ -36,6 +37,9 @@ public struct UpstreamClientConfiguration: Sendable {
     /// The hedging policy of every request that brings no policy of its own (nil: no hedging; it
     /// takes precedence over ``retryPolicy``).
     public var hedgingPolicy: HedgingPolicy?
+    /// Where the client's metrics go (nil: the factory bootstrapped with `MetricsSystem`); see
+    /// ``UpstreamClient`` for the series. With the no-op factory nothing is measured.
+    public var metricsFactory: (any MetricsFactory)?
     /// The User-Agent header.
     public var userAgent: String = "tandem/\(UpstreamClient.version)"
 

@@ -48,5 +48,25 @@ public enum UpstreamError: Error, Equatable, Sendable, CustomStringConvertible {
         case .clientShutDown: return "the HTTP client's event loop has shut down"
         }
     }
-}
 
+    /// The case's name (`timeout`, `connectFailed`, ...), as metrics report it in `error.type`: no URL,
+    /// no reason text.
+    public var kind: String {
+        switch self {
+        case .invalidURL: "invalidURL"
+        case .invalidRequest: "invalidRequest"
+        case .connectFailed: "connectFailed"
+        case .dnsFailed: "dnsFailed"
+        case .timeout: "timeout"
+        case .tlsFailure: "tlsFailure"
+        case .tooManyRedirects: "tooManyRedirects"
+        case .bodyTooLarge: "bodyTooLarge"
+        case .cancelled: "cancelled"
+        case .deadlineExceeded: "deadlineExceeded"
+        case .upstreamClosed: "upstreamClosed"
+        case .invalidResponse: "invalidResponse"
+        case .transferFailed: "transferFailed"
+        case .clientShutDown: "clientShutDown"
+        }
+    }
+}

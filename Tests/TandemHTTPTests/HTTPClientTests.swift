@@ -3,6 +3,7 @@ import Synchronization
 import Tandem
 @testable import TandemHTTP
 import TandemTestSupport
+import MetricsTestKit
 import Testing
 
 private let upstreamAvailable = TestServers.shouldRun(TestServers.httpUpstream != nil)
@@ -643,5 +644,89 @@ struct HTTPLoopGroupTests {
             #expect(m.configuration.maxIdleConnections == 0, "0 (no idle connections kept) stays 0")
         }
         #expect(http.configuration.maxConnections == 10, "the client reports the configuration it was given")
+    }
+}
+
+/// The upstream client's metrics (issue 34): every request on the wire is timed with its method,
+/// server, status or error kind; retries, hedged copies and the response cache's decisions are
+/// counted; requests in flight go up and back to zero; no label carries a path or a query.
+@Suite(.enabled(if: upstreamAvailable, Comment(rawValue: TestServers.skipMessage)))
+struct UpstreamMetricsTests {
+    @Test(.timeLimit(.minutes(3)), arguments: TestLoops.Kind.allCases)
+    func everyRequestOnTheWireAndEveryDecisionIsReported(_ loop: TestLoops.Kind) async throws {
+        let base = try upstream()
+        let metrics = TestMetrics()
+        let store = try Caches(settings: ["default": CacheSettings(backend: "locmem", location: ["metrics-\(UUID())"])]).default
+        let http = client(loop) { $0.metricsFactory = metrics; $0.responseCaching = ResponseCaching(cache: store) }
+        defer { Task { await http.shutdown() } }
+        let server = UpstreamMetrics.server(of: base)
+        let port = String(server.port)
+        func duration(_ method: String, _ extra: [(String, String)]) throws -> [Int64] {
+            try metrics.expectTimer("http.client.request.duration",
+                                    [("http.request.method", method), ("server.address", "127.0.0.1"), ("server.port", port)] + extra).values
+        }
+        let run = UUID().uuidString.prefix(8)
+
+        // A plain answer, an error status, and no answer at all.
+        #expect(try await http.async.send(UpstreamRequest(.post, base + "/status/200", text: "x")).status == 200)
+        #expect(try await http.async.send(UpstreamRequest(.post, base + "/status/503", text: "x")).status == 503)
+        #expect(try duration("POST", [("http.response.status_code", "200")]).count == 1)
+        #expect(try duration("POST", [("http.response.status_code", "503"), ("error.type", "503")]).count == 1)
+        #expect(try duration("POST", [("http.response.status_code", "200")]).allSatisfy { $0 > 0 })
+        let deadPort = try freeLoopbackPort()
+        await #expect(throws: UpstreamError.self) { try await http.async.send(UpstreamRequest(.post, "http://127.0.0.1:\(deadPort)/x", text: "x")) }
+        let refused = try metrics.expectTimer("http.client.request.duration",
+                                              [("http.request.method", "POST"), ("server.address", "127.0.0.1"), ("server.port", String(deadPort)),
+                                               ("error.type", "connectFailed")])
+        #expect(refused.values.count == 1)
+
+        // A retry policy: two 503s then a 200 is three requests on the wire and two retries.
+        let quick = RetryPolicy(maxAttempts: 3, initialBackoff: .milliseconds(5), maxBackoff: .milliseconds(20))
+        let flaky = try await http.async.send(UpstreamRequest(.post, base + "/flaky/2?id=\(run)-r", text: "x"),
+                                              retry: { var p = quick; p.retryNonIdempotent = true; return p }())
+        #expect(flaky.status == 200)
+        #expect(try metrics.expectCounter("tandem.http.client.retries",
+                                          [("http.request.method", "POST"), ("server.address", "127.0.0.1"), ("server.port", port)]).totalValue == 2)
+        #expect(try duration("POST", [("http.response.status_code", "503"), ("error.type", "503")]).count == 3)
+
+        // A hedged request whose first copy is slow: one extra copy, and it won.
+        let hedge = HedgingPolicy(maxAttempts: 2, delay: .fixed(.milliseconds(50)))
+        #expect(try await http.async.send(UpstreamRequest(.post, base + "/slow-first/10000?id=\(run)-h", text: "x"),
+                                          hedge: { var p = hedge; p.hedgeNonIdempotent = true; return p }()).text == "request 2")
+        let dims = [("http.request.method", "POST"), ("server.address", "127.0.0.1"), ("server.port", port)]
+        #expect(try metrics.expectCounter("tandem.http.client.hedged_copies", dims).totalValue == 1)
+        #expect(try metrics.expectCounter("tandem.http.client.hedge_wins", dims + [("copy", "later")]).totalValue == 1)
+        // The slow copy was cancelled: its request ends as a cancelled one.
+        #expect(try await eventuallyAsync(30) { (try? duration("POST", [("error.type", "cancelled")]).count) == 1 })
+
+        // The response cache: a miss, then a hit; a validator-only answer revalidated; a range bypasses.
+        func lookups(_ result: String) -> Int64 { (try? metrics.expectCounter("tandem.http.client.cache.lookups", [("result", result)]).totalValue) ?? 0 }
+        let fresh = base + "/cacheable?id=\(run)-a&cc=max-age%3D60"
+        _ = try await http.async.get(fresh)
+        _ = try await http.async.get(fresh)
+        #expect(lookups("miss") == 1 && lookups("hit") == 1)
+        let checked = base + "/cacheable?id=\(run)-b&cc=no-cache&etag=x1"
+        _ = try await http.async.get(checked)
+        _ = try await http.async.get(checked)
+        #expect(lookups("miss") == 2 && lookups("revalidated") == 1)
+        _ = try await http.async.get(fresh, headers: fields(["Range": "bytes=0-0"]))
+        #expect(lookups("bypass") == 1 && lookups("hit") == 1)
+        #expect(try duration("GET", [("http.response.status_code", "304")]).count == 1, "the revalidation's 304 is a request on the wire")
+
+        // In flight: up while requests ran, back to zero.
+        let active = try metrics.expectMeter("http.client.active_requests", [("server.address", "127.0.0.1"), ("server.port", port)])
+        #expect(try await eventuallyAsync(30) { active.lastValue == 0 })
+        #expect(active.values.contains { $0 >= 1 })
+
+        // No label value names a path, a query or a user.
+        let labels = metrics.timers.flatMap(\.dimensions) + metrics.counters.flatMap(\.dimensions) + metrics.meters.flatMap(\.dimensions)
+        #expect(labels.allSatisfy { !$0.1.contains("/") && !$0.1.contains("?") && !$0.1.contains("@") }, "\(labels)")
+    }
+
+    @Test func aServerIsItsHostAndPortWithoutUserPathOrQuery() {
+        #expect(UpstreamMetrics.server(of: "http://user:pw@Example.COM/a?b=1") == .init(host: "example.com", port: 80))
+        #expect(UpstreamMetrics.server(of: "https://example.com") == .init(host: "example.com", port: 443))
+        #expect(UpstreamMetrics.server(of: "http://[::1]:8080/x") == .init(host: "::1", port: 8080))
+        #expect(UpstreamMetrics.server(of: "HTTPS://h:9443#frag") == .init(host: "h", port: 9443))
     }
 }
