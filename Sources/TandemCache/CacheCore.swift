@@ -132,7 +132,8 @@ final class CacheCore: Sendable {
         self.tracer = CacheTracing.resolve(tracer)
         self.resilience = resilience
         self.breakers = resilience.breakerThreshold > 0
-            ? CircuitBreakers(threshold: resilience.breakerThreshold, cooldown: resilience.breakerCooldown) : nil
+            ? CircuitBreakers(threshold: resilience.breakerThreshold, cooldown: resilience.breakerCooldown,
+                              metrics: BreakerMetrics.Factory.make(alias: alias, factory: metricsFactory)) : nil
         var logger = Logger(label: "tandem.cache")
         logger[metadataKey: "cache"] = "\(alias)"
         self.alias = alias

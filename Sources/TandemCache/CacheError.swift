@@ -109,3 +109,31 @@ extension String {
         count >= width ? self : String(repeating: "0", count: width - count) + self
     }
 }
+
+extension CacheError {
+    /// The case's name (`timeout`, `connectionFailed`, ...), as metrics report it in `error.type`:
+    /// no key, server or reason text.
+    public var kind: String {
+        switch self {
+        case .unknownAlias: "unknownAlias"
+        case .unknownBackend: "unknownBackend"
+        case .invalidSetting: "invalidSetting"
+        case .invalidKey: "invalidKey"
+        case .missingKey: "missingKey"
+        case .notAnInteger: "notAnInteger"
+        case .valueTooLarge: "valueTooLarge"
+        case .encodingFailed: "encodingFailed"
+        case .decodingFailed: "decodingFailed"
+        case .timeout: "timeout"
+        case .connectionFailed: "connectionFailed"
+        case .serverError: "serverError"
+        case .authenticationFailed: "authenticationFailed"
+        case .tls: "tls"
+        case .poolExhausted: "poolExhausted"
+        case .closed: "closed"
+        case .circuitOpen: "circuitOpen"
+        case .shutDown: "shutDown"
+        case .invalidArgument: "invalidArgument"
+        }
+    }
+}

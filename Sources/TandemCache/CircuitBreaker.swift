@@ -1,3 +1,4 @@
+import CoreMetrics
 import Synchronization
 import TandemLoop
 
@@ -68,11 +69,13 @@ final class CircuitBreakers: Sendable {
     /// For calls that name no server.
     let whole: CircuitBreaker
     private let byServer = Mutex<[String: CircuitBreaker]>([:])
+    private let metrics: BreakerMetrics.Factory?
 
-    init(threshold: Int, cooldown: Duration) {
+    init(threshold: Int, cooldown: Duration, metrics: BreakerMetrics.Factory? = nil) {
         self.threshold = threshold
         self.cooldown = cooldown
-        whole = CircuitBreaker(threshold: threshold, cooldown: cooldown, server: nil)
+        self.metrics = metrics
+        whole = CircuitBreaker(threshold: threshold, cooldown: cooldown, server: nil, metrics: metrics?.make(server: nil))
     }
 
     /// The breaker of `server` (made at its first call), or the backend-wide one for nil.
@@ -80,7 +83,7 @@ final class CircuitBreakers: Sendable {
         guard let server else { return whole }
         return byServer.locked { map in
             if let b = map[server] { return b }
-            let b = CircuitBreaker(threshold: threshold, cooldown: cooldown, server: server)
+            let b = CircuitBreaker(threshold: threshold, cooldown: cooldown, server: server, metrics: metrics?.make(server: server))
             map[server] = b
             return b
         }
@@ -101,10 +104,12 @@ final class CircuitBreaker: Sendable {
 
     /// The server this breaker guards (nil: the backend as a whole).
     let server: String?
+    private let metrics: BreakerMetrics?
 
-    init(threshold: Int, cooldown: Duration, server: String? = nil) {
+    init(threshold: Int, cooldown: Duration, server: String? = nil, metrics: BreakerMetrics? = nil) {
         self.threshold = threshold
         self.server = server
+        self.metrics = metrics
         let c = cooldown.components
         cooldownNanos = UInt64(max(0, c.seconds)) * 1_000_000_000 + UInt64(max(0, c.attoseconds / 1_000_000_000))
     }
@@ -112,33 +117,68 @@ final class CircuitBreaker: Sendable {
     /// Whether a call may go to the server: always while closed; while open, only the one probe that
     /// comes after the cool-down.
     func admit() -> Bool {
-        state.locked { s in
-            guard let until = s.openUntil else { return true }
-            if s.probing || monotonicNanos() < until { return false }
+        let (admitted, probe) = state.locked { s -> (Bool, Bool) in
+            guard let until = s.openUntil else { return (true, false) }
+            if s.probing || monotonicNanos() < until { return (false, false) }
             s.probing = true
-            return true
+            return (true, true)
         }
+        if probe { metrics?.halfOpen.increment() }
+        return admitted
     }
 
     /// Records how an admitted call went (`failed`: a server failure).
     /// Returns true when this call opened the breaker (for a log line).
     @discardableResult
     func record(failed: Bool) -> Bool {
-        state.locked { s in
+        let (opened, reopened, closed) = state.locked { s -> (Bool, Bool, Bool) in
             guard failed else {
+                let wasOpen = s.openUntil != nil
                 s = State()
-                return false
+                return (false, false, wasOpen)
             }
             s.failures += 1
             let wasOpen = s.openUntil != nil
+            let wasProbing = s.probing
             if s.probing || s.failures >= threshold {
                 s.openUntil = monotonicNanos() &+ cooldownNanos
                 s.probing = false
             }
-            return !wasOpen && s.openUntil != nil
+            return (!wasOpen && s.openUntil != nil, wasProbing, false)
         }
+        if let metrics, opened || reopened || closed { (closed ? metrics.closed : metrics.opened).increment() }
+        return opened
     }
 
     /// True while calls skip the server.
     var isOpen: Bool { state.locked { $0.openUntil != nil } }
+}
+
+/// A breaker's state changes, `tandem.cache.breaker.transitions` (counter) with `alias`, `server`
+/// (`*` for the breaker of calls that name no server) and `state`: `open` (failures reached the
+/// threshold, or the probe failed), `half_open` (the cool-down ended and one call probes) and
+/// `closed` (a call succeeded on an open or probing breaker).
+struct BreakerMetrics: Sendable {
+    let opened: Counter
+    let halfOpen: Counter
+    let closed: Counter
+
+    /// Makes the metrics of each breaker of one cache.
+    struct Factory: Sendable {
+        let alias: String
+        let factory: any MetricsFactory
+
+        static func make(alias: String, factory: (any MetricsFactory)?) -> Factory? {
+            let f = factory ?? MetricsSystem.factory
+            return f is NOOPMetricsHandler ? nil : Factory(alias: alias, factory: f)
+        }
+
+        func make(server: String?) -> BreakerMetrics {
+            let dims = [("alias", alias), ("server", server ?? "*")]
+            func counter(_ state: String) -> Counter {
+                Counter(label: "tandem.cache.breaker.transitions", dimensions: dims + [("state", state)], factory: factory)
+            }
+            return BreakerMetrics(opened: counter("open"), halfOpen: counter("half_open"), closed: counter("closed"))
+        }
+    }
 }

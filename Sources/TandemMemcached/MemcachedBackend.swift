@@ -48,15 +48,18 @@ import TandemLoop
     /// Builds the backend from validated settings (connections open on first use).
     public init(configuration: BackendConfiguration) throws {
         config = try MemcachedConfiguration.parse(configuration)
-        pool = try MemcachedPool(config: config, size: config.poolSize, alias: configuration.alias)
+        let factory = configuration.metricsFactory
+        pool = try MemcachedPool(config: config, size: config.poolSize, alias: configuration.alias,
+                                 metrics: ConnectionMetrics.make(system: "memcached", pool: config.description, face: "blocking", factory: factory))
         placement = config.servers.count > 1 ? MemcachedHasher(servers: config.servers, consistent: config.consistentHashing) : nil
         if config.username == nil {
-            loopClient = try MemcachedLoopClient(loops: configuration.loops, config: config, alias: configuration.alias)
+            loopClient = try MemcachedLoopClient(loops: configuration.loops, config: config, alias: configuration.alias, metricsFactory: factory)
             asyncPool = nil
             workers = nil
         } else {
             loopClient = nil
-            let p = try MemcachedPool(config: config, size: config.asyncWorkers, alias: configuration.alias)
+            let p = try MemcachedPool(config: config, size: config.asyncWorkers, alias: configuration.alias,
+                                      metrics: ConnectionMetrics.make(system: "memcached", pool: config.description, face: "async", factory: factory))
             asyncPool = p
             workers = MemcachedWorkers(pool: p, threads: config.asyncWorkers, server: config.description)
         }

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Synchronization
 @_spi(Backend) import TandemCache
 import TandemTransport
@@ -29,7 +30,7 @@ final class MemcachedLoopClient: Sendable {
     private let setAside: SetAside
 
     /// - Precondition: `loops` is not empty.
-    init(loops: [any TandemEventLoop], config: MemcachedConfiguration, alias: String) throws {
+    init(loops: [any TandemEventLoop], config: MemcachedConfiguration, alias: String, metricsFactory: (any MetricsFactory)? = nil) throws {
         precondition(!loops.isEmpty, "memcached's async face needs a loop")
         self.loops = loops
         picker = LoopPicker(loops)
@@ -41,10 +42,14 @@ final class MemcachedLoopClient: Sendable {
         removeFailedServers = config.removeFailedServers
         retryNanos = UInt64(config.retryTimeout) * 1_000_000_000
         setAside = SetAside(count: config.servers.count)
+        let metrics = config.servers.map {
+            ConnectionMetrics.make(system: "memcached", pool: $0.description, face: "async", factory: metricsFactory)
+        }
         perLoop = loops.map { loop in
-            config.servers.map { s in
+            config.servers.enumerated().map { i, s in
                 MemcachedLoopConnection(loop: loop, address: s.address, name: s.description,
-                                        commandTimeout: Double(config.pollTimeoutMs) / 1000, connectTimeout: Double(config.connectTimeoutMs) / 1000)
+                                        commandTimeout: Double(config.pollTimeoutMs) / 1000, connectTimeout: Double(config.connectTimeoutMs) / 1000,
+                                        metrics: metrics[i])
             }
         }
         // A failure on any loop's connection sets its server aside for every loop, as one client would.

@@ -77,8 +77,15 @@ final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
     /// One-reply requests queued by other threads; one loop job sends all of them.
     private let incoming = LoopQueue<Queued>()
 
-    init(loop: any TandemEventLoop, address: ServerAddress, name: String, commandTimeout: Double, connectTimeout: Double) {
+    /// This server's async-face connection metrics (nil: not measured).
+    private let metrics: ConnectionMetrics?
+    /// When the connection in progress started (for `db.client.connection.create_time`).
+    private var connectStart: UInt64 = 0
+
+    init(loop: any TandemEventLoop, address: ServerAddress, name: String, commandTimeout: Double, connectTimeout: Double,
+         metrics: ConnectionMetrics? = nil) {
         self.loop = loop
+        self.metrics = metrics
         self.name = name
         self.commandTimeout = UInt64(commandTimeout * 1e9)
         socket = LoopSocket(loop: loop, address: address, name: name, protocolName: "memcached", connectTimeout: connectTimeout)
@@ -125,6 +132,7 @@ final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
         }
         if case .idle = state {
             state = .connecting
+            if metrics != nil { connectStart = monotonicNanos() }
             decoder.reset()
             socket.connect()
             if case .backoff(_, let reason) = state {
@@ -134,6 +142,7 @@ final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
         }
         socket.write(request)
         pending.append(Pending(deadline: monotonicNanos() &+ commandTimeout, waiter: waiter))
+        metrics?.pending?.increment()
         armTimeout()
     }
 
@@ -163,6 +172,10 @@ final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
     func socketConnected() {
         state = .ready
         failures = 0
+        if let metrics {
+            metrics.createTime.recordNanoseconds(ConnectionMetrics.since(connectStart, monotonicNanos()))
+            metrics.used.increment()
+        }
     }
 
     func socketReceived(_ bytes: UnsafeRawBufferPointer) {
@@ -183,7 +196,10 @@ final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
                 drop(.connectionFailed(server: name, reason: "a reply without a request"), next: .idle)
                 return
             }
-            if pending[head].waiter.take(reply) { head += 1 }
+            if pending[head].waiter.take(reply) {
+                head += 1
+                metrics?.pending?.decrement()
+            }
         }
         if head == pending.count {
             pending.removeAll(keepingCapacity: pending.count < 4096)
@@ -227,9 +243,14 @@ final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
     private func drop(_ error: CacheError, next: Next, report: Bool = true) {
         let wasConnecting: Bool
         if case .connecting = state { wasConnecting = true } else { wasConnecting = false }
+        if let metrics {
+            if case .ready = state { metrics.used.decrement() }
+            if report, !isClosed { metrics.failed(error) }
+        }
         socket.close()
         decoder.reset()
         let victims = pending[head...]
+        if !victims.isEmpty { metrics?.pending?.decrement(by: Double(victims.count)) }
         pending = []
         head = 0
         if let t = timeoutTimer { loop.cancel(t); timeoutTimer = nil }

@@ -3,6 +3,7 @@ import Dispatch
 import Foundation
 import Synchronization
 import TandemCache
+import TandemLoop
 import TandemTransport
 
 /// A bounded `memcached_pool` of handles. Its one owner is this object; `deinit` destroys it.
@@ -27,8 +28,12 @@ final class MemcachedPool: @unchecked Sendable {
     /// failed callers after a few milliseconds). Holding a permit, a caller finds a free handle, or
     /// room to make one.
     private let capacity: PoolPermits
+    /// Waits for a handle, callers that gave up, handles lent out (nil: not measured). libmemcached
+    /// connects inside a handle, out of sight: connection counts come from the loop-driven face.
+    private let metrics: ConnectionMetrics?
 
-    init(config: MemcachedConfiguration, size: Int, alias: String) throws {
+    init(config: MemcachedConfiguration, size: Int, alias: String, metrics: ConnectionMetrics? = nil) throws {
+        self.metrics = metrics
         let options = config.optionString(size: size)
         guard let p = options.withCString({ memcached_pool($0, strlen($0)) }) else {
             throw CacheError.invalidSetting(alias: alias, field: "LOCATION", reason: "libmemcached rejected the server list")
@@ -97,10 +102,17 @@ final class MemcachedPool: @unchecked Sendable {
 
     /// Borrows a handle (waiting at most `timeout`), runs `body` on the calling thread, returns it.
     func withHandle<R>(_ body: (UnsafeMutablePointer<memcached_st>) throws -> R) throws -> R {
+        let waitStart = metrics == nil ? 0 : monotonicNanos()
         guard capacity.take(waitingAtMost: timeout) else {
+            metrics?.timeouts.increment()
             throw CacheError.poolExhausted(server: description, size: size)
         }
         defer { capacity.giveBack() }
+        if let metrics {
+            metrics.waitTime.recordNanoseconds(ConnectionMetrics.since(waitStart, monotonicNanos()))
+            metrics.used.increment()
+        }
+        defer { metrics?.used.decrement() }
         var rc = MEMCACHED_SUCCESS
         // With a permit a handle is free or can be made; the short wait only covers a handle that
         // `closeIdle` holds for a moment (whole seconds: see `capacity`).

@@ -83,9 +83,15 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     /// for it (see ``NearCache``).
     private let onConnectionLost: (@Sendable () -> Void)?
 
+    /// This node's async-face connection metrics (nil: not measured).
+    private let metrics: ConnectionMetrics?
+    /// When the connection in progress started (for `db.client.connection.create_time`).
+    private var connectStart: UInt64 = 0
+
     init(loop: any TandemEventLoop, target: RedisTarget, tls: TLSClientContext?, commandTimeout: Double, connectTimeout: Double,
-         onConnectionLost: (@Sendable () -> Void)? = nil) {
+         metrics: ConnectionMetrics? = nil, onConnectionLost: (@Sendable () -> Void)? = nil) {
         self.onConnectionLost = onConnectionLost
+        self.metrics = metrics
         self.loop = loop
         self.target = target
         let endpoint = target.endpoint
@@ -276,6 +282,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     private func append(_ args: [[UInt8]], _ done: Waiter) {
         socket.write { RESP.append(args, to: &$0) }
         pending.append(Pending(deadline: monotonicNanos() &+ commandTimeout, waiter: done))
+        metrics?.pending?.increment()
         armTimeout()
     }
 
@@ -283,6 +290,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     /// tries every address within the connect timeout); the handshake is queued first.
     private func startConnect() {
         state = .connecting
+        if metrics != nil { connectStart = monotonicNanos() }
         epoch = target.sentinel?.epoch ?? 0
         if let sentinel = target.sentinel { placement.connecting(sentinel) }
         moveWanted = false
@@ -326,6 +334,10 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     func socketConnected() {
         state = .ready
         failures = 0
+        if let metrics {
+            metrics.createTime.recordNanoseconds(ConnectionMetrics.since(connectStart, monotonicNanos()))
+            metrics.used.increment()
+        }
     }
 
     func socketReceived(_ bytes: UnsafeRawBufferPointer) {
@@ -375,6 +387,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
             }
             let p = pending[head]
             head += 1
+            metrics?.pending?.decrement()
             // A command that already timed out (or whose task was cancelled) was completed with an
             // error; its promise ignores this late reply.
             p.waiter.finish(.success(value))
@@ -431,6 +444,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
         guard moveWanted, head == pending.count, case .ready = state else { return }
         moveWanted = false
         logger.info("redis replica reader leaves the primary to ask the sentinels again", metadata: ["server": "\(endpoint.description)"])
+        metrics?.used.decrement()
         socket.close()
         onConnectionLost?()
         reader = nil
@@ -449,9 +463,11 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
         let wasConnecting: Bool
         if case .connecting = state { wasConnecting = true } else { wasConnecting = false }
         if case .ready = state { onConnectionLost?() } else if wasConnecting { onConnectionLost?() }
+        if let metrics { dropped(error, wasConnecting: wasConnecting, metrics) }
         socket.close()
         reader = nil
         let victims = pending[head...]
+        if !victims.isEmpty { metrics?.pending?.decrement(by: Double(victims.count)) }
         pending = []
         head = 0
         expiredUpTo = 0
@@ -466,6 +482,19 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
         confirming = false
         for v in victims { v.waiter.finish(.failure(error)) }
         for h in waiting { h.waiter.finish(.failure(error)) }
+    }
+
+    /// The metrics of a drop: an open connection is no longer open, and one that broke or could
+    /// not be made (not one the loop's shutdown closed) is a failure.
+    private func dropped(_ error: CacheError, wasConnecting: Bool, _ metrics: ConnectionMetrics) {
+        if case .ready = state { metrics.used.decrement() }
+        if case .shutDown = error { return }
+        if wasConnecting || isReady { metrics.failed(error) }
+    }
+
+    private var isReady: Bool {
+        if case .ready = state { return true }
+        return false
     }
 
     private func enterBackoff(_ reason: String) {

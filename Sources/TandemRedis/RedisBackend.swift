@@ -103,7 +103,8 @@ import Glibc
             commandTimeout: commandTimeout,
             poolSize: try o.int("POOL_SIZE", default: 16, range: 1...4096),
             poolTimeout: try o.double("POOL_TIMEOUT", default: commandTimeout, range: 0...3600),
-            asyncConnections: try o.int("ASYNC_CONNECTIONS", default: config.loops.count, range: 1...256))
+            asyncConnections: try o.int("ASYNC_CONNECTIONS", default: config.loops.count, range: 1...256),
+            metricsFactory: config.metricsFactory)
     }
 
     /// Builds the backend from validated settings (nothing connects until the first command).

@@ -21,9 +21,12 @@ final class RedisBlockingPool: Sendable {
     let tls: TLSClientContext?
     private let idle = Mutex<[BlockingRedisConnection]>([])
     private let capacity: PoolPermits
+    private let metrics: ConnectionMetrics?
 
-    init(target: RedisTarget, tls: TLSClientContext?, size: Int, connectTimeout: Double, commandTimeout: Double, borrowTimeout: Double) {
+    init(target: RedisTarget, tls: TLSClientContext?, size: Int, connectTimeout: Double, commandTimeout: Double, borrowTimeout: Double,
+         metrics: ConnectionMetrics? = nil) {
         self.target = target
+        self.metrics = metrics
         self.tls = tls
         self.size = size
         self.connectTimeout = connectTimeout
@@ -40,8 +43,22 @@ final class RedisBlockingPool: Sendable {
         return conn.epoch != sentinel.epoch || (target.readsReplica && conn.placement.shouldMove(sentinel))
     }
 
-    /// Connects, logs in and selects the database (on the calling thread: this is the blocking face).
+    /// ``makeConnection()``, timed and its failure counted when metrics are on.
     private func connect() throws -> BlockingRedisConnection {
+        guard let metrics else { return try makeConnection() }
+        let start = monotonicNanos()
+        do {
+            let conn = try makeConnection()
+            metrics.createTime.recordNanoseconds(ConnectionMetrics.since(start, monotonicNanos()))
+            return conn
+        } catch {
+            metrics.failed(error)
+            throw error
+        }
+    }
+
+    /// Connects, logs in and selects the database (on the calling thread: this is the blocking face).
+    private func makeConnection() throws -> BlockingRedisConnection {
         let conn = try BlockingRedisConnection(target: target, tls: tls, connectTimeout: connectTimeout, commandTimeout: commandTimeout)
         for command in target.handshake {
             let reply = try conn.run(command, operation: String(decoding: command[0], as: UTF8.self))
@@ -67,13 +84,22 @@ final class RedisBlockingPool: Sendable {
     ///   on a fresh connection) when a reused connection fails: a lost reply does not say whether the
     ///   server ran the command, and running `INCR` or `SET NX` twice would corrupt the answer.
     func withConnection<R>(operation: String, idempotent: Bool, _ body: (BlockingRedisConnection) throws -> R) throws -> R {
+        let waitStart = metrics == nil ? 0 : monotonicNanos()
         guard capacity.take(waitingAtMost: borrowTimeout) else {
+            metrics?.timeouts.increment()
             throw CacheError.poolExhausted(server: endpoint.description, size: size)
         }
         defer { capacity.giveBack() }
+        if let metrics {
+            metrics.waitTime.recordNanoseconds(ConnectionMetrics.since(waitStart, monotonicNanos()))
+            metrics.used.increment()
+        }
+        defer { metrics?.used.decrement() }
         var reused = true
         var conn: BlockingRedisConnection
-        if let c = idle.locked({ $0.popLast() }), !c.broken, !isStale(c), !RedisBlockingPool.closedWhileIdle(c) {
+        let pooled = idle.locked({ $0.popLast() })
+        if pooled != nil { metrics?.idle.decrement() }
+        if let c = pooled, !c.broken, !isStale(c), !RedisBlockingPool.closedWhileIdle(c) {
             conn = c
         } else {
             conn = try connect()
@@ -85,9 +111,11 @@ final class RedisBlockingPool: Sendable {
                 if !conn.broken && !isStale(conn) {
                     conn.idleSince = monotonicNanos()
                     idle.locked { $0.append(conn) }
+                    metrics?.idle.increment()
                 }
                 return r
             } catch let e as CacheError {
+                if conn.broken { metrics?.failed(e) }
                 if case .connectionFailed = e, idempotent, reused, conn.broken {
                     reused = false
                     conn = try connect()
@@ -100,6 +128,10 @@ final class RedisBlockingPool: Sendable {
 
     /// Frees every idle connection (borrowed ones are freed when returned broken or at pool teardown).
     func close() {
-        idle.locked { $0.removeAll() }
+        let n = idle.locked { list in
+            defer { list.removeAll() }
+            return list.count
+        }
+        if n > 0 { metrics?.idle.decrement(by: Double(n)) }
     }
 }

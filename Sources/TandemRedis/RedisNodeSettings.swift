@@ -1,3 +1,4 @@
+import CoreMetrics
 import Dispatch
 import Foundation
 import Logging
@@ -15,14 +16,19 @@ struct RedisNodeSettings: Sendable {
     let poolSize: Int
     let poolTimeout: Double
     let asyncConnections: Int
+    /// Where the nodes' connection metrics go (nil: the bootstrapped factory); see ``TandemCache/ConnectionMetrics``.
+    var metricsFactory: (any MetricsFactory)? = nil
 
     /// - Parameter onConnectionLost: told whenever one of the node's async connections closes.
     func makeNode(_ target: RedisTarget, tls: TLSClientContext?, onConnectionLost: (@Sendable () -> Void)? = nil) -> RedisNode {
+        let name = target.readsReplica || target.clusterReplica ? "\(target.endpoint.description) (replica)" : target.endpoint.description
         let pool = RedisBlockingPool(target: target, tls: tls, size: poolSize, connectTimeout: connectTimeout,
-                                     commandTimeout: commandTimeout, borrowTimeout: poolTimeout)
+                                     commandTimeout: commandTimeout, borrowTimeout: poolTimeout,
+                                     metrics: ConnectionMetrics.make(system: "redis", pool: name, face: "blocking", factory: metricsFactory))
+        let asyncMetrics = ConnectionMetrics.make(system: "redis", pool: name, face: "async", factory: metricsFactory)
         let conns = (0..<asyncConnections).map { i in
             RedisAsyncConnection(loop: loops[i % loops.count], target: target, tls: tls, commandTimeout: commandTimeout, connectTimeout: connectTimeout,
-                                 onConnectionLost: onConnectionLost)
+                                 metrics: asyncMetrics, onConnectionLost: onConnectionLost)
         }
         return RedisNode(endpoint: target.endpoint, pool: pool, connections: conns, readsOnly: target.clusterReplica)
     }

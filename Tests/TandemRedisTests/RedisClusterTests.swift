@@ -1,5 +1,6 @@
 import Foundation
 import Synchronization
+import MetricsTestKit
 import Tandem
 @testable import TandemRedis
 import TandemTestSupport
@@ -342,5 +343,51 @@ struct ClusterMapTests {
         }
         #expect(failures.allSatisfy { $0 == "uncovered" }, "\(Set(failures))")
         #expect(node.mapsAskedCount <= 3, "the map was asked for \(node.mapsAskedCount) times by 40 callers")
+    }
+}
+
+/// A cluster's metrics (issue 34): each redirection followed is counted by kind, and each map
+/// refresh by outcome.
+struct ClusterMetricsTests {
+    @Test(.timeLimit(.minutes(3)), arguments: TestLoops.Kind.allCases)
+    func redirectionsAndMapRefreshesAreCounted(_ loop: TestLoops.Kind) async throws {
+        let port = Box(Atomic<Int>(0))
+        let seen = Box(Mutex<[String: Int]>([:]))
+        // One node that serves every slot; the first GET of "moved" and of "ask" is redirected to itself.
+        let node = try ScriptedRedis { command, _ in
+            let p = port.value.load(ordering: .relaxed)
+            switch command.first?.uppercased() ?? "" {
+            case "CLUSTER":
+                return .reply("*1\r\n*3\r\n:0\r\n:16383\r\n*3\r\n$9\r\n127.0.0.1\r\n:\(p)\r\n$40\r\n\(String(repeating: "a", count: 40))\r\n")
+            case "GET":
+                let key = command.count > 1 ? command[1] : ""
+                let n = seen.value.locked { m -> Int in
+                    m[key, default: 0] += 1
+                    return m[key] ?? 0
+                }
+                let slot = ClusterSlot.of(Array(key.utf8))
+                if key.hasSuffix("moved"), n == 1 { return .reply("-MOVED \(slot) 127.0.0.1:\(p)\r\n") }
+                if key.hasSuffix("ask"), n == 1 { return .reply("-ASK \(slot) 127.0.0.1:\(p)\r\n") }
+                return .reply("$1\r\nv\r\n")
+            default:
+                return .reply("+OK\r\n")
+            }
+        }
+        port.value.store(node.port, ordering: .relaxed)
+        defer { node.stop() }
+        let metrics = TestMetrics()
+        let cache = try BackendRegistry.standard.makeCache(
+            alias: "cluster-metrics",
+            settings: CacheSettings(backend: "redis", location: ["redis+cluster://127.0.0.1:\(node.port)"],
+                                    options: ["CONNECT_TIMEOUT": 10, "COMMAND_TIMEOUT": 10], metricsFactory: metrics),
+            loop: loop.loop)
+        defer { cache.close() }
+        #expect(try await cache.async.get("moved") as String? == "v")
+        #expect(try await onPlainThread { try cache.get("ask") as String? } == "v")
+        let dims = [("db.system.name", "redis"), ("tandem.cluster", "redis+cluster://127.0.0.1:\(node.port)")]
+        #expect(try metrics.expectCounter("tandem.redis.cluster.redirects", dims + [("kind", "MOVED")]).totalValue == 1)
+        #expect(try metrics.expectCounter("tandem.redis.cluster.redirects", dims + [("kind", "ASK")]).totalValue == 1)
+        #expect(try metrics.expectCounter("tandem.redis.cluster.map_refreshes", dims + [("outcome", "ok")]).totalValue >= 1)
+        #expect(try metrics.expectCounter("tandem.redis.cluster.map_refreshes", dims + [("outcome", "failed")]).totalValue == 0)
     }
 }

@@ -37,6 +37,7 @@ struct ClusterRoute {
     mutating func next(after reply: RedisValue) -> Next {
         guard redirects < Self.maxRedirects, let redirect = ClusterRedirect(reply) else { return .done }
         redirects += 1
+        cluster.metrics?.redirected(redirect)
         switch redirect {
         case .moved(let slot, let host, let port):
             let host = host ?? node.endpoint.host

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Dispatch
 import Foundation
 import Logging
@@ -49,8 +50,12 @@ final class RedisCluster: Sendable {
     /// often); the background refresh after `MOVED` keeps the same pace.
     static let refreshInterval: UInt64 = 1_000_000_000
 
+    /// Redirections followed and map refreshes (nil: not measured).
+    let metrics: ClusterMetrics?
+
     init(endpoint: RedisEndpoint, seeds: [ServerAddress], tls: TLSClientContext?, settings: RedisNodeSettings, readFromReplicas: Bool = false) {
         self.seeds = seeds
+        metrics = ClusterMetrics.make(cluster: endpoint.description, factory: settings.metricsFactory)
         template = endpoint
         self.tls = tls
         self.settings = settings
@@ -234,6 +239,7 @@ final class RedisCluster: Sendable {
                     continue
                 }
                 try install(ranges, askedHost: host)
+                metrics?.refreshed(ok: true)
                 return
             } catch let e as CacheError {
                 reasons.append("\(host):\(port): \(e)")
@@ -242,6 +248,7 @@ final class RedisCluster: Sendable {
             }
         }
         let reason = "no node gave the slot map (\(reasons.joined(separator: "; ")))"
+        metrics?.refreshed(ok: false)
         state.locked { $0.refreshFailure = reason }
         throw CacheError.connectionFailed(server: description, reason: reason)
     }
@@ -334,4 +341,42 @@ final class RedisCluster: Sendable {
             for c in n.connections { c.shutdown() }
         }
     }
+}
+
+/// A cluster's metrics: `tandem.redis.cluster.redirects` (counter) by `kind` (`MOVED`, `ASK`,
+/// `TRYAGAIN`), and `tandem.redis.cluster.map_refreshes` (counter) by `outcome` (`ok`, `failed`), with
+/// `db.system.name` and `tandem.cluster` (the seeds, never with credentials).
+struct ClusterMetrics: Sendable {
+    private let moved: Counter
+    private let ask: Counter
+    private let tryAgain: Counter
+    private let refreshOK: Counter
+    private let refreshFailed: Counter
+
+    static func make(cluster: String, factory: (any MetricsFactory)?) -> ClusterMetrics? {
+        let f = factory ?? MetricsSystem.factory
+        return f is NOOPMetricsHandler ? nil : ClusterMetrics(cluster: cluster, factory: f)
+    }
+
+    private init(cluster: String, factory f: any MetricsFactory) {
+        let dims = [("db.system.name", "redis"), ("tandem.cluster", cluster)]
+        func redirects(_ kind: String) -> Counter {
+            Counter(label: "tandem.redis.cluster.redirects", dimensions: dims + [("kind", kind)], factory: f)
+        }
+        moved = redirects("MOVED")
+        ask = redirects("ASK")
+        tryAgain = redirects("TRYAGAIN")
+        refreshOK = Counter(label: "tandem.redis.cluster.map_refreshes", dimensions: dims + [("outcome", "ok")], factory: f)
+        refreshFailed = Counter(label: "tandem.redis.cluster.map_refreshes", dimensions: dims + [("outcome", "failed")], factory: f)
+    }
+
+    func redirected(_ redirect: ClusterRedirect) {
+        switch redirect {
+        case .moved: moved.increment()
+        case .ask: ask.increment()
+        case .tryAgain: tryAgain.increment()
+        }
+    }
+
+    func refreshed(ok: Bool) { (ok ? refreshOK : refreshFailed).increment() }
 }
