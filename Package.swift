@@ -45,6 +45,7 @@ let package = Package(
         .target(
             name: "TandemLoop",
             dependencies: ["CTandemSys", .product(name: "Logging", package: "swift-log"),
+                           .product(name: "Metrics", package: "swift-metrics"),
                            .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")]
         ),
         .target(
@@ -112,7 +113,8 @@ let package = Package(
         ),
         // Shared test code (the semantic suite, fixtures, server helpers): used by the test targets only.
         .target(name: "TandemTestSupport", dependencies: ["Tandem"], path: "Tests/Support"),
-        .testTarget(name: "TandemLoopTests", dependencies: ["TandemLoop", "TandemTestSupport"]),
+        .testTarget(name: "TandemLoopTests", dependencies: ["TandemLoop", "TandemTestSupport",
+                                                          .product(name: "MetricsTestKit", package: "swift-metrics")]),
         .testTarget(name: "TandemRedisTests", dependencies: ["TandemRedis", "Tandem", "TandemTestSupport",
                                                            .product(name: "MetricsTestKit", package: "swift-metrics")]),
         .testTarget(name: "TandemMemcachedTests", dependencies: ["TandemMemcached", "Tandem", "TandemTestSupport"]),

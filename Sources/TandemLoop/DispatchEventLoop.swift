@@ -5,7 +5,7 @@ import Synchronization
 /// The event-loop contract on a serial `DispatchQueue`, with `DispatchSource` read/write sources and
 /// timers. It proves the loop is pluggable: the contract tests, and the backend and HTTP tests, run
 /// against both loops.
-public final class DispatchEventLoop: TandemEventLoop, @unchecked Sendable {
+public final class DispatchEventLoop: TandemEventLoop, EventLoopStatisticsReporting, @unchecked Sendable {
     // Why @unchecked Sendable is safe: `watchers`, `timers` and `nextID` are only touched by blocks
     // running on `queue` (a serial queue): every method that touches them is loop-thread-only and checks
     // `inEventLoop`. `state` is a Mutex; `queue` and `name` are immutable.
@@ -63,9 +63,16 @@ public final class DispatchEventLoop: TandemEventLoop, @unchecked Sendable {
     private func onLoop(_ body: () -> Void) {
         let previous = LoopThread.current
         LoopThread.set(identity)
+        let start = monotonicNanos()
         body()
+        counters.add(tasks: 1, busySince: start, now: monotonicNanos())
         LoopThread.set(previous)
     }
+
+    private let counters = LoopCounters()
+
+    /// The work run on this loop's queue and the time it took; see ``EventLoopStatistics``.
+    public var statistics: EventLoopStatistics { counters.snapshot }
 
     /// Runs `work` on the queue; throws ``TandemError/loopShutDown(loop:)`` after ``shutdown()``.
     public func execute(_ work: @escaping @Sendable () -> Void) throws {

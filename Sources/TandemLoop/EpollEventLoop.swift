@@ -20,7 +20,7 @@ enum LoopJob: Sendable {
 ///
 /// It is also a `SerialExecutor` and a `TaskExecutor`: an actor can pin itself to the loop
 /// (`nonisolated var unownedExecutor: UnownedSerialExecutor { loop.asUnownedSerialExecutor() }`).
-public final class EpollEventLoop: TandemEventLoop, @unchecked Sendable {
+public final class EpollEventLoop: TandemEventLoop, EventLoopStatisticsReporting, @unchecked Sendable {
     // Why @unchecked Sendable is safe: the mutable loop state (`watchers`, `fdWatches`, `timers`,
     // `heap`, `nextID`) is only touched on the loop thread. Every method that touches it is documented
     // as loop-thread-only and checks `inEventLoop` with a precondition, and `runLoop()` runs on that one
@@ -267,6 +267,8 @@ public final class EpollEventLoop: TandemEventLoop, @unchecked Sendable {
                 }
             }
             hadWork = n > 0
+            let turnStart = monotonicNanos()
+            var ran = 0
             if n < 0, case let e = Errno.current, !e.isInterrupted {
                 logger.error("epoll_wait failed", metadata: ["error": "\(e)"])
             }
@@ -285,8 +287,9 @@ public final class EpollEventLoop: TandemEventLoop, @unchecked Sendable {
                 if flags & EPOLLOUT.rawValue != 0 || (hangup && w.events.contains(.write)) { ready.insert(.write) }
                 if flags & (EPOLLERR.rawValue | EPOLLHUP.rawValue) != 0 { ready.insert(.error) }
                 w.callback(ready)
+                ran += 1
             }
-            runTimers()
+            ran += runTimers()
             let state = inbox.locked { s -> RunState in
                 swap(&batch, &s.jobs)
                 inboxHasJobs.store(false, ordering: .relaxed)
@@ -295,8 +298,10 @@ public final class EpollEventLoop: TandemEventLoop, @unchecked Sendable {
             }
             if !batch.isEmpty { hadWork = true }
             for job in batch { runJob(job) }
+            ran += batch.count
             batch.removeAll(keepingCapacity: true)
             resumeBatch.flush()
+            counters.add(tasks: ran, busySince: turnStart, now: monotonicNanos())
             if state == .stopping {
                 if !shutdownHooks.haveRun {
                     // One more turn after the hooks: the work they submit (and the resumptions of
@@ -327,14 +332,25 @@ public final class EpollEventLoop: TandemEventLoop, @unchecked Sendable {
         finished.signal()
     }
 
-    private func runTimers() {
-        guard !heap.isEmpty else { return }
+    /// Runs the timers that are due; returns how many ran.
+    private func runTimers() -> Int {
+        guard !heap.isEmpty else { return 0 }
         let now = monotonicNanos()
+        var ran = 0
         while let top = heap.first, top.deadline <= now {
             _ = heap.pop()
-            if let cb = timers.removeValue(forKey: top.id) { cb() }
+            if let cb = timers.removeValue(forKey: top.id) {
+                cb()
+                ran += 1
+            }
         }
+        return ran
     }
+
+    private let counters = LoopCounters()
+
+    /// The work this loop's thread ran and the time it was busy; see ``EventLoopStatistics``.
+    public var statistics: EventLoopStatistics { counters.snapshot }
 
     @inline(__always)
     private func runJob(_ job: LoopJob) {
