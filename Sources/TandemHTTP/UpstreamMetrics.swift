@@ -9,7 +9,8 @@ import TandemLoop
 ///   copy is one), with `http.request.method`, `server.address`, `server.port`, and
 ///   `http.response.status_code` when an answer came or `error.type` when none did (the
 ///   ``UpstreamError`` case, `cancelled` for a cancelled task); a 4xx or 5xx answer also carries
-///   `error.type` set to its status, as the conventions ask.
+///   `error.type` set to its status, as the conventions ask. A label that does not apply is empty
+///   (every series of a name has the same label names, as Prometheus requires).
 /// - `http.client.active_requests` (meter): requests on the wire now, per `server.address` and `server.port`.
 /// - `tandem.http.client.retries` (counter): attempts a retry policy sent again, per method and server.
 /// - `tandem.http.client.hedged_copies` (counter): extra copies a hedging policy sent, per method and
@@ -87,9 +88,10 @@ final class UpstreamMetrics: Sendable {
     private func timer(_ key: DurationKey) -> Timer {
         handles.locked { h in
             if let t = h.durations[key] { return t }
-            var dims = [("http.request.method", key.method)] + Self.dimensions(key.server)
-            if key.status != 0 { dims.append(("http.response.status_code", String(key.status))) }
-            if let e = key.error { dims.append(("error.type", e)) }
+            // Every series of one name has the same label names (Prometheus refuses a mix): a label
+            // that does not apply is empty, which Prometheus treats as absent.
+            let dims = [("http.request.method", key.method)] + Self.dimensions(key.server)
+                + [("http.response.status_code", key.status == 0 ? "" : String(key.status)), ("error.type", key.error ?? "")]
             let t = Timer(label: "http.client.request.duration", dimensions: dims, factory: factory)
             h.durations[key] = t
             return t

@@ -661,23 +661,25 @@ struct UpstreamMetricsTests {
         defer { Task { await http.shutdown() } }
         let server = UpstreamMetrics.server(of: base)
         let port = String(server.port)
-        func duration(_ method: String, _ extra: [(String, String)]) throws -> [Int64] {
+        /// The durations of one series; `status` and `error` empty when they do not apply.
+        func duration(_ method: String, status: String = "", error: String = "") throws -> [Int64] {
             try metrics.expectTimer("http.client.request.duration",
-                                    [("http.request.method", method), ("server.address", "127.0.0.1"), ("server.port", port)] + extra).values
+                                    [("http.request.method", method), ("server.address", "127.0.0.1"), ("server.port", port),
+                                     ("http.response.status_code", status), ("error.type", error)]).values
         }
         let run = UUID().uuidString.prefix(8)
 
         // A plain answer, an error status, and no answer at all.
         #expect(try await http.async.send(UpstreamRequest(.post, base + "/status/200", text: "x")).status == 200)
         #expect(try await http.async.send(UpstreamRequest(.post, base + "/status/503", text: "x")).status == 503)
-        #expect(try duration("POST", [("http.response.status_code", "200")]).count == 1)
-        #expect(try duration("POST", [("http.response.status_code", "503"), ("error.type", "503")]).count == 1)
-        #expect(try duration("POST", [("http.response.status_code", "200")]).allSatisfy { $0 > 0 })
+        #expect(try duration("POST", status: "200").count == 1)
+        #expect(try duration("POST", status: "503", error: "503").count == 1)
+        #expect(try duration("POST", status: "200").allSatisfy { $0 > 0 })
         let deadPort = try freeLoopbackPort()
         await #expect(throws: UpstreamError.self) { try await http.async.send(UpstreamRequest(.post, "http://127.0.0.1:\(deadPort)/x", text: "x")) }
         let refused = try metrics.expectTimer("http.client.request.duration",
                                               [("http.request.method", "POST"), ("server.address", "127.0.0.1"), ("server.port", String(deadPort)),
-                                               ("error.type", "connectFailed")])
+                                               ("http.response.status_code", ""), ("error.type", "connectFailed")])
         #expect(refused.values.count == 1)
 
         // A retry policy: two 503s then a 200 is three requests on the wire and two retries.
@@ -687,7 +689,7 @@ struct UpstreamMetricsTests {
         #expect(flaky.status == 200)
         #expect(try metrics.expectCounter("tandem.http.client.retries",
                                           [("http.request.method", "POST"), ("server.address", "127.0.0.1"), ("server.port", port)]).totalValue == 2)
-        #expect(try duration("POST", [("http.response.status_code", "503"), ("error.type", "503")]).count == 3)
+        #expect(try duration("POST", status: "503", error: "503").count == 3)
 
         // A hedged request whose first copy is slow: one extra copy, and it won.
         let hedge = HedgingPolicy(maxAttempts: 2, delay: .fixed(.milliseconds(50)))
@@ -697,7 +699,7 @@ struct UpstreamMetricsTests {
         #expect(try metrics.expectCounter("tandem.http.client.hedged_copies", dims).totalValue == 1)
         #expect(try metrics.expectCounter("tandem.http.client.hedge_wins", dims + [("copy", "later")]).totalValue == 1)
         // The slow copy was cancelled: its request ends as a cancelled one.
-        #expect(try await eventuallyAsync(30) { (try? duration("POST", [("error.type", "cancelled")]).count) == 1 })
+        #expect(try await eventuallyAsync(30) { (try? duration("POST", error: "cancelled").count) == 1 })
 
         // The response cache: a miss, then a hit; a validator-only answer revalidated; a range bypasses.
         func lookups(_ result: String) -> Int64 { (try? metrics.expectCounter("tandem.http.client.cache.lookups", [("result", result)]).totalValue) ?? 0 }
@@ -711,7 +713,7 @@ struct UpstreamMetricsTests {
         #expect(lookups("miss") == 2 && lookups("revalidated") == 1)
         _ = try await http.async.get(fresh, headers: fields(["Range": "bytes=0-0"]))
         #expect(lookups("bypass") == 1 && lookups("hit") == 1)
-        #expect(try duration("GET", [("http.response.status_code", "304")]).count == 1, "the revalidation's 304 is a request on the wire")
+        #expect(try duration("GET", status: "304").count == 1, "the revalidation's 304 is a request on the wire")
 
         // In flight: up while requests ran, back to zero.
         let active = try metrics.expectMeter("http.client.active_requests", [("server.address", "127.0.0.1"), ("server.port", port)])
@@ -721,6 +723,12 @@ struct UpstreamMetricsTests {
         // No label value names a path, a query or a user.
         let labels = metrics.timers.flatMap(\.dimensions) + metrics.counters.flatMap(\.dimensions) + metrics.meters.flatMap(\.dimensions)
         #expect(labels.allSatisfy { !$0.1.contains("/") && !$0.1.contains("?") && !$0.1.contains("@") }, "\(labels)")
+        // Every series of a name has the same label names: Prometheus's registry stops the process otherwise.
+        let series = metrics.timers.map { ($0.label, $0.dimensions.map(\.0)) } + metrics.counters.map { ($0.label, $0.dimensions.map(\.0)) }
+            + metrics.meters.map { ($0.label, $0.dimensions.map(\.0)) }
+        for (name, group) in Dictionary(grouping: series, by: \.0) {
+            #expect(Set(group.map { $0.1.sorted() }).count == 1, "\(name) has series with different label names")
+        }
     }
 
     @Test func aServerIsItsHostAndPortWithoutUserPathOrQuery() {

@@ -59,6 +59,12 @@ struct ConnectionMetricsTests {
         #expect(try await eventuallyAsync(30) { pending.lastValue == 0 }, "every command sent was answered")
         #expect(pending.values.contains { $0 >= 1 })
         #expect((try? metrics.expectCounter("tandem.db.client.connection.failures", async + [("error.type", "connectionFailed")])) == nil)
+        // Every series of a name has the same label names: Prometheus's registry stops the process otherwise.
+        let series = metrics.timers.map { ($0.label, $0.dimensions.map(\.0)) } + metrics.counters.map { ($0.label, $0.dimensions.map(\.0)) }
+            + metrics.meters.map { ($0.label, $0.dimensions.map(\.0)) } + metrics.recorders.map { ($0.label, $0.dimensions.map(\.0)) }
+        for (name, group) in Dictionary(grouping: series, by: \.0) {
+            #expect(Set(group.map { $0.1.sorted() }).count == 1, "\(name) has series with different label names")
+        }
     }
 
     /// A server of the test's own restarts: its open loop-driven connection breaks and is counted so,
