@@ -20,6 +20,8 @@ let package = Package(
         .package(url: "https://github.com/hummingbird-project/hummingbird-auth", from: "2.5.0"),
         .package(url: "https://github.com/swift-server/async-http-client", from: "1.37.0"),
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        .package(url: "https://github.com/apple/swift-metrics", from: "2.13.0"),
     ],
     targets: [
         .target(name: "Shop", dependencies: [
@@ -29,8 +31,10 @@ let package = Package(
             .product(name: "HummingbirdAuth", package: "hummingbird-auth"),
             .product(name: "AsyncHTTPClient", package: "async-http-client"),
             .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+            .product(name: "Prometheus", package: "swift-prometheus"),
+            .product(name: "Metrics", package: "swift-metrics"),
         ]),
-        .executableTarget(name: "shop", dependencies: ["Shop"]),
+        .executableTarget(name: "shop", dependencies: ["Shop", .product(name: "Metrics", package: "swift-metrics")]),
         .testTarget(name: "ShopTests", dependencies: [
             "Shop",
             .product(name: "HummingbirdTesting", package: "hummingbird"),

@@ -38,18 +38,23 @@ struct Product: Codable, Sendable {
 ///   middleware on `TandemPersistDriver` over the `sessions` cache (memcached in the example's settings).
 /// - `GET /about`: a page cached whole by `TandemResponseCacheMiddleware` (the `pages` cache).
 /// - `POST /visits`, `GET /visits`: a counter through `incr`.
+/// - `GET /metrics`: every series in Prometheus's text format, when the shop has ``ShopMetrics``.
 public struct Shop: Sendable {
     public let caches: Caches
     public let http: UpstreamClient
     public let ahc: AsyncHTTPClient.HTTPClient
     public let configuration: ShopConfiguration
+    /// Served on `GET /metrics` (nil: no such route).
+    public let metrics: ShopMetrics?
     let renders = Renders()
 
-    public init(caches: Caches, http: UpstreamClient, ahc: AsyncHTTPClient.HTTPClient, configuration: ShopConfiguration) {
+    public init(caches: Caches, http: UpstreamClient, ahc: AsyncHTTPClient.HTTPClient, configuration: ShopConfiguration,
+                metrics: ShopMetrics? = nil) {
         self.caches = caches
         self.http = http
         self.ahc = ahc
         self.configuration = configuration
+        self.metrics = metrics
     }
 
     /// The router with every view and middleware.
@@ -86,6 +91,12 @@ public struct Shop: Sendable {
             return String(try await visits.incr("visits"))
         }
         router.get("/visits") { _, _ -> String in String(try await caches.default.async.get("visits", default: 0)) }
+        if let metrics {
+            router.get("/metrics") { _, _ -> Response in
+                Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4"],
+                         body: .init(byteBuffer: ByteBuffer(bytes: metrics.exposition())))
+            }
+        }
         return router
     }
 

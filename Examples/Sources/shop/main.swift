@@ -2,6 +2,7 @@ import AsyncHTTPClient
 import Foundation
 import Hummingbird
 import Logging
+import Metrics
 import Shop
 import Tandem
 
@@ -20,6 +21,10 @@ guard let port = Int(env["SHOP_PORT"] ?? "8080"), (1...65535).contains(port) els
     logger.critical("SHOP_PORT must be a port number")
     exit(2)
 }
+// Everything Tandem measures goes to the shop's Prometheus registry, served on /metrics; the
+// factory is bootstrapped before any cache, client or loop is made.
+let metrics = ShopMetrics()
+MetricsSystem.bootstrap(metrics.factory)
 do {
     // The views use three caches. With no settings at all, each is a LocMem of its own.
     let caches = env["TANDEM_CACHES"] != nil || env["TANDEM_CACHE_URL"] != nil
@@ -35,7 +40,7 @@ do {
         exit(2)
     }
     let shop = Shop(caches: caches, http: UpstreamClient(), ahc: HTTPClient(eventLoopGroupProvider: .singleton),
-                    configuration: try ShopConfiguration.fromEnvironment())
+                    configuration: try ShopConfiguration.fromEnvironment(), metrics: metrics)
     logger.info("shop listening", metadata: ["port": "\(port)", "caches": "\(caches.aliases)"])
     try await shop.application(port: port, logger: logger).runService()
 } catch {

@@ -29,15 +29,17 @@ enum ShopServers {
     }
 
     /// The example's settings on the test servers, under a key prefix of this test's own.
-    static func caches(redisPort ownPort: Int? = nil) throws -> Caches {
+    static func caches(redisPort ownPort: Int? = nil, metrics: ShopMetrics? = nil) throws -> Caches {
         let prefix = "shop-test-\(UUID().uuidString.prefix(8))"
         let port = try ownPort ?? need(redisPort, "SHOP_TEST_REDIS_PORT")
-        return try Caches(settings: [
+        var settings = [
             "default": CacheSettings(backend: "redis", location: ["redis://127.0.0.1:\(port)/0"],
                                      keyPrefix: prefix, options: ["CONNECT_TIMEOUT": 0.5, "COMMAND_TIMEOUT": 2]),
             "sessions": CacheSettings(backend: "memcached", location: [try need(memcached, "SHOP_TEST_MEMCACHED")], keyPrefix: prefix),
             "pages": CacheSettings(backend: "locmem", location: [prefix], keyPrefix: prefix),
-        ])
+        ]
+        if let metrics { for alias in settings.keys { settings[alias]?.metricsFactory = metrics.factory } }
+        return try Caches(settings: settings)
     }
 }
 
@@ -47,12 +49,14 @@ struct ShopTestError: Error, CustomStringConvertible {
 }
 
 /// Runs `body` against a shop served over real HTTP on a free loopback port.
-func withShop<T: Sendable>(redisPort: Int? = nil, _ configure: (inout ShopConfiguration) -> Void = { _ in },
+func withShop<T: Sendable>(redisPort: Int? = nil, metrics: ShopMetrics? = nil, _ configure: (inout ShopConfiguration) -> Void = { _ in },
                            _ body: @Sendable (any TestClientProtocol, Shop) async throws -> T) async throws -> T {
     var configuration = ShopConfiguration(upstreamBase: try ShopServers.need(ShopServers.upstream, "SHOP_TEST_UPSTREAM"))
     configure(&configuration)
-    let shop = Shop(caches: try ShopServers.caches(redisPort: redisPort), http: UpstreamClient(),
-                    ahc: AsyncHTTPClient.HTTPClient(eventLoopGroupProvider: .singleton), configuration: configuration)
+    var client = UpstreamClientConfiguration()
+    client.metricsFactory = metrics?.factory
+    let shop = Shop(caches: try ShopServers.caches(redisPort: redisPort, metrics: metrics), http: UpstreamClient(configuration: client),
+                    ahc: AsyncHTTPClient.HTTPClient(eventLoopGroupProvider: .singleton), configuration: configuration, metrics: metrics)
     return try await shop.application(port: 0).test(.live) { client in try await body(client, shop) }
 }
 
@@ -128,6 +132,42 @@ struct ShopViews {
             #expect(first.text.contains("rendered 1 times") && second.text == first.text, "\(first.text) / \(second.text)")
             #expect(first.headers[.cacheControl] == "max-age=60" && first.headers[.age] == nil)
             #expect(second.headers[.age] != nil && second.headers[.cacheControl] == "max-age=60")
+        }
+    }
+
+    /// `/metrics` serves Prometheus's text format, and the series Tandem reports move as pages are
+    /// served: cache hits and misses, the upstream calls of the dashboard, Redis's connections, the loops.
+    @Test func theMetricsEndpointShowsTandemsSeriesMoving() async throws {
+        try await withShop(metrics: ShopMetrics()) { client, _ in
+            /// The value of the first series of `name` whose labels include every one of `labels`.
+            func value(_ text: String, _ name: String, _ labels: [String] = []) -> Double? {
+                for line in text.split(separator: "\n") where line.hasPrefix(name + "{") || line.hasPrefix(name + " ") {
+                    guard labels.allSatisfy({ line.contains($0) }), let v = line.split(separator: " ").last else { continue }
+                    return Double(v)
+                }
+                return nil
+            }
+            /// The sum of every series of `name`.
+            func total(_ text: String, _ name: String) -> Double {
+                text.split(separator: "\n").filter { $0.hasPrefix(name + "{") || $0.hasPrefix(name + " ") }
+                    .compactMap { $0.split(separator: " ").last.flatMap { Double($0) } }.reduce(0, +)
+            }
+            let before = try await client.execute(uri: "/metrics", method: .get) { $0 }
+            #expect(before.status == .ok && before.headers[.contentType]?.hasPrefix("text/plain") == true)
+            for _ in 0..<3 { try await client.execute(uri: "/product/7", method: .get) { #expect($0.status == .ok) } }
+            try await client.execute(uri: "/dashboard", method: .get) { #expect($0.status == .ok) }
+            let text = try await client.execute(uri: "/metrics", method: .get) { $0.text }
+            #expect((value(text, "tandem_cache_hits_total", [#"alias="default""#]) ?? 0) >= 2, "two of three product pages were hits")
+            #expect((value(text, "tandem_cache_misses_total", [#"alias="default""#]) ?? 0) >= 1)
+            #expect((value(text, "http_client_request_duration_count", [#"http_request_method="GET""#, #"http_response_status_code="200""#]) ?? 0) >= 1,
+                    "the dashboard's upstream calls were timed")
+            #expect(value(text, "db_client_connection_count", [#"db_system_name="redis""#, #"db_client_connection_state="used""#]) != nil)
+            #expect(total(text, "tandem_event_loop_tasks") > 0, "the loops ran work")
+            // Every name is one Prometheus accepts.
+            for line in text.split(separator: "\n") where line.hasPrefix("# TYPE ") {
+                let name = line.split(separator: " ")[2]
+                #expect(name.allSatisfy { $0.isLetter || $0.isNumber || $0 == "_" || $0 == ":" }, "\(name)")
+            }
         }
     }
 
