@@ -53,6 +53,24 @@ import Testing
         #expect(AsyncSafety.warnedSites.contains("\(#fileID):\(getLine)"))
     }
 
+    /// The Django session store's blocking methods pass the caller's line on (issue 30): a warning
+    /// names the view, not the store.
+    @Test func theSessionStoresWarningsNameTheCallersLine() throws {
+        let store = DjangoSessionStore(cache: try cache(.warn), engine: .cache)
+        let createLine = #line + 1
+        let session = try store.create(["user": "ada"])
+        let loadLine = #line + 1
+        #expect(try store.load(sessionKey: session.key)?.data["user"] == "ada")
+        let saveLine = #line + 1
+        try store.save(session)
+        let deleteLine = #line + 1
+        #expect(try store.delete(sessionKey: session.key))
+        for line in [createLine, loadLine, saveLine, deleteLine] {
+            #expect(AsyncSafety.warnedSites.contains("\(#fileID):\(line)"), "line \(line): \(AsyncSafety.warnedSites)")
+        }
+        #expect(!AsyncSafety.warnedSites.contains { $0.hasPrefix("TandemCache/") }, "no site inside Tandem: \(AsyncSafety.warnedSites)")
+    }
+
     @Test func anotherRuntimesLoopThreadsAreRecognisedOnceRegistered() async throws {
         let c = try cache(.allow)
         /// The threads this test's make-believe runtime runs its loops on (by pthread identity).

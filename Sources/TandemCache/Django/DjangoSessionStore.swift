@@ -125,25 +125,48 @@ public struct DjangoSessionStore: Sendable {
         throw CacheError.invalidKey(key: engine.keyPrefix, reason: "ten new session keys in a row were taken")
     }
 
-    /// Deletes the session of `sessionKey` (Django's logout). Returns whether there was one.
+    /// Deletes the session of `sessionKey` (Django's logout). Returns whether there was one. A logout
+    /// must take effect: with `IGNORE_EXCEPTIONS` on, a server failure is still thrown, not swallowed.
     @discardableResult
     public func delete(sessionKey: String) async throws -> Bool {
         guard Self.isValidKey(sessionKey) else { return false }
-        return try await cache.async.delete(cacheKey(sessionKey))
+        return try await cache.async.delete(cacheKey(sessionKey), failOpen: false)
     }
 
     // MARK: blocking face
 
+    // Each takes the caller's `file` and `line`, as the cache's blocking methods do, so that the guard's
+    // refusal or warning names the caller's line, not this file's.
+
     /// The blocking face's ``load(sessionKey:)``.
-    public func load(sessionKey: String) throws -> DjangoSession? {
+    public func load(sessionKey: String, file: String = #fileID, line: Int = #line) throws -> DjangoSession? {
         guard Self.isValidKey(sessionKey) else { return nil }
-        return try Self.session(sessionKey, try cache.get(cacheKey(sessionKey)) as PythonValue?)
+        let value: PythonValue? = try cache.get(cacheKey(sessionKey), file: file, line: line)
+        return try Self.session(sessionKey, value)
     }
 
     /// The blocking face's ``save(_:expiry:)``.
-    public func save(_ session: DjangoSession, expiry: CacheTimeout = DjangoSessionStore.defaultExpiry) throws {
+    public func save(_ session: DjangoSession, expiry: CacheTimeout = DjangoSessionStore.defaultExpiry,
+                     file: String = #fileID, line: Int = #line) throws {
         try Self.check(session.key)
-        try cache.set(cacheKey(session.key), Self.python(session.data), timeout: expiry)
+        try cache.set(cacheKey(session.key), Self.python(session.data), timeout: expiry, file: file, line: line)
+    }
+
+    /// The blocking face's ``create(_:expiry:)``.
+    public func create(_ data: [String: PythonValue] = [:], expiry: CacheTimeout = DjangoSessionStore.defaultExpiry,
+                       file: String = #fileID, line: Int = #line) throws -> DjangoSession {
+        for _ in 0..<10 {
+            let session = DjangoSession(key: Self.newKey(), data: data)
+            if try cache.add(cacheKey(session.key), Self.python(data), timeout: expiry, file: file, line: line) { return session }
+        }
+        throw CacheError.invalidKey(key: engine.keyPrefix, reason: "ten new session keys in a row were taken")
+    }
+
+    /// The blocking face's ``delete(sessionKey:)``.
+    @discardableResult
+    public func delete(sessionKey: String, file: String = #fileID, line: Int = #line) throws -> Bool {
+        guard Self.isValidKey(sessionKey) else { return false }
+        return try cache.delete(cacheKey(sessionKey), failOpen: false, file: file, line: line)
     }
 
     private static func check(_ key: String) throws {
