@@ -25,6 +25,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter  # noqa: E402
 
 plt.rcParams["svg.hashsalt"] = "tandem"
 plt.rcParams["svg.fonttype"] = "none"
@@ -70,10 +71,13 @@ def runs_note(lines):
     return f" ({len(lines)} runs, median)" if len(lines) > 1 else ""
 
 
+FORMAT = "svg"
+
+
 def save(fig, out, name):
     fig.tight_layout()
-    path = out / name
-    fig.savefig(path, format="svg", metadata={"Date": None, "Creator": None})
+    path = out / name.replace(".svg", "." + FORMAT)
+    fig.savefig(path, format=FORMAT, metadata={"Date": None, "Creator": None} if FORMAT == "svg" else None)
     plt.close(fig)
     print(f"wrote {path}")
 
@@ -87,13 +91,24 @@ def bars(ax, labels, series, unit):
         ax.barh(ys, vals, height=height, color=colour, label=name)
         for y, v in zip(ys, values):
             if v:
-                ax.text(v, y, f" {v:,.0f}" if v >= 100 else f" {v:.2f}", va="center", fontsize=7)
+                ax.text(v, y, f" {v:,.0f}" if v >= 100 else f" {v:.1f}", va="center", fontsize=7)
     ax.set_yticks([j + 0.4 - height / 2 for j in range(len(labels))])
     ax.set_yticklabels(labels)
     ax.invert_yaxis()
     ax.set_xlabel(unit)
-    ax.legend(loc="lower right", fontsize=7, frameon=False)
+    ax.xaxis.set_major_formatter(FuncFormatter(short))
+    ax.margins(x=0.15)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=2, fontsize=7, frameon=False)
     ax.spines[["top", "right"]].set_visible(False)
+
+
+def short(v, _pos=None):
+    """Axis numbers: 250k, 1.5M."""
+    if abs(v) >= 1e6:
+        return f"{v / 1e6:g}M"
+    if abs(v) >= 1e3:
+        return f"{v / 1e3:g}k"
+    return f"{v:g}"
 
 
 def views_chart(runs, out):
@@ -111,7 +126,7 @@ def views_chart(runs, out):
             values.append(statistics.median(rps) if rps else None)
         if any(values):
             series.append((label, colour, values))
-    fig, ax = plt.subplots(figsize=(7, 1.2 + 1.1 * len(names)))
+    fig, ax = plt.subplots(figsize=(7, 1.8 + 1.1 * len(names)))
     bars(ax, [s + runs_note(runs[s]) for s in names], series, "requests per second (wrk, 64 connections)")
     ax.set_title("The example shop's views against the same views in Django 5.2")
     save(fig, out, "views.svg")
@@ -121,8 +136,8 @@ def gets_chart(runs, out):
     names = [s for s in ("redis-sync-get", "redis-async-get", "memcached-sync-get", "memcached-async-get") if s in runs]
     if not names:
         return
-    fig, (left, right) = plt.subplots(1, 2, figsize=(9, 1.4 + 0.9 * len(names)))
-    labels = [s + runs_note(runs[s]) for s in names]
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 2 + 0.9 * len(names)))
+    labels = [s + (" (one thread)" if "sync" in s and "async" not in s else " (64 tasks)") + runs_note(runs[s]) for s in names]
     bars(left, labels, [("Tandem", TANDEM, [rate(runs[s], "tandem") for s in names]),
                         ("reference (C client)", REFERENCE, [rate(runs[s], "reference") for s in names])], "GETs per second")
     left.set_title("Rate")
@@ -141,12 +156,12 @@ def fanout_chart(runs, out):
     names = [s for s in ("http-fanout-delay", "hedged-fanout") if s in runs]
     if not names:
         return
-    fig, ax = plt.subplots(figsize=(7, 1.2 + 0.9 * len(names)))
+    fig, ax = plt.subplots(figsize=(7, 1.8 + 0.9 * len(names)))
     bars(ax, [s + runs_note(runs[s]) for s in names],
          [("Tandem", TANDEM, [(median(runs[s], "tandem") or 0) * 1000 for s in names]),
           ("reference: " + (runs[names[0]][0].get("reference_name") or "the slowest call"), REFERENCE,
            [(median(runs[s], "reference") or 0) * 1000 for s in names])], "wall time of the page's calls (ms)")
-    ax.set_title("Fan-out: a page costs its slowest call, not the sum")
+    ax.set_title("Fan-out of 100 calls of 50 ms: a page costs its slowest call, not the sum")
     save(fig, out, "fanout.svg")
 
 
@@ -154,7 +169,7 @@ def near_cache_chart(runs, out):
     if "near-cache-get" not in runs:
         return
     lines = runs["near-cache-get"]
-    fig, ax = plt.subplots(figsize=(7, 2))
+    fig, ax = plt.subplots(figsize=(7, 2.4))
     bars(ax, ["near-cache-get" + runs_note(lines)],
          [("hits from the near cache", TANDEM, [median(lines, "tandem")]),
           ("the same reads from Redis", REFERENCE, [median(lines, "reference")])], "reads per second (64 tasks)")
@@ -166,13 +181,14 @@ def ratios_chart(runs, out):
     names = [s for s, lines in runs.items() if median(lines, "ratio")]
     if not names:
         return
-    fig, ax = plt.subplots(figsize=(7, 1 + 0.3 * len(names)))
+    fig, ax = plt.subplots(figsize=(8, 1.2 + 0.3 * len(names)))
     ratios = [median(runs[s], "ratio") for s in names]
     colours = []
     for s, r in zip(names, ratios):
         higher = runs[s][0].get("better", "higher") == "higher"
         colours.append(TANDEM if (r >= 1) == higher else OTHERS[0])
-    ax.barh(range(len(names)), ratios, color=colours)
+    # Bars grow from 1 (the reference) to the ratio, either way, on a log scale.
+    ax.barh(range(len(names)), [abs(r - 1) for r in ratios], left=[min(r, 1) for r in ratios], color=colours)
     ax.axvline(1, color="black", linewidth=0.8)
     ax.set_xscale("log")
     ax.set_yticks(range(len(names)))
@@ -180,8 +196,8 @@ def ratios_chart(runs, out):
                         for s in names])
     ax.invert_yaxis()
     for y, r in enumerate(ratios):
-        ax.text(r, y, f" {r:.2f}", va="center", fontsize=7)
-    ax.set_xlabel("ratio = Tandem / reference (log scale); blue: Tandem on the better side")
+        ax.text(max(r, 1), y, f" {r:.3g}", va="center", fontsize=7)
+    ax.set_xlabel("Tandem / reference (log scale); blue: Tandem on the better side of 1")
     ax.set_title("Every scenario of the run")
     ax.spines[["top", "right"]].set_visible(False)
     save(fig, out, "ratios.svg")
@@ -191,7 +207,10 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("results", nargs="+", help="files of JSON lines from Integration/bench.sh")
     ap.add_argument("--out", default="charts", help="folder for the SVGs (made if missing)")
+    ap.add_argument("--format", default="svg", choices=["svg", "png"], help="png: to look at them where SVG is not shown")
     args = ap.parse_args()
+    global FORMAT
+    FORMAT = args.format
     runs = load(args.results)
     if not runs:
         sys.exit("no benchmark lines in " + ", ".join(args.results))

@@ -110,12 +110,30 @@ leak_check() {
   echo "leak check: no leaks in 30 rounds of tandem-stress; the planted leak was caught" >&2
 }
 
+# The chart command (Integration/charts.py) draws every chart from the committed results
+# (charts/results.jsonl) into a scratch folder, and refuses a file that is not JSON lines.
+check_charts() {
+  python3 -c "import matplotlib" 2>/dev/null || python3 -m pip install -q "matplotlib>=3.8" >&2 \
+    || python3 -m pip install -q --break-system-packages "matplotlib>=3.8" >&2
+  local out="$RUN_DIR/charts"
+  python3 "$TANDEM_ROOT/Integration/charts.py" "$TANDEM_ROOT/charts/results.jsonl" --out "$out" >&2
+  for f in views gets fanout near-cache ratios; do
+    grep -q "<svg" "$out/$f.svg" || { echo "charts: $f.svg was not drawn" >&2; return 1; }
+  done
+  printf '{"scenario": "x", "ratio": 1}\n{not json\n' > "$RUN_DIR/bad.jsonl"
+  if python3 "$TANDEM_ROOT/Integration/charts.py" "$RUN_DIR/bad.jsonl" --out "$out" 2>/dev/null; then
+    echo "charts: a file with a broken line was accepted" >&2
+    return 1
+  fi
+  echo "charts: five SVGs drawn from charts/results.jsonl; a broken line refused" >&2
+}
+
 lint_locks
 # The README's code blocks, as test sources: a snippet that no longer compiles fails the build.
 python3 "$TANDEM_ROOT/Integration/readme_snippets.py"
 for p in "${phases[@]}"; do
   case "$p" in
-    tests)   say "unit and server tests"; run_suite ;;
+    tests)   say "unit and server tests"; run_suite; check_charts ;;
     faults)  say "fault and bad-input suite"; swift build --build-tests; run_faults ;;
     adapters) say "Hummingbird and Vapor adapters"
              adapter_flags=(--traits HummingbirdAdapter,VaporAdapter --scratch-path "$TANDEM_ROOT/.build-adapters")
