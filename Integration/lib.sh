@@ -29,6 +29,33 @@ ensure_django_python() {
   export TANDEM_DJANGO_PYTHON="$py"
 }
 
+# The flags that make a build emit every module's public symbol graph (declarations and doc
+# comments) into SYMBOL_GRAPHS, a fixed path, so that the flags (and so the build) stay the same from
+# run to run.
+SYMBOL_GRAPHS="$TANDEM_ROOT/.build/symbolgraphs"
+symbol_flags=(-Xswiftc -emit-symbol-graph -Xswiftc -emit-symbol-graph-dir -Xswiftc "$SYMBOL_GRAPHS")
+# The modules whose documentation is built (the adapters are built with their traits, elsewhere).
+DOC_MODULES=(Tandem TandemLoop TandemCache TandemTransport TandemRedis TandemMemcached TandemHTTP TandemConfiguration)
+
+# convert_docs OUT: DocC (the toolchain's docc) turns each module of DOC_MODULES, from the symbol
+# graphs a build with symbol_flags left, with its catalog when it has one (Sources/M/M.docc), into
+# OUT/M.doccarchive, with warnings as errors.
+convert_docs() {
+  local out="$1" m dir catalog
+  mkdir -p "$out"
+  for m in "${DOC_MODULES[@]}"; do
+    dir="$out/graphs/$m"
+    rm -rf "$dir" && mkdir -p "$dir"
+    cp "$SYMBOL_GRAPHS/$m.symbols.json" "$dir/" || { echo "docs: no symbol graph for $m (build with symbol_flags first)" >&2; return 1; }
+    cp "$SYMBOL_GRAPHS/$m"@*.symbols.json "$dir/" 2>/dev/null || true
+    catalog=()
+    [ -d "$TANDEM_ROOT/Sources/$m/$m.docc" ] && catalog=("$TANDEM_ROOT/Sources/$m/$m.docc")
+    docc convert "${catalog[@]}" --additional-symbol-graph-dir "$dir" --fallback-display-name "$m" \
+      --fallback-bundle-identifier "org.tandem.$m" --output-path "$out/$m.doccarchive" --warnings-as-errors >&2 \
+      || { echo "docs: DocC reported problems in $m (above)" >&2; return 1; }
+  done
+}
+
 # ensure_packages [extra...]: installs whatever is missing (apt-get update first).
 ensure_packages() {
   local missing=()

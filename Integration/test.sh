@@ -53,7 +53,9 @@ run_suite() {
   # cores from the other suites, and a one-second command timed out); the codecs' own tests (pickle,
   # JSON, compressors, fuzzing) run under the sanitizers.
   case " ${flags[*]} " in *" --sanitize="*) skip="TandemFaultTests|RedisDeploymentSemantics|RedisNearCacheTests|RedisNearCacheSemantics|DjangoSharingTests" ;; esac
-  swift build --build-tests "${flags[@]}"
+  local build=("${flags[@]}")
+  [ ${#flags[@]} -gt 0 ] || build=("${symbol_flags[@]}")
+  swift build --build-tests "${build[@]}"
   with_reports swift test --skip-build --disable-xctest "${flags[@]}" --skip "$skip"
 }
 run_faults() {
@@ -74,6 +76,17 @@ with_reports() {
       | head -120 >&2
   fi
   return "$rc"
+}
+
+# The unsanitized build emits the public symbol graphs as it compiles (`symbol_flags`, Integration/lib.sh),
+# so that the documentation check needs no build of its own; the faults phase builds with the same
+# flags, so that it reuses that build instead of starting over.
+# check_docs: every public module and the Tandem product's catalog convert with DocC with warnings as
+# errors (convert_docs): a doc comment whose symbol link no longer resolves, or a parameter documented
+# under a wrong name, fails the phase. The articles' Swift blocks are compiled with the README's.
+check_docs() {
+  convert_docs "$RUN_DIR/docs" || return 1
+  echo "docs: the public modules and the Tandem catalog convert without a warning" >&2
 }
 
 # Tandem's own code takes its locks with `locked` (Sources/TandemLoop/Locked.swift), never with
@@ -133,8 +146,8 @@ lint_locks
 python3 "$TANDEM_ROOT/Integration/readme_snippets.py"
 for p in "${phases[@]}"; do
   case "$p" in
-    tests)   say "unit and server tests"; run_suite; check_charts ;;
-    faults)  say "fault and bad-input suite"; swift build --build-tests; run_faults ;;
+    tests)   say "unit and server tests"; run_suite; check_charts; check_docs ;;
+    faults)  say "fault and bad-input suite"; swift build --build-tests "${symbol_flags[@]}"; run_faults ;;
     adapters) say "Hummingbird and Vapor adapters"
              adapter_flags=(--traits HummingbirdAdapter,VaporAdapter --scratch-path "$TANDEM_ROOT/.build-adapters")
              swift build --build-tests "${adapter_flags[@]}"

@@ -23,7 +23,7 @@ extension BackendRegistry {
 extension Caches {
     /// Builds every cache in `settings` with Tandem's standard backends. No settings: `default` is LocMem.
     /// Redis and memcached run on `loop` when given, else on `loopGroup`'s loops (default:
-    /// ``TandemLoop/EventLoops/group``, a loop per core).
+    /// `EventLoops.group`, a loop per core).
     public convenience init(settings: [String: CacheSettings] = [:], loop: (any TandemEventLoop)? = nil, loopGroup: TandemEventLoopGroup? = nil) throws {
         try self.init(settings: settings, loop: loop, loopGroup: loopGroup, registry: .standard)
     }

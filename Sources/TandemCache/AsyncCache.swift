@@ -6,7 +6,7 @@ public struct AsyncCache: Sendable {
     /// The alias of the cache.
     public var alias: String { core.alias }
 
-    /// Returns the value of `key`, or nil when it is missing; see ``Cache/get(_:version:)``.
+    /// Returns the value of `key`, or nil when it is missing; see ``Cache/get(_:version:file:line:)``.
     public func get<V: CacheValue>(_ key: String, version: Int? = nil) async throws -> V? {
         let k = try core.key(key, version)
         return try core.decode(try await core.asyncGet(k), key: k)
@@ -17,7 +17,7 @@ public struct AsyncCache: Sendable {
         try await get(key, version: version) ?? defaultValue
     }
 
-    /// Stores `value`; see ``Cache/set(_:_:timeout:version:)``.
+    /// Stores `value`; see ``Cache/set(_:_:timeout:version:file:line:)``.
     public func set<V: CacheValue>(_ key: String, _ value: V, timeout: CacheTimeout = .default, version: Int? = nil) async throws {
         let k = try core.key(key, version)
         let v = try core.encode(value, key: k)
@@ -30,7 +30,7 @@ public struct AsyncCache: Sendable {
         }
     }
 
-    /// Stores `value` only if `key` does not exist; see ``Cache/add(_:_:timeout:version:)``.
+    /// Stores `value` only if `key` does not exist; see ``Cache/add(_:_:timeout:version:file:line:)``.
     @discardableResult
     public func add<V: CacheValue>(_ key: String, _ value: V, timeout: CacheTimeout = .default, version: Int? = nil) async throws -> Bool {
         let k = try core.key(key, version)
@@ -43,7 +43,7 @@ public struct AsyncCache: Sendable {
         }
     }
 
-    /// Returns the value of `key`, or adds `makeDefault()` and re-reads; see ``Cache/getOrSet(_:timeout:version:_:)``.
+    /// Returns the value of `key`, or adds `makeDefault()` and re-reads; see ``Cache/getOrSet(_:timeout:version:lock:earlyRefresh:file:line:_:)``.
     public func getOrSet<V: CacheValue>(
         _ key: String, timeout: CacheTimeout = .default, version: Int? = nil, lock: Bool? = nil,
         earlyRefresh: Double? = nil, _ makeDefault: () async throws -> V
@@ -107,13 +107,13 @@ public struct AsyncCache: Sendable {
         }
     }
 
-    /// Returns the values of the keys that exist; see ``Cache/getMany(_:version:)``.
+    /// Returns the values of the keys that exist; see ``Cache/getMany(_:version:file:line:)``.
     public func getMany<V: CacheValue>(_ keys: [String], version: Int? = nil) async throws -> [String: V] {
         let ks = try core.keys(keys, version)
         return try await core.runAsync(.getMany, fallback: [:]) { try core.decodeMany(try await core.backend.asyncGetMany(ks.map(\.made)), ks) }
     }
 
-    /// Stores every item; returns the keys that failed; see ``Cache/setMany(_:timeout:version:)``.
+    /// Stores every item; returns the keys that failed; see ``Cache/setMany(_:timeout:version:file:line:)``.
     @discardableResult
     public func setMany<V: CacheValue>(_ items: [String: V], timeout: CacheTimeout = .default, version: Int? = nil) async throws -> [String] {
         let (ks, encoded) = try core.encodeMany(items, version)
@@ -154,20 +154,20 @@ public struct AsyncCache: Sendable {
         }
     }
 
-    /// Adds `delta` atomically; see ``Cache/incr(_:by:version:)``.
+    /// Adds `delta` atomically; see ``Cache/incr(_:by:version:file:line:)``.
     @discardableResult
     public func incr(_ key: String, by delta: Int = 1, version: Int? = nil) async throws -> Int {
         let k = try core.key(key, version)
         return Int(try await core.runAsync(.incr, key: k) { try await core.backend.asyncIncr(k, by: Int64(delta)) })
     }
 
-    /// Subtracts `delta`; see ``Cache/incr(_:by:version:)``.
+    /// Subtracts `delta`; see ``Cache/incr(_:by:version:file:line:)``.
     @discardableResult
     public func decr(_ key: String, by delta: Int = 1, version: Int? = nil) async throws -> Int {
         try await incr(key, by: try CacheCore.negated(delta, key: key), version: version)
     }
 
-    /// Sets a new timeout on `key`; see ``Cache/touch(_:timeout:version:)``.
+    /// Sets a new timeout on `key`; see ``Cache/touch(_:timeout:version:file:line:)``.
     @discardableResult
     public func touch(_ key: String, timeout: CacheTimeout = .default, version: Int? = nil) async throws -> Bool {
         let k = try core.key(key, version)
@@ -185,7 +185,7 @@ public struct AsyncCache: Sendable {
         return try await core.runAsync(.hasKey, key: k, fallback: false) { try await core.backend.asyncHasKey(k) }
     }
 
-    /// Moves `key` to `version + delta`; see ``Cache/incrVersion(_:by:version:)``.
+    /// Moves `key` to `version + delta`; see ``Cache/incrVersion(_:by:version:file:line:)``.
     @discardableResult
     public func incrVersion(_ key: String, by delta: Int = 1, version: Int? = nil) async throws -> Int {
         let from = version ?? core.keys.defaultVersion
@@ -202,13 +202,13 @@ public struct AsyncCache: Sendable {
         return to
     }
 
-    /// Moves `key` to `version - delta`; see ``Cache/incrVersion(_:by:version:)``.
+    /// Moves `key` to `version - delta`; see ``Cache/incrVersion(_:by:version:file:line:)``.
     @discardableResult
     public func decrVersion(_ key: String, by delta: Int = 1, version: Int? = nil) async throws -> Int {
         try await incrVersion(key, by: try CacheCore.negated(delta, key: key), version: version)
     }
 
-    /// Removes everything from the backend; see ``Cache/clear()``.
+    /// Removes everything from the backend; see ``Cache/clear(file:line:)``.
     public func clear() async throws {
         try await core.runAsync(.clear) { try await core.backend.asyncClear() }
     }

@@ -15,7 +15,7 @@ import Foundation
     /// The loop that socket-driven backends must use (nil: ``loopGroup``'s loops, or the default group's).
     public let loop: (any TandemEventLoop)?
     /// The loops socket-driven backends spread their connections over when no single ``loop`` is given
-    /// (nil: ``TandemLoop/EventLoops/group``).
+    /// (nil: `EventLoops.group`).
     public let loopGroup: TandemEventLoopGroup?
     /// The cache's KEY_PREFIX, which starts every key the backend is given (`KEY_PREFIX:VERSION:key`);
     /// nil when a KEY_FUNCTION makes the keys, so that nothing is known about how they start.
@@ -43,7 +43,7 @@ import Foundation
     }
 
     /// The first of ``loops``, for a backend that runs on one loop, without starting the default
-    /// group's other loops (its first is ``TandemLoop/EventLoops/shared``).
+    /// group's other loops (its first is `EventLoops.shared`).
     public var firstLoop: any TandemEventLoop {
         loop ?? loopGroup?.loops[0] ?? EventLoops.shared
     }

@@ -4,7 +4,7 @@ import Tracing
 
 import Foundation
 
-/// Backends by name. Backends register by name, so adding one is one ``register(_:)`` call.
+/// Backends by name. Backends register by name, so adding one is one `register(_:)` call (SPI).
 public struct BackendRegistry: Sendable {
     private var entries: [String: BackendEntry] = [:]
     private var names: [String: String] = [:]
@@ -55,7 +55,7 @@ public struct BackendRegistry: Sendable {
     public var knownNames: [String] { entries.keys.sorted() }
 
     /// Validates `settings` and builds its cache: on `loop` alone when given, else on `loopGroup`'s loops
-    /// (nil: ``TandemLoop/EventLoops/group``).
+    /// (nil: `EventLoops.group`).
     public func makeCache(alias: String, settings: CacheSettings, loop: (any TandemEventLoop)?, loopGroup: TandemEventLoopGroup? = nil) throws -> Cache {
         guard let entry = entry(named: settings.backend) else {
             throw CacheError.unknownBackend(alias: alias, backend: settings.backend, known: knownNames)

@@ -14,7 +14,7 @@ import Glibc
 ///
 /// Every blocking call is checked by the async-safety guard, whatever the backend (so that moving a
 /// cache from LocMem to Redis never needs a code change): on an event-loop thread it throws
-/// ``TandemLoop/TandemError/blockingCallOnEventLoop(operation:)``; inside a Swift task it follows the
+/// `TandemError.blockingCallOnEventLoop`; inside a Swift task it follows the
 /// cache's policy (`.error` by default: use ``async`` there). The `file` and `line` parameters name the
 /// caller in the guard's warnings; leave them to their defaults.
 public final class Cache: Sendable {
@@ -242,7 +242,7 @@ public final class Cache: Sendable {
         return Int(try core.run(.incr, key: k) { try core.backend.incr(k, by: Int64(delta)) })
     }
 
-    /// Subtracts `delta`; see ``incr(_:by:version:)``.
+    /// Subtracts `delta`; see ``incr(_:by:version:file:line:)``.
     @discardableResult
     public func decr(_ key: String, by delta: Int = 1, version: Int? = nil, file: String = #fileID, line: Int = #line) throws -> Int {
         try incr(key, by: try CacheCore.negated(delta, key: key), version: version, file: file, line: line)
@@ -285,7 +285,7 @@ public final class Cache: Sendable {
         return to
     }
 
-    /// Moves `key` from `version` to `version - delta`; see ``incrVersion(_:by:version:)``.
+    /// Moves `key` from `version` to `version - delta`; see ``incrVersion(_:by:version:file:line:)``.
     @discardableResult
     public func decrVersion(_ key: String, by delta: Int = 1, version: Int? = nil, file: String = #fileID, line: Int = #line) throws -> Int {
         try incrVersion(key, by: try CacheCore.negated(delta, key: key), version: version, file: file, line: line)

@@ -18,7 +18,7 @@ public final class Caches: Sendable {
     /// Builds every cache in `settings` with the backends of `registry`. With no settings at all,
     /// `default` is a LocMem cache. Settings that lack `default` are an error, as in Django.
     /// Socket-driven backends run on `loop` when given, else spread over `loopGroup`'s loops (default:
-    /// ``TandemLoop/EventLoops/group``, a loop per core). Give at most one of the two.
+    /// `EventLoops.group`, a loop per core). Give at most one of the two.
     public init(settings: [String: CacheSettings], loop: (any TandemEventLoop)? = nil, loopGroup: TandemEventLoopGroup? = nil,
                 registry: BackendRegistry) throws {
         precondition(loop == nil || loopGroup == nil, "give Caches a loop or a loop group, not both")
@@ -60,7 +60,7 @@ public final class Caches: Sendable {
     /// Builds the registry from the environment: `TANDEM_CACHES` (the JSON form), else `TANDEM_CACHE_URL`
     /// (`locmem://name`, `dummy://`, `redis://...`, `memcached://host:port,host:port`, with optional
     /// `?timeout=&key_prefix=&version=` and backend options in the query), else LocMem.
-    /// `TANDEM_EVENT_LOOPS` (the size of ``TandemLoop/EventLoops/group``) is checked here too.
+    /// `TANDEM_EVENT_LOOPS` (the size of `EventLoops.group`) is checked here too.
     public static func fromEnvironment(_ environment: [String: String], loop: (any TandemEventLoop)? = nil, loopGroup: TandemEventLoopGroup? = nil,
                                        registry: BackendRegistry) throws -> Caches {
         try Caches(settings: try settingsFromEnvironment(environment), loop: loop, loopGroup: loopGroup, registry: registry)
@@ -78,7 +78,7 @@ public final class Caches: Sendable {
         return [:]
     }
 
-    /// Checks `TANDEM_EVENT_LOOPS` in `environment` (the size of ``TandemLoop/EventLoops/group``, which
+    /// Checks `TANDEM_EVENT_LOOPS` in `environment` (the size of `EventLoops.group`, which
     /// caches built without a loop use): a bad value is ``CacheError/invalidSetting(alias:field:reason:)``
     /// naming it, before anything would start the group.
     static func checkLoopSetting(_ environment: [String: String]) throws {

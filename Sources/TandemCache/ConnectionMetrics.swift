@@ -56,7 +56,7 @@ package final class ConnectionMetrics: Sendable {
         }.increment()
     }
 
-    /// Nanoseconds since `start` (a ``TandemLoop/monotonicNanos()`` reading).
+    /// Nanoseconds since `start` (a `monotonicNanos` reading).
     package static func since(_ start: UInt64, _ now: UInt64) -> Int64 {
         Int64(clamping: now &- start)
     }

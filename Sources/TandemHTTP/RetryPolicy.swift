@@ -10,7 +10,7 @@ import TandemLoop
 /// too many attempts fail, so that retries cannot multiply an outage.
 ///
 /// Give it to a client (``UpstreamClientConfiguration/retryPolicy``) or to one call
-/// (``AsyncUpstreamClient/send(_:retry:)``). A policy that cannot work (fewer than one attempt, a
+/// (``AsyncUpstreamClient/send(_:retry:hedge:)``). A policy that cannot work (fewer than one attempt, a
 /// negative backoff) fails the request with ``UpstreamError/invalidRequest(reason:)`` before any I/O.
 public struct RetryPolicy: Sendable {
     /// Errors that may be retried.

@@ -54,7 +54,7 @@ public final class UpstreamClient: Sendable {
     public var async: AsyncUpstreamClient { AsyncUpstreamClient(client: self) }
 
     /// Creates a client on `loop` alone when given, else on every loop of `loopGroup` (default:
-    /// ``TandemLoop/EventLoops/group``, a loop per core). On several loops each keeps its own
+    /// `EventLoops.group`, a loop per core). On several loops each keeps its own
     /// connections, and the connection limits of `configuration` (``UpstreamClientConfiguration/maxConnections``,
     /// ``UpstreamClientConfiguration/maxConnectionsPerHost``, ``UpstreamClientConfiguration/maxIdleConnections``)
     /// are shared out between the loops: each gets the limit divided by the number of loops, at least 1.

@@ -19,7 +19,7 @@ public struct TandemPersistDriver: PersistDriver {
     /// The cache that holds the values.
     public let cache: Tandem.Cache
 
-    /// A driver on `cache`. Installs the guard on NIO's loop threads (``TandemNIO/NIOLoopGuard``).
+    /// A driver on `cache`. Installs the guard on NIO's loop threads (`NIOLoopGuard`).
     public init(cache: Tandem.Cache) {
         self.cache = cache
         NIOLoopGuard.install()

@@ -101,7 +101,9 @@ public enum AsyncSafety {
     /// Refuses or reports a blocking call made where it would stall the loop or a cooperative thread.
     /// - Parameters:
     ///   - operation: what is about to block, for the message (e.g. `"redis GET"`).
-    ///   - policy: a policy overriding the process-wide one (from settings), or nil.
+    ///   - override: a policy overriding the process-wide one (from settings), or nil.
+    ///   - file: the caller's file, named by a warning (`#fileID` by default).
+    ///   - line: the caller's line, named by a warning.
     public static func checkBlockingCall(
         _ operation: @autoclosure () -> String,
         policy override: AsyncUnsafePolicy? = nil,

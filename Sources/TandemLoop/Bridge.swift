@@ -11,7 +11,7 @@ public enum Bridge {
     /// Set on a thread while it runs offloaded blocking work inline inside a bridge (see ``offload(threadSensitive:_:)``):
     /// that code is blocking code by intent, so the guard treats it as such.
     static let offloadedSync = ThreadSlot()
-    /// Set on a thread while it is blocked in ``blocking(_:)`` serving its bridge's jobs.
+    /// Set on a thread while it is blocked in ``blocking(file:line:_:)`` serving its bridge's jobs.
     static let bridgeThread = ThreadSlot()
 
     /// True while the current thread runs blocking code handed over by ``offload(threadSensitive:_:)``.
@@ -47,7 +47,7 @@ public enum Bridge {
 
     /// Runs blocking work from async code without blocking a cooperative thread, and returns its result.
     ///
-    /// - Inside ``blocking(_:)`` the work runs inline on the bridge's own thread (which is blocked
+    /// - Inside ``blocking(file:line:_:)`` the work runs inline on the bridge's own thread (which is blocked
     ///   waiting for this async code anyway).
     /// - With `threadSensitive: true` all such calls run on one dedicated thread, in order.
     /// - Otherwise it runs on a bounded pool of threads (``poolSize``).

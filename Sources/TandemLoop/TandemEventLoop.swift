@@ -13,9 +13,9 @@ import Synchronization
 /// - ``watch(_:events:callback:)``, ``unwatch(_:)``, ``updateWatch(_:events:)``, ``schedule(after:_:)`` and
 ///   ``cancel(_:)`` are called on the loop thread (use ``execute(_:)`` to get there). Callbacks run on the loop thread.
 /// - ``shutdown()`` runs the hooks registered with ``onShutdown(_:)``, cancels pending timers and
-///   watches, joins the loop thread, and makes later submissions fail with ``TandemError/loopShutDown``.
+///   watches, joins the loop thread, and makes later submissions fail with ``TandemError/loopShutDown(loop:)``.
 public protocol TandemEventLoop: AnyObject, Sendable {
-    /// Runs `work` on the loop thread. Throws ``TandemError/loopShutDown`` after ``shutdown()``.
+    /// Runs `work` on the loop thread. Throws ``TandemError/loopShutDown(loop:)`` after ``shutdown()``.
     func execute(_ work: @escaping @Sendable () -> Void) throws
 
     /// True when the caller is running on this loop's thread.
@@ -53,7 +53,7 @@ public protocol TandemEventLoop: AnyObject, Sendable {
     func removeShutdownHook(_ id: ShutdownHookID)
 
     /// Stops the loop: the shutdown hooks run, pending timers and watches are dropped, the loop thread
-    /// is joined, and later submissions throw ``TandemError/loopShutDown``. Must not be called on the
+    /// is joined, and later submissions throw ``TandemError/loopShutDown(loop:)``. Must not be called on the
     /// loop thread.
     func shutdown()
 }

@@ -22,7 +22,7 @@ extension Application {
     public var tandem: TandemServices { TandemServices(application: self) }
 }
 
-/// See ``Vapor/Application/tandem``.
+/// See `Application.tandem`.
 public struct TandemServices: Sendable {
     let application: Application
 
