@@ -8,5 +8,5 @@ start_shop_servers
 export TANDEM_CACHES="$(shop_caches_json)" SHOP_UPSTREAM="http://127.0.0.1:$SHOP_NGINX_PORT" SHOP_PORT="${SHOP_PORT:-8080}"
 cd "$TANDEM_ROOT/Examples"
 swift build -c release --product shop
-echo "shop on http://127.0.0.1:$SHOP_PORT: /product/1 /dashboard /about /visits (POST) /login?user=NAME (POST) /me" >&2
+echo "shop on http://127.0.0.1:$SHOP_PORT: /product/1 /dashboard /about /visits (POST) /login?user=NAME (POST) /me /metrics" >&2
 "$TANDEM_ROOT/Examples/.build/release/shop"
