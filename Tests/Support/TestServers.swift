@@ -105,19 +105,31 @@ public func connectTCP(host: String = "127.0.0.1", port: Int, receiveTimeout: Do
 /// unlike a server's own connection count, which moves only when the server gets round to the close.
 /// Count only what this process alone connects to (a server a test started for itself).
 public func openClientConnections(toPort port: Int) throws -> Int {
-    var count = 0
+    // An established socket whose remote port is `port` is either a client of that server, or the
+    // accepting side of some other server's connection whose client happened to get `port` as its
+    // ephemeral port (servers here listen on ports from the same range). The second kind sits on a
+    // listening port, a client never does: count only sockets whose local port nobody listens on.
+    var established: [(local: Int, remote: Int)] = []
+    var listening = Set<Int>()
+    func portOf(_ field: Substring) -> Int? {
+        guard let colon = field.lastIndex(of: ":") else { return nil }
+        return Int(field[field.index(after: colon)...], radix: 16)
+    }
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         // Read to the end: procfs files report size 0, and a sized read stops after the first page.
         guard let data = try? FileHandle(forReadingFrom: URL(fileURLWithPath: table)).readToEnd() else { continue }
         let text = String(decoding: data, as: UTF8.self)
         for line in text.split(separator: "\n").dropFirst() {
             let fields = line.split(separator: " ")
-            guard fields.count > 3, let colon = fields[2].lastIndex(of: ":"),
-                  let remotePort = Int(fields[2][fields[2].index(after: colon)...], radix: 16) else { continue }
-            if remotePort == port && fields[3] == "01" { count += 1 }
+            guard fields.count > 3, let local = portOf(fields[1]), let remote = portOf(fields[2]) else { continue }
+            switch fields[3] {
+            case "0A": listening.insert(local)
+            case "01": established.append((local, remote))
+            default: break
+            }
         }
     }
-    return count
+    return established.filter { $0.remote == port && !listening.contains($0.local) }.count
 }
 
 /// Sends `request` to a TCP server and reads until `until` is satisfied or `timeout` passes: for
