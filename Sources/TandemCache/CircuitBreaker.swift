@@ -169,8 +169,7 @@ struct BreakerMetrics: Sendable {
         let factory: any MetricsFactory
 
         static func make(alias: String, factory: (any MetricsFactory)?) -> Factory? {
-            let f = factory ?? MetricsSystem.factory
-            return f is NOOPMetricsHandler ? nil : Factory(alias: alias, factory: f)
+            observedMetricsFactory(factory).map { Factory(alias: alias, factory: $0) }
         }
 
         func make(server: String?) -> BreakerMetrics {

@@ -1,5 +1,6 @@
 import CoreMetrics
 import Synchronization
+import TandemLoop
 
 /// The metrics of one server's connections on one face, named after OpenTelemetry's database client
 /// conventions, with `db.system.name` (`redis`, `memcached`), `db.client.connection.pool.name` (the
@@ -14,26 +15,30 @@ import Synchronization
 /// - `db.client.connection.timeouts` (counter): callers that gave up waiting for one;
 /// - `tandem.db.client.connection.failures` (counter) by `error.type`: connections that could not be
 ///   made or broke (``CacheError/kind``);
-/// - `tandem.db.client.pending_commands` (meter, async face): commands sent and not yet answered.
+/// - `tandem.db.client.pending_commands` (meter, loop connections only): commands sent and not yet answered.
 package final class ConnectionMetrics: Sendable {
     package let idle: Meter
     package let used: Meter
     package let createTime: Timer
     package let waitTime: Timer
     package let timeouts: Counter
-    /// The async face's commands in flight (nil for the blocking face).
+    /// The commands sent on a loop connection and not yet answered (nil for a pool of connections that
+    /// callers borrow, in either face).
     package let pending: Meter?
     private let factory: any MetricsFactory
     private let dimensions: [(String, String)]
     private let failures = Mutex<[String: Counter]>([:])
 
     /// The metrics of `pool` (nil with the no-op factory: nothing is measured, no clock is read).
-    package static func make(system: String, pool: String, face: String, factory: (any MetricsFactory)?) -> ConnectionMetrics? {
-        let f = factory ?? MetricsSystem.factory
-        return f is NOOPMetricsHandler ? nil : ConnectionMetrics(system: system, pool: pool, face: face, factory: f)
+    /// `pipelined`: the connections queue commands on the loop, so the pending-commands meter exists.
+    package static func make(system: String, pool: String, face: String, pipelined: Bool = false,
+                             factory: (any MetricsFactory)?) -> ConnectionMetrics? {
+        observedMetricsFactory(factory).map {
+            ConnectionMetrics(system: system, pool: pool, face: face, pipelined: pipelined, factory: $0)
+        }
     }
 
-    private init(system: String, pool: String, face: String, factory f: any MetricsFactory) {
+    private init(system: String, pool: String, face: String, pipelined: Bool, factory f: any MetricsFactory) {
         let dims = [("db.system.name", system), ("db.client.connection.pool.name", pool), ("tandem.face", face)]
         factory = f
         dimensions = dims
@@ -42,7 +47,7 @@ package final class ConnectionMetrics: Sendable {
         createTime = Timer(label: "db.client.connection.create_time", dimensions: dims, factory: f)
         waitTime = Timer(label: "db.client.connection.wait_time", dimensions: dims, factory: f)
         timeouts = Counter(label: "db.client.connection.timeouts", dimensions: dims, factory: f)
-        pending = face == "async" ? Meter(label: "tandem.db.client.pending_commands", dimensions: dims, factory: f) : nil
+        pending = pipelined ? Meter(label: "tandem.db.client.pending_commands", dimensions: dims, factory: f) : nil
     }
 
     /// A connection could not be made, or broke.

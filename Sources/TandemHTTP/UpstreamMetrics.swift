@@ -52,8 +52,7 @@ final class UpstreamMetrics: Sendable {
     /// Metrics on `factory` (nil: the factory bootstrapped with `MetricsSystem`); nil when that is the
     /// no-op factory, so that a client nobody observes reads no clock and takes no lock.
     static func make(_ factory: (any MetricsFactory)?) -> UpstreamMetrics? {
-        let f = factory ?? MetricsSystem.factory
-        return f is NOOPMetricsHandler ? nil : UpstreamMetrics(f)
+        observedMetricsFactory(factory).map { UpstreamMetrics($0) }
     }
 
     private init(_ factory: any MetricsFactory) { self.factory = factory }

@@ -43,7 +43,7 @@ final class MemcachedLoopClient: Sendable {
         retryNanos = UInt64(config.retryTimeout) * 1_000_000_000
         setAside = SetAside(count: config.servers.count)
         let metrics = config.servers.map {
-            ConnectionMetrics.make(system: "memcached", pool: $0.description, face: "async", factory: metricsFactory)
+            ConnectionMetrics.make(system: "memcached", pool: $0.description, face: "async", pipelined: true, factory: metricsFactory)
         }
         perLoop = loops.map { loop in
             config.servers.enumerated().map { i, s in

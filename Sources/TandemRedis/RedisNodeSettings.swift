@@ -25,7 +25,7 @@ struct RedisNodeSettings: Sendable {
         let pool = RedisBlockingPool(target: target, tls: tls, size: poolSize, connectTimeout: connectTimeout,
                                      commandTimeout: commandTimeout, borrowTimeout: poolTimeout,
                                      metrics: ConnectionMetrics.make(system: "redis", pool: name, face: "blocking", factory: metricsFactory))
-        let asyncMetrics = ConnectionMetrics.make(system: "redis", pool: name, face: "async", factory: metricsFactory)
+        let asyncMetrics = ConnectionMetrics.make(system: "redis", pool: name, face: "async", pipelined: true, factory: metricsFactory)
         let conns = (0..<asyncConnections).map { i in
             RedisAsyncConnection(loop: loops[i % loops.count], target: target, tls: tls, commandTimeout: commandTimeout, connectTimeout: connectTimeout,
                                  metrics: asyncMetrics, onConnectionLost: onConnectionLost)

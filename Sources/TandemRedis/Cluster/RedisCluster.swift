@@ -354,8 +354,7 @@ struct ClusterMetrics: Sendable {
     private let refreshFailed: Counter
 
     static func make(cluster: String, factory: (any MetricsFactory)?) -> ClusterMetrics? {
-        let f = factory ?? MetricsSystem.factory
-        return f is NOOPMetricsHandler ? nil : ClusterMetrics(cluster: cluster, factory: f)
+        observedMetricsFactory(factory).map { ClusterMetrics(cluster: cluster, factory: $0) }
     }
 
     private init(cluster: String, factory f: any MetricsFactory) {
