@@ -125,6 +125,7 @@ let package = Package(
                     exclude: ["Fixtures"]),
         // The fault and bad-input suite (Integration/faults/run.sh runs it on its own, one test at a time).
         .testTarget(name: "TandemFaultTests", dependencies: ["Tandem", "TandemTestSupport", .product(name: "Logging", package: "swift-log"),
+                                                          .product(name: "MetricsTestKit", package: "swift-metrics"),
                                                           .product(name: "ServiceLifecycle", package: "swift-service-lifecycle")],
                     path: "Integration/faults/Tests"),
         // The adapters' tests (Integration/test.sh adapters: built once with both traits, outside the

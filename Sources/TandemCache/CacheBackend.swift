@@ -116,6 +116,10 @@
     /// flags, in-process backends keep the ``StoredValue``); false when reads report `untagged`
     /// (Redis). The `"django"` serializer writes pymemcache's flags where they are kept.
     var keepsValueKinds: Bool { get }
+    /// The server kind, as OpenTelemetry's `db.system.name` spells it (`redis`, `memcached`), for a
+    /// backend that is a server: its operations' durations are reported as
+    /// `db.client.operation.duration`. Nil (the default) for in-process backends.
+    var databaseSystem: String? { get }
 
     /// Returns the value of `key`, or nil when it is missing or expired.
     func get(_ key: String) throws -> StoredValue?
@@ -205,6 +209,9 @@
 @_spi(Backend) extension CacheBackend {
     /// False: reads report `untagged` (override where kinds are kept).
     public var keepsValueKinds: Bool { false }
+
+    /// Nil: not a server.
+    public var databaseSystem: String? { nil }
 
     /// ``close()``: enough for a backend without threads of its own.
     public func shutdown() async { close() }

@@ -35,6 +35,12 @@ enum CacheOp: Int, CaseIterable, Sendable {
 }
 
 /// Counters and a latency timer per cache alias, created once and recorded once in the front.
+///
+/// The counters are `tandem_cache_*_total` with `alias`. The durations of a server backend's
+/// operations are OpenTelemetry's `db.client.operation.duration`, with `db.system.name`,
+/// `db.operation.name` (Django's name of the operation: `get`, `get_many`, ...), `tandem.cache.alias`
+/// and `error.type` (``CacheError/kind`` when the call failed, else empty); an in-process backend's are
+/// `tandem_cache_duration` with `alias` and `op`.
 struct CacheMetrics: Sendable {
     let hits: Counter
     let misses: Counter
@@ -44,11 +50,14 @@ struct CacheMetrics: Sendable {
     /// Per operation: server failures that fail-open (`IGNORE_EXCEPTIONS`) or an open breaker turned
     /// into a miss, a `false` or a no-op instead of an error.
     let swallowed: [Counter]
+    /// Per operation: the durations of calls (of successful ones for a server backend).
     let latency: [Metrics.Timer]
+    /// A server backend's failed calls' durations, by operation and error kind, made on first use.
+    private let failedLatency: FailedDurations?
     /// Clock reads cost; without a metrics backend there is nobody to report latency to.
     let timing: Bool
 
-    init(alias: String, factory: (any MetricsFactory)?) {
+    init(alias: String, databaseSystem: String?, factory: (any MetricsFactory)?) {
         let f = factory ?? MetricsSystem.factory
         let dims = [("alias", alias)]
         hits = Counter(label: "tandem_cache_hits_total", dimensions: dims, factory: f)
@@ -59,10 +68,60 @@ struct CacheMetrics: Sendable {
         swallowed = CacheOp.allCases.map {
             Counter(label: "tandem_cache_fail_open_total", dimensions: dims + [("op", $0.name)], factory: f)
         }
-        latency = CacheOp.allCases.map {
-            Metrics.Timer(label: "tandem_cache_duration", dimensions: dims + [("op", $0.name)], factory: f)
+        if let databaseSystem {
+            let durations = FailedDurations(system: databaseSystem, alias: alias, factory: f)
+            latency = CacheOp.allCases.map { durations.timer($0, errorType: "") }
+            failedLatency = durations
+        } else {
+            latency = CacheOp.allCases.map {
+                Metrics.Timer(label: "tandem_cache_duration", dimensions: dims + [("op", $0.name)], factory: f)
+            }
+            failedLatency = nil
         }
-        timing = !(f is NOOPMetricsHandler)
+        timing = observedMetricsFactory(f) != nil
+    }
+
+    /// Records how long a call of `op` took since `start`; `error`: what it threw, if it failed.
+    func recordDuration(_ op: CacheOp, since start: ContinuousClock.Instant, failed error: (any Error)? = nil) {
+        let d = ContinuousClock.now - start
+        let nanos = d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000
+        if let error, let failedLatency {
+            failedLatency.timer(op, errorType: (error as? CacheError)?.kind ?? "_OTHER").recordNanoseconds(nanos)
+        } else {
+            latency[op.rawValue].recordNanoseconds(nanos)
+        }
+    }
+
+    /// `db.client.operation.duration` of one server backend, one timer per operation and error kind.
+    final class FailedDurations: Sendable {
+        private let system: String
+        private let alias: String
+        private let factory: any MetricsFactory
+        private let failed = Mutex<[String: Metrics.Timer]>([:])
+
+        init(system: String, alias: String, factory: any MetricsFactory) {
+            self.system = system
+            self.alias = alias
+            self.factory = factory
+        }
+
+        /// The timer of `op` ending in `errorType` ("" for success: made once, by the caller).
+        func timer(_ op: CacheOp, errorType: String) -> Metrics.Timer {
+            func make() -> Metrics.Timer {
+                Metrics.Timer(label: "db.client.operation.duration",
+                              dimensions: [("db.system.name", system), ("db.operation.name", op.name),
+                                           ("tandem.cache.alias", alias), ("error.type", errorType)],
+                              factory: factory)
+            }
+            guard !errorType.isEmpty else { return make() }
+            let key = "\(op.name) \(errorType)"
+            return failed.locked { timers in
+                if let t = timers[key] { return t }
+                let t = make()
+                timers[key] = t
+                return t
+            }
+        }
     }
 }
 
@@ -146,7 +205,7 @@ final class CacheCore: Sendable {
         self.compressor = compressor
         self.keepsKinds = backend.keepsValueKinds
         self.asyncUnsafePolicy = asyncUnsafePolicy
-        self.metrics = CacheMetrics(alias: alias, factory: metricsFactory)
+        self.metrics = CacheMetrics(alias: alias, databaseSystem: backend.databaseSystem, factory: metricsFactory)
         self.logger = logger
         self.guarded = backend.waitsOnIO
         self.plain = self.tracer == nil && breakers == nil && !metrics.timing
@@ -345,8 +404,14 @@ final class CacheCore: Sendable {
             do { return recorded(try body(), breaker) } catch { return try failOpen(op, error, fallback, breaker: breaker) }
         }
         let start = ContinuousClock.now
-        defer { metrics.latency[op.rawValue].recordNanoseconds(elapsedNanos(since: start)) }
-        do { return recorded(try body(), breaker) } catch { return try failOpen(op, error, fallback, breaker: breaker) }
+        do {
+            let r = try body()
+            metrics.recordDuration(op, since: start)
+            return recorded(r, breaker)
+        } catch {
+            metrics.recordDuration(op, since: start, failed: error)
+            return try failOpen(op, error, fallback, breaker: breaker)
+        }
     }
 
     /// The breaker of the server `key` lives on (the backend-wide one for nil or a backend that does not
@@ -376,8 +441,14 @@ final class CacheCore: Sendable {
             do { return recorded(try await body(), breaker) } catch { return try failOpen(op, error, fallback, breaker: breaker) }
         }
         let start = ContinuousClock.now
-        defer { metrics.latency[op.rawValue].recordNanoseconds(elapsedNanos(since: start)) }
-        do { return recorded(try await body(), breaker) } catch { return try failOpen(op, error, fallback, breaker: breaker) }
+        do {
+            let r = try await body()
+            metrics.recordDuration(op, since: start)
+            return recorded(r, breaker)
+        } catch {
+            metrics.recordDuration(op, since: start, failed: error)
+            return try failOpen(op, error, fallback, breaker: breaker)
+        }
     }
 
     /// A call that reached the server and succeeded closes its server's breaker.
@@ -424,10 +495,6 @@ final class CacheCore: Sendable {
         return error
     }
 
-    private func elapsedNanos(since start: ContinuousClock.Instant) -> Int64 {
-        let d = ContinuousClock.now - start
-        return d.components.seconds * 1_000_000_000 + d.components.attoseconds / 1_000_000_000
-    }
 }
 
 /// Says whether to log an event of a kind now: at most once per interval per kind, counting the events

@@ -71,6 +71,8 @@ import TandemLoop
     public var keyStrictness: KeyStrictness { .strict }
     /// Blocking calls wait on the network: the async-safety guard applies.
     public var waitsOnIO: Bool { true }
+    /// `memcached`.
+    public var databaseSystem: String? { "memcached" }
     /// True: the kind travels in the item flags.
     public var keepsValueKinds: Bool { true }
     /// The servers.

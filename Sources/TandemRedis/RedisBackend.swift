@@ -134,7 +134,8 @@ import Glibc
                 contexts[settings] = tls
             }
             let sentinel = endpoint.sentinels.map {
-                RedisSentinel(spec: $0, description: endpoint.description, tls: tls, connectTimeout: connectTimeout, commandTimeout: commandTimeout, loop: loop)
+                RedisSentinel(spec: $0, description: endpoint.description, tls: tls, connectTimeout: connectTimeout, commandTimeout: commandTimeout, loop: loop,
+                              metricsFactory: config.metricsFactory)
             }
             if endpoint.clusterSeeds != nil {
                 throw config.locationError("a redis+cluster:// location names every seed node itself (host:port,host:port...); give it alone")
@@ -197,6 +198,8 @@ import Glibc
     public var keyStrictness: KeyStrictness { .lenient }
     /// Blocking calls wait on the network: the async-safety guard applies.
     public var waitsOnIO: Bool { true }
+    /// `redis`.
+    public var databaseSystem: String? { "redis" }
     /// The primary (and replicas), without credentials.
     public var backendDescription: String {
         var seen: Set<String> = []  // a sentinel location's replica readers share its description

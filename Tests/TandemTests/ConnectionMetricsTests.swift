@@ -59,6 +59,20 @@ struct ConnectionMetricsTests {
         #expect(try await eventuallyAsync(30) { pending.lastValue == 0 }, "every command sent was answered")
         #expect(pending.values.contains { $0 >= 1 })
         #expect((try? metrics.expectCounter("tandem.db.client.connection.failures", async + [("error.type", "connectionFailed")])) == nil)
+
+        // Each cache operation's duration, under OpenTelemetry's name for a server's: the five blocking
+        // GETs and the forty async ones succeeded; an INCR of a value that is not a number failed, and
+        // says how.
+        func operation(_ name: String, _ errorType: String) -> [(String, String)] {
+            [("db.system.name", "redis"), ("db.operation.name", name), ("tandem.cache.alias", "redis-test"), ("error.type", errorType)]
+        }
+        #expect(try metrics.expectTimer("db.client.operation.duration", operation("get", "")).values.count == 45)
+        #expect(try metrics.expectTimer("db.client.operation.duration", operation("set", "")).values.count == 1)
+        let refused = await #expect(throws: CacheError.self) { _ = try await cache.async.incr("k") }
+        let kind = try #require(refused?.kind)
+        #expect(try metrics.expectTimer("db.client.operation.duration", operation("incr", kind)).values.count == 1)
+        #expect((try? metrics.expectTimer("tandem_cache_duration", [("alias", "redis-test"), ("op", "get")])) == nil,
+                "a server backend's durations are not reported twice")
         // Every series of a name has the same label names: Prometheus's registry stops the process otherwise.
         let series = metrics.timers.map { ($0.label, $0.dimensions.map(\.0)) } + metrics.counters.map { ($0.label, $0.dimensions.map(\.0)) }
             + metrics.meters.map { ($0.label, $0.dimensions.map(\.0)) } + metrics.recorders.map { ($0.label, $0.dimensions.map(\.0)) }

@@ -1,4 +1,5 @@
 import Foundation
+import MetricsTestKit
 import Synchronization
 import Tandem
 import TandemTestSupport
@@ -35,8 +36,10 @@ extension Faults {
             try #require(ready, "the sentinels never saw an in-sync replica")
             let before = try await onPlainThread { try Self.primary(sentinelPort, service) }
 
+            let metrics = TestMetrics()
             let cache = try Caches(settings: [
-                "default": CacheSettings(backend: "redis", location: ["redis+sentinel://\(sentinels)/\(service)/5"], options: Self.timeouts),
+                "default": CacheSettings(backend: "redis", location: ["redis+sentinel://\(sentinels)/\(service)/5"], options: Self.timeouts,
+                                         metricsFactory: metrics),
             ]).default
             let log = CallLog()
             let acknowledged = Mutex<[(key: String, at: ContinuousClock.Instant)]>([])
@@ -99,6 +102,12 @@ extension Faults {
             #expect(after != before, "the primary changed: \(before) -> \(after)")
             log.expectEveryCallReturnedTypedWithin(Self.callBound)
             #expect(readOnlyBox.value.load(ordering: .relaxed) == 0, "no write went to a replica (READONLY answers)")
+            // The watcher heard the sentinels' +switch-master (announced to subscribers at once; the bound
+            // only covers a resubscription after a break).
+            let announced = try await eventuallyAsync(30) {
+                ((try? metrics.expectCounter("tandem.redis.sentinel.failovers", [("tandem.redis.sentinel.service", service)]))?.totalValue ?? 0) >= 1
+            }
+            #expect(announced, "tandem.redis.sentinel.failovers counted the failover")
             let asyncRecovery = try #require(log.firstSuccess(of: "async", after: switched), "async face works after the failover")
             let blockingRecovery = try #require(log.firstSuccess(of: "blocking", after: switched), "blocking face works after the failover")
             let asyncAllClear = log.lastFailure(of: "async", after: failover) ?? .zero

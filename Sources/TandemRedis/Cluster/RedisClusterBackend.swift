@@ -27,6 +27,7 @@ final class RedisClusterBackend: CacheBackend {
 
     var keyStrictness: KeyStrictness { .lenient }
     var waitsOnIO: Bool { true }
+    var databaseSystem: String? { "redis" }
     var backendDescription: String { cluster.description }
 
     func close() { cluster.close() }

@@ -1,3 +1,4 @@
+import CoreMetrics
 import Logging
 import Synchronization
 import TandemCache
@@ -12,6 +13,9 @@ import TandemLoop
 /// next command; a connection that finds a replica where it asked for the primary (a stale answer)
 /// is refused; a connection told `READONLY` is dropped. The sentinels are asked in turn, the one that
 /// answered last first.
+///
+/// Each announced failover counts in `tandem.redis.sentinel.failovers`, with
+/// `tandem.redis.sentinel.service` (the service's name).
 final class RedisSentinel: Sendable {
     let spec: RedisEndpoint.SentinelSpec
     /// Names the sentinels and the service in errors.
@@ -37,7 +41,7 @@ final class RedisSentinel: Sendable {
     private let watching = Atomic<Bool>(false)
 
     init(spec: RedisEndpoint.SentinelSpec, description: String, tls: TLSClientContext?, connectTimeout: Double, commandTimeout: Double,
-         loop: any TandemEventLoop) {
+         loop: any TandemEventLoop, metricsFactory: (any MetricsFactory)? = nil) {
         self.spec = spec
         self.description = description
         self.tls = tls
@@ -45,9 +49,13 @@ final class RedisSentinel: Sendable {
         self.commandTimeout = commandTimeout
         let counter = epochCounter
         let replicaCounter = replicaEpochCounter
+        let failovers = observedMetricsFactory(metricsFactory).map {
+            Counter(label: "tandem.redis.sentinel.failovers", dimensions: [("tandem.redis.sentinel.service", spec.service)], factory: $0)
+        }
         watcher = SentinelWatcher(loop: loop, hosts: spec.hosts, service: spec.service, login: spec.handshake, tls: tls,
                                   connectTimeout: connectTimeout) { event in
             if event != .replicasChanged { counter.value.add(1, ordering: .releasing) }
+            if event == .primaryChanged { failovers?.increment() }
             if event != .primaryChanged { replicaCounter.value.add(1, ordering: .releasing) }
         }
     }
