@@ -118,11 +118,11 @@ public struct DjangoSessionStore: Sendable {
     /// A new session holding `data`, under a fresh key that no session has (stored with `add`, as
     /// Django's `create()` does).
     public func create(_ data: [String: PythonValue] = [:], expiry: CacheTimeout = DjangoSessionStore.defaultExpiry) async throws -> DjangoSession {
-        for _ in 0..<10 {
+        for _ in 0..<Self.createAttempts {
             let session = DjangoSession(key: Self.newKey(), data: data)
             if try await cache.async.add(cacheKey(session.key), Self.python(data), timeout: expiry) { return session }
         }
-        throw CacheError.invalidKey(key: engine.keyPrefix, reason: "ten new session keys in a row were taken")
+        throw keysTaken
     }
 
     /// Deletes the session of `sessionKey` (Django's logout). Returns whether there was one. A logout
@@ -155,11 +155,11 @@ public struct DjangoSessionStore: Sendable {
     /// The blocking face's ``create(_:expiry:)``.
     public func create(_ data: [String: PythonValue] = [:], expiry: CacheTimeout = DjangoSessionStore.defaultExpiry,
                        file: String = #fileID, line: Int = #line) throws -> DjangoSession {
-        for _ in 0..<10 {
+        for _ in 0..<Self.createAttempts {
             let session = DjangoSession(key: Self.newKey(), data: data)
             if try cache.add(cacheKey(session.key), Self.python(data), timeout: expiry, file: file, line: line) { return session }
         }
-        throw CacheError.invalidKey(key: engine.keyPrefix, reason: "ten new session keys in a row were taken")
+        throw keysTaken
     }
 
     /// The blocking face's ``delete(sessionKey:)``.
@@ -167,6 +167,16 @@ public struct DjangoSessionStore: Sendable {
     public func delete(sessionKey: String, file: String = #fileID, line: Int = #line) throws -> Bool {
         guard Self.isValidKey(sessionKey) else { return false }
         return try cache.delete(cacheKey(sessionKey), failOpen: false, file: file, line: line)
+    }
+
+    /// New keys `create` tries before it gives up (Django's `SessionStore.create` loops the same way):
+    /// a random 32-character key is taken only by a broken generator, so a run of refusals means the
+    /// `add` is not reaching the server.
+    private static let createAttempts = 10
+
+    /// What `create` throws when every attempt found its new key taken.
+    private var keysTaken: CacheError {
+        .invalidKey(key: engine.keyPrefix, reason: "\(Self.createAttempts) new session keys in a row were not stored: taken, or the cache is unavailable and fails open")
     }
 
     private static func check(_ key: String) throws {
