@@ -256,6 +256,34 @@ struct Profile: Codable, Equatable {
         #expect(try PythonValueDecoder.decode(Derived.self, from: python).b == 2)
     }
 
+    /// Python's `{1, 2} == {2, 1}` and `{"a": 1, "b": 2} == {"b": 2, "a": 1}`; lists and tuples keep
+    /// their order; equal values hash alike, so a Swift `Set` of them holds one.
+    @Test func setsAndDictsAreEqualInAnyOrderAsInPython() throws {
+        let set12: PythonValue = .set([.int(1), .string("two")])
+        let set21: PythonValue = .set([.string("two"), .int(1)])
+        #expect(set12 == set21)
+        #expect(Set([set12, set21]).count == 1)
+        #expect(set12 != .set([.int(1), .string("three")]))
+        #expect(set12 != .set([.int(1)]))
+        #expect(set12 != .list([.int(1), .string("two")]), "a set is not a list")
+        let dictAB: PythonValue = .dict([PythonDictItem("a", 1), PythonDictItem("b", .set([1, 2]))])
+        let dictBA: PythonValue = .dict([PythonDictItem("b", .set([2, 1])), PythonDictItem("a", 1)])
+        #expect(dictAB == dictBA)
+        #expect(Set([dictAB, dictBA]).count == 1)
+        #expect(dictAB != .dict([PythonDictItem("a", 1), PythonDictItem("b", 2)]))
+        #expect(dictAB != .dict([PythonDictItem("a", 1)]))
+        // A key written twice: the last item counts, as when Python builds the dict.
+        let overwritten: PythonValue = .dict([PythonDictItem("a", 0), PythonDictItem("b", .set([1, 2])), PythonDictItem("a", 1)])
+        #expect(overwritten == dictAB)
+        #expect(Set([overwritten, dictAB]).count == 1)
+        #expect(PythonValue.list([1, 2]) != .list([2, 1]), "lists keep their order")
+        #expect(PythonValue.tuple([1, 2]) != .tuple([2, 1]), "tuples too")
+        // A set CPython pickled reads equal to the same members in another order.
+        let fromPython = try #require(pickleCorpus.first { if case .set(let m) = $0.2, m.count > 1 { true } else { false } })
+        guard case .set(let members) = fromPython.2 else { return }
+        #expect(try PickleReader.read(bytes(hex: fromPython.1)) == .set(members.reversed()))
+    }
+
     @Test func aDateBeyondPythonsYearsIsATypedErrorNotATrap() {
         for date in [Date(timeIntervalSince1970: 1e20), Date(timeIntervalSince1970: -1e20), Date(timeIntervalSince1970: 300_000_000_000)] {
             #expect(throws: CacheError.self) { try DjangoValueCoding.encode(date, flags: false, key: "k") }

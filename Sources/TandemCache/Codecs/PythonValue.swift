@@ -30,10 +30,11 @@ public enum PythonValue: Sendable, Hashable {
     case list([PythonValue])
     /// A `tuple`.
     case tuple([PythonValue])
-    /// A `dict`, its items in insertion order (two dicts with the same items in another order are
-    /// not equal here, though they are in Python).
+    /// A `dict`, its items in insertion order. Two dicts are equal when they have the same items in
+    /// any order, as in Python.
     case dict([PythonDictItem])
-    /// A `set` (and `frozenset`, when read), in the order it was stored.
+    /// A `set` (and `frozenset`, when read), in the order it was stored. Two sets are equal when they
+    /// have the same members in any order, as in Python.
     case set([PythonValue])
     /// A `datetime.datetime` (boxed: it is the largest payload, and every value is as large as that).
     indirect case datetime(PythonDateTime)
@@ -58,6 +59,75 @@ public enum PythonValue: Sendable, Hashable {
     public var int: Int? {
         if case .int(let i) = self { return i }
         return nil
+    }
+}
+
+extension PythonValue {
+    /// Python's equality for these values, but for numbers of different types (`1 == 1.0 == True` in
+    /// Python, not here): lists and tuples compare in order, dicts and sets in any order.
+    public static func == (lhs: PythonValue, rhs: PythonValue) -> Bool {
+        switch (lhs, rhs) {
+        case (.none, .none): true
+        case (.bool(let a), .bool(let b)): a == b
+        case (.int(let a), .int(let b)): a == b
+        case (.float(let a), .float(let b)): a == b
+        case (.string(let a), .string(let b)): a == b
+        case (.bytes(let a), .bytes(let b)): a == b
+        case (.list(let a), .list(let b)): a == b
+        case (.tuple(let a), .tuple(let b)): a == b
+        case (.dict(let a), .dict(let b)): sameItems(a, b)
+        case (.set(let a), .set(let b)): a.count == b.count && memberCounts(a) == memberCounts(b)
+        case (.datetime(let a), .datetime(let b)): a == b
+        case (.decimal(let a), .decimal(let b)): a == b
+        case (.uuid(let a), .uuid(let b)): a == b
+        default: false
+        }
+    }
+
+    /// Hashes consistently with ``==(_:_:)``: a dict's items and a set's members count in any order.
+    public func hash(into hasher: inout Hasher) {
+        switch self {
+        case .none: hasher.combine(0)
+        case .bool(let v): hasher.combine(1); hasher.combine(v)
+        case .int(let v): hasher.combine(2); hasher.combine(v)
+        case .float(let v): hasher.combine(3); hasher.combine(v)
+        case .string(let v): hasher.combine(4); hasher.combine(v)
+        case .bytes(let v): hasher.combine(5); hasher.combine(v)
+        case .list(let v): hasher.combine(6); hasher.combine(v)
+        case .tuple(let v): hasher.combine(7); hasher.combine(v)
+        case .dict(let items):
+            let built = Self.built(items)
+            hasher.combine(8)
+            hasher.combine(built.count)
+            hasher.combine(Self.unordered(built.map { PythonDictItem($0.key, $0.value) }))
+        case .set(let members):
+            hasher.combine(9)
+            hasher.combine(members.count)
+            hasher.combine(Self.unordered(members))
+        case .datetime(let v): hasher.combine(10); hasher.combine(v)
+        case .decimal(let v): hasher.combine(11); hasher.combine(v)
+        case .uuid(let v): hasher.combine(12); hasher.combine(v)
+        }
+    }
+
+    /// Two dicts' items, as Python compares them: the same keys, each with an equal value (where a
+    /// key is written twice, the last item counts, as when Python builds the dict).
+    private static func sameItems(_ a: [PythonDictItem], _ b: [PythonDictItem]) -> Bool {
+        built(a) == built(b)
+    }
+
+    /// The dict Python builds from `items`.
+    private static func built(_ items: [PythonDictItem]) -> [PythonValue: PythonValue] {
+        Dictionary(items.map { ($0.key, $0.value) }, uniquingKeysWith: { _, last in last })
+    }
+
+    private static func memberCounts(_ members: [PythonValue]) -> [PythonValue: Int] {
+        Dictionary(members.map { ($0, 1) }, uniquingKeysWith: +)
+    }
+
+    /// A hash of `elements` that does not depend on their order.
+    private static func unordered<T: Hashable>(_ elements: [T]) -> Int {
+        elements.reduce(0) { $0 &+ $1.hashValue }
     }
 }
 
