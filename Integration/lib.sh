@@ -29,25 +29,44 @@ ensure_django_python() {
   export TANDEM_DJANGO_PYTHON="$py"
 }
 
-# The flags that make a build emit every module's public symbol graph (declarations and doc
-# comments) into SYMBOL_GRAPHS, a fixed path, so that the flags (and so the build) stay the same from
-# run to run.
-SYMBOL_GRAPHS="$TANDEM_ROOT/.build/symbolgraphs"
-symbol_flags=(-Xswiftc -emit-symbol-graph -Xswiftc -emit-symbol-graph-dir -Xswiftc "$SYMBOL_GRAPHS")
-# The modules whose documentation is built (the adapters are built with their traits, elsewhere).
+# The modules whose documentation is built with swift-docc-plugin, as one combined archive (the
+# adapters are built with their traits, elsewhere).
 DOC_MODULES=(Tandem TandemLoop TandemCache TandemTransport TandemRedis TandemMemcached TandemHTTP TandemConfiguration)
 
-# convert_docs OUT: DocC (the toolchain's docc) turns each module of DOC_MODULES, from the symbol
-# graphs a build with symbol_flags left, with its catalog when it has one (Sources/M/M.docc), into
+# plugin_docs OUT: swift-docc-plugin (`swift package generate-documentation`, the command the README
+# gives) builds DOC_MODULES and the Tandem product's catalog into OUT/Tandem.doccarchive, one archive
+# in which the modules link each other's symbols, with warnings as errors: a doc comment whose symbol
+# link no longer resolves, or a parameter documented under a wrong name, fails it. The plugin builds
+# the modules with parameters of its own, so the next plain build recompiles them (about a minute).
+plugin_docs() {
+  local out="$1" targets=() m
+  for m in "${DOC_MODULES[@]}"; do targets+=(--target "$m"); done
+  mkdir -p "$out"
+  (cd "$TANDEM_ROOT" && swift package --allow-writing-to-directory "$out" generate-documentation "${targets[@]}" \
+    --enable-experimental-combined-documentation --output-path "$out/Tandem.doccarchive" --warnings-as-errors >&2) \
+    || { echo "docs: DocC reported problems (above)" >&2; return 1; }
+}
+
+# The adapters' modules, documented from the adapters build (both traits on: the plugin would build
+# SwiftNIO, Hummingbird and Vapor once more), whose symbol graphs that build writes to
+# ADAPTER_SYMBOL_GRAPHS (adapter_symbol_flags).
+ADAPTER_DOC_MODULES=(TandemHummingbird TandemVapor)
+ADAPTER_SYMBOL_GRAPHS="$TANDEM_ROOT/.build-adapters/symbolgraphs"
+adapter_symbol_flags=(-Xswiftc -emit-symbol-graph -Xswiftc -emit-symbol-graph-dir -Xswiftc "$ADAPTER_SYMBOL_GRAPHS")
+
+# convert_docs OUT GRAPHS MODULE...: DocC (the toolchain's docc) turns each module, from the symbol
+# graphs a build left in GRAPHS, with its catalog when it has one (Sources/M/M.docc), into
 # OUT/M.doccarchive, with warnings as errors.
 convert_docs() {
-  local out="$1" m dir catalog
+  local out="$1" graphs="$2" m dir catalog modules
+  shift 2
+  modules=("$@")
   mkdir -p "$out"
-  for m in "${DOC_MODULES[@]}"; do
+  for m in "${modules[@]}"; do
     dir="$out/graphs/$m"
     rm -rf "$dir" && mkdir -p "$dir"
-    cp "$SYMBOL_GRAPHS/$m.symbols.json" "$dir/" || { echo "docs: no symbol graph for $m (build with symbol_flags first)" >&2; return 1; }
-    cp "$SYMBOL_GRAPHS/$m"@*.symbols.json "$dir/" 2>/dev/null || true
+    cp "$graphs/$m.symbols.json" "$dir/" || { echo "docs: no symbol graph for $m in $graphs" >&2; return 1; }
+    cp "$graphs/$m"@*.symbols.json "$dir/" 2>/dev/null || true
     catalog=()
     [ -d "$TANDEM_ROOT/Sources/$m/$m.docc" ] && catalog=("$TANDEM_ROOT/Sources/$m/$m.docc")
     docc convert "${catalog[@]}" --additional-symbol-graph-dir "$dir" --fallback-display-name "$m" \

@@ -53,9 +53,7 @@ run_suite() {
   # cores from the other suites, and a one-second command timed out); the codecs' own tests (pickle,
   # JSON, compressors, fuzzing) run under the sanitizers.
   case " ${flags[*]} " in *" --sanitize="*) skip="TandemFaultTests|RedisDeploymentSemantics|RedisNearCacheTests|RedisNearCacheSemantics|DjangoSharingTests" ;; esac
-  local build=("${flags[@]}")
-  [ ${#flags[@]} -gt 0 ] || build=("${symbol_flags[@]}")
-  swift build --build-tests "${build[@]}"
+  swift build --build-tests "${flags[@]}"
   with_reports swift test --skip-build --disable-xctest "${flags[@]}" --skip "$skip"
 }
 run_faults() {
@@ -78,15 +76,12 @@ with_reports() {
   return "$rc"
 }
 
-# The unsanitized build emits the public symbol graphs as it compiles (`symbol_flags`, Integration/lib.sh),
-# so that the documentation check needs no build of its own; the faults phase builds with the same
-# flags, so that it reuses that build instead of starting over.
-# check_docs: every public module and the Tandem product's catalog convert with DocC with warnings as
-# errors (convert_docs): a doc comment whose symbol link no longer resolves, or a parameter documented
-# under a wrong name, fails the phase. The articles' Swift blocks are compiled with the README's.
+# check_docs: the public modules and the Tandem product's catalog build with swift-docc-plugin, as
+# one archive, with warnings as errors (plugin_docs, Integration/lib.sh). The articles' Swift blocks
+# are compiled with the README's.
 check_docs() {
-  convert_docs "$RUN_DIR/docs" || return 1
-  echo "docs: the public modules and the Tandem catalog convert without a warning" >&2
+  plugin_docs "$RUN_DIR/docs" || return 1
+  echo "docs: the public modules and the Tandem catalog build without a warning" >&2
 }
 
 # Tandem's own code takes its locks with `locked` (Sources/TandemLoop/Locked.swift), never with
@@ -147,11 +142,13 @@ python3 "$TANDEM_ROOT/Integration/readme_snippets.py"
 for p in "${phases[@]}"; do
   case "$p" in
     tests)   say "unit and server tests"; run_suite; check_charts; check_docs ;;
-    faults)  say "fault and bad-input suite"; swift build --build-tests "${symbol_flags[@]}"; run_faults ;;
+    faults)  say "fault and bad-input suite"; swift build --build-tests; run_faults ;;
     adapters) say "Hummingbird and Vapor adapters"
              adapter_flags=(--traits HummingbirdAdapter,VaporAdapter --scratch-path "$TANDEM_ROOT/.build-adapters")
-             swift build --build-tests "${adapter_flags[@]}"
-             swift test --skip-build --disable-xctest "${adapter_flags[@]}" --filter "TandemHummingbirdTests|TandemVaporTests" ;;
+             swift build --build-tests "${adapter_flags[@]}" "${adapter_symbol_flags[@]}"
+             swift test --skip-build --disable-xctest "${adapter_flags[@]}" --filter "TandemHummingbirdTests|TandemVaporTests"
+             convert_docs "$RUN_DIR/docs-adapters" "$ADAPTER_SYMBOL_GRAPHS" "${ADAPTER_DOC_MODULES[@]}"
+             echo "docs: the adapters' modules and catalogs convert without a warning" >&2 ;;
     example) stop_all; printf '\n=== %s (%s)\n' "the example shop" "$(date +%H:%M:%S)" >&2
              bash "$TANDEM_ROOT/Examples/test.sh" ;;
     thread)  say "ThreadSanitizer"; run_suite --sanitize=thread --scratch-path "$TANDEM_ROOT/.build-thread"
