@@ -7,7 +7,7 @@ import Glibc
 
 /// What a blocking call does when it is made from inside a Swift task.
 public enum AsyncUnsafePolicy: String, Sendable, CaseIterable {
-    /// Throw ``TandemError/blockingCallInAsyncContext(operation:)`` (the default).
+    /// Throw ``TandemError/blockingCallInAsyncContext(operation:site:)`` (the default).
     case error
     /// Log one warning per call site, then proceed.
     case warn
@@ -28,7 +28,7 @@ public enum AsyncUnsafePolicy: String, Sendable, CaseIterable {
 /// The async-safety guard: every blocking entry point that can wait on I/O calls
 /// ``AsyncSafety/checkBlockingCall(_:policy:file:line:)`` first.
 ///
-/// - On an event-loop thread the call always throws ``TandemError/blockingCallOnEventLoop(operation:)``:
+/// - On an event-loop thread the call always throws ``TandemError/blockingCallOnEventLoop(operation:site:)``:
 ///   waiting there for I/O that the same loop must drive is a deadlock.
 /// - Inside a Swift task it applies the policy: the process-wide ``AsyncSafety/policy`` (initialised from
 ///   `TANDEM_ALLOW_ASYNC_UNSAFE`) unless the caller passes one (for example from a cache's settings).
@@ -60,7 +60,7 @@ public enum AsyncSafety {
 
     /// Teaches the guard to recognise another runtime's event-loop threads: a blocking call made on a
     /// thread for which `isLoopThread` returns true is refused with
-    /// ``TandemError/blockingCallOnEventLoop(operation:)``, as on Tandem's own loops, whatever the
+    /// ``TandemError/blockingCallOnEventLoop(operation:site:)``, as on Tandem's own loops, whatever the
     /// policy. `isLoopThread` must be cheap and must not block (it runs on every blocking call).
     /// The Hummingbird and Vapor adapters register SwiftNIO's (`MultiThreadedEventLoopGroup.currentEventLoop != nil`).
     public static func recogniseEventLoopThreads(_ isLoopThread: @escaping @Sendable () -> Bool) {
@@ -102,15 +102,15 @@ public enum AsyncSafety {
     /// - Parameters:
     ///   - operation: what is about to block, for the message (e.g. `"redis GET"`).
     ///   - override: a policy overriding the process-wide one (from settings), or nil.
-    ///   - file: the caller's file, named by a warning (`#fileID` by default).
-    ///   - line: the caller's line, named by a warning.
+    ///   - file: the caller's file, named by a warning and a refusal (`#fileID` by default).
+    ///   - line: the caller's line, named by a warning and a refusal.
     public static func checkBlockingCall(
         _ operation: @autoclosure () -> String,
         policy override: AsyncUnsafePolicy? = nil,
         file: String = #fileID, line: Int = #line
     ) throws {
         if onEventLoopThread {
-            throw TandemError.blockingCallOnEventLoop(operation: operation())
+            throw TandemError.blockingCallOnEventLoop(operation: operation(), site: "\(file):\(line)")
         }
         guard inSwiftTask else { return }
         let effective = override ?? policy
@@ -118,7 +118,7 @@ public enum AsyncSafety {
         case .allow:
             return
         case .error:
-            throw TandemError.blockingCallInAsyncContext(operation: operation())
+            throw TandemError.blockingCallInAsyncContext(operation: operation(), site: "\(file):\(line)")
         case .warn:
             let site = "\(file):\(line)"
             let first = state.locked { $0.warnedSites.insert(site).inserted }

@@ -24,7 +24,7 @@ public enum Bridge {
     /// another thread and back. Blocking work that the body offloads runs inline here too, which is
     /// what makes any nesting (blocking -> async -> blocking -> ...) deadlock-free.
     ///
-    /// Refused with ``TandemError/blockingCallOnEventLoop(operation:)`` on a loop thread; inside a Swift
+    /// Refused with ``TandemError/blockingCallOnEventLoop(operation:site:)`` on a loop thread; inside a Swift
     /// task it follows the async-safety policy (``AsyncSafety``).
     public static func blocking<T: Sendable>(
         file: String = #fileID, line: Int = #line, _ body: @escaping @Sendable () async throws -> T
@@ -32,7 +32,7 @@ public enum Bridge {
         if !inOffloadedCode {
             try AsyncSafety.checkBlockingCall("Bridge.blocking", file: file, line: line)
         } else if AsyncSafety.onEventLoopThread {
-            throw TandemError.blockingCallOnEventLoop(operation: "Bridge.blocking")
+            throw TandemError.blockingCallOnEventLoop(operation: "Bridge.blocking", site: "\(file):\(line)")
         }
         let executor = BridgeExecutor()
         Task(executorPreference: executor) {

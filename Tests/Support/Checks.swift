@@ -136,3 +136,14 @@ public func threadNames() -> [String] {
         return String(decoding: data, as: UTF8.self).trimmingCharacters(in: .whitespacesAndNewlines)
     }
 }
+
+extension TandemError {
+    /// A guard's refusal without the caller's site, for tests that compare only the operation.
+    public var withoutSite: TandemError {
+        switch self {
+        case .blockingCallOnEventLoop(let operation, _): .blockingCallOnEventLoop(operation: operation)
+        case .blockingCallInAsyncContext(let operation, _): .blockingCallInAsyncContext(operation: operation)
+        default: self
+        }
+    }
+}

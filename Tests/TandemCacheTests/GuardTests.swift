@@ -6,6 +6,7 @@ import Testing
 
 /// The guard judges the call, not the backend: a view that passes on LocMem passes on Redis.
 @Suite struct CacheGuardTests {
+
     private func cache(_ policy: AsyncUnsafePolicy? = nil, backend: String = "locmem") throws -> Cache {
         var s = CacheSettings(backend: backend, location: ["guard-\(UUID())"])
         if let policy { s.options["ASYNC_UNSAFE"] = .string(policy.rawValue) }
@@ -15,12 +16,16 @@ import Testing
     @Test(arguments: ["locmem", "dummy"])
     func aBlockingCallInsideATaskIsRefusedOnInMemoryBackends(_ backend: String) async throws {
         let c = try cache(backend: backend)
-        #expect(throws: TandemError.blockingCallInAsyncContext(operation: "cache 'default' set")) { try c.set("k", 1) }
-        #expect(throws: TandemError.blockingCallInAsyncContext(operation: "cache 'default' get")) { _ = try c.get("k") as Int? }
-        #expect(throws: TandemError.blockingCallInAsyncContext(operation: "cache 'default' incr")) { try c.decr("k") }
-        #expect(throws: TandemError.blockingCallInAsyncContext(operation: "cache 'default' get_or_set")) {
-            _ = try c.getOrSet("k") { 1 }
-        }
+        // Each refusal names the operation and the caller's line (issue 30).
+        let set = #expect(throws: TandemError.self) { try c.set("k", 1) }
+        #expect(set == .blockingCallInAsyncContext(operation: "cache 'default' set", site: "\(#fileID):\(#line - 1)"))
+        let get = #expect(throws: TandemError.self) { _ = try c.get("k") as Int? }
+        #expect(get == .blockingCallInAsyncContext(operation: "cache 'default' get", site: "\(#fileID):\(#line - 1)"))
+        let decr = #expect(throws: TandemError.self) { try c.decr("k") }
+        #expect(decr == .blockingCallInAsyncContext(operation: "cache 'default' incr", site: "\(#fileID):\(#line - 1)"))
+        let getOrSet = #expect(throws: TandemError.self) { _ = try c.getOrSet("k") { 1 } }
+        #expect(getOrSet == .blockingCallInAsyncContext(operation: "cache 'default' get_or_set", site: "\(#fileID):\(#line - 1)"))
+        #expect(set?.description.contains("at \(#fileID):") == true, "the message names the line: \(String(describing: set))")
         // The same calls from blocking code (a plain thread) are fine, and so is the async face here.
         try await onPlainThread { try c.set("k", 1) }
         #expect(try await c.async.get("k") as Int? == (backend == "locmem" ? 1 : nil))
@@ -30,6 +35,7 @@ import Testing
         let c = try cache(.allow)
         let loop = EpollEventLoop(name: "guard-loop")
         defer { loop.shutdown() }
+        let setLine = #line + 4  // the line of `c.set` below
         let refusal = try await withCheckedThrowingContinuation { (cont: CheckedContinuation<TandemError?, any Error>) in
             do {
                 try loop.execute {
@@ -39,7 +45,7 @@ import Testing
                 }
             } catch { cont.resume(throwing: error) }
         }
-        #expect(refusal == .blockingCallOnEventLoop(operation: "cache 'default' set"))
+        #expect(refusal == .blockingCallOnEventLoop(operation: "cache 'default' set", site: "\(#fileID):\(setLine)"))
     }
 
     @Test func theWarningNamesTheCallersLine() async throws {
@@ -93,7 +99,7 @@ import Testing
             return loopThreads.value.locked { $0.contains(me) }
         }
         let refused = await onThread(asLoop: true) { try c.set("k", 2) }
-        #expect(refused as? TandemError == .blockingCallOnEventLoop(operation: "cache 'default' set"), "\(String(describing: refused))")
+        #expect((refused as? TandemError)?.withoutSite == .blockingCallOnEventLoop(operation: "cache 'default' set"), "\(String(describing: refused))")
         #expect(await onThread(asLoop: false) { try c.set("k", 3) } == nil, "other threads are unaffected")
         #expect(try await c.async.get("k") as Int? == 3)
     }

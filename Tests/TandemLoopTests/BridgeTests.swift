@@ -91,7 +91,7 @@ actor LoopPinned {
                 p.fail(error)
             }
         }
-        #expect(error == .blockingCallOnEventLoop(operation: "Bridge.blocking"))
+        #expect(error?.withoutSite == .blockingCallOnEventLoop(operation: "Bridge.blocking"))
     }
 
     @Test func actorPinnedToTheLoopRunsOnTheLoopThread() async throws {
@@ -111,9 +111,8 @@ actor LoopPinned {
 
 @Suite(.serialized) struct GuardTests {
     @Test func policyErrorInsideATask() async throws {
-        #expect(throws: TandemError.blockingCallInAsyncContext(operation: "op")) {
-            try AsyncSafety.checkBlockingCall("op", policy: .error)
-        }
+        let refusal = #expect(throws: TandemError.self) { try AsyncSafety.checkBlockingCall("op", policy: .error) }
+        #expect(refusal == .blockingCallInAsyncContext(operation: "op", site: "\(#fileID):\(#line - 1)"))
         let message = TandemError.blockingCallInAsyncContext(operation: "op").description
         #expect(message.contains(".async"))
     }

@@ -273,12 +273,13 @@ private struct Profile: Codable, Equatable { var name: String; var visits: Int }
 
 @Suite struct VaporGuard {
     /// A synchronous route runs on a NIO event-loop thread: a blocking Tandem call there is refused
-    /// (and says to use `.async`), whatever the backend and the policy.
+    /// (and says to use `.async` and names the route's line), whatever the backend and the policy.
     @Test func aBlockingCallInASynchronousRouteIsRefused() async throws {
         let tandem = try Caches(settings: ["default": CacheSettings(backend: "locmem", location: ["guard-\(UUID())"],
                                                                     options: ["ASYNC_UNSAFE": "allow"])]).default
         try await withApp { app in
             app.caches.use(.tandem(tandem))   // setting up the adapter installs the guard on NIO's threads
+            let setLine = #line + 2  // the line of `tandem.set` below
             app.get("sync") { _ -> String in
                 do { try tandem.set("k", 1); return "stored" } catch { return "\(error)" }
             }
@@ -289,6 +290,7 @@ private struct Profile: Codable, Equatable { var name: String; var visits: Int }
             let tester = try app.testing(method: .running(hostname: "127.0.0.1", port: 0))
             try await tester.test(.GET, "sync") { res async in
                 #expect(res.body.string.contains("on an event-loop thread") && res.body.string.contains(".async"), "\(res.body.string)")
+                #expect(res.body.string.contains("at \(#fileID):\(setLine) "), "the refusal names the route's line: \(res.body.string)")
             }
             try await tester.test(.GET, "async") { res async in #expect(res.body.string == "stored") }
         }
