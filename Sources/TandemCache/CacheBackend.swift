@@ -32,11 +32,25 @@
     public var bytes: [UInt8]
     /// The type tag (see ``ValueKind``).
     public var kind: ValueKind
+    /// True when a near cache in this process answered the read, with no round trip (set by a backend
+    /// that keeps one; a traced read says so). Not part of the value: equality and hashing ignore it.
+    public var servedFromNearCache = false
 
     /// Creates a stored value.
     public init(bytes: [UInt8], kind: ValueKind) {
         self.bytes = bytes
         self.kind = kind
+    }
+
+    /// The same bytes and kind, whoever answered.
+    public static func == (lhs: StoredValue, rhs: StoredValue) -> Bool {
+        lhs.bytes == rhs.bytes && lhs.kind == rhs.kind
+    }
+
+    /// Hashes the bytes and the kind.
+    public func hash(into hasher: inout Hasher) {
+        hasher.combine(bytes)
+        hasher.combine(kind)
     }
 
     /// The bytes that stand for a stored null on backends without type tags (Redis). They start with
@@ -120,6 +134,9 @@
     /// backend that is a server: its operations' durations are reported as
     /// `db.client.operation.duration`. Nil (the default) for in-process backends.
     var databaseSystem: String? { get }
+    /// True when reads may be answered from a near cache in this process (a traced `get` then says
+    /// whether it was, through ``StoredValue/servedFromNearCache``). False by default.
+    var keepsNearCache: Bool { get }
 
     /// Returns the value of `key`, or nil when it is missing or expired.
     func get(_ key: String) throws -> StoredValue?
@@ -212,6 +229,9 @@
 
     /// Nil: not a server.
     public var databaseSystem: String? { nil }
+
+    /// False: no near cache.
+    public var keepsNearCache: Bool { false }
 
     /// ``close()``: enough for a backend without threads of its own.
     public func shutdown() async { close() }

@@ -358,7 +358,9 @@ final class CacheCore: Sendable {
     @inline(__always)
     func run<R>(_ op: CacheOp, key: String? = nil, fallback: R? = nil, _ body: () throws -> R) throws -> R {
         guard let tracer else { return try runUntraced(op, key: key, fallback: fallback, body) }
-        return try CacheTracing.span(tracer, op, alias: alias) { try runUntraced(op, key: key, fallback: fallback, body) }
+        return try CacheTracing.span(tracer, op, alias: alias, nearCache: backend.keepsNearCache) {
+            try runUntraced(op, key: key, fallback: fallback, body)
+        }
     }
 
     /// ``run(_:fallback:_:)`` for a read of one stored value (a miss when failing open). Not generic, so
@@ -428,7 +430,9 @@ final class CacheCore: Sendable {
     @inline(__always)
     func runAsync<R>(_ op: CacheOp, key: String? = nil, fallback: R? = nil, _ body: () async throws -> R) async throws -> R {
         guard let tracer else { return try await runAsyncUntraced(op, key: key, fallback: fallback, body) }
-        return try await CacheTracing.span(tracer, op, alias: alias) { try await runAsyncUntraced(op, key: key, fallback: fallback, body) }
+        return try await CacheTracing.span(tracer, op, alias: alias, nearCache: backend.keepsNearCache) {
+            try await runAsyncUntraced(op, key: key, fallback: fallback, body)
+        }
     }
 
     @inline(__always)

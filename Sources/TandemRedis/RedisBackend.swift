@@ -200,6 +200,8 @@ import Glibc
     public var waitsOnIO: Bool { true }
     /// `redis`.
     public var databaseSystem: String? { "redis" }
+    /// True with `OPTIONS.NEAR_CACHE`.
+    public var keepsNearCache: Bool { near != nil }
     /// The primary (and replicas), without credentials.
     public var backendDescription: String {
         var seen: Set<String> = []  // a sentinel location's replica readers share its description

@@ -27,6 +27,38 @@ import Tracing
         #expect(tracer.finishedSpans.count == 3)
     }
 
+    /// Issue 32: on a Redis cache with a near cache, a traced `get` that hit says whether the near
+    /// cache answered (`tandem.cache.near_hit`): false for the read that went to the server, true for
+    /// one served from process memory; a miss has no such attribute.
+    @Test(.timeLimit(.minutes(3)), .enabled(if: TestServers.shouldRun(TestServers.redisURL != nil), Comment(rawValue: TestServers.skipMessage)),
+          arguments: FaceKind.allCases)
+    func aGetTheNearCacheAnsweredSaysSoOnItsSpan(_ face: FaceKind) async throws {
+        let tracer = InMemoryTracer()
+        let cache = try RedisFixture(loop: .epoll).makeCache {
+            $0.tracer = tracer
+            $0.options["NEAR_CACHE"] = true
+        }
+        defer { cache.close() }
+        let key = "near-traced-\(UUID().uuidString.prefix(8))"
+        func get(_ k: String) async throws -> String? {
+            switch face {
+            case .async: try await cache.async.get(k)
+            case .blocking: try await onPlainThread { try cache.get(k) }
+            }
+        }
+        func lastNearHit() -> SpanAttribute? { tracer.finishedSpans.last?.attributes["tandem.cache.near_hit"]?.toSpanAttribute() }
+        #expect(try await get(key) == nil)
+        #expect(tracer.finishedSpans.last?.attributes["cache.hit"]?.toSpanAttribute() == false)
+        #expect(lastNearHit() == nil, "a miss says nothing of the near cache")
+        try await cache.async.set(key, "v")
+        #expect(try await get(key) == "v")
+        #expect(lastNearHit() == false, "the read after this process's own write goes to the server")
+        // Once tracking is on, what that read kept answers the next one from memory.
+        let servedNear = try await eventuallyAsync(10) { (try? await get(key)) == "v" && lastNearHit() == true }
+        #expect(servedNear, "a later read was answered by the near cache")
+        #expect(tracer.finishedSpans.last?.attributes["cache.hit"]?.toSpanAttribute() == true)
+    }
+
     @Test(.timeLimit(.minutes(3)), .enabled(if: TestServers.shouldRun(TestServers.httpUpstream != nil),
                                            Comment(rawValue: TestServers.skipMessage)))
     func upstreamCallsAreSpansWithStatusAttemptsAndTimings() async throws {

@@ -162,13 +162,19 @@ extension RedisBackend {
 
     /// A value through the near cache (blocking face).
     func nearGet(_ near: NearCache, _ key: String) throws -> StoredValue? {
-        if case .hit(let v) = near.lookup(key) { return v }
+        if case .hit(var v) = near.lookup(key) {
+            v?.servedFromNearCache = true
+            return v
+        }
         return try nearFetch(near, [key])[key]
     }
 
     /// A value through the near cache (async face): a hit returns without suspending.
     func nearGetAsync(_ near: NearCache, _ key: String) async throws -> StoredValue? {
-        if case .hit(let v) = near.lookup(key) { return v }
+        if case .hit(var v) = near.lookup(key) {
+            v?.servedFromNearCache = true
+            return v
+        }
         return try await nearFetchAsync(near, [key])[key]
     }
 
