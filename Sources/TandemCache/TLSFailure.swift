@@ -10,6 +10,7 @@ public enum TLSFailure: Error, Sendable, Equatable, CustomStringConvertible {
     /// certificate (or its absence).
     case handshakeFailed(String)
 
+    /// What failed and OpenSSL's reason, for logs and errors.
     public var description: String {
         switch self {
         case .untrustedPeer(let why): return "the server's certificate is not trusted (\(why))"

@@ -34,6 +34,9 @@ public final class EventLoopMetricsReporter: Service, Sendable {
     private let interval: Duration
     private let last: Mutex<[Reported]>
 
+    /// A reporter of `loops`' statistics, every `interval` while it runs as a service (or at each
+    /// ``report()``).
+    ///
     /// - Parameters:
     ///   - loops: the loops to report (default: every loop of ``EventLoops/group`` and ``EventLoops/shared``).
     ///   - interval: how often ``run()`` reports (default 10 s; at least 10 ms).
