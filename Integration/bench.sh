@@ -92,7 +92,7 @@ for s in "${scenarios[@]}"; do
       (cd "$TANDEM_ROOT/Integration/peer" && swift build -c release >&2)
       extra+=(--ahc-peer "$TANDEM_ROOT/Integration/peer/.build/release/ahc-peer")
       ;;
-    view-product|view-dashboard)
+    view-product|view-product-near|view-dashboard)
       views+=("$s")
       ;;
     *) ;;  # tandem-bench names unknown scenarios itself
@@ -115,6 +115,12 @@ start_view_servers() {
   shop_port=$(free_port)
   TANDEM_CACHES="$(shop_caches_json)" SHOP_UPSTREAM="$upstream" SHOP_PORT="$shop_port" SHOP_LOG_LEVEL=warning \
     start_background shop "$shop_port" "$TANDEM_ROOT/Examples/.build/release/shop"
+  # The same shop with a near cache on its Redis cache (view-product-near), idle while the others run.
+  local near_port
+  near_port=$(free_port)
+  TANDEM_CACHES="$(shop_caches_json near)" SHOP_UPSTREAM="$upstream" SHOP_PORT="$near_port" SHOP_LOG_LEVEL=warning \
+    start_background shop-near "$near_port" "$TANDEM_ROOT/Examples/.build/release/shop"
+  export SHOP_NEAR_URL="http://127.0.0.1:$near_port"
   django_dir="$TANDEM_ROOT/Integration/bench/django_shop"
   async_port=$(free_port); sync_port=$(free_port)
   SHOP_REDIS_URL="redis://127.0.0.1:$SHOP_REDIS_PORT/1" SHOP_UPSTREAM="$upstream" \

@@ -207,9 +207,13 @@ start_shop_servers() {
 }
 
 # shop_caches_json: the example shop's TANDEM_CACHES on the servers of start_shop_servers.
+# shop_caches_json [near]: the example shop's TANDEM_CACHES; with `near`, its default Redis cache keeps
+# a near cache (OPTIONS.NEAR_CACHE).
 shop_caches_json() {
-  printf '{"default": {"BACKEND": "redis", "LOCATION": "redis://127.0.0.1:%s/0"}, "sessions": {"BACKEND": "memcached", "LOCATION": "127.0.0.1:%s"}, "pages": {"BACKEND": "locmem", "LOCATION": "pages"}}' \
-    "$SHOP_REDIS_PORT" "$SHOP_MEMCACHED_PORT"
+  local options=""
+  [ "${1:-}" = near ] && options=', "OPTIONS": {"NEAR_CACHE": true}'
+  printf '{"default": {"BACKEND": "redis", "LOCATION": "redis://127.0.0.1:%s/0"%s}, "sessions": {"BACKEND": "memcached", "LOCATION": "127.0.0.1:%s"}, "pages": {"BACKEND": "locmem", "LOCATION": "pages"}}' \
+    "$SHOP_REDIS_PORT" "$options" "$SHOP_MEMCACHED_PORT"
 }
 
 # make_test_certificates: a private CA and a certificate for localhost signed by it (self-signed chain).

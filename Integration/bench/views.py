@@ -3,12 +3,14 @@
 
     views.py --seconds 10 view-product view-dashboard
 
-Reads the targets' base URLs from the environment Integration/bench.sh sets (SHOP_URL, DJANGO_ASYNC_URL,
-DJANGO_SYNC_URL) and prints one JSON line per scenario:
+Reads the targets' base URLs from the environment Integration/bench.sh sets (SHOP_URL, SHOP_NEAR_URL,
+DJANGO_ASYNC_URL, DJANGO_SYNC_URL) and prints one JSON line per scenario:
 
     view-product:   tandem = /product/1 on the shop (a warm Redis read through getOrSet);
                     reference = the faster Django deployment (async views on uvicorn, sync on gunicorn);
                     ratio_floor = tandem / /product-nocache/1 (the same Hummingbird route with no cache).
+    view-product-near: the same, on a second shop whose Redis cache keeps a near cache
+                    (OPTIONS.NEAR_CACHE): the product is read from process memory.
     view-dashboard: tandem = /dashboard (five upstream calls fanned out, one part cached);
                     reference = the faster Django deployment; ratio_peer = tandem / /dashboard-ahc
                     (the same view with async-http-client doing the calls).
@@ -53,6 +55,10 @@ def main():
             "tandem": f"{shop}/product/1", "floor": f"{shop}/product-nocache/1",
             "django-async": f"{dj_async}/product-async/1", "django-sync": f"{dj_sync}/product/1",
         },
+        "view-product-near": {
+            "tandem": f"{os.environ['SHOP_NEAR_URL']}/product/1", "floor": f"{shop}/product-nocache/1",
+            "django-async": f"{dj_async}/product-async/1", "django-sync": f"{dj_sync}/product/1",
+        },
         "view-dashboard": {
             "tandem": f"{shop}/dashboard", "peer": f"{shop}/dashboard-ahc",
             "django-async": f"{dj_async}/dashboard-async", "django-sync": f"{dj_sync}/dashboard",
@@ -60,7 +66,7 @@ def main():
     }
     for scenario in args.scenarios:
         if scenario not in plans:
-            sys.exit(f"unknown scenario {scenario!r} (view-product, view-dashboard)")
+            sys.exit(f"unknown scenario {scenario!r} (view-product, view-product-near, view-dashboard)")
         runs = {name: wrk(url, args.seconds) for name, url in plans[scenario].items()}
         ref_name = max(["django-async", "django-sync"], key=lambda n: runs[n]["rps"])
         tandem, ref = runs["tandem"], runs[ref_name]
@@ -72,7 +78,7 @@ def main():
             "runs": runs,
             "non_2xx": sum(r["non_2xx"] for n, r in runs.items() if not n.startswith("django")),
         }
-        if scenario == "view-product":
+        if scenario in ("view-product", "view-product-near"):
             line["floor"] = round(runs["floor"]["rps"], 1)
             line["ratio_floor"] = tandem["rps"] / runs["floor"]["rps"]
         else:
