@@ -112,22 +112,28 @@ struct ConnectionMetricsTests {
 
     @Test(.timeLimit(.minutes(3)))
     func aCallerThatGivesUpWaitingForAPooledConnectionIsCounted() async throws {
-        // A server that accepts and never answers: the first caller holds the pool's one connection
-        // until its command times out; a second gives up after POOL_TIMEOUT.
+        // A server that never answers: the first caller holds the pool's one connection until the test
+        // hangs up on it (no command timeout decides when: under a sanitizer, with every suite running,
+        // this test's own polling can wait seconds for a thread); a second caller gives up after
+        // POOL_TIMEOUT.
         let (listener, port) = try silentListener()
         defer { close(listener) }
         let metrics = TestMetrics()
         let cache = try Caches(settings: ["default": CacheSettings(
             backend: "redis", location: ["redis://127.0.0.1:\(port)/0"],
-            options: ["POOL_SIZE": 1, "POOL_TIMEOUT": 0.05, "COMMAND_TIMEOUT": 5], metricsFactory: metrics)]).default
+            options: ["POOL_SIZE": 1, "POOL_TIMEOUT": 0.05, "COMMAND_TIMEOUT": 120], metricsFactory: metrics)]).default
         defer { cache.close() }
         let blocking = Self.dims("redis", "redis://127.0.0.1:\(port)/0", "blocking")
         let first = Task { try await onPlainThread { try cache.get("k") as String? } }
-        #expect(try await eventuallyAsync(30) { Self.count(metrics, blocking, "used") == 1 }, "the first caller holds the connection")
+        #expect(try await eventuallyAsync(60) { Self.count(metrics, blocking, "used") == 1 }, "the first caller holds the connection")
         await #expect(throws: CacheError.self) { try await onPlainThread { try cache.get("k") as String? } }
         #expect(try metrics.expectCounter("db.client.connection.timeouts", blocking).totalValue == 1)
+        // The server side hangs up: the first caller's connection breaks.
+        let accepted = try await onPlainThread { accept(listener, nil, nil) }
+        try #require(accepted >= 0, "the first caller's connection was waiting to be accepted")
+        close(accepted)
         await #expect(throws: CacheError.self) { try await first.value }
-        #expect(try metrics.expectCounter("tandem.db.client.connection.failures", blocking + [("error.type", "timeout")]).totalValue == 1)
+        #expect(try metrics.expectCounter("tandem.db.client.connection.failures", blocking + [("error.type", "connectionFailed")]).totalValue == 1)
         #expect(Self.count(metrics, blocking, "used") == 0 && (Self.count(metrics, blocking, "idle") ?? 0) == 0,
                 "the timed-out connection was not put back")
     }
@@ -166,7 +172,9 @@ struct ConnectionMetricsTests {
         let metrics = TestMetrics()
         let cache = try Caches(settings: ["default": CacheSettings(
             backend: "redis", location: ["redis://127.0.0.1:\(port)/0"],
-            options: ["CIRCUIT_BREAKER_THRESHOLD": 2, "CIRCUIT_BREAKER_COOLDOWN": 0.05, "CONNECT_TIMEOUT": 1], metricsFactory: metrics)]).default
+            // A cool-down long enough that the call right after the breaker opens meets it open even when
+            // a sanitizer run keeps this test waiting for a thread between two calls.
+            options: ["CIRCUIT_BREAKER_THRESHOLD": 2, "CIRCUIT_BREAKER_COOLDOWN": 10, "CONNECT_TIMEOUT": 1], metricsFactory: metrics)]).default
         defer { cache.close() }
         func transitions(_ state: String) -> Int64 {
             (try? metrics.expectCounter("tandem.cache.breaker.transitions", [("alias", "default"), ("server", "*"), ("state", state)]).totalValue) ?? 0
@@ -175,7 +183,7 @@ struct ConnectionMetricsTests {
         #expect(transitions("open") == 1)
         await #expect(throws: CacheError.circuitOpen(alias: "default")) { try await cache.async.get("k") as String? }
         // After the cool-down one call probes; the server is still down, so the breaker opens again.
-        try await Task.sleep(for: .milliseconds(100))
+        try await Task.sleep(for: .milliseconds(10_100))
         await #expect(throws: CacheError.self) { try await cache.async.get("k") as String? }
         #expect(transitions("half_open") == 1 && transitions("open") == 2)
         #expect(transitions("closed") == 0)
