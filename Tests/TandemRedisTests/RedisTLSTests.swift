@@ -138,7 +138,10 @@ struct RedisTLSTests {
     @Test func theCacheURLCarriesTLSSettingsAsOptions() async throws {
         let url = try TestServers.need(TestServers.redisTLSURL, "redis-server with TLS")
         var settings = try CacheSettings(url: "\(url)/5?ssl_ca_certs=\(Self.dir)/ca.pem")
+        // The timeouts testCache gives every other Redis test here: under a sanitizer a TLS handshake
+        // on a loop shared with every suite can take longer than the default second.
         settings.options["COMMAND_TIMEOUT"] = 10
+        settings.options["CONNECT_TIMEOUT"] = 10
         let cache = try BackendRegistry.standard.makeCache(alias: "tls-url", settings: settings, loop: TestLoops.epoll)
         try await cache.async.set("via-url", 7)
         #expect(try await cache.async.get("via-url") == 7)
