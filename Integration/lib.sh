@@ -35,7 +35,8 @@ DOC_MODULES=(Tandem TandemLoop TandemCache TandemTransport TandemRedis TandemMem
 
 # plugin_docs OUT: swift-docc-plugin (`swift package generate-documentation`, the command the README
 # gives) builds DOC_MODULES and the Tandem product's catalog into OUT/Tandem.doccarchive, one archive
-# in which the modules link each other's symbols, with warnings as errors: a doc comment whose symbol
+# with a page per module (a doc link to another module's symbol does not resolve there, so articles
+# name such symbols in code voice), with warnings as errors: a doc comment whose symbol
 # link no longer resolves, or a parameter documented under a wrong name, fails it. The plugin builds
 # the modules with parameters of its own, so the next plain build recompiles them (about a minute).
 plugin_docs() {

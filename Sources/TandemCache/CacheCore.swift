@@ -408,7 +408,7 @@ final class CacheCore: Sendable {
         let start = ContinuousClock.now
         do {
             let r = try body()
-            metrics.recordDuration(op, since: start)
+            if !answeredInProcess(r, op) { metrics.recordDuration(op, since: start) }
             return recorded(r, breaker)
         } catch {
             metrics.recordDuration(op, since: start, failed: error)
@@ -447,12 +447,19 @@ final class CacheCore: Sendable {
         let start = ContinuousClock.now
         do {
             let r = try await body()
-            metrics.recordDuration(op, since: start)
+            if !answeredInProcess(r, op) { metrics.recordDuration(op, since: start) }
             return recorded(r, breaker)
         } catch {
             metrics.recordDuration(op, since: start, failed: error)
             return try failOpen(op, error, fallback, breaker: breaker)
         }
+    }
+
+    /// A get the backend's near cache answered: not a server operation, so its duration is not one
+    /// (the near cache counts its hits itself).
+    @inline(__always)
+    private func answeredInProcess<R>(_ r: R, _ op: CacheOp) -> Bool {
+        op == .get && backend.keepsNearCache && (r as? StoredValue)?.servedFromNearCache == true
     }
 
     /// A call that reached the server and succeeded closes its server's breaker.

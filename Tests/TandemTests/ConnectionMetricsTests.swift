@@ -125,7 +125,7 @@ struct ConnectionMetricsTests {
         defer { cache.close() }
         let blocking = Self.dims("redis", "redis://127.0.0.1:\(port)/0", "blocking")
         let first = Task { try await onPlainThread { try cache.get("k") as String? } }
-        #expect(try await eventuallyAsync(60) { Self.count(metrics, blocking, "used") == 1 }, "the first caller holds the connection")
+        try #require(try await eventuallyAsync(60) { Self.count(metrics, blocking, "used") == 1 }, "the first caller holds the connection")
         await #expect(throws: CacheError.self) { try await onPlainThread { try cache.get("k") as String? } }
         #expect(try metrics.expectCounter("db.client.connection.timeouts", blocking).totalValue == 1)
         // The server side hangs up: the first caller's connection breaks.

@@ -54,7 +54,7 @@ import Tracing
         #expect(try await get(key) == "v")
         #expect(lastNearHit() == false, "the read after this process's own write goes to the server")
         // Once tracking is on, what that read kept answers the next one from memory.
-        let servedNear = try await eventuallyAsync(10) { (try? await get(key)) == "v" && lastNearHit() == true }
+        let servedNear = try await eventuallyAsync(30) { (try? await get(key)) == "v" && lastNearHit() == true }
         #expect(servedNear, "a later read was answered by the near cache")
         #expect(tracer.finishedSpans.last?.attributes["cache.hit"]?.toSpanAttribute() == true)
     }

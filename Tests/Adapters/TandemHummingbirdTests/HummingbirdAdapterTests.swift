@@ -276,7 +276,7 @@ final class Counter: Sendable {
         try await app.test(.live) { client in
             let port = try #require(client.port)
             response.value.locked { $0 = Task { try await caller.async.get("http://127.0.0.1:\(port)/slow") } }
-            #expect(try await eventuallyAsync(10) { entered.value.locked { $0 } }, "the request reached its handler")
+            #expect(try await eventuallyAsync(30) { entered.value.locked { $0 } }, "the request reached its handler")
         }   // leaving the closure starts the application's graceful shutdown
         let r = try await #require(response.value.locked { $0 }).value
         #expect(r.status == 200 && r.text == "finished", "\(r.status) \(r.text ?? "")")

@@ -236,7 +236,7 @@ private struct Profile: Codable, Equatable { var name: String; var visits: Int }
         let caller = UpstreamClient()
         defer { Task { await caller.shutdown() } }
         let response = Task { try await caller.async.get("http://127.0.0.1:\(port)/slow") }
-        #expect(try await eventuallyAsync(10) { entered.value.locked { $0 } }, "the request reached its handler")
+        #expect(try await eventuallyAsync(30) { entered.value.locked { $0 } }, "the request reached its handler")
         try await app.asyncShutdown()
         let r = try await response.value
         #expect(r.status == 200 && r.text == "finished", "\(r.status) \(r.text ?? "")")
