@@ -40,7 +40,7 @@ public struct CacheResilience: Sendable, Hashable {
     /// True when an error means the server (not the call) failed: what fail-open hides and the breaker counts.
     static func isServerFailure(_ error: any Error) -> Bool {
         guard let e = error as? CacheError else { return false }
-        switch e {
+        switch e.code {
         case .timeout, .connectionFailed, .tls, .poolExhausted, .serverError, .authenticationFailed, .circuitOpen: return true
         default: return false
         }
@@ -53,7 +53,7 @@ extension CacheResilience {
     /// and a pool with no free connection is a local condition.
     static func isUnreachable(_ error: any Error) -> Bool {
         guard let e = error as? CacheError else { return false }
-        switch e {
+        switch e.code {
         case .timeout, .connectionFailed: return true
         default: return false
         }

@@ -29,13 +29,14 @@ public struct RetryPolicy: Sendable {
         case transferFailed
 
         static func of(_ error: any Error) -> RetryableError? {
-            switch error as? UpstreamError {
-            case .connectFailed?: .connectFailed
-            case .dnsFailed?: .dnsFailed
-            case .timeout?: .timeout
-            case .upstreamClosed?: .upstreamClosed
-            case .invalidResponse?: .invalidResponse
-            case .transferFailed?: .transferFailed
+            guard let code = (error as? UpstreamError)?.code else { return nil }
+            return switch code {
+            case .connectFailed: .connectFailed
+            case .dnsFailed: .dnsFailed
+            case .timeout: .timeout
+            case .upstreamClosed: .upstreamClosed
+            case .invalidResponse: .invalidResponse
+            case .transferFailed: .transferFailed
             default: nil
             }
         }

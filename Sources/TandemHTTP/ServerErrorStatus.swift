@@ -11,7 +11,7 @@ package enum ServerErrorStatus {
     package static func status(for error: any Error) -> HTTPResponse.Status? {
         switch error {
         case let e as CacheError:
-            switch e {
+            switch e.code {
             case .timeout, .connectionFailed, .tls, .serverError, .authenticationFailed, .poolExhausted, .circuitOpen,
                  .shutDown, .closed:
                 return .serviceUnavailable
@@ -19,13 +19,13 @@ package enum ServerErrorStatus {
                 return .internalServerError
             }
         case let e as UpstreamError:
-            switch e {
+            switch e.code {
             case .timeout, .deadlineExceeded: return .gatewayTimeout
             case .connectFailed, .dnsFailed, .tlsFailure, .tooManyRedirects, .bodyTooLarge, .upstreamClosed,
                  .invalidResponse, .transferFailed:
                 return .badGateway
             case .clientShutDown: return .serviceUnavailable
-            case .invalidURL, .invalidRequest, .cancelled: return .internalServerError
+            default: return .internalServerError
             }
         case let e as TandemError:
             if case .loopShutDown = e { return .serviceUnavailable }

@@ -49,7 +49,7 @@ public struct TandemPersistDriver: PersistDriver {
         let bytes: [UInt8]?
         do {
             bytes = try await cache.async.get(key)
-        } catch CacheError.decodingFailed {
+        } catch let error as CacheError where error.code == .decodingFailed {
             throw PersistError.invalidConversion  // stored by someone else, as something that is not bytes
         }
         guard let bytes else { return nil }

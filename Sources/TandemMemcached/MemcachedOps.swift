@@ -46,9 +46,8 @@ struct MemcachedOps {
     }
 
     private func isConnectionProblem(_ rc: memcached_return_t) -> Bool {
-        if case .connectionFailed = error(rc, operation: "") { return true }
-        if case .timeout = error(rc, operation: "") { return true }
-        return false
+        let code = error(rc, operation: "").code
+        return code == .connectionFailed || code == .timeout
     }
 
     func get(_ key: String) throws -> StoredValue? {

@@ -72,7 +72,7 @@ final class BlockingRedisConnection: @unchecked Sendable {
             session = try TLSSession(context: tls, fd: fd, host: found.tlsHost)
             do {
                 try handshake(deadline: deadline)
-            } catch CacheError.timeout {
+            } catch let e as CacheError where e.code == .timeout {
                 throw CacheError.tls(server: server, failure: .unanswered)
             }
         }

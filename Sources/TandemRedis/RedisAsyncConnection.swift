@@ -154,7 +154,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     /// the async callers, which stay allocated while their command is in flight.
     @inline(never)
     private func retryAfter(_ error: any Error, allowed: Bool) throws {
-        if allowed, case CacheError.connectionFailed = error { return }
+        if allowed, (error as? CacheError)?.code == .connectionFailed { return }
         if case TandemError.loopShutDown = error { throw CacheError.shutDown("the event loop of \(endpoint.description)") }
         throw error
     }
@@ -167,7 +167,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
         while true {
             do {
                 return try await pipelineOnLoop(commands)
-            } catch CacheError.connectionFailed where again {
+            } catch let e as CacheError where e.code == .connectionFailed && again {
                 again = false
             } catch TandemError.loopShutDown {
                 throw CacheError.shutDown("the event loop of \(endpoint.description)")
@@ -488,7 +488,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     /// not be made (not one the loop's shutdown closed) is a failure.
     private func dropped(_ error: CacheError, wasConnecting: Bool, _ metrics: ConnectionMetrics) {
         if case .ready = state { metrics.used.decrement() }
-        if case .shutDown = error { return }
+        if error.code == .shutDown { return }
         if wasConnecting || isReady { metrics.failed(error) }
     }
 

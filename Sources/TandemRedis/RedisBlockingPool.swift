@@ -116,7 +116,7 @@ final class RedisBlockingPool: Sendable {
                 return r
             } catch let e as CacheError {
                 if conn.broken { metrics?.failed(e) }
-                if case .connectionFailed = e, idempotent, reused, conn.broken {
+                if e.code == .connectionFailed, idempotent, reused, conn.broken {
                     reused = false
                     conn = try connect()
                     continue

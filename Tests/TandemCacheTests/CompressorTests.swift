@@ -62,7 +62,7 @@ private let fixtureInput = Array(String(repeating: "lorem ipsum ", count: 40).ut
         #expect {
             _ = try ValueCompressor.parse("brotli", alias: "default")
         } throws: { error in
-            guard case CacheError.invalidSetting(_, let field, let reason) = error else { return false }
+            guard let e = error as? CacheError, e.code == .invalidSetting, let field = e.field, let reason = e.reason else { return false }
             return field == "OPTIONS.COMPRESSOR" && reason.contains("\"zstd\"") && reason.contains("brotli")
         }
     }

@@ -328,7 +328,7 @@ struct Profile: Codable, Equatable {
         #expect {
             try DjangoValueCoding.decode(String.self, from: evil, flags: false, key: ":1:k")
         } throws: { error in
-            guard case CacheError.decodingFailed(let key, _, let reason) = error else { return false }
+            guard let e = error as? CacheError, e.code == .decodingFailed, let key = e.key, let reason = e.reason else { return false }
             return key == ":1:k" && reason.contains("os.system")
         }
     }

@@ -46,7 +46,7 @@ import Testing
         #expect(try DjangoValueCoding.decode(Decimal.self, from: price, flags: false, json: true, key: "k") == Decimal(string: "19.9"))
         #expect(try DjangoValueCoding.encode(42, flags: false, json: true, key: "k").bytes == Array("42".utf8))
         #expect { try DjangoValueCoding.encode(Set([1]), flags: false, json: true, key: ":1:k") } throws: { error in
-            guard case CacheError.encodingFailed(let key, _, let reason) = error else { return false }
+            guard let e = error as? CacheError, e.code == .encodingFailed, let key = e.key, let reason = e.reason else { return false }
             return key == ":1:k" && reason.contains("set")
         }
         #expect(PythonDateTime(isoText: "2025-12-06 05:46:40.5+01:00") == PythonDateTime(

@@ -136,7 +136,7 @@ struct MemcachedBackendTests {
                     served += 1
                 }
             } catch let e as CacheError {
-                switch e {
+                switch e.code {
                 case .connectionFailed, .timeout, .serverError: typedFailures += 1
                 default: Issue.record("unexpected error \(e)")
                 }
@@ -173,7 +173,7 @@ struct MemcachedBackendTests {
             do {
                 try await cache.async.set(key, "v")
             } catch let e as CacheError {
-                guard case .invalidKey = e else { Issue.record("expected invalidKey, got \(e)"); continue }
+                guard e.code == .invalidKey else { Issue.record("expected invalidKey, got \(e)"); continue }
             }
         }
         #expect(try await stat(proc.address, "cmd_set") == setsBefore)
@@ -193,7 +193,7 @@ struct MemcachedBackendTests {
             try await c.set("big", big)
             Issue.record("a 2 MB value was accepted")
         } catch let e as CacheError {
-            guard case .valueTooLarge(_, let size, _) = e else { Issue.record("expected valueTooLarge, got \(e)"); return }
+            guard e.code == .valueTooLarge, let size = e.size else { Issue.record("expected valueTooLarge, got \(e)"); return }
             #expect(size == big.count)
         }
         #expect(try await c.get("big", as: [UInt8].self) == nil, "the stale value was deleted")
@@ -224,7 +224,8 @@ struct MemcachedBackendTests {
         do {
             _ = try memcachedCache(["127.0.0.1:1"], options: ["ASYNC_WORKERS": 4])
             Issue.record("ASYNC_WORKERS without SASL was accepted")
-        } catch let CacheError.invalidSetting(_, field, _) {
+        } catch let error as CacheError where error.code == .invalidSetting {
+            let field = error.field ?? ""
             #expect(field == "OPTIONS.ASYNC_WORKERS")
         }
         _ = try memcachedCache(["127.0.0.1:1"], options: ["ASYNC_WORKERS": 4, "BINARY_PROTOCOL": true, "USERNAME": "u", "PASSWORD": "p"])
@@ -266,7 +267,7 @@ struct MemcachedBackendTests {
             case .success:
                 Issue.record("round \(round): the second blocking get found a free handle")
             case .failure(let e):
-                guard case CacheError.poolExhausted(_, let size)? = e as? CacheError else { Issue.record("expected poolExhausted, got \(e)"); continue }
+                guard let error = e as? CacheError, error.code == .poolExhausted, let size = error.size else { Issue.record("expected poolExhausted, got \(e)"); continue }
                 #expect(size == 1)
                 #expect(waited >= .milliseconds(250), "round \(round): gave up after \(waited), before POOL_TIMEOUT")
             }
@@ -307,7 +308,7 @@ struct MemcachedBackendTests {
             Issue.record("a wrong SASL password was accepted")
         } catch let e as CacheError {
             #expect(!e.description.contains("nope-nope"), "the password is not in the error")
-            guard case .authenticationFailed = e else { Issue.record("expected authenticationFailed, got \(e)"); return }
+            guard e.code == .authenticationFailed else { Issue.record("expected authenticationFailed, got \(e)"); return }
         }
         #expect(try await good.get("sasl-key", as: String.self) == "secret value", "nothing was overwritten")
     }
@@ -392,7 +393,7 @@ struct MemcachedBreakerTests {
                     _ = try await cache.async.get(k) as String?
                     deadOutcomes.append("ok")
                 } catch let e as CacheError {
-                    if case .circuitOpen = e { deadOutcomes.append("open") } else { deadOutcomes.append("failed") }
+                    if e.code == .circuitOpen { deadOutcomes.append("open") } else { deadOutcomes.append("failed") }
                 }
             }
             for k in liveKeys {
@@ -537,7 +538,7 @@ struct MemcachedLoopFaceTests {
             }
             return try await group.reduce(into: [CacheError?]()) { $0.append($1) }
         }
-        #expect(inFlight.allSatisfy { if case .timeout = $0 { return true } else { return false } }, "the calls in flight timed out, typed: \(inFlight)")
+        #expect(inFlight.allSatisfy { $0?.code == .timeout }, "the calls in flight timed out, typed: \(inFlight)")
         // The next calls reconnect and are answered (once the scripted server waits for them).
         #expect(try await eventually(60) { stage.value.load(ordering: .acquiring) >= 2 }, "the half reply was sent")
         for i in 0..<3 {
@@ -577,7 +578,7 @@ struct MemcachedLoopFaceTests {
         }
         for k in stoppedKeys.prefix(20) {
             guard case .failure(let e) = results[k] else { Issue.record("\(k) on the stopped server: \(String(describing: results[k]))"); continue }
-            switch e {
+            switch e.code {
             case .timeout, .connectionFailed: break
             default: Issue.record("\(k): expected a timeout, got \(e)")
             }

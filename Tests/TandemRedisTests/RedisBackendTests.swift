@@ -128,7 +128,7 @@ struct RedisBackendTests {
                 Issue.record("async get with a wrong password succeeded")
             } catch let e as CacheError {
                 #expect(!e.description.contains("wrong-pw"))
-                if attempt == 0, case .authenticationFailed(_, let reason) = e { #expect(reason.contains("WRONGPASS")) }
+                if attempt == 0, e.code == .authenticationFailed, let reason = e.reason { #expect(reason.contains("WRONGPASS")) }
                 else if attempt == 0 { Issue.record("expected authenticationFailed, got \(e)") }
             }
         }
@@ -136,7 +136,7 @@ struct RedisBackendTests {
             _ = try await onPlainThread { try wrong.get("k") as String? }
             Issue.record("blocking get with a wrong password succeeded")
         } catch let e as CacheError {
-            guard case .authenticationFailed = e else { Issue.record("expected authenticationFailed, got \(e)"); return }
+            guard e.code == .authenticationFailed else { Issue.record("expected authenticationFailed, got \(e)"); return }
             #expect(!e.description.contains("wrong-pw"))
         }
         let none = try cache("redis://127.0.0.1:\(port)/3")
@@ -187,7 +187,7 @@ struct RedisBackendTests {
                 _ = try await cache.async.get("k") as String?
                 Issue.record("get on a dead server succeeded")
             } catch let e as CacheError {
-                guard case .connectionFailed(let server, _) = e else { Issue.record("unexpected \(e)"); continue }
+                guard e.code == .connectionFailed, let server = e.server else { Issue.record("unexpected \(e)"); continue }
                 #expect(server.contains(String(port)))
             }
         }
@@ -258,7 +258,7 @@ struct RedisFaultTests {
             return await group.reduce(into: []) { $0.append($1) }
         }
         func isTimeout(_ r: Result<String?, any Error>) -> Bool {
-            if case .failure(let e) = r, case CacheError.timeout = e { return true }
+            if case .failure(let e) = r, (e as? CacheError)?.code == .timeout { return true }
             return false
         }
         #expect(results.allSatisfy(isTimeout), "every in-flight async command failed with a timeout: \(results)")

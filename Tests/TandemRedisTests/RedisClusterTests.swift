@@ -116,7 +116,8 @@ struct RedisClusterTests {
             do {
                 _ = try BackendRegistry.standard.makeCache(alias: "c", settings: CacheSettings(backend: "redis", location: [bad]), loop: nil)
                 Issue.record("\(bad) was accepted")
-            } catch CacheError.invalidSetting(_, let field, _) {
+            } catch let error as CacheError where error.code == .invalidSetting {
+                let field = error.field ?? ""
                 #expect(field == "LOCATION", "\(bad)")
             }
         }
@@ -124,7 +125,8 @@ struct RedisClusterTests {
             _ = try BackendRegistry.standard.makeCache(
                 alias: "c", settings: CacheSettings(backend: "redis", location: ["redis+cluster://127.0.0.1:7000", "redis://127.0.0.1:6379"]), loop: nil)
             Issue.record("a cluster location next to another was accepted")
-        } catch CacheError.invalidSetting(_, let field, _) {
+        } catch let error as CacheError where error.code == .invalidSetting {
+            let field = error.field ?? ""
             #expect(field == "LOCATION")
         }
         let json = #"{"default": {"BACKEND": "redis", "LOCATION": "redis+cluster://127.0.0.1:7000,127.0.0.1:7001"}}"#
@@ -332,7 +334,7 @@ struct ClusterMapTests {
                         if i % 4 == 0 { _ = try await onPlainThread { try cache.get(key) as String? } } else { _ = try await cache.async.get(key) as String? }
                         return "answered"
                     } catch let e as CacheError {
-                        if case .connectionFailed(_, let reason) = e, reason.contains("does not cover") { return "uncovered" }
+                        if e.code == .connectionFailed, let reason = e.reason, reason.contains("does not cover") { return "uncovered" }
                         return "\(e)"
                     }
                 }

@@ -62,7 +62,7 @@ struct RedisRobustnessTests {
             await #expect(throws: CacheError.self) { try await unresolved.default.async.get("k") as String? }
         }
         let blockingError = await #expect(throws: CacheError.self) { try await onPlainThread { try unresolved.default.get("k") as String? } }
-        guard case .connectionFailed(_, let reason)? = blockingError else {
+        guard let e = blockingError, e.code == .connectionFailed, let reason = e.reason else {
             Issue.record("expected connectionFailed, got \(String(describing: blockingError))")
             return
         }
@@ -104,7 +104,7 @@ struct RedisRobustnessTests {
                     do {
                         let v = try await cache.async.get("k\(i)") as String?
                         Issue.record("call \(i) returned \(String(describing: v)) from a paused server")
-                    } catch CacheError.shutDown {
+                    } catch let error as CacheError where error.code == .shutDown {
                         typed.value.add(1, ordering: .relaxed)
                     } catch {
                         Issue.record("call \(i) ended with \(error), not CacheError.shutDown")

@@ -40,7 +40,8 @@ struct RedisSentinelTests {
         do {
             try await Face(cache, face).set("k", "v")
             Issue.record("a write went somewhere for a service no sentinel knows")
-        } catch CacheError.connectionFailed(let server, let reason) {
+        } catch let error as CacheError where error.code == .connectionFailed {
+            let (server, reason) = (error.server ?? "", error.reason ?? "")
             #expect(server.contains("no-such-service"))
             #expect(reason.contains("does not know the service"), Comment(rawValue: reason))
         }
@@ -77,7 +78,8 @@ struct RedisSentinelTests {
             do {
                 _ = try Caches(json: Data(json.utf8)).default
                 Issue.record("READ_FROM_REPLICAS was accepted for \(location)")
-            } catch CacheError.invalidSetting(_, let field, let reason) {
+            } catch let error as CacheError where error.code == .invalidSetting {
+                let (field, reason) = (error.field ?? "", error.reason ?? "")
                 #expect(field == "OPTIONS.READ_FROM_REPLICAS")
                 #expect(reason.contains(words), Comment(rawValue: reason))
             }
@@ -91,7 +93,8 @@ struct RedisSentinelTests {
             do {
                 _ = try Self.cache(bad)
                 Issue.record("\(bad) was accepted")
-            } catch CacheError.invalidSetting(_, let field, _) {
+            } catch let error as CacheError where error.code == .invalidSetting {
+                let field = error.field ?? ""
                 #expect(field == "LOCATION", "\(bad)")
             }
         }
@@ -157,7 +160,8 @@ struct RedisSentinelLoginTests {
             do {
                 try await Face(cache(extra), face).set("k", "v")
                 Issue.record("a write went through sentinels that want a password (options: \(extra))")
-            } catch CacheError.authenticationFailed(let server, let reason) {
+            } catch let error as CacheError where error.code == .authenticationFailed {
+                let (server, reason) = (error.server ?? "", error.reason ?? "")
                 #expect(server.contains("guarded"))
                 #expect(reason.contains("SENTINEL_PASSWORD"), Comment(rawValue: reason))
                 #expect(!reason.contains("wrong"), "the password is not repeated in the error")
@@ -221,7 +225,8 @@ struct RedisSentinelLoginTests {
             do {
                 _ = try Caches(settings: ["default": CacheSettings(backend: "redis", location: [location], options: options)])
                 Issue.record("accepted \(options) for \(location)")
-            } catch CacheError.invalidSetting(_, let field, _) {
+            } catch let error as CacheError where error.code == .invalidSetting {
+                let field = error.field ?? ""
                 #expect(field.hasPrefix("OPTIONS.SENTINEL_"), Comment(rawValue: field))
             }
         }

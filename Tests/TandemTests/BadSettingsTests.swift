@@ -19,9 +19,10 @@ import Testing
         let caches: Caches
         do {
             caches = try Caches.fromEnvironment(env)
-        } catch CacheError.invalidSetting(_, let field, _) {
+        } catch let error as CacheError where error.code == .invalidSetting {
+            let field = error.field ?? ""
             return .refused(field: field)
-        } catch CacheError.unknownBackend {
+        } catch let error as CacheError where error.code == .unknownBackend {
             return .refused(field: "BACKEND")
         } catch {
             Issue.record("\(env): an error that is not a CacheError: \(type(of: error)) \(error)")
@@ -34,7 +35,7 @@ import Testing
                 try await cache.async.set("probe", "v", timeout: .seconds(5))
                 _ = try await cache.async.get("probe") as String?
             } catch let e as CacheError {
-                switch e {
+                switch e.code {
                 case .connectionFailed, .timeout, .serverError, .authenticationFailed, .poolExhausted: continue
                 default: return .otherCacheError("\(e)")
                 }
@@ -80,7 +81,8 @@ import Testing
             do {
                 _ = try Caches(json: Data(json.utf8))
                 Issue.record("\(location) was accepted")
-            } catch CacheError.invalidSetting(_, let field, let reason) {
+            } catch let error as CacheError where error.code == .invalidSetting {
+                let (field, reason) = (error.field ?? "", error.reason ?? "")
                 #expect(field == "LOCATION")
                 let name = location.contains("bogus") ? "bogus" : location.contains("tls") ? "tls" : "ssl"
                 #expect(reason.contains("'\(name)'"), "the reason names the parameter: \(reason)")

@@ -30,7 +30,8 @@ import Testing
             do {
                 _ = try Caches(configReader: ConfigReader(provider: InMemoryProvider(values: values)))
                 return nil
-            } catch CacheError.invalidSetting(_, let field, _) {
+            } catch let error as CacheError where error.code == .invalidSetting {
+                let field = error.field ?? ""
                 return field
             } catch {
                 return "\(error)"

@@ -10,7 +10,8 @@ private func settingError(_ body: () throws -> Void) -> (alias: String, field: S
     do {
         try body()
         return nil
-    } catch CacheError.invalidSetting(let alias, let field, let reason) {
+    } catch let error as CacheError where error.code == .invalidSetting {
+        let (alias, field, reason) = (error.alias ?? "", error.field ?? "", error.reason ?? "")
         return (alias, field, reason)
     } catch {
         return ("?", "?", "\(error)")
@@ -118,12 +119,12 @@ private func caches(json: String) throws -> Caches { try Caches(json: Data(json.
             _ = try caches(json: #"{"default": {"BACKEND": "mongo"}}"#)
             Issue.record("expected an error")
         } catch let e as CacheError {
-            guard case .unknownBackend(let alias, let backend, let known) = e else {
+            guard e.code == .unknownBackend, let alias = e.alias, let backend = e.backend else {
                 Issue.record("wrong error \(e)")
                 return
             }
             #expect(alias == "default" && backend == "mongo")
-            #expect(known.contains("locmem") && known.contains("dummy"))
+            #expect(e.known.contains("locmem") && e.known.contains("dummy"))
             #expect(e.description.contains("locmem"))
         }
     }

@@ -166,7 +166,7 @@ extension Faults {
                             }
                             Issue.record("memcached accepted the key \(key.debugDescription)")
                         } catch let e as CacheError {
-                            guard case .invalidKey = e else { Issue.record("expected invalidKey, got \(e)"); continue }
+                            guard e.code == .invalidKey else { Issue.record("expected invalidKey, got \(e)"); continue }
                             #expect(e.description.contains("invalid cache key"), "the error names the key")
                             refused += 1
                         }
@@ -228,7 +228,7 @@ extension Faults {
                 try await m.async.set("big", [UInt8](repeating: 1, count: 2 << 20))
                 Issue.record("memcached stored 2 MiB")
             } catch let e as CacheError {
-                guard case .valueTooLarge = e else { Issue.record("expected valueTooLarge, got \(e)"); return }
+                guard e.code == .valueTooLarge else { Issue.record("expected valueTooLarge, got \(e)"); return }
             }
             #expect(try await m.async.get("big") as String? == nil, "the stale value is not served")
             rows["memcached"] = "2 MiB: CacheError.valueTooLarge, old value deleted"
@@ -267,7 +267,7 @@ extension Faults {
                     _ = try Caches(settings: ["default": settings])
                     Issue.record("\(backend) accepted OPTIONS.\(option) = \(value)")
                 } catch let e as CacheError {
-                    guard case .invalidSetting(let alias, let field, let reason) = e else {
+                    guard e.code == .invalidSetting, let alias = e.alias, let field = e.field, let reason = e.reason else {
                         Issue.record("\(backend) OPTIONS.\(option) = \(value): expected invalidSetting, got \(e)")
                         continue
                     }
@@ -324,7 +324,7 @@ extension Faults {
                     _ = try await http.async.send(r)
                     Issue.record("HTTP accepted \(r.method) \(r.url.debugDescription) \(r.headers)")
                 } catch let e as UpstreamError {
-                    switch e {
+                    switch e.code {
                     case .invalidURL, .invalidRequest: refused += 1
                     default: Issue.record("\(r.url.debugDescription): expected invalidURL/invalidRequest, got \(e)")
                     }
@@ -345,7 +345,7 @@ extension Faults {
 /// The settings error `body` throws, if it is one.
 func settingsError(_ body: () throws -> Void) -> (alias: String, field: String, description: String)? {
     do { try body() } catch let e as CacheError {
-        if case .invalidSetting(let alias, let field, _) = e { return (alias, field, e.description) }
+        if e.code == .invalidSetting, let alias = e.alias, let field = e.field { return (alias, field, e.description) }
         return ("?", "?", e.description)
     } catch {
         return ("?", "?", "\(error)")

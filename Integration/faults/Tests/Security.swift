@@ -65,7 +65,7 @@ extension Faults {
                     }
                     Issue.record("\(face): the ACL let the user write outside its key pattern")
                 } catch let e as CacheError {
-                    guard case .serverError(_, let message) = e, message.contains("NOPERM") else { Issue.record("expected NOPERM, got \(e)"); continue }
+                    guard e.code == .serverError, let message = e.reason, message.contains("NOPERM") else { Issue.record("expected NOPERM, got \(e)"); continue }
                     refusals.append("\(face) set outside ~allowed:*: \(message.prefix(40))")
                 }
             }
@@ -73,7 +73,7 @@ extension Faults {
                 try await allowed.async.clear()
                 Issue.record("the ACL let the user run FLUSHDB")
             } catch let e as CacheError {
-                guard case .serverError(_, let message) = e, message.contains("NOPERM") else { Issue.record("expected NOPERM, got \(e)"); return }
+                guard e.code == .serverError, let message = e.reason, message.contains("NOPERM") else { Issue.record("expected NOPERM, got \(e)"); return }
                 refusals.append("FLUSHDB: \(message.prefix(40))")
             }
             let wrong = try cache("redis://limited:not-the-pw@127.0.0.1:\(server.port)", prefix: "allowed")
@@ -87,7 +87,7 @@ extension Faults {
                         }
                         Issue.record("\(name), \(face): read without valid credentials")
                     } catch let e as CacheError {
-                        guard case .authenticationFailed = e else { Issue.record("\(name), \(face): expected authenticationFailed, got \(e)"); continue }
+                        guard e.code == .authenticationFailed else { Issue.record("\(name), \(face): expected authenticationFailed, got \(e)"); continue }
                         #expect(!e.description.contains("not-the-pw"))
                         refusals.append("\(name) (\(face)): authenticationFailed")
                     }

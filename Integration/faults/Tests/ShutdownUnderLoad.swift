@@ -17,7 +17,7 @@ extension Faults {
                 try await body()
                 return .ok
             } catch let e as CacheError {
-                switch e {
+                switch e.code {
                 case .timeout: return .timeout
                 case .shutDown: return .shutDown
                 default: return .otherTypedError

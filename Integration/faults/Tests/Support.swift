@@ -78,7 +78,7 @@ final class CallLog: Sendable {
     static func classify(_ error: any Error) -> Outcome {
         switch error {
         case let e as CacheError:
-            switch e {
+            switch e.code {
             case .timeout: return .typedError("timeout")
             case .connectionFailed: return .typedError("connectionFailed")
             case .poolExhausted: return .typedError("poolExhausted")

@@ -42,21 +42,21 @@ extension Faults {
             defer { close(silent) }
             let cases: [Case] = [
                 Case(name: "connection refused", path: "http://127.0.0.1:\(refusedPort)/x",
-                     expected: { if case .connectFailed = $0 { true } else { false } }, bound: Self.connectTimeout + Self.slack),
+                     expected: { $0.code == .connectFailed }, bound: Self.connectTimeout + Self.slack),
                 Case(name: "accepts, never answers", path: "http://127.0.0.1:\(silentPort)/x",
-                     expected: { if case .timeout = $0 { true } else { false } }, bound: Self.requestTimeout + Self.slack),
+                     expected: { $0.code == .timeout }, bound: Self.requestTimeout + Self.slack),
                 Case(name: "reads the request, never answers", path: base + "/never",
-                     expected: { if case .timeout = $0 { true } else { false } }, bound: Self.requestTimeout + Self.slack),
+                     expected: { $0.code == .timeout }, bound: Self.requestTimeout + Self.slack),
                 Case(name: "trickling body", path: base + "/slow-body?n=100",
-                     expected: { if case .timeout = $0 { true } else { false } }, bound: Self.requestTimeout + Self.slack),
+                     expected: { $0.code == .timeout }, bound: Self.requestTimeout + Self.slack),
                 Case(name: "garbage instead of HTTP", path: base + "/garbage",
-                     expected: { if case .invalidResponse = $0 { true } else { false } }, bound: Self.slack),
+                     expected: { $0.code == .invalidResponse }, bound: Self.slack),
                 Case(name: "reset mid-body", path: base + "/close",
-                     expected: { if case .upstreamClosed = $0 { true } else { false } }, bound: Self.slack),
+                     expected: { $0.code == .upstreamClosed }, bound: Self.slack),
                 Case(name: "oversized body (5 MB, limit 1 MiB)", path: base + "/bytes/5000000",
-                     expected: { if case .bodyTooLarge = $0 { true } else { false } }, bound: Self.slack),
+                     expected: { $0.code == .bodyTooLarge }, bound: Self.slack),
                 Case(name: "DNS failure", path: "http://no-such-host.invalid/x",
-                     expected: { if case .dnsFailed = $0 { true } else { false } }, bound: Self.connectTimeout + Self.slack),
+                     expected: { $0.code == .dnsFailed }, bound: Self.connectTimeout + Self.slack),
             ]
             // Warm-up on a throwaway client: libcurl, OpenSSL and the resolver open a few descriptors
             // once per process; what is measured below is what a client leaves behind.

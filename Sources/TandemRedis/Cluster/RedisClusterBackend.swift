@@ -68,7 +68,7 @@ final class RedisClusterBackend: CacheBackend {
     /// The fallback is logged (a warning, at most once every 10 s per replica): reads that should
     /// spread over replicas load the primary.
     private static func replicaUnreachable(_ node: RedisNode, _ error: CacheError) -> Bool {
-        guard node.readsOnly, case .connectionFailed = error else { return false }
+        guard node.readsOnly, error.code == .connectionFailed else { return false }
         guard node.shouldLogFallback() else { return true }
         logger.warning("redis cluster replica unreachable; the read goes to the primary",
                        metadata: ["replica": "\(node.endpoint.description)", "error": "\(error)"])

@@ -38,8 +38,8 @@ struct NearCacheSettings: Sendable, Equatable {
             }
             let sub = BackendOptions(alias: options.alias, values: fields)
             func rename(_ body: () throws -> Void) throws {
-                do { try body() } catch CacheError.invalidSetting(_, let field, let reason) {
-                    throw invalid(String(field.dropFirst("OPTIONS.".count)), reason)
+                do { try body() } catch let e as CacheError where e.code == .invalidSetting {
+                    throw invalid(String((e.field ?? "").dropFirst("OPTIONS.".count)), e.reason ?? "")
                 }
             }
             var s = NearCacheSettings()
