@@ -138,7 +138,9 @@ def main():
     if backend != "memcached":
         import redis
         ttl = redis.Redis.from_url(location).ttl(str(cache.make_key("sw:ttl")))
-        if not 490 <= ttl <= 500:
+        # Above 300 (the default timeout of either side) and at most 500, however long this process
+        # took to start on a loaded machine.
+        if not 300 < ttl <= 500:
             problems.append(f"ttl: Tandem's 500 s timeout is a TTL of {ttl}")
     # A counter Tandem made and incremented: Django increments it too.
     try:
