@@ -120,7 +120,7 @@ let package = Package(
         .testTarget(name: "TandemRedisTests", dependencies: ["TandemRedis", "Tandem", "TandemTestSupport",
                                                            .product(name: "MetricsTestKit", package: "swift-metrics")]),
         .testTarget(name: "TandemMemcachedTests", dependencies: ["TandemMemcached", "Tandem", "TandemTestSupport"]),
-        .testTarget(name: "TandemHTTPTests", dependencies: ["TandemHTTP", "Tandem", "TandemTestSupport",
+        .testTarget(name: "TandemHTTPTests", dependencies: ["TandemHTTP", "Tandem", "TandemTestSupport", "CCurl", "CCurlShim",
                                                            .product(name: "MetricsTestKit", package: "swift-metrics")]),
         .testTarget(name: "TandemTransportTests", dependencies: ["TandemTransport", "Tandem", "TandemTestSupport"]),
         .testTarget(name: "TandemCacheTests", dependencies: ["TandemCache", "Tandem", "TandemTestSupport"],

@@ -61,16 +61,12 @@ public struct AsyncUpstreamClient: Sendable {
     private func sendRetrying(_ request: UpstreamRequest, _ policy: RetryPolicy) async throws -> UpstreamResponse {
         try request.validate()
         if let problem = policy.problem { throw UpstreamError.invalidRequest(reason: problem) }
-        let mayRetry = policy.retryNonIdempotent || RetryPolicy.idempotentMethods.contains(request.method.rawValue.uppercased())
         let clock = ContinuousClock()
-        let deadline = policy.deadline.map { clock.now + $0 }
-        var backoff = policy.initialBackoff
-        var attempt = 1
+        var attempts = RetryAttempts(policy: policy, method: request.method, now: clock.now)
         while true {
             var r = request
-            if let deadline {
-                let left = deadline - clock.now
-                r.timeout = min(request.timeout ?? client.configuration.requestTimeout, left)
+            if attempts.deadline != nil {
+                r.timeout = attempts.timeout(request.timeout ?? client.configuration.requestTimeout, now: clock.now)
             }
             let result: Result<UpstreamResponse, any Error>
             do {
@@ -80,24 +76,15 @@ public struct AsyncUpstreamClient: Sendable {
             } catch {
                 result = .failure(error)
             }
-            let retryable: Bool
-            switch result {
-            case .success(let response): retryable = policy.retryableStatuses.contains(response.status.code)
-            case .failure(let error): retryable = RetryPolicy.RetryableError.of(error).map(policy.retryableErrors.contains) ?? false
+            let outcome: RetryAttempts.Outcome = switch result {
+            case .success(let response): .status(response.status.code)
+            case .failure(let error): .error(error)
             }
-            guard retryable else {
-                if case .success = result { policy.throttle?.recordSuccess() }
+            guard case .retry(let wait) = attempts.after(outcome, now: clock.now, jitter: Double.random(in: 0...1)) else {
                 return try result.get()
             }
-            policy.throttle?.recordFailure()
-            guard mayRetry, attempt < policy.maxAttempts, policy.throttle?.allowsRetry ?? true else { return try result.get() }
-            // Full jitter: a random wait between 0 and the current backoff.
-            let wait = backoff * Double.random(in: 0...1)
-            if let deadline, clock.now + wait >= deadline { return try result.get() }
             try await Task.sleep(for: wait)
             client.metrics?.retried(request)
-            backoff = min(backoff * policy.backoffMultiplier, policy.maxBackoff)
-            attempt += 1
         }
     }
 
