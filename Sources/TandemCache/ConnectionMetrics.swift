@@ -61,6 +61,20 @@ package final class ConnectionMetrics: Sendable {
         }.increment()
     }
 
+    /// A connection came up: it took the time since `start` (a `monotonicNanos` reading) to make, and
+    /// it is open and in use.
+    package func connected(since start: UInt64) {
+        createTime.recordNanoseconds(ConnectionMetrics.since(start, monotonicNanos()))
+        used.increment()
+    }
+
+    /// A caller got a pooled connection (or handle) after waiting since `start` (a `monotonicNanos`
+    /// reading); it is in use until the caller gives it back.
+    package func lent(waitingSince start: UInt64) {
+        waitTime.recordNanoseconds(ConnectionMetrics.since(start, monotonicNanos()))
+        used.increment()
+    }
+
     /// Nanoseconds since `start` (a `monotonicNanos` reading).
     package static func since(_ start: UInt64, _ now: UInt64) -> Int64 {
         Int64(clamping: now &- start)

@@ -172,10 +172,7 @@ final class MemcachedLoopConnection: LoopSocketDelegate, @unchecked Sendable {
     func socketConnected() {
         state = .ready
         failures = 0
-        if let metrics {
-            metrics.createTime.recordNanoseconds(ConnectionMetrics.since(connectStart, monotonicNanos()))
-            metrics.used.increment()
-        }
+        metrics?.connected(since: connectStart)
     }
 
     func socketReceived(_ bytes: UnsafeRawBufferPointer) {

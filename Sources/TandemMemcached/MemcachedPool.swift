@@ -108,10 +108,7 @@ final class MemcachedPool: @unchecked Sendable {
             throw CacheError.poolExhausted(server: description, size: size)
         }
         defer { capacity.giveBack() }
-        if let metrics {
-            metrics.waitTime.recordNanoseconds(ConnectionMetrics.since(waitStart, monotonicNanos()))
-            metrics.used.increment()
-        }
+        metrics?.lent(waitingSince: waitStart)
         defer { metrics?.used.decrement() }
         var rc = MEMCACHED_SUCCESS
         // With a permit a handle is free or can be made; the short wait only covers a handle that

@@ -90,10 +90,7 @@ final class RedisBlockingPool: Sendable {
             throw CacheError.poolExhausted(server: endpoint.description, size: size)
         }
         defer { capacity.giveBack() }
-        if let metrics {
-            metrics.waitTime.recordNanoseconds(ConnectionMetrics.since(waitStart, monotonicNanos()))
-            metrics.used.increment()
-        }
+        metrics?.lent(waitingSince: waitStart)
         defer { metrics?.used.decrement() }
         var reused = true
         var conn: BlockingRedisConnection
