@@ -1,9 +1,10 @@
+// What an application names: the caches and their settings, the loops and bridges, the upstream
+// client, and swift-http-types' methods and fields. The backends' modules (Redis, memcached) have
+// nothing public beyond their SPI; an app reaches them through settings.
 @_exported import HTTPTypes
 @_exported import TandemCache
 @_exported import TandemLoop
 @_exported import TandemHTTP
-@_exported import TandemMemcached
-@_exported import TandemRedis
 
 import Foundation
 @_spi(Backend) import TandemMemcached
