@@ -5,7 +5,7 @@ import TandemCache
 
 /// Whole responses of a server kept in a Tandem cache, by the rules of Django's `CacheMiddleware`
 /// (`UpdateCacheMiddleware` + `FetchFromCacheMiddleware`). The Hummingbird and Vapor adapters' response
-/// cache middlewares are thin layers over it.
+/// cache middlewares are thin layers over it; a middleware for another server framework can be one too.
 ///
 /// - Only GET and HEAD requests are answered from the cache; a HEAD with no entry of its own is
 ///   answered from the GET's (without a body).
@@ -16,20 +16,22 @@ import TandemCache
 ///   the default timeout gets `Cache-Control: max-age=<timeout>`, as Django's `patch_response_headers` does.
 /// - `Vary`: as in Django, the names a URL's response varies on are stored for the URL, and the page
 ///   is stored under the values the request had for them, so each variant is its own entry.
-/// - A page served from the cache carries `Age` (seconds since it was stored).
+/// - A page served from the cache carries `Age` (seconds since it was stored): the caller sends
+///   ``Page/age`` with it.
 /// - The cache failing is a miss (logged at warning level): the handler still answers.
-package struct PageCache: Sendable {
-    package let cache: Cache
+public struct PageCache: Sendable {
+    /// The cache pages are kept in.
+    public let cache: Cache
     /// Seconds a page is kept when the response names no `max-age` (Django's `CACHE_MIDDLEWARE_SECONDS`).
-    package let timeout: Int
+    public let timeout: Int
     /// Put in front of every key (Django's `CACHE_MIDDLEWARE_KEY_PREFIX`).
-    package let keyPrefix: String
-    package let logger: Logger
+    public let keyPrefix: String
+    let logger: Logger
 
-    /// A page cache as the adapters' middlewares configure it: `timeout` rounded up to whole seconds
-    /// (a page cache of 0.5 s keeps pages for 1 s, not for none), 0 or less stores only pages whose
-    /// handler names a `max-age`; the logger is labelled `label`.
-    package init(cache: Cache, timeout: Duration, keyPrefix: String, label: String) {
+    /// A page cache in `cache`: `timeout` rounded up to whole seconds (a page cache of 0.5 s keeps
+    /// pages for 1 s, not for none), 0 or less stores only pages whose handler names a `max-age`;
+    /// failures are logged with the label `label`.
+    public init(cache: Cache, timeout: Duration, keyPrefix: String, label: String) {
         let c = timeout.components
         self.cache = cache
         self.timeout = Int(c.seconds) + (c.attoseconds > 0 ? 1 : 0)
@@ -38,16 +40,19 @@ package struct PageCache: Sendable {
     }
 
     /// A stored page.
-    package struct Page: Sendable {
-        package var status: Int
-        package var headers: HTTPFields
-        package var body: [UInt8]
+    public struct Page: Sendable {
+        /// The response's status code.
+        public var status: Int
+        /// The response's header fields, as stored (the caller adds `Age` from ``age``).
+        public var headers: HTTPFields
+        /// The response's body, as stored (the caller sends none for a HEAD).
+        public var body: [UInt8]
         /// Seconds since the page was stored (for `Age`).
-        package var age: Int
+        public var age: Int
     }
 
     /// The page for this request, if one is stored and fresh.
-    package func lookup(method: HTTPRequest.Method, authority: String, path: String, headers: HTTPFields) async -> Page? {
+    public func lookup(method: HTTPRequest.Method, authority: String, path: String, headers: HTTPFields) async -> Page? {
         guard method == .get || method == .head else { return nil }
         if let page = await lookup(as: method, authority: authority, path: path, headers: headers) { return page }
         return method == .head ? await lookup(as: .get, authority: authority, path: path, headers: headers) : nil
@@ -68,7 +73,7 @@ package struct PageCache: Sendable {
 
     /// Stores the response if the rules allow. Returns the header fields to send with it (with
     /// `Cache-Control: max-age` added when the default timeout applies).
-    package func store(method: HTTPRequest.Method, authority: String, path: String, requestHeaders: HTTPFields,
+    public func store(method: HTTPRequest.Method, authority: String, path: String, requestHeaders: HTTPFields,
                        status: Int, headers: HTTPFields, body: [UInt8]) async -> HTTPFields {
         guard let seconds = Self.storableTimeout(method: method, requestHeaders: requestHeaders, status: status,
                                                  headers: headers, defaultTimeout: timeout) else { return headers }
@@ -93,8 +98,8 @@ package struct PageCache: Sendable {
     }
 
     /// The seconds a response may be kept, or nil when it must not be stored.
-    package static func storableTimeout(method: HTTPRequest.Method, requestHeaders: HTTPFields, status: Int,
-                                        headers: HTTPFields, defaultTimeout: Int) -> Int? {
+    public static func storableTimeout(method: HTTPRequest.Method, requestHeaders: HTTPFields, status: Int,
+                                       headers: HTTPFields, defaultTimeout: Int) -> Int? {
         guard method == .get || method == .head, status == 200, !headers.contains(.setCookie) else { return nil }
         let cc = CacheControl(headers[.cacheControl])
         guard !cc.isPrivate, !cc.noStore, !cc.noCache else { return nil }

@@ -2,13 +2,13 @@ import HTTPTypes
 import TandemCache
 import TandemLoop
 
-/// The answer a server gives when a handler fails with one of Tandem's errors (used by the Hummingbird
-/// and Vapor adapters): a cache or upstream that is down or slow is the server's dependency failing
+/// The answer a server gives when a handler fails with one of Tandem's errors (the Hummingbird and Vapor
+/// adapters answer so; a middleware for another server framework can too): a cache or upstream that is down or slow is the server's dependency failing
 /// (503, 502, 504), not an anonymous 500; a mistake in the handler (a bad key, a blocking call in
 /// async code) stays a 500. The reason is for the server's log; clients get only the status's phrase.
-package enum ServerErrorStatus {
+public enum ServerErrorStatus {
     /// The status for `error`, or nil when it is not one of Tandem's.
-    package static func status(for error: any Error) -> HTTPResponse.Status? {
+    public static func status(for error: any Error) -> HTTPResponse.Status? {
         switch error {
         case let e as CacheError:
             switch e.code {

@@ -25,7 +25,7 @@ import Vapor
             UpstreamClientConfiguration.self, RetryPolicy.self, RetryThrottle.self, HedgingPolicy.self, ResponseCaching.self,
             (any TandemEventLoop).self, EpollEventLoop.self, DispatchEventLoop.self, EventLoops.self, IOEvents.self,
             AsyncSafety.self, AsyncUnsafePolicy.self, Bridge.self, TandemError.self, DeadlineExceeded.self,
-            TandemPersistDriver.self,
+            TandemPersistDriver.self, PageCache.self, ServerErrorStatus.self, CacheError.Code.self, UpstreamError.Code.self,
         ]
         // Theirs, unqualified, in the same file.
         let theirTypes: [Any.Type] = [
