@@ -400,20 +400,37 @@ final class CacheCore: Sendable {
     private func runUntraced<R>(_ op: CacheOp, key: String?, fallback: R?, _ body: () throws -> R) throws -> R {
         let admitted = try enter()
         defer { leave(admitted) }
+        guard let call = begin(key) else { return try failOpen(op, circuitOpen(), fallback, breaker: nil) }
+        do { return succeeded(op, try body(), call) } catch { return try failed(op, error, fallback, call) }
+    }
+
+    /// A call past its server's breaker: the breaker, to tell how the call went, and when durations
+    /// are measured, the call's start.
+    private struct Call {
+        let breaker: CircuitBreaker?
+        let start: ContinuousClock.Instant?
+    }
+
+    /// Starts a call on `key`; nil when its server's breaker is open (the call is skipped).
+    @inline(__always)
+    private func begin(_ key: String?) -> Call? {
         let breaker = breaker(for: key)
-        if let breaker, !breaker.admit() { return try failOpen(op, circuitOpen(breaker), fallback, breaker: nil) }
-        if !metrics.timing {
-            do { return recorded(try body(), breaker) } catch { return try failOpen(op, error, fallback, breaker: breaker) }
-        }
-        let start = ContinuousClock.now
-        do {
-            let r = try body()
-            if !answeredInProcess(r, op) { metrics.recordDuration(op, since: start) }
-            return recorded(r, breaker)
-        } catch {
-            metrics.recordDuration(op, since: start, failed: error)
-            return try failOpen(op, error, fallback, breaker: breaker)
-        }
+        if let breaker, !breaker.admit() { return nil }
+        return Call(breaker: breaker, start: metrics.timing ? ContinuousClock.now : nil)
+    }
+
+    /// A call that returned `r`: its duration (unless the near cache answered), and its breaker told.
+    @inline(__always)
+    private func succeeded<R>(_ op: CacheOp, _ r: R, _ call: Call) -> R {
+        if let start = call.start, !answeredInProcess(r, op) { metrics.recordDuration(op, since: start) }
+        return recorded(r, call.breaker)
+    }
+
+    /// A call that threw `error`: its duration, then fail-open decides (and tells the breaker).
+    @inline(__always)
+    private func failed<R>(_ op: CacheOp, _ error: any Error, _ fallback: R?, _ call: Call) throws -> R {
+        if let start = call.start { metrics.recordDuration(op, since: start, failed: error) }
+        return try failOpen(op, error, fallback, breaker: call.breaker)
     }
 
     /// The breaker of the server `key` lives on (the backend-wide one for nil or a backend that does not
@@ -424,7 +441,7 @@ final class CacheCore: Sendable {
         return breakers.breaker(for: key.flatMap { backend.breakerScope(forKey: $0) })
     }
 
-    private func circuitOpen(_ breaker: CircuitBreaker) -> CacheError { .circuitOpen(alias: alias) }
+    private func circuitOpen() -> CacheError { .circuitOpen(alias: alias) }
 
     /// ``run(_:fallback:_:)`` for the async face.
     @inline(__always)
@@ -439,20 +456,8 @@ final class CacheCore: Sendable {
     private func runAsyncUntraced<R>(_ op: CacheOp, key: String?, fallback: R?, _ body: () async throws -> R) async throws -> R {
         let admitted = try enter()
         defer { leave(admitted) }
-        let breaker = breaker(for: key)
-        if let breaker, !breaker.admit() { return try failOpen(op, circuitOpen(breaker), fallback, breaker: nil) }
-        if !metrics.timing {
-            do { return recorded(try await body(), breaker) } catch { return try failOpen(op, error, fallback, breaker: breaker) }
-        }
-        let start = ContinuousClock.now
-        do {
-            let r = try await body()
-            if !answeredInProcess(r, op) { metrics.recordDuration(op, since: start) }
-            return recorded(r, breaker)
-        } catch {
-            metrics.recordDuration(op, since: start, failed: error)
-            return try failOpen(op, error, fallback, breaker: breaker)
-        }
+        guard let call = begin(key) else { return try failOpen(op, circuitOpen(), fallback, breaker: nil) }
+        do { return succeeded(op, try await body(), call) } catch { return try failed(op, error, fallback, call) }
     }
 
     /// A get the backend's near cache answered: not a server operation, so its duration is not one
