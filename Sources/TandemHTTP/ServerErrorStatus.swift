@@ -28,7 +28,7 @@ public enum ServerErrorStatus {
             default: return .internalServerError
             }
         case let e as TandemError:
-            if case .loopShutDown = e { return .serviceUnavailable }
+            if e.code == .loopShutDown { return .serviceUnavailable }
             return .internalServerError
         default:
             return nil

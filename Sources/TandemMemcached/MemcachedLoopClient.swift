@@ -95,7 +95,7 @@ final class MemcachedLoopClient: Sendable {
             return try await withPromise(waiterLoop: loop) { (p: LoopPromise<MetaReply>) in
                 connections[index].submit(request, p)
             }
-        } catch TandemError.loopShutDown {
+        } catch let error as TandemError where error.code == .loopShutDown {
             throw CacheError.shutDown("the event loop of memcached \(names[index])")
         }
     }
@@ -295,7 +295,7 @@ final class MemcachedLoopClient: Sendable {
                     }
                 }
             }
-        } catch TandemError.loopShutDown {
+        } catch let error as TandemError where error.code == .loopShutDown {
             throw CacheError.shutDown("the event loop of memcached \(names.joined(separator: ","))")
         }
     }

@@ -155,7 +155,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
     @inline(never)
     private func retryAfter(_ error: any Error, allowed: Bool) throws {
         if allowed, (error as? CacheError)?.code == .connectionFailed { return }
-        if case TandemError.loopShutDown = error { throw CacheError.shutDown("the event loop of \(endpoint.description)") }
+        if (error as? TandemError)?.code == .loopShutDown { throw CacheError.shutDown("the event loop of \(endpoint.description)") }
         throw error
     }
 
@@ -169,7 +169,7 @@ final class RedisAsyncConnection: LoopSocketDelegate, @unchecked Sendable {
                 return try await pipelineOnLoop(commands)
             } catch let e as CacheError where e.code == .connectionFailed && again {
                 again = false
-            } catch TandemError.loopShutDown {
+            } catch let error as TandemError where error.code == .loopShutDown {
                 throw CacheError.shutDown("the event loop of \(endpoint.description)")
             }
         }

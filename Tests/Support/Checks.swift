@@ -140,9 +140,9 @@ public func threadNames() -> [String] {
 extension TandemError {
     /// A guard's refusal without the caller's site, for tests that compare only the operation.
     public var withoutSite: TandemError {
-        switch self {
-        case .blockingCallOnEventLoop(let operation, _): .blockingCallOnEventLoop(operation: operation)
-        case .blockingCallInAsyncContext(let operation, _): .blockingCallInAsyncContext(operation: operation)
+        switch code {
+        case .blockingCallOnEventLoop: .blockingCallOnEventLoop(operation: operation ?? "")
+        case .blockingCallInAsyncContext: .blockingCallInAsyncContext(operation: operation ?? "")
         default: self
         }
     }

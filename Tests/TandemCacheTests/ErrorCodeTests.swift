@@ -1,5 +1,6 @@
 import TandemCache
 import TandemHTTP
+import TandemLoop
 import Testing
 
 /// Errors are structs with a code: what a caller switches on, and the fields each code carries.
@@ -62,5 +63,19 @@ struct ErrorCodeTests {
         #expect(UpstreamError.invalidRequest(reason: "CR in a header").url == nil)
         #expect(UpstreamError.timeout(url: "http://a/") == .timeout(url: "http://a/"))
         #expect(UpstreamError.timeout(url: "http://a/") != .deadlineExceeded(url: "http://a/"))
+    }
+
+    @Test func theLoopsAndTLSErrorsHaveCodesToo() {
+        let refused = TandemError.blockingCallInAsyncContext(operation: "cache 'default' get", site: "App/x.swift:3")
+        #expect(refused.code == .blockingCallInAsyncContext && refused.operation == "cache 'default' get" && refused.site == "App/x.swift:3")
+        #expect(refused.description.contains("at App/x.swift:3"))
+        #expect(TandemError.blockingCallOnEventLoop(operation: "op").site == nil)
+        #expect(TandemError.loopShutDown(loop: "l").loop == "l" && TandemError.loopShutDown(loop: "l").operation == nil)
+        #expect(TandemError.system(operation: "epoll_ctl", errno: 9).errno == 9)
+        #expect(TandemError.loopShutDown(loop: "a") != .loopShutDown(loop: "b"))
+        let tls = TLSFailure.untrustedPeer("self-signed certificate")
+        #expect(tls.code == .untrustedPeer && tls.reason == "self-signed certificate")
+        #expect(tls.description == "the server's certificate is not trusted (self-signed certificate)")
+        #expect(TLSFailure.handshakeFailed("x") != .nameMismatch("x"))
     }
 }
