@@ -304,3 +304,71 @@ private struct NearFixture: Sendable {
 private final class StopFlag: Sendable {
     let raised = Atomic<Bool>(false)
 }
+
+/// The near cache on a Redis server of the test's own, which the test restarts or fills.
+@Suite(.serialized, .enabled(if: serversAvailable, Comment(rawValue: TestServers.skipMessage)))
+struct RedisNearCacheOwnServerTests {
+    private func nearCache(on server: ServerProcess, _ options: [String: SettingValue]) throws -> (Cache, NearCache) {
+        let cache = try Caches(settings: ["default": CacheSettings(
+            backend: "redis", location: [server.redisURL + "/0"], keyPrefix: "own",
+            options: ["COMMAND_TIMEOUT": 10, "CONNECT_TIMEOUT": 10].merging(options) { _, b in b })]).default
+        return (cache, try #require((cache.backend as? RedisBackend)?.near))
+    }
+
+    @Test(.timeLimit(.minutes(3)), arguments: FaceKind.allCases)
+    func aRestartedServerLeavesNoOldCopy(_ faceKind: FaceKind) async throws {
+        _ = try TestServers.need(TestServers.redisURL, "redis-server")
+        let server = try ServerProcess(.redis)
+        defer { server.stop() }
+        let (cache, near) = try nearCache(on: server, ["NEAR_CACHE": true])
+        defer { cache.close() }
+        let face = Face(cache, faceKind)
+        try await face.set("k", "v1")
+        try await warmUp(face, near, "k")
+        let flushes = near.statistics.flushes
+        server.stop()
+        try server.start()  // the same port, an empty server
+        #expect(try await eventually(30) { near.statistics.flushes > flushes }, "losing the server dropped the copies")
+        try await onPlainThread { _ = try RawRedis(port: server.port).command(["SET", "own:1:k", "v2"]) }
+        // From here on, no read may return the value the old server had.
+        var old = 0
+        let fresh = try await eventuallyAsync(30) {
+            let v = try? await face.get("k", as: String.self)
+            if v == "v1" { old += 1 }
+            return v == "v2"
+        }
+        #expect(fresh, "the new server's value is read")
+        #expect(old == 0, "\(old) reads returned the old server's value after the near cache was emptied")
+        // Tracking is back: another client's write reaches the near cache.
+        try await warmUp(face, near, "k")
+        try await onPlainThread { _ = try RawRedis(port: server.port).command(["SET", "own:1:k", "v3"]) }
+        #expect(try await eventuallyAsync(30) { (try? await face.get("k", as: String.self)) == "v3" }, "invalidations flow again")
+    }
+
+    @Test(.timeLimit(.minutes(5)))
+    func aMillionDistinctKeysReadStayWithinTheBounds() async throws {
+        _ = try TestServers.need(TestServers.redisURL, "redis-server")
+        let server = try ServerProcess(.redis)
+        defer { server.stop() }
+        // A million keys own:1:m:0 ... own:1:m:999999, 32-byte values, made by the server itself.
+        _ = try await onPlainThread { try RawRedis(port: server.port).command(["DEBUG", "POPULATE", "1000000", "own:1:m", "32"]) }
+        let (maxEntries, maxBytes) = (20_000, 1 << 20)
+        let (cache, near) = try nearCache(on: server, ["NEAR_CACHE": .dict(["MAX_ENTRIES": .int(maxEntries), "MAX_BYTES": .int(maxBytes)])])
+        defer { cache.close() }
+        try await warmUp(Face(cache, .async), near, "m:0")
+        var largest = (entries: 0, bytes: 0)
+        for batch in 0..<1000 {
+            let keys = (batch * 1000..<(batch + 1) * 1000).map { "m:\($0)" }
+            let values: [String: [UInt8]] = try await cache.async.getMany(keys)
+            if values.count != 1000 || values["m:\(batch * 1000)"]?.count != 32 {
+                Issue.record("batch \(batch): \(values.count) values")
+                return
+            }
+            let usage = near.usage
+            largest = (max(largest.entries, usage.entries), max(largest.bytes, usage.bytes))
+        }
+        #expect(largest.entries <= maxEntries && largest.bytes <= maxBytes, "at most \(largest)")
+        #expect(largest.entries > 0, "the near cache kept copies")
+        #expect(near.statistics.evictions >= 1_000_000 - maxEntries - 1, "\(near.statistics.evictions) evictions")
+    }
+}
