@@ -239,6 +239,40 @@ struct RedisNearCacheTests {
         #expect(try await eventuallyAsync(30) { (try? await face.get("k", as: String.self)) == "v2" })
     }
 
+    @Test(arguments: FaceKind.allCases)
+    func readsFromAReplicaAreKeptAndDroppedWhenAWriteReplicates(_ faceKind: FaceKind) async throws {
+        let primary = try TestServers.need(TestServers.redisURL, "redis primary")
+        let replica = try TestServers.need(TestServers.redisReplicaURL, "redis replica")
+        let port = try #require(TestServers.hostPort(primary)?.1)
+        let db = RedisFixture(loop: .epoll).db  // a database no other test uses
+        let prefix = "replica\(db)"
+        let cache = try Caches(settings: ["default": CacheSettings(
+            backend: "redis", location: ["\(primary)/\(db)", "\(replica)/\(db)"], keyPrefix: prefix,
+            options: ["COMMAND_TIMEOUT": 10, "NEAR_CACHE": true])]).default
+        defer { cache.close() }
+        let near = try #require((cache.backend as? RedisBackend)?.near)
+        let face = Face(cache, faceKind)
+        try await face.set("k", "v1")
+        // Reads go to the replica (once the write has reached it); the replica's own invalidation
+        // connection tracks them, and a repeated read is served from process memory.
+        let kept = try await eventuallyAsync(30) {
+            let hits = near.statistics.hits
+            let first = try? await face.get("k", as: String.self)
+            let second = try? await face.get("k", as: String.self)
+            return first == "v1" && second == "v1" && near.statistics.hits > hits && near.trackingID(server: 1) != nil
+        }
+        #expect(kept, "a read from the replica is kept")
+        // Another client writes on the primary: the write replicates, and the replica tells the near cache.
+        let invalidations = near.statistics.invalidations
+        try await onPlainThread {
+            let raw = try RawRedis(port: port)
+            _ = try raw.command(["SELECT", String(db)])
+            _ = try raw.command(["SET", "\(prefix):1:k", "v2"])
+        }
+        #expect(try await eventually(30) { near.statistics.invalidations > invalidations }, "the replica sent the invalidation")
+        #expect(try await face.get("k", as: String.self) == "v2", "the replicated write reached the near cache")
+    }
+
     @Test func itsCountersReachTheCachesMetrics() async throws {
         let metrics = TestMetrics()
         let redis = RedisFixture(loop: .epoll, options: ["COMMAND_TIMEOUT": 10, "NEAR_CACHE": true])
