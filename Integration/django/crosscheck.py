@@ -3,7 +3,8 @@
     python3 crosscheck.py BACKEND LOCATION KEY_PREFIX write   # stores the values below under "py:<name>"
     python3 crosscheck.py BACKEND LOCATION KEY_PREFIX read    # checks what Tandem stored under "sw:<name>"
 
-BACKEND is redis (Django's RedisCache), memcached (PyMemcacheCache), django-redis[:COMPRESSOR]
+BACKEND is redis (Django's RedisCache), memcached[:COMPRESSOR] (PyMemcacheCache, with pymemcache's
+CompressedSerde over that compressor's module functions: zlib or lzma), django-redis[:COMPRESSOR]
 (django-redis 6.0's RedisCache with its default pickle serializer and that compressor: zlib, gzip,
 lzma, lz4 or zstd) or django-redis-json[:COMPRESSOR] (with its JSONSerializer: the values that have a
 JSON form, as json.loads gives them back); LOCATION a redis:// URL or host:port; VERSION is 3 on both
@@ -71,7 +72,13 @@ def main():
     backend, _, compressor = backend.partition(":")
     cache_settings = {"BACKEND": BACKENDS[backend], "LOCATION": location, "KEY_PREFIX": prefix, "VERSION": 3}
     options = {}
-    if compressor:
+    if compressor and backend == "memcached":
+        import lzma
+        import zlib
+        from pymemcache.serde import CompressedSerde
+        module = {"zlib": zlib, "lzma": lzma}[compressor]
+        options["serde"] = CompressedSerde(compress=module.compress, decompress=module.decompress)
+    elif compressor:
         options["COMPRESSOR"] = COMPRESSORS[compressor]
     json_format = backend == "django-redis-json"
     if json_format:
@@ -122,7 +129,22 @@ def main():
         cache.set("py:short", "gone soon", timeout=1)
         return
     problems = []
-    if compressor:
+    if compressor and backend == "memcached":
+        # What Tandem stored carries pymemcache's compressed flag (not merely readable).
+        from pymemcache.client.base import Client
+
+        class Raw:
+            def serialize(self, key, value):
+                return value, 0
+
+            def deserialize(self, key, value, flags):
+                return value, flags
+
+        host, port = location.rsplit(":", 1)
+        raw = Client((host, int(port)), serde=Raw()).get(cache.make_key("sw:long"))
+        if raw is None or not raw[1] & 8:
+            problems.append(f"long: not stored with the compressed flag: {raw!r:.60}")
+    elif compressor:
         # What Tandem stored is compressed as django-redis compresses it (not merely readable).
         raw = cache.client.get_client().get(cache.client.make_key("sw:long"))
         if raw is None or raw[:1] in (b"\x80", b'"'):

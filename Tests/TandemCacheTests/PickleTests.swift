@@ -303,6 +303,31 @@ struct Profile: Codable, Equatable {
         #expect(throws: DecodingError.self) { try PythonValueDecoder.decode(UInt8.self, from: .int(300)) }
     }
 
+    @Test func onMemcachedACompressorWritesPymemcachesCompressedFlag() throws {
+        let flag = DjangoValueCoding.Flag.self
+        let long = String(repeating: "lorem ipsum ", count: 40)
+        let stored = try DjangoValueCoding.encode(long, flags: true, compressor: .zlib, key: "k")
+        #expect(stored.kind.rawValue == flag.text | flag.compressed, "text, compressed")
+        #expect(try ValueCompressor.zlib.decompress(stored.bytes) == Array(long.utf8), "zlib.compress of the text")
+        #expect(try DjangoValueCoding.decode(String.self, from: stored, flags: true, compressor: .zlib, key: "k") == long)
+        // No compressor named: pymemcache's default, zlib.
+        #expect(try DjangoValueCoding.decode(String.self, from: stored, flags: true, key: "k") == long)
+        // Bytes that compress to more stay as they are, without the flag (as CompressedSerde does).
+        var generator = SystemRandomNumberGenerator()
+        let noise = (0..<64).map { _ in UInt8.random(in: 0...255, using: &generator) }
+        let kept = try DjangoValueCoding.encode(noise, flags: true, compressor: .zlib, key: "k")
+        #expect(kept.bytes == noise && kept.kind.rawValue == flag.bytes)
+        // Short values and integers are never compressed.
+        #expect(try DjangoValueCoding.encode("short", flags: true, compressor: .zlib, key: "k").kind.rawValue == flag.text)
+        #expect(try DjangoValueCoding.encode(123_456_789, flags: true, compressor: .zlib, key: "k").kind.rawValue == flag.integer)
+        // A value without the flag is read as it is, even when the cache names a compressor.
+        let plain = StoredValue(bytes: Array("x".utf8), kind: ValueKind(rawValue: flag.text))
+        #expect(try DjangoValueCoding.decode(String.self, from: plain, flags: true, compressor: .zlib, key: "k") == "x")
+        // The flag on bytes that do not decompress is a typed error.
+        let garbage = StoredValue(bytes: [1, 2, 3], kind: ValueKind(rawValue: flag.text | flag.compressed))
+        #expect(throws: CacheError.self) { try DjangoValueCoding.decode(String.self, from: garbage, flags: true, compressor: .zlib, key: "k") }
+    }
+
     @Test func theDjangoFormatStoresIntegersAsTextAndEverythingElseAsPickles() throws {
         let int = try DjangoValueCoding.encode(42, flags: false, key: "k")
         #expect(int.bytes == Array("42".utf8))

@@ -34,7 +34,7 @@ struct DjangoSharingTests {
     }
 
     /// Django's RedisCache, PyMemcacheCache, and django-redis with each of its compressors.
-    static let djangoBackends = ["redis", "memcached"] + ValueCompressor.allCases.map { "django-redis:\($0.rawValue)" }
+    static let djangoBackends = ["redis", "memcached", "memcached:zlib", "memcached:lzma"] + ValueCompressor.allCases.map { "django-redis:\($0.rawValue)" }
         + ["django-redis-json", "django-redis-json:zstd"]
 
     @Test(arguments: djangoBackends, FaceKind.allCases)
@@ -44,8 +44,10 @@ struct DjangoSharingTests {
         // django-redis's JSON serializer: only values with a JSON form, read back as json.loads gives them.
         let json = backend.hasPrefix("django-redis-json")
         var options: [String: SettingValue] = ["SERIALIZER": json ? "json" : "django"]
-        if backend == "memcached" {
+        let memcached = backend.hasPrefix("memcached")
+        if memcached {
             location = try #require(TestServers.memcachedServers.first, "memcached")
+            if let compressor = backend.split(separator: ":").dropFirst().first { options["COMPRESSOR"] = .string(String(compressor)) }
         } else {
             // A database of its own: another suite's FLUSHDB must not empty it while Django reads.
             _ = try TestServers.need(TestServers.redisURL, "redis-server")
@@ -54,7 +56,7 @@ struct DjangoSharingTests {
             if let compressor = backend.split(separator: ":").dropFirst().first { options["COMPRESSOR"] = .string(String(compressor)) }
         }
         let caches = try Caches(settings: ["default": CacheSettings(
-            backend: backend == "memcached" ? "memcached" : "redis", location: [location], keyPrefix: prefix, version: 3, options: options)])
+            backend: memcached ? "memcached" : "redis", location: [location], keyPrefix: prefix, version: 3, options: options)])
         defer { caches.closeAll() }
         let face = Face(caches.default, faceKind)
 

@@ -41,6 +41,13 @@ extension Faults {
                 "default": CacheSettings(backend: "redis", location: ["redis+sentinel://\(sentinels)/\(service)/5"], options: Self.timeouts,
                                          metricsFactory: metrics),
             ]).default
+            // The same keys read through a near cache: what it keeps from the old primary must not
+            // outlive the failover (checked against the server after the load).
+            let near = try Caches(settings: [
+                "default": CacheSettings(backend: "redis", location: ["redis+sentinel://\(sentinels)/\(service)/5"],
+                                         options: Self.timeouts.merging(["NEAR_CACHE": true]) { _, b in b }),
+            ]).default
+            defer { near.close() }
             let log = CallLog()
             let acknowledged = Mutex<[(key: String, at: ContinuousClock.Instant)]>([])
             let readOnly = Atomic<Int>(0)
@@ -61,6 +68,7 @@ extension Faults {
                                 acknowledged.locked { $0.append((key, .now)) }
                             } else {
                                 _ = try await cache.async.get("a-\(w)-\(i - 1)") as String?
+                                _ = try? await near.async.get("a-\(w)-\(i - 1)") as String?
                             }
                         } catch {
                             note(error)
@@ -117,10 +125,14 @@ extension Faults {
             // writes the old primary took in the failover window can be gone.
             let writes = acknowledged.locked { $0 }
             var lost: [(key: String, at: ContinuousClock.Instant)] = []
+            var nearDiffers: [String] = []
             for chunk in stride(from: 0, to: writes.count, by: 500).map({ Array(writes[$0..<min($0 + 500, writes.count)]) }) {
                 let found: [String: String] = try await cache.async.getMany(chunk.map(\.key))
                 lost += chunk.filter { found[$0.key] == nil }
+                let throughNear: [String: String] = try await near.async.getMany(chunk.map(\.key))
+                nearDiffers += chunk.map(\.key).filter { throughNear[$0] != found[$0] }
             }
+            #expect(nearDiffers.isEmpty, "\(nearDiffers.count) keys read through the near cache differ from the server, first \(nearDiffers.first ?? "")")
             // The bound: only writes acknowledged from shortly before the failover began until shortly
             // after the sentinels named the new primary can be lost.
             let outside = lost.filter { $0.at < failover - .seconds(1) || $0.at > switched + .seconds(5) }
@@ -135,6 +147,7 @@ extension Faults {
                 "blocking_last_failure_after_failover_ms": ms(blockingAllClear),
                 "acknowledged_writes": writes.count, "acknowledged_writes_lost": lost.count,
                 "readonly_answers": readOnlyBox.value.load(ordering: .relaxed),
+                "near_cache_keys_differing_from_the_server": nearDiffers.count,
             ])
         }
 

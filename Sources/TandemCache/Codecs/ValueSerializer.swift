@@ -9,7 +9,9 @@ public enum ValueSerializer: String, Sendable, CaseIterable {
     /// `PickleSerializer` write (an `int` as its decimal text, anything else pickle protocol 5; reading
     /// tries the integer first, then pickle protocols 0 to 5); on memcached, what Django's
     /// `PyMemcacheCache` writes (pymemcache's `pickle_serde`: bytes, text, integers and pickles, each
-    /// with its item flag). Values map to Python values as ``PythonValue`` describes.
+    /// with its item flag; with a `COMPRESSOR`, pymemcache's `CompressedSerde`: a value longer than
+    /// the compressor's minimum length is stored compressed, with the compressed flag, when that is
+    /// not longer). Values map to Python values as ``PythonValue`` describes.
     case django
     /// What django-redis's `JSONSerializer` writes: an `int` as its decimal text, anything else
     /// `json.dumps` with Django's `DjangoJSONEncoder` (a datetime as ISO 8601 text to the
@@ -65,8 +67,16 @@ enum DjangoValueCoding {
             case .bytes(let b) where flags: stored = StoredValue(bytes: b, kind: ValueKind(rawValue: Flag.bytes))
             default: stored = StoredValue(bytes: try PickleWriter.write(python), kind: ValueKind(rawValue: flags ? Flag.pickle : 0))
             }
+            guard let compressor, stored.bytes.count > compressor.minimumLength else { return stored }
+            let compressed = try compressor.compress(stored.bytes)
+            if flags {
+                // pymemcache's CompressedSerde: the compressed form only when it is not longer, and
+                // the compressed flag beside the serializer's.
+                if compressed.count > stored.bytes.count { return stored }
+                return StoredValue(bytes: compressed, kind: ValueKind(rawValue: stored.kind.rawValue | Flag.compressed))
+            }
             // django-redis compresses what its serializer wrote when it is longer than the minimum.
-            if let compressor, stored.bytes.count > compressor.minimumLength { stored.bytes = try compressor.compress(stored.bytes) }
+            stored.bytes = compressed
             return stored
         } catch {
             throw CacheError.encodingFailed(key: key, type: String(describing: V.self), reason: "\(error)")
@@ -82,11 +92,15 @@ enum DjangoValueCoding {
         }
         if flags {
             let f = stored.kind.rawValue
-            if let compressor, f & (Flag.integer | Flag.long) == 0, let plain = try compressor.decompress(stored.bytes) {
-                return try python(StoredValue(bytes: plain, kind: stored.kind), flags: true)
+            if f & Flag.compressed != 0 {
+                // pymemcache's CompressedSerde (zlib unless the cache names its COMPRESSOR).
+                let codec = compressor ?? .zlib
+                guard let plain = try codec.decompress(stored.bytes) else {
+                    throw PickleError("the item flags (\(f)) say compressed, and the value does not decompress with \(codec.rawValue)")
+                }
+                return try python(StoredValue(bytes: plain, kind: ValueKind(rawValue: f & ~Flag.compressed)), flags: true)
             }
             if f == Flag.bytes { return .bytes(stored.bytes) }
-            if f & Flag.compressed != 0 { throw PickleError("the value is compressed (item flags \(f)), which Tandem does not read yet") }
             if f & Flag.text != 0 {
                 guard let s = String(validating: stored.bytes, as: UTF8.self) else { throw PickleError("a text value is not valid UTF-8") }
                 return .string(s)
