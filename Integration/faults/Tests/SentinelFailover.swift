@@ -41,11 +41,12 @@ extension Faults {
                 "default": CacheSettings(backend: "redis", location: ["redis+sentinel://\(sentinels)/\(service)/5"], options: Self.timeouts,
                                          metricsFactory: metrics),
             ]).default
-            // The same keys read through a near cache: what it keeps from the old primary must not
-            // outlive the failover (checked against the server after the load).
+            // The same keys read through a near cache large enough to keep every one: what it kept from
+            // the old primary must not outlive the failover (checked against the server after the load).
+            let nearOptions: [String: SettingValue] = ["NEAR_CACHE": .dict(["MAX_ENTRIES": .int(2_000_000), "MAX_BYTES": .int(1 << 30)])]
             let near = try Caches(settings: [
                 "default": CacheSettings(backend: "redis", location: ["redis+sentinel://\(sentinels)/\(service)/5"],
-                                         options: Self.timeouts.merging(["NEAR_CACHE": true]) { _, b in b }),
+                                         options: Self.timeouts.merging(nearOptions) { _, b in b }),
             ]).default
             defer { near.close() }
             let log = CallLog()
