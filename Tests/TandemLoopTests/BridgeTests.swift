@@ -199,7 +199,9 @@ actor LoopPinned {
                 throw error
             }
         }
-        #expect(try await eventually { holder.value.locked { $0 != nil } })
+        // A bound, not a verdict: the task and the loop job wait for threads that, under a sanitizer
+        // with every suite running, other tests may hold for tens of seconds.
+        try #require(try await eventually(120) { holder.value.locked { $0 != nil } }, "the loop ran the promise's body")
         task.cancel()
         await #expect(throws: CancellationError.self) { try await task.value }
         let p = try #require(holder.value.locked { $0 })
